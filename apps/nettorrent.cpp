@@ -1,0 +1,123 @@
+// nettorrent: the command-line front end. Thin: parse, run, report errors.
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "nettorrent/centralised.hpp"
+#include "nettorrent/checkpoint.hpp"
+#include "nettorrent/config.hpp"
+#include "nettorrent/error.hpp"
+#include "nettorrent/model.hpp"
+#include "nettorrent/run_support.hpp"
+
+namespace nt = nettorrent;
+
+namespace {
+
+void usage(std::ostream& os) {
+  os << "usage: nettorrent <command> [options]\n\n"
+        "commands:\n"
+        "  centralised --config-file=FILE [--section.key=value ...]\n"
+        "      train the whole model in one thread (the reference run)\n"
+        "  evaluate --checkpoint=FILE [--data.dir=DIR] [--data.test_limit=N]\n"
+        "      score a saved model on the test split: accuracy, loss, confusion matrix\n"
+        "  keys\n"
+        "      list every configuration key with its type and default\n"
+        "  help\n";
+}
+
+int cmd_centralised(const std::vector<std::string>& args) {
+  const nt::run_config cfg = nt::load_run_config(args);
+  const nt::run_summary s = nt::run_centralised(cfg, std::cout);
+  (void) s;
+  return 0;
+}
+
+int cmd_evaluate(const std::vector<std::string>& args) {
+  std::string checkpoint;
+  std::vector<std::string> rest;
+  for (const auto& a : args) {
+    if (a.rfind("--checkpoint=", 0) == 0)
+      checkpoint = a.substr(13);
+    else
+      rest.push_back(a);
+  }
+  if (checkpoint.empty())
+    throw nt::error("evaluate: --checkpoint=FILE is required");
+  const nt::model_checkpoint ck = nt::load_checkpoint(checkpoint);
+  nt::run_config cfg = nt::load_run_config(rest);
+  cfg.model.layers.assign(ck.header.layers.begin(), ck.header.layers.end());
+  std::vector<nt::slice_geometry> geometry = nt::model_geometry(cfg.model);
+  std::vector<nt::dense_params> params;
+  for (std::size_t l = 0; l < geometry.size(); ++l) {
+    geometry[l].act = ck.header.activations[l];
+    params.push_back(ck.layers[l].params);
+  }
+  nt::prepare_math_thread();
+  const std::string dir = cfg.data.dir.empty() ? nt::fashion_mnist_dir() : cfg.data.dir;
+  const nt::idx_files files = nt::locate_idx_files(dir);
+  const nt::image_set test = nt::read_idx_pair(files.test_images, files.test_labels);
+  if (test.features != cfg.model.layers.front())
+    throw nt::error(files.test_images + ": images have " + std::to_string(test.features)
+                    + " pixels but " + checkpoint + " expects "
+                    + std::to_string(cfg.model.layers.front()));
+  std::vector<std::uint32_t> idx(cfg.data.test_limit != 0
+                                   ? std::min(cfg.data.test_limit, test.size())
+                                   : test.size());
+  for (std::size_t i = 0; i < idx.size(); ++i)
+    idx[i] = static_cast<std::uint32_t>(i);
+  const nt::evaluation ev = nt::evaluate_model(geometry, params, test, &idx);
+  std::printf("checkpoint: %s (step %llu, %llu samples, epoch %llu)\n", checkpoint.c_str(),
+              static_cast<unsigned long long>(ck.header.step),
+              static_cast<unsigned long long>(ck.header.samples),
+              static_cast<unsigned long long>(ck.header.epoch));
+  std::printf("test accuracy %.4f, loss %.4f on %zu samples\n", ev.accuracy, ev.loss,
+              ev.samples);
+  std::printf("confusion matrix (rows: true class, columns: predicted)\n     ");
+  for (std::size_t k = 0; k < ev.classes; ++k)
+    std::printf("%6zu", k);
+  std::printf("\n");
+  for (std::size_t t = 0; t < ev.classes; ++t) {
+    std::printf("%4zu ", t);
+    for (std::size_t p = 0; p < ev.classes; ++p)
+      std::printf("%6zu", ev.confusion[t * ev.classes + p]);
+    std::printf("\n");
+  }
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    usage(std::cerr);
+    return 2;
+  }
+  const std::string cmd = argv[1];
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  try {
+    if (cmd == "centralised" || cmd == "centralized")
+      return cmd_centralised(args);
+    if (cmd == "evaluate")
+      return cmd_evaluate(args);
+    if (cmd == "keys") {
+      std::cout << nt::describe_config_keys();
+      return 0;
+    }
+    if (cmd == "help" || cmd == "--help" || cmd == "-h") {
+      usage(std::cout);
+      return 0;
+    }
+    std::cerr << "nettorrent: unknown command \"" << cmd << "\"\n";
+    usage(std::cerr);
+    return 2;
+  } catch (const nt::error& e) {
+    std::cerr << "nettorrent " << cmd << ": error: " << e.what() << '\n';
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "nettorrent " << cmd << ": internal error: " << e.what() << '\n';
+    return 1;
+  }
+}

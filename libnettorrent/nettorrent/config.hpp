@@ -1,0 +1,79 @@
+// The run configuration: model, data, training and optimizer sections, read
+// from a CAF-style INI file and `--section.key=value` overrides, checked key
+// by key (unknown keys, wrong types and out-of-range values are errors naming
+// the file, line and key) and validated as a whole.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nettorrent/activation.hpp"
+#include "nettorrent/optimizer.hpp"
+
+namespace nettorrent {
+
+struct model_config {
+  /// Layer widths, input first: {784, 256, 128, 10} is 784-256-128-10.
+  std::vector<std::size_t> layers{784, 256, 128, 10};
+  /// Activation of every hidden layer; the last layer is always identity
+  /// (softmax cross-entropy is applied by the loss).
+  activation hidden = activation::relu;
+};
+
+struct data_config {
+  /// Directory with the four IDX files; empty = the dataset-fashion-mnist
+  /// package's directory.
+  std::string dir;
+  /// Samples of the training file held out for validation.
+  std::size_t validation_size = 5000;
+  /// Use at most this many training samples (0 = all): for quick runs.
+  std::size_t train_limit = 0;
+  /// Evaluate on at most this many test samples (0 = all).
+  std::size_t test_limit = 0;
+};
+
+struct training_config {
+  std::size_t batch_size = 64;
+  std::size_t max_epochs = 15;
+  /// Stop once validation accuracy reaches this (0 = train max_epochs).
+  double target_accuracy = 0;
+  /// Samples between validation passes (0 = once per epoch).
+  std::size_t eval_every = 0;
+  std::uint64_t seed = 1;
+  /// Where the checkpoint and learning curve go.
+  std::string output_dir = "runs/local";
+  /// Seconds between progress lines within an epoch (0 = per epoch only).
+  double progress_interval = 5;
+};
+
+struct run_config {
+  model_config model;
+  data_config data;
+  training_config training;
+  optimizer_config optimizer;
+
+  /// Checks cross-field constraints; throws nettorrent::error naming the key.
+  void validate() const;
+
+  /// Every setting that affects the training result, as `key=value` lines in
+  /// a fixed order (output paths and display settings excluded).
+  std::string canonical() const;
+
+  /// FNV-1a 64 of canonical(): stored in checkpoints.
+  std::uint64_t hash() const;
+};
+
+/// Parses command-line style arguments: `--config-file=PATH` (at most once)
+/// and `--section.key=value` overrides, applied after the file. Anything else
+/// in `args` is an error. Every key is checked against the schema.
+run_config load_run_config(const std::vector<std::string>& args);
+
+/// Applies one parsed INI document on top of `cfg`.
+void apply_ini(const struct ini_document& doc, run_config& cfg);
+
+/// One line per key: name, type, default and meaning (for --help and docs).
+std::string describe_config_keys();
+
+} // namespace nettorrent

@@ -1,0 +1,42 @@
+// Pieces every kind of training run shares: loading the configured data,
+// the learning-curve CSV, progress lines, atomic file writes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "nettorrent/config.hpp"
+#include "nettorrent/data.hpp"
+
+namespace nettorrent {
+
+/// Reads the configured data set and makes the validation split.
+data_splits load_run_data(const run_config& cfg);
+
+/// One point of a learning curve.
+struct curve_point {
+  std::size_t epoch = 0;          ///< 1-based epoch in progress
+  std::uint64_t samples = 0;      ///< training samples so far
+  double seconds = 0;             ///< wall clock since training started
+  double train_loss = 0;          ///< mean training loss since the last point
+  double validation_loss = 0;
+  double validation_accuracy = 0;
+};
+
+/// Writes the curve as CSV (header + one row per point) atomically.
+void write_curve_csv(const std::string& path, const std::vector<curve_point>& curve);
+
+/// Writes `content` to `path` atomically: a temp file in the same directory,
+/// fsync, rename. Creates missing parent directories. Throws on failure and
+/// removes the temp file.
+void write_file_atomically(const std::string& path,
+                           const std::function<void(std::ostream&)>& writer);
+
+/// "1m23s" style duration.
+std::string format_duration(double seconds);
+
+} // namespace nettorrent

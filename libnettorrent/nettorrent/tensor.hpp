@@ -1,0 +1,26 @@
+// Dense float32 tensors used throughout NetTorrent, plus CPU set-up for speed.
+#pragma once
+
+#include <cstddef>
+
+#include <Eigen/Core>
+
+namespace nettorrent {
+
+/// A batch-major matrix: one sample per row (B x features). Row-major so a
+/// batch of samples and a slice's per-sample outputs are contiguous.
+using matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// A row vector, used for biases (1 x n).
+using row_vector = Eigen::Matrix<float, 1, Eigen::Dynamic>;
+
+/// Turns on flush-to-zero and denormals-are-zero for the calling thread and
+/// limits Eigen to one thread. Call once in every thread that does math:
+/// Adam's tiny second moments otherwise produce denormals that make the
+/// trainer ~2.5x slower.
+void prepare_math_thread();
+
+/// True when FTZ and DAZ are set for the calling thread.
+bool flush_to_zero_enabled();
+
+} // namespace nettorrent

@@ -1,0 +1,312 @@
+#include "nettorrent/config.hpp"
+
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <sstream>
+
+#include "nettorrent/error.hpp"
+#include "nettorrent/ini.hpp"
+
+namespace nettorrent {
+
+namespace {
+
+// --- typed readers: throw nettorrent::error without location ---------------
+
+[[noreturn]] void wrong_type(const ini_value& v, const char* expected) {
+  throw error(std::string{"expected "} + expected + ", got " + to_string(v.kind)
+              + (v.text.empty() ? "" : " \"" + v.text + "\""));
+}
+
+std::size_t read_size(const ini_value& v, std::size_t lo, std::size_t hi) {
+  if (v.kind != ini_value::type::integer)
+    wrong_type(v, "an integer");
+  if (v.integer < 0 || static_cast<std::uint64_t>(v.integer) < lo
+      || static_cast<std::uint64_t>(v.integer) > hi)
+    throw error("value " + std::to_string(v.integer) + " is out of range ["
+                + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return static_cast<std::size_t>(v.integer);
+}
+
+double read_real(const ini_value& v, double lo, double hi) {
+  if (v.kind != ini_value::type::integer && v.kind != ini_value::type::real)
+    wrong_type(v, "a number");
+  if (!std::isfinite(v.real) || v.real < lo || v.real > hi) {
+    std::ostringstream os;
+    os << "value " << v.real << " is out of range [" << lo << ", " << hi << "]";
+    throw error(os.str());
+  }
+  return v.real;
+}
+
+std::string read_string(const ini_value& v) {
+  if (v.kind != ini_value::type::string && v.kind != ini_value::type::atom)
+    wrong_type(v, "a quoted string");
+  return v.text;
+}
+
+bool read_bool(const ini_value& v) {
+  if (v.kind != ini_value::type::boolean)
+    wrong_type(v, "true or false");
+  return v.boolean;
+}
+
+std::vector<std::size_t> read_size_list(const ini_value& v, std::size_t lo, std::size_t hi) {
+  if (v.kind != ini_value::type::list)
+    wrong_type(v, "a list like [784, 256, 10]");
+  std::vector<std::size_t> out;
+  for (std::size_t i = 0; i < v.list.size(); ++i) {
+    try {
+      out.push_back(read_size(v.list[i], lo, hi));
+    } catch (const error& e) {
+      throw error("element " + std::to_string(i) + ": " + e.what());
+    }
+  }
+  return out;
+}
+
+template <class T>
+std::string show(const T& x) {
+  std::ostringstream os;
+  os << x;
+  return os.str();
+}
+
+std::string show_list(const std::vector<std::size_t>& xs) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < xs.size(); ++i)
+    s += (i > 0 ? ", " : "") + std::to_string(xs[i]);
+  return s + "]";
+}
+
+// --- the schema --------------------------------------------------------------
+
+struct option_spec {
+  const char* name;
+  const char* type;
+  const char* help;
+  std::function<void(run_config&, const ini_value&)> set;
+  std::function<std::string(const run_config&)> get;
+  bool affects_result = true; ///< part of canonical() and the config hash
+};
+
+constexpr std::size_t max_width = 1u << 16;
+constexpr std::size_t max_count = std::size_t{1} << 40;
+
+const std::vector<option_spec>& schema() {
+  static const std::vector<option_spec> specs = {
+    {"model.layers", "list of integers",
+     "layer widths, input first (first = pixels per image, last = classes)",
+     [](run_config& c, const ini_value& v) { c.model.layers = read_size_list(v, 1, max_width); },
+     [](const run_config& c) { return show_list(c.model.layers); }},
+    {"model.activation", "string", "hidden-layer activation: relu, tanh, sigmoid, identity",
+     [](run_config& c, const ini_value& v) { c.model.hidden = parse_activation(read_string(v)); },
+     [](const run_config& c) { return "\"" + std::string{to_string(c.model.hidden)} + "\""; }},
+    {"data.dir", "string",
+     "directory with the IDX files (.gz or raw); \"\" = the dataset-fashion-mnist package",
+     [](run_config& c, const ini_value& v) { c.data.dir = read_string(v); },
+     [](const run_config& c) { return "\"" + c.data.dir + "\""; }},
+    {"data.validation_size", "integer", "training samples held out for validation",
+     [](run_config& c, const ini_value& v) { c.data.validation_size = read_size(v, 1, max_count); },
+     [](const run_config& c) { return show(c.data.validation_size); }},
+    {"data.train_limit", "integer", "use at most this many training samples (0 = all)",
+     [](run_config& c, const ini_value& v) { c.data.train_limit = read_size(v, 0, max_count); },
+     [](const run_config& c) { return show(c.data.train_limit); }},
+    {"data.test_limit", "integer", "evaluate on at most this many test samples (0 = all)",
+     [](run_config& c, const ini_value& v) { c.data.test_limit = read_size(v, 0, max_count); },
+     [](const run_config& c) { return show(c.data.test_limit); }},
+    {"training.batch_size", "integer", "samples per mini-batch",
+     [](run_config& c, const ini_value& v) { c.training.batch_size = read_size(v, 1, max_width); },
+     [](const run_config& c) { return show(c.training.batch_size); }},
+    {"training.max_epochs", "integer", "stop after this many passes over the training split",
+     [](run_config& c, const ini_value& v) { c.training.max_epochs = read_size(v, 1, 100000); },
+     [](const run_config& c) { return show(c.training.max_epochs); }},
+    {"training.target_accuracy", "number",
+     "stop once validation accuracy reaches this (0 = run max_epochs)",
+     [](run_config& c, const ini_value& v) { c.training.target_accuracy = read_real(v, 0, 1); },
+     [](const run_config& c) { return show(c.training.target_accuracy); }},
+    {"training.eval_every", "integer", "samples between validation passes (0 = every epoch)",
+     [](run_config& c, const ini_value& v) { c.training.eval_every = read_size(v, 0, max_count); },
+     [](const run_config& c) { return show(c.training.eval_every); }},
+    {"training.seed", "integer", "seed of every random source (weights, split, order)",
+     [](run_config& c, const ini_value& v) {
+       c.training.seed = read_size(v, 0, std::numeric_limits<std::int64_t>::max());
+     },
+     [](const run_config& c) { return show(c.training.seed); }},
+    {"training.output_dir", "string", "where the checkpoint, curve CSV and plot are written",
+     [](run_config& c, const ini_value& v) {
+       c.training.output_dir = read_string(v);
+       if (c.training.output_dir.empty())
+         throw error("must not be empty");
+     },
+     [](const run_config& c) { return "\"" + c.training.output_dir + "\""; }, false},
+    {"training.progress_interval", "number",
+     "seconds between progress lines inside an epoch (0 = one line per epoch)",
+     [](run_config& c, const ini_value& v) { c.training.progress_interval = read_real(v, 0, 86400); },
+     [](const run_config& c) { return show(c.training.progress_interval); }, false},
+    {"optimizer.kind", "string", "sgd, momentum, adagrad, rmsprop or adam",
+     [](run_config& c, const ini_value& v) { c.optimizer.kind = parse_optimizer_kind(read_string(v)); },
+     [](const run_config& c) { return "\"" + std::string{to_string(c.optimizer.kind)} + "\""; }},
+    {"optimizer.learning_rate", "number", "step size (0, 10]",
+     [](run_config& c, const ini_value& v) {
+       c.optimizer.learning_rate = static_cast<float>(read_real(v, 1e-12, 10));
+     },
+     [](const run_config& c) { return show(c.optimizer.learning_rate); }},
+    {"optimizer.momentum", "number", "momentum: velocity decay in [0, 1)",
+     [](run_config& c, const ini_value& v) {
+       c.optimizer.momentum = static_cast<float>(read_real(v, 0, 0.999999));
+     },
+     [](const run_config& c) { return show(c.optimizer.momentum); }},
+    {"optimizer.nesterov", "boolean", "momentum: use Nesterov's form",
+     [](run_config& c, const ini_value& v) { c.optimizer.nesterov = read_bool(v); },
+     [](const run_config& c) { return std::string{c.optimizer.nesterov ? "true" : "false"}; }},
+    {"optimizer.beta1", "number", "adam: first-moment decay in [0, 1)",
+     [](run_config& c, const ini_value& v) {
+       c.optimizer.beta1 = static_cast<float>(read_real(v, 0, 0.999999));
+     },
+     [](const run_config& c) { return show(c.optimizer.beta1); }},
+    {"optimizer.beta2", "number", "adam: second-moment decay in [0, 1)",
+     [](run_config& c, const ini_value& v) {
+       c.optimizer.beta2 = static_cast<float>(read_real(v, 0, 0.9999999));
+     },
+     [](const run_config& c) { return show(c.optimizer.beta2); }},
+    {"optimizer.rho", "number", "rmsprop: squared-gradient decay in [0, 1)",
+     [](run_config& c, const ini_value& v) {
+       c.optimizer.rho = static_cast<float>(read_real(v, 0, 0.999999));
+     },
+     [](const run_config& c) { return show(c.optimizer.rho); }},
+    {"optimizer.epsilon", "number", "adagrad, rmsprop, adam: denominator guard (0, 1]",
+     [](run_config& c, const ini_value& v) {
+       c.optimizer.epsilon = static_cast<float>(read_real(v, 1e-30, 1));
+     },
+     [](const run_config& c) { return show(c.optimizer.epsilon); }},
+  };
+  return specs;
+}
+
+const option_spec* find_spec(const std::string& name) {
+  for (const auto& s : schema())
+    if (name == s.name)
+      return &s;
+  return nullptr;
+}
+
+std::string keys_of_section(const std::string& section) {
+  std::string out;
+  for (const auto& s : schema()) {
+    const std::string n = s.name;
+    if (n.compare(0, section.size() + 1, section + ".") == 0)
+      out += (out.empty() ? "" : ", ") + n.substr(section.size() + 1);
+  }
+  return out;
+}
+
+void apply_entry(const ini_entry& e, run_config& cfg) {
+  const std::string name = e.name();
+  const option_spec* spec = find_spec(name);
+  if (spec == nullptr) {
+    const std::string known = keys_of_section(e.section);
+    if (known.empty())
+      throw error(e.origin + ": unknown section [" + e.section
+                  + "] (known: model, data, training, optimizer)");
+    throw error(e.origin + ": unknown key " + name + " (known keys in [" + e.section
+                + "]: " + known + ")");
+  }
+  try {
+    spec->set(cfg, e.value);
+  } catch (const error& ex) {
+    throw error(e.origin + ": " + name + ": " + ex.what());
+  }
+}
+
+} // namespace
+
+void apply_ini(const ini_document& doc, run_config& cfg) {
+  for (const auto& e : doc.entries)
+    apply_entry(e, cfg);
+}
+
+void run_config::validate() const {
+  if (model.layers.size() < 2)
+    throw error("model.layers: needs at least two widths (input and output), got "
+                + std::to_string(model.layers.size()));
+  if (model.layers.back() < 2)
+    throw error("model.layers: the last width is the number of classes and must be >= 2");
+  if (model.layers.back() > 256)
+    throw error("model.layers: at most 256 classes are supported (labels are bytes)");
+  optimizer.validate();
+}
+
+std::string run_config::canonical() const {
+  std::string out;
+  for (const auto& s : schema())
+    if (s.affects_result)
+      out += std::string{s.name} + "=" + s.get(*this) + "\n";
+  return out;
+}
+
+std::uint64_t run_config::hash() const {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : canonical()) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+run_config load_run_config(const std::vector<std::string>& args) {
+  run_config cfg;
+  std::string file;
+  std::vector<ini_entry> overrides;
+  for (const auto& arg : args) {
+    if (arg.rfind("--config-file=", 0) == 0) {
+      if (!file.empty())
+        throw error("command line: --config-file given twice");
+      file = arg.substr(14);
+      if (file.empty())
+        throw error("command line: --config-file= needs a path");
+      continue;
+    }
+    const auto eq = arg.find('=');
+    const auto dot = arg.find('.');
+    if (arg.rfind("--", 0) != 0 || eq == std::string::npos || dot == std::string::npos
+        || dot > eq)
+      throw error("command line: unexpected argument \"" + arg
+                  + "\" (expected --config-file=PATH or --section.key=value)");
+    ini_entry e;
+    e.section = arg.substr(2, dot - 2);
+    e.key = arg.substr(dot + 1, eq - dot - 1);
+    e.origin = "command line";
+    const std::string text = arg.substr(eq + 1);
+    try {
+      e.value = parse_ini_value(text);
+    } catch (const error&) {
+      // Let plain words stand for strings on the command line: --optimizer.kind=sgd
+      e.value.kind = ini_value::type::string;
+      e.value.text = text;
+    }
+    overrides.push_back(std::move(e));
+  }
+  if (!file.empty())
+    apply_ini(parse_ini_file(file), cfg);
+  for (const auto& e : overrides)
+    apply_entry(e, cfg);
+  try {
+    cfg.validate();
+  } catch (const error& ex) {
+    throw error((file.empty() ? std::string{"configuration"} : file) + ": " + ex.what());
+  }
+  return cfg;
+}
+
+std::string describe_config_keys() {
+  const run_config defaults;
+  std::string out;
+  for (const auto& s : schema())
+    out += std::string{"  "} + s.name + " (" + s.type + ", default " + s.get(defaults)
+           + ")\n      " + s.help + "\n";
+  return out;
+}
+
+} // namespace nettorrent

@@ -1,0 +1,121 @@
+#include "nettorrent/run_support.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+
+#include "nettorrent/error.hpp"
+
+namespace nettorrent {
+
+data_splits load_run_data(const run_config& cfg) {
+  const std::string dir = cfg.data.dir.empty() ? fashion_mnist_dir() : cfg.data.dir;
+  const idx_files files = locate_idx_files(dir);
+  data_splits d;
+  d.train_pool = read_idx_pair(files.train_images, files.train_labels);
+  d.test = read_idx_pair(files.test_images, files.test_labels);
+  const std::size_t inputs = cfg.model.layers.front();
+  const std::size_t classes = cfg.model.layers.back();
+  if (d.train_pool.features != inputs)
+    throw error(files.train_images + ": images have " + std::to_string(d.train_pool.features)
+                + " pixels but model.layers starts with " + std::to_string(inputs));
+  if (d.test.features != inputs)
+    throw error(files.test_images + ": images have " + std::to_string(d.test.features)
+                + " pixels but model.layers starts with " + std::to_string(inputs));
+  if (d.train_pool.classes > classes || d.test.classes > classes)
+    throw error(dir + ": labels go up to " + std::to_string(std::max(d.train_pool.classes,
+                d.test.classes) - 1) + " but model.layers ends with " + std::to_string(classes)
+                + " classes");
+  split_validation(d.train_pool.size(), cfg.data.validation_size, cfg.data.train_limit,
+                   cfg.training.seed, d.train, d.validation);
+  if (d.train.size() < cfg.training.batch_size)
+    throw error("training split has " + std::to_string(d.train.size())
+                + " samples, fewer than training.batch_size = "
+                + std::to_string(cfg.training.batch_size));
+  return d;
+}
+
+void write_curve_csv(const std::string& path, const std::vector<curve_point>& curve) {
+  write_file_atomically(path, [&](std::ostream& os) {
+    os << "epoch,samples,seconds,train_loss,validation_loss,validation_accuracy\n";
+    for (const auto& p : curve)
+      os << p.epoch << ',' << p.samples << ',' << p.seconds << ',' << p.train_loss << ','
+         << p.validation_loss << ',' << p.validation_accuracy << '\n';
+  });
+}
+
+void write_file_atomically(const std::string& path,
+                           const std::function<void(std::ostream&)>& writer) {
+  namespace fs = std::filesystem;
+  const fs::path target{path};
+  std::error_code ec;
+  if (target.has_parent_path()) {
+    fs::create_directories(target.parent_path(), ec);
+    if (ec)
+      throw error(path + ": cannot create directory " + target.parent_path().string() + ": "
+                  + ec.message());
+  }
+  std::ostringstream buf{std::ios::binary};
+  writer(buf);
+  const std::string bytes = buf.str();
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    throw error(path + ": cannot create " + tmp + ": " + std::strerror(errno));
+  auto fail = [&](const char* what) {
+    const std::string reason = std::strerror(errno);
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw error(path + ": " + what + ": " + reason);
+  };
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      fail("write failed");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0)
+    fail("fsync failed");
+  if (::close(fd) != 0) {
+    const std::string reason = std::strerror(errno);
+    ::unlink(tmp.c_str());
+    throw error(path + ": close failed: " + reason);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const std::string reason = std::strerror(errno);
+    ::unlink(tmp.c_str());
+    throw error(path + ": rename failed: " + reason);
+  }
+  // Make the rename itself durable.
+  const std::string dir = target.has_parent_path() ? target.parent_path().string() : ".";
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+std::string format_duration(double seconds) {
+  if (seconds < 0)
+    return "?";
+  const auto s = static_cast<long long>(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
+  else if (s >= 60)
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%.1fs", seconds);
+  return buf;
+}
+
+} // namespace nettorrent
