@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "embedded.hpp"
 #include "nettorrent/centralised.hpp"
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/config.hpp"
@@ -19,6 +20,8 @@ namespace {
 void usage(std::ostream& os) {
   os << "usage: nettorrent <command> [options]\n\n"
         "commands:\n"
+        "  train --config-file=FILE [--section.key=value ...]\n"
+        "      train with the actor pipeline, every actor in this process\n"
         "  centralised --config-file=FILE [--section.key=value ...]\n"
         "      train the whole model in one thread (the reference run)\n"
         "  evaluate --checkpoint=FILE [--data.dir=DIR] [--data.test_limit=N]\n"
@@ -32,6 +35,17 @@ int cmd_centralised(const std::vector<std::string>& args) {
   const nt::run_config cfg = nt::load_run_config(args);
   const nt::run_summary s = nt::run_centralised(cfg, std::cout);
   (void) s;
+  return 0;
+}
+
+int cmd_train(const std::vector<std::string>& args) {
+  const nt::run_config cfg = nt::load_run_config(args);
+  const nt::run_report r = nt::run_embedded(cfg, std::cout);
+  if (!r.ok) {
+    std::cerr << "nettorrent train: error: " << r.error << '\n';
+    return 1;
+  }
+  nt::print_summary(r, std::cout);
   return 0;
 }
 
@@ -63,6 +77,10 @@ int cmd_evaluate(const std::vector<std::string>& args) {
     throw nt::error(files.test_images + ": images have " + std::to_string(test.features)
                     + " pixels but " + checkpoint + " expects "
                     + std::to_string(cfg.model.layers.front()));
+  if (test.classes > cfg.model.layers.back())
+    throw nt::error(files.test_labels + ": labels go up to " + std::to_string(test.classes - 1)
+                    + " but " + checkpoint + " has only " + std::to_string(cfg.model.layers.back())
+                    + " classes");
   std::vector<std::uint32_t> idx(cfg.data.test_limit != 0
                                    ? std::min(cfg.data.test_limit, test.size())
                                    : test.size());
@@ -100,6 +118,8 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "centralised" || cmd == "centralized")
       return cmd_centralised(args);
+    if (cmd == "train")
+      return cmd_train(args);
     if (cmd == "evaluate")
       return cmd_evaluate(args);
     if (cmd == "keys") {

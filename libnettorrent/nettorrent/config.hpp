@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "nettorrent/activation.hpp"
@@ -48,11 +49,50 @@ struct training_config {
   double progress_interval = 5;
 };
 
+/// How replicas exchange weights in a sync round.
+enum class sync_policy { best, average, none };
+
+std::string_view to_string(sync_policy p) noexcept;
+sync_policy parse_sync_policy(std::string_view name);
+
+/// The actor pipeline: how the model is cut into swarms, slices and replicas
+/// and how the asynchronous descent is paced.
+struct topology_config {
+  /// Data-parallel replicas (= data shards).
+  std::size_t replicas = 2;
+  /// Neuron slices per layer: one value for every layer, or one per layer.
+  std::vector<std::size_t> slices{1};
+  /// Batches a replica may have in its pipeline at once (>= 1). Staleness of
+  /// an update is at most max_in_flight - 1.
+  std::size_t max_in_flight = 2;
+  /// Samples per replica between sync rounds.
+  std::size_t sync_every = 10000;
+  sync_policy policy = sync_policy::best;
+  /// Validation samples used to score replicas in a sync round (0 = the whole
+  /// validation split).
+  std::size_t validation_subset = 2000;
+  /// Keep forward-time weights for the backward pass.
+  bool weight_stashing = false;
+
+  /// Slices of layer `l` (0-based).
+  std::size_t slices_of(std::size_t l) const { return slices.size() == 1 ? slices[0] : slices.at(l); }
+};
+
+/// Settings of the process running actors.
+struct system_config {
+  /// CAF scheduler threads (0 = one per core).
+  std::size_t scheduler_threads = 0;
+  /// Seconds the coordinator waits for every actor to register.
+  double registration_timeout = 10;
+};
+
 struct run_config {
   model_config model;
   data_config data;
   training_config training;
   optimizer_config optimizer;
+  topology_config topology;
+  system_config system;
 
   /// Checks cross-field constraints; throws nettorrent::error naming the key.
   void validate() const;

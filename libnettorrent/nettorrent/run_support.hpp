@@ -36,6 +36,11 @@ void write_curve_csv(const std::string& path, const std::vector<curve_point>& cu
 void write_file_atomically(const std::string& path,
                            const std::function<void(std::ostream&)>& writer);
 
+/// Checks, before a run starts, that its output directory exists or can be
+/// created and is writable, so a bad training.output_dir fails at once rather
+/// than after training. Creates nothing; throws naming the directory.
+void check_output_dir(const std::string& dir);
+
 /// "1m23s" style duration.
 std::string format_duration(double seconds);
 

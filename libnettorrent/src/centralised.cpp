@@ -85,6 +85,7 @@ std::string fmt(const char* format, double v) {
 
 run_summary run_centralised(const run_config& cfg, std::ostream& out) {
   prepare_math_thread();
+  check_output_dir(cfg.training.output_dir);
   const data_splits data = load_run_data(cfg);
   const auto& tc = cfg.training;
   out << "data: " << data.train.size() << " training, " << data.validation.size()

@@ -50,6 +50,26 @@ void load_matrix(Archive& ar, Mat& m, std::uint64_t max_elems) {
   ar(cereal::binary_data(m.data(), static_cast<std::size_t>(m.size()) * sizeof(float)));
 }
 
+// Loads a vector written by Cereal's vector serializer (size tag, then the
+// elements as binary data), refusing sizes the payload cannot hold before
+// allocating: a damaged or hostile size must not exhaust memory.
+template <class Archive, class T>
+void load_vector(Archive& ar, std::vector<T>& v, std::size_t payload_bytes) {
+  cereal::size_type n = 0;
+  ar(cereal::make_size_tag(n));
+  if (n > payload_bytes / sizeof(T))
+    throw error("list of " + std::to_string(n) + " elements exceeds the file size");
+  v.resize(static_cast<std::size_t>(n));
+  ar(cereal::binary_data(v.data(), v.size() * sizeof(T)));
+}
+
+template <class Archive>
+void load_state(Archive& ar, optimizer_state& s, std::size_t payload_bytes) {
+  load_vector(ar, s.m, payload_bytes);
+  load_vector(ar, s.v, payload_bytes);
+  ar(s.steps);
+}
+
 std::uint64_t fnv1a(const std::string& bytes) {
   std::uint64_t h = 0xcbf29ce484222325ULL;
   for (unsigned char c : bytes) {
@@ -101,7 +121,9 @@ void decode_payload(const std::string& payload, model_checkpoint& ck) {
   auto& h = ck.header;
   std::vector<std::uint8_t> acts;
   std::uint8_t opt = 0;
-  ar(h.layers, acts, opt, h.config_hash, h.step, h.samples, h.epoch, h.rng_state);
+  load_vector(ar, h.layers, payload.size());
+  load_vector(ar, acts, payload.size());
+  ar(opt, h.config_hash, h.step, h.samples, h.epoch, h.rng_state);
   if (h.layers.size() < 2 || acts.size() != h.layers.size() - 1)
     throw error("inconsistent header: " + std::to_string(h.layers.size()) + " widths, "
                 + std::to_string(acts.size()) + " activations");
@@ -124,7 +146,8 @@ void decode_payload(const std::string& payload, model_checkpoint& ck) {
     auto& l = ck.layers[i];
     load_matrix(ar, l.params.w, max_elems);
     load_matrix(ar, l.params.b, max_elems);
-    ar(l.w_state, l.b_state);
+    load_state(ar, l.w_state, payload.size());
+    load_state(ar, l.b_state, payload.size());
     const auto in = static_cast<Eigen::Index>(h.layers[i]);
     const auto out = static_cast<Eigen::Index>(h.layers[i + 1]);
     if (l.params.w.rows() != in || l.params.w.cols() != out || l.params.b.size() != out)
@@ -167,6 +190,10 @@ model_checkpoint load_checkpoint(const std::string& path) {
   const auto fail = [&](const std::string& why) -> model_checkpoint {
     throw error(path + ": " + why);
   };
+  std::string magic;
+  put_le(magic, checkpoint_magic);
+  if (!file.empty() && file.size() < magic.size() && magic.compare(0, file.size(), file) == 0)
+    return fail("truncated checkpoint (shorter than its magic number)");
   if (file.size() < 8 || get_le<std::uint64_t>(file, 0) != checkpoint_magic)
     return fail("not a NetTorrent checkpoint (bad magic number)");
   if (file.size() < prefix_bytes)

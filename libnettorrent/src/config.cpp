@@ -145,6 +145,41 @@ const std::vector<option_spec>& schema() {
      "seconds between progress lines inside an epoch (0 = one line per epoch)",
      [](run_config& c, const ini_value& v) { c.training.progress_interval = read_real(v, 0, 86400); },
      [](const run_config& c) { return show(c.training.progress_interval); }, false},
+    {"topology.replicas", "integer", "data-parallel replicas, one data shard each",
+     [](run_config& c, const ini_value& v) { c.topology.replicas = read_size(v, 1, 1024); },
+     [](const run_config& c) { return show(c.topology.replicas); }},
+    {"topology.slices", "integer or list",
+     "neuron slices per layer: one number for every layer, or a list with one per layer",
+     [](run_config& c, const ini_value& v) {
+       if (v.kind == ini_value::type::list)
+         c.topology.slices = read_size_list(v, 1, max_width);
+       else
+         c.topology.slices = {read_size(v, 1, max_width)};
+     },
+     [](const run_config& c) { return show_list(c.topology.slices); }},
+    {"topology.max_in_flight", "integer", "batches a replica keeps in its pipeline at once",
+     [](run_config& c, const ini_value& v) { c.topology.max_in_flight = read_size(v, 1, 1024); },
+     [](const run_config& c) { return show(c.topology.max_in_flight); }},
+    {"topology.sync_every", "integer", "samples per replica between sync rounds",
+     [](run_config& c, const ini_value& v) { c.topology.sync_every = read_size(v, 1, max_count); },
+     [](const run_config& c) { return show(c.topology.sync_every); }},
+    {"topology.sync_policy", "string", "best, average or none",
+     [](run_config& c, const ini_value& v) { c.topology.policy = parse_sync_policy(read_string(v)); },
+     [](const run_config& c) { return "\"" + std::string{to_string(c.topology.policy)} + "\""; }},
+    {"topology.validation_subset", "integer",
+     "validation samples that score replicas in a sync round (0 = all)",
+     [](run_config& c, const ini_value& v) { c.topology.validation_subset = read_size(v, 0, max_count); },
+     [](const run_config& c) { return show(c.topology.validation_subset); }},
+    {"topology.weight_stashing", "boolean", "use forward-time weights in the backward pass",
+     [](run_config& c, const ini_value& v) { c.topology.weight_stashing = read_bool(v); },
+     [](const run_config& c) { return std::string{c.topology.weight_stashing ? "true" : "false"}; }},
+    {"system.scheduler_threads", "integer", "CAF scheduler threads (0 = one per core)",
+     [](run_config& c, const ini_value& v) { c.system.scheduler_threads = read_size(v, 0, 1024); },
+     [](const run_config& c) { return show(c.system.scheduler_threads); }, false},
+    {"system.registration_timeout", "number",
+     "seconds the coordinator waits for every actor to register",
+     [](run_config& c, const ini_value& v) { c.system.registration_timeout = read_real(v, 0.001, 86400); },
+     [](const run_config& c) { return show(c.system.registration_timeout); }, false},
     {"optimizer.kind", "string", "sgd, momentum, adagrad, rmsprop or adam",
      [](run_config& c, const ini_value& v) { c.optimizer.kind = parse_optimizer_kind(read_string(v)); },
      [](const run_config& c) { return "\"" + std::string{to_string(c.optimizer.kind)} + "\""; }},
@@ -207,9 +242,12 @@ void apply_entry(const ini_entry& e, run_config& cfg) {
   const option_spec* spec = find_spec(name);
   if (spec == nullptr) {
     const std::string known = keys_of_section(e.section);
+    if (e.section.empty())
+      throw error(e.origin + ": key " + name + " is outside any section (sections: model, "
+                  "data, training, optimizer, topology, system)");
     if (known.empty())
-      throw error(e.origin + ": unknown section [" + e.section
-                  + "] (known: model, data, training, optimizer)");
+      throw error(e.origin + ": " + name + ": unknown section [" + e.section
+                  + "] (known: model, data, training, optimizer, topology, system)");
     throw error(e.origin + ": unknown key " + name + " (known keys in [" + e.section
                 + "]: " + known + ")");
   }
@@ -236,6 +274,38 @@ void run_config::validate() const {
   if (model.layers.back() > 256)
     throw error("model.layers: at most 256 classes are supported (labels are bytes)");
   optimizer.validate();
+  const std::size_t n_layers = model.layers.size() - 1;
+  if (topology.slices.empty())
+    throw error("topology.slices: needs at least one value");
+  if (topology.slices.size() != 1 && topology.slices.size() != n_layers)
+    throw error("topology.slices: has " + std::to_string(topology.slices.size())
+                + " values, the model has " + std::to_string(n_layers)
+                + " layers (give one value for all, or one per layer)");
+  for (std::size_t l = 0; l < n_layers; ++l)
+    if (topology.slices_of(l) > model.layers[l + 1])
+      throw error("topology.slices: layer " + std::to_string(l + 1) + " has "
+                  + std::to_string(model.layers[l + 1]) + " neurons, fewer than its "
+                  + std::to_string(topology.slices_of(l)) + " slices");
+  if (topology.sync_every < training.batch_size)
+    throw error("topology.sync_every = " + std::to_string(topology.sync_every)
+                + " is smaller than training.batch_size = "
+                + std::to_string(training.batch_size));
+}
+
+std::string_view to_string(sync_policy p) noexcept {
+  switch (p) {
+    case sync_policy::best: return "best";
+    case sync_policy::average: return "average";
+    case sync_policy::none: return "none";
+  }
+  return "?";
+}
+
+sync_policy parse_sync_policy(std::string_view name) {
+  for (auto p : {sync_policy::best, sync_policy::average, sync_policy::none})
+    if (name == to_string(p))
+      return p;
+  throw error("unknown sync policy \"" + std::string{name} + "\" (expected best, average or none)");
 }
 
 std::string run_config::canonical() const {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <numeric>
@@ -58,9 +59,12 @@ std::vector<std::uint8_t> read_idx(const std::string& path, std::size_t expected
     throw error(path + ": not an IDX file: shorter than its 4-byte magic number");
   if (magic[0] != 0 || magic[1] != 0)
     throw error(path + ": not an IDX file: magic number must start with two zero bytes");
-  if (magic[2] != 0x08)
-    throw error(path + ": unsupported IDX element type 0x" + std::to_string(magic[2])
+  if (magic[2] != 0x08) {
+    char type[8];
+    std::snprintf(type, sizeof type, "0x%02x", unsigned{magic[2]});
+    throw error(path + ": unsupported IDX element type " + type
                 + " (only unsigned bytes, 0x08, are supported)");
+  }
   if (magic[3] != expected_rank)
     throw error(path + ": IDX file has " + std::to_string(magic[3])
                 + " dimensions, expected " + std::to_string(expected_rank));

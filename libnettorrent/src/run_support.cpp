@@ -104,6 +104,23 @@ void write_file_atomically(const std::string& path,
   }
 }
 
+void check_output_dir(const std::string& dir) {
+  namespace fs = std::filesystem;
+  // The nearest existing ancestor decides: it must be a writable directory.
+  fs::path p{dir};
+  std::error_code ec;
+  while (!p.empty() && !fs::exists(p, ec))
+    p = p.parent_path();
+  if (p.empty())
+    p = ".";
+  if (!fs::is_directory(p, ec))
+    throw error("training.output_dir = \"" + dir + "\": cannot create it, " + p.string()
+                + " is not a directory");
+  if (::access(p.c_str(), W_OK | X_OK) != 0)
+    throw error("training.output_dir = \"" + dir + "\": " + p.string()
+                + " is not writable: " + std::strerror(errno));
+}
+
 std::string format_duration(double seconds) {
   if (seconds < 0)
     return "?";

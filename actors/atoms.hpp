@@ -1,0 +1,33 @@
+// Every atom of the NetTorrent protocol (CAF 0.17 atoms: at most 10 chars).
+#pragma once
+
+#include <caf/atom.hpp>
+
+namespace nettorrent::atom {
+
+// Training traffic.
+using forward = caf::atom_constant<caf::atom("fwd")>;   ///< activations into a swarm
+using block = caf::atom_constant<caf::atom("block")>;   ///< a slice's output columns
+using labels = caf::atom_constant<caf::atom("labels")>; ///< a batch's labels to the loss relay
+using backward = caf::atom_constant<caf::atom("bwd")>;  ///< dLoss/dH columns into a slice
+using grad = caf::atom_constant<caf::atom("grad")>;     ///< a slice's partial dX
+using ack = caf::atom_constant<caf::atom("ack")>;       ///< swarm-1 slice applied its update
+using done = caf::atom_constant<caf::atom("done")>;     ///< a batch left the pipeline
+using loss = caf::atom_constant<caf::atom("loss")>;     ///< loss and accuracy of a batch
+
+// Control.
+using wire = caf::atom_constant<caf::atom("wire")>;
+using reg = caf::atom_constant<caf::atom("register")>;
+using run = caf::atom_constant<caf::atom("run")>;
+using resume = caf::atom_constant<caf::atom("resume")>;
+using barrier = caf::atom_constant<caf::atom("barrier")>;
+using validate = caf::atom_constant<caf::atom("validate")>;
+using sync = caf::atom_constant<caf::atom("sync")>;
+using get_state = caf::atom_constant<caf::atom("getstate")>;
+using set_state = caf::atom_constant<caf::atom("setstate")>;
+using collect = caf::atom_constant<caf::atom("collect")>;
+using stats = caf::atom_constant<caf::atom("stats")>;
+using deadline = caf::atom_constant<caf::atom("deadline")>;
+using ok = caf::atom_constant<caf::atom("ok")>;
+
+} // namespace nettorrent::atom

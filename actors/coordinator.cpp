@@ -1,0 +1,453 @@
+#include "coordinator.hpp"
+
+#include <cstdio>
+
+#include <caf/all.hpp>
+
+#include "nettorrent/checkpoint.hpp"
+#include "nettorrent/error.hpp"
+#include "nettorrent/model.hpp"
+#include "nettorrent/slice_ops.hpp"
+
+namespace nettorrent {
+
+std::string describe_slice(std::size_t r, std::size_t l, std::size_t s) {
+  return "neuron slice (replica " + std::to_string(r) + ", layer " + std::to_string(l + 1)
+         + ", slice " + std::to_string(s) + ")";
+}
+
+namespace {
+
+using self_ptr = coordinator_actor::stateful_pointer<coordinator_state>;
+using phase = coordinator_state::phase;
+
+double elapsed(const coordinator_state& s) {
+  return std::chrono::duration<double>(coordinator_state::clock_type::now() - s.t0).count();
+}
+
+std::string fmt(const char* format, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
+/// Sends an exit to every registered actor and to the coordinator itself.
+void shut_down(self_ptr self) {
+  auto& s = self->state;
+  auto bye = [&](const auto& handles) {
+    for (const auto& h : handles)
+      if (h)
+        self->send_exit(h, caf::exit_reason::user_shutdown);
+  };
+  bye(s.slices);
+  bye(s.relays);
+  bye(s.workers);
+  bye(s.leaders);
+  s.state = phase::done;
+  self->quit();
+}
+
+/// Ends the run with an error that the `run` requester receives.
+void fail(self_ptr self, const std::string& what) {
+  auto& s = self->state;
+  s.report.ok = false;
+  s.report.error = what;
+  if (s.spec.verbose)
+    caf::aout(self) << "coordinator: error: " << what << std::endl;
+  if (s.run_requested)
+    s.run_promise.deliver(s.report);
+  shut_down(self);
+}
+
+std::string missing_actors(const coordinator_state& s) {
+  std::vector<std::string> names;
+  for (std::size_t r = 0; r < s.replicas; ++r) {
+    if (!s.workers[r])
+      names.push_back("shard worker (replica " + std::to_string(r) + ")");
+    for (std::size_t k = 0; k <= s.layers; ++k)
+      if (!s.relays[r * (s.layers + 1) + k])
+        names.push_back("gradient relay (replica " + std::to_string(r) + ", boundary "
+                        + std::to_string(k) + ")");
+    for (std::size_t l = 0; l < s.layers; ++l)
+      for (std::size_t i = 0; i < s.spec.cfg.topology.slices_of(l); ++i)
+        if (!s.slices[r * s.slices_per_replica + s.slice_offset[l] + i])
+          names.push_back(describe_slice(r, l, i));
+  }
+  for (std::size_t l = 0; l < s.layers; ++l)
+    if (!s.leaders[l])
+      names.push_back("swarm leader (layer " + std::to_string(l + 1) + ")");
+  std::string out = std::to_string(names.size()) + " of " + std::to_string(s.expected)
+                    + " actors did not register: ";
+  for (std::size_t i = 0; i < names.size() && i < 20; ++i)
+    out += (i > 0 ? ", " : "") + names[i];
+  if (names.size() > 20)
+    out += ", ...";
+  return out;
+}
+
+void resume_workers(self_ptr self) {
+  auto& s = self->state;
+  s.barriers.assign(s.replicas, std::nullopt);
+  s.at_barrier = 0;
+  for (const auto& w : s.workers)
+    self->send(w, atom::resume::value);
+}
+
+void maybe_start(self_ptr self) {
+  auto& s = self->state;
+  if (s.state != phase::wired || !s.run_requested)
+    return;
+  s.state = phase::training;
+  s.t0 = coordinator_state::clock_type::now();
+  if (s.spec.verbose)
+    caf::aout(self) << "coordinator: " << s.expected << " actors registered and wired; training "
+                    << s.replicas << " replicas" << std::endl;
+  resume_workers(self);
+}
+
+/// Counts one `ok` reply of the current step; runs `next` after the last one.
+template <class F>
+auto step_reply(self_ptr self, F next) {
+  return [self, next](atom::ok) {
+    if (--self->state.pending == 0)
+      next();
+  };
+}
+
+auto on_error(self_ptr self, std::string what) {
+  return [self, what](caf::error& err) {
+    if (self->state.state != phase::done)
+      fail(self, what + ": " + caf::to_string(err));
+  };
+}
+
+void wire(self_ptr self) {
+  auto& s = self->state;
+  s.state = phase::wiring;
+  const std::size_t L = s.layers;
+  auto slices_of = [&](std::size_t r, std::size_t l) {
+    std::vector<neuron_slice_actor> out;
+    if (l >= L)
+      return out;
+    for (std::size_t i = 0; i < s.spec.cfg.topology.slices_of(l); ++i)
+      out.push_back(s.slices[r * s.slices_per_replica + s.slice_offset[l] + i]);
+    return out;
+  };
+  auto relay = [&](std::size_t r, std::size_t k) { return s.relays[r * (L + 1) + k]; };
+  auto done = [self] {
+    self->state.state = phase::wired;
+    maybe_start(self);
+  };
+  s.pending = s.expected;
+  for (std::size_t r = 0; r < s.replicas; ++r) {
+    for (std::size_t k = 0; k <= L; ++k)
+      self->request(relay(r, k), caf::infinite, atom::wire::value,
+                    k == 0 ? std::vector<neuron_slice_actor>{} : slices_of(r, k - 1),
+                    slices_of(r, k), batch_sink_actor{s.workers[r]})
+        .then(step_reply(self, done), on_error(self, "wiring a gradient relay"));
+    for (std::size_t l = 0; l < L; ++l)
+      for (const auto& sl : slices_of(r, l))
+        self->request(sl, caf::infinite, atom::wire::value, slice_output_actor{relay(r, l)},
+                      slice_output_actor{relay(r, l + 1)})
+          .then(step_reply(self, done), on_error(self, "wiring a neuron slice"));
+    self->request(s.workers[r], caf::infinite, atom::wire::value, relay(r, 0), relay(r, L),
+                  barrier_sink_actor{self})
+      .then(step_reply(self, done), on_error(self, "wiring a shard worker"));
+  }
+  for (std::size_t l = 0; l < L; ++l) {
+    std::vector<neuron_slice_actor> swarm;
+    for (std::size_t r = 0; r < s.replicas; ++r)
+      for (auto& sl : slices_of(r, l))
+        swarm.push_back(sl);
+    self->request(s.leaders[l], caf::infinite, atom::wire::value, swarm)
+      .then(step_reply(self, done), on_error(self, "wiring a swarm leader"));
+  }
+}
+
+void registered_one(self_ptr self, bool fresh) {
+  auto& s = self->state;
+  if (!fresh)
+    return;
+  if (++s.registered == s.expected && s.state == phase::registering)
+    wire(self);
+}
+
+void progress(self_ptr self, std::size_t best, bool force) {
+  auto& s = self->state;
+  const auto& tc = s.spec.cfg.training;
+  const double t = elapsed(s);
+  if (!s.spec.verbose)
+    return;
+  if (!force && s.last_progress >= 0 && t - s.last_progress < tc.progress_interval)
+    return;
+  s.last_progress = t;
+  const double total = static_cast<double>(s.spec.data->train.size() * tc.max_epochs);
+  const double done = static_cast<double>(s.samples) / total;
+  const auto& p = s.curve.back();
+  caf::aout(self) << "epoch " << s.epoch << "/" << tc.max_epochs << "  samples " << s.samples
+                  << "  " << fmt("%.0f", static_cast<double>(s.samples) / t)
+                  << " samples/s  loss " << fmt("%.4f", p.train_loss) << "  val acc "
+                  << fmt("%.4f", p.validation_accuracy) << " (replica " << best << ", best "
+                  << fmt("%.4f", s.report.best_validation_accuracy) << ")  round "
+                  << s.report.sync_rounds << "  elapsed " << format_duration(t) << "  ETA "
+                  << format_duration(done > 0 ? t / done * (1 - done) : -1) << std::endl;
+}
+
+void finish(self_ptr self, std::size_t best);
+
+/// All replicas are scored: decide, exchange, resume or stop.
+void scored(self_ptr self) {
+  auto& s = self->state;
+  const auto& tc = s.spec.cfg.training;
+  const std::size_t best = pick_best(s.scores);
+  const double acc = s.scores[best].accuracy;
+  ++s.report.sync_rounds;
+  s.report.best_replica = static_cast<std::uint32_t>(best);
+  s.report.best_validation_accuracy = std::max(s.report.best_validation_accuracy, acc);
+  curve_point p;
+  p.epoch = s.epoch;
+  p.samples = s.samples;
+  p.seconds = elapsed(s);
+  p.train_loss = s.loss_samples > 0 ? s.loss_sum / static_cast<double>(s.loss_samples) : 0;
+  p.validation_loss = s.scores[best].loss;
+  p.validation_accuracy = acc;
+  s.curve.push_back(p);
+  s.loss_sum = 0;
+  s.loss_samples = 0;
+  const bool reached = tc.target_accuracy > 0 && acc >= tc.target_accuracy;
+  if (reached && !s.report.reached_target) {
+    s.report.reached_target = true;
+    s.report.time_to_target = p.seconds;
+  }
+  progress(self, best, reached || s.all_finished);
+  if (reached || s.all_finished) {
+    if (reached && s.spec.verbose)
+      caf::aout(self) << "reached target validation accuracy " << tc.target_accuracy
+                      << " in sync round " << s.report.sync_rounds << " after "
+                      << format_duration(p.seconds) << std::endl;
+    finish(self, best);
+    return;
+  }
+  const auto policy = s.spec.cfg.topology.policy;
+  if (policy == sync_policy::none || s.replicas == 1) {
+    resume_workers(self);
+    return;
+  }
+  s.pending = s.leaders.size();
+  for (const auto& leader : s.leaders)
+    self->request(leader, caf::infinite, atom::sync::value, static_cast<std::uint32_t>(best),
+                  static_cast<std::uint8_t>(policy))
+      .then(
+        [self](std::uint64_t bytes) {
+          self->state.report.sync_bytes += bytes;
+          if (--self->state.pending == 0)
+            resume_workers(self);
+        },
+        on_error(self, "sync round"));
+}
+
+/// Every replica is at the barrier: score them all.
+void sync_round(self_ptr self) {
+  auto& s = self->state;
+  s.all_finished = true;
+  std::uint64_t samples = 0;
+  for (const auto& b : s.barriers) {
+    samples += b->samples;
+    s.loss_sum += b->loss_sum;
+    s.loss_samples += b->loss_samples;
+    s.epoch = std::max(s.epoch, b->epoch);
+    s.all_finished = s.all_finished && b->finished;
+  }
+  s.samples = samples;
+  s.scores.assign(s.replicas, replica_score{});
+  s.pending = s.replicas;
+  for (std::size_t r = 0; r < s.replicas; ++r)
+    self->request(s.workers[r], caf::infinite, atom::validate::value)
+      .then(
+        [self, r](replica_score& score) {
+          self->state.scores[r] = score;
+          if (--self->state.pending == 0)
+            scored(self);
+        },
+        on_error(self, "validation pass"));
+}
+
+void write_results(self_ptr self, std::size_t best) {
+  auto& s = self->state;
+  const auto& cfg = s.spec.cfg;
+  auto& rep = s.report;
+  rep.seconds = elapsed(s);
+  rep.samples = s.samples;
+  rep.epochs = s.epoch;
+  rep.samples_per_second = static_cast<double>(s.samples) / rep.seconds;
+  rep.best_replica = static_cast<std::uint32_t>(best);
+  std::vector<slice_geometry> geometry = model_geometry(cfg.model);
+  std::vector<dense_params> params;
+  model_checkpoint ck;
+  for (std::size_t l = 0; l < s.layers; ++l) {
+    params.push_back(s.final_layers[l].params);
+    ck.header.activations.push_back(geometry[l].act);
+  }
+  std::vector<std::uint32_t> test_idx;
+  const std::vector<std::uint32_t>* sel = nullptr;
+  if (cfg.data.test_limit != 0 && cfg.data.test_limit < s.spec.data->test.size()) {
+    for (std::uint32_t i = 0; i < cfg.data.test_limit; ++i)
+      test_idx.push_back(i);
+    sel = &test_idx;
+  }
+  const evaluation ev = evaluate_model(geometry, params, s.spec.data->test, sel);
+  rep.test_accuracy = ev.accuracy;
+  rep.test_loss = ev.loss;
+  ck.header.layers.assign(cfg.model.layers.begin(), cfg.model.layers.end());
+  ck.header.optimizer = cfg.optimizer.kind;
+  ck.header.config_hash = cfg.hash();
+  ck.header.samples = s.samples;
+  ck.header.step = s.samples / cfg.training.batch_size;
+  ck.header.epoch = s.epoch;
+  ck.layers = std::move(s.final_layers);
+  rep.checkpoint_path = cfg.training.output_dir + "/model.ckpt";
+  rep.curve_path = cfg.training.output_dir + "/curve.csv";
+  save_checkpoint(rep.checkpoint_path, ck);
+  write_curve_csv(rep.curve_path, s.curve);
+}
+
+void collect_stats(self_ptr self) {
+  auto& s = self->state;
+  s.pending = s.leaders.size() + s.relays.size();
+  auto done = [self] {
+    auto& st = self->state;
+    st.report.ok = true;
+    st.run_promise.deliver(st.report);
+    shut_down(self);
+  };
+  for (const auto& leader : s.leaders)
+    self->request(leader, caf::infinite, atom::stats::value)
+      .then(
+        [self, done](slice_stats& x) {
+          auto& rep = self->state.report;
+          rep.dropped += x.dropped;
+          rep.max_staleness = std::max(rep.max_staleness, x.max_staleness);
+          if (rep.staleness.size() < x.staleness.size())
+            rep.staleness.resize(x.staleness.size(), 0);
+          for (std::size_t k = 0; k < x.staleness.size(); ++k)
+            rep.staleness[k] += x.staleness[k];
+          if (--self->state.pending == 0)
+            done();
+        },
+        on_error(self, "collecting swarm statistics"));
+  for (const auto& relay : s.relays)
+    self->request(relay, caf::infinite, atom::stats::value)
+      .then(
+        [self, done](std::uint64_t dropped) {
+          self->state.report.dropped += dropped;
+          if (--self->state.pending == 0)
+            done();
+        },
+        on_error(self, "collecting relay statistics"));
+}
+
+void finish(self_ptr self, std::size_t best) {
+  auto& s = self->state;
+  s.state = phase::finishing;
+  s.final_layers.assign(s.layers, layer_state{});
+  s.pending = s.layers;
+  for (std::size_t l = 0; l < s.layers; ++l)
+    self->request(s.leaders[l], caf::infinite, atom::collect::value,
+                  static_cast<std::uint32_t>(best))
+      .then(
+        [self, l, best](layer_state& ls) {
+          auto& st = self->state;
+          st.final_layers[l] = std::move(ls);
+          if (--st.pending > 0)
+            return;
+          try {
+            write_results(self, best);
+          } catch (const std::exception& e) {
+            fail(self, e.what());
+            return;
+          }
+          collect_stats(self);
+        },
+        on_error(self, "collecting the best replica's weights"));
+}
+
+template <class Handle>
+bool put(std::vector<Handle>& slots, std::size_t i, Handle h) {
+  if (i >= slots.size() || slots[i])
+    return false;
+  slots[i] = std::move(h);
+  return true;
+}
+
+} // namespace
+
+coordinator_actor::behavior_type
+coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordinator_spec spec) {
+  auto& s = self->state;
+  s.spec = std::move(spec);
+  const auto& cfg = s.spec.cfg;
+  s.layers = cfg.model.layers.size() - 1;
+  s.replicas = cfg.topology.replicas;
+  for (std::size_t l = 0; l < s.layers; ++l) {
+    s.slice_offset.push_back(s.slices_per_replica);
+    s.slices_per_replica += cfg.topology.slices_of(l);
+  }
+  s.slices.resize(s.replicas * s.slices_per_replica);
+  s.relays.resize(s.replicas * (s.layers + 1));
+  s.workers.resize(s.replicas);
+  s.leaders.resize(s.layers);
+  s.expected = s.slices.size() + s.relays.size() + s.workers.size() + s.leaders.size();
+  self->delayed_send(self,
+                     std::chrono::duration_cast<caf::timespan>(
+                       std::chrono::duration<double>(cfg.system.registration_timeout)),
+                     atom::deadline::value);
+  return {
+    [=](atom::run) -> caf::result<run_report> {
+      auto& st = self->state;
+      if (st.run_requested)
+        return caf::make_error(caf::sec::invalid_argument, "run requested twice");
+      st.run_requested = true;
+      st.run_promise = self->make_response_promise<run_report>();
+      maybe_start(self);
+      return st.run_promise;
+    },
+    [=](atom::reg, std::uint32_t r, std::uint32_t l, std::uint32_t i, neuron_slice_actor a) {
+      auto& st = self->state;
+      const bool ok = r < st.replicas && l < st.layers
+                      && i < st.spec.cfg.topology.slices_of(l)
+                      && put(st.slices, r * st.slices_per_replica + st.slice_offset[l] + i, std::move(a));
+      registered_one(self, ok);
+    },
+    [=](atom::reg, std::uint32_t r, std::uint32_t k, gradient_relay_actor a) {
+      auto& st = self->state;
+      registered_one(self, r < st.replicas && k <= st.layers
+                             && put(st.relays, r * (st.layers + 1) + k, std::move(a)));
+    },
+    [=](atom::reg, std::uint32_t r, shard_worker_actor a) {
+      registered_one(self, put(self->state.workers, r, std::move(a)));
+    },
+    [=](atom::reg, std::uint32_t l, swarm_leader_actor a) {
+      registered_one(self, put(self->state.leaders, l, std::move(a)));
+    },
+    [=](atom::deadline) {
+      auto& st = self->state;
+      if (st.state == phase::registering)
+        fail(self, "registration deadline of "
+                     + fmt("%g", st.spec.cfg.system.registration_timeout) + "s passed: "
+                     + missing_actors(st));
+    },
+    [=](atom::barrier, barrier_report& r) {
+      auto& st = self->state;
+      if (st.state != phase::training || r.replica >= st.replicas || st.barriers[r.replica]) {
+        caf::aout(self) << "coordinator: ignored an unexpected barrier report from replica "
+                        << r.replica << std::endl;
+        return;
+      }
+      st.barriers[r.replica] = r;
+      if (++st.at_barrier == st.replicas)
+        sync_round(self);
+    },
+  };
+}
+
+} // namespace nettorrent

@@ -1,0 +1,148 @@
+// Message payload types and their CAF inspectors. Matrices travel as shape +
+// raw float data (native byte order: fine between x86 nodes; a big-endian
+// peer would need a byte swap here).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/sec.hpp>
+
+#include "nettorrent/checkpoint.hpp"
+#include "nettorrent/slice_ops.hpp"
+#include "nettorrent/tensor.hpp"
+
+namespace nettorrent {
+
+template <class Inspector, class Mat>
+typename Inspector::result_type inspect_matrix(Inspector& f, Mat& m, const char* name) {
+  using result = typename Inspector::result_type;
+  auto rows = static_cast<std::uint64_t>(m.rows());
+  auto cols = static_cast<std::uint64_t>(m.cols());
+  if constexpr (std::is_same<result, void>::value) {
+    // Stringification: shape only.
+    f(caf::meta::type_name(name), rows, cols);
+  } else if constexpr (Inspector::reads_state) {
+    if (auto err = f(caf::meta::type_name(name), rows, cols))
+      return err;
+    return f.apply_raw(static_cast<std::size_t>(m.size()) * sizeof(float), m.data());
+  } else {
+    if (auto err = f(caf::meta::type_name(name), rows, cols))
+      return err;
+    // Refuse absurd shapes before allocating (64 Mi floats = 256 MiB).
+    if (rows * cols > (std::uint64_t{1} << 26) || (Mat::RowsAtCompileTime == 1 && rows != 1))
+      return caf::make_error(caf::sec::invalid_argument);
+    m.resize(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
+    return f.apply_raw(static_cast<std::size_t>(m.size()) * sizeof(float), m.data());
+  }
+}
+
+
+
+} // namespace nettorrent
+
+
+namespace nettorrent {
+
+/// An immutable matrix shared by reference count: broadcast to several
+/// actors and kept in a stash without copying. Never mutated once shared.
+struct shared_matrix {
+  std::shared_ptr<const matrix> ptr;
+
+  shared_matrix() = default;
+  explicit shared_matrix(matrix&& m) : ptr(std::make_shared<const matrix>(std::move(m))) {}
+
+  const matrix& get() const { return *ptr; }
+  explicit operator bool() const noexcept { return ptr != nullptr; }
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, shared_matrix& x) {
+  if constexpr (Inspector::reads_state) {
+    // Serialising or printing: read through the const pointer.
+    static const matrix empty;
+    auto& m = const_cast<matrix&>(x.ptr ? *x.ptr : empty);
+    return inspect_matrix(f, m, "shared_matrix");
+  } else {
+    matrix tmp;
+    auto res = inspect_matrix(f, tmp, "shared_matrix");
+    x = shared_matrix{std::move(tmp)};
+    return res;
+  }
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, optimizer_state& s) {
+  return f(caf::meta::type_name("optimizer_state"), s.m, s.v, s.steps);
+}
+
+/// A matrix owned by one message, moved in by the sender and out by the
+/// receiver: the payload of backward and grad messages. (CAF's type traits
+/// cannot take Eigen types directly, so matrices always travel wrapped.)
+struct owned_matrix {
+  matrix value;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, owned_matrix& x) {
+  return inspect_matrix(f, x.value, "owned_matrix");
+}
+
+/// A non-owning view for inspecting an Eigen member of a larger struct.
+template <class Mat>
+struct matrix_view {
+  Mat* ptr;
+};
+
+template <class Inspector, class Mat>
+typename Inspector::result_type inspect(Inspector& f, matrix_view<Mat>& x) {
+  return inspect_matrix(f, *x.ptr, "matrix");
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, layer_state& s) {
+  matrix_view<matrix> w{&s.params.w};
+  matrix_view<row_vector> b{&s.params.b};
+  return f(caf::meta::type_name("layer_state"), w, b, s.w_state, s.b_state);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_score& s) {
+  return f(caf::meta::type_name("replica_score"), s.loss, s.accuracy);
+}
+
+/// What a slice reports about itself.
+struct slice_stats {
+  std::uint64_t updates = 0;         ///< optimizer updates applied
+  std::uint64_t dropped = 0;         ///< malformed messages dropped
+  std::uint64_t max_staleness = 0;   ///< largest staleness seen
+  std::vector<std::uint64_t> staleness; ///< histogram: staleness[k] = updates with staleness k
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, slice_stats& s) {
+  return f(caf::meta::type_name("slice_stats"), s.updates, s.dropped, s.max_staleness,
+           s.staleness);
+}
+
+/// What a shard worker reports when it reaches a barrier.
+struct barrier_report {
+  std::uint32_t replica = 0;
+  bool finished = false;        ///< no more epochs to run
+  std::uint64_t samples = 0;    ///< training samples so far
+  std::uint64_t epoch = 0;      ///< 1-based epoch in progress
+  double loss_sum = 0;          ///< training loss summed since the last barrier
+  std::uint64_t loss_samples = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, barrier_report& r) {
+  return f(caf::meta::type_name("barrier_report"), r.replica, r.finished, r.samples, r.epoch,
+           r.loss_sum, r.loss_samples);
+}
+
+} // namespace nettorrent

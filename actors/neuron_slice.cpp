@@ -1,0 +1,102 @@
+#include "neuron_slice.hpp"
+
+#include <caf/all.hpp>
+
+#include "validation.hpp"
+
+namespace nettorrent {
+
+neuron_slice_actor::behavior_type
+neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slice_spec spec) {
+  prepare_math_thread();
+  auto& st = self->state;
+  st.spec = spec;
+  st.params = init_dense(spec.seed, spec.geometry);
+  resize_grads(st.params, st.grads);
+  st.opt = make_optimizer(spec.optimizer);
+  st.w_state = st.opt->make_state(static_cast<std::size_t>(st.params.w.size()));
+  st.b_state = st.opt->make_state(static_cast<std::size_t>(st.params.b.size()));
+  const auto fan_in = static_cast<Eigen::Index>(spec.geometry.fan_in);
+  const auto width = static_cast<Eigen::Index>(spec.geometry.cols.size());
+  return {
+    [=](atom::forward, std::uint64_t batch, bool train, const shared_matrix& x) {
+      auto& s = self->state;
+      if (!x || !valid_batch(x.get(), fan_in, s.spec.max_batch)
+          || (train && s.stash.count(batch) != 0)) {
+        drop_message(self, s.stats.dropped, "forward", batch);
+        return;
+      }
+      matrix h;
+      dense_forward(x.get(), s.params, s.spec.geometry.act, h);
+      shared_matrix out{std::move(h)};
+      if (train) {
+        auto& e = s.stash[batch];
+        e.x = x;
+        e.h = out;
+        e.updates_at_forward = s.stats.updates;
+        if (s.spec.weight_stashing)
+          e.weights = std::make_unique<dense_params>(s.params);
+      }
+      self->send(s.next, atom::block::value, batch, train, s.spec.index, std::move(out));
+    },
+    [=](atom::backward, std::uint64_t batch, owned_matrix& payload) {
+      matrix& dh = payload.value;
+      auto& s = self->state;
+      auto it = s.stash.find(batch);
+      if (it == s.stash.end() || !valid_batch(dh, width, s.spec.max_batch)
+          || dh.rows() != it->second.x.get().rows()) {
+        drop_message(self, s.stats.dropped, "backward", batch);
+        return;
+      }
+      auto& e = it->second;
+      const dense_params& forward_weights = e.weights ? *e.weights : s.params;
+      const bool first_layer = s.spec.geometry.layer == 0;
+      matrix dx;
+      // dX from the weights the forward pass used, before this update.
+      dense_backward(e.x.get(), e.h.get(), s.spec.geometry.act, forward_weights, dh, s.grads,
+                     first_layer ? nullptr : &dx);
+      if (first_layer)
+        self->send(s.prev, atom::ack::value, batch, s.spec.index);
+      else
+        self->send(s.prev, atom::grad::value, batch, s.spec.index, owned_matrix{std::move(dx)});
+      const std::uint64_t staleness = s.stats.updates - e.updates_at_forward;
+      if (s.stats.staleness.size() <= staleness)
+        s.stats.staleness.resize(staleness + 1, 0);
+      ++s.stats.staleness[staleness];
+      s.stats.max_staleness = std::max(s.stats.max_staleness, staleness);
+      s.opt->step(s.params.w.data(), s.grads.dw.data(), static_cast<std::size_t>(s.params.w.size()),
+                  s.w_state);
+      s.opt->step(s.params.b.data(), s.grads.db.data(), static_cast<std::size_t>(s.params.b.size()),
+                  s.b_state);
+      ++s.stats.updates;
+      s.stash.erase(it);
+    },
+    [=](atom::wire, slice_output_actor prev, slice_output_actor next) {
+      self->state.prev = std::move(prev);
+      self->state.next = std::move(next);
+      return atom::ok::value;
+    },
+    [=](atom::get_state) {
+      auto& s = self->state;
+      return layer_state{s.params, s.w_state, s.b_state};
+    },
+    [=](atom::set_state, layer_state& ls) -> caf::result<atom::ok> {
+      auto& s = self->state;
+      if (ls.params.w.rows() != s.params.w.rows() || ls.params.w.cols() != s.params.w.cols()
+          || ls.params.b.size() != s.params.b.size()
+          || ls.w_state.m.size() != s.w_state.m.size() || ls.w_state.v.size() != s.w_state.v.size()
+          || ls.b_state.m.size() != s.b_state.m.size() || ls.b_state.v.size() != s.b_state.v.size()
+          || !ls.params.w.allFinite() || !ls.params.b.allFinite()) {
+        drop_message(self, s.stats.dropped, "set_state", 0);
+        return caf::make_error(caf::sec::invalid_argument, "set_state: wrong shape or non-finite");
+      }
+      s.params = std::move(ls.params);
+      s.w_state = std::move(ls.w_state);
+      s.b_state = std::move(ls.b_state);
+      return atom::ok::value;
+    },
+    [=](atom::stats) { return self->state.stats; },
+  };
+}
+
+} // namespace nettorrent

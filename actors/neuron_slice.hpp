@@ -1,0 +1,54 @@
+// The neuron slice: owns columns [c0, c1) of one layer in one replica with
+// their optimizer state. Forward on a batch's input, backward on its output
+// gradient, and an optimizer update the moment its gradient is complete.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+
+#include "actors.hpp"
+#include "nettorrent/config.hpp"
+#include "nettorrent/dense.hpp"
+#include "nettorrent/optimizer.hpp"
+
+namespace nettorrent {
+
+/// Everything a slice needs to start.
+struct slice_spec {
+  std::uint32_t replica = 0;
+  std::uint32_t index = 0;      ///< slice index within its layer
+  slice_geometry geometry;
+  optimizer_config optimizer;
+  std::uint64_t seed = 0;
+  bool weight_stashing = false;
+  std::size_t max_batch = 0;    ///< largest batch a peer may send
+};
+
+struct neuron_slice_state {
+  static inline const char* name = "neuron_slice";
+
+  /// What backward needs of a training batch, kept from its forward pass.
+  struct stash_entry {
+    shared_matrix x;                  ///< input (B x fan_in), shared with the relay
+    shared_matrix h;                  ///< output (B x n), shared with the relay
+    std::uint64_t updates_at_forward = 0;
+    std::unique_ptr<dense_params> weights; ///< forward-time weights (weight stashing)
+  };
+
+  slice_spec spec;
+  dense_params params;
+  dense_grads grads;
+  std::unique_ptr<optimizer> opt;
+  optimizer_state w_state;
+  optimizer_state b_state;
+  std::unordered_map<std::uint64_t, stash_entry> stash;
+  slice_output_actor prev; ///< relay before this layer (gets dX or acks)
+  slice_output_actor next; ///< relay after this layer (gets H)
+  slice_stats stats;
+};
+
+neuron_slice_actor::behavior_type
+neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slice_spec spec);
+
+} // namespace nettorrent

@@ -1,0 +1,144 @@
+#include "shard_worker.hpp"
+
+#include <caf/all.hpp>
+
+#include "validation.hpp"
+
+namespace nettorrent {
+
+namespace {
+
+using self_ptr = shard_worker_actor::stateful_pointer<shard_worker_state>;
+
+/// Sends one batch (samples idx[0..n)) into the pipeline: labels to the loss
+/// relay, the input to the input relay.
+void send_batch(self_ptr self, std::uint64_t id, bool train, const std::uint32_t* idx,
+                std::size_t n) {
+  auto& s = self->state;
+  const image_set& set = s.spec.data->train_pool;
+  matrix x;
+  std::vector<std::uint8_t> labels(n);
+  gather_batch(set, idx, n, x, labels.data());
+  self->send(s.loss_relay, atom::labels::value, id, train, std::move(labels));
+  self->send(s.input, atom::forward::value, id, train, shared_matrix{std::move(x)});
+}
+
+/// Starts the next epoch; false when all epochs are done.
+bool next_epoch(shard_worker_state& s) {
+  if (s.epoch >= s.spec.max_epochs)
+    return false;
+  ++s.epoch;
+  shuffle(s.order, s.gen);
+  s.cursor = 0;
+  return true;
+}
+
+/// Fills the pipeline up to max_in_flight, and reports the barrier once the
+/// sync point (or the end of training) is reached and the pipeline is empty.
+void feed(self_ptr self) {
+  auto& s = self->state;
+  const std::size_t b = s.spec.batch_size;
+  while (s.running && !s.finished && s.in_flight.size() < s.spec.max_in_flight
+         && s.since_sync < s.spec.sync_every) {
+    if (s.epoch == 0 || s.cursor + b > s.order.size()) {
+      if (!next_epoch(s)) {
+        s.finished = true;
+        break;
+      }
+    }
+    const std::uint64_t id = s.next_batch++;
+    send_batch(self, id, true, s.order.data() + s.cursor, b);
+    s.in_flight.insert(id);
+    s.cursor += b;
+    s.samples += b;
+    s.since_sync += b;
+  }
+  if (s.running && s.in_flight.empty() && (s.finished || s.since_sync >= s.spec.sync_every)) {
+    s.running = false;
+    barrier_report r;
+    r.replica = s.spec.replica;
+    r.finished = s.finished || (s.epoch >= s.spec.max_epochs && s.cursor + b > s.order.size());
+    r.samples = s.samples;
+    r.epoch = s.epoch;
+    r.loss_sum = s.loss_sum;
+    r.loss_samples = s.loss_samples;
+    s.loss_sum = 0;
+    s.loss_samples = 0;
+    self->send(s.coordinator, atom::barrier::value, r);
+  }
+}
+
+} // namespace
+
+shard_worker_actor::behavior_type
+shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, worker_spec spec) {
+  auto& st = self->state;
+  st.gen = shard_rng(spec.seed, spec.replica);
+  st.order = spec.shard;
+  st.spec = std::move(spec);
+  return {
+    [=](atom::done, std::uint64_t batch) {
+      auto& s = self->state;
+      if (s.in_flight.erase(batch) == 0) {
+        drop_message(self, s.dropped, "done", batch);
+        return;
+      }
+      feed(self);
+    },
+    [=](atom::loss, std::uint64_t batch, bool train, double loss_sum, std::uint64_t correct) {
+      auto& s = self->state;
+      if (train) {
+        if (s.in_flight.count(batch) == 0) {
+          drop_message(self, s.dropped, "loss", batch);
+          return;
+        }
+        s.loss_sum += loss_sum;
+        s.loss_samples += s.spec.batch_size;
+        return;
+      }
+      if (s.eval_pending.erase(batch) == 0) {
+        drop_message(self, s.dropped, "loss", batch);
+        return;
+      }
+      s.eval_loss += loss_sum;
+      s.eval_correct += correct;
+      if (s.eval_pending.empty()) {
+        const auto n = static_cast<double>(s.spec.validation.size());
+        s.eval_promise.deliver(replica_score{s.eval_loss / n, static_cast<double>(s.eval_correct) / n});
+      }
+    },
+    [=](atom::wire, gradient_relay_actor input, gradient_relay_actor loss_relay,
+        barrier_sink_actor coordinator) {
+      auto& s = self->state;
+      s.input = std::move(input);
+      s.loss_relay = std::move(loss_relay);
+      s.coordinator = std::move(coordinator);
+      return atom::ok::value;
+    },
+    [=](atom::resume) {
+      auto& s = self->state;
+      s.running = true;
+      s.since_sync = 0;
+      feed(self);
+    },
+    [=](atom::validate) -> caf::result<replica_score> {
+      auto& s = self->state;
+      if (!s.in_flight.empty() || !s.eval_pending.empty())
+        return caf::make_error(caf::sec::invalid_argument,
+                               "validate: the pipeline is not drained");
+      s.eval_loss = 0;
+      s.eval_correct = 0;
+      const auto& v = s.spec.validation;
+      for (std::size_t start = 0; start < v.size(); start += s.spec.eval_batch_size) {
+        const std::size_t n = std::min(s.spec.eval_batch_size, v.size() - start);
+        const std::uint64_t id = s.next_batch++;
+        s.eval_pending.insert(id);
+        send_batch(self, id, false, v.data() + start, n);
+      }
+      s.eval_promise = self->make_response_promise<replica_score>();
+      return s.eval_promise;
+    },
+  };
+}
+
+} // namespace nettorrent

@@ -1,0 +1,62 @@
+// The shard worker of one replica: streams micro-batches of its data shard
+// into the pipeline, keeps at most max_in_flight training batches in it
+// (CAF has no back-pressure; this is it), stops at every sync point and
+// reports to the coordinator once its pipeline is empty, and scores the
+// replica on the validation subset on request.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <unordered_set>
+#include <vector>
+
+#include "actors.hpp"
+#include "nettorrent/data.hpp"
+#include "nettorrent/rng.hpp"
+
+namespace nettorrent {
+
+struct worker_spec {
+  std::uint32_t replica = 0;
+  std::shared_ptr<const data_splits> data; ///< read-only, loaded by this node
+  std::vector<std::uint32_t> shard;        ///< indices into data->train_pool
+  std::vector<std::uint32_t> validation;   ///< the validation subset
+  std::size_t batch_size = 64;
+  std::size_t eval_batch_size = 1000;
+  std::size_t max_in_flight = 1;
+  std::size_t sync_every = 10000;
+  std::size_t max_epochs = 1;
+  std::uint64_t seed = 0;
+};
+
+struct shard_worker_state {
+  static inline const char* name = "shard_worker";
+
+  worker_spec spec;
+  gradient_relay_actor input;
+  gradient_relay_actor loss_relay;
+  barrier_sink_actor coordinator;
+  std::vector<std::uint32_t> order; ///< this epoch's sample order
+  rng gen{0};
+  std::size_t cursor = 0;           ///< next position in `order`
+  std::uint64_t epoch = 0;          ///< 1-based epoch in progress (0 = not started)
+  std::uint64_t next_batch = 0;     ///< batch ids, training and validation
+  std::unordered_set<std::uint64_t> in_flight;
+  std::uint64_t samples = 0;
+  std::uint64_t since_sync = 0;
+  bool running = false;             ///< between resume and the barrier
+  bool finished = false;            ///< all epochs fed
+  double loss_sum = 0;              ///< training loss since the last barrier
+  std::uint64_t loss_samples = 0;
+  std::uint64_t dropped = 0;
+  // Validation pass in progress.
+  std::unordered_set<std::uint64_t> eval_pending;
+  double eval_loss = 0;
+  std::uint64_t eval_correct = 0;
+  caf::typed_response_promise<replica_score> eval_promise;
+};
+
+shard_worker_actor::behavior_type
+shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, worker_spec spec);
+
+} // namespace nettorrent

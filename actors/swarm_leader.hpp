@@ -1,0 +1,32 @@
+// The swarm leader of one layer: knows (and monitors) the R x P slices of
+// its swarm, runs the best-peer exchange of a sync round for its layer, and
+// gathers a replica's slices into a whole layer for checkpoints.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "actors.hpp"
+
+namespace nettorrent {
+
+struct leader_spec {
+  std::uint32_t layer = 0;
+  std::size_t replicas = 1;
+  std::size_t slices = 1;
+};
+
+struct swarm_leader_state {
+  static inline const char* name = "swarm_leader";
+  leader_spec spec;
+  std::vector<neuron_slice_actor> slices; ///< replica-major: [r * P + i]
+  std::size_t alive = 0;                  ///< slices not known to be down
+  const neuron_slice_actor& at(std::size_t r, std::size_t i) const {
+    return slices[r * spec.slices + i];
+  }
+};
+
+swarm_leader_actor::behavior_type
+swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, leader_spec spec);
+
+} // namespace nettorrent

@@ -1,0 +1,29 @@
+// Checks applied to every message from a peer before use, and the one way
+// a bad message is handled: logged (first few), counted, dropped.
+#pragma once
+
+#include <cstdint>
+
+#include <caf/actor_ostream.hpp>
+
+#include "nettorrent/tensor.hpp"
+
+namespace nettorrent {
+
+/// True if `m` has `cols` columns, 1..max_rows rows and only finite values.
+inline bool valid_batch(const matrix& m, Eigen::Index cols, std::size_t max_rows) {
+  return m.cols() == cols && m.rows() >= 1
+         && static_cast<std::size_t>(m.rows()) <= max_rows && m.allFinite();
+}
+
+/// Counts a dropped message and logs the first ten per actor.
+template <class Self>
+void drop_message(Self* self, std::uint64_t& counter, const char* what, std::uint64_t batch) {
+  ++counter;
+  if (counter <= 10)
+    caf::aout(self) << self->name() << " " << self->id() << ": dropped malformed " << what
+                    << " message (batch " << batch << ")" << (counter == 10 ? "; further drops are only counted" : "")
+                    << std::endl;
+}
+
+} // namespace nettorrent

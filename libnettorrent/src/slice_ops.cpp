@@ -1,0 +1,146 @@
+#include "nettorrent/slice_ops.hpp"
+
+#include "nettorrent/error.hpp"
+
+namespace nettorrent {
+
+std::size_t pick_best(const std::vector<replica_score>& scores) {
+  if (scores.empty())
+    throw error("pick_best: no replicas");
+  std::size_t best = 0;
+  for (std::size_t r = 1; r < scores.size(); ++r)
+    if (scores[r].loss < scores[best].loss)
+      best = r;
+  return best;
+}
+
+namespace {
+
+void require_same_shape(const layer_state& a, const layer_state& b) {
+  if (a.params.w.rows() != b.params.w.rows() || a.params.w.cols() != b.params.w.cols()
+      || a.w_state.m.size() != b.w_state.m.size() || a.w_state.v.size() != b.w_state.v.size()
+      || a.b_state.m.size() != b.b_state.m.size() || a.b_state.v.size() != b.b_state.v.size())
+    throw error("average_states: slice states differ in shape");
+}
+
+void mean_into(std::vector<float>& acc, const std::vector<const std::vector<float>*>& xs) {
+  for (std::size_t i = 1; i < xs.size(); ++i)
+    for (std::size_t j = 0; j < acc.size(); ++j)
+      acc[j] += (*xs[i])[j];
+  const float inv = 1.0f / static_cast<float>(xs.size());
+  for (auto& a : acc)
+    a *= inv;
+}
+
+} // namespace
+
+layer_state average_states(const std::vector<const layer_state*>& states) {
+  if (states.empty())
+    throw error("average_states: no states");
+  for (const auto* s : states)
+    require_same_shape(*states[0], *s);
+  layer_state out = *states[0];
+  const float inv = 1.0f / static_cast<float>(states.size());
+  for (std::size_t i = 1; i < states.size(); ++i) {
+    out.params.w += states[i]->params.w;
+    out.params.b += states[i]->params.b;
+  }
+  out.params.w *= inv;
+  out.params.b *= inv;
+  auto moments = [&](auto member_state, auto member_vec) {
+    std::vector<const std::vector<float>*> xs;
+    for (const auto* s : states)
+      xs.push_back(&((s->*member_state).*member_vec));
+    mean_into((out.*member_state).*member_vec, xs);
+  };
+  moments(&layer_state::w_state, &optimizer_state::m);
+  moments(&layer_state::w_state, &optimizer_state::v);
+  moments(&layer_state::b_state, &optimizer_state::m);
+  moments(&layer_state::b_state, &optimizer_state::v);
+  return out;
+}
+
+namespace {
+
+std::vector<float> cut_vec(const std::vector<float>& full, std::size_t rows, std::size_t cols,
+                           column_range r) {
+  if (full.empty())
+    return {};
+  std::vector<float> out;
+  out.reserve(rows * r.size());
+  for (std::size_t i = 0; i < rows; ++i)
+    out.insert(out.end(), full.begin() + static_cast<std::ptrdiff_t>(i * cols + r.begin),
+               full.begin() + static_cast<std::ptrdiff_t>(i * cols + r.end));
+  return out;
+}
+
+} // namespace
+
+layer_state cut_slice(const layer_state& full, column_range cols) {
+  const auto rows = static_cast<std::size_t>(full.params.w.rows());
+  const auto n = static_cast<std::size_t>(full.params.w.cols());
+  if (cols.end > n || cols.begin >= cols.end)
+    throw error("cut_slice: columns [" + std::to_string(cols.begin) + ", "
+                + std::to_string(cols.end) + ") outside a layer of " + std::to_string(n));
+  layer_state s;
+  const auto c0 = static_cast<Eigen::Index>(cols.begin);
+  const auto len = static_cast<Eigen::Index>(cols.size());
+  s.params.w = full.params.w.middleCols(c0, len);
+  s.params.b = full.params.b.segment(c0, len);
+  // W is row-major, so W's optimizer state is too; b's is a plain vector.
+  s.w_state = {cut_vec(full.w_state.m, rows, n, cols), cut_vec(full.w_state.v, rows, n, cols),
+               full.w_state.steps};
+  s.b_state = {cut_vec(full.b_state.m, 1, n, cols), cut_vec(full.b_state.v, 1, n, cols),
+               full.b_state.steps};
+  return s;
+}
+
+layer_state glue_slices(const std::vector<layer_state>& slices) {
+  if (slices.empty())
+    throw error("glue_slices: no slices");
+  const auto rows = slices[0].params.w.rows();
+  Eigen::Index n = 0;
+  for (const auto& s : slices) {
+    if (s.params.w.rows() != rows)
+      throw error("glue_slices: slices differ in fan-in");
+    n += s.params.w.cols();
+  }
+  layer_state out;
+  out.params.w.resize(rows, n);
+  out.params.b.resize(n);
+  const bool wm = !slices[0].w_state.m.empty();
+  const bool wv = !slices[0].w_state.v.empty();
+  if (wm) out.w_state.m.resize(static_cast<std::size_t>(rows * n));
+  if (wv) out.w_state.v.resize(static_cast<std::size_t>(rows * n));
+  if (wm) out.b_state.m.resize(static_cast<std::size_t>(n));
+  if (wv) out.b_state.v.resize(static_cast<std::size_t>(n));
+  out.w_state.steps = slices[0].w_state.steps;
+  out.b_state.steps = slices[0].b_state.steps;
+  Eigen::Index c0 = 0;
+  for (const auto& s : slices) {
+    const auto len = s.params.w.cols();
+    out.params.w.middleCols(c0, len) = s.params.w;
+    out.params.b.segment(c0, len) = s.params.b;
+    for (Eigen::Index i = 0; i < rows; ++i)
+      for (Eigen::Index j = 0; j < len; ++j) {
+        const auto dst = static_cast<std::size_t>(i * n + c0 + j);
+        const auto src = static_cast<std::size_t>(i * len + j);
+        if (wm) out.w_state.m[dst] = s.w_state.m.at(src);
+        if (wv) out.w_state.v[dst] = s.w_state.v.at(src);
+      }
+    for (Eigen::Index j = 0; j < len; ++j) {
+      if (wm) out.b_state.m[static_cast<std::size_t>(c0 + j)] = s.b_state.m.at(static_cast<std::size_t>(j));
+      if (wv) out.b_state.v[static_cast<std::size_t>(c0 + j)] = s.b_state.v.at(static_cast<std::size_t>(j));
+    }
+    c0 += len;
+  }
+  return out;
+}
+
+std::size_t state_bytes(const layer_state& s) {
+  return sizeof(float)
+         * (static_cast<std::size_t>(s.params.w.size() + s.params.b.size()) + s.w_state.m.size()
+            + s.w_state.v.size() + s.b_state.m.size() + s.b_state.v.size());
+}
+
+} // namespace nettorrent
