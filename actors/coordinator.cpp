@@ -195,36 +195,28 @@ void progress(self_ptr self, std::size_t best, bool force) {
 
 void finish(self_ptr self, std::size_t best);
 
-/// All replicas are scored: decide, exchange, resume or stop.
-void scored(self_ptr self) {
+/// Gathers replica `best`'s layers from the leaders into `dst`, then runs `next`.
+template <class F>
+void collect_layers(self_ptr self, std::size_t best, std::vector<layer_state>* dst, F next) {
   auto& s = self->state;
-  const auto& tc = s.spec.cfg.training;
-  const std::size_t best = pick_best(s.scores);
-  const double acc = s.scores[best].accuracy;
-  ++s.report.sync_rounds;
-  s.report.best_replica = static_cast<std::uint32_t>(best);
-  s.report.best_validation_accuracy = std::max(s.report.best_validation_accuracy, acc);
-  curve_point p;
-  p.epoch = s.epoch;
-  p.samples = s.samples;
-  p.seconds = elapsed(s);
-  p.train_loss = s.loss_samples > 0 ? s.loss_sum / static_cast<double>(s.loss_samples) : 0;
-  p.validation_loss = s.scores[best].loss;
-  p.validation_accuracy = acc;
-  s.curve.push_back(p);
-  s.loss_sum = 0;
-  s.loss_samples = 0;
-  const bool reached = tc.target_accuracy > 0 && acc >= tc.target_accuracy;
-  if (reached && !s.report.reached_target) {
-    s.report.reached_target = true;
-    s.report.time_to_target = p.seconds;
-  }
-  progress(self, best, reached || s.all_finished);
-  if (reached || s.all_finished) {
-    if (reached && s.spec.verbose)
-      caf::aout(self) << "reached target validation accuracy " << tc.target_accuracy
-                      << " in sync round " << s.report.sync_rounds << " after "
-                      << format_duration(p.seconds) << std::endl;
+  dst->assign(s.layers, layer_state{});
+  s.pending = s.layers;
+  for (std::size_t l = 0; l < s.layers; ++l)
+    self->request(s.leaders[l], caf::infinite, atom::collect::value,
+                  static_cast<std::uint32_t>(best))
+      .then(
+        [self, l, dst, next](layer_state& ls) {
+          (*dst)[l] = std::move(ls);
+          if (--self->state.pending == 0)
+            next();
+        },
+        on_error(self, "collecting the best replica's weights"));
+}
+
+/// After scoring: stop, or run the exchange and resume the workers.
+void continue_round(self_ptr self, std::size_t best, bool stop) {
+  auto& s = self->state;
+  if (stop) {
     finish(self, best);
     return;
   }
@@ -244,6 +236,46 @@ void scored(self_ptr self) {
             resume_workers(self);
         },
         on_error(self, "sync round"));
+}
+
+/// All replicas are scored: record, decide, snapshot, then continue.
+void scored(self_ptr self) {
+  auto& s = self->state;
+  const auto& tc = s.spec.cfg.training;
+  const std::size_t best = pick_best(s.scores);
+  const double acc = s.scores[best].accuracy;
+  const bool improved = s.report.sync_rounds == 0 || acc > s.report.best_validation_accuracy;
+  ++s.report.sync_rounds;
+  s.report.best_replica = static_cast<std::uint32_t>(best);
+  s.report.best_validation_accuracy = std::max(s.report.best_validation_accuracy, acc);
+  curve_point p;
+  p.epoch = s.epoch;
+  p.samples = s.samples;
+  p.seconds = elapsed(s);
+  p.train_loss = s.loss_samples > 0 ? s.loss_sum / static_cast<double>(s.loss_samples) : 0;
+  p.validation_loss = s.scores[best].loss;
+  p.validation_accuracy = acc;
+  s.curve.push_back(p);
+  s.loss_sum = 0;
+  s.loss_samples = 0;
+  const bool reached = tc.target_accuracy > 0 && acc >= tc.target_accuracy;
+  if (reached && !s.report.reached_target) {
+    s.report.reached_target = true;
+    s.report.time_to_target = p.seconds;
+  }
+  const bool stop = reached || s.all_finished;
+  progress(self, best, stop);
+  if (reached && s.spec.verbose)
+    caf::aout(self) << "reached target validation accuracy " << tc.target_accuracy
+                    << " in sync round " << s.report.sync_rounds << " after "
+                    << format_duration(p.seconds) << std::endl;
+  if (tc.keep_best && improved) {
+    s.best_samples = s.samples;
+    collect_layers(self, best, &s.best_layers,
+                   [self, best, stop] { continue_round(self, best, stop); });
+    return;
+  }
+  continue_round(self, best, stop);
 }
 
 /// Every replica is at the barrier: score them all.
@@ -301,8 +333,10 @@ void write_results(self_ptr self, std::size_t best) {
   ck.header.layers.assign(cfg.model.layers.begin(), cfg.model.layers.end());
   ck.header.optimizer = cfg.optimizer.kind;
   ck.header.config_hash = cfg.hash();
-  ck.header.samples = s.samples;
-  ck.header.step = s.samples / cfg.training.batch_size;
+  const std::uint64_t saved = cfg.training.keep_best && !s.best_layers.empty() ? s.best_samples
+                                                                              : s.samples;
+  ck.header.samples = saved;
+  ck.header.step = saved / cfg.training.batch_size;
   ck.header.epoch = s.epoch;
   ck.layers = std::move(s.final_layers);
   rep.checkpoint_path = cfg.training.output_dir + "/model.ckpt";
@@ -349,26 +383,24 @@ void collect_stats(self_ptr self) {
 void finish(self_ptr self, std::size_t best) {
   auto& s = self->state;
   s.state = phase::finishing;
-  s.final_layers.assign(s.layers, layer_state{});
-  s.pending = s.layers;
-  for (std::size_t l = 0; l < s.layers; ++l)
-    self->request(s.leaders[l], caf::infinite, atom::collect::value,
-                  static_cast<std::uint32_t>(best))
-      .then(
-        [self, l, best](layer_state& ls) {
-          auto& st = self->state;
-          st.final_layers[l] = std::move(ls);
-          if (--st.pending > 0)
-            return;
-          try {
-            write_results(self, best);
-          } catch (const std::exception& e) {
-            fail(self, e.what());
-            return;
-          }
-          collect_stats(self);
-        },
-        on_error(self, "collecting the best replica's weights"));
+  auto write = [self, best] {
+    try {
+      write_results(self, best);
+    } catch (const std::exception& e) {
+      fail(self, e.what());
+      return;
+    }
+    collect_stats(self);
+  };
+  if (s.spec.cfg.training.keep_best && !s.best_layers.empty()) {
+    if (s.spec.verbose)
+      caf::aout(self) << "keeping the weights of the best validation pass (after "
+                      << s.best_samples << " samples)" << std::endl;
+    s.final_layers = s.best_layers;
+    write();
+    return;
+  }
+  collect_layers(self, best, &s.final_layers, write);
 }
 
 template <class Handle>

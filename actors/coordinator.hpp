@@ -67,6 +67,8 @@ struct coordinator_state {
   double last_progress = -1;
   std::vector<curve_point> curve;
   std::vector<layer_state> final_layers;
+  std::vector<layer_state> best_layers; ///< keep_best: best replica at the best round
+  std::uint64_t best_samples = 0;
   run_report report;
 };
 

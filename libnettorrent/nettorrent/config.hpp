@@ -43,6 +43,9 @@ struct training_config {
   /// Samples between validation passes (0 = once per epoch).
   std::size_t eval_every = 0;
   std::uint64_t seed = 1;
+  /// Keep the weights of the best validation pass and evaluate/save those
+  /// (early-stopping style) instead of the last weights.
+  bool keep_best = true;
   /// Where the checkpoint and learning curve go.
   std::string output_dir = "runs/local";
   /// Seconds between progress lines within an epoch (0 = per epoch only).

@@ -1,8 +1,9 @@
 // A dense layer computed for a contiguous column range [c0, c1) of its
 // neurons (model parallelism). A full layer is the one-slice case, and the
-// outputs of several slices concatenated by columns are exactly the full
-// layer's outputs; the full input gradient is the sum of the slices' partial
-// input gradients.
+// outputs (and dW, db) of several slices concatenated by columns are the full
+// layer's, up to float rounding: Eigen picks its product kernel by matrix
+// size, so the last bits can differ between a slice and the full layer. The
+// full input gradient is the sum of the slices' partial input gradients.
 //
 // Shapes (B = batch, in = fan-in, n = c1 - c0 = neurons in this slice):
 //   X  : B x in      input activations (the previous layer's H)

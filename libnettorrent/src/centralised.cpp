@@ -115,6 +115,8 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
   const auto t0 = clock_type::now();
   double last_progress = 0;
   bool done = false;
+  std::vector<layer_state> best_layers; // keep_best: weights of the best validation pass
+  std::uint64_t best_samples = 0;
 
   auto validate = [&](std::size_t epoch) {
     const evaluation ev = evaluate_model(trainer.geometry(), trainer.params(), data.train_pool,
@@ -129,6 +131,10 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
     curve.push_back(p);
     loss_acc = 0;
     loss_samples = 0;
+    if (tc.keep_best && (best_layers.empty() || ev.accuracy > sum.best_validation_accuracy)) {
+      best_layers = trainer.layers();
+      best_samples = sum.samples;
+    }
     sum.best_validation_accuracy = std::max(sum.best_validation_accuracy, ev.accuracy);
     const double progress = static_cast<double>(sum.samples)
                             / static_cast<double>(batches_per_epoch * batch * tc.max_epochs);
@@ -173,6 +179,13 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
   }
   sum.seconds = seconds_since(t0);
   sum.samples_per_second = static_cast<double>(sum.samples) / sum.seconds;
+  std::uint64_t saved_samples = sum.samples;
+  if (tc.keep_best && !best_layers.empty()) {
+    trainer.restore(best_layers);
+    saved_samples = best_samples;
+    out << "keeping the weights of the best validation pass (after " << best_samples
+        << " samples)\n";
+  }
 
   std::vector<std::uint32_t> test_idx;
   const std::vector<std::uint32_t>* test_sel = nullptr;
@@ -190,8 +203,8 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
     ck.header.activations.push_back(g.act);
   ck.header.optimizer = cfg.optimizer.kind;
   ck.header.config_hash = cfg.hash();
-  ck.header.step = sum.samples / batch;
-  ck.header.samples = sum.samples;
+  ck.header.step = saved_samples / batch;
+  ck.header.samples = saved_samples;
   ck.header.epoch = sum.epochs;
   ck.header.rng_state = gen.state();
   ck.layers = trainer.layers();

@@ -134,6 +134,10 @@ const std::vector<option_spec>& schema() {
        c.training.seed = read_size(v, 0, std::numeric_limits<std::int64_t>::max());
      },
      [](const run_config& c) { return show(c.training.seed); }},
+    {"training.keep_best", "boolean",
+     "evaluate and save the weights of the best validation pass, not the last ones",
+     [](run_config& c, const ini_value& v) { c.training.keep_best = read_bool(v); },
+     [](const run_config& c) { return std::string{c.training.keep_best ? "true" : "false"}; }},
     {"training.output_dir", "string", "where the checkpoint, curve CSV and plot are written",
      [](run_config& c, const ini_value& v) {
        c.training.output_dir = read_string(v);
