@@ -138,7 +138,7 @@ const std::vector<option_spec>& schema() {
      "evaluate and save the weights of the best validation pass, not the last ones",
      [](run_config& c, const ini_value& v) { c.training.keep_best = read_bool(v); },
      [](const run_config& c) { return std::string{c.training.keep_best ? "true" : "false"}; }},
-    {"training.output_dir", "string", "where the checkpoint, curve CSV and plot are written",
+    {"training.output_dir", "string", "where the checkpoint (model.ckpt) and learning curve (curve.csv) are written",
      [](run_config& c, const ini_value& v) {
        c.training.output_dir = read_string(v);
        if (c.training.output_dir.empty())
