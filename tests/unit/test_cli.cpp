@@ -1,0 +1,240 @@
+// The `nettorrent` command line: exit codes and error messages of the real
+// binary. Successful training runs are in test_training.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "nettorrent/centralised.hpp"
+#include "nettorrent/checkpoint.hpp"
+#include "nettorrent/data.hpp"
+
+namespace nt = nettorrent;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string cli = NETTORRENT_CLI;
+const std::string local_ini = std::string{NETTORRENT_SOURCE_DIR} + "/config/local.ini";
+
+#define EXPECT_CONTAINS(haystack, needle)                                                  \
+  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                        \
+    << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s)
+    out += c == '\'' ? std::string{"'\\''"} : std::string(1, c);
+  return out + "'";
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream is{path, std::ios::binary};
+  return std::string{std::istreambuf_iterator<char>(is), std::istreambuf_iterator<char>()};
+}
+
+struct cli_result {
+  int code = -1;      ///< exit status, -1 if the process did not exit normally
+  std::string output; ///< stdout and stderr together
+};
+
+// Runs the binary with `args` (each quoted for the shell).
+cli_result run_cli(const std::vector<std::string>& args) {
+  static std::atomic<int> counter{0};
+  const fs::path out = fs::temp_directory_path()
+                       / ("nettorrent-test_cli-out-" + std::to_string(::getpid()) + "-"
+                          + std::to_string(counter++));
+  std::string cmd = quote(cli);
+  for (const auto& a : args)
+    cmd += " " + quote(a);
+  cmd += " >" + quote(out.string()) + " 2>&1 </dev/null";
+  const int status = std::system(cmd.c_str());
+  cli_result r;
+  if (status != -1 && WIFEXITED(status))
+    r.code = WEXITSTATUS(status);
+  r.output = read_file(out.string());
+  fs::remove(out);
+  return r;
+}
+
+class Cli : public ::testing::Test {
+protected:
+  void SetUp() override {
+    static std::atomic<int> counter{0};
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::temp_directory_path()
+           / ("nettorrent-test_cli-" + std::string{info->name()} + "-"
+              + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    fs::remove_all(dir_);
+    ASSERT_TRUE(fs::create_directories(dir_));
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string write(const std::string& name, const std::string& text) {
+    std::ofstream os{path(name), std::ios::binary};
+    os << text;
+    return path(name);
+  }
+  std::vector<std::string> listing() const {
+    std::vector<std::string> out;
+    for (const auto& e : fs::recursive_directory_iterator(dir_))
+      out.push_back(fs::relative(e.path(), dir_).string());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+  // An untrained model of the given shape, saved as a checkpoint.
+  std::string untrained_checkpoint(const std::string& name, std::vector<std::size_t> layers) {
+    nt::model_config m;
+    m.layers = layers;
+    nt::optimizer_config opt;
+    nt::centralised_trainer trainer{m, opt, 1};
+    nt::model_checkpoint ck;
+    ck.header.layers.assign(layers.begin(), layers.end());
+    for (const auto& g : trainer.geometry())
+      ck.header.activations.push_back(g.act);
+    ck.layers = trainer.layers();
+    nt::save_checkpoint(path(name), ck);
+    return path(name);
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(Cli, NoArgumentsPrintsUsageAndExitsTwo) {
+  const cli_result r = run_cli({});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_CONTAINS(r.output, "usage: nettorrent <command>");
+  EXPECT_CONTAINS(r.output, "centralised");
+  EXPECT_CONTAINS(r.output, "evaluate");
+}
+
+TEST_F(Cli, HelpExitsZero) {
+  const cli_result r = run_cli({"help"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_CONTAINS(r.output, "usage: nettorrent <command>");
+}
+
+TEST_F(Cli, UnknownCommandFails) {
+  const cli_result r = run_cli({"frobnicate", "--training.max_epochs=1"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_CONTAINS(r.output, "unknown command \"frobnicate\"");
+  EXPECT_CONTAINS(r.output, "usage:");
+}
+
+TEST_F(Cli, KeysListsEveryKey) {
+  const cli_result r = run_cli({"keys"});
+  EXPECT_EQ(r.code, 0);
+  for (const char* k : {"model.layers", "data.dir", "training.batch_size",
+                        "training.output_dir", "optimizer.kind", "optimizer.epsilon"})
+    EXPECT_CONTAINS(r.output, k);
+}
+
+TEST_F(Cli, CentralisedWithAnUnknownKeyNamesFileLineAndKey) {
+  const std::string ini = write("bad.ini", "[training]\nbatch_size = 32\nbatchsize = 3\n");
+  const cli_result r = run_cli({"centralised", "--config-file=" + ini});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_CONTAINS(r.output, ini + ":3");
+  EXPECT_CONTAINS(r.output, "training.batchsize");
+  EXPECT_CONTAINS(r.output, "nettorrent centralised: error:");
+  EXPECT_EQ(r.output.find("internal error"), std::string::npos) << r.output;
+  EXPECT_EQ(listing(), (std::vector<std::string>{"bad.ini"}));
+}
+
+TEST_F(Cli, CentralisedWithAWronglyTypedValue) {
+  const std::string ini = write("typed.ini", "[optimizer]\nlearning_rate = \"fast\"\n");
+  const cli_result r = run_cli({"centralised", "--config-file=" + ini});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_CONTAINS(r.output, ini + ":2");
+  EXPECT_CONTAINS(r.output, "optimizer.learning_rate");
+  EXPECT_CONTAINS(r.output, "expected a number");
+}
+
+TEST_F(Cli, CentralisedWithAMissingConfigFileOrBadArgument) {
+  cli_result r = run_cli({"centralised", "--config-file=" + path("missing.ini")});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_CONTAINS(r.output, path("missing.ini"));
+  r = run_cli({"centralised", "--config-file=" + local_ini, "max_epochs=3"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_CONTAINS(r.output, "unexpected argument \"max_epochs=3\"");
+}
+
+TEST_F(Cli, EvaluateWithoutCheckpoint) {
+  const cli_result r = run_cli({"evaluate"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_CONTAINS(r.output, "--checkpoint=FILE is required");
+}
+
+TEST_F(Cli, EvaluateRefusesAFileThatIsNoCheckpoint) {
+  const std::string text = write("notes.txt", "this is not a checkpoint\n");
+  const cli_result r = run_cli({"evaluate", "--checkpoint=" + text});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_CONTAINS(r.output, text);
+  EXPECT_CONTAINS(r.output, "magic");
+}
+
+TEST_F(Cli, EvaluateMissingCheckpoint) {
+  const cli_result r = run_cli({"evaluate", "--checkpoint=" + path("none.ckpt")});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_CONTAINS(r.output, path("none.ckpt"));
+  EXPECT_CONTAINS(r.output, "cannot open");
+}
+
+TEST_F(Cli, EvaluateRefusesAModelOfTheWrongInputWidth) {
+  const std::string ck = untrained_checkpoint("small.ckpt", {20, 16, 10});
+  const cli_result r = run_cli({"evaluate", "--checkpoint=" + ck});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_CONTAINS(r.output, ck);
+  EXPECT_CONTAINS(r.output, "784 pixels");
+}
+
+TEST_F(Cli, EvaluateRefusesAModelWithTooFewClasses) {
+  // Fashion-MNIST has labels 0..9; a five-class model cannot score them.
+  const std::string ck = untrained_checkpoint("five.ckpt", {784, 5});
+  const cli_result r = run_cli({"evaluate", "--checkpoint=" + ck, "--data.test_limit=100"});
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_CONTAINS(r.output, ck);
+  EXPECT_CONTAINS(r.output, "5 classes");
+  EXPECT_EQ(r.output.find("confusion"), std::string::npos) << r.output;
+}
+
+TEST_F(Cli, EmptyDataDirectoryIsNamed) {
+  fs::create_directory(path("empty"));
+  const cli_result r = run_cli({"centralised", "--config-file=" + local_ini,
+                                "--data.dir=" + path("empty"),
+                                "--training.output_dir=" + path("out")});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_CONTAINS(r.output, path("empty"));
+  EXPECT_CONTAINS(r.output, "train-images-idx3-ubyte");
+  EXPECT_EQ(listing(), (std::vector<std::string>{"empty"}));
+}
+
+TEST_F(Cli, OutputDirBelowARegularFileFailsAtOnceWithoutPartialFiles) {
+  const std::string plain = write("plain", "a regular file\n");
+  const std::string out = plain + "/run";
+  const cli_result r = run_cli({"centralised", "--config-file=" + local_ini,
+                                "--data.train_limit=1000", "--data.test_limit=100",
+                                "--training.max_epochs=1", "--training.progress_interval=0",
+                                "--training.output_dir=" + out});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_CONTAINS(r.output, out);
+  EXPECT_CONTAINS(r.output, "not a directory");
+  // It fails before training, not after.
+  EXPECT_EQ(r.output.find("epoch 1/1"), std::string::npos) << r.output;
+  EXPECT_EQ(listing(), (std::vector<std::string>{"plain"}));
+  EXPECT_EQ(read_file(plain), "a regular file\n");
+}
+
+} // namespace

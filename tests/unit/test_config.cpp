@@ -1,0 +1,547 @@
+// The INI reader and the run configuration: every value kind, every error
+// names file, line and key; config/local.ini holds the documented defaults;
+// command-line overrides; the configuration hash; whole-config validation.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "nettorrent/config.hpp"
+#include "nettorrent/error.hpp"
+#include "nettorrent/ini.hpp"
+
+namespace nt = nettorrent;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string local_ini = std::string{NETTORRENT_SOURCE_DIR} + "/config/local.ini";
+
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const nt::error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected nettorrent::error, got std::exception: " << e.what();
+    return {};
+  }
+  ADD_FAILURE() << "expected nettorrent::error, nothing was thrown";
+  return {};
+}
+
+#define EXPECT_CONTAINS(haystack, needle)                                                  \
+  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                        \
+    << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
+
+using type = nt::ini_value::type;
+
+const nt::ini_entry& entry(const nt::ini_document& doc, const std::string& name) {
+  for (const auto& e : doc.entries)
+    if (e.name() == name)
+      return e;
+  throw std::runtime_error("no entry " + name);
+}
+
+// ---------------------------------------------------------------------------
+// INI values
+
+TEST(IniParse, EveryValueKind) {
+  const std::string text =
+    "; a comment line\n"
+    "# another comment line\n"
+    "top = 1\n"
+    "[kinds]\n"
+    "yes = true\n"
+    "no = false\n"
+    "int = 42\n"
+    "neg = -17\n"
+    "plus = +5\n"
+    "real = 2.5e-3\n"
+    "real2 = -1.5E+2\n"
+    "half = .5\n"
+    "str = \"a \\\"quoted\\\" \\\\ word\\tand\\nline\"\n"
+    "atom = 'relu'\n"
+    "secs = 5s\n"
+    "millis = 250ms\n"
+    "minute = 1min\n"
+    "list = [1, -2, 2.5, \"x, y\", 'z', true, [3, 4]]\n"
+    "empty = []\n"
+    "spaced = [ ]\n"
+    "  indented   =   7   \n"
+    "c1 = 7 ; trailing comment\n"
+    "c2 = 8 # trailing comment\n"
+    "semi = \"a;b#c\" ; the ; and # inside quotes stay\n"
+    "atomsemi = 'x;y'\n";
+  const nt::ini_document doc = nt::parse_ini_text(text, "kinds.ini");
+  EXPECT_EQ(doc.path, "kinds.ini");
+  ASSERT_EQ(doc.entries.size(), 22u);
+
+  const auto& top = entry(doc, "top");
+  EXPECT_EQ(top.section, "");
+  EXPECT_EQ(top.origin, "kinds.ini:3");
+  EXPECT_EQ(top.value.kind, type::integer);
+
+  const auto& yes = entry(doc, "kinds.yes");
+  EXPECT_EQ(yes.section, "kinds");
+  EXPECT_EQ(yes.key, "yes");
+  EXPECT_EQ(yes.origin, "kinds.ini:5");
+  EXPECT_EQ(yes.value.kind, type::boolean);
+  EXPECT_TRUE(yes.value.boolean);
+  EXPECT_EQ(entry(doc, "kinds.no").value.kind, type::boolean);
+  EXPECT_FALSE(entry(doc, "kinds.no").value.boolean);
+
+  const auto& i = entry(doc, "kinds.int").value;
+  EXPECT_EQ(i.kind, type::integer);
+  EXPECT_EQ(i.integer, 42);
+  EXPECT_EQ(i.real, 42.0);
+  EXPECT_EQ(entry(doc, "kinds.neg").value.kind, type::integer);
+  EXPECT_EQ(entry(doc, "kinds.neg").value.integer, -17);
+  EXPECT_EQ(entry(doc, "kinds.plus").value.integer, 5);
+
+  const auto& r = entry(doc, "kinds.real").value;
+  EXPECT_EQ(r.kind, type::real);
+  EXPECT_DOUBLE_EQ(r.real, 2.5e-3);
+  EXPECT_EQ(entry(doc, "kinds.real2").value.kind, type::real);
+  EXPECT_DOUBLE_EQ(entry(doc, "kinds.real2").value.real, -150.0);
+  EXPECT_DOUBLE_EQ(entry(doc, "kinds.half").value.real, 0.5);
+
+  const auto& s = entry(doc, "kinds.str").value;
+  EXPECT_EQ(s.kind, type::string);
+  EXPECT_EQ(s.text, "a \"quoted\" \\ word\tand\nline");
+  const auto& a = entry(doc, "kinds.atom").value;
+  EXPECT_EQ(a.kind, type::atom);
+  EXPECT_EQ(a.text, "relu");
+
+  const auto& d1 = entry(doc, "kinds.secs").value;
+  EXPECT_EQ(d1.kind, type::duration);
+  EXPECT_EQ(d1.nanoseconds, 5'000'000'000);
+  EXPECT_DOUBLE_EQ(d1.real, 5.0);
+  EXPECT_EQ(entry(doc, "kinds.millis").value.kind, type::duration);
+  EXPECT_EQ(entry(doc, "kinds.millis").value.nanoseconds, 250'000'000);
+  EXPECT_EQ(entry(doc, "kinds.minute").value.kind, type::duration);
+  EXPECT_EQ(entry(doc, "kinds.minute").value.nanoseconds, 60'000'000'000);
+
+  const auto& l = entry(doc, "kinds.list").value;
+  EXPECT_EQ(l.kind, type::list);
+  ASSERT_EQ(l.list.size(), 7u);
+  EXPECT_EQ(l.list[0].kind, type::integer);
+  EXPECT_EQ(l.list[0].integer, 1);
+  EXPECT_EQ(l.list[1].integer, -2);
+  EXPECT_EQ(l.list[2].kind, type::real);
+  EXPECT_EQ(l.list[3].kind, type::string);
+  EXPECT_EQ(l.list[3].text, "x, y");
+  EXPECT_EQ(l.list[4].kind, type::atom);
+  EXPECT_EQ(l.list[5].kind, type::boolean);
+  EXPECT_EQ(l.list[6].kind, type::list);
+  ASSERT_EQ(l.list[6].list.size(), 2u);
+  EXPECT_EQ(l.list[6].list[1].integer, 4);
+  EXPECT_EQ(entry(doc, "kinds.empty").value.kind, type::list);
+  EXPECT_TRUE(entry(doc, "kinds.empty").value.list.empty());
+  EXPECT_TRUE(entry(doc, "kinds.spaced").value.list.empty());
+
+  EXPECT_EQ(entry(doc, "kinds.indented").value.integer, 7);
+  EXPECT_EQ(entry(doc, "kinds.c1").value.integer, 7);
+  EXPECT_EQ(entry(doc, "kinds.c2").value.integer, 8);
+  EXPECT_EQ(entry(doc, "kinds.semi").value.text, "a;b#c");
+  EXPECT_EQ(entry(doc, "kinds.atomsemi").value.text, "x;y");
+  EXPECT_EQ(entry(doc, "kinds.atomsemi").origin, "kinds.ini:25");
+}
+
+TEST(IniParse, SameKeyInDifferentSectionsAndCrLf) {
+  const nt::ini_document doc =
+    nt::parse_ini_text("[a]\r\nx = 1\r\n[ b ]\r\nx = \"two\"\r\n", "crlf.ini");
+  ASSERT_EQ(doc.entries.size(), 2u);
+  EXPECT_EQ(doc.entries[0].name(), "a.x");
+  EXPECT_EQ(doc.entries[1].name(), "b.x");
+  EXPECT_EQ(doc.entries[1].value.text, "two");
+}
+
+TEST(IniParse, ValueTypeNames) {
+  EXPECT_STREQ(nt::to_string(type::boolean), "boolean");
+  EXPECT_STREQ(nt::to_string(type::integer), "integer");
+  EXPECT_STREQ(nt::to_string(type::string), "string");
+  EXPECT_STREQ(nt::to_string(type::duration), "duration");
+  EXPECT_STREQ(nt::to_string(type::list), "list");
+}
+
+struct ini_error_case {
+  const char* what;
+  const char* text;
+  const char* location; // file:line
+  const char* key;      // "" when no key is involved
+  const char* reason;
+};
+
+TEST(IniParse, ErrorsNameFileLineAndKey) {
+  const ini_error_case cases[] = {
+    {"missing ]", "[model]\nx = 1\n[training\n", "bad.ini:3", "", "missing ]"},
+    {"key without =", "[model]\nlayers\n", "bad.ini:2", "layers", "expected key=value"},
+    {"empty key", "[model]\n = 3\n", "bad.ini:2", "", "invalid key name"},
+    {"empty value", "[model]\nx =\n", "bad.ini:2", "model.x", "missing value"},
+    {"unterminated string", "[data]\n\ndir = \"/tmp/x\n", "bad.ini:3", "data.dir",
+     "unterminated string"},
+    {"unterminated atom", "[data]\ndir = 'abc\n", "bad.ini:2", "data.dir", "unterminated atom"},
+    {"unquoted word", "[model]\nactivation = relu\n", "bad.ini:2", "model.activation",
+     "unquoted text \"relu\""},
+    {"duplicate key", "[training]\nseed = 1\nbatch_size = 2\nseed = 3\n", "bad.ini:4",
+     "training.seed", "set twice"},
+    {"bad number", "[training]\nseed = 12abc\n", "bad.ini:2", "training.seed",
+     "malformed number \"12abc\""},
+    {"two dots", "[training]\nx = 1.2.3\n", "bad.ini:2", "training.x", "malformed number"},
+    {"bad unit", "[training]\nx = 5parsecs\n", "bad.ini:2", "training.x", "malformed number"},
+    {"unterminated list", "[model]\nlayers = [1, 2\n", "bad.ini:2", "model.layers",
+     "unterminated list"},
+    {"list separator", "[model]\nlayers = [1; 2]\n", "bad.ini:2", "model.layers",
+     "unterminated list"},
+    {"junk after value", "[model]\nx = \"a\" \"b\"\n", "bad.ini:2", "model.x",
+     "unexpected text"},
+    {"unknown escape", "[model]\nx = \"a\\qb\"\n", "bad.ini:2", "model.x", "unknown escape"},
+    {"bad section name", "[mo del]\n", "bad.ini:1", "", "invalid section name"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    const std::string msg = error_of([&] { nt::parse_ini_text(c.text, "bad.ini"); });
+    EXPECT_EQ(msg.rfind(std::string{c.location} + ": ", 0), 0u) << msg;
+    EXPECT_CONTAINS(msg, c.key);
+    EXPECT_CONTAINS(msg, c.reason);
+  }
+}
+
+TEST(IniParse, ParseValueAlone) {
+  EXPECT_EQ(nt::parse_ini_value("  [ 1 , 2 ]  ").list.size(), 2u);
+  EXPECT_EQ(nt::parse_ini_value("'adam'").kind, type::atom);
+  EXPECT_THROW(nt::parse_ini_value(""), nt::error);
+  EXPECT_THROW(nt::parse_ini_value("sgd"), nt::error);
+  EXPECT_THROW(nt::parse_ini_value("1 2"), nt::error);
+}
+
+TEST(IniParse, MissingFileIsNamed) {
+  const std::string p = "/nonexistent-dir/nettorrent-missing.ini";
+  const std::string msg = error_of([&] { nt::parse_ini_file(p); });
+  EXPECT_CONTAINS(msg, p);
+  EXPECT_CONTAINS(msg, "cannot open config file");
+}
+
+// ---------------------------------------------------------------------------
+// The run configuration
+
+class ConfigFiles : public ::testing::Test {
+protected:
+  void SetUp() override {
+    static std::atomic<int> counter{0};
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::temp_directory_path()
+           / ("nettorrent-test_config-" + std::string{info->name()} + "-"
+              + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    fs::remove_all(dir_);
+    ASSERT_TRUE(fs::create_directories(dir_));
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  // Writes an INI file and returns its path.
+  std::string ini(const std::string& name, const std::string& text) {
+    const std::string p = (dir_ / name).string();
+    std::ofstream os{p};
+    os << text;
+    return p;
+  }
+  // The error of loading `text` as the config file, plus `extra` arguments.
+  std::string config_error(const std::string& text, std::vector<std::string> extra = {}) {
+    const std::string p = ini("c" + std::to_string(files_++) + ".ini", text);
+    extra.insert(extra.begin(), "--config-file=" + p);
+    last_path_ = p;
+    return error_of([&] { nt::load_run_config(extra); });
+  }
+
+  fs::path dir_;
+  std::string last_path_;
+  int files_ = 0;
+};
+
+TEST_F(ConfigFiles, LocalIniHoldsTheDocumentedDefaults) {
+  const nt::run_config c = nt::load_run_config({"--config-file=" + local_ini});
+  EXPECT_EQ(c.model.layers, (std::vector<std::size_t>{784, 256, 128, 10}));
+  EXPECT_EQ(c.model.hidden, nt::activation::relu);
+  EXPECT_EQ(c.data.dir, "");
+  EXPECT_EQ(c.data.validation_size, 5000u);
+  EXPECT_EQ(c.data.train_limit, 0u);
+  EXPECT_EQ(c.data.test_limit, 0u);
+  EXPECT_EQ(c.training.batch_size, 64u);
+  EXPECT_EQ(c.training.max_epochs, 15u);
+  EXPECT_EQ(c.training.target_accuracy, 0.0);
+  EXPECT_EQ(c.training.eval_every, 0u);
+  EXPECT_EQ(c.training.seed, 1u);
+  EXPECT_EQ(c.training.output_dir, "runs/local");
+  EXPECT_EQ(c.training.progress_interval, 5.0);
+  EXPECT_EQ(c.optimizer.kind, nt::optimizer_kind::adam);
+  EXPECT_FLOAT_EQ(c.optimizer.learning_rate, 0.001f);
+  EXPECT_FLOAT_EQ(c.optimizer.momentum, 0.9f);
+  EXPECT_FALSE(c.optimizer.nesterov);
+  EXPECT_FLOAT_EQ(c.optimizer.beta1, 0.9f);
+  EXPECT_FLOAT_EQ(c.optimizer.beta2, 0.999f);
+  EXPECT_FLOAT_EQ(c.optimizer.rho, 0.9f);
+  EXPECT_FLOAT_EQ(c.optimizer.epsilon, 1e-8f);
+  // The file and the built-in defaults agree on everything.
+  EXPECT_EQ(c.canonical(), nt::run_config{}.canonical());
+  EXPECT_EQ(c.hash(), nt::run_config{}.hash());
+  // No arguments at all: the built-in defaults.
+  EXPECT_EQ(nt::load_run_config({}).hash(), c.hash());
+}
+
+TEST_F(ConfigFiles, EveryKeyIsDescribed) {
+  const nt::ini_document doc = nt::parse_ini_file(local_ini);
+  const std::string keys = nt::describe_config_keys();
+  for (const auto& e : doc.entries)
+    EXPECT_CONTAINS(keys, "  " + e.name() + " (");
+  EXPECT_GE(doc.entries.size(), 21u);
+  for (const char* k : {"model.layers", "model.activation", "data.dir", "data.validation_size",
+                        "data.train_limit", "data.test_limit", "training.batch_size",
+                        "training.max_epochs", "training.target_accuracy",
+                        "training.eval_every", "training.seed", "training.output_dir",
+                        "training.progress_interval", "optimizer.kind",
+                        "optimizer.learning_rate", "optimizer.momentum", "optimizer.nesterov",
+                        "optimizer.beta1", "optimizer.beta2", "optimizer.rho",
+                        "optimizer.epsilon"})
+    EXPECT_CONTAINS(keys, std::string{"  "} + k + " (");
+  EXPECT_CONTAINS(keys, "default [784, 256, 128, 10]");
+}
+
+TEST_F(ConfigFiles, FileValuesAreApplied) {
+  const std::string p = ini("run.ini",
+                            "[model]\nlayers = [64, 32, 5]\nactivation = 'tanh'\n"
+                            "[data]\ndir = \"/data/x\"\ntrain_limit = 1000\n"
+                            "[training]\ntarget_accuracy = 1\nprogress_interval = 0\n"
+                            "[optimizer]\nkind = \"momentum\"\nnesterov = true\n"
+                            "learning_rate = 5e-2\n");
+  const nt::run_config c = nt::load_run_config({"--config-file=" + p});
+  EXPECT_EQ(c.model.layers, (std::vector<std::size_t>{64, 32, 5}));
+  EXPECT_EQ(c.model.hidden, nt::activation::tanh);
+  EXPECT_EQ(c.data.dir, "/data/x");
+  EXPECT_EQ(c.data.train_limit, 1000u);
+  EXPECT_EQ(c.training.target_accuracy, 1.0); // an integer where a number is wanted
+  EXPECT_EQ(c.training.progress_interval, 0.0);
+  EXPECT_EQ(c.optimizer.kind, nt::optimizer_kind::momentum);
+  EXPECT_TRUE(c.optimizer.nesterov);
+  EXPECT_FLOAT_EQ(c.optimizer.learning_rate, 0.05f);
+  // Untouched keys keep their defaults.
+  EXPECT_EQ(c.training.batch_size, 64u);
+}
+
+struct config_error_case {
+  const char* what;
+  const char* text;
+  int line;
+  const char* key;
+  const char* reason;
+};
+
+TEST_F(ConfigFiles, BadEntriesNameFileLineAndKey) {
+  const config_error_case cases[] = {
+    {"unknown key", "[training]\nbatch_size = 32\nbatchsize = 3\n", 3, "training.batchsize",
+     "unknown key"},
+    {"unknown section", "[model]\n\n[trainer]\nseed = 3\n", 4, "trainer.seed",
+     "unknown section [trainer]"},
+    {"key before any section", "seed = 3\n", 1, "seed", "outside any section"},
+    {"string for integer", "[training]\nbatch_size = \"64\"\n", 2, "training.batch_size",
+     "expected an integer, got string \"64\""},
+    {"real for integer", "[training]\nmax_epochs = 2.5\n", 2, "training.max_epochs",
+     "expected an integer"},
+    {"string in integer list", "[model]\nlayers = [784, \"wide\", 10]\n", 2, "model.layers",
+     "element 1: expected an integer, got string \"wide\""},
+    {"integer for list", "[model]\nlayers = 784\n", 2, "model.layers", "expected a list"},
+    {"integer for string", "[data]\ndir = 5\n", 2, "data.dir", "expected a quoted string"},
+    {"string for boolean", "[optimizer]\nnesterov = \"yes\"\n", 2, "optimizer.nesterov",
+     "expected true or false"},
+    {"boolean for number", "[optimizer]\nbeta1 = true\n", 2, "optimizer.beta1",
+     "expected a number"},
+    {"batch_size 0", "[training]\nbatch_size = 0\n", 2, "training.batch_size",
+     "out of range"},
+    {"negative count", "[data]\ntrain_limit = -5\n", 2, "data.train_limit", "out of range"},
+    {"max_epochs 0", "[training]\nmax_epochs = 0\n", 2, "training.max_epochs", "out of range"},
+    {"zero width", "[model]\nlayers = [784, 0, 10]\n", 2, "model.layers", "element 1"},
+    {"target_accuracy 1.5", "[training]\ntarget_accuracy = 1.5\n", 2,
+     "training.target_accuracy", "out of range"},
+    {"learning_rate 0", "[optimizer]\nlearning_rate = 0\n", 2, "optimizer.learning_rate",
+     "out of range"},
+    {"beta2 1.0", "[optimizer]\nbeta2 = 1.0\n", 2, "optimizer.beta2", "out of range"},
+    {"momentum 1", "[optimizer]\nmomentum = 1\n", 2, "optimizer.momentum", "out of range"},
+    {"epsilon negative", "[optimizer]\nepsilon = -1e-8\n", 2, "optimizer.epsilon",
+     "out of range"},
+    {"bad activation", "[model]\nactivation = \"swish\"\n", 2, "model.activation", "swish"},
+    {"bad optimizer", "[optimizer]\nkind = \"adamw\"\n", 2, "optimizer.kind", "adamw"},
+    {"empty output_dir", "[training]\noutput_dir = \"\"\n", 2, "training.output_dir",
+     "must not be empty"},
+    {"syntax error", "[training]\nseed = one\n", 2, "training.seed", "unquoted text"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    const std::string msg = config_error(c.text);
+    EXPECT_EQ(msg.rfind(last_path_ + ":" + std::to_string(c.line) + ": ", 0), 0u) << msg;
+    EXPECT_CONTAINS(msg, c.key);
+    EXPECT_CONTAINS(msg, c.reason);
+  }
+}
+
+TEST_F(ConfigFiles, ValidActivationAndOptimizerNames) {
+  for (const char* a : {"relu", "tanh", "sigmoid", "identity"}) {
+    const std::string p = ini(std::string{a} + ".ini",
+                              std::string{"[model]\nactivation = \""} + a + "\"\n");
+    EXPECT_EQ(nt::to_string(nt::load_run_config({"--config-file=" + p}).model.hidden), a);
+  }
+  for (const char* k : {"sgd", "momentum", "adagrad", "rmsprop", "adam"}) {
+    const std::string p =
+      ini(std::string{k} + ".ini", std::string{"[optimizer]\nkind = '"} + k + "'\n");
+    EXPECT_EQ(nt::to_string(nt::load_run_config({"--config-file=" + p}).optimizer.kind), k);
+  }
+}
+
+TEST_F(ConfigFiles, WholeConfigValidationNamesTheFile) {
+  std::string msg = config_error("[model]\nlayers = [784]\n");
+  EXPECT_CONTAINS(msg, last_path_);
+  EXPECT_CONTAINS(msg, "model.layers");
+  EXPECT_CONTAINS(msg, "at least two");
+  msg = config_error("[model]\nlayers = [784, 300]\n");
+  EXPECT_CONTAINS(msg, last_path_);
+  EXPECT_CONTAINS(msg, "256 classes");
+  msg = config_error("[model]\nlayers = []\n");
+  EXPECT_CONTAINS(msg, "model.layers");
+}
+
+TEST_F(ConfigFiles, MissingFileAndCommandLineMistakes) {
+  const std::string missing = (dir_ / "missing.ini").string();
+  std::string msg = error_of([&] { nt::load_run_config({"--config-file=" + missing}); });
+  EXPECT_CONTAINS(msg, missing);
+  EXPECT_CONTAINS(msg, "cannot open");
+
+  msg = error_of(
+    [&] { nt::load_run_config({"--config-file=" + local_ini, "--config-file=" + local_ini}); });
+  EXPECT_CONTAINS(msg, "--config-file given twice");
+
+  msg = error_of([&] { nt::load_run_config({"--config-file="}); });
+  EXPECT_CONTAINS(msg, "needs a path");
+
+  for (const char* bad : {"training.max_epochs=3", "--max_epochs=3", "--training.max_epochs",
+                          "-training.max_epochs=3", "centralised", "--=3"}) {
+    SCOPED_TRACE(bad);
+    msg = error_of([&] { nt::load_run_config({"--config-file=" + local_ini, bad}); });
+    EXPECT_CONTAINS(msg, "command line");
+    EXPECT_CONTAINS(msg, std::string{"\""} + bad + "\"");
+  }
+}
+
+TEST_F(ConfigFiles, CommandLineOverridesApplyOverTheFile) {
+  const nt::run_config c = nt::load_run_config(
+    {"--training.max_epochs=3", "--config-file=" + local_ini, "--optimizer.kind=sgd",
+     "--data.dir=/srv/data set", "--model.layers=[784, 64, 10]",
+     "--training.output_dir=out/run-1", "--optimizer.learning_rate=0.05",
+     "--optimizer.nesterov=true", "--model.activation='tanh'"});
+  EXPECT_EQ(c.training.max_epochs, 3u);
+  EXPECT_EQ(c.optimizer.kind, nt::optimizer_kind::sgd);
+  EXPECT_EQ(c.data.dir, "/srv/data set");
+  EXPECT_EQ(c.model.layers, (std::vector<std::size_t>{784, 64, 10}));
+  EXPECT_EQ(c.training.output_dir, "out/run-1");
+  EXPECT_FLOAT_EQ(c.optimizer.learning_rate, 0.05f);
+  EXPECT_TRUE(c.optimizer.nesterov);
+  EXPECT_EQ(c.model.hidden, nt::activation::tanh);
+  // The rest comes from the file.
+  EXPECT_EQ(c.training.batch_size, 64u);
+
+  // The override wins even when the file sets the key.
+  const std::string p = ini("epochs.ini", "[training]\nmax_epochs = 9\n");
+  EXPECT_EQ(nt::load_run_config({"--config-file=" + p, "--training.max_epochs=4"})
+              .training.max_epochs,
+            4u);
+  EXPECT_EQ(nt::load_run_config({"--config-file=" + p}).training.max_epochs, 9u);
+}
+
+TEST_F(ConfigFiles, CommandLineOverridesAreChecked) {
+  std::string msg = error_of([&] {
+    nt::load_run_config({"--config-file=" + local_ini, "--training.batch_size=0"});
+  });
+  EXPECT_CONTAINS(msg, "command line");
+  EXPECT_CONTAINS(msg, "training.batch_size");
+  EXPECT_CONTAINS(msg, "out of range");
+  msg = error_of([&] { nt::load_run_config({"--training.bogus=1"}); });
+  EXPECT_CONTAINS(msg, "command line");
+  EXPECT_CONTAINS(msg, "unknown key training.bogus");
+  msg = error_of([&] { nt::load_run_config({"--optimizer.kind=adamw"}); });
+  EXPECT_CONTAINS(msg, "optimizer.kind");
+  EXPECT_CONTAINS(msg, "adamw");
+  msg = error_of([&] { nt::load_run_config({"--training.max_epochs=many"}); });
+  EXPECT_CONTAINS(msg, "training.max_epochs");
+  EXPECT_CONTAINS(msg, "expected an integer");
+  msg = error_of([&] { nt::load_run_config({"--model.layers=[784]"}); });
+  EXPECT_CONTAINS(msg, "model.layers");
+}
+
+// ---------------------------------------------------------------------------
+// Hash and validation
+
+TEST(RunConfigHash, StableAndSensitiveToResultAffectingKeys) {
+  const nt::run_config base;
+  EXPECT_EQ(base.hash(), nt::run_config{}.hash());
+  EXPECT_EQ(base.canonical(), nt::run_config{}.canonical());
+  EXPECT_CONTAINS(base.canonical(), "model.layers=[784, 256, 128, 10]\n");
+  EXPECT_CONTAINS(base.canonical(), "optimizer.kind=\"adam\"\n");
+
+  auto changed = [&](auto mutate) {
+    nt::run_config c;
+    mutate(c);
+    return c.hash() != base.hash();
+  };
+  EXPECT_TRUE(changed([](nt::run_config& c) { c.model.layers = {784, 128, 10}; }));
+  EXPECT_TRUE(changed([](nt::run_config& c) { c.model.hidden = nt::activation::tanh; }));
+  EXPECT_TRUE(changed([](nt::run_config& c) { c.data.validation_size = 4999; }));
+  EXPECT_TRUE(changed([](nt::run_config& c) { c.data.train_limit = 100; }));
+  EXPECT_TRUE(changed([](nt::run_config& c) { c.training.batch_size = 32; }));
+  EXPECT_TRUE(changed([](nt::run_config& c) { c.training.max_epochs = 3; }));
+  EXPECT_TRUE(changed([](nt::run_config& c) { c.training.seed = 2; }));
+  EXPECT_TRUE(changed([](nt::run_config& c) { c.optimizer.kind = nt::optimizer_kind::sgd; }));
+  EXPECT_TRUE(changed([](nt::run_config& c) { c.optimizer.learning_rate = 2e-3f; }));
+  EXPECT_TRUE(changed([](nt::run_config& c) { c.optimizer.beta2 = 0.99f; }));
+  EXPECT_TRUE(changed([](nt::run_config& c) { c.optimizer.nesterov = true; }));
+  // Output location and display settings do not affect the result.
+  EXPECT_FALSE(changed([](nt::run_config& c) { c.training.output_dir = "elsewhere"; }));
+  EXPECT_FALSE(changed([](nt::run_config& c) { c.training.progress_interval = 0; }));
+  EXPECT_EQ(base.canonical().find("output_dir"), std::string::npos);
+  EXPECT_EQ(base.canonical().find("progress_interval"), std::string::npos);
+}
+
+TEST(RunConfigHash, SameThroughFileAndOverrides) {
+  const nt::run_config a = nt::load_run_config(
+    {"--config-file=" + local_ini, "--training.output_dir=/tmp/a", "--training.seed=7"});
+  const nt::run_config b =
+    nt::load_run_config({"--training.seed=7", "--training.progress_interval=0"});
+  EXPECT_EQ(a.hash(), b.hash());
+}
+
+TEST(RunConfigValidate, RejectsImpossibleModels) {
+  nt::run_config c;
+  EXPECT_NO_THROW(c.validate());
+  c.model.layers = {784};
+  EXPECT_CONTAINS(error_of([&] { c.validate(); }), "model.layers");
+  c.model.layers = {};
+  EXPECT_CONTAINS(error_of([&] { c.validate(); }), "model.layers");
+  c.model.layers = {784, 1};
+  EXPECT_CONTAINS(error_of([&] { c.validate(); }), "must be >= 2");
+  c.model.layers = {784, 257};
+  EXPECT_CONTAINS(error_of([&] { c.validate(); }), "256");
+  c.model.layers = {784, 256};
+  EXPECT_NO_THROW(c.validate());
+  c.model.layers = {2, 2};
+  EXPECT_NO_THROW(c.validate());
+  c.optimizer.learning_rate = 0;
+  EXPECT_THROW(c.validate(), nt::error);
+}
+
+} // namespace
