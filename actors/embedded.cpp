@@ -12,6 +12,7 @@ namespace nettorrent {
 
 run_report run_embedded(const run_config& cfg, std::ostream& out, bool verbose) {
   prepare_math_thread();
+  check_output_dir(cfg.training.output_dir);
   auto data = std::make_shared<const data_splits>(load_run_data(cfg));
   std::string shape;
   for (auto w : cfg.model.layers)

@@ -148,11 +148,13 @@ gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self
     [=](atom::ack, std::uint64_t batch, std::uint32_t slice) {
       auto& s = self->state;
       auto it = s.acks.find(batch);
-      if (s.spec.boundary != 0 || it == s.acks.end() || slice >= s.next.size()) {
+      if (s.spec.boundary != 0 || it == s.acks.end() || slice >= s.next.size()
+          || it->second.got[slice]) {
         drop_message(self, s.dropped, "ack", batch);
         return;
       }
-      if (++it->second == s.next.size()) {
+      it->second.got[slice] = true;
+      if (++it->second.count == s.next.size()) {
         s.acks.erase(it);
         self->send(s.sink, atom::done::value, batch);
       }
@@ -167,7 +169,7 @@ gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self
         return;
       }
       if (train)
-        s.acks.emplace(batch, 0);
+        s.acks.emplace(batch, gradient_relay_state::ack_set{std::vector<bool>(s.next.size()), 0});
       for (const auto& n : s.next)
         self->send(n, atom::forward::value, batch, train, x);
     },

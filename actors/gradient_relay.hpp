@@ -54,7 +54,13 @@ struct gradient_relay_state {
   batch_sink_actor sink;
   std::unordered_map<std::uint64_t, gather> forward;
   std::unordered_map<std::uint64_t, partials> backward;
-  std::unordered_map<std::uint64_t, std::size_t> acks;              ///< k = 0
+  /// k = 0: which swarm-1 slices acked a training batch (a duplicate ack
+  /// must not count twice, or the batch would leave the pipeline early).
+  struct ack_set {
+    std::vector<bool> got;
+    std::size_t count = 0;
+  };
+  std::unordered_map<std::uint64_t, ack_set> acks;                  ///< k = 0
   std::unordered_map<std::uint64_t, std::vector<std::uint8_t>> labels; ///< k = L
   std::unordered_map<std::uint64_t, gather> logits;                  ///< k = L, waiting for labels
   std::uint64_t dropped = 0;

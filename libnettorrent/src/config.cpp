@@ -1,5 +1,6 @@
 #include "nettorrent/config.hpp"
 
+#include <cctype>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -7,14 +8,15 @@
 
 #include "nettorrent/error.hpp"
 #include "nettorrent/ini.hpp"
+#include "config_schema.hpp"
 
 namespace nettorrent {
 
-namespace {
+namespace schema {
 
 // --- typed readers: throw nettorrent::error without location ---------------
 
-[[noreturn]] void wrong_type(const ini_value& v, const char* expected) {
+void wrong_type(const ini_value& v, const char* expected) {
   throw error(std::string{"expected "} + expected + ", got " + to_string(v.kind)
               + (v.text.empty() ? "" : " \"" + v.text + "\""));
 }
@@ -53,24 +55,12 @@ bool read_bool(const ini_value& v) {
 }
 
 std::vector<std::size_t> read_size_list(const ini_value& v, std::size_t lo, std::size_t hi) {
-  if (v.kind != ini_value::type::list)
-    wrong_type(v, "a list like [784, 256, 10]");
-  std::vector<std::size_t> out;
-  for (std::size_t i = 0; i < v.list.size(); ++i) {
-    try {
-      out.push_back(read_size(v.list[i], lo, hi));
-    } catch (const error& e) {
-      throw error("element " + std::to_string(i) + ": " + e.what());
-    }
-  }
-  return out;
+  return read_list(v, "a list like [784, 256, 10]",
+                   [&](const ini_value& x) { return read_size(x, lo, hi); });
 }
 
-template <class T>
-std::string show(const T& x) {
-  std::ostringstream os;
-  os << x;
-  return os.str();
+std::vector<std::string> read_string_list(const ini_value& v) {
+  return read_list(v, "a list of quoted strings like [\"a\", \"b\"]", read_string);
 }
 
 std::string show_list(const std::vector<std::size_t>& xs) {
@@ -80,21 +70,54 @@ std::string show_list(const std::vector<std::size_t>& xs) {
   return s + "]";
 }
 
+std::string quote(const std::string& s) {
+  return "\"" + s + "\"";
+}
+
+std::string show_list(const std::vector<std::string>& xs) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < xs.size(); ++i)
+    s += (i > 0 ? ", " : "") + quote(xs[i]);
+  return s + "]";
+}
+
+std::string origin_of(const ini_document& doc, const std::string& key) {
+  for (const auto& e : doc.entries)
+    if (e.name() == key)
+      return e.origin;
+  return doc.path;
+}
+
+std::string locate(const ini_document& doc, const std::string& message) {
+  std::size_t n = 0;
+  while (n < message.size()
+         && (std::isalnum(static_cast<unsigned char>(message[n])) != 0 || message[n] == '_'
+             || message[n] == '.' || message[n] == '-'))
+    ++n;
+  return origin_of(doc, message.substr(0, n)) + ": " + message;
+}
+
+} // namespace schema
+
+namespace {
+
+using namespace schema;
+
+template <class T>
+std::string show(const T& x) {
+  std::ostringstream os;
+  os << x;
+  return os.str();
+}
+
 // --- the schema --------------------------------------------------------------
 
-struct option_spec {
-  const char* name;
-  const char* type;
-  const char* help;
-  std::function<void(run_config&, const ini_value&)> set;
-  std::function<std::string(const run_config&)> get;
-  bool affects_result = true; ///< part of canonical() and the config hash
-};
+using option_spec = option<run_config>;
 
 constexpr std::size_t max_width = 1u << 16;
 constexpr std::size_t max_count = std::size_t{1} << 40;
 
-const std::vector<option_spec>& schema() {
+const std::vector<option_spec>& all_options() {
   static const std::vector<option_spec> specs = {
     {"model.layers", "list of integers",
      "layer widths, input first (first = pixels per image, last = classes)",
@@ -225,48 +248,22 @@ const std::vector<option_spec>& schema() {
 }
 
 const option_spec* find_spec(const std::string& name) {
-  for (const auto& s : schema())
-    if (name == s.name)
-      return &s;
-  return nullptr;
-}
-
-std::string keys_of_section(const std::string& section) {
-  std::string out;
-  for (const auto& s : schema()) {
-    const std::string n = s.name;
-    if (n.compare(0, section.size() + 1, section + ".") == 0)
-      out += (out.empty() ? "" : ", ") + n.substr(section.size() + 1);
-  }
-  return out;
-}
-
-void apply_entry(const ini_entry& e, run_config& cfg) {
-  const std::string name = e.name();
-  const option_spec* spec = find_spec(name);
-  if (spec == nullptr) {
-    const std::string known = keys_of_section(e.section);
-    if (e.section.empty())
-      throw error(e.origin + ": key " + name + " is outside any section (sections: model, "
-                  "data, training, optimizer, topology, system)");
-    if (known.empty())
-      throw error(e.origin + ": " + name + ": unknown section [" + e.section
-                  + "] (known: model, data, training, optimizer, topology, system)");
-    throw error(e.origin + ": unknown key " + name + " (known keys in [" + e.section
-                + "]: " + known + ")");
-  }
-  try {
-    spec->set(cfg, e.value);
-  } catch (const error& ex) {
-    throw error(e.origin + ": " + name + ": " + ex.what());
-  }
+  return find_option(all_options(), name);
 }
 
 } // namespace
 
+namespace schema {
+
+const std::vector<option<run_config>>& run_options() {
+  return all_options();
+}
+
+} // namespace schema
+
 void apply_ini(const ini_document& doc, run_config& cfg) {
   for (const auto& e : doc.entries)
-    apply_entry(e, cfg);
+    apply_entry(e, cfg, all_options());
 }
 
 void run_config::validate() const {
@@ -290,6 +287,10 @@ void run_config::validate() const {
       throw error("topology.slices: layer " + std::to_string(l + 1) + " has "
                   + std::to_string(model.layers[l + 1]) + " neurons, fewer than its "
                   + std::to_string(topology.slices_of(l)) + " slices");
+  if (data.train_limit != 0 && topology.replicas > data.train_limit)
+    throw error("topology.replicas = " + std::to_string(topology.replicas)
+                + " is more than the " + std::to_string(data.train_limit)
+                + " training samples of data.train_limit (every replica needs a shard)");
   if (topology.sync_every < training.batch_size)
     throw error("topology.sync_every = " + std::to_string(topology.sync_every)
                 + " is smaller than training.batch_size = "
@@ -314,7 +315,7 @@ sync_policy parse_sync_policy(std::string_view name) {
 
 std::string run_config::canonical() const {
   std::string out;
-  for (const auto& s : schema())
+  for (const auto& s : all_options())
     if (s.affects_result)
       out += std::string{s.name} + "=" + s.get(*this) + "\n";
   return out;
@@ -353,6 +354,8 @@ run_config load_run_config(const std::vector<std::string>& args) {
     e.key = arg.substr(dot + 1, eq - dot - 1);
     e.origin = "command line";
     const std::string text = arg.substr(eq + 1);
+    const option_spec* spec = find_spec(e.name());
+    const bool string_key = spec != nullptr && std::string{spec->type} == "string";
     try {
       e.value = parse_ini_value(text);
     } catch (const error&) {
@@ -360,12 +363,18 @@ run_config load_run_config(const std::vector<std::string>& args) {
       e.value.kind = ini_value::type::string;
       e.value.text = text;
     }
+    if (string_key && e.value.kind != ini_value::type::string
+        && e.value.kind != ini_value::type::atom) {
+      // --data.dir=2024: a string key takes the text as written.
+      e.value = ini_value{};
+      e.value.text = text;
+    }
     overrides.push_back(std::move(e));
   }
   if (!file.empty())
     apply_ini(parse_ini_file(file), cfg);
   for (const auto& e : overrides)
-    apply_entry(e, cfg);
+    apply_entry(e, cfg, all_options());
   try {
     cfg.validate();
   } catch (const error& ex) {
@@ -375,12 +384,7 @@ run_config load_run_config(const std::vector<std::string>& args) {
 }
 
 std::string describe_config_keys() {
-  const run_config defaults;
-  std::string out;
-  for (const auto& s : schema())
-    out += std::string{"  "} + s.name + " (" + s.type + ", default " + s.get(defaults)
-           + ")\n      " + s.help + "\n";
-  return out;
+  return describe(all_options(), run_config{});
 }
 
 } // namespace nettorrent

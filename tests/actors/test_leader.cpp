@@ -1,0 +1,203 @@
+// The swarm leader on its own: sync rounds under `best`, `average` and
+// `none` over 3 replicas x 3 slices of real neuron slices, and `collect`.
+#include "fixture.hpp"
+
+namespace actor_tests {
+namespace {
+
+constexpr std::size_t R = 3;        // replicas
+constexpr std::size_t P = 3;        // slices of the layer
+constexpr std::uint32_t layer = 1;  // 12 -> 8, ReLU
+
+class Leader : public ActorTest {
+protected:
+  Leader() { model.layers = {16, 12, 8, 4}; }
+
+  /// Spawns R x P slices of `layer` (replica r seeded 100 + r, so replicas
+  /// differ). With `distinct_moments`, every slice's Adam moments are set to
+  /// values unique to (replica, slice, element), with equal step counters.
+  void spawn_slices(bool distinct_moments) {
+    nt::optimizer_config opt;
+    opt.kind = nt::optimizer_kind::adam;
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t i = 0; i < P; ++i) {
+        nt::slice_spec spec;
+        spec.replica = static_cast<std::uint32_t>(r);
+        spec.index = static_cast<std::uint32_t>(i);
+        spec.geometry = nt::slice_of(model, layer, P, i);
+        spec.optimizer = opt;
+        spec.seed = 100 + r;
+        spec.max_batch = 64;
+        slices.push_back(spawn(nt::neuron_slice, spec));
+      }
+    if (!distinct_moments)
+      return;
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t i = 0; i < P; ++i) {
+        nt::layer_state st = state_of(r, i);
+        auto fill = [&](nt::optimizer_state& s, float scale) {
+          ASSERT_FALSE(s.m.empty());
+          ASSERT_EQ(s.m.size(), s.v.size());
+          for (std::size_t j = 0; j < s.m.size(); ++j) {
+            s.m[j] = scale * (0.001f * static_cast<float>(j) - 0.01f * static_cast<float>((r + 1) * (r + 1)))
+                     + 0.1f * static_cast<float>(i);
+            s.v[j] = scale * 1e-4f * static_cast<float>((j % 7) + r + 1) / static_cast<float>(i + 1);
+          }
+          s.steps = 5;
+        };
+        fill(st.w_state, 1.0f);
+        fill(st.b_state, 3.0f);
+        st.params.b.setConstant(0.01f * static_cast<float>(r) - 0.02f * static_cast<float>(i));
+        EXPECT_TRUE(ask_ok(at(r, i), nt::atom::set_state::value, st));
+      }
+  }
+
+  const nt::neuron_slice_actor& at(std::size_t r, std::size_t i) const { return slices[r * P + i]; }
+
+  nt::layer_state state_of(std::size_t r, std::size_t i) {
+    return ask<nt::layer_state>(at(r, i), nt::atom::get_state::value).value_or(nt::layer_state{});
+  }
+
+  std::vector<std::vector<nt::layer_state>> all_states() {
+    std::vector<std::vector<nt::layer_state>> out(R);
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t i = 0; i < P; ++i)
+        out[r].push_back(state_of(r, i));
+    return out;
+  }
+
+  nt::swarm_leader_actor spawn_leader() {
+    auto leader = spawn(nt::swarm_leader, nt::leader_spec{layer, R, P});
+    EXPECT_TRUE(ask_ok(leader, nt::atom::wire::value, slices)); // replica-major
+    return leader;
+  }
+
+  std::uint64_t sync(const nt::swarm_leader_actor& leader, std::uint32_t best,
+                     nt::sync_policy policy) {
+    return ask<std::uint64_t>(leader, nt::atom::sync::value, best,
+                              static_cast<std::uint8_t>(policy))
+      .value_or(0);
+  }
+
+  nt::model_config model;
+  std::vector<nt::neuron_slice_actor> slices; ///< replica-major
+};
+
+std::size_t bytes_of_replica(const std::vector<nt::layer_state>& states) {
+  std::size_t n = 0;
+  for (const auto& s : states)
+    n += nt::state_bytes(s);
+  return n;
+}
+
+TEST_F(Leader, BestCopiesTheBestReplicaBitForBit) {
+  spawn_slices(true);
+  auto leader = spawn_leader();
+  const auto before = all_states();
+  // The replicas really differ before the round.
+  for (std::size_t i = 0; i < P; ++i) {
+    EXPECT_FALSE(same_bits(before[0][i].params.w, before[1][i].params.w));
+    EXPECT_FALSE(same_bits(before[2][i].w_state.m, before[1][i].w_state.m));
+  }
+  const std::uint64_t bytes = sync(leader, 1, nt::sync_policy::best);
+  EXPECT_GT(bytes, 0u);
+  // At least replica 1's state went to the two other replicas.
+  EXPECT_GE(bytes, (R - 1) * bytes_of_replica(before[1]));
+  const auto after = all_states();
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t i = 0; i < P; ++i)
+      expect_same_state(after[r][i], before[1][i],
+                        "replica " + std::to_string(r) + " slice " + std::to_string(i));
+  EXPECT_TRUE(no_message_waiting());
+}
+
+TEST_F(Leader, AverageGivesEveryReplicaTheElementWiseMean) {
+  spawn_slices(true);
+  auto leader = spawn_leader();
+  const auto before = all_states();
+  const std::uint64_t bytes = sync(leader, 2, nt::sync_policy::average);
+  EXPECT_GT(bytes, 0u);
+  // Every replica's state was read and the mean written to every replica.
+  std::size_t total = 0;
+  for (const auto& rep : before)
+    total += bytes_of_replica(rep);
+  EXPECT_GE(bytes, total);
+  const auto after = all_states();
+  for (std::size_t i = 0; i < P; ++i) {
+    const nt::layer_state mean =
+      nt::average_states({&before[0][i], &before[1][i], &before[2][i]});
+    // The mean is none of the inputs (the comparison below is not trivial).
+    EXPECT_FALSE(same_bits(mean.params.w, before[0][i].params.w));
+    EXPECT_FALSE(same_bits(mean.w_state.v, before[2][i].w_state.v));
+    EXPECT_FALSE(same_bits(mean.b_state.m, before[1][i].b_state.m));
+    EXPECT_EQ(mean.w_state.steps, 5u);
+    for (std::size_t r = 0; r < R; ++r)
+      expect_same_state(after[r][i], mean,
+                        "replica " + std::to_string(r) + " slice " + std::to_string(i));
+  }
+  EXPECT_TRUE(no_message_waiting());
+}
+
+TEST_F(Leader, NoneAndOneReplicaMoveNothing) {
+  spawn_slices(true);
+  auto leader = spawn_leader();
+  const auto before = all_states();
+  EXPECT_EQ(sync(leader, 0, nt::sync_policy::none), 0u);
+  const auto after = all_states();
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t i = 0; i < P; ++i)
+      expect_same_state(after[r][i], before[r][i], "replica " + std::to_string(r));
+}
+
+TEST_F(Leader, SyncRefusesABadReplicaOrPolicy) {
+  spawn_slices(false);
+  auto leader = spawn_leader();
+  EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{3},
+                            static_cast<std::uint8_t>(nt::sync_policy::best)),
+                  "bad replica or policy");
+  EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, std::uint8_t{7}),
+                  "bad replica or policy");
+  EXPECT_CONTAINS(ask_error(leader, nt::atom::collect::value, std::uint32_t{3}),
+                  "no such replica");
+}
+
+TEST_F(Leader, WireRefusesTheWrongNumberOfSlices) {
+  spawn_slices(false);
+  auto leader = spawn(nt::swarm_leader, nt::leader_spec{layer, R, P});
+  std::vector<nt::neuron_slice_actor> too_few(slices.begin(), slices.end() - 1);
+  EXPECT_CONTAINS(ask_error(leader, nt::atom::wire::value, too_few), "wrong number of slices");
+}
+
+TEST_F(Leader, CollectGluesAReplicasSlicesIntoTheFullLayer) {
+  spawn_slices(false);
+  auto leader = spawn_leader();
+  // Fresh slices: the glued layer is the one-slice initialisation of the
+  // whole layer with that replica's seed.
+  for (std::uint32_t r = 0; r < R; ++r) {
+    const auto full = ask<nt::layer_state>(leader, nt::atom::collect::value, r);
+    ASSERT_TRUE(full.has_value());
+    const nt::dense_params expected = nt::init_dense(100 + r, nt::slice_of(model, layer, 1, 0));
+    EXPECT_TRUE(same_bits(full->params.w, expected.w)) << "replica " << r;
+    EXPECT_TRUE(same_bits(full->params.b, expected.b)) << "replica " << r;
+    EXPECT_EQ(full->w_state.m.size(), 12u * 8u);
+    EXPECT_EQ(full->b_state.v.size(), 8u);
+  }
+}
+
+TEST_F(Leader, CollectKeepsOptimizerStateInColumnOrder) {
+  spawn_slices(true);
+  auto leader = spawn_leader();
+  const auto before = all_states();
+  for (std::uint32_t r = 0; r < R; ++r) {
+    const auto full = ask<nt::layer_state>(leader, nt::atom::collect::value, r);
+    ASSERT_TRUE(full.has_value());
+    expect_same_state(*full, nt::glue_slices(before[r]), "replica " + std::to_string(r));
+    // And cutting the glued layer gives back each slice.
+    for (std::size_t i = 0; i < P; ++i)
+      expect_same_state(nt::cut_slice(*full, nt::split_columns(8, P)[i]), before[r][i],
+                        "replica " + std::to_string(r) + " slice " + std::to_string(i));
+  }
+}
+
+} // namespace
+} // namespace actor_tests

@@ -1,0 +1,382 @@
+// Malformed messages: a neuron slice or gradient relay drops them, counts
+// them, and keeps working. Every actor under test is wired to test doubles
+// that record what they get and fail on anything they did not expect.
+#include <limits>
+
+#include "fixture.hpp"
+#include "nettorrent/dense.hpp"
+#include "nettorrent/loss.hpp"
+
+namespace actor_tests {
+namespace {
+
+constexpr float nan = std::numeric_limits<float>::quiet_NaN();
+
+nt::matrix filled(Eigen::Index rows, Eigen::Index cols, float base) {
+  nt::matrix m(rows, cols);
+  for (Eigen::Index i = 0; i < rows; ++i)
+    for (Eigen::Index j = 0; j < cols; ++j)
+      m(i, j) = base + 0.25f * static_cast<float>(i) - 0.125f * static_cast<float>(j);
+  return m;
+}
+
+nt::matrix with_nan(nt::matrix m) {
+  m(m.rows() - 1, 0) = nan;
+  return m;
+}
+
+nt::shared_matrix share(nt::matrix m) { return nt::shared_matrix{std::move(m)}; }
+
+class Validation : public ActorTest {
+protected:
+  std::uint64_t slice_dropped(const nt::neuron_slice_actor& s) {
+    return ask<nt::slice_stats>(s, nt::atom::stats::value).value_or(nt::slice_stats{}).dropped;
+  }
+  nt::slice_stats stats_of(const nt::neuron_slice_actor& s) {
+    return ask<nt::slice_stats>(s, nt::atom::stats::value).value_or(nt::slice_stats{});
+  }
+  std::uint64_t relay_dropped(const nt::gradient_relay_actor& r) {
+    return ask<std::uint64_t>(r, nt::atom::stats::value).value_or(0);
+  }
+  /// Sends and runs the scheduler to quiescence.
+  template <class Handle, class... Ts>
+  void deliver(const Handle& dest, Ts&&... xs) {
+    self->send(dest, std::forward<Ts>(xs)...);
+    sched.run();
+  }
+};
+
+// --- Neuron slice ----------------------------------------------------------
+
+TEST_F(Validation, SliceDropsMalformedMessagesAndKeepsWorking) {
+  nt::model_config model;
+  model.layers = {6, 5, 4, 3};
+  nt::slice_spec spec;
+  spec.replica = 0;
+  spec.index = 1;
+  spec.geometry = nt::slice_of(model, 1, 2, 1); // 5 -> columns [2, 4) of 4, ReLU
+  spec.optimizer.kind = nt::optimizer_kind::sgd;
+  spec.optimizer.learning_rate = 0.1f;
+  spec.seed = 9;
+  spec.max_batch = 8;
+  auto prev_log = std::make_shared<message_log>();
+  auto next_log = std::make_shared<message_log>();
+  auto prev = spawn(fake_relay, prev_log);
+  auto next = spawn(fake_relay, next_log);
+  auto slice = spawn(nt::neuron_slice, spec);
+  ASSERT_TRUE(ask_ok(slice, nt::atom::wire::value, nt::slice_output_actor{prev},
+                     nt::slice_output_actor{next}));
+
+  const nt::matrix x = filled(3, 5, 0.5f);
+  std::uint64_t expected_drops = 0;
+  // Forward: wrong width, NaN, too many rows, no matrix at all.
+  deliver(slice, nt::atom::forward::value, std::uint64_t{1}, true, share(filled(3, 4, 0.5f)));
+  deliver(slice, nt::atom::forward::value, std::uint64_t{2}, true, share(with_nan(x)));
+  deliver(slice, nt::atom::forward::value, std::uint64_t{3}, true, share(filled(9, 5, 0.5f)));
+  deliver(slice, nt::atom::forward::value, std::uint64_t{4}, true, nt::shared_matrix{});
+  // Backward for a batch the slice never saw.
+  deliver(slice, nt::atom::backward::value, std::uint64_t{99}, nt::owned_matrix{filled(3, 2, 0.1f)});
+  expected_drops += 5;
+  EXPECT_EQ(slice_dropped(slice), expected_drops);
+  EXPECT_TRUE(next_log->empty());
+  EXPECT_TRUE(prev_log->empty());
+
+  // A valid training forward is processed: its block reaches the next relay.
+  deliver(slice, nt::atom::forward::value, std::uint64_t{10}, true, share(x));
+  ASSERT_EQ(next_log->size(), 1u);
+  const nt::dense_params init = nt::init_dense(spec.seed, spec.geometry);
+  nt::matrix h;
+  nt::dense_forward(x, init, spec.geometry.act, h);
+  {
+    const auto& got = next_log->at(0);
+    EXPECT_EQ(got.kind, received::block);
+    EXPECT_EQ(got.batch, 10u);
+    EXPECT_TRUE(got.train);
+    EXPECT_EQ(got.slice, 1u);
+    EXPECT_TRUE(same_bits(got.m, h));
+  }
+
+  // The same training batch again, then bad backward messages for it:
+  // wrong width, NaN, wrong number of rows.
+  deliver(slice, nt::atom::forward::value, std::uint64_t{10}, true, share(x));
+  const nt::matrix dh = filled(3, 2, -0.2f);
+  deliver(slice, nt::atom::backward::value, std::uint64_t{10}, nt::owned_matrix{filled(3, 3, 0.1f)});
+  deliver(slice, nt::atom::backward::value, std::uint64_t{10}, nt::owned_matrix{with_nan(dh)});
+  deliver(slice, nt::atom::backward::value, std::uint64_t{10}, nt::owned_matrix{filled(2, 2, 0.1f)});
+  expected_drops += 4;
+  EXPECT_EQ(slice_dropped(slice), expected_drops);
+  EXPECT_EQ(next_log->size(), 1u);
+  EXPECT_TRUE(prev_log->empty());
+  EXPECT_EQ(stats_of(slice).updates, 0u);
+
+  // The valid backward still works: partial dX to the previous relay, one update.
+  deliver(slice, nt::atom::backward::value, std::uint64_t{10}, nt::owned_matrix{dh});
+  ASSERT_EQ(prev_log->size(), 1u);
+  {
+    nt::dense_grads grads;
+    nt::resize_grads(init, grads);
+    nt::matrix dz = dh;
+    nt::matrix dx;
+    nt::dense_backward(x, h, spec.geometry.act, init, dz, grads, &dx);
+    const auto& got = prev_log->at(0);
+    EXPECT_EQ(got.kind, received::grad);
+    EXPECT_EQ(got.batch, 10u);
+    EXPECT_EQ(got.slice, 1u);
+    EXPECT_TRUE(same_bits(got.m, dx));
+  }
+  const nt::slice_stats st = stats_of(slice);
+  EXPECT_EQ(st.updates, 1u);
+  EXPECT_EQ(st.dropped, expected_drops);
+
+  // A second backward for the same batch: its stash entry is gone.
+  deliver(slice, nt::atom::backward::value, std::uint64_t{10}, nt::owned_matrix{dh});
+  ++expected_drops;
+
+  // set_state with the wrong shape is refused, counted, and changes nothing.
+  nt::layer_state bad = ask<nt::layer_state>(slice, nt::atom::get_state::value).value_or(nt::layer_state{});
+  const nt::layer_state good = bad;
+  bad.params.w.resize(5, 3);
+  bad.params.w.setZero();
+  EXPECT_CONTAINS(ask_error(slice, nt::atom::set_state::value, bad), "wrong shape");
+  ++expected_drops;
+  nt::layer_state poisoned = good;
+  poisoned.params.b(0) = nan;
+  EXPECT_CONTAINS(ask_error(slice, nt::atom::set_state::value, poisoned), "non-finite");
+  ++expected_drops;
+  EXPECT_EQ(slice_dropped(slice), expected_drops);
+  const auto now = ask<nt::layer_state>(slice, nt::atom::get_state::value);
+  ASSERT_TRUE(now.has_value());
+  expect_same_state(*now, good, "state after refused set_state");
+
+  // And a validation forward after all that is still answered.
+  deliver(slice, nt::atom::forward::value, std::uint64_t{11}, false, share(x));
+  ASSERT_EQ(next_log->size(), 2u);
+  EXPECT_EQ(next_log->at(1).batch, 11u);
+  EXPECT_FALSE(next_log->at(1).train);
+  EXPECT_EQ(prev_log->size(), 1u);
+  EXPECT_TRUE(no_message_waiting());
+}
+
+// --- Gradient relays -------------------------------------------------------
+
+struct relay_rig {
+  std::shared_ptr<message_log> prev_log = std::make_shared<message_log>();
+  std::shared_ptr<message_log> next_log = std::make_shared<message_log>();
+  std::shared_ptr<message_log> sink_log = std::make_shared<message_log>();
+  std::vector<nt::neuron_slice_actor> prev;
+  std::vector<nt::neuron_slice_actor> next;
+  nt::gradient_relay_actor relay;
+};
+
+class RelayValidation : public Validation {
+protected:
+  /// A relay of `spec` wired to `prev_n` / `next_n` fake slices and a fake worker.
+  relay_rig make_relay(const nt::relay_spec& spec, std::size_t prev_n, std::size_t next_n) {
+    relay_rig rig;
+    for (std::uint32_t i = 0; i < prev_n; ++i)
+      rig.prev.push_back(spawn(fake_slice, rig.prev_log, i));
+    for (std::uint32_t i = 0; i < next_n; ++i)
+      rig.next.push_back(spawn(fake_slice, rig.next_log, i));
+    auto sink = spawn(fake_sink, rig.sink_log);
+    rig.relay = spawn(nt::gradient_relay, spec);
+    EXPECT_TRUE(ask_ok(rig.relay, nt::atom::wire::value, rig.prev, rig.next,
+                       nt::batch_sink_actor{sink}));
+    return rig;
+  }
+};
+
+TEST_F(RelayValidation, HiddenRelayDropsMalformedMessagesAndKeepsWorking) {
+  nt::relay_spec spec;
+  spec.replica = 0;
+  spec.boundary = 1;
+  spec.layers = 2;
+  spec.prev_width = 4;
+  spec.prev_cols = nt::split_columns(4, 2); // [0, 2), [2, 4)
+  spec.next_slices = 2;
+  spec.max_batch = 8;
+  relay_rig rig = make_relay(spec, 2, 2);
+  auto& relay = rig.relay;
+  const std::uint64_t b1 = 1;
+  std::uint64_t expected_drops = 0;
+
+  // Forward blocks: slice index out of range, wrong width, NaN, too many rows.
+  deliver(relay, nt::atom::block::value, b1, true, std::uint32_t{2}, share(filled(3, 2, 0.f)));
+  deliver(relay, nt::atom::block::value, b1, true, std::uint32_t{0}, share(filled(3, 3, 0.f)));
+  deliver(relay, nt::atom::block::value, b1, true, std::uint32_t{0}, share(with_nan(filled(3, 2, 0.f))));
+  deliver(relay, nt::atom::block::value, b1, true, std::uint32_t{1}, share(filled(9, 2, 0.f)));
+  // Backward partial for a batch never forwarded; messages meant for other boundaries.
+  deliver(relay, nt::atom::grad::value, std::uint64_t{77}, std::uint32_t{0}, nt::owned_matrix{filled(3, 4, 0.f)});
+  deliver(relay, nt::atom::ack::value, b1, std::uint32_t{0});
+  deliver(relay, nt::atom::forward::value, b1, true, share(filled(3, 4, 0.f)));
+  deliver(relay, nt::atom::labels::value, b1, true, std::vector<std::uint8_t>{0, 1, 2});
+  expected_drops += 8;
+  EXPECT_EQ(relay_dropped(relay), expected_drops);
+  EXPECT_TRUE(rig.next_log->empty());
+  EXPECT_TRUE(rig.prev_log->empty());
+
+  // A valid gather (blocks in reverse order, with a duplicate and a block of
+  // the wrong height in between) reaches both next slices.
+  const std::uint64_t b5 = 5;
+  const nt::matrix a = filled(3, 2, 1.f);
+  const nt::matrix c = filled(3, 2, -1.f);
+  deliver(relay, nt::atom::block::value, b5, true, std::uint32_t{1}, share(c));
+  deliver(relay, nt::atom::block::value, b5, true, std::uint32_t{1}, share(c));
+  deliver(relay, nt::atom::block::value, b5, true, std::uint32_t{0}, share(filled(2, 2, 1.f)));
+  deliver(relay, nt::atom::block::value, b5, false, std::uint32_t{0}, share(a));
+  expected_drops += 3;
+  EXPECT_TRUE(rig.next_log->empty());
+  deliver(relay, nt::atom::block::value, b5, true, std::uint32_t{0}, share(a));
+  nt::matrix gathered(3, 4);
+  gathered << a, c;
+  ASSERT_EQ(rig.next_log->size(), 2u);
+  for (const auto& got : *rig.next_log) {
+    EXPECT_EQ(got.kind, received::forward);
+    EXPECT_EQ(got.batch, b5);
+    EXPECT_TRUE(got.train);
+    EXPECT_TRUE(same_bits(got.m, gathered));
+  }
+  EXPECT_EQ(rig.next_log->at(0).slice + rig.next_log->at(1).slice, 1u); // slices 0 and 1
+
+  // Backward partials: out of range, wrong width, wrong height, NaN, a
+  // duplicate; then the valid second partial completes the sum.
+  const nt::matrix p0 = filled(3, 4, 0.3f);
+  const nt::matrix p1 = filled(3, 4, -0.7f);
+  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{0}, nt::owned_matrix{p0});
+  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{2}, nt::owned_matrix{p1});
+  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{1}, nt::owned_matrix{filled(3, 3, 0.f)});
+  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{1}, nt::owned_matrix{filled(2, 4, 0.f)});
+  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{1}, nt::owned_matrix{with_nan(p1)});
+  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{0}, nt::owned_matrix{p0});
+  expected_drops += 5;
+  EXPECT_TRUE(rig.prev_log->empty());
+  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{1}, nt::owned_matrix{p1});
+  const nt::matrix sum = p0 + p1;
+  ASSERT_EQ(rig.prev_log->size(), 2u);
+  for (const auto& got : *rig.prev_log) {
+    EXPECT_EQ(got.kind, received::backward);
+    EXPECT_EQ(got.batch, b5);
+    ASSERT_LT(got.slice, 2u);
+    const nt::matrix part = sum.middleCols(2 * static_cast<Eigen::Index>(got.slice), 2);
+    EXPECT_TRUE(same_bits(got.m, part)) << "slice " << got.slice;
+  }
+  EXPECT_EQ(rig.prev_log->at(0).slice + rig.prev_log->at(1).slice, 1u);
+  // The batch is finished: a late partial is unknown.
+  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{1}, nt::owned_matrix{p1});
+  ++expected_drops;
+  EXPECT_EQ(relay_dropped(relay), expected_drops);
+  EXPECT_TRUE(rig.sink_log->empty());
+  EXPECT_TRUE(no_message_waiting());
+}
+
+TEST_F(RelayValidation, InputRelayDropsMalformedMessagesAndKeepsWorking) {
+  nt::relay_spec spec;
+  spec.replica = 0;
+  spec.boundary = 0;
+  spec.layers = 2;
+  spec.next_slices = 2;
+  spec.max_batch = 8;
+  relay_rig rig = make_relay(spec, 0, 2);
+  auto& relay = rig.relay;
+  std::uint64_t expected_drops = 0;
+
+  deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true, share(filled(9, 6, 0.f)));
+  deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true, nt::shared_matrix{});
+  deliver(relay, nt::atom::ack::value, std::uint64_t{42}, std::uint32_t{0});
+  deliver(relay, nt::atom::block::value, std::uint64_t{1}, true, std::uint32_t{0}, share(filled(3, 2, 0.f)));
+  deliver(relay, nt::atom::grad::value, std::uint64_t{1}, std::uint32_t{0}, nt::owned_matrix{filled(3, 6, 0.f)});
+  expected_drops += 5;
+  EXPECT_EQ(relay_dropped(relay), expected_drops);
+  EXPECT_TRUE(rig.next_log->empty());
+
+  const nt::matrix x = filled(3, 6, 0.2f);
+  deliver(relay, nt::atom::forward::value, std::uint64_t{2}, true, share(x));
+  ASSERT_EQ(rig.next_log->size(), 2u);
+  for (const auto& got : *rig.next_log) {
+    EXPECT_EQ(got.kind, received::forward);
+    EXPECT_EQ(got.batch, 2u);
+    EXPECT_TRUE(same_bits(got.m, x));
+  }
+  // The same training batch twice, an ack from a slice that does not exist,
+  // and a duplicate ack: none may free the batch before both slices acked.
+  deliver(relay, nt::atom::forward::value, std::uint64_t{2}, true, share(x));
+  deliver(relay, nt::atom::ack::value, std::uint64_t{2}, std::uint32_t{2});
+  deliver(relay, nt::atom::ack::value, std::uint64_t{2}, std::uint32_t{0});
+  deliver(relay, nt::atom::ack::value, std::uint64_t{2}, std::uint32_t{0});
+  expected_drops += 3;
+  EXPECT_TRUE(rig.sink_log->empty()) << "a batch was reported done before slice 1 acked";
+  deliver(relay, nt::atom::ack::value, std::uint64_t{2}, std::uint32_t{1});
+  ASSERT_EQ(rig.sink_log->size(), 1u);
+  EXPECT_EQ(rig.sink_log->at(0).kind, received::done);
+  EXPECT_EQ(rig.sink_log->at(0).batch, 2u);
+  // Finished: a late ack is for an unknown batch.
+  deliver(relay, nt::atom::ack::value, std::uint64_t{2}, std::uint32_t{1});
+  ++expected_drops;
+  EXPECT_EQ(relay_dropped(relay), expected_drops);
+  EXPECT_EQ(rig.next_log->size(), 2u);
+  EXPECT_TRUE(no_message_waiting());
+}
+
+TEST_F(RelayValidation, LossRelayDropsMalformedMessagesAndKeepsWorking) {
+  nt::relay_spec spec;
+  spec.replica = 0;
+  spec.boundary = 2;
+  spec.layers = 2;
+  spec.prev_width = 3;
+  spec.prev_cols = nt::split_columns(3, 2); // [0, 2), [2, 3)
+  spec.next_slices = 0;
+  spec.max_batch = 8;
+  relay_rig rig = make_relay(spec, 2, 0);
+  auto& relay = rig.relay;
+  std::uint64_t expected_drops = 0;
+
+  // Labels: none, too many; a label out of range (found once the logits are here).
+  deliver(relay, nt::atom::labels::value, std::uint64_t{1}, true, std::vector<std::uint8_t>{});
+  deliver(relay, nt::atom::labels::value, std::uint64_t{1}, true, std::vector<std::uint8_t>(9, 0));
+  deliver(relay, nt::atom::labels::value, std::uint64_t{2}, true, std::vector<std::uint8_t>{0, 7, 1});
+  deliver(relay, nt::atom::block::value, std::uint64_t{2}, true, std::uint32_t{0}, share(filled(3, 2, 0.f)));
+  deliver(relay, nt::atom::block::value, std::uint64_t{2}, true, std::uint32_t{1}, share(filled(3, 1, 0.f)));
+  // Logits block of the wrong width, labels of the wrong count for a batch.
+  deliver(relay, nt::atom::block::value, std::uint64_t{3}, true, std::uint32_t{1}, share(filled(3, 2, 0.f)));
+  deliver(relay, nt::atom::labels::value, std::uint64_t{4}, true, std::vector<std::uint8_t>{0, 1});
+  deliver(relay, nt::atom::block::value, std::uint64_t{4}, true, std::uint32_t{0}, share(filled(3, 2, 0.f)));
+  deliver(relay, nt::atom::block::value, std::uint64_t{4}, true, std::uint32_t{1}, share(filled(3, 1, 0.f)));
+  expected_drops += 5;
+  EXPECT_EQ(relay_dropped(relay), expected_drops);
+  EXPECT_TRUE(rig.sink_log->empty());
+  EXPECT_TRUE(rig.prev_log->empty());
+
+  // A valid batch: logits first, labels after.
+  const nt::matrix l0 = filled(3, 2, 0.4f);
+  const nt::matrix l1 = filled(3, 1, -0.3f);
+  const std::vector<std::uint8_t> ys{2, 0, 1};
+  deliver(relay, nt::atom::block::value, std::uint64_t{5}, true, std::uint32_t{1}, share(l1));
+  deliver(relay, nt::atom::block::value, std::uint64_t{5}, true, std::uint32_t{0}, share(l0));
+  EXPECT_TRUE(rig.sink_log->empty());
+  deliver(relay, nt::atom::labels::value, std::uint64_t{5}, true, ys);
+  nt::matrix logits(3, 3);
+  logits << l0, l1;
+  nt::matrix grad;
+  const nt::loss_result expected = nt::softmax_xent_backward(logits, ys.data(), grad);
+  ASSERT_EQ(rig.sink_log->size(), 1u);
+  EXPECT_EQ(rig.sink_log->at(0).kind, received::loss);
+  EXPECT_EQ(rig.sink_log->at(0).batch, 5u);
+  EXPECT_TRUE(rig.sink_log->at(0).train);
+  EXPECT_EQ(rig.sink_log->at(0).loss_sum, expected.loss_sum);
+  EXPECT_EQ(rig.sink_log->at(0).correct, static_cast<std::uint64_t>(expected.correct));
+  ASSERT_EQ(rig.prev_log->size(), 2u);
+  const auto cols = nt::split_columns(3, 2);
+  for (const auto& got : *rig.prev_log) {
+    EXPECT_EQ(got.kind, received::backward);
+    EXPECT_EQ(got.batch, 5u);
+    ASSERT_LT(got.slice, 2u);
+    const auto& c = cols[got.slice];
+    const nt::matrix part = grad.middleCols(static_cast<Eigen::Index>(c.begin),
+                                            static_cast<Eigen::Index>(c.size()));
+    EXPECT_TRUE(same_bits(got.m, part)) << "slice " << got.slice;
+  }
+  EXPECT_EQ(relay_dropped(relay), expected_drops);
+  EXPECT_TRUE(no_message_waiting());
+}
+
+} // namespace
+} // namespace actor_tests
