@@ -73,7 +73,9 @@ using shard_worker_actor = batch_sink_actor::extend<
   /// Feeds batches until the next sync point.
   caf::reacts_to<atom::resume>,
   /// Scores the replica on the validation subset (pipeline must be drained).
-  caf::replies_to<atom::validate>::with<replica_score>>;
+  caf::replies_to<atom::validate>::with<replica_score>,
+  /// Returns the number of malformed messages dropped.
+  caf::replies_to<atom::stats>::with<std::uint64_t>>;
 
 /// A swarm leader: membership and the best-peer exchange of one layer.
 using swarm_leader_actor = caf::typed_actor<

@@ -31,8 +31,8 @@ std::string fmt(const char* format, double v) {
   return buf;
 }
 
-/// Sends an exit to every registered actor and to the coordinator itself.
-void shut_down(self_ptr self) {
+/// Sends an exit to every registered actor.
+void stop_peers(self_ptr self) {
   auto& s = self->state;
   auto bye = [&](const auto& handles) {
     for (const auto& h : handles)
@@ -44,6 +44,11 @@ void shut_down(self_ptr self) {
   bye(s.workers);
   bye(s.leaders);
   s.state = phase::done;
+}
+
+/// Stops every registered actor and the coordinator itself.
+void shut_down(self_ptr self) {
+  stop_peers(self);
   self->quit();
 }
 
@@ -54,9 +59,14 @@ void fail(self_ptr self, const std::string& what) {
   s.report.error = what;
   if (s.spec.verbose)
     caf::aout(self) << "coordinator: error: " << what << std::endl;
-  if (s.run_requested)
+  if (s.run_requested) {
     s.run_promise.deliver(s.report);
-  shut_down(self);
+    shut_down(self);
+    return;
+  }
+  // Nobody asked yet: stop the others, stay alive to answer `run` with the
+  // error, then quit.
+  stop_peers(self);
 }
 
 std::string missing_actors(const coordinator_state& s) {
@@ -347,7 +357,7 @@ void write_results(self_ptr self, std::size_t best) {
 
 void collect_stats(self_ptr self) {
   auto& s = self->state;
-  s.pending = s.leaders.size() + s.relays.size();
+  s.pending = s.leaders.size() + s.relays.size() + s.workers.size();
   auto done = [self] {
     auto& st = self->state;
     st.report.ok = true;
@@ -369,6 +379,15 @@ void collect_stats(self_ptr self) {
             done();
         },
         on_error(self, "collecting swarm statistics"));
+  for (const auto& worker : s.workers)
+    self->request(worker, caf::infinite, atom::stats::value)
+      .then(
+        [self, done](std::uint64_t dropped) {
+          self->state.report.dropped += dropped;
+          if (--self->state.pending == 0)
+            done();
+        },
+        on_error(self, "collecting worker statistics"));
   for (const auto& relay : s.relays)
     self->request(relay, caf::infinite, atom::stats::value)
       .then(
@@ -438,6 +457,11 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
       auto& st = self->state;
       if (st.run_requested)
         return caf::make_error(caf::sec::invalid_argument, "run requested twice");
+      if (st.state == phase::done) { // failed before anyone asked
+        st.run_requested = true;
+        self->quit();
+        return st.report;
+      }
       st.run_requested = true;
       st.run_promise = self->make_response_promise<run_report>();
       maybe_start(self);

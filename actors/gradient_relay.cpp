@@ -63,10 +63,10 @@ void gathered(self_ptr self, std::uint64_t batch, gradient_relay_state::gather&&
       s.logits.emplace(batch, std::move(g));
       return;
     }
-    if (!labels_fit(it->second, h.get())) {
+    if (it->second.first != g.train || !labels_fit(it->second.second, h.get())) {
       drop_message(self, s.dropped, "labels", batch);
     } else {
-      compute_loss(self, batch, h.get(), g.train, it->second);
+      compute_loss(self, batch, h.get(), g.train, it->second.second);
     }
     s.labels.erase(it);
     return;
@@ -98,6 +98,10 @@ gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self
         drop_message(self, s.dropped, "block", batch);
         return;
       }
+      if (s.finished.count(batch) != 0) {
+        drop_message(self, s.dropped, "block", batch);
+        return;
+      }
       auto& g = s.forward[batch];
       if (g.got.empty()) {
         g.got.assign(s.spec.prev_cols.size(), false);
@@ -119,6 +123,7 @@ gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self
           = h.get();
       }
       if (g.count == s.spec.prev_cols.size()) {
+        s.mark_finished(batch);
         auto node = s.forward.extract(batch);
         gathered(self, batch, std::move(node.mapped()));
       }
@@ -182,8 +187,12 @@ gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self
         return;
       }
       auto it = s.logits.find(batch);
+      if (it == s.logits.end() && s.finished.count(batch) != 0) {
+        drop_message(self, s.dropped, "labels", batch); // its loss was computed already
+        return;
+      }
       if (it == s.logits.end()) {
-        s.labels.emplace(batch, std::move(ys));
+        s.labels.emplace(batch, std::make_pair(train, std::move(ys)));
         return;
       }
       if (it->second.train != train || !labels_fit(ys, it->second.single.get()))

@@ -11,7 +11,10 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <unordered_map>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "actors.hpp"
@@ -61,9 +64,26 @@ struct gradient_relay_state {
     std::size_t count = 0;
   };
   std::unordered_map<std::uint64_t, ack_set> acks;                  ///< k = 0
-  std::unordered_map<std::uint64_t, std::vector<std::uint8_t>> labels; ///< k = L
+  /// k = L: labels (and the train flag they came with) waiting for logits.
+  std::unordered_map<std::uint64_t, std::pair<bool, std::vector<std::uint8_t>>> labels;
   std::unordered_map<std::uint64_t, gather> logits;                  ///< k = L, waiting for labels
+  /// Batches whose forward gather completed recently: a late or repeated
+  /// block for one of them is dropped instead of opening a gather that would
+  /// never complete. Bounded: the oldest id is forgotten first.
+  std::unordered_set<std::uint64_t> finished;
+  std::deque<std::uint64_t> finished_order;
+  static constexpr std::size_t finished_capacity = 4096;
   std::uint64_t dropped = 0;
+
+  void mark_finished(std::uint64_t batch) {
+    if (!finished.insert(batch).second)
+      return;
+    finished_order.push_back(batch);
+    if (finished_order.size() > finished_capacity) {
+      finished.erase(finished_order.front());
+      finished_order.pop_front();
+    }
+  }
 };
 
 gradient_relay_actor::behavior_type

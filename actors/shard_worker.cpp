@@ -138,6 +138,7 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
       s.eval_promise = self->make_response_promise<replica_score>();
       return s.eval_promise;
     },
+    [=](atom::stats) { return self->state.dropped; },
   };
 }
 

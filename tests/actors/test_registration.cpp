@@ -100,6 +100,20 @@ TEST_F(Registration, AMissingSliceAtTheDeadlineIsNamed) {
   EXPECT_EQ(report->error.find("leader"), std::string::npos) << report->error;
 }
 
+TEST_F(Registration, ARunRequestedAfterTheDeadlineStillHearsTheError) {
+  auto coord = spawn_all_but(0u); // layer 1's slice never registers
+  sched.run();
+  EXPECT_EQ(sched.advance_time(5100ms), 1u);
+  sched.run();
+  EXPECT_FALSE(report_waiting()) << "a report arrived before anyone asked";
+  self->send(coord, nt::atom::run::value);
+  sched.run();
+  const auto report = report_waiting();
+  ASSERT_TRUE(report.has_value()) << "a late run request got no answer";
+  EXPECT_FALSE(report->ok);
+  EXPECT_CONTAINS(report->error, "neuron slice (replica 0, layer 1, slice 0)");
+}
+
 TEST_F(Registration, TheDeadlineDoesNotFireOnceEveryoneRegistered) {
   auto coord = spawn_all_but(std::nullopt);
   sched.run(); // registration and wiring

@@ -263,6 +263,12 @@ TEST_F(RelayValidation, HiddenRelayDropsMalformedMessagesAndKeepsWorking) {
   // The batch is finished: a late partial is unknown.
   deliver(relay, nt::atom::grad::value, b5, std::uint32_t{1}, nt::owned_matrix{p1});
   ++expected_drops;
+  // A late or repeated forward block of the finished batch opens no new
+  // gather: it is dropped, and even a full set of blocks forwards nothing.
+  deliver(relay, nt::atom::block::value, b5, true, std::uint32_t{0}, share(a));
+  deliver(relay, nt::atom::block::value, b5, true, std::uint32_t{1}, share(c));
+  expected_drops += 2;
+  EXPECT_EQ(rig.next_log->size(), 2u);
   EXPECT_EQ(relay_dropped(relay), expected_drops);
   EXPECT_TRUE(rig.sink_log->empty());
   EXPECT_TRUE(no_message_waiting());
