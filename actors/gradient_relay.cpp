@@ -87,6 +87,8 @@ gradient_relay_actor::behavior_type
 gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self, relay_spec spec) {
   prepare_math_thread();
   self->state.spec = std::move(spec);
+  // Sized once so the finished-batch memory never rehashes in steady state.
+  self->state.finished.reserve(gradient_relay_state::finished_capacity + 1);
   return {
     // Swarm k's slice `slice` sends its output columns.
     [=](atom::block, std::uint64_t batch, bool train, std::uint32_t slice,

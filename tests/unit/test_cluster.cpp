@@ -1,0 +1,2 @@
+// Placeholder while the cluster tests are written.
+#include <gtest/gtest.h>
