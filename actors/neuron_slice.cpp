@@ -86,7 +86,7 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
           || ls.params.b.size() != s.params.b.size()
           || ls.w_state.m.size() != s.w_state.m.size() || ls.w_state.v.size() != s.w_state.v.size()
           || ls.b_state.m.size() != s.b_state.m.size() || ls.b_state.v.size() != s.b_state.v.size()
-          || !ls.params.w.allFinite() || !ls.params.b.allFinite()) {
+          || !all_finite(ls.params.w) || !all_finite(ls.params.b)) {
         drop_message(self, s.stats.dropped, "set_state", 0);
         return caf::make_error(caf::sec::invalid_argument, "set_state: wrong shape or non-finite");
       }

@@ -49,11 +49,13 @@ void feed(self_ptr self) {
     const std::uint64_t id = s.next_batch++;
     send_batch(self, id, true, s.order.data() + s.cursor, b);
     s.in_flight.insert(id);
+    s.awaiting_loss.insert(id);
     s.cursor += b;
     s.samples += b;
     s.since_sync += b;
   }
-  if (s.running && s.in_flight.empty() && (s.finished || s.since_sync >= s.spec.sync_every)) {
+  if (s.running && s.in_flight.empty() && s.awaiting_loss.empty()
+      && (s.finished || s.since_sync >= s.spec.sync_every)) {
     s.running = false;
     barrier_report r;
     r.replica = s.spec.replica;
@@ -88,12 +90,13 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
     [=](atom::loss, std::uint64_t batch, bool train, double loss_sum, std::uint64_t correct) {
       auto& s = self->state;
       if (train) {
-        if (s.in_flight.count(batch) == 0) {
+        if (s.awaiting_loss.erase(batch) == 0) {
           drop_message(self, s.dropped, "loss", batch);
           return;
         }
         s.loss_sum += loss_sum;
         s.loss_samples += s.spec.batch_size;
+        feed(self); // the barrier may have waited for this loss
         return;
       }
       if (s.eval_pending.erase(batch) == 0) {
@@ -123,7 +126,7 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
     },
     [=](atom::validate) -> caf::result<replica_score> {
       auto& s = self->state;
-      if (!s.in_flight.empty() || !s.eval_pending.empty())
+      if (!s.in_flight.empty() || !s.awaiting_loss.empty() || !s.eval_pending.empty())
         return caf::make_error(caf::sec::invalid_argument,
                                "validate: the pipeline is not drained");
       s.eval_loss = 0;

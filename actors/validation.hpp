@@ -13,7 +13,7 @@ namespace nettorrent {
 /// True if `m` has `cols` columns, 1..max_rows rows and only finite values.
 inline bool valid_batch(const matrix& m, Eigen::Index cols, std::size_t max_rows) {
   return m.cols() == cols && m.rows() >= 1
-         && static_cast<std::size_t>(m.rows()) <= max_rows && m.allFinite();
+         && static_cast<std::size_t>(m.rows()) <= max_rows && all_finite(m);
 }
 
 /// Counts a dropped message and logs the first ten per actor.
