@@ -64,10 +64,7 @@ std::vector<std::string> read_string_list(const ini_value& v) {
 }
 
 std::string show_list(const std::vector<std::size_t>& xs) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < xs.size(); ++i)
-    s += (i > 0 ? ", " : "") + std::to_string(xs[i]);
-  return s + "]";
+  return show_list(xs, [](std::size_t x) { return std::to_string(x); });
 }
 
 std::string quote(const std::string& s) {
@@ -75,10 +72,7 @@ std::string quote(const std::string& s) {
 }
 
 std::string show_list(const std::vector<std::string>& xs) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < xs.size(); ++i)
-    s += (i > 0 ? ", " : "") + quote(xs[i]);
-  return s + "]";
+  return show_list(xs, quote);
 }
 
 std::string origin_of(const ini_document& doc, const std::string& key) {

@@ -47,6 +47,15 @@ std::vector<std::size_t> read_size_list(const ini_value& v, std::size_t lo, std:
 /// A list of quoted strings (or atoms).
 std::vector<std::string> read_string_list(const ini_value& v);
 
+/// "[a, b]" with each element shown by `show`.
+template <class T, class Show>
+std::string show_list(const std::vector<T>& xs, Show show) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < xs.size(); ++i)
+    s += (i > 0 ? ", " : "") + show(xs[i]);
+  return s + "]";
+}
+
 std::string show_list(const std::vector<std::size_t>& xs);
 std::string show_list(const std::vector<std::string>& xs); ///< ["a", "b"]
 std::string quote(const std::string& s);                   ///< "s"

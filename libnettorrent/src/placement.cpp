@@ -1,0 +1,242 @@
+#include "nettorrent/placement.hpp"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "nettorrent/error.hpp"
+
+namespace nettorrent {
+
+namespace {
+
+// The plan's cell for `a`, or nullptr if `a` is not an actor of this run.
+template <class Plan>
+auto* cell(Plan& p, const actor_key& a) {
+  using cell_ptr = decltype(&p.coordinator_node);
+  const auto in = [](std::size_t i, std::size_t n) { return i < n; };
+  switch (a.kind) {
+    case actor_kind::coordinator:
+      return a.replica == 0 && a.layer == 0 && a.boundary == 0 && a.slice == 0
+               ? &p.coordinator_node
+               : cell_ptr{nullptr};
+    case actor_kind::swarm_leader:
+      return in(a.layer, p.leader_nodes.size()) ? &p.leader_nodes[a.layer] : cell_ptr{nullptr};
+    case actor_kind::shard_worker:
+      return in(a.replica, p.worker_nodes.size()) ? &p.worker_nodes[a.replica]
+                                                  : cell_ptr{nullptr};
+    case actor_kind::gradient_relay:
+      return in(a.replica, p.relay_nodes.size()) && in(a.boundary, p.relay_nodes[a.replica].size())
+               ? &p.relay_nodes[a.replica][a.boundary]
+               : cell_ptr{nullptr};
+    case actor_kind::neuron_slice:
+      return in(a.replica, p.slice_nodes.size()) && in(a.layer, p.slice_nodes[a.replica].size())
+                 && in(a.slice, p.slice_nodes[a.replica][a.layer].size())
+               ? &p.slice_nodes[a.replica][a.layer][a.slice]
+               : cell_ptr{nullptr};
+  }
+  return cell_ptr{nullptr};
+}
+
+std::uint32_t u32(std::size_t x) {
+  return static_cast<std::uint32_t>(x);
+}
+
+// "0, 2-4, 7" for a sorted set of indices.
+std::string ranges(const std::set<std::uint32_t>& xs) {
+  std::string out;
+  for (auto it = xs.begin(); it != xs.end();) {
+    const std::uint32_t first = *it;
+    std::uint32_t last = first;
+    for (++it; it != xs.end() && *it == last + 1; ++it)
+      last = *it;
+    out += (out.empty() ? "" : ", ") + std::to_string(first)
+           + (last == first ? "" : (last == first + 1 ? ", " : "-") + std::to_string(last));
+  }
+  return out;
+}
+
+} // namespace
+
+std::string_view to_string(actor_kind k) noexcept {
+  switch (k) {
+    case actor_kind::coordinator: return "coordinator";
+    case actor_kind::swarm_leader: return "leader";
+    case actor_kind::shard_worker: return "worker";
+    case actor_kind::gradient_relay: return "relay";
+    case actor_kind::neuron_slice: return "slice";
+  }
+  return "?";
+}
+
+std::string to_string(const actor_key& a) {
+  std::string s{to_string(a.kind)};
+  const auto num = [](char c, std::uint32_t x) { return std::string{" "} + c + std::to_string(x); };
+  switch (a.kind) {
+    case actor_kind::coordinator: break;
+    case actor_kind::swarm_leader: s += num('l', a.layer); break;
+    case actor_kind::shard_worker: s += num('r', a.replica); break;
+    case actor_kind::gradient_relay: s += num('r', a.replica) + num('k', a.boundary); break;
+    case actor_kind::neuron_slice:
+      s += num('r', a.replica) + num('l', a.layer) + num('i', a.slice);
+      break;
+  }
+  return s;
+}
+
+std::vector<actor_key> placement_plan::actors() const {
+  const std::uint32_t L = u32(layers());
+  const std::uint32_t R = u32(replicas);
+  std::vector<actor_key> out{actor_key::coordinator()};
+  for (std::uint32_t l = 0; l < L; ++l)
+    out.push_back(actor_key::leader(l));
+  for (std::uint32_t r = 0; r < R; ++r)
+    out.push_back(actor_key::worker(r));
+  for (std::uint32_t r = 0; r < R; ++r)
+    for (std::uint32_t k = 0; k <= L; ++k)
+      out.push_back(actor_key::relay(r, k));
+  for (std::uint32_t r = 0; r < R; ++r)
+    for (std::uint32_t l = 0; l < L; ++l)
+      for (std::uint32_t i = 0; i < u32(slices[l]); ++i)
+        out.push_back(actor_key::slice_of(r, l, i));
+  return out;
+}
+
+std::size_t placement_plan::node_index(const actor_key& a) const {
+  const std::size_t* c = cell(*this, a);
+  if (c == nullptr)
+    throw error("placement: " + to_string(a) + " is not an actor of this run ("
+                + std::to_string(replicas) + " replicas, " + std::to_string(layers())
+                + " layers)");
+  return *c;
+}
+
+std::string placement_plan::canonical() const {
+  std::string out;
+  for (const auto& a : actors())
+    out += "placement." + to_string(a) + "=" + node_of(a) + "\n";
+  return out;
+}
+
+bool operator==(const placement_plan& a, const placement_plan& b) {
+  return a.strategy == b.strategy && a.nodes == b.nodes && a.replicas == b.replicas
+         && a.slices == b.slices && a.coordinator_node == b.coordinator_node
+         && a.leader_nodes == b.leader_nodes && a.worker_nodes == b.worker_nodes
+         && a.relay_nodes == b.relay_nodes && a.slice_nodes == b.slice_nodes;
+}
+
+placement_plan plan_placement(const cluster_config& cfg) {
+  try {
+    cfg.validate();
+  } catch (const error& ex) {
+    throw error((cfg.path.empty() ? std::string{"cluster"} : cfg.path) + ": " + ex.what());
+  }
+  placement_plan p;
+  p.strategy = cfg.placement.strategy;
+  for (const auto& n : cfg.nodes)
+    p.nodes.push_back(n.id);
+  std::sort(p.nodes.begin(), p.nodes.end());
+  const std::size_t N = p.nodes.size();
+  const std::size_t L = cfg.run.model.layers.size() - 1;
+  const std::size_t R = cfg.run.topology.replicas;
+  p.replicas = R;
+  for (std::size_t l = 0; l < L; ++l)
+    p.slices.push_back(cfg.run.topology.slices_of(l));
+
+  // The shape first (every cell 0), then each strategy fills the cells.
+  p.leader_nodes.assign(L, 0);
+  p.worker_nodes.assign(R, 0);
+  p.relay_nodes.assign(R, std::vector<std::size_t>(L + 1, 0));
+  p.slice_nodes.resize(R);
+  for (auto& per_layer : p.slice_nodes)
+    for (std::size_t l = 0; l < L; ++l)
+      per_layer.emplace_back(p.slices[l], 0);
+
+  switch (p.strategy) {
+    case placement_strategy::round_robin: {
+      std::size_t j = 0;
+      for (const auto& a : p.actors())
+        *cell(p, a) = j++ % N;
+      break;
+    }
+    case placement_strategy::by_swarm: {
+      // Coordinator and workers stay on node 0 (the cells' initial value).
+      for (std::size_t l = 0; l < L; ++l)
+        p.leader_nodes[l] = l % N;
+      for (std::size_t r = 0; r < R; ++r) {
+        for (std::size_t k = 0; k <= L; ++k)
+          p.relay_nodes[r][k] = std::min(k, L - 1) % N; // the loss relay joins swarm L-1
+        for (std::size_t l = 0; l < L; ++l)
+          std::fill(p.slice_nodes[r][l].begin(), p.slice_nodes[r][l].end(), l % N);
+      }
+      break;
+    }
+    case placement_strategy::listed: {
+      std::map<std::string, std::size_t> index;
+      for (std::size_t i = 0; i < N; ++i)
+        index[p.nodes[i]] = i;
+      const placement_config& e = cfg.placement;
+      p.coordinator_node = index.at(e.coordinator);
+      for (std::size_t l = 0; l < L; ++l)
+        p.leader_nodes[l] = index.at(e.leaders[l]);
+      for (std::size_t r = 0; r < R; ++r) {
+        p.worker_nodes[r] = index.at(e.workers[r]);
+        for (std::size_t k = 0; k <= L; ++k)
+          p.relay_nodes[r][k] = index.at(e.relays[r].of(k));
+        for (std::size_t l = 0; l < L; ++l)
+          for (std::size_t i = 0; i < p.slices[l]; ++i)
+            p.slice_nodes[r][l][i] = index.at(e.slices[r][l].of(i));
+      }
+      break;
+    }
+  }
+  return p;
+}
+
+std::vector<actor_key> actors_on(const placement_plan& plan, std::string_view node_id) {
+  const auto it = std::find(plan.nodes.begin(), plan.nodes.end(), node_id);
+  if (it == plan.nodes.end())
+    throw error("placement: node \"" + std::string{node_id} + "\" is not in the plan");
+  const auto n = static_cast<std::size_t>(it - plan.nodes.begin());
+  std::vector<actor_key> out;
+  for (const auto& a : plan.actors())
+    if (plan.node_index(a) == n)
+      out.push_back(a);
+  return out;
+}
+
+std::string describe(const placement_plan& plan) {
+  std::string out = "placement " + std::string{to_string(plan.strategy)} + ": "
+                    + std::to_string(plan.actors().size()) + " actors ("
+                    + std::to_string(plan.replicas) + " replicas, "
+                    + std::to_string(plan.layers()) + " swarms) on "
+                    + std::to_string(plan.nodes.size()) + " nodes\n";
+  for (const auto& node : plan.nodes) {
+    const auto mine = actors_on(plan, node);
+    std::map<actor_kind, std::size_t> count;
+    std::set<std::uint32_t> swarms;
+    std::set<std::uint32_t> replicas;
+    for (const auto& a : mine) {
+      ++count[a.kind];
+      if (a.kind == actor_kind::swarm_leader || a.kind == actor_kind::neuron_slice)
+        swarms.insert(a.layer);
+      if (a.kind != actor_kind::coordinator && a.kind != actor_kind::swarm_leader)
+        replicas.insert(a.replica);
+    }
+    out += "  " + node + ": " + std::to_string(mine.size()) + " actors";
+    std::string sep = " (";
+    for (const auto& [kind, n] : count) {
+      out += sep + std::to_string(n) + " " + std::string{to_string(kind)};
+      sep = ", ";
+    }
+    out += mine.empty() ? "" : ")";
+    if (!swarms.empty())
+      out += "; swarms " + ranges(swarms);
+    if (!replicas.empty())
+      out += "; replicas " + ranges(replicas);
+    out += "\n";
+  }
+  return out;
+}
+
+} // namespace nettorrent
