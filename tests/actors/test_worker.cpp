@@ -1,0 +1,119 @@
+// The shard worker: in-flight accounting when a batch's `done` (from the
+// input relay) and its `loss` (from the loss relay) arrive in either order,
+// and the barrier that waits for both.
+#include "fixture.hpp"
+
+namespace actor_tests {
+namespace {
+
+/// Stands in for the input and loss relays as seen by a shard worker.
+nt::gradient_relay_actor::behavior_type
+fake_pipeline(nt::gradient_relay_actor::pointer self, std::shared_ptr<std::vector<std::uint64_t>> fed) {
+  fail_on_unexpected(self, "fake relay (worker side)");
+  auto unexpected = [](const char* what) {
+    ADD_FAILURE() << "fake relay received an unexpected " << what << " message";
+  };
+  return {
+    [=](nt::atom::block, std::uint64_t, bool, std::uint32_t, const nt::shared_matrix&) { unexpected("block"); },
+    [=](nt::atom::grad, std::uint64_t, std::uint32_t, nt::owned_matrix&) { unexpected("grad"); },
+    [=](nt::atom::ack, std::uint64_t, std::uint32_t) { unexpected("ack"); },
+    [=](nt::atom::forward, std::uint64_t batch, bool train, const nt::shared_matrix& x) {
+      EXPECT_TRUE(train);
+      EXPECT_TRUE(static_cast<bool>(x));
+      fed->push_back(batch);
+    },
+    [=](nt::atom::labels, std::uint64_t, bool, std::vector<std::uint8_t>& ys) {
+      EXPECT_EQ(ys.size(), 8u);
+    },
+    [=](nt::atom::wire, std::vector<nt::neuron_slice_actor>&, std::vector<nt::neuron_slice_actor>&,
+        nt::batch_sink_actor) {
+      unexpected("wire");
+      return nt::atom::ok::value;
+    },
+    [=](nt::atom::stats) -> std::uint64_t {
+      unexpected("stats");
+      return 0;
+    },
+  };
+}
+
+/// Stands in for the coordinator as seen by a shard worker.
+nt::barrier_sink_actor::behavior_type
+fake_coordinator(nt::barrier_sink_actor::pointer self,
+                 std::shared_ptr<std::vector<nt::barrier_report>> reports) {
+  fail_on_unexpected(self, "fake coordinator");
+  return {[=](nt::atom::barrier, nt::barrier_report& r) { reports->push_back(r); }};
+}
+
+class Worker : public ActorTest {
+protected:
+  Worker() {
+    data = synthetic_splits(32, 16, 16, 4, 0.3f);
+    nt::worker_spec w;
+    w.replica = 0;
+    w.data = data;
+    w.shard = data->train;      // 32 samples: 4 batches of 8
+    w.validation = data->validation;
+    w.batch_size = 8;
+    w.eval_batch_size = 1000;
+    w.max_in_flight = 2;
+    w.sync_every = 32;
+    w.max_epochs = 1;
+    w.seed = 3;
+    worker = spawn(nt::shard_worker, w);
+    auto relay = spawn(fake_pipeline, fed);
+    auto coord = spawn(fake_coordinator, reports);
+    EXPECT_TRUE(ask_ok(worker, nt::atom::wire::value, relay, relay, nt::barrier_sink_actor{coord}));
+  }
+
+  template <class... Ts>
+  void deliver(Ts&&... xs) {
+    self->send(worker, std::forward<Ts>(xs)...);
+    sched.run();
+  }
+
+  std::uint64_t dropped() { return ask<std::uint64_t>(worker, nt::atom::stats::value).value_or(99); }
+
+  std::shared_ptr<const nt::data_splits> data;
+  std::shared_ptr<std::vector<std::uint64_t>> fed = std::make_shared<std::vector<std::uint64_t>>();
+  std::shared_ptr<std::vector<nt::barrier_report>> reports
+    = std::make_shared<std::vector<nt::barrier_report>>();
+  nt::shard_worker_actor worker;
+};
+
+TEST_F(Worker, DoneAndLossInEitherOrderAndTheBarrierWaitsForBoth) {
+  deliver(nt::atom::resume::value);
+  ASSERT_EQ(*fed, (std::vector<std::uint64_t>{0, 1})) << "max_in_flight = 2";
+  // Batch 0: done before loss. The slot frees at done: batch 2 is fed.
+  deliver(nt::atom::done::value, std::uint64_t{0});
+  EXPECT_EQ(fed->size(), 3u);
+  deliver(nt::atom::loss::value, std::uint64_t{0}, true, 1.0, std::uint64_t{4});
+  // Batch 1: loss before done.
+  deliver(nt::atom::loss::value, std::uint64_t{1}, true, 2.0, std::uint64_t{4});
+  EXPECT_EQ(fed->size(), 3u);
+  deliver(nt::atom::done::value, std::uint64_t{1});
+  ASSERT_EQ(*fed, (std::vector<std::uint64_t>{0, 1, 2, 3}));
+  // Both remaining batches done, their losses still due: no barrier yet.
+  deliver(nt::atom::done::value, std::uint64_t{3});
+  deliver(nt::atom::done::value, std::uint64_t{2});
+  EXPECT_TRUE(reports->empty()) << "the barrier must wait for every loss";
+  deliver(nt::atom::loss::value, std::uint64_t{3}, true, 4.0, std::uint64_t{4});
+  EXPECT_TRUE(reports->empty());
+  deliver(nt::atom::loss::value, std::uint64_t{2}, true, 8.0, std::uint64_t{4});
+  ASSERT_EQ(reports->size(), 1u);
+  const auto& r = reports->front();
+  EXPECT_EQ(r.samples, 32u);
+  EXPECT_DOUBLE_EQ(r.loss_sum, 15.0);
+  EXPECT_EQ(r.loss_samples, 32u);
+  EXPECT_TRUE(r.finished);
+  EXPECT_EQ(dropped(), 0u);
+  // Late duplicates are dropped and counted.
+  deliver(nt::atom::loss::value, std::uint64_t{2}, true, 8.0, std::uint64_t{4});
+  deliver(nt::atom::done::value, std::uint64_t{2});
+  EXPECT_EQ(dropped(), 2u);
+  EXPECT_EQ(reports->size(), 1u);
+  EXPECT_TRUE(no_message_waiting());
+}
+
+} // namespace
+} // namespace actor_tests
