@@ -133,6 +133,9 @@ using coordinator_actor = barrier_sink_actor::extend<
   /// Registers the swarm leader of a layer.
   caf::reacts_to<atom::reg, std::uint32_t, swarm_leader_actor>,
   /// Registration deadline timer.
-  caf::reacts_to<atom::deadline>>;
+  caf::reacts_to<atom::deadline>,
+  /// A node joins: its id and its cluster-description hash, refused if the
+  /// hash differs from the coordinator's.
+  caf::replies_to<atom::hello, std::string /*node*/, std::uint64_t /*hash*/>::with<atom::ok>>;
 
 } // namespace nettorrent

@@ -422,10 +422,17 @@ void finish(self_ptr self, std::size_t best) {
   collect_layers(self, best, &s.final_layers, write);
 }
 
+/// Stores a registered actor in its slot and monitors it: a lost actor
+/// ends the run with an error naming it.
 template <class Handle>
-bool put(std::vector<Handle>& slots, std::size_t i, Handle h) {
-  if (i >= slots.size() || slots[i])
+bool put(self_ptr self, std::vector<Handle>& slots, std::size_t i, Handle h, std::string name) {
+  if (i >= slots.size() || slots[i] || !h) {
+    caf::aout(self) << "coordinator: ignored a duplicate or unknown registration of " << name
+                    << std::endl;
     return false;
+  }
+  self->monitor(h);
+  self->state.names[h.address()] = std::move(name);
   slots[i] = std::move(h);
   return true;
 }
@@ -452,7 +459,32 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
                      std::chrono::duration_cast<caf::timespan>(
                        std::chrono::duration<double>(cfg.system.registration_timeout)),
                      atom::deadline::value);
+  self->set_down_handler([=](caf::down_msg& msg) {
+    auto& st = self->state;
+    if (st.state == phase::done)
+      return;
+    auto it = st.names.find(msg.source);
+    const std::string who = it != st.names.end() ? it->second : std::string{"an actor"};
+    fail(self, "lost " + who + " (" + caf::to_string(msg.reason)
+                 + "): its node crashed, froze past the heartbeat timeout, or shut down");
+  });
   return {
+    [=](atom::hello, const std::string& node, std::uint64_t hash) -> caf::result<atom::ok> {
+      auto& st = self->state;
+      if (hash != st.spec.cluster_hash) {
+        char buf[160];
+        std::snprintf(buf, sizeof buf,
+                      "refused node %s: its cluster description hashes to %016llx, the "
+                      "coordinator's to %016llx",
+                      node.c_str(), static_cast<unsigned long long>(hash),
+                      static_cast<unsigned long long>(st.spec.cluster_hash));
+        caf::aout(self) << "coordinator: " << buf << std::endl;
+        return caf::make_error(caf::sec::invalid_argument, std::string{buf});
+      }
+      if (st.spec.verbose)
+        caf::aout(self) << "coordinator: node " << node << " joined" << std::endl;
+      return atom::ok::value;
+    },
     [=](atom::run) -> caf::result<run_report> {
       auto& st = self->state;
       if (st.run_requested)
@@ -469,21 +501,27 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
     },
     [=](atom::reg, std::uint32_t r, std::uint32_t l, std::uint32_t i, neuron_slice_actor a) {
       auto& st = self->state;
-      const bool ok = r < st.replicas && l < st.layers
-                      && i < st.spec.cfg.topology.slices_of(l)
-                      && put(st.slices, r * st.slices_per_replica + st.slice_offset[l] + i, std::move(a));
-      registered_one(self, ok);
+      const bool in_range = r < st.replicas && l < st.layers
+                            && i < st.spec.cfg.topology.slices_of(l);
+      registered_one(self, in_range
+                             && put(self, st.slices,
+                                    r * st.slices_per_replica + st.slice_offset[l] + i,
+                                    std::move(a), describe_slice(r, l, i)));
     },
     [=](atom::reg, std::uint32_t r, std::uint32_t k, gradient_relay_actor a) {
       auto& st = self->state;
       registered_one(self, r < st.replicas && k <= st.layers
-                             && put(st.relays, r * (st.layers + 1) + k, std::move(a)));
+                             && put(self, st.relays, r * (st.layers + 1) + k, std::move(a),
+                                    "gradient relay (replica " + std::to_string(r)
+                                      + ", boundary " + std::to_string(k) + ")"));
     },
     [=](atom::reg, std::uint32_t r, shard_worker_actor a) {
-      registered_one(self, put(self->state.workers, r, std::move(a)));
+      registered_one(self, put(self, self->state.workers, r, std::move(a),
+                               "shard worker (replica " + std::to_string(r) + ")"));
     },
     [=](atom::reg, std::uint32_t l, swarm_leader_actor a) {
-      registered_one(self, put(self->state.leaders, l, std::move(a)));
+      registered_one(self, put(self, self->state.leaders, l, std::move(a),
+                               "swarm leader (layer " + std::to_string(l + 1) + ")"));
     },
     [=](atom::deadline) {
       auto& st = self->state;

@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "actors.hpp"
@@ -28,6 +29,7 @@ struct coordinator_spec {
   run_config cfg;
   std::shared_ptr<const data_splits> data; ///< for the final test pass
   bool verbose = true;                     ///< print progress lines
+  std::uint64_t cluster_hash = 0;          ///< cluster runs: what joining nodes must match
 };
 
 struct coordinator_state {
@@ -70,6 +72,8 @@ struct coordinator_state {
   std::vector<layer_state> best_layers; ///< keep_best: best replica at the best round
   std::uint64_t best_samples = 0;
   run_report report;
+  /// Names of registered actors, for the error when one goes down.
+  std::unordered_map<caf::actor_addr, std::string> names;
 };
 
 coordinator_actor::behavior_type

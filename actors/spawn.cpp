@@ -6,6 +6,7 @@
 #include <caf/all.hpp>
 
 #include "coordinator.hpp"
+#include "nettorrent/error.hpp"
 #include "gradient_relay.hpp"
 #include "nettorrent/model.hpp"
 #include "neuron_slice.hpp"
@@ -34,36 +35,68 @@ std::size_t max_batch_rows(const run_config& cfg) {
   return std::max(cfg.training.batch_size, eval_batch_size(cfg));
 }
 
-coordinator_actor spawn_embedded(caf::actor_system& sys, const run_config& cfg,
-                                 std::shared_ptr<const data_splits> data, bool verbose) {
-  const std::size_t L = cfg.model.layers.size() - 1;
-  const std::size_t R = cfg.topology.replicas;
-  const std::size_t max_batch = max_batch_rows(cfg);
-  auto coord = sys.spawn(coordinator, coordinator_spec{cfg, data, verbose});
+namespace {
 
-  std::vector<std::uint32_t> validation = data->validation;
-  if (cfg.topology.validation_subset != 0 && cfg.topology.validation_subset < validation.size())
-    validation.resize(cfg.topology.validation_subset);
+std::vector<std::uint32_t> validation_subset(const run_config& cfg, const data_splits& data) {
+  std::vector<std::uint32_t> v = data.validation;
+  if (cfg.topology.validation_subset != 0 && cfg.topology.validation_subset < v.size())
+    v.resize(cfg.topology.validation_subset);
+  return v;
+}
 
+} // namespace
+
+std::vector<actor_key> pipeline_actors(const run_config& cfg) {
+  const auto L = static_cast<std::uint32_t>(cfg.model.layers.size() - 1);
+  const auto R = static_cast<std::uint32_t>(cfg.topology.replicas);
+  std::vector<actor_key> out;
   for (std::uint32_t l = 0; l < L; ++l)
-    caf::anon_send(coord, atom::reg::value, l,
-                   sys.spawn(swarm_leader, leader_spec{l, R, cfg.topology.slices_of(l)}));
+    out.push_back(actor_key::leader(l));
   for (std::uint32_t r = 0; r < R; ++r) {
-    worker_spec w;
-    w.replica = r;
-    w.data = data;
-    w.shard = shard_indices(data->train, R, r);
-    w.validation = validation;
-    w.batch_size = cfg.training.batch_size;
-    w.eval_batch_size = eval_batch_size(cfg);
-    w.max_in_flight = cfg.topology.max_in_flight;
-    w.sync_every = cfg.topology.sync_every;
-    w.max_epochs = cfg.training.max_epochs;
-    w.seed = cfg.training.seed;
-    caf::anon_send(coord, atom::reg::value, r, sys.spawn(shard_worker, std::move(w)));
-    for (std::uint32_t k = 0; k <= L; ++k) {
+    out.push_back(actor_key::worker(r));
+    for (std::uint32_t k = 0; k <= L; ++k)
+      out.push_back(actor_key::relay(r, k));
+    for (std::uint32_t l = 0; l < L; ++l)
+      for (std::uint32_t i = 0; i < cfg.topology.slices_of(l); ++i)
+        out.push_back(actor_key::slice_of(r, l, i));
+  }
+  return out;
+}
+
+caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
+                              const std::shared_ptr<const data_splits>& data,
+                              const actor_key& key, const coordinator_actor& coord) {
+  const std::size_t L = cfg.model.layers.size() - 1;
+  const std::size_t max_batch = max_batch_rows(cfg);
+  switch (key.kind) {
+    case actor_kind::swarm_leader: {
+      auto a = sys.spawn(swarm_leader,
+                         leader_spec{key.layer, cfg.topology.replicas, cfg.topology.slices_of(key.layer)});
+      caf::anon_send(coord, atom::reg::value, key.layer, a);
+      return caf::actor_cast<caf::actor>(a);
+    }
+    case actor_kind::shard_worker: {
+      if (!data)
+        throw error("internal: shard worker " + std::to_string(key.replica) + " spawned without data");
+      worker_spec w;
+      w.replica = key.replica;
+      w.data = data;
+      w.shard = shard_indices(data->train, cfg.topology.replicas, key.replica);
+      w.validation = validation_subset(cfg, *data);
+      w.batch_size = cfg.training.batch_size;
+      w.eval_batch_size = eval_batch_size(cfg);
+      w.max_in_flight = cfg.topology.max_in_flight;
+      w.sync_every = cfg.topology.sync_every;
+      w.max_epochs = cfg.training.max_epochs;
+      w.seed = cfg.training.seed;
+      auto a = sys.spawn(shard_worker, std::move(w));
+      caf::anon_send(coord, atom::reg::value, key.replica, a);
+      return caf::actor_cast<caf::actor>(a);
+    }
+    case actor_kind::gradient_relay: {
+      const std::uint32_t k = key.boundary;
       relay_spec rs;
-      rs.replica = r;
+      rs.replica = key.replica;
       rs.boundary = k;
       rs.layers = static_cast<std::uint32_t>(L);
       if (k > 0) {
@@ -72,24 +105,61 @@ coordinator_actor spawn_embedded(caf::actor_system& sys, const run_config& cfg,
       }
       rs.next_slices = k < L ? cfg.topology.slices_of(k) : 0;
       rs.max_batch = max_batch;
-      caf::anon_send(coord, atom::reg::value, r, k, sys.spawn(gradient_relay, std::move(rs)));
+      auto a = sys.spawn(gradient_relay, std::move(rs));
+      caf::anon_send(coord, atom::reg::value, key.replica, k, a);
+      return caf::actor_cast<caf::actor>(a);
     }
-    for (std::uint32_t l = 0; l < L; ++l) {
-      const std::size_t parts = cfg.topology.slices_of(l);
-      for (std::uint32_t i = 0; i < parts; ++i) {
-        slice_spec ss;
-        ss.replica = r;
-        ss.index = i;
-        ss.geometry = slice_of(cfg.model, l, parts, i);
-        ss.optimizer = cfg.optimizer;
-        ss.seed = cfg.training.seed;
-        ss.weight_stashing = cfg.topology.weight_stashing;
-        ss.max_batch = max_batch;
-        caf::anon_send(coord, atom::reg::value, r, l, i, sys.spawn(neuron_slice, ss));
-      }
+    case actor_kind::neuron_slice: {
+      const std::size_t parts = cfg.topology.slices_of(key.layer);
+      slice_spec ss;
+      ss.replica = key.replica;
+      ss.index = key.slice;
+      ss.geometry = slice_of(cfg.model, key.layer, parts, key.slice);
+      ss.optimizer = cfg.optimizer;
+      ss.seed = cfg.training.seed;
+      ss.weight_stashing = cfg.topology.weight_stashing;
+      ss.max_batch = max_batch;
+      auto a = sys.spawn(neuron_slice, ss);
+      caf::anon_send(coord, atom::reg::value, key.replica, key.layer, key.slice, a);
+      return caf::actor_cast<caf::actor>(a);
     }
+    case actor_kind::coordinator:
+      break;
   }
+  throw error("internal: spawn_and_register cannot spawn " + to_string(key));
+}
+
+coordinator_actor spawn_embedded(caf::actor_system& sys, const run_config& cfg,
+                                 std::shared_ptr<const data_splits> data, bool verbose) {
+  coordinator_spec spec;
+  spec.cfg = cfg;
+  spec.data = data;
+  spec.verbose = verbose;
+  auto coord = sys.spawn(coordinator, spec);
+  for (const auto& key : pipeline_actors(cfg))
+    spawn_and_register(sys, cfg, data, key, coord);
   return coord;
+}
+
+void register_message_types(caf::actor_system_config& c) {
+  c.add_message_type<shared_matrix>("nettorrent::shared_matrix");
+  c.add_message_type<owned_matrix>("nettorrent::owned_matrix");
+  c.add_message_type<optimizer_state>("nettorrent::optimizer_state");
+  c.add_message_type<layer_state>("nettorrent::layer_state");
+  c.add_message_type<replica_score>("nettorrent::replica_score");
+  c.add_message_type<slice_stats>("nettorrent::slice_stats");
+  c.add_message_type<barrier_report>("nettorrent::barrier_report");
+  c.add_message_type<run_report>("nettorrent::run_report");
+  c.add_message_type<std::vector<std::uint8_t>>("std::vector<uint8_t>");
+  c.add_message_type<slice_output_actor>("nettorrent::slice_output_actor");
+  c.add_message_type<neuron_slice_actor>("nettorrent::neuron_slice_actor");
+  c.add_message_type<std::vector<neuron_slice_actor>>("std::vector<nettorrent::neuron_slice_actor>");
+  c.add_message_type<batch_sink_actor>("nettorrent::batch_sink_actor");
+  c.add_message_type<gradient_relay_actor>("nettorrent::gradient_relay_actor");
+  c.add_message_type<barrier_sink_actor>("nettorrent::barrier_sink_actor");
+  c.add_message_type<shard_worker_actor>("nettorrent::shard_worker_actor");
+  c.add_message_type<swarm_leader_actor>("nettorrent::swarm_leader_actor");
+  c.add_message_type<coordinator_actor>("nettorrent::coordinator_actor");
 }
 
 } // namespace nettorrent

@@ -10,6 +10,7 @@
 #include "actors.hpp"
 #include "nettorrent/config.hpp"
 #include "nettorrent/data.hpp"
+#include "nettorrent/placement.hpp"
 
 namespace nettorrent {
 
@@ -31,6 +32,20 @@ std::size_t max_batch_rows(const run_config& cfg);
 
 /// Batch size of validation passes.
 std::size_t eval_batch_size(const run_config& cfg);
+
+/// Registers every message type that crosses a node boundary (required by
+/// CAF on every node of a cluster; harmless in one process).
+void register_message_types(caf::actor_system_config& sys_cfg);
+
+/// Spawns the actor `key` (not the coordinator) of the run described by
+/// `cfg` and registers it with `coord`. `data` must be set for shard
+/// workers; others ignore it.
+caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
+                              const std::shared_ptr<const data_splits>& data,
+                              const actor_key& key, const coordinator_actor& coord);
+
+/// Every actor of a run but the coordinator, in canonical order.
+std::vector<actor_key> pipeline_actors(const run_config& cfg);
 
 /// Spawns every actor of an embedded run (one process) and registers them
 /// with a fresh coordinator, which it returns. Send it `atom::run` to train.
