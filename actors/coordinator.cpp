@@ -46,10 +46,14 @@ void stop_peers(self_ptr self) {
   s.state = phase::done;
 }
 
-/// Stops every registered actor and the coordinator itself.
+/// Stops every registered actor and the coordinator itself. Nodes that
+/// watch the coordinator see `normal` only when the run succeeded.
 void shut_down(self_ptr self) {
   stop_peers(self);
-  self->quit();
+  if (self->state.report.ok)
+    self->quit();
+  else
+    self->quit(caf::exit_reason::user_shutdown);
 }
 
 /// Ends the run with an error that the `run` requester receives.

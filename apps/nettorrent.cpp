@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "embedded.hpp"
+#include "node.hpp"
+#include "nettorrent/cluster.hpp"
 #include "nettorrent/centralised.hpp"
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/config.hpp"
@@ -22,6 +24,8 @@ void usage(std::ostream& os) {
         "commands:\n"
         "  train --config-file=FILE [--section.key=value ...]\n"
         "      train with the actor pipeline, every actor in this process\n"
+        "  node --config-file=NODE_FILE\n"
+        "      run one node of a cluster (see config/cluster/)\n"
         "  centralised --config-file=FILE [--section.key=value ...]\n"
         "      train the whole model in one thread (the reference run)\n"
         "  evaluate --checkpoint=FILE [--data.dir=DIR] [--data.test_limit=N]\n"
@@ -47,6 +51,29 @@ int cmd_train(const std::vector<std::string>& args) {
   }
   nt::print_summary(r, std::cout);
   return 0;
+}
+
+int cmd_node(const std::vector<std::string>& args) {
+  std::string file;
+  std::vector<std::string> overrides;
+  for (const auto& a : args) {
+    if (a.rfind("--config-file=", 0) == 0 && file.empty())
+      file = a.substr(14);
+    else
+      overrides.push_back(a);
+  }
+  if (file.empty())
+    throw nt::error("node: --config-file=NODE_FILE is required");
+  nt::node_config nc = nt::load_node_config(file);
+  // Overrides change the shared description: give every node the same ones,
+  // or the coordinator refuses the nodes whose hash differs.
+  nt::apply_overrides(overrides, nc.cluster.run);
+  try {
+    nc.cluster.validate();
+  } catch (const nt::error& e) {
+    throw nt::error(nc.cluster_file + " (with command-line overrides): " + e.what());
+  }
+  return nt::run_node(nc, std::cout, std::cerr);
 }
 
 int cmd_evaluate(const std::vector<std::string>& args) {
@@ -118,6 +145,8 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "centralised" || cmd == "centralized")
       return cmd_centralised(args);
+    if (cmd == "node")
+      return cmd_node(args);
     if (cmd == "train")
       return cmd_train(args);
     if (cmd == "evaluate")

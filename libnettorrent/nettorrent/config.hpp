@@ -87,6 +87,11 @@ struct system_config {
   std::size_t scheduler_threads = 0;
   /// Seconds the coordinator waits for every actor to register.
   double registration_timeout = 10;
+  /// Cluster runs: seconds between BASP heartbeats to every connected node.
+  double heartbeat_interval = 1;
+  /// Cluster runs: seconds without a message after which a node is lost
+  /// (a frozen peer is noticed within this time).
+  double connection_timeout = 10;
 };
 
 struct run_config {
@@ -112,6 +117,10 @@ struct run_config {
 /// and `--section.key=value` overrides, applied after the file. Anything else
 /// in `args` is an error. Every key is checked against the schema.
 run_config load_run_config(const std::vector<std::string>& args);
+
+/// Applies `--section.key=value` arguments on top of `cfg` (no validation:
+/// call cfg.validate() afterwards).
+void apply_overrides(const std::vector<std::string>& args, run_config& cfg);
 
 /// Applies one parsed INI document on top of `cfg`.
 void apply_ini(const struct ini_document& doc, run_config& cfg);

@@ -201,6 +201,14 @@ const std::vector<option_spec>& all_options() {
      "seconds the coordinator waits for every actor to register",
      [](run_config& c, const ini_value& v) { c.system.registration_timeout = read_real(v, 0.001, 86400); },
      [](const run_config& c) { return show(c.system.registration_timeout); }, false},
+    {"system.heartbeat_interval", "number",
+     "cluster runs: seconds between BASP heartbeats to every connected node",
+     [](run_config& c, const ini_value& v) { c.system.heartbeat_interval = read_real(v, 0.01, 3600); },
+     [](const run_config& c) { return show(c.system.heartbeat_interval); }, false},
+    {"system.connection_timeout", "number",
+     "cluster runs: seconds of silence after which a peer node counts as lost",
+     [](run_config& c, const ini_value& v) { c.system.connection_timeout = read_real(v, 0.05, 86400); },
+     [](const run_config& c) { return show(c.system.connection_timeout); }, false},
     {"optimizer.kind", "string", "sgd, momentum, adagrad, rmsprop or adam",
      [](run_config& c, const ini_value& v) { c.optimizer.kind = parse_optimizer_kind(read_string(v)); },
      [](const run_config& c) { return "\"" + std::string{to_string(c.optimizer.kind)} + "\""; }},
@@ -285,6 +293,10 @@ void run_config::validate() const {
     throw error("topology.replicas = " + std::to_string(topology.replicas)
                 + " is more than the " + std::to_string(data.train_limit)
                 + " training samples of data.train_limit (every replica needs a shard)");
+  if (system.connection_timeout <= system.heartbeat_interval)
+    throw error("system.connection_timeout = " + show(system.connection_timeout)
+                + " must be longer than system.heartbeat_interval = "
+                + show(system.heartbeat_interval));
   if (topology.sync_every < training.batch_size)
     throw error("topology.sync_every = " + std::to_string(topology.sync_every)
                 + " is smaller than training.batch_size = "
@@ -324,6 +336,46 @@ std::uint64_t run_config::hash() const {
   return h;
 }
 
+namespace {
+
+/// Parses one `--section.key=value` argument into an entry.
+ini_entry parse_override(const std::string& arg) {
+  const auto eq = arg.find('=');
+  const auto dot = arg.find('.');
+  if (arg.rfind("--", 0) != 0 || eq == std::string::npos || dot == std::string::npos
+      || dot > eq)
+    throw error("command line: unexpected argument \"" + arg
+                + "\" (expected --config-file=PATH or --section.key=value)");
+  ini_entry e;
+  e.section = arg.substr(2, dot - 2);
+  e.key = arg.substr(dot + 1, eq - dot - 1);
+  e.origin = "command line";
+  const std::string text = arg.substr(eq + 1);
+  const option_spec* spec = find_spec(e.name());
+  const bool string_key = spec != nullptr && std::string{spec->type} == "string";
+  try {
+    e.value = parse_ini_value(text);
+  } catch (const error&) {
+    // Let plain words stand for strings on the command line: --optimizer.kind=sgd
+    e.value.kind = ini_value::type::string;
+    e.value.text = text;
+  }
+  if (string_key && e.value.kind != ini_value::type::string
+      && e.value.kind != ini_value::type::atom) {
+    // --data.dir=2024: a string key takes the text as written.
+    e.value = ini_value{};
+    e.value.text = text;
+  }
+  return e;
+}
+
+} // namespace
+
+void apply_overrides(const std::vector<std::string>& args, run_config& cfg) {
+  for (const auto& arg : args)
+    apply_entry(parse_override(arg), cfg, all_options());
+}
+
 run_config load_run_config(const std::vector<std::string>& args) {
   run_config cfg;
   std::string file;
@@ -337,33 +389,7 @@ run_config load_run_config(const std::vector<std::string>& args) {
         throw error("command line: --config-file= needs a path");
       continue;
     }
-    const auto eq = arg.find('=');
-    const auto dot = arg.find('.');
-    if (arg.rfind("--", 0) != 0 || eq == std::string::npos || dot == std::string::npos
-        || dot > eq)
-      throw error("command line: unexpected argument \"" + arg
-                  + "\" (expected --config-file=PATH or --section.key=value)");
-    ini_entry e;
-    e.section = arg.substr(2, dot - 2);
-    e.key = arg.substr(dot + 1, eq - dot - 1);
-    e.origin = "command line";
-    const std::string text = arg.substr(eq + 1);
-    const option_spec* spec = find_spec(e.name());
-    const bool string_key = spec != nullptr && std::string{spec->type} == "string";
-    try {
-      e.value = parse_ini_value(text);
-    } catch (const error&) {
-      // Let plain words stand for strings on the command line: --optimizer.kind=sgd
-      e.value.kind = ini_value::type::string;
-      e.value.text = text;
-    }
-    if (string_key && e.value.kind != ini_value::type::string
-        && e.value.kind != ini_value::type::atom) {
-      // --data.dir=2024: a string key takes the text as written.
-      e.value = ini_value{};
-      e.value.text = text;
-    }
-    overrides.push_back(std::move(e));
+    overrides.push_back(parse_override(arg));
   }
   if (!file.empty())
     apply_ini(parse_ini_file(file), cfg);
