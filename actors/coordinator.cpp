@@ -278,6 +278,16 @@ void scored(self_ptr self) {
     s.report.time_to_target = p.seconds;
   }
   const bool stop = reached || s.all_finished;
+  if (const auto* m = s.spec.metrics) {
+    m->training_loss->Set(p.train_loss);
+    for (std::size_t r = 0; r < s.scores.size() && r < m->validation_accuracy.size(); ++r)
+      m->validation_accuracy[r]->Set(s.scores[r].accuracy);
+    m->best_validation_accuracy->Set(s.report.best_validation_accuracy);
+    m->samples_per_second->Set(static_cast<double>(s.samples) / std::max(p.seconds, 1e-9));
+    m->epoch->Set(static_cast<double>(s.epoch));
+    if (s.report.reached_target)
+      m->time_to_target->Set(s.report.time_to_target);
+  }
   progress(self, best, stop);
   if (reached && s.spec.verbose)
     caf::aout(self) << "reached target validation accuracy " << tc.target_accuracy
@@ -343,6 +353,8 @@ void write_results(self_ptr self, std::size_t best) {
   }
   const evaluation ev = evaluate_model(geometry, params, s.spec.data->test, sel);
   rep.test_accuracy = ev.accuracy;
+  if (const auto* m = s.spec.metrics)
+    m->test_accuracy->Set(ev.accuracy);
   rep.test_loss = ev.loss;
   ck.header.layers.assign(cfg.model.layers.begin(), cfg.model.layers.end());
   ck.header.optimizer = cfg.optimizer.kind;

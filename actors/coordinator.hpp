@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "actors.hpp"
+#include "metrics.hpp"
 #include "nettorrent/config.hpp"
 #include "nettorrent/data.hpp"
 #include "nettorrent/run_support.hpp"
@@ -30,6 +31,7 @@ struct coordinator_spec {
   std::shared_ptr<const data_splits> data; ///< for the final test pass
   bool verbose = true;                     ///< print progress lines
   std::uint64_t cluster_hash = 0;          ///< cluster runs: what joining nodes must match
+  const run_metrics* metrics = nullptr;    ///< null = off
 };
 
 struct coordinator_state {

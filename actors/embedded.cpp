@@ -6,6 +6,7 @@
 #include <caf/all.hpp>
 
 #include "nettorrent/run_support.hpp"
+#include "metrics.hpp"
 #include "spawn.hpp"
 
 namespace nettorrent {
@@ -30,10 +31,21 @@ run_report run_embedded(const run_config& cfg, std::ostream& out, bool verbose) 
         << "] slices per layer, max_in_flight " << cfg.topology.max_in_flight
         << ", sync every " << cfg.topology.sync_every << " samples per replica, policy "
         << to_string(cfg.topology.policy) << std::endl;
+  // Metrics outlive the actor system: declared first, destroyed last.
+  std::unique_ptr<metrics> m;
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (cfg.system.metrics) {
+    m = std::make_unique<metrics>("local", cfg.model.layers.size() - 1, cfg.topology.replicas);
+    exposer = expose_metrics(*m, cfg.system.metrics_bind,
+                             static_cast<std::uint16_t>(cfg.system.metrics_port));
+    if (verbose)
+      out << "metrics: http://" << cfg.system.metrics_bind << ':' << cfg.system.metrics_port
+          << "/metrics" << std::endl;
+  }
   caf::actor_system_config sys_cfg;
   configure_actor_system(sys_cfg, cfg);
   caf::actor_system sys{sys_cfg};
-  auto coord = spawn_embedded(sys, cfg, data, verbose);
+  auto coord = spawn_embedded(sys, cfg, data, verbose, m.get());
   run_report report;
   caf::scoped_actor self{sys};
   self->request(coord, caf::infinite, atom::run::value)
@@ -42,6 +54,8 @@ run_report run_embedded(const run_config& cfg, std::ostream& out, bool verbose) 
                report.ok = false;
                report.error = "the coordinator failed: " + sys.render(err);
              });
+  if (m)
+    linger_for_scrapes(cfg.system.metrics_linger, out);
   return report;
 }
 

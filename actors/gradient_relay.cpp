@@ -16,6 +16,8 @@ using self_ptr = gradient_relay_actor::stateful_pointer<gradient_relay_state>;
 void send_backward(self_ptr self, std::uint64_t batch, matrix&& full) {
   auto& s = self->state;
   if (s.prev.size() == 1) {
+    if (const auto* m = s.spec.metrics)
+      m->sent_msg(msg_kind::backward, payload_bytes(full));
     self->send(s.prev[0], atom::backward::value, batch, owned_matrix{std::move(full)});
     return;
   }
@@ -23,6 +25,8 @@ void send_backward(self_ptr self, std::uint64_t batch, matrix&& full) {
     const auto& c = s.spec.prev_cols[i];
     matrix part = full.middleCols(static_cast<Eigen::Index>(c.begin),
                                   static_cast<Eigen::Index>(c.size()));
+    if (const auto* m = s.spec.metrics)
+      m->sent_msg(msg_kind::backward, payload_bytes(part));
     self->send(s.prev[i], atom::backward::value, batch, owned_matrix{std::move(part)});
   }
 }
@@ -39,6 +43,8 @@ void compute_loss(self_ptr self, std::uint64_t batch, const matrix& logits, bool
   } else {
     res = softmax_xent(logits, labels.data());
   }
+  if (const auto* m = s.spec.metrics)
+    m->sent_msg(msg_kind::loss, 0);
   self->send(s.sink, atom::loss::value, batch, train, res.loss_sum,
              static_cast<std::uint64_t>(res.correct));
 }
@@ -56,6 +62,10 @@ bool labels_fit(const std::vector<std::uint8_t>& labels, const matrix& logits) {
 void gathered(self_ptr self, std::uint64_t batch, gradient_relay_state::gather&& g) {
   auto& s = self->state;
   shared_matrix h = g.single ? std::move(g.single) : shared_matrix{std::move(g.buf)};
+  if (const auto* m = s.spec.metrics; m != nullptr && g.train) {
+    m->samples->Increment(static_cast<double>(h.get().rows()));
+    m->batches->Increment();
+  }
   if (s.spec.boundary == s.spec.layers) {
     auto it = s.labels.find(batch);
     if (it == s.labels.end()) { // labels still on their way
@@ -64,7 +74,7 @@ void gathered(self_ptr self, std::uint64_t batch, gradient_relay_state::gather&&
       return;
     }
     if (it->second.first != g.train || !labels_fit(it->second.second, h.get())) {
-      drop_message(self, s.dropped, "labels", batch);
+      drop_message(self, s.dropped, "labels", batch, s.spec.metrics, msg_kind::labels);
     } else {
       compute_loss(self, batch, h.get(), g.train, it->second.second);
     }
@@ -77,8 +87,11 @@ void gathered(self_ptr self, std::uint64_t batch, gradient_relay_state::gather&&
     p.count = 0;
     p.rows = h.get().rows();
   }
-  for (const auto& n : s.next)
+  for (const auto& n : s.next) {
+    if (const auto* m = s.spec.metrics)
+      m->sent_msg(msg_kind::forward, payload_bytes(h.get()));
     self->send(n, atom::forward::value, batch, g.train, h);
+  }
 }
 
 } // namespace
@@ -97,13 +110,15 @@ gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self
       if (s.spec.boundary == 0 || slice >= s.spec.prev_cols.size() || !h
           || !valid_batch(h.get(), static_cast<Eigen::Index>(s.spec.prev_cols[slice].size()),
                           s.spec.max_batch)) {
-        drop_message(self, s.dropped, "block", batch);
+        drop_message(self, s.dropped, "block", batch, s.spec.metrics, msg_kind::block);
         return;
       }
       if (s.finished.count(batch) != 0) {
-        drop_message(self, s.dropped, "block", batch);
+        drop_message(self, s.dropped, "block", batch, s.spec.metrics, msg_kind::block);
         return;
       }
+      if (const auto* m = s.spec.metrics)
+        m->received_msg(msg_kind::block, payload_bytes(h.get()));
       auto& g = s.forward[batch];
       if (g.got.empty()) {
         g.got.assign(s.spec.prev_cols.size(), false);
@@ -112,7 +127,7 @@ gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self
           g.buf.resize(h.get().rows(), static_cast<Eigen::Index>(s.spec.prev_width));
       } else if (g.got[slice] || g.train != train
                  || (g.buf.size() > 0 && g.buf.rows() != h.get().rows())) {
-        drop_message(self, s.dropped, "block", batch);
+        drop_message(self, s.dropped, "block", batch, s.spec.metrics, msg_kind::block);
         return;
       }
       g.got[slice] = true;
@@ -138,9 +153,11 @@ gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self
       if (it == s.backward.end() || s.spec.boundary == 0 || slice >= s.next.size()
           || !valid_batch(dx, static_cast<Eigen::Index>(s.spec.prev_width), s.spec.max_batch)
           || dx.rows() != it->second.rows || it->second.parts[slice].size() != 0) {
-        drop_message(self, s.dropped, "grad", batch);
+        drop_message(self, s.dropped, "grad", batch, s.spec.metrics, msg_kind::grad);
         return;
       }
+      if (const auto* m = s.spec.metrics)
+        m->received_msg(msg_kind::grad, payload_bytes(dx));
       auto& p = it->second;
       p.parts[slice] = std::move(dx);
       if (++p.count < p.parts.size())
@@ -157,12 +174,14 @@ gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self
       auto it = s.acks.find(batch);
       if (s.spec.boundary != 0 || it == s.acks.end() || slice >= s.next.size()
           || it->second.got[slice]) {
-        drop_message(self, s.dropped, "ack", batch);
+        drop_message(self, s.dropped, "ack", batch, s.spec.metrics, msg_kind::ack);
         return;
       }
       it->second.got[slice] = true;
       if (++it->second.count == s.next.size()) {
         s.acks.erase(it);
+        if (const auto* m = s.spec.metrics)
+          m->sent_msg(msg_kind::done, 0);
         self->send(s.sink, atom::done::value, batch);
       }
     },
@@ -172,25 +191,35 @@ gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self
       if (s.spec.boundary != 0 || !x || x.get().rows() < 1
           || static_cast<std::size_t>(x.get().rows()) > s.spec.max_batch
           || (train && s.acks.count(batch) != 0)) {
-        drop_message(self, s.dropped, "forward", batch);
+        drop_message(self, s.dropped, "forward", batch, s.spec.metrics, msg_kind::forward);
         return;
       }
       if (train)
         s.acks.emplace(batch, gradient_relay_state::ack_set{std::vector<bool>(s.next.size()), 0});
-      for (const auto& n : s.next)
+      if (const auto* m = s.spec.metrics) {
+        m->received_msg(msg_kind::forward, payload_bytes(x.get()));
+        if (train) {
+          m->samples->Increment(static_cast<double>(x.get().rows()));
+          m->batches->Increment();
+        }
+      }
+      for (const auto& n : s.next) {
+        if (const auto* m = s.spec.metrics)
+          m->sent_msg(msg_kind::forward, payload_bytes(x.get()));
         self->send(n, atom::forward::value, batch, train, x);
+      }
     },
     // Loss relay: a batch's labels.
     [=](atom::labels, std::uint64_t batch, bool train, std::vector<std::uint8_t>& ys) {
       auto& s = self->state;
       if (s.spec.boundary != s.spec.layers || ys.empty() || ys.size() > s.spec.max_batch
           || s.labels.count(batch) != 0) {
-        drop_message(self, s.dropped, "labels", batch);
+        drop_message(self, s.dropped, "labels", batch, s.spec.metrics, msg_kind::labels);
         return;
       }
       auto it = s.logits.find(batch);
       if (it == s.logits.end() && s.finished.count(batch) != 0) {
-        drop_message(self, s.dropped, "labels", batch); // its loss was computed already
+        drop_message(self, s.dropped, "labels", batch, s.spec.metrics, msg_kind::labels); // its loss was computed already
         return;
       }
       if (it == s.logits.end()) {
@@ -198,7 +227,7 @@ gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self
         return;
       }
       if (it->second.train != train || !labels_fit(ys, it->second.single.get()))
-        drop_message(self, s.dropped, "labels", batch);
+        drop_message(self, s.dropped, "labels", batch, s.spec.metrics, msg_kind::labels);
       else
         compute_loss(self, batch, it->second.single.get(), train, ys);
       s.logits.erase(it);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "actors.hpp"
+#include "metrics.hpp"
 #include "nettorrent/dense.hpp"
 
 namespace nettorrent {
@@ -30,6 +31,7 @@ struct relay_spec {
   std::vector<column_range> prev_cols; ///< column ranges of swarm k's slices (k > 0)
   std::size_t next_slices = 0;         ///< slices of swarm k+1 (k < L)
   std::size_t max_batch = 0;
+  const swarm_metrics* metrics = nullptr; ///< swarm k's metrics; null = off
 };
 
 struct gradient_relay_state {

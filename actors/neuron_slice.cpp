@@ -1,5 +1,7 @@
 #include "neuron_slice.hpp"
 
+#include <chrono>
+
 #include <caf/all.hpp>
 
 #include "validation.hpp"
@@ -23,12 +25,18 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
       auto& s = self->state;
       if (!x || !valid_batch(x.get(), fan_in, s.spec.max_batch)
           || (train && s.stash.count(batch) != 0)) {
-        drop_message(self, s.stats.dropped, "forward", batch);
+        drop_message(self, s.stats.dropped, "forward", batch, s.spec.metrics, msg_kind::forward);
         return;
       }
+      const auto t0 = std::chrono::steady_clock::now();
       matrix h;
       dense_forward(x.get(), s.params, s.spec.geometry.act, h);
       shared_matrix out{std::move(h)};
+      if (const auto* m = s.spec.metrics) {
+        m->forward_seconds->Observe(seconds_since(t0));
+        m->received_msg(msg_kind::forward, payload_bytes(x.get()));
+        m->sent_msg(msg_kind::block, payload_bytes(out.get()));
+      }
       if (train) {
         auto& e = s.stash[batch];
         e.x = x;
@@ -45,9 +53,10 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
       auto it = s.stash.find(batch);
       if (it == s.stash.end() || !valid_batch(dh, width, s.spec.max_batch)
           || dh.rows() != it->second.x.get().rows()) {
-        drop_message(self, s.stats.dropped, "backward", batch);
+        drop_message(self, s.stats.dropped, "backward", batch, s.spec.metrics, msg_kind::backward);
         return;
       }
+      const auto t0 = std::chrono::steady_clock::now();
       auto& e = it->second;
       const dense_params& forward_weights = e.weights ? *e.weights : s.params;
       const bool first_layer = s.spec.geometry.layer == 0;
@@ -55,6 +64,13 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
       // dX from the weights the forward pass used, before this update.
       dense_backward(e.x.get(), e.h.get(), s.spec.geometry.act, forward_weights, dh, s.grads,
                      first_layer ? nullptr : &dx);
+      if (const auto* m = s.spec.metrics) {
+        m->received_msg(msg_kind::backward, payload_bytes(dh));
+        if (first_layer)
+          m->sent_msg(msg_kind::ack, 0);
+        else
+          m->sent_msg(msg_kind::grad, payload_bytes(dx));
+      }
       if (first_layer)
         self->send(s.prev, atom::ack::value, batch, s.spec.index);
       else
@@ -70,6 +86,10 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
                   s.b_state);
       ++s.stats.updates;
       s.stash.erase(it);
+      if (const auto* m = s.spec.metrics) {
+        m->staleness->Observe(static_cast<double>(staleness));
+        m->backward_seconds->Observe(seconds_since(t0));
+      }
     },
     [=](atom::wire, slice_output_actor prev, slice_output_actor next) {
       self->state.prev = std::move(prev);

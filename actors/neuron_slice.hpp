@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "actors.hpp"
+#include "metrics.hpp"
 #include "nettorrent/config.hpp"
 #include "nettorrent/dense.hpp"
 #include "nettorrent/optimizer.hpp"
@@ -23,6 +24,7 @@ struct slice_spec {
   std::uint64_t seed = 0;
   bool weight_stashing = false;
   std::size_t max_batch = 0;    ///< largest batch a peer may send
+  const swarm_metrics* metrics = nullptr; ///< null = metrics off
 };
 
 struct neuron_slice_state {

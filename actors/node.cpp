@@ -14,6 +14,7 @@
 #include "nettorrent/error.hpp"
 #include "nettorrent/placement.hpp"
 #include "nettorrent/run_support.hpp"
+#include "metrics.hpp"
 #include "spawn.hpp"
 
 namespace nettorrent {
@@ -89,6 +90,15 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
   if (needs_data)
     data = std::make_shared<const data_splits>(load_run_data(cfg));
 
+  // Metrics outlive the actor system: declared first, destroyed last.
+  std::unique_ptr<metrics> m;
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (cfg.system.metrics) {
+    m = std::make_unique<metrics>(nc.id, cfg.model.layers.size() - 1, cfg.topology.replicas);
+    exposer = expose_metrics(*m, cfg.system.metrics_bind, nc.metrics_port);
+    out << me << ": metrics on http://" << cfg.system.metrics_bind << ':' << nc.metrics_port
+        << "/metrics" << std::endl;
+  }
   caf::actor_system_config sys_cfg;
   configure_actor_system(sys_cfg, cfg);
   register_message_types(sys_cfg);
@@ -107,6 +117,7 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
     spec.data = data;
     spec.verbose = true;
     spec.cluster_hash = cc.hash();
+    spec.metrics = m ? &m->run() : nullptr;
     coord = sys.spawn(coordinator, spec);
     auto port = sys.middleman().publish(coord, nc.port, nc.bind.c_str(), true);
     if (!port) {
@@ -148,7 +159,7 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
   std::vector<caf::actor> local;
   for (const auto& key : mine)
     if (key.kind != actor_kind::coordinator)
-      local.push_back(spawn_and_register(sys, cfg, data, key, coord));
+      local.push_back(spawn_and_register(sys, cfg, data, key, coord, m.get()));
 
   if (is_coordinator) {
     run_report report;
@@ -165,10 +176,13 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
       return 1;
     }
     print_summary(report, out);
+    if (m)
+      linger_for_scrapes(cfg.system.metrics_linger, out);
     return 0;
   }
 
   // Wait for the coordinator to end the run; it stops every actor first.
+  // (Non-coordinator nodes linger below, after the run is over.)
   self->monitor(coord);
   caf::error reason;
   self->receive([&](caf::down_msg& d) { reason = d.reason; });
@@ -180,6 +194,8 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
     return 1;
   }
   out << me << ": the run is over" << std::endl;
+  if (m)
+    linger_for_scrapes(cfg.system.metrics_linger, out);
   return 0;
 }
 

@@ -19,6 +19,10 @@ void send_batch(self_ptr self, std::uint64_t id, bool train, const std::uint32_t
   matrix x;
   std::vector<std::uint8_t> labels(n);
   gather_batch(set, idx, n, x, labels.data());
+  if (const auto* m = s.spec.metrics) {
+    m->sent_msg(msg_kind::labels, n);
+    m->sent_msg(msg_kind::forward, payload_bytes(x));
+  }
   self->send(s.loss_relay, atom::labels::value, id, train, std::move(labels));
   self->send(s.input, atom::forward::value, id, train, shared_matrix{std::move(x)});
 }
@@ -81,17 +85,21 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
   return {
     [=](atom::done, std::uint64_t batch) {
       auto& s = self->state;
+      if (const auto* m = s.spec.metrics)
+        m->received_msg(msg_kind::done, 0);
       if (s.in_flight.erase(batch) == 0) {
-        drop_message(self, s.dropped, "done", batch);
+        drop_message(self, s.dropped, "done", batch, s.spec.metrics, msg_kind::done);
         return;
       }
       feed(self);
     },
     [=](atom::loss, std::uint64_t batch, bool train, double loss_sum, std::uint64_t correct) {
       auto& s = self->state;
+      if (const auto* m = s.spec.metrics)
+        m->received_msg(msg_kind::loss, 0);
       if (train) {
         if (s.awaiting_loss.erase(batch) == 0) {
-          drop_message(self, s.dropped, "loss", batch);
+          drop_message(self, s.dropped, "loss", batch, s.spec.metrics, msg_kind::loss);
           return;
         }
         s.loss_sum += loss_sum;
@@ -100,7 +108,7 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
         return;
       }
       if (s.eval_pending.erase(batch) == 0) {
-        drop_message(self, s.dropped, "loss", batch);
+        drop_message(self, s.dropped, "loss", batch, s.spec.metrics, msg_kind::loss);
         return;
       }
       s.eval_loss += loss_sum;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "actors.hpp"
+#include "metrics.hpp"
 #include "nettorrent/data.hpp"
 #include "nettorrent/rng.hpp"
 
@@ -27,6 +28,7 @@ struct worker_spec {
   std::size_t sync_every = 10000;
   std::size_t max_epochs = 1;
   std::uint64_t seed = 0;
+  const swarm_metrics* metrics = nullptr; ///< swarm "0" of this replica; null = off
 };
 
 struct shard_worker_state {

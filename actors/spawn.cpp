@@ -65,13 +65,16 @@ std::vector<actor_key> pipeline_actors(const run_config& cfg) {
 
 caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
                               const std::shared_ptr<const data_splits>& data,
-                              const actor_key& key, const coordinator_actor& coord) {
+                              const actor_key& key, const coordinator_actor& coord,
+                              const metrics* m) {
+  auto swarm = [m](std::size_t s, std::size_t r) { return m ? &m->swarm(s, r) : nullptr; };
   const std::size_t L = cfg.model.layers.size() - 1;
   const std::size_t max_batch = max_batch_rows(cfg);
   switch (key.kind) {
     case actor_kind::swarm_leader: {
       auto a = sys.spawn(swarm_leader,
-                         leader_spec{key.layer, cfg.topology.replicas, cfg.topology.slices_of(key.layer)});
+                         leader_spec{key.layer, cfg.topology.replicas,
+                                     cfg.topology.slices_of(key.layer), swarm(key.layer + 1, 0)});
       caf::anon_send(coord, atom::reg::value, key.layer, a);
       return caf::actor_cast<caf::actor>(a);
     }
@@ -89,6 +92,7 @@ caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
       w.sync_every = cfg.topology.sync_every;
       w.max_epochs = cfg.training.max_epochs;
       w.seed = cfg.training.seed;
+      w.metrics = swarm(0, key.replica);
       auto a = sys.spawn(shard_worker, std::move(w));
       caf::anon_send(coord, atom::reg::value, key.replica, a);
       return caf::actor_cast<caf::actor>(a);
@@ -105,6 +109,7 @@ caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
       }
       rs.next_slices = k < L ? cfg.topology.slices_of(k) : 0;
       rs.max_batch = max_batch;
+      rs.metrics = swarm(k, key.replica);
       auto a = sys.spawn(gradient_relay, std::move(rs));
       caf::anon_send(coord, atom::reg::value, key.replica, k, a);
       return caf::actor_cast<caf::actor>(a);
@@ -119,6 +124,7 @@ caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
       ss.seed = cfg.training.seed;
       ss.weight_stashing = cfg.topology.weight_stashing;
       ss.max_batch = max_batch;
+      ss.metrics = swarm(key.layer + 1, key.replica);
       auto a = sys.spawn(neuron_slice, ss);
       caf::anon_send(coord, atom::reg::value, key.replica, key.layer, key.slice, a);
       return caf::actor_cast<caf::actor>(a);
@@ -130,14 +136,16 @@ caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
 }
 
 coordinator_actor spawn_embedded(caf::actor_system& sys, const run_config& cfg,
-                                 std::shared_ptr<const data_splits> data, bool verbose) {
+                                 std::shared_ptr<const data_splits> data, bool verbose,
+                                 const metrics* m) {
   coordinator_spec spec;
   spec.cfg = cfg;
   spec.data = data;
   spec.verbose = verbose;
+  spec.metrics = m ? &m->run() : nullptr;
   auto coord = sys.spawn(coordinator, spec);
   for (const auto& key : pipeline_actors(cfg))
-    spawn_and_register(sys, cfg, data, key, coord);
+    spawn_and_register(sys, cfg, data, key, coord, m);
   return coord;
 }
 

@@ -8,6 +8,7 @@
 #include <caf/actor_system_config.hpp>
 
 #include "actors.hpp"
+#include "metrics.hpp"
 #include "nettorrent/config.hpp"
 #include "nettorrent/data.hpp"
 #include "nettorrent/placement.hpp"
@@ -42,7 +43,8 @@ void register_message_types(caf::actor_system_config& sys_cfg);
 /// workers; others ignore it.
 caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
                               const std::shared_ptr<const data_splits>& data,
-                              const actor_key& key, const coordinator_actor& coord);
+                              const actor_key& key, const coordinator_actor& coord,
+                              const metrics* m = nullptr);
 
 /// Every actor of a run but the coordinator, in canonical order.
 std::vector<actor_key> pipeline_actors(const run_config& cfg);
@@ -50,6 +52,7 @@ std::vector<actor_key> pipeline_actors(const run_config& cfg);
 /// Spawns every actor of an embedded run (one process) and registers them
 /// with a fresh coordinator, which it returns. Send it `atom::run` to train.
 coordinator_actor spawn_embedded(caf::actor_system& sys, const run_config& cfg,
-                                 std::shared_ptr<const data_splits> data, bool verbose);
+                                 std::shared_ptr<const data_splits> data, bool verbose,
+                                 const metrics* m = nullptr);
 
 } // namespace nettorrent

@@ -21,9 +21,14 @@ struct round_tracker {
   std::uint64_t bytes = 0;
   bool failed = false;
 
+  const swarm_metrics* metrics = nullptr;
+
   void finish_one() {
-    if (--pending == 0 && !failed)
+    if (--pending == 0 && !failed) {
+      if (metrics != nullptr)
+        metrics->sync_bytes->Increment(static_cast<double>(bytes));
       promise.deliver(bytes);
+    }
   }
   void fail(const caf::error& err) {
     if (!failed) {
@@ -98,6 +103,10 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
     auto& s = self->state;
     if (s.alive > 0)
       --s.alive;
+    if (const auto* m = s.spec.metrics) {
+      m->peers_alive->Set(static_cast<double>(s.alive));
+      m->peer_failures->Increment();
+    }
     caf::aout(self) << "swarm leader " << s.spec.layer + 1 << ": a slice went down ("
                     << caf::to_string(msg.reason) << "), " << s.alive << " of "
                     << s.slices.size() << " alive" << std::endl;
@@ -109,6 +118,8 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
         return caf::make_error(caf::sec::invalid_argument, "swarm leader: wrong number of slices");
       s.slices = std::move(slices);
       s.alive = s.slices.size();
+      if (const auto* m = s.spec.metrics)
+        m->peers_alive->Set(static_cast<double>(s.alive));
       for (const auto& sl : s.slices)
         self->monitor(sl);
       return atom::ok::value;
@@ -118,10 +129,15 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
       if (best >= s.spec.replicas || policy > static_cast<std::uint8_t>(sync_policy::none))
         return caf::make_error(caf::sec::invalid_argument, "sync: bad replica or policy");
       const auto p = static_cast<sync_policy>(policy);
+      if (const auto* m = s.spec.metrics) {
+        m->sync_rounds->Increment();
+        m->sync_winner->Set(best);
+      }
       if (s.spec.replicas == 1 || p == sync_policy::none)
         return std::uint64_t{0};
       auto t = std::make_shared<round_tracker>();
       t->promise = self->make_response_promise<std::uint64_t>();
+      t->metrics = s.spec.metrics;
       if (p == sync_policy::best)
         sync_best(self, t, best);
       else

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "actors.hpp"
+#include "metrics.hpp"
 
 namespace nettorrent {
 
@@ -14,6 +15,7 @@ struct leader_spec {
   std::uint32_t layer = 0;
   std::size_t replicas = 1;
   std::size_t slices = 1;
+  const swarm_metrics* metrics = nullptr; ///< null = off
 };
 
 struct swarm_leader_state {

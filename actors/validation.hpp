@@ -4,7 +4,11 @@
 
 #include <cstdint>
 
+#include <chrono>
+
 #include <caf/actor_ostream.hpp>
+
+#include "metrics.hpp"
 
 #include "nettorrent/tensor.hpp"
 
@@ -16,10 +20,24 @@ inline bool valid_batch(const matrix& m, Eigen::Index cols, std::size_t max_rows
          && static_cast<std::size_t>(m.rows()) <= max_rows && all_finite(m);
 }
 
-/// Counts a dropped message and logs the first ten per actor.
+/// Bytes of a matrix payload, for the traffic metrics.
+inline std::size_t payload_bytes(const matrix& m) {
+  return static_cast<std::size_t>(m.size()) * sizeof(float);
+}
+
+/// Seconds since `t0`, for the latency histograms.
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// Counts a dropped message (also in `metrics`, when set) and logs the first
+/// ten per actor.
 template <class Self>
-void drop_message(Self* self, std::uint64_t& counter, const char* what, std::uint64_t batch) {
+void drop_message(Self* self, std::uint64_t& counter, const char* what, std::uint64_t batch,
+                  const swarm_metrics* metrics = nullptr, msg_kind kind = msg_kind::forward) {
   ++counter;
+  if (metrics != nullptr)
+    metrics->dropped_msg(kind);
   if (counter <= 10)
     caf::aout(self) << self->name() << " " << self->id() << ": dropped malformed " << what
                     << " message (batch " << batch << ")" << (counter == 10 ? "; further drops are only counted" : "")

@@ -92,6 +92,14 @@ struct system_config {
   /// Cluster runs: seconds without a message after which a node is lost
   /// (a frozen peer is noticed within this time).
   double connection_timeout = 10;
+  /// Export Prometheus metrics (one Exposer per process).
+  bool metrics = false;
+  /// Address the exporter listens on.
+  std::string metrics_bind = "127.0.0.1";
+  /// Port of the embedded run's exporter (cluster nodes use nodes.metrics_ports).
+  std::size_t metrics_port = 9470;
+  /// Seconds the exporter stays up after the run ends (for a last scrape).
+  double metrics_linger = 0;
 };
 
 struct run_config {

@@ -201,6 +201,24 @@ const std::vector<option_spec>& all_options() {
      "seconds the coordinator waits for every actor to register",
      [](run_config& c, const ini_value& v) { c.system.registration_timeout = read_real(v, 0.001, 86400); },
      [](const run_config& c) { return show(c.system.registration_timeout); }, false},
+    {"system.metrics", "boolean", "export Prometheus metrics (one exporter per process)",
+     [](run_config& c, const ini_value& v) { c.system.metrics = read_bool(v); },
+     [](const run_config& c) { return std::string{c.system.metrics ? "true" : "false"}; }, false},
+    {"system.metrics_bind", "string", "address the metrics exporter listens on",
+     [](run_config& c, const ini_value& v) {
+       c.system.metrics_bind = read_string(v);
+       if (c.system.metrics_bind.empty())
+         throw error("must not be empty");
+     },
+     [](const run_config& c) { return "\"" + c.system.metrics_bind + "\""; }, false},
+    {"system.metrics_port", "integer",
+     "port of the embedded run's metrics exporter (cluster nodes use nodes.metrics_ports)",
+     [](run_config& c, const ini_value& v) { c.system.metrics_port = read_size(v, 1, 65535); },
+     [](const run_config& c) { return show(c.system.metrics_port); }, false},
+    {"system.metrics_linger", "number",
+     "seconds the metrics exporter stays up after the run ends, for a last scrape",
+     [](run_config& c, const ini_value& v) { c.system.metrics_linger = read_real(v, 0, 86400); },
+     [](const run_config& c) { return show(c.system.metrics_linger); }, false},
     {"system.heartbeat_interval", "number",
      "cluster runs: seconds between BASP heartbeats to every connected node",
      [](run_config& c, const ini_value& v) { c.system.heartbeat_interval = read_real(v, 0.01, 3600); },
