@@ -5,6 +5,7 @@
 
 #include <caf/all.hpp>
 
+#include "nettorrent/plot.hpp"
 #include "nettorrent/run_support.hpp"
 #include "metrics.hpp"
 #include "spawn.hpp"
@@ -54,6 +55,11 @@ run_report run_embedded(const run_config& cfg, std::ostream& out, bool verbose) 
                report.ok = false;
                report.error = "the coordinator failed: " + sys.render(err);
              });
+  if (report.ok) {
+    const std::string png = cfg.training.output_dir + "/curve.png";
+    if (plot_curve(report.curve_path, png, out))
+      out << "plotted " << png << std::endl;
+  }
   if (m)
     linger_for_scrapes(cfg.system.metrics_linger, out);
   return report;

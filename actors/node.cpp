@@ -13,6 +13,7 @@
 #include "embedded.hpp"
 #include "nettorrent/error.hpp"
 #include "nettorrent/placement.hpp"
+#include "nettorrent/plot.hpp"
 #include "nettorrent/run_support.hpp"
 #include "metrics.hpp"
 #include "spawn.hpp"
@@ -176,6 +177,9 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
       return 1;
     }
     print_summary(report, out);
+    const std::string png = cfg.training.output_dir + "/curve.png";
+    if (plot_curve(report.curve_path, png, out))
+      out << "plotted " << png << std::endl;
     if (m)
       linger_for_scrapes(cfg.system.metrics_linger, out);
     return 0;

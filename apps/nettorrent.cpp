@@ -13,6 +13,7 @@
 #include "nettorrent/config.hpp"
 #include "nettorrent/error.hpp"
 #include "nettorrent/model.hpp"
+#include "nettorrent/plot.hpp"
 #include "nettorrent/run_support.hpp"
 
 namespace nt = nettorrent;
@@ -30,6 +31,8 @@ void usage(std::ostream& os) {
         "      train the whole model in one thread (the reference run)\n"
         "  evaluate --checkpoint=FILE [--data.dir=DIR] [--data.test_limit=N]\n"
         "      score a saved model on the test split: accuracy, loss, confusion matrix\n"
+        "  plot --curve=CURVE_CSV [--out=PNG]\n"
+        "      draw a learning curve with gnuplot (runs do this themselves at the end)\n"
         "  keys\n"
         "      list every configuration key with its type and default\n"
         "  help\n";
@@ -74,6 +77,26 @@ int cmd_node(const std::vector<std::string>& args) {
     throw nt::error(nc.cluster_file + " (with command-line overrides): " + e.what());
   }
   return nt::run_node(nc, std::cout, std::cerr);
+}
+
+int cmd_plot(const std::vector<std::string>& args) {
+  std::string curve;
+  std::string png;
+  for (const auto& a : args) {
+    if (a.rfind("--curve=", 0) == 0)
+      curve = a.substr(8);
+    else if (a.rfind("--out=", 0) == 0)
+      png = a.substr(6);
+    else
+      throw nt::error("plot: unexpected argument \"" + a + "\" (expected --curve=FILE [--out=FILE])");
+  }
+  if (curve.empty())
+    throw nt::error("plot: --curve=CURVE_CSV is required");
+  if (png.empty())
+    png = curve.substr(0, curve.rfind('.')) + ".png";
+  if (nt::plot_curve(curve, png, std::cerr))
+    std::cout << "plotted " << png << '\n';
+  return 0;
 }
 
 int cmd_evaluate(const std::vector<std::string>& args) {
@@ -149,6 +172,8 @@ int main(int argc, char** argv) {
       return cmd_node(args);
     if (cmd == "train")
       return cmd_train(args);
+    if (cmd == "plot")
+      return cmd_plot(args);
     if (cmd == "evaluate")
       return cmd_evaluate(args);
     if (cmd == "keys") {

@@ -5,6 +5,7 @@
 #include <ostream>
 
 #include "nettorrent/error.hpp"
+#include "nettorrent/plot.hpp"
 #include "nettorrent/run_support.hpp"
 
 namespace nettorrent {
@@ -212,6 +213,9 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
   sum.curve_path = tc.output_dir + "/curve.csv";
   save_checkpoint(sum.checkpoint_path, ck);
   write_curve_csv(sum.curve_path, curve);
+  const std::string png = tc.output_dir + "/curve.png";
+  if (plot_curve(sum.curve_path, png, out))
+    out << "plotted " << png << '\n';
 
   out << "done: " << sum.samples << " samples in " << format_duration(sum.seconds) << " ("
       << fmt("%.0f", sum.samples_per_second) << " samples/s), best validation accuracy "
