@@ -488,14 +488,18 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
     [=](atom::hello, const std::string& node, std::uint64_t hash) -> caf::result<atom::ok> {
       auto& st = self->state;
       if (hash != st.spec.cluster_hash) {
-        char buf[160];
-        std::snprintf(buf, sizeof buf,
-                      "refused node %s: its cluster description hashes to %016llx, the "
-                      "coordinator's to %016llx",
-                      node.c_str(), static_cast<unsigned long long>(hash),
-                      static_cast<unsigned long long>(st.spec.cluster_hash));
-        caf::aout(self) << "coordinator: " << buf << std::endl;
-        return caf::make_error(caf::sec::invalid_argument, std::string{buf});
+        // A std::string, not a char array: actor_ostream prints an array
+        // through deep_to_string, in quotes; and a fixed buffer would cut
+        // the hashes off after a long node name.
+        auto hex = [](std::uint64_t x) {
+          char buf[20];
+          std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(x));
+          return std::string{buf};
+        };
+        std::string msg = "refused node " + node + ": its cluster description hashes to "
+                          + hex(hash) + ", the coordinator's to " + hex(st.spec.cluster_hash);
+        caf::aout(self) << "coordinator: " << msg << std::endl;
+        return caf::make_error(caf::sec::invalid_argument, std::move(msg));
       }
       if (st.spec.verbose)
         caf::aout(self) << "coordinator: node " << node << " joined" << std::endl;

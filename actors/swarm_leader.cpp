@@ -105,11 +105,15 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
       --s.alive;
     if (const auto* m = s.spec.metrics) {
       m->peers_alive->Set(static_cast<double>(s.alive));
-      m->peer_failures->Increment();
+      if (msg.reason != caf::exit_reason::user_shutdown)
+        m->peer_failures->Increment();
     }
-    caf::aout(self) << "swarm leader " << s.spec.layer + 1 << ": a slice went down ("
-                    << caf::to_string(msg.reason) << "), " << s.alive << " of "
-                    << s.slices.size() << " alive" << std::endl;
+    // The coordinator stops every actor with user_shutdown at the end of a
+    // run: that is no failure worth a line.
+    if (msg.reason != caf::exit_reason::user_shutdown)
+      caf::aout(self) << "swarm leader " << s.spec.layer + 1 << ": a slice went down ("
+                      << caf::to_string(msg.reason) << "), " << s.alive << " of "
+                      << s.slices.size() << " alive" << std::endl;
   });
   return {
     [=](atom::wire, std::vector<neuron_slice_actor>& slices) -> caf::result<atom::ok> {

@@ -1,0 +1,776 @@
+// Cluster runs as real processes: `nettorrent node` and
+// scripts/launch-cluster.sh started with fork/exec on loopback.
+//
+// Every test writes its own cluster.ini and node files into a fresh temp
+// directory, with TCP ports found free at run time, so parallel ctest runs
+// don't clash. Each child runs in a process group of its own; the fixture
+// kills (SIGKILL) and reaps every group in TearDown, whatever failed, and no
+// wait lasts beyond the test's budget of 120 s.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nettorrent/checkpoint.hpp"
+#include "nettorrent/cluster.hpp"
+#include "nettorrent/placement.hpp"
+
+extern char** environ;
+
+namespace nt = nettorrent;
+namespace fs = std::filesystem;
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+const std::string cli = NETTORRENT_CLI;
+const std::string source_dir = NETTORRENT_SOURCE_DIR;
+const std::string launcher = source_dir + "/scripts/launch-cluster.sh";
+
+/// No test may take longer than this; every child is killed after it.
+constexpr auto test_budget = 120s;
+
+#define EXPECT_CONTAINS(haystack, needle)                                                  \
+  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                        \
+    << "does not contain \"" << (needle) << "\":\n"                                       \
+    << (haystack)
+
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream is{path, std::ios::binary};
+  return std::string{std::istreambuf_iterator<char>(is), std::istreambuf_iterator<char>()};
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream os{path, std::ios::binary};
+  os << text;
+  ASSERT_TRUE(os.good()) << "cannot write " << path;
+}
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  for (std::size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
+    s.replace(at, from.size(), to);
+  return s;
+}
+
+std::string hex(std::uint64_t x) {
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(x));
+  return buf;
+}
+
+/// `n` distinct TCP ports that were free on 127.0.0.1 a moment ago: bound to
+/// port 0 (all at once, so they differ), read back, closed.
+std::vector<std::uint16_t> free_ports(std::size_t n) {
+  std::vector<int> fds;
+  std::vector<std::uint16_t> ports;
+  for (std::size_t i = 0; i < n; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+      break;
+    fds.push_back(fd);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = 0;
+    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    socklen_t len = sizeof a;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0
+        || ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      break;
+    ports.push_back(ntohs(a.sin_port));
+  }
+  for (int fd : fds)
+    ::close(fd);
+  return ports;
+}
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status))
+    return "exit status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return std::string{"killed by signal "} + std::to_string(WTERMSIG(status)) + " ("
+           + ::strsignal(WTERMSIG(status)) + ")";
+  return "status " + std::to_string(status);
+}
+
+/// One child process in a process group of its own (so it and anything it
+/// starts can be killed together), stdout and stderr in files. The
+/// destructor kills the whole group with SIGKILL and reaps the child.
+class child_process {
+public:
+  using env_changes = std::map<std::string, std::optional<std::string>>; ///< nullopt: unset
+
+  child_process(std::string name, std::vector<std::string> argv, const std::string& cwd,
+                std::string out_path, std::string err_path, const env_changes& env)
+    : name_(std::move(name)), out_path_(std::move(out_path)), err_path_(std::move(err_path)) {
+    // Everything the child needs is built before fork: after it, only
+    // async-signal-safe calls.
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string kv = *e;
+      if (env.count(kv.substr(0, kv.find('='))) == 0)
+        env_strings.push_back(kv);
+    }
+    for (const auto& [k, v] : env)
+      if (v)
+        env_strings.push_back(k + "=" + *v);
+    std::vector<char*> args;
+    for (auto& a : argv)
+      args.push_back(a.data());
+    args.push_back(nullptr);
+    std::vector<char*> envp;
+    for (auto& e : env_strings)
+      envp.push_back(e.data());
+    envp.push_back(nullptr);
+    const bool merged = out_path_ == err_path_;
+    const int out_fd = ::open(out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const int err_fd = merged ? out_fd
+                              : ::open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                                       0644);
+    const int in_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (out_fd < 0 || err_fd < 0 || in_fd < 0)
+      throw std::runtime_error("cannot open the output files of " + name_);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setpgid(0, 0);
+      // Default dispositions and no blocked signals, whatever the test
+      // runner inherited (a script cannot trap a signal ignored on entry).
+      struct sigaction sa{};
+      sa.sa_handler = SIG_DFL;
+      for (int sig : {SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD})
+        ::sigaction(sig, &sa, nullptr);
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      if (::chdir(cwd.c_str()) != 0 || ::dup2(in_fd, 0) < 0 || ::dup2(out_fd, 1) < 0
+          || ::dup2(err_fd, 2) < 0)
+        ::_exit(126);
+      ::execve(args[0], args.data(), envp.data());
+      const char msg[] = "child_process: execve failed\n";
+      [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
+      ::_exit(127);
+    }
+    ::close(in_fd);
+    ::close(out_fd);
+    if (!merged)
+      ::close(err_fd);
+    if (pid_ < 0)
+      throw std::runtime_error("fork failed for " + name_);
+    ::setpgid(pid_, pid_); // both sides, so no signal can race the child's own call
+  }
+
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+
+  ~child_process() { kill_all(); }
+
+  /// SIGKILL to the whole group (SIGCONT too, for a stopped one), then reap.
+  void kill_all() {
+    if (pid_ <= 0)
+      return;
+    ::kill(-pid_, SIGKILL);
+    ::kill(-pid_, SIGCONT);
+    if (!status_) {
+      int st = 0;
+      while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+      }
+      status_ = st;
+    }
+    pid_ = -1;
+  }
+
+  const std::string& name() const { return name_; }
+  pid_t pid() const { return pid_; }
+
+  /// Reaps the child if it has exited; true while it runs.
+  bool running() {
+    if (status_ || pid_ <= 0)
+      return false;
+    int st = 0;
+    const pid_t r = ::waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) {
+      status_ = st;
+      return false;
+    }
+    return true;
+  }
+
+  /// Waits until the child exits or `deadline` passes; true if it exited.
+  bool wait_until(clock_type::time_point deadline) {
+    while (running()) {
+      if (clock_type::now() >= deadline)
+        return false;
+      std::this_thread::sleep_for(20ms);
+    }
+    return true;
+  }
+
+  /// The raw wait status (valid once exited).
+  int status() const { return status_.value_or(-1); }
+  bool exited() const { return status_.has_value(); }
+  bool exited_ok() const { return status_ && WIFEXITED(*status_) && WEXITSTATUS(*status_) == 0; }
+  std::string describe() const { return status_ ? describe_status(*status_) : "still running"; }
+
+  /// Sends `sig` to the child alone (not its group).
+  void signal(int sig) { ASSERT_EQ(::kill(pid_, sig), 0) << name_ << ": " << std::strerror(errno); }
+
+  /// True if any process of the child's group is still alive (a zombie the
+  /// child did not reap counts as alive).
+  bool group_alive() const { return pid_ > 0 && (::kill(-pid_, 0) == 0 || errno != ESRCH); }
+
+  std::string out() const { return read_file(out_path_); }
+  std::string err() const { return out_path_ == err_path_ ? std::string{} : read_file(err_path_); }
+  /// Both, labelled, for failure messages.
+  std::string log() const {
+    std::string s = "--- " + name_ + " (" + describe() + ") stdout:\n" + out();
+    if (out_path_ != err_path_)
+      s += "--- " + name_ + " stderr:\n" + err();
+    return s;
+  }
+
+private:
+  std::string name_;
+  std::string out_path_;
+  std::string err_path_;
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+};
+
+/// The result-affecting keys of a run: written once for the cluster file
+/// and once for the embedded run's file, so both describe the same run.
+struct run_spec {
+  std::string strategy = "round_robin";
+  int replicas = 1;
+  int slices = 3;
+  int max_in_flight = 1;
+  int train_limit = 1280;
+  int max_epochs = 1;
+  bool keep_best = false;
+  int sync_every = 100000;
+  int seed = 11;
+  std::string learning_rate = "0.001";
+  double registration_timeout = 30;
+  double heartbeat_interval = 1;
+  double connection_timeout = 10;
+
+  std::string run_sections(const std::string& output_dir) const {
+    std::ostringstream os;
+    os << "[model]\nlayers = [784, 256, 128, 10]\nactivation = \"relu\"\n\n"
+       << "[data]\ndir = \"\"\nvalidation_size = 5000\ntrain_limit = " << train_limit
+       << "\ntest_limit = 2000\n\n"
+       << "[training]\nbatch_size = 64\nmax_epochs = " << max_epochs
+       << "\ntarget_accuracy = 0.0\nkeep_best = " << (keep_best ? "true" : "false")
+       << "\nseed = " << seed << "\noutput_dir = \"" << output_dir
+       << "\"\nprogress_interval = 0\n\n"
+       << "[optimizer]\nkind = \"adam\"\nlearning_rate = " << learning_rate << "\n\n"
+       << "[topology]\nreplicas = " << replicas << "\nslices = " << slices
+       << "\nmax_in_flight = " << max_in_flight << "\nsync_every = " << sync_every
+       << "\nsync_policy = \"best\"\n\n"
+       << "[system]\nscheduler_threads = 1\nregistration_timeout = " << registration_timeout
+       << "\nheartbeat_interval = " << heartbeat_interval
+       << "\nconnection_timeout = " << connection_timeout << "\n";
+    return os.str();
+  }
+};
+
+class ClusterProcesses : public ::testing::Test {
+protected:
+  void SetUp() override {
+    static int counter = 0;
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::temp_directory_path()
+           / ("nettorrent-cluster-" + std::string{info->name()} + "-"
+              + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    fs::remove_all(dir_);
+    ASSERT_TRUE(fs::create_directories(dir_));
+    t0_ = clock_type::now();
+    deadline_ = t0_ + test_budget;
+  }
+
+  void TearDown() override {
+    for (auto& c : children_)
+      c->kill_all();
+    if (HasFailure()) {
+      // Keep the logs of a failed test.
+      std::cerr << "test files and logs kept in " << dir_.string() << '\n';
+      for (const auto& c : children_)
+        std::cerr << c->log() << '\n';
+    } else {
+      std::error_code ec;
+      fs::remove_all(dir_, ec);
+    }
+    children_.clear();
+  }
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  /// Starts a child with stdout and stderr in <name>.out / <name>.err
+  /// (one file, <name>.log, if `merged`).
+  child_process& start(const std::string& name, std::vector<std::string> argv,
+                       const child_process::env_changes& env = {}, bool merged = false) {
+    const std::string out = path(name + (merged ? ".log" : ".out"));
+    const std::string err = merged ? out : path(name + ".err");
+    children_.push_back(
+      std::make_unique<child_process>(name, std::move(argv), dir_.string(), out, err, env));
+    return *children_.back();
+  }
+
+  child_process& start_node(const std::string& node_file, const std::string& name,
+                            std::vector<std::string> overrides = {}) {
+    std::vector<std::string> argv{cli, "node", "--config-file=" + path(node_file)};
+    argv.insert(argv.end(), overrides.begin(), overrides.end());
+    return start(name, std::move(argv));
+  }
+
+  /// Writes `file` (a cluster description: `spec`'s run plus [placement]
+  /// and [nodes] for n0..n(N-1) on `ports`) and, unless `node_files` is
+  /// false, node-i.ini naming it.
+  void write_cluster(const run_spec& spec, const std::vector<std::uint16_t>& ports,
+                     const std::vector<std::uint16_t>& metrics, const std::string& output_dir,
+                     const std::string& file = "cluster.ini", bool node_files = true) {
+    std::ostringstream os;
+    os << spec.run_sections(output_dir) << "\n[placement]\nstrategy = \"" << spec.strategy
+       << "\"\n\n[nodes]\n";
+    auto list = [&](const char* key, auto item) {
+      os << key << " = [";
+      for (std::size_t i = 0; i < ports.size(); ++i)
+        os << (i ? ", " : "") << item(i);
+      os << "]\n";
+    };
+    list("ids", [](std::size_t i) { return "\"n" + std::to_string(i) + "\""; });
+    list("hosts", [](std::size_t) { return std::string{"\"127.0.0.1\""}; });
+    list("ports", [&](std::size_t i) { return std::to_string(ports[i]); });
+    list("metrics_ports", [&](std::size_t i) { return std::to_string(metrics[i]); });
+    write_file(path(file), os.str());
+    if (node_files)
+      for (std::size_t i = 0; i < ports.size(); ++i)
+        write_node_file("node-" + std::to_string(i) + ".ini", file, i, ports[i]);
+  }
+
+  void write_node_file(const std::string& name, const std::string& cluster_file, std::size_t i,
+                       std::uint16_t port) {
+    write_file(path(name), "[node]\ncluster_file = \"" + cluster_file + "\"\nid = \"n"
+                             + std::to_string(i) + "\"\nbind = \"127.0.0.1\"\nport = "
+                             + std::to_string(port) + "\n");
+  }
+
+  /// 2n free ports: n middleman ports, then n metrics ports.
+  void pick_ports(std::size_t n, std::vector<std::uint16_t>& ports,
+                  std::vector<std::uint16_t>& metrics) {
+    auto all = free_ports(2 * n);
+    ASSERT_EQ(all.size(), 2 * n) << "cannot find free ports on 127.0.0.1";
+    ports.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(n));
+    metrics.assign(all.begin() + static_cast<std::ptrdiff_t>(n), all.end());
+  }
+
+  /// The earlier of now + `limit` and the test's budget.
+  clock_type::time_point within(std::chrono::duration<double> limit) const {
+    return std::min(deadline_,
+                    clock_type::now() + std::chrono::duration_cast<clock_type::duration>(limit));
+  }
+
+  /// Waits for `c` to exit within `limit`; a timeout is a test failure.
+  ::testing::AssertionResult exits_within(child_process& c, std::chrono::duration<double> limit) {
+    const auto t = clock_type::now();
+    if (c.wait_until(within(limit)))
+      return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure()
+           << c.name() << " still runs after " << seconds_since(t) << " s\n"
+           << c.log();
+  }
+
+  /// Waits until `c`'s stdout (`from_err`: stderr) contains `needle`.
+  ::testing::AssertionResult prints_within(child_process& c, const std::string& needle,
+                                           std::chrono::duration<double> limit,
+                                           bool from_err = false) {
+    const auto until = within(limit);
+    for (;;) {
+      const bool was_running = c.running();
+      if ((from_err ? c.err() : c.out()).find(needle) != std::string::npos)
+        return ::testing::AssertionSuccess();
+      if (!was_running)
+        return ::testing::AssertionFailure()
+               << c.name() << " ended without printing \"" << needle << "\"\n" << c.log();
+      if (clock_type::now() >= until)
+        return ::testing::AssertionFailure()
+               << c.name() << " did not print \"" << needle << "\" in time\n" << c.log();
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+
+  /// A copy of config/cluster in <dir>/<sub>, with every middleman and
+  /// metrics port replaced by a free one.
+  std::string copy_shipped_cluster(const std::string& sub) {
+    std::vector<std::uint16_t> ports, metrics;
+    pick_ports(3, ports, metrics);
+    if (ports.size() != 3)
+      return {};
+    const fs::path to = dir_ / sub;
+    fs::create_directories(to);
+    for (const auto& name : {"cluster.ini", "node-0.ini", "node-1.ini", "node-2.ini"}) {
+      std::string text = read_file(source_dir + "/config/cluster/" + name);
+      EXPECT_FALSE(text.empty()) << "config/cluster/" << name;
+      for (std::size_t i = 0; i < 3; ++i) {
+        text = replace_all(text, std::to_string(4200 + i), std::to_string(ports[i]));
+        text = replace_all(text, std::to_string(9200 + i), std::to_string(metrics[i]));
+      }
+      write_file((to / name).string(), text);
+    }
+    // The copy must really use the new ports, or runs could clash.
+    const nt::cluster_config cc = nt::load_cluster_config((to / "cluster.ini").string());
+    EXPECT_EQ(cc.nodes.size(), 3u);
+    for (std::size_t i = 0; i < cc.nodes.size() && i < 3; ++i) {
+      EXPECT_EQ(cc.nodes[i].port, ports[i]);
+      EXPECT_EQ(cc.nodes[i].metrics_port, metrics[i]);
+    }
+    return to.string();
+  }
+
+  child_process::env_changes launcher_env(const std::optional<std::string>& cluster_dir) const {
+    return {{"NETTORRENT_BIN", cli},
+            {"NETTORRENT_CLUSTER_DIR", cluster_dir},
+            {"NETTORRENT_KILL_GRACE", std::string{"5"}}};
+  }
+
+  fs::path dir_;
+  clock_type::time_point t0_;
+  clock_type::time_point deadline_;
+  std::vector<std::unique_ptr<child_process>> children_;
+};
+
+bool bytes_equal(const float* a, const float* b, std::size_t n) {
+  return n == 0 || std::memcmp(a, b, n * sizeof(float)) == 0;
+}
+
+void expect_bit_identical(const nt::optimizer_state& a, const nt::optimizer_state& b,
+                          const std::string& what) {
+  EXPECT_EQ(a.steps, b.steps) << what;
+  ASSERT_EQ(a.m.size(), b.m.size()) << what;
+  ASSERT_EQ(a.v.size(), b.v.size()) << what;
+  EXPECT_TRUE(bytes_equal(a.m.data(), b.m.data(), a.m.size())) << what << ": first moments differ";
+  EXPECT_TRUE(bytes_equal(a.v.data(), b.v.data(), a.v.size())) << what << ": second moments differ";
+}
+
+// ---------------------------------------------------------------------------
+
+TEST_F(ClusterProcesses, ThreeNodeRunIsBitIdenticalToTheEmbeddedRun) {
+  std::vector<std::uint16_t> ports, metrics;
+  ASSERT_NO_FATAL_FAILURE(pick_ports(3, ports, metrics));
+  run_spec spec; // round_robin, 1 replica, 3 slices per layer, max_in_flight 1, 20 batches
+  ASSERT_NO_FATAL_FAILURE(write_cluster(spec, ports, metrics, path("cluster-out")));
+  ASSERT_NO_FATAL_FAILURE(write_file(path("run.ini"), spec.run_sections(path("embedded-out"))));
+
+  // The point of the test: each layer's slices sit on three different
+  // processes, so every layer's forward and backward pass crosses the wire.
+  const nt::cluster_config cc = nt::load_cluster_config(path("cluster.ini"));
+  const nt::placement_plan plan = nt::plan_placement(cc);
+  ASSERT_EQ(plan.layers(), 3u);
+  for (std::size_t l = 0; l < plan.layers(); ++l) {
+    const auto& nodes = plan.slice_nodes.at(0).at(l);
+    ASSERT_EQ(nodes.size(), 3u);
+    EXPECT_EQ(std::set<std::size_t>(nodes.begin(), nodes.end()).size(), 3u)
+      << "layer " << l << "'s slices share a node";
+  }
+
+  child_process& embedded = start("embedded", {cli, "train", "--config-file=" + path("run.ini")});
+  ASSERT_TRUE(exits_within(embedded, 60s));
+  ASSERT_TRUE(embedded.exited_ok()) << embedded.log();
+
+  const auto t = clock_type::now();
+  std::vector<child_process*> nodes;
+  for (int i = 0; i < 3; ++i)
+    nodes.push_back(&start_node("node-" + std::to_string(i) + ".ini", "n" + std::to_string(i)));
+  for (auto* n : nodes)
+    ASSERT_TRUE(exits_within(*n, 60s));
+  for (auto* n : nodes)
+    EXPECT_TRUE(n->exited_ok()) << n->log();
+  std::cout << "3-node run: " << seconds_since(t) << " s\n";
+  EXPECT_CONTAINS(nodes[0]->out(), "test: accuracy");
+  EXPECT_CONTAINS(nodes[1]->out(), "node n1: the run is over");
+  EXPECT_CONTAINS(nodes[2]->out(), "node n2: the run is over");
+
+  const nt::model_checkpoint a = nt::load_checkpoint(path("embedded-out/model.ckpt"));
+  const nt::model_checkpoint b = nt::load_checkpoint(path("cluster-out/model.ckpt"));
+  EXPECT_EQ(a.header.samples, 1280u);
+  EXPECT_EQ(a.header.step, 20u);
+  EXPECT_EQ(a.header.layers, b.header.layers);
+  EXPECT_EQ(a.header.activations, b.header.activations);
+  EXPECT_EQ(a.header.optimizer, b.header.optimizer);
+  EXPECT_EQ(a.header.config_hash, b.header.config_hash);
+  EXPECT_EQ(a.header.step, b.header.step);
+  EXPECT_EQ(a.header.samples, b.header.samples);
+  EXPECT_EQ(a.header.epoch, b.header.epoch);
+  EXPECT_EQ(a.header.rng_state, b.header.rng_state);
+  ASSERT_EQ(a.layers.size(), 3u);
+  ASSERT_EQ(a.layers.size(), b.layers.size());
+  for (std::size_t l = 0; l < a.layers.size(); ++l) {
+    const auto& x = a.layers[l];
+    const auto& y = b.layers[l];
+    const std::string what = "layer " + std::to_string(l + 1);
+    ASSERT_EQ(x.params.w.rows(), y.params.w.rows()) << what;
+    ASSERT_EQ(x.params.w.cols(), y.params.w.cols()) << what;
+    ASSERT_EQ(x.params.b.size(), y.params.b.size()) << what;
+    EXPECT_TRUE(bytes_equal(x.params.w.data(), y.params.w.data(),
+                            static_cast<std::size_t>(x.params.w.size())))
+      << what << ": W differs (max |diff| " << (x.params.w - y.params.w).cwiseAbs().maxCoeff()
+      << ")";
+    EXPECT_TRUE(bytes_equal(x.params.b.data(), y.params.b.data(),
+                            static_cast<std::size_t>(x.params.b.size())))
+      << what << ": b differs";
+    expect_bit_identical(x.w_state, y.w_state, what + " W optimizer state");
+    expect_bit_identical(x.b_state, y.b_state, what + " b optimizer state");
+    // Adam: both moments exist, and every slice took all 20 steps.
+    EXPECT_EQ(x.w_state.m.size(), static_cast<std::size_t>(x.params.w.size())) << what;
+    EXPECT_EQ(x.w_state.steps, 20u) << what;
+  }
+}
+
+TEST_F(ClusterProcesses, NodeWithDifferentClusterDescriptionIsRefused) {
+  std::vector<std::uint16_t> ports, metrics;
+  ASSERT_NO_FATAL_FAILURE(pick_ports(3, ports, metrics));
+  run_spec spec;
+  spec.strategy = "by_swarm";
+  ASSERT_NO_FATAL_FAILURE(write_cluster(spec, ports, metrics, path("out")));
+  run_spec other = spec;
+  other.learning_rate = "0.002"; // one result-affecting key
+  ASSERT_NO_FATAL_FAILURE(
+    write_cluster(other, ports, metrics, path("out"), "cluster-other.ini", false));
+  ASSERT_NO_FATAL_FAILURE(write_node_file("node-1-other.ini", "cluster-other.ini", 1, ports[1]));
+  const std::string good_hash = hex(nt::load_cluster_config(path("cluster.ini")).hash());
+  const std::string other_hash = hex(nt::load_cluster_config(path("cluster-other.ini")).hash());
+  ASSERT_NE(good_hash, other_hash);
+
+  child_process& n0 = start_node("node-0.ini", "n0");
+  ASSERT_TRUE(prints_within(n0, "listening on", 20s));
+  child_process& n1 = start_node("node-1-other.ini", "n1");
+  ASSERT_TRUE(exits_within(n1, 30s));
+  EXPECT_FALSE(n1.exited_ok()) << n1.log();
+  const std::string err = n1.err();
+  EXPECT_CONTAINS(err, "refused");
+  EXPECT_CONTAINS(err, "hash");
+  EXPECT_CONTAINS(err, other_hash);
+  EXPECT_CONTAINS(err, good_hash);
+  EXPECT_CONTAINS(err, "127.0.0.1:" + std::to_string(ports[0]));
+
+  ASSERT_TRUE(prints_within(n0, "refused node n1", 10s));
+  EXPECT_CONTAINS(n0.out(), "\ncoordinator: refused node n1: its cluster description hashes to "
+                              + other_hash + ", the coordinator's to " + good_hash + "\n");
+  // A refused peer does not bring the coordinator down; the fixture kills it.
+  EXPECT_TRUE(n0.running()) << n0.log();
+}
+
+TEST_F(ClusterProcesses, UnreachableCoordinatorIsNamed) {
+  std::vector<std::uint16_t> ports, metrics;
+  ASSERT_NO_FATAL_FAILURE(pick_ports(3, ports, metrics));
+  run_spec spec;
+  spec.registration_timeout = 2;
+  ASSERT_NO_FATAL_FAILURE(write_cluster(spec, ports, metrics, path("out")));
+
+  const auto t = clock_type::now();
+  child_process& n1 = start_node("node-1.ini", "n1"); // n0 is never started
+  ASSERT_TRUE(exits_within(n1, 10s));
+  const double took = seconds_since(t);
+  std::cout << "n1 gave up after " << took << " s: " << n1.describe() << '\n';
+  EXPECT_FALSE(n1.exited_ok()) << n1.log();
+  const std::string err = n1.err();
+  EXPECT_CONTAINS(err, "cannot reach the coordinator");
+  EXPECT_CONTAINS(err, "127.0.0.1:" + std::to_string(ports[0]));
+  EXPECT_GE(took, 1.5) << "gave up before system.registration_timeout = 2";
+}
+
+// Starts a 3-node run long enough to be interrupted (20 epochs) and waits for
+// the coordinator's first progress line.
+class LostNode : public ClusterProcesses {
+protected:
+  void start_long_run(double heartbeat, double timeout) {
+    std::vector<std::uint16_t> ports, metrics;
+    ASSERT_NO_FATAL_FAILURE(pick_ports(3, ports, metrics));
+    run_spec spec;
+    spec.strategy = "by_swarm";
+    spec.replicas = 2;
+    spec.slices = 1;
+    spec.max_in_flight = 2;
+    spec.train_limit = 0;
+    spec.max_epochs = 20;
+    spec.sync_every = 10000;
+    spec.heartbeat_interval = heartbeat;
+    spec.connection_timeout = timeout;
+    ASSERT_NO_FATAL_FAILURE(write_cluster(spec, ports, metrics, path("out")));
+    for (int i = 0; i < 3; ++i)
+      nodes_.push_back(
+        &start_node("node-" + std::to_string(i) + ".ini", "n" + std::to_string(i)));
+    ASSERT_TRUE(prints_within(*nodes_[0], "\nepoch ", 60s));
+    for (auto* n : nodes_)
+      ASSERT_TRUE(n->running()) << "the run ended too early\n" << n->log();
+  }
+
+  /// The coordinator's node must end with an error naming a lost actor.
+  void expect_coordinator_names_lost_actor(clock_type::time_point t, double limit) {
+    ASSERT_TRUE(exits_within(*nodes_[0], std::chrono::duration<double>(limit - seconds_since(t))));
+    std::cout << "the coordinator's node ended " << seconds_since(t) << " s after the fault: "
+              << nodes_[0]->describe() << '\n';
+    EXPECT_FALSE(nodes_[0]->exited_ok()) << nodes_[0]->log();
+    EXPECT_TRUE(WIFEXITED(nodes_[0]->status())) << "crashed instead of failing cleanly";
+    const std::string err = nodes_[0]->err();
+    EXPECT_TRUE(std::regex_search(
+      err, std::regex{"lost (swarm leader|neuron slice|gradient relay|shard worker) \\("}))
+      << err;
+    // The surviving node learns that the run ended abnormally and fails too.
+    ASSERT_TRUE(exits_within(*nodes_[1], 15s));
+    EXPECT_FALSE(nodes_[1]->exited_ok()) << nodes_[1]->log();
+    EXPECT_CONTAINS(nodes_[1]->err(), "ended abnormally");
+  }
+
+  std::vector<child_process*> nodes_;
+};
+
+TEST_F(LostNode, KilledNodeEndsTheRunNamingTheLostActor) {
+  ASSERT_NO_FATAL_FAILURE(start_long_run(0.5, 3));
+  const auto t = clock_type::now();
+  nodes_[2]->signal(SIGKILL);
+  ASSERT_TRUE(exits_within(*nodes_[2], 5s));
+  EXPECT_TRUE(WIFSIGNALED(nodes_[2]->status()));
+  // A crashed node's connection closes at once; allow the connection
+  // timeout (3 s) plus slack.
+  expect_coordinator_names_lost_actor(t, 3 + 7);
+}
+
+TEST_F(LostNode, FrozenNodeIsCaughtByHeartbeats) {
+  ASSERT_NO_FATAL_FAILURE(start_long_run(0.2, 2));
+  const auto t = clock_type::now();
+  nodes_[2]->signal(SIGSTOP); // TCP stays up: only the heartbeat timeout notices
+  expect_coordinator_names_lost_actor(t, 2 + 8);
+  // TearDown sends SIGKILL and SIGCONT to n2.
+}
+
+// --- scripts/launch-cluster.sh ---------------------------------------------
+
+TEST_F(ClusterProcesses, LauncherRunsThreeNodesWithPrefixedOutput) {
+  const std::string cdir = copy_shipped_cluster("cluster");
+  child_process& l =
+    start("launcher",
+          {launcher, "3", "--training.max_epochs=1", "--data.train_limit=5000",
+           "--training.output_dir=" + path("out")},
+          launcher_env(cdir), true);
+  ASSERT_TRUE(exits_within(l, 60s));
+  const std::string out = l.out();
+  EXPECT_TRUE(l.exited_ok()) << out;
+  EXPECT_CONTAINS(out, "\n[n0] ");
+  EXPECT_CONTAINS(out, "\n[n1] ");
+  EXPECT_CONTAINS(out, "\n[n2] ");
+  EXPECT_CONTAINS(out, "[n0] test: accuracy");
+  EXPECT_CONTAINS(out, "[n1] node n1: the run is over");
+  EXPECT_CONTAINS(out, "[n2] node n2: the run is over");
+  EXPECT_CONTAINS(out, "all 3 nodes exited 0");
+  EXPECT_NO_THROW(nt::load_checkpoint(path("out/model.ckpt")));
+  EXPECT_FALSE(l.group_alive()) << "the launcher left processes behind";
+}
+
+TEST_F(ClusterProcesses, LauncherStopsTheOthersWhenANodeFails) {
+  const std::string cdir = copy_shipped_cluster("cluster");
+  // An unknown key: node n1 refuses to start.
+  std::string node1 = read_file(cdir + "/node-1.ini");
+  node1 += "\nbogus_key = 3\n";
+  ASSERT_NO_FATAL_FAILURE(write_file(cdir + "/node-1.ini", node1));
+
+  const auto t = clock_type::now();
+  child_process& l = start("launcher",
+                           {launcher, "3", "--training.max_epochs=1",
+                            "--training.output_dir=" + path("out")},
+                           launcher_env(cdir), true);
+  ASSERT_TRUE(exits_within(l, 30s));
+  const double took = seconds_since(t);
+  const std::string out = l.out();
+  EXPECT_TRUE(WIFEXITED(l.status()) && WEXITSTATUS(l.status()) != 0) << l.describe() << '\n'
+                                                                      << out;
+  EXPECT_CONTAINS(out, "[n1] ");
+  EXPECT_CONTAINS(out, "bogus_key");
+  EXPECT_CONTAINS(out, "node n1 (" + cdir + "/node-1.ini) FAILED: exit status 1");
+  EXPECT_CONTAINS(out, "failed: n1 (exit status 1)");
+  // The others were stopped, not left to wait out registration_timeout = 30.
+  EXPECT_LT(took, 20) << out;
+  EXPECT_FALSE(l.group_alive()) << "the launcher left processes behind";
+}
+
+// Ctrl-C in a terminal signals the whole foreground process group;
+// `kill PID` signals the launcher alone. Either way every node stops.
+class LauncherSignal : public ClusterProcesses, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(LauncherSignal, StopsEveryNode) {
+  const bool ctrl_c = GetParam();
+  const std::string cdir = copy_shipped_cluster("cluster");
+  child_process& l = start("launcher",
+                           {launcher, "--training.max_epochs=20", "--training.progress_interval=0",
+                            "--training.output_dir=" + path("out")},
+                           launcher_env(cdir), true);
+  ASSERT_TRUE(prints_within(l, "[n0] epoch ", 60s));
+  const auto t = clock_type::now();
+  if (ctrl_c)
+    ASSERT_EQ(::kill(-l.pid(), SIGINT), 0);
+  else
+    l.signal(SIGTERM);
+  ASSERT_TRUE(exits_within(l, 15s));
+  std::cout << "the launcher ended " << seconds_since(t) << " s after the signal: " << l.describe()
+            << '\n';
+  const std::string out = l.out();
+  EXPECT_TRUE(WIFEXITED(l.status())) << l.describe();
+  EXPECT_EQ(WEXITSTATUS(l.status()), ctrl_c ? 130 : 143) << out;
+  EXPECT_CONTAINS(out, ctrl_c ? "caught SIGINT" : "caught SIGTERM");
+  for (const char* n : {"n0", "n1", "n2"})
+    EXPECT_CONTAINS(out, "node " + std::string{n} + " stopped");
+  EXPECT_FALSE(l.group_alive()) << "the launcher left processes behind";
+}
+
+INSTANTIATE_TEST_SUITE_P(ClusterProcesses, LauncherSignal, ::testing::Values(true, false),
+                         [](const auto& p) { return p.param ? "CtrlC" : "Sigterm"; });
+
+TEST_F(ClusterProcesses, LauncherRefusesMissingOrSurplusNodeFiles) {
+  // The default directory, config/cluster, has node files for 3 nodes only.
+  child_process& four = start("launcher-4", {launcher, "4"}, launcher_env(std::nullopt), true);
+  ASSERT_TRUE(exits_within(four, 10s));
+  EXPECT_FALSE(four.exited_ok());
+  EXPECT_CONTAINS(four.out(), source_dir + "/config/cluster/node-3.ini");
+
+  // Fewer nodes than the cluster lists would wait out the registration
+  // deadline: refused up front.
+  const std::string cdir = copy_shipped_cluster("cluster");
+  child_process& two = start("launcher-2", {launcher, "2"}, launcher_env(cdir), true);
+  ASSERT_TRUE(exits_within(two, 10s));
+  EXPECT_FALSE(two.exited_ok());
+  EXPECT_CONTAINS(two.out(), "lists 3 nodes");
+
+  child_process& bad = start("launcher-x", {launcher, "three"}, launcher_env(cdir), true);
+  ASSERT_TRUE(exits_within(bad, 10s));
+  EXPECT_FALSE(bad.exited_ok());
+  EXPECT_CONTAINS(bad.out(), "positive integer");
+}
+
+} // namespace
