@@ -191,3 +191,30 @@ TEST_F(Prometheus, ScrapesEmbeddedAndClusterRunsAndAnswersEveryDashboardQuery) {
 }
 
 } // namespace
+
+namespace {
+
+TEST_F(Prometheus, ATakenMetricsPortIsAClearError) {
+  // Hold a port, then ask a run to serve its metrics there.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const std::string port = std::to_string(ntohs(addr.sin_port));
+  auto& run = start({cli, "train", "--config-file=" + source_dir + "/config/local.ini",
+                     "--data.train_limit=2000", "--training.max_epochs=1",
+                     "--training.output_dir=" + (dir / "out").string(),
+                     "--system.metrics_port=" + port},
+                    "taken.log");
+  const int code = run.wait_for(60s);
+  ::close(fd);
+  EXPECT_EQ(code, 1) << run.output();
+  EXPECT_NE(run.output().find("127.0.0.1:" + port), std::string::npos) << run.output();
+  EXPECT_FALSE(fs::exists(dir / "out" / "model.ckpt")) << "the run trained anyway";
+}
+
+} // namespace
