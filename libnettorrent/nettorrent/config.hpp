@@ -69,11 +69,11 @@ struct topology_config {
   /// an update is at most max_in_flight - 1.
   std::size_t max_in_flight = 2;
   /// Samples per replica between sync rounds.
-  std::size_t sync_every = 10000;
-  sync_policy policy = sync_policy::best;
+  std::size_t sync_every = 5000;
+  sync_policy policy = sync_policy::average;
   /// Validation samples used to score replicas in a sync round (0 = the whole
   /// validation split).
-  std::size_t validation_subset = 2000;
+  std::size_t validation_subset = 0;
   /// Keep forward-time weights for the backward pass.
   bool weight_stashing = false;
 
