@@ -282,9 +282,15 @@ TEST_F(ConfigFiles, LocalIniHoldsTheDocumentedDefaults) {
   EXPECT_EQ(c.training.eval_every, 0u);
   EXPECT_EQ(c.training.seed, 1u);
   EXPECT_EQ(c.training.output_dir, "runs/local");
-  EXPECT_EQ(c.training.progress_interval, 5.0);
+  EXPECT_EQ(c.training.progress_interval, 1.0); // the demo prints a line a second
   EXPECT_EQ(c.optimizer.kind, nt::optimizer_kind::adam);
   EXPECT_FLOAT_EQ(c.optimizer.learning_rate, 0.001f);
+  EXPECT_EQ(c.topology.replicas, 2u);
+  EXPECT_EQ(c.topology.slices, (std::vector<std::size_t>{1}));
+  EXPECT_EQ(c.topology.max_in_flight, 2u);
+  EXPECT_EQ(c.topology.sync_every, 5000u);
+  EXPECT_EQ(c.topology.policy, nt::sync_policy::average);
+  EXPECT_EQ(c.topology.validation_subset, 0u);
   EXPECT_FLOAT_EQ(c.optimizer.momentum, 0.9f);
   EXPECT_FALSE(c.optimizer.nesterov);
   EXPECT_FLOAT_EQ(c.optimizer.beta1, 0.9f);
