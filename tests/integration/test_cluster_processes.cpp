@@ -438,9 +438,15 @@ protected:
     for (const auto& name : {"cluster.ini", "node-0.ini", "node-1.ini", "node-2.ini"}) {
       std::string text = read_file(source_dir + "/config/cluster/" + name);
       EXPECT_FALSE(text.empty()) << "config/cluster/" << name;
+      // Two phases through placeholders: a new port may contain an old one
+      // ("59200" holds "9200"), which a direct replacement would rewrite.
       for (std::size_t i = 0; i < 3; ++i) {
-        text = replace_all(text, std::to_string(4200 + i), std::to_string(ports[i]));
-        text = replace_all(text, std::to_string(9200 + i), std::to_string(metrics[i]));
+        text = replace_all(text, std::to_string(4200 + i), "@PORT" + std::to_string(i) + "@");
+        text = replace_all(text, std::to_string(9200 + i), "@METRICS" + std::to_string(i) + "@");
+      }
+      for (std::size_t i = 0; i < 3; ++i) {
+        text = replace_all(text, "@PORT" + std::to_string(i) + "@", std::to_string(ports[i]));
+        text = replace_all(text, "@METRICS" + std::to_string(i) + "@", std::to_string(metrics[i]));
       }
       write_file((to / name).string(), text);
     }
