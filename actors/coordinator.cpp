@@ -552,6 +552,13 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
     },
     [=](atom::barrier, barrier_report& r) {
       auto& st = self->state;
+      if (r.diverged && st.state != phase::done) {
+        fail(self, "training diverged: replica " + std::to_string(r.replica)
+                     + " saw a non-finite loss in epoch " + std::to_string(r.epoch) + " after "
+                     + std::to_string(r.samples)
+                     + " samples (lower optimizer.learning_rate); nothing was written");
+        return;
+      }
       if (st.state != phase::training || r.replica >= st.replicas || st.barriers[r.replica]) {
         caf::aout(self) << "coordinator: ignored an unexpected barrier report from replica "
                         << r.replica << std::endl;

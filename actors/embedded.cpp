@@ -16,6 +16,7 @@ run_report run_embedded(const run_config& cfg, std::ostream& out, bool verbose) 
   prepare_math_thread();
   check_output_dir(cfg.training.output_dir);
   auto data = std::make_shared<const data_splits>(load_run_data(cfg));
+  check_shard_sizes(cfg, data->train.size());
   std::string shape;
   for (auto w : cfg.model.layers)
     shape += (shape.empty() ? "" : "-") + std::to_string(w);

@@ -1,5 +1,7 @@
 #include "gradient_relay.hpp"
 
+#include <limits>
+
 #include <caf/all.hpp>
 
 #include "nettorrent/loss.hpp"
@@ -29,6 +31,14 @@ void send_backward(self_ptr self, std::uint64_t batch, matrix&& full) {
       m->sent_msg(msg_kind::backward, payload_bytes(part));
     self->send(s.prev[i], atom::backward::value, batch, owned_matrix{std::move(part)});
   }
+}
+
+/// A training batch carried non-finite values: the weights diverged. The
+/// batch can never complete, so report a non-finite loss for it; the worker
+/// then stops the run with an error instead of waiting forever.
+void report_divergence(self_ptr self, std::uint64_t batch) {
+  self->send(self->state.sink, atom::loss::value, batch, true,
+             std::numeric_limits<double>::quiet_NaN(), std::uint64_t{0});
 }
 
 /// Loss relay: both logits and labels of `batch` are here.
@@ -111,6 +121,8 @@ gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self
           || !valid_batch(h.get(), static_cast<Eigen::Index>(s.spec.prev_cols[slice].size()),
                           s.spec.max_batch)) {
         drop_message(self, s.dropped, "block", batch, s.spec.metrics, msg_kind::block);
+        if (train && h && !all_finite(h.get()))
+          report_divergence(self, batch);
         return;
       }
       if (s.finished.count(batch) != 0) {
@@ -154,6 +166,8 @@ gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self
           || !valid_batch(dx, static_cast<Eigen::Index>(s.spec.prev_width), s.spec.max_batch)
           || dx.rows() != it->second.rows || it->second.parts[slice].size() != 0) {
         drop_message(self, s.dropped, "grad", batch, s.spec.metrics, msg_kind::grad);
+        if (it != s.backward.end() && !all_finite(dx))
+          report_divergence(self, batch);
         return;
       }
       if (const auto* m = s.spec.metrics)

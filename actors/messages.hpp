@@ -137,12 +137,13 @@ struct barrier_report {
   std::uint64_t epoch = 0;      ///< 1-based epoch in progress
   double loss_sum = 0;          ///< training loss summed since the last barrier
   std::uint64_t loss_samples = 0;
+  bool diverged = false;        ///< a training loss was not finite: the run must stop
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, barrier_report& r) {
   return f(caf::meta::type_name("barrier_report"), r.replica, r.finished, r.samples, r.epoch,
-           r.loss_sum, r.loss_samples);
+           r.loss_sum, r.loss_samples, r.diverged);
 }
 
 } // namespace nettorrent

@@ -88,8 +88,10 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
   std::shared_ptr<const data_splits> data;
   if (is_coordinator)
     check_output_dir(cfg.training.output_dir);
-  if (needs_data)
+  if (needs_data) {
     data = std::make_shared<const data_splits>(load_run_data(cfg));
+    check_shard_sizes(cfg, data->train.size());
+  }
 
   // Metrics outlive the actor system: declared first, destroyed last.
   std::unique_ptr<metrics> m;

@@ -1,5 +1,7 @@
 #include "shard_worker.hpp"
 
+#include <cmath>
+
 #include <caf/all.hpp>
 
 #include "validation.hpp"
@@ -45,7 +47,9 @@ void feed(self_ptr self) {
   while (s.running && !s.finished && s.in_flight.size() < s.spec.max_in_flight
          && s.since_sync < s.spec.sync_every) {
     if (s.epoch == 0 || s.cursor + b > s.order.size()) {
-      if (!next_epoch(s)) {
+      // A shard smaller than one batch has nothing to feed (the run's
+      // configuration check refuses that; this keeps the worker safe).
+      if (s.order.size() < b || !next_epoch(s)) {
         s.finished = true;
         break;
       }
@@ -100,6 +104,18 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
       if (train) {
         if (s.awaiting_loss.erase(batch) == 0) {
           drop_message(self, s.dropped, "loss", batch, s.spec.metrics, msg_kind::loss);
+          return;
+        }
+        if (!std::isfinite(loss_sum)) {
+          // The weights diverged: the pipeline cannot recover (its gradients
+          // are dropped as malformed), so tell the coordinator at once.
+          barrier_report r;
+          r.replica = s.spec.replica;
+          r.epoch = s.epoch;
+          r.samples = s.samples;
+          r.diverged = true;
+          s.running = false;
+          self->send(s.coordinator, atom::barrier::value, r);
           return;
         }
         s.loss_sum += loss_sum;

@@ -118,6 +118,9 @@ int cmd_evaluate(const std::vector<std::string>& args) {
   for (std::size_t l = 0; l < geometry.size(); ++l) {
     geometry[l].act = ck.header.activations[l];
     params.push_back(ck.layers[l].params);
+    if (!nt::all_finite(params.back().w) || !nt::all_finite(params.back().b))
+      throw nt::error(checkpoint + ": layer " + std::to_string(l + 1)
+                      + " holds non-finite weights (saved from a diverged run?)");
   }
   nt::prepare_math_thread();
   const std::string dir = cfg.data.dir.empty() ? nt::fashion_mnist_dir() : cfg.data.dir;

@@ -10,9 +10,9 @@ namespace nettorrent {
 /// The gnuplot program that draws `csv` into `png`.
 std::string curve_plot_script(const std::string& csv, const std::string& png);
 
-/// Runs gnuplot to draw `csv` into `png` (written atomically). A missing
-/// gnuplot is not an error: a warning goes to `warn` and false is returned.
-/// Throws nettorrent::error if `csv` is missing or gnuplot fails.
+/// Runs gnuplot to draw `csv` into `png` (written atomically). A missing or
+/// failing gnuplot is not an error: a warning goes to `warn` and false is
+/// returned. Throws nettorrent::error if `csv` is missing or not a curve.
 bool plot_curve(const std::string& csv, const std::string& png, std::ostream& warn);
 
 } // namespace nettorrent

@@ -17,6 +17,10 @@ namespace nettorrent {
 /// Reads the configured data set and makes the validation split.
 data_splits load_run_data(const run_config& cfg);
 
+/// Throws naming topology.replicas if a data shard of the configured
+/// replicas would hold less than one training batch.
+void check_shard_sizes(const run_config& cfg, std::size_t train_size);
+
 /// One point of a learning curve.
 struct curve_point {
   std::size_t epoch = 0;          ///< 1-based epoch in progress

@@ -1,6 +1,7 @@
 #include "nettorrent/centralised.hpp"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <ostream>
 
@@ -162,6 +163,10 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
     for (std::size_t b = 0; b < batches_per_epoch && !done; ++b) {
       gather_batch(data.train_pool, order.data() + b * batch, batch, x, labels.data());
       const loss_result res = trainer.train_batch(x, labels.data());
+      if (!std::isfinite(res.loss_sum))
+        throw error("training diverged in epoch " + std::to_string(epoch) + ", batch "
+                    + std::to_string(b + 1) + ": the loss is not finite (lower "
+                    "optimizer.learning_rate); nothing was written");
       loss_acc += res.loss_sum;
       loss_samples += batch;
       sum.samples += batch;

@@ -78,7 +78,8 @@ bool plot_curve(const std::string& csv, const std::string& png, std::ostream& wa
   std::remove(script.c_str());
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     std::remove(tmp_png.c_str());
-    throw error(csv + ": gnuplot failed to draw " + png);
+    warn << "warning: gnuplot failed to draw " << png << " from " << csv << std::endl;
+    return false;
   }
   if (std::rename(tmp_png.c_str(), png.c_str()) != 0) {
     std::remove(tmp_png.c_str());

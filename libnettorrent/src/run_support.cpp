@@ -40,6 +40,16 @@ data_splits load_run_data(const run_config& cfg) {
   return d;
 }
 
+void check_shard_sizes(const run_config& cfg, std::size_t train_size) {
+  const std::size_t r = cfg.topology.replicas;
+  const std::size_t smallest = train_size / r;
+  if (smallest < cfg.training.batch_size)
+    throw error("topology.replicas = " + std::to_string(r) + " cuts the " + std::to_string(train_size)
+                + " training samples into shards of " + std::to_string(smallest)
+                + ", fewer than one batch (training.batch_size = "
+                + std::to_string(cfg.training.batch_size) + "): use fewer replicas or more data");
+}
+
 void write_curve_csv(const std::string& path, const std::vector<curve_point>& curve) {
   write_file_atomically(path, [&](std::ostream& os) {
     os << "epoch,samples,seconds,train_loss,validation_loss,validation_accuracy\n";

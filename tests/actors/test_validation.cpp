@@ -1,6 +1,7 @@
 // Malformed messages: a neuron slice or gradient relay drops them, counts
 // them, and keeps working. Every actor under test is wired to test doubles
 // that record what they get and fail on anything they did not expect.
+#include <cmath>
 #include <limits>
 
 #include "fixture.hpp"
@@ -270,7 +271,18 @@ TEST_F(RelayValidation, HiddenRelayDropsMalformedMessagesAndKeepsWorking) {
   expected_drops += 2;
   EXPECT_EQ(rig.next_log->size(), 2u);
   EXPECT_EQ(relay_dropped(relay), expected_drops);
-  EXPECT_TRUE(rig.sink_log->empty());
+  // The two non-finite payloads of training batches (the NaN block of b1 and
+  // the NaN partial of b5) mean diverged weights: each is reported to the
+  // worker as a non-finite loss so the run stops instead of waiting forever.
+  // Shape errors are not reported.
+  ASSERT_EQ(rig.sink_log->size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(rig.sink_log->at(i).kind, received::loss);
+    EXPECT_TRUE(rig.sink_log->at(i).train);
+    EXPECT_TRUE(std::isnan(rig.sink_log->at(i).loss_sum));
+  }
+  EXPECT_EQ(rig.sink_log->at(0).batch, b1);
+  EXPECT_EQ(rig.sink_log->at(1).batch, b5);
   EXPECT_TRUE(no_message_waiting());
 }
 

@@ -107,18 +107,42 @@ private:
   int code_ = -1;
 };
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// `n` distinct TCP ports on 127.0.0.1 that were free a moment ago. They
+/// are drawn from 20000-32767, below Linux's ephemeral range (32768-60999):
+/// ports the kernel hands out for outgoing connections — Prometheus scrapes,
+/// CAF links, other tests — would otherwise take a picked port before the
+/// process under test binds it. Each candidate is bound (all at once, so they
+/// differ) and released.
+inline std::vector<std::uint16_t> free_ports(std::size_t n) {
+  static unsigned state = static_cast<unsigned>(::getpid()) * 2654435761u;
+  std::vector<int> fds;
+  std::vector<std::uint16_t> ports;
+  for (int attempts = 0; ports.size() < n && attempts < 1000; ++attempts) {
+    state = state * 1664525u + 1013904223u;
+    const auto port = static_cast<std::uint16_t>(20000 + (state >> 8) % 12768);
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+      break;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(fd);
+      continue;
+    }
+    fds.push_back(fd);
+    ports.push_back(port);
+  }
+  for (int fd : fds)
+    ::close(fd);
+  return ports;
+}
+
+/// One free port (see free_ports).
 inline std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  const auto p = free_ports(1);
+  return p.empty() ? 0 : p[0];
 }
 
 /// HTTP/1.0 GET on 127.0.0.1:port; returns the body ("" on failure).

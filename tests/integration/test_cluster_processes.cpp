@@ -8,6 +8,8 @@
 // wait lasts beyond the test's budget of 120 s.
 #include <gtest/gtest.h>
 
+#include "child_process.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -87,30 +89,7 @@ std::string hex(std::uint64_t x) {
   return buf;
 }
 
-/// `n` distinct TCP ports that were free on 127.0.0.1 a moment ago: bound to
-/// port 0 (all at once, so they differ), read back, closed.
-std::vector<std::uint16_t> free_ports(std::size_t n) {
-  std::vector<int> fds;
-  std::vector<std::uint16_t> ports;
-  for (std::size_t i = 0; i < n; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-      break;
-    fds.push_back(fd);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = 0;
-    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    socklen_t len = sizeof a;
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0
-        || ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-      break;
-    ports.push_back(ntohs(a.sin_port));
-  }
-  for (int fd : fds)
-    ::close(fd);
-  return ports;
-}
+using integration::free_ports;
 
 std::string describe_status(int status) {
   if (WIFEXITED(status))

@@ -99,13 +99,14 @@ protected:
 };
 
 TEST_F(Prometheus, ScrapesEmbeddedAndClusterRunsAndAnswersEveryDashboardQuery) {
-  using integration::free_port;
-  prom_port = free_port();
-  const std::uint16_t m_local = free_port();
-  const std::uint16_t m0 = free_port();
-  const std::uint16_t m1 = free_port();
-  const std::uint16_t b0 = free_port();
-  const std::uint16_t b1 = free_port();
+  const auto ports = integration::free_ports(6);
+  ASSERT_EQ(ports.size(), 6u) << "cannot find free ports on 127.0.0.1";
+  prom_port = ports[0];
+  const std::uint16_t m_local = ports[1];
+  const std::uint16_t m0 = ports[2];
+  const std::uint16_t m1 = ports[3];
+  const std::uint16_t b0 = ports[4];
+  const std::uint16_t b1 = ports[5];
   write("prometheus.yml",
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n"

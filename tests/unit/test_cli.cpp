@@ -238,3 +238,29 @@ TEST_F(Cli, OutputDirBelowARegularFileFailsAtOnceWithoutPartialFiles) {
 }
 
 } // namespace
+
+namespace {
+
+TEST_F(Cli, TrainRefusesShardsSmallerThanABatch) {
+  // 100 samples in 2 shards of 50 < batch 64: refused before training.
+  const cli_result r = run_cli({"train", "--config-file=" + local_ini, "--data.train_limit=100",
+                                "--system.metrics=false", "--training.output_dir=" + path("out")});
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("topology.replicas"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(path("out"))) << r.output;
+}
+
+TEST_F(Cli, TrainStopsADivergingRunWithAnError) {
+  // Plain SGD at learning rate 10 on a linear network sends the weights to
+  // infinity within a few batches (deterministically per replica); the run must end with an error, not hang, and write nothing.
+  const cli_result r = run_cli({"train", "--config-file=" + local_ini, "--optimizer.kind=sgd",
+                                "--optimizer.learning_rate=10", "--model.activation=identity",
+                                "--topology.max_in_flight=1", "--system.metrics=false",
+                                "--training.output_dir=" + path("out")});
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("diverged"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("optimizer.learning_rate"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(path("out") + "/model.ckpt")) << r.output;
+}
+
+} // namespace
