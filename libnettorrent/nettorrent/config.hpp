@@ -67,7 +67,7 @@ struct topology_config {
   std::vector<std::size_t> slices{1};
   /// Batches a replica may have in its pipeline at once (>= 1). Staleness of
   /// an update is at most max_in_flight - 1.
-  std::size_t max_in_flight = 2;
+  std::size_t max_in_flight = 1;
   /// Samples per replica between sync rounds.
   std::size_t sync_every = 5000;
   sync_policy policy = sync_policy::average;

@@ -264,3 +264,28 @@ TEST_F(Cli, TrainStopsADivergingRunWithAnError) {
 }
 
 } // namespace
+
+namespace {
+
+TEST_F(Cli, TheDefaultTrainRunRepeatsBitForBit) {
+  // config/local.ini's pipeline (2 replicas, max_in_flight 1) on a subset,
+  // twice: the checkpoints must be byte-identical files.
+  auto train = [&](const std::string& out) {
+    return run_cli({"train", "--config-file=" + local_ini, "--data.train_limit=6400",
+                    "--training.max_epochs=2", "--topology.sync_every=1600",
+                    "--system.metrics=false", "--training.output_dir=" + path(out)});
+  };
+  const cli_result a = train("a");
+  const cli_result b = train("b");
+  ASSERT_EQ(a.code, 0) << a.output;
+  ASSERT_EQ(b.code, 0) << b.output;
+  auto bytes = [](const std::string& file) {
+    std::ifstream in{file, std::ios::binary};
+    return std::string{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  };
+  const std::string ca = bytes(path("a") + "/model.ckpt");
+  ASSERT_GT(ca.size(), 1000u);
+  EXPECT_TRUE(ca == bytes(path("b") + "/model.ckpt")) << "two runs of the same config differ";
+}
+
+} // namespace

@@ -287,7 +287,7 @@ TEST_F(ConfigFiles, LocalIniHoldsTheDocumentedDefaults) {
   EXPECT_FLOAT_EQ(c.optimizer.learning_rate, 0.001f);
   EXPECT_EQ(c.topology.replicas, 2u);
   EXPECT_EQ(c.topology.slices, (std::vector<std::size_t>{1}));
-  EXPECT_EQ(c.topology.max_in_flight, 2u);
+  EXPECT_EQ(c.topology.max_in_flight, 1u);
   EXPECT_EQ(c.topology.sync_every, 5000u);
   EXPECT_EQ(c.topology.policy, nt::sync_policy::average);
   EXPECT_EQ(c.topology.validation_subset, 0u);
