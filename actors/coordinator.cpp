@@ -545,6 +545,8 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
     },
     [=](atom::deadline) {
       auto& st = self->state;
+      if (self->current_sender() != self->ctrl()) // only our own timer may end registration
+        return;
       if (st.state == phase::registering)
         fail(self, "registration deadline of "
                      + fmt("%g", st.spec.cfg.system.registration_timeout) + "s passed: "

@@ -202,8 +202,9 @@ gradient_relay(gradient_relay_actor::stateful_pointer<gradient_relay_state> self
     // Input relay: a batch from the shard worker.
     [=](atom::forward, std::uint64_t batch, bool train, const shared_matrix& x) {
       auto& s = self->state;
-      if (s.spec.boundary != 0 || !x || x.get().rows() < 1
-          || static_cast<std::size_t>(x.get().rows()) > s.spec.max_batch
+      if (s.spec.boundary != 0 || !x
+          || !valid_batch(x.get(), static_cast<Eigen::Index>(s.spec.prev_width),
+                          s.spec.max_batch)
           || (train && s.acks.count(batch) != 0)) {
         drop_message(self, s.dropped, "forward", batch, s.spec.metrics, msg_kind::forward);
         return;

@@ -27,7 +27,8 @@ struct relay_spec {
   std::uint32_t replica = 0;
   std::uint32_t boundary = 0;          ///< k
   std::uint32_t layers = 0;            ///< L
-  std::size_t prev_width = 0;          ///< out_{k-1}: width of the gathered H (k > 0)
+  std::size_t prev_width = 0;          ///< layers[k]: width of the gathered H (k > 0),
+                                       ///< of the input batches (k = 0)
   std::vector<column_range> prev_cols; ///< column ranges of swarm k's slices (k > 0)
   std::size_t next_slices = 0;         ///< slices of swarm k+1 (k < L)
   std::size_t max_batch = 0;

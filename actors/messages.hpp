@@ -34,7 +34,10 @@ typename Inspector::result_type inspect_matrix(Inspector& f, Mat& m, const char*
     if (auto err = f(caf::meta::type_name(name), rows, cols))
       return err;
     // Refuse absurd shapes before allocating (64 Mi floats = 256 MiB).
-    if (rows * cols > (std::uint64_t{1} << 26) || (Mat::RowsAtCompileTime == 1 && rows != 1))
+    // Each factor first: rows * cols could wrap around for huge values.
+    constexpr std::uint64_t limit = std::uint64_t{1} << 26;
+    if (rows > limit || cols > limit || rows * cols > limit
+        || (Mat::RowsAtCompileTime == 1 && rows != 1))
       return caf::make_error(caf::sec::invalid_argument);
     m.resize(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
     return f.apply_raw(static_cast<std::size_t>(m.size()) * sizeof(float), m.data());

@@ -103,8 +103,8 @@ caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
       rs.replica = key.replica;
       rs.boundary = k;
       rs.layers = static_cast<std::uint32_t>(L);
+      rs.prev_width = cfg.model.layers[k];
       if (k > 0) {
-        rs.prev_width = cfg.model.layers[k];
         rs.prev_cols = split_columns(cfg.model.layers[k], cfg.topology.slices_of(k - 1));
       }
       rs.next_slices = k < L ? cfg.topology.slices_of(k) : 0;

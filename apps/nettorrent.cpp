@@ -180,7 +180,9 @@ int main(int argc, char** argv) {
     if (cmd == "evaluate")
       return cmd_evaluate(args);
     if (cmd == "keys") {
-      std::cout << nt::describe_config_keys();
+      std::cout << "run configuration (config/local.ini; cluster files take them too):\n"
+                << nt::describe_config_keys()
+                << "\ncluster and node files (config/cluster/):\n" << nt::describe_cluster_keys();
       return 0;
     }
     if (cmd == "help" || cmd == "--help" || cmd == "-h") {

@@ -41,8 +41,8 @@ protected:
       nt::relay_spec rs;
       rs.boundary = k;
       rs.layers = L;
+      rs.prev_width = cfg.model.layers[k];
       if (k > 0) {
-        rs.prev_width = cfg.model.layers[k];
         rs.prev_cols = nt::split_columns(cfg.model.layers[k], 1);
       }
       rs.next_slices = k < L ? 1 : 0;

@@ -291,12 +291,17 @@ TEST_F(RelayValidation, InputRelayDropsMalformedMessagesAndKeepsWorking) {
   spec.replica = 0;
   spec.boundary = 0;
   spec.layers = 2;
+  spec.prev_width = 6; // input width
   spec.next_slices = 2;
   spec.max_batch = 8;
   relay_rig rig = make_relay(spec, 0, 2);
   auto& relay = rig.relay;
   std::uint64_t expected_drops = 0;
 
+  // Inputs of the wrong width or with a NaN are dropped, not broadcast.
+  deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true, share(filled(3, 5, 0.f)));
+  deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true, share(with_nan(filled(3, 6, 0.f))));
+  expected_drops += 2;
   deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true, share(filled(9, 6, 0.f)));
   deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true, nt::shared_matrix{});
   deliver(relay, nt::atom::ack::value, std::uint64_t{42}, std::uint32_t{0});
