@@ -438,10 +438,24 @@ void finish(self_ptr self, std::size_t best) {
   collect_layers(self, best, &s.final_layers, write);
 }
 
+/// Registrations come from this process, or (cluster runs) from a node that
+/// was admitted by `hello`; anonymous ones only in embedded runs.
+bool trusted_sender(self_ptr self) {
+  const auto& sender = self->current_sender();
+  if (!sender)
+    return self->state.spec.cluster_hash == 0;
+  return sender->node() == self->node() || self->state.admitted.count(sender->node()) != 0;
+}
+
 /// Stores a registered actor in its slot and monitors it: a lost actor
 /// ends the run with an error naming it.
 template <class Handle>
 bool put(self_ptr self, std::vector<Handle>& slots, std::size_t i, Handle h, std::string name) {
+  if (!trusted_sender(self)) {
+    caf::aout(self) << "coordinator: refused a registration of " << name
+                    << " from a node that was not admitted" << std::endl;
+    return false;
+  }
   if (i >= slots.size() || slots[i] || !h) {
     caf::aout(self) << "coordinator: ignored a duplicate or unknown registration of " << name
                     << std::endl;
@@ -501,6 +515,8 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
         caf::aout(self) << "coordinator: " << msg << std::endl;
         return caf::make_error(caf::sec::invalid_argument, std::move(msg));
       }
+      if (const auto& sender = self->current_sender())
+        st.admitted.insert(sender->node());
       if (st.spec.verbose)
         caf::aout(self) << "coordinator: node " << node << " joined" << std::endl;
       return atom::ok::value;

@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <set>
 #include <unordered_map>
 #include <vector>
 
@@ -74,6 +75,8 @@ struct coordinator_state {
   std::vector<layer_state> best_layers; ///< keep_best: best replica at the best round
   std::uint64_t best_samples = 0;
   run_report report;
+  /// Nodes admitted by `hello` (cluster runs): only they may register actors.
+  std::set<caf::node_id> admitted;
   /// Names of registered actors, for the error when one goes down.
   std::unordered_map<caf::actor_addr, std::string> names;
 };

@@ -162,7 +162,7 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
   std::vector<caf::actor> local;
   for (const auto& key : mine)
     if (key.kind != actor_kind::coordinator)
-      local.push_back(spawn_and_register(sys, cfg, data, key, coord, m.get()));
+      local.push_back(spawn_and_register(sys, cfg, data, key, coord, m.get(), &self));
 
   if (is_coordinator) {
     run_report report;

@@ -66,7 +66,13 @@ std::vector<actor_key> pipeline_actors(const run_config& cfg) {
 caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
                               const std::shared_ptr<const data_splits>& data,
                               const actor_key& key, const coordinator_actor& coord,
-                              const metrics* m) {
+                              const metrics* m, caf::scoped_actor* via) {
+  auto reg = [&](auto&&... xs) {
+    if (via != nullptr)
+      (*via)->send(coord, atom::reg::value, std::forward<decltype(xs)>(xs)...);
+    else
+      caf::anon_send(coord, atom::reg::value, std::forward<decltype(xs)>(xs)...);
+  };
   auto swarm = [m](std::size_t s, std::size_t r) { return m ? &m->swarm(s, r) : nullptr; };
   const std::size_t L = cfg.model.layers.size() - 1;
   const std::size_t max_batch = max_batch_rows(cfg);
@@ -75,7 +81,7 @@ caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
       auto a = sys.spawn(swarm_leader,
                          leader_spec{key.layer, cfg.topology.replicas,
                                      cfg.topology.slices_of(key.layer), swarm(key.layer + 1, 0)});
-      caf::anon_send(coord, atom::reg::value, key.layer, a);
+      reg(key.layer, a);
       return caf::actor_cast<caf::actor>(a);
     }
     case actor_kind::shard_worker: {
@@ -94,7 +100,7 @@ caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
       w.seed = cfg.training.seed;
       w.metrics = swarm(0, key.replica);
       auto a = sys.spawn(shard_worker, std::move(w));
-      caf::anon_send(coord, atom::reg::value, key.replica, a);
+      reg(key.replica, a);
       return caf::actor_cast<caf::actor>(a);
     }
     case actor_kind::gradient_relay: {
@@ -111,7 +117,7 @@ caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
       rs.max_batch = max_batch;
       rs.metrics = swarm(k, key.replica);
       auto a = sys.spawn(gradient_relay, std::move(rs));
-      caf::anon_send(coord, atom::reg::value, key.replica, k, a);
+      reg(key.replica, k, a);
       return caf::actor_cast<caf::actor>(a);
     }
     case actor_kind::neuron_slice: {
@@ -126,7 +132,7 @@ caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
       ss.max_batch = max_batch;
       ss.metrics = swarm(key.layer + 1, key.replica);
       auto a = sys.spawn(neuron_slice, ss);
-      caf::anon_send(coord, atom::reg::value, key.replica, key.layer, key.slice, a);
+      reg(key.replica, key.layer, key.slice, a);
       return caf::actor_cast<caf::actor>(a);
     }
     case actor_kind::coordinator:

@@ -6,6 +6,7 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
 
 #include "actors.hpp"
 #include "metrics.hpp"
@@ -39,12 +40,14 @@ std::size_t eval_batch_size(const run_config& cfg);
 void register_message_types(caf::actor_system_config& sys_cfg);
 
 /// Spawns the actor `key` (not the coordinator) of the run described by
-/// `cfg` and registers it with `coord`. `data` must be set for shard
+/// `cfg` and registers it with `coord`, sending the registration from `via`
+/// when given (cluster nodes: the coordinator admits registrations only from
+/// nodes that said hello) or anonymously (embedded runs). `data` must be set for shard
 /// workers; others ignore it.
 caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
                               const std::shared_ptr<const data_splits>& data,
                               const actor_key& key, const coordinator_actor& coord,
-                              const metrics* m = nullptr);
+                              const metrics* m = nullptr, caf::scoped_actor* via = nullptr);
 
 /// Every actor of a run but the coordinator, in canonical order.
 std::vector<actor_key> pipeline_actors(const run_config& cfg);

@@ -38,7 +38,17 @@ void usage(std::ostream& os) {
         "  help\n";
 }
 
+/// Says so when no --config-file is given: the built-in defaults apply.
+void note_defaults(const std::vector<std::string>& args) {
+  for (const auto& a : args)
+    if (a.rfind("--config-file=", 0) == 0)
+      return;
+  std::cerr << "note: no --config-file given: using the built-in defaults "
+               "(nettorrent keys lists them; config/local.ini is the documented example)\n";
+}
+
 int cmd_centralised(const std::vector<std::string>& args) {
+  note_defaults(args);
   const nt::run_config cfg = nt::load_run_config(args);
   const nt::run_summary s = nt::run_centralised(cfg, std::cout);
   (void) s;
@@ -46,6 +56,7 @@ int cmd_centralised(const std::vector<std::string>& args) {
 }
 
 int cmd_train(const std::vector<std::string>& args) {
+  note_defaults(args);
   const nt::run_config cfg = nt::load_run_config(args);
   const nt::run_report r = nt::run_embedded(cfg, std::cout);
   if (!r.ok) {
@@ -105,8 +116,12 @@ int cmd_evaluate(const std::vector<std::string>& args) {
   for (const auto& a : args) {
     if (a.rfind("--checkpoint=", 0) == 0)
       checkpoint = a.substr(13);
-    else
+    else if (a.rfind("--data.", 0) == 0)
       rest.push_back(a);
+    else
+      throw nt::error("evaluate: unexpected argument \"" + a
+                      + "\" (expected --checkpoint=FILE and optionally --data.dir=, "
+                        "--data.test_limit=; the model comes from the checkpoint)");
   }
   if (checkpoint.empty())
     throw nt::error("evaluate: --checkpoint=FILE is required");

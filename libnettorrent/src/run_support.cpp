@@ -126,9 +126,14 @@ void check_output_dir(const std::string& dir) {
   if (!fs::is_directory(p, ec))
     throw error("training.output_dir = \"" + dir + "\": cannot create it, " + p.string()
                 + " is not a directory");
-  if (::access(p.c_str(), W_OK | X_OK) != 0)
-    throw error("training.output_dir = \"" + dir + "\": " + p.string()
-                + " is not writable: " + std::strerror(errno));
+  // Really try: access() says yes to root even where writes fail (/proc).
+  const fs::path probe = p / (".nettorrent-probe-" + std::to_string(::getpid()));
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0)
+    throw error("training.output_dir = \"" + dir + "\": cannot write in " + p.string() + ": "
+                + std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
 }
 
 std::string format_duration(double seconds) {

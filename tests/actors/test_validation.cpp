@@ -403,3 +403,70 @@ TEST_F(RelayValidation, LossRelayDropsMalformedMessagesAndKeepsWorking) {
 
 } // namespace
 } // namespace actor_tests
+
+namespace actor_tests {
+namespace {
+
+// Weight stashing: a slice computes a batch's input gradient dX from the
+// weights its forward pass used, even when another batch's update landed in
+// between; without stashing it uses the current weights.
+class WeightStashing : public Validation, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(WeightStashing, InputGradientUsesTheForwardTimeWeights) {
+  const bool stashing = GetParam();
+  nt::model_config model;
+  model.layers = {6, 5, 4, 3};
+  nt::slice_spec spec;
+  spec.geometry = nt::slice_of(model, 1, 1, 0); // 5 -> 4, ReLU, computes dX
+  spec.optimizer.kind = nt::optimizer_kind::sgd;
+  spec.optimizer.learning_rate = 0.5f;
+  spec.seed = 11;
+  spec.max_batch = 8;
+  spec.weight_stashing = stashing;
+  auto prev_log = std::make_shared<message_log>();
+  auto next_log = std::make_shared<message_log>();
+  auto prev = spawn(fake_relay, prev_log);
+  auto next = spawn(fake_relay, next_log);
+  auto slice = spawn(nt::neuron_slice, spec);
+  ASSERT_TRUE(ask_ok(slice, nt::atom::wire::value, nt::slice_output_actor{prev},
+                     nt::slice_output_actor{next}));
+  const auto w0 = ask<nt::layer_state>(slice, nt::atom::get_state::value);
+  ASSERT_TRUE(w0.has_value());
+
+  const nt::matrix x1 = filled(3, 5, 0.5f);
+  const nt::matrix x2 = filled(3, 5, 0.75f);
+  const nt::matrix dh1 = filled(3, 4, 0.3f);
+  const nt::matrix dh2 = filled(3, 4, -0.2f);
+  // Both forwards first (two batches in flight), then both backwards.
+  deliver(slice, nt::atom::forward::value, std::uint64_t{1}, true, share(x1));
+  deliver(slice, nt::atom::forward::value, std::uint64_t{2}, true, share(x2));
+  deliver(slice, nt::atom::backward::value, std::uint64_t{1}, nt::owned_matrix{dh1});
+  const auto w1 = ask<nt::layer_state>(slice, nt::atom::get_state::value);
+  ASSERT_TRUE(w1.has_value());
+  ASSERT_FALSE(same_bits(w1->params.w, w0->params.w)) << "batch 1's update did not land";
+  deliver(slice, nt::atom::backward::value, std::uint64_t{2}, nt::owned_matrix{dh2});
+  ASSERT_EQ(prev_log->size(), 2u);
+  ASSERT_EQ(next_log->size(), 2u);
+  const nt::matrix& h2 = next_log->at(1).m; // batch 2's forward output (from W0)
+
+  // dX of batch 2 from W0 (forward-time) and from W1 (current at backward).
+  auto dx_with = [&](const nt::dense_params& p) {
+    nt::matrix dz = dh2;
+    nt::dense_grads g;
+    nt::matrix dx;
+    nt::dense_backward(x2, h2, spec.geometry.act, p, dz, g, &dx);
+    return dx;
+  };
+  const nt::matrix from_w0 = dx_with(w0->params);
+  const nt::matrix from_w1 = dx_with(w1->params);
+  ASSERT_FALSE(same_bits(from_w0, from_w1)) << "the two weight versions give the same dX";
+  EXPECT_EQ(prev_log->at(1).batch, 2u);
+  EXPECT_TRUE(same_bits(prev_log->at(1).m, stashing ? from_w0 : from_w1))
+    << (stashing ? "stashing on: dX must come from the forward-time weights"
+                 : "stashing off: dX must come from the current weights");
+}
+
+INSTANTIATE_TEST_SUITE_P(Slice, WeightStashing, ::testing::Values(true, false));
+
+} // namespace
+} // namespace actor_tests
