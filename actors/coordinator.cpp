@@ -295,6 +295,7 @@ void scored(self_ptr self) {
                     << format_duration(p.seconds) << std::endl;
   if (tc.keep_best && improved) {
     s.best_samples = s.samples;
+    s.best_epoch = s.epoch;
     collect_layers(self, best, &s.best_layers,
                    [self, best, stop] { continue_round(self, best, stop); });
     return;
@@ -359,11 +360,11 @@ void write_results(self_ptr self, std::size_t best) {
   ck.header.layers.assign(cfg.model.layers.begin(), cfg.model.layers.end());
   ck.header.optimizer = cfg.optimizer.kind;
   ck.header.config_hash = cfg.hash();
-  const std::uint64_t saved = cfg.training.keep_best && !s.best_layers.empty() ? s.best_samples
-                                                                              : s.samples;
+  const bool from_best_pass = cfg.training.keep_best && !s.best_layers.empty();
+  const std::uint64_t saved = from_best_pass ? s.best_samples : s.samples;
   ck.header.samples = saved;
   ck.header.step = saved / cfg.training.batch_size;
-  ck.header.epoch = s.epoch;
+  ck.header.epoch = from_best_pass ? s.best_epoch : s.epoch;
   ck.layers = std::move(s.final_layers);
   rep.checkpoint_path = cfg.training.output_dir + "/model.ckpt";
   rep.curve_path = cfg.training.output_dir + "/curve.csv";

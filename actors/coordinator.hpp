@@ -74,6 +74,7 @@ struct coordinator_state {
   std::vector<layer_state> final_layers;
   std::vector<layer_state> best_layers; ///< keep_best: best replica at the best round
   std::uint64_t best_samples = 0;
+  std::uint64_t best_epoch = 0;
   run_report report;
   /// Nodes admitted by `hello` (cluster runs): only they may register actors.
   std::set<caf::node_id> admitted;

@@ -25,10 +25,14 @@ struct checkpoint_header {
   std::vector<activation> activations;      ///< one per layer
   optimizer_kind optimizer = optimizer_kind::adam;
   std::uint64_t config_hash = 0;            ///< run_config::hash()
-  std::uint64_t step = 0;                   ///< batches trained
-  std::uint64_t samples = 0;                ///< samples trained
-  std::uint64_t epoch = 0;                  ///< completed epochs
-  std::array<std::uint64_t, 4> rng_state{}; ///< data-order generator
+  // All of these describe the moment the saved weights were taken (with
+  // keep_best: the best validation pass, not the end of the run).
+  std::uint64_t step = 0;                   ///< batches trained (per replica for actor runs: samples / batch)
+  std::uint64_t samples = 0;                ///< training samples processed
+  std::uint64_t epoch = 0;                  ///< 1-based epoch in progress
+  /// Data-order generator of the centralised trainer; zero for actor runs,
+  /// whose shards each have their own generator.
+  std::array<std::uint64_t, 4> rng_state{};
 };
 
 /// One layer: parameters and the optimizer state of W and b.

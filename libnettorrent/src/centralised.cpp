@@ -119,6 +119,8 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
   bool done = false;
   std::vector<layer_state> best_layers; // keep_best: weights of the best validation pass
   std::uint64_t best_samples = 0;
+  std::size_t best_epoch = 0;
+  rng::state_type best_rng{};
 
   auto validate = [&](std::size_t epoch) {
     const evaluation ev = evaluate_model(trainer.geometry(), trainer.params(), data.train_pool,
@@ -136,6 +138,8 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
     if (tc.keep_best && (best_layers.empty() || ev.accuracy > sum.best_validation_accuracy)) {
       best_layers = trainer.layers();
       best_samples = sum.samples;
+      best_epoch = epoch;
+      best_rng = gen.state();
     }
     sum.best_validation_accuracy = std::max(sum.best_validation_accuracy, ev.accuracy);
     const double progress = static_cast<double>(sum.samples)
@@ -186,9 +190,13 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
   sum.seconds = seconds_since(t0);
   sum.samples_per_second = static_cast<double>(sum.samples) / sum.seconds;
   std::uint64_t saved_samples = sum.samples;
+  std::uint64_t saved_epoch = sum.epochs;
+  rng::state_type saved_rng = gen.state();
   if (tc.keep_best && !best_layers.empty()) {
     trainer.restore(best_layers);
     saved_samples = best_samples;
+    saved_epoch = best_epoch;
+    saved_rng = best_rng;
     out << "keeping the weights of the best validation pass (after " << best_samples
         << " samples)\n";
   }
@@ -211,8 +219,8 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
   ck.header.config_hash = cfg.hash();
   ck.header.step = saved_samples / batch;
   ck.header.samples = saved_samples;
-  ck.header.epoch = sum.epochs;
-  ck.header.rng_state = gen.state();
+  ck.header.epoch = saved_epoch;
+  ck.header.rng_state = saved_rng;
   ck.layers = trainer.layers();
   sum.checkpoint_path = tc.output_dir + "/model.ckpt";
   sum.curve_path = tc.output_dir + "/curve.csv";

@@ -296,4 +296,37 @@ TEST_F(Training, TargetAccuracyStopsEarly) {
   EXPECT_EQ(nt::load_checkpoint(s.checkpoint_path).header.samples, s.samples);
 }
 
+TEST_F(Training, KeptCheckpointDescribesTheBestValidationPass) {
+  // keep_best: the header's samples and epoch are those of the curve row
+  // with the best validation accuracy (the first, on ties), not of the end.
+  nt::run_config cfg = short_fashion_run(path("best"));
+  cfg.training.eval_every = 1000;
+  std::ostringstream log;
+  const nt::run_summary s = nt::run_centralised(cfg, log);
+  std::ifstream in{s.curve_path};
+  std::string line;
+  std::getline(in, line);
+  double best = -1;
+  std::uint64_t best_samples = 0;
+  std::uint64_t best_epoch = 0;
+  std::size_t rows = 0;
+  while (std::getline(in, line)) {
+    std::stringstream ss{line};
+    std::string f[6];
+    for (auto& x : f)
+      std::getline(ss, x, ',');
+    ++rows;
+    if (std::stod(f[5]) > best) {
+      best = std::stod(f[5]);
+      best_samples = std::stoull(f[1]);
+      best_epoch = std::stoull(f[0]);
+    }
+  }
+  ASSERT_GE(rows, 20u);
+  const nt::model_checkpoint ck = nt::load_checkpoint(s.checkpoint_path);
+  EXPECT_EQ(ck.header.samples, best_samples);
+  EXPECT_EQ(ck.header.epoch, best_epoch);
+  EXPECT_EQ(ck.header.step, best_samples / cfg.training.batch_size);
+}
+
 } // namespace
