@@ -1,6 +1,7 @@
-// Real child processes for integration tests: spawned with their output in
-// files, killed and reaped when the guard goes out of scope (also when an
-// assertion fails), so no test leaves a process behind.
+// Real child processes for integration tests: each in a process group of
+// its own with its output in files, killed (the whole group) and reaped when
+// the guard goes out of scope, also when an assertion fails, so no test
+// leaves a process behind. Plus free loopback ports and a minimal HTTP GET.
 #pragma once
 
 #include <fcntl.h>
@@ -12,6 +13,9 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <iterator>
 #include <chrono>
 #include <cstdint>
 #include <fstream>
@@ -19,93 +23,175 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <map>
+#include <optional>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 extern char** environ;
 
 namespace integration {
 
+/// The whole content of a file ("" if unreadable).
+inline std::string read_file(const std::string& path) {
+  std::ifstream is{path, std::ios::binary};
+  return std::string{std::istreambuf_iterator<char>(is), std::istreambuf_iterator<char>()};
+}
+
+/// "exit status 3", "killed by signal 9 (Killed)".
+inline std::string describe_status(int status) {
+  if (WIFEXITED(status))
+    return "exit status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return std::string{"killed by signal "} + std::to_string(WTERMSIG(status)) + " ("
+           + ::strsignal(WTERMSIG(status)) + ")";
+  return "status " + std::to_string(status);
+}
+
+/// One child process in a process group of its own (so it and anything it
+/// starts can be killed together), stdout and stderr in files. The
+/// destructor kills the whole group with SIGKILL and reaps the child.
 class child_process {
 public:
-  /// Starts `argv` with stdout and stderr appended to `log_path`.
-  child_process(std::vector<std::string> argv, std::string log_path)
-    : log_(std::move(log_path)) {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  using env_changes = std::map<std::string, std::optional<std::string>>; ///< nullopt: unset
+
+  child_process(std::string name, std::vector<std::string> argv, const std::string& cwd,
+                std::string out_path, std::string err_path, const env_changes& env)
+    : name_(std::move(name)), out_path_(std::move(out_path)), err_path_(std::move(err_path)) {
+    // Everything the child needs is built before fork: after it, only
+    // async-signal-safe calls.
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string kv = *e;
+      if (env.count(kv.substr(0, kv.find('='))) == 0)
+        env_strings.push_back(kv);
+    }
+    for (const auto& [k, v] : env)
+      if (v)
+        env_strings.push_back(k + "=" + *v);
     std::vector<char*> args;
     for (auto& a : argv)
       args.push_back(a.data());
     args.push_back(nullptr);
-    const int rc = posix_spawnp(&pid_, args[0], &fa, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-      throw std::runtime_error("cannot start " + argv[0] + ": " + std::to_string(rc));
+    std::vector<char*> envp;
+    for (auto& e : env_strings)
+      envp.push_back(e.data());
+    envp.push_back(nullptr);
+    const bool merged = out_path_ == err_path_;
+    const int out_fd = ::open(out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const int err_fd = merged ? out_fd
+                              : ::open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                                       0644);
+    const int in_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (out_fd < 0 || err_fd < 0 || in_fd < 0)
+      throw std::runtime_error("cannot open the output files of " + name_);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setpgid(0, 0);
+      // Default dispositions and no blocked signals, whatever the test
+      // runner inherited (a script cannot trap a signal ignored on entry).
+      struct sigaction sa{};
+      sa.sa_handler = SIG_DFL;
+      for (int sig : {SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD})
+        ::sigaction(sig, &sa, nullptr);
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      if (::chdir(cwd.c_str()) != 0 || ::dup2(in_fd, 0) < 0 || ::dup2(out_fd, 1) < 0
+          || ::dup2(err_fd, 2) < 0)
+        ::_exit(126);
+      ::execve(args[0], args.data(), envp.data());
+      const char msg[] = "child_process: execve failed\n";
+      [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
+      ::_exit(127);
+    }
+    ::close(in_fd);
+    ::close(out_fd);
+    if (!merged)
+      ::close(err_fd);
+    if (pid_ < 0)
+      throw std::runtime_error("fork failed for " + name_);
+    ::setpgid(pid_, pid_); // both sides, so no signal can race the child's own call
   }
+
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;
-  ~child_process() { kill(); }
 
-  /// Waits up to `timeout` for the process to exit; returns its exit code,
-  /// or -1 on timeout (the process keeps running).
-  int wait_for(std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!exited_) {
-      int status = 0;
-      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        exited_ = true;
-        code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        break;
-      }
-      if (std::chrono::steady_clock::now() >= deadline)
-        return -1;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return code_;
-  }
+  ~child_process() { kill_all(); }
 
-  /// SIGKILL and reap (no-op once exited).
-  void kill() {
-    if (exited_ || pid_ <= 0)
+  /// SIGKILL to the whole group (SIGCONT too, for a stopped one), then reap.
+  void kill_all() {
+    if (pid_ <= 0)
       return;
-    ::kill(pid_, SIGKILL);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    exited_ = true;
-    code_ = 128 + SIGKILL;
-  }
-
-  std::string output() const {
-    std::ifstream in{log_};
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
-  /// Waits until the output contains `text` (true) or the timeout passes or
-  /// the process exits without it (false).
-  bool wait_for_output(const std::string& text, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (output().find(text) != std::string::npos)
-        return true;
-      if (wait_for(std::chrono::milliseconds(0)) >= 0)
-        return output().find(text) != std::string::npos;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ::kill(-pid_, SIGKILL);
+    ::kill(-pid_, SIGCONT);
+    if (!status_) {
+      int st = 0;
+      while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+      }
+      status_ = st;
     }
-    return false;
+    pid_ = -1;
   }
 
-  pid_t pid() const noexcept { return pid_; }
+  const std::string& name() const { return name_; }
+  pid_t pid() const { return pid_; }
+
+  /// Reaps the child if it has exited; true while it runs.
+  bool running() {
+    if (status_ || pid_ <= 0)
+      return false;
+    int st = 0;
+    const pid_t r = ::waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) {
+      status_ = st;
+      return false;
+    }
+    return true;
+  }
+
+  /// Waits until the child exits or `deadline` passes; true if it exited.
+  bool wait_until(std::chrono::steady_clock::time_point deadline) {
+    while (running()) {
+      if (std::chrono::steady_clock::now() >= deadline)
+        return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+  }
+
+  /// The raw wait status (valid once exited).
+  int status() const { return status_.value_or(-1); }
+  bool exited() const { return status_.has_value(); }
+  bool exited_ok() const { return status_ && WIFEXITED(*status_) && WEXITSTATUS(*status_) == 0; }
+  std::string describe() const { return status_ ? describe_status(*status_) : "still running"; }
+
+  /// Sends `sig` to the child alone (not its group).
+  void signal(int sig) { ASSERT_EQ(::kill(pid_, sig), 0) << name_ << ": " << std::strerror(errno); }
+
+  /// True if any process of the child's group is still alive (a zombie the
+  /// child did not reap counts as alive).
+  bool group_alive() const { return pid_ > 0 && (::kill(-pid_, 0) == 0 || errno != ESRCH); }
+
+  std::string out() const { return read_file(out_path_); }
+  std::string err() const { return out_path_ == err_path_ ? std::string{} : read_file(err_path_); }
+  /// Both, labelled, for failure messages.
+  std::string log() const {
+    std::string s = "--- " + name_ + " (" + describe() + ") stdout:\n" + out();
+    if (out_path_ != err_path_)
+      s += "--- " + name_ + " stderr:\n" + err();
+    return s;
+  }
 
 private:
-  std::string log_;
+  std::string name_;
+  std::string out_path_;
+  std::string err_path_;
   pid_t pid_ = -1;
-  bool exited_ = false;
-  int code_ = -1;
+  std::optional<int> status_;
 };
+
 
 /// `n` distinct TCP ports on 127.0.0.1 that were free a moment ago. They
 /// are drawn from 20000-32767, below Linux's ephemeral range (32768-60999):

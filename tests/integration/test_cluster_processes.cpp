@@ -66,11 +66,6 @@ double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream is{path, std::ios::binary};
-  return std::string{std::istreambuf_iterator<char>(is), std::istreambuf_iterator<char>()};
-}
-
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream os{path, std::ios::binary};
   os << text;
@@ -89,159 +84,11 @@ std::string hex(std::uint64_t x) {
   return buf;
 }
 
+using integration::child_process;
+using integration::describe_status;
 using integration::free_ports;
+using integration::read_file;
 
-std::string describe_status(int status) {
-  if (WIFEXITED(status))
-    return "exit status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status))
-    return std::string{"killed by signal "} + std::to_string(WTERMSIG(status)) + " ("
-           + ::strsignal(WTERMSIG(status)) + ")";
-  return "status " + std::to_string(status);
-}
-
-/// One child process in a process group of its own (so it and anything it
-/// starts can be killed together), stdout and stderr in files. The
-/// destructor kills the whole group with SIGKILL and reaps the child.
-class child_process {
-public:
-  using env_changes = std::map<std::string, std::optional<std::string>>; ///< nullopt: unset
-
-  child_process(std::string name, std::vector<std::string> argv, const std::string& cwd,
-                std::string out_path, std::string err_path, const env_changes& env)
-    : name_(std::move(name)), out_path_(std::move(out_path)), err_path_(std::move(err_path)) {
-    // Everything the child needs is built before fork: after it, only
-    // async-signal-safe calls.
-    std::vector<std::string> env_strings;
-    for (char** e = environ; *e != nullptr; ++e) {
-      const std::string kv = *e;
-      if (env.count(kv.substr(0, kv.find('='))) == 0)
-        env_strings.push_back(kv);
-    }
-    for (const auto& [k, v] : env)
-      if (v)
-        env_strings.push_back(k + "=" + *v);
-    std::vector<char*> args;
-    for (auto& a : argv)
-      args.push_back(a.data());
-    args.push_back(nullptr);
-    std::vector<char*> envp;
-    for (auto& e : env_strings)
-      envp.push_back(e.data());
-    envp.push_back(nullptr);
-    const bool merged = out_path_ == err_path_;
-    const int out_fd = ::open(out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    const int err_fd = merged ? out_fd
-                              : ::open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                                       0644);
-    const int in_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (out_fd < 0 || err_fd < 0 || in_fd < 0)
-      throw std::runtime_error("cannot open the output files of " + name_);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      // Default dispositions and no blocked signals, whatever the test
-      // runner inherited (a script cannot trap a signal ignored on entry).
-      struct sigaction sa{};
-      sa.sa_handler = SIG_DFL;
-      for (int sig : {SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD})
-        ::sigaction(sig, &sa, nullptr);
-      sigset_t none;
-      sigemptyset(&none);
-      ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      if (::chdir(cwd.c_str()) != 0 || ::dup2(in_fd, 0) < 0 || ::dup2(out_fd, 1) < 0
-          || ::dup2(err_fd, 2) < 0)
-        ::_exit(126);
-      ::execve(args[0], args.data(), envp.data());
-      const char msg[] = "child_process: execve failed\n";
-      [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
-      ::_exit(127);
-    }
-    ::close(in_fd);
-    ::close(out_fd);
-    if (!merged)
-      ::close(err_fd);
-    if (pid_ < 0)
-      throw std::runtime_error("fork failed for " + name_);
-    ::setpgid(pid_, pid_); // both sides, so no signal can race the child's own call
-  }
-
-  child_process(const child_process&) = delete;
-  child_process& operator=(const child_process&) = delete;
-
-  ~child_process() { kill_all(); }
-
-  /// SIGKILL to the whole group (SIGCONT too, for a stopped one), then reap.
-  void kill_all() {
-    if (pid_ <= 0)
-      return;
-    ::kill(-pid_, SIGKILL);
-    ::kill(-pid_, SIGCONT);
-    if (!status_) {
-      int st = 0;
-      while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
-      }
-      status_ = st;
-    }
-    pid_ = -1;
-  }
-
-  const std::string& name() const { return name_; }
-  pid_t pid() const { return pid_; }
-
-  /// Reaps the child if it has exited; true while it runs.
-  bool running() {
-    if (status_ || pid_ <= 0)
-      return false;
-    int st = 0;
-    const pid_t r = ::waitpid(pid_, &st, WNOHANG);
-    if (r == pid_) {
-      status_ = st;
-      return false;
-    }
-    return true;
-  }
-
-  /// Waits until the child exits or `deadline` passes; true if it exited.
-  bool wait_until(clock_type::time_point deadline) {
-    while (running()) {
-      if (clock_type::now() >= deadline)
-        return false;
-      std::this_thread::sleep_for(20ms);
-    }
-    return true;
-  }
-
-  /// The raw wait status (valid once exited).
-  int status() const { return status_.value_or(-1); }
-  bool exited() const { return status_.has_value(); }
-  bool exited_ok() const { return status_ && WIFEXITED(*status_) && WEXITSTATUS(*status_) == 0; }
-  std::string describe() const { return status_ ? describe_status(*status_) : "still running"; }
-
-  /// Sends `sig` to the child alone (not its group).
-  void signal(int sig) { ASSERT_EQ(::kill(pid_, sig), 0) << name_ << ": " << std::strerror(errno); }
-
-  /// True if any process of the child's group is still alive (a zombie the
-  /// child did not reap counts as alive).
-  bool group_alive() const { return pid_ > 0 && (::kill(-pid_, 0) == 0 || errno != ESRCH); }
-
-  std::string out() const { return read_file(out_path_); }
-  std::string err() const { return out_path_ == err_path_ ? std::string{} : read_file(err_path_); }
-  /// Both, labelled, for failure messages.
-  std::string log() const {
-    std::string s = "--- " + name_ + " (" + describe() + ") stdout:\n" + out();
-    if (out_path_ != err_path_)
-      s += "--- " + name_ + " stderr:\n" + err();
-    return s;
-  }
-
-private:
-  std::string name_;
-  std::string out_path_;
-  std::string err_path_;
-  pid_t pid_ = -1;
-  std::optional<int> status_;
-};
 
 /// The result-affecting keys of a run: written once for the cluster file
 /// and once for the embedded run's file, so both describe the same run.

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <sstream>
 
 #include "child_process.hpp"
 #include "dashboard_queries.hpp"
@@ -69,8 +70,36 @@ protected:
   }
 
   child_process& start(std::vector<std::string> argv, const std::string& log) {
-    procs.push_back(std::make_unique<child_process>(std::move(argv), (dir / log).string()));
+    argv[0] = find_program(argv[0]);
+    const std::string path = (dir / log).string();
+    procs.push_back(std::make_unique<child_process>(log, std::move(argv), dir.string(), path, path,
+                                                    child_process::env_changes{}));
     return *procs.back();
+  }
+
+  /// Absolute path of `name` (execve does not search PATH).
+  static std::string find_program(const std::string& name) {
+    if (name.find('/') != std::string::npos)
+      return name;
+    const char* path = std::getenv("PATH");
+    std::stringstream ss{path != nullptr ? path : "/usr/bin:/bin"};
+    for (std::string d; std::getline(ss, d, ':');)
+      if (::access((d + "/" + name).c_str(), X_OK) == 0)
+        return d + "/" + name;
+    return name;
+  }
+
+  /// Waits until `c`'s output holds `text` (false on timeout or exit without it).
+  static bool prints(child_process& c, const std::string& text, std::chrono::seconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (c.out().find(text) != std::string::npos)
+        return true;
+      if (!c.running())
+        return c.out().find(text) != std::string::npos;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
   }
 
   void write(const std::string& name, const std::string& text) {
@@ -142,9 +171,9 @@ TEST_F(Prometheus, ScrapesEmbeddedAndClusterRunsAndAnswersEveryDashboardQuery) {
   auto& n1 = start({cli, "node", "--config-file=" + (dir / "node-1.ini").string()}, "n1.log");
 
   // Each run trains, reports, and keeps its exporter up for a last scrape.
-  ASSERT_TRUE(local.wait_for_output("stays up", 120s)) << local.output();
-  ASSERT_TRUE(n0.wait_for_output("stays up", 120s)) << n0.output();
-  ASSERT_TRUE(n1.wait_for_output("stays up", 120s)) << n1.output();
+  ASSERT_TRUE(prints(local, "stays up", 120s)) << local.log();
+  ASSERT_TRUE(prints(n0, "stays up", 120s)) << n0.log();
+  ASSERT_TRUE(prints(n1, "stays up", 120s)) << n1.log();
   // New series become queryable a few seconds after the first scrape; give
   // Prometheus at least 3 scrapes of the final values (rate() needs two).
   const auto deadline = std::chrono::steady_clock::now() + 60s;
@@ -211,10 +240,11 @@ TEST_F(Prometheus, ATakenMetricsPortIsAClearError) {
                      "--training.output_dir=" + (dir / "out").string(),
                      "--system.metrics_port=" + port},
                     "taken.log");
-  const int code = run.wait_for(60s);
+  const bool exited = run.wait_until(std::chrono::steady_clock::now() + 60s);
   ::close(fd);
-  EXPECT_EQ(code, 1) << run.output();
-  EXPECT_NE(run.output().find("127.0.0.1:" + port), std::string::npos) << run.output();
+  ASSERT_TRUE(exited) << run.log();
+  EXPECT_TRUE(WIFEXITED(run.status()) && WEXITSTATUS(run.status()) == 1) << run.log();
+  EXPECT_NE(run.out().find("127.0.0.1:" + port), std::string::npos) << run.log();
   EXPECT_FALSE(fs::exists(dir / "out" / "model.ckpt")) << "the run trained anyway";
 }
 
