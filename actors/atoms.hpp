@@ -29,6 +29,6 @@ using collect = caf::atom_constant<caf::atom("collect")>;
 using stats = caf::atom_constant<caf::atom("stats")>;
 using deadline = caf::atom_constant<caf::atom("deadline")>;
 using ok = caf::atom_constant<caf::atom("ok")>;
-using hello = caf::atom_constant<caf::atom("hello")>;   ///< a node introduces itself
+using hello = caf::atom_constant<caf::atom("hello")>; ///< a node introduces itself
 
 } // namespace nettorrent::atom

@@ -158,15 +158,15 @@ void wire(self_ptr self) {
       self->request(relay(r, k), caf::infinite, atom::wire::value,
                     k == 0 ? std::vector<neuron_slice_actor>{} : slices_of(r, k - 1),
                     slices_of(r, k), batch_sink_actor{s.workers[r]})
-        .then(step_reply(self, done), on_error(self, "wiring a gradient relay"));
+          .then(step_reply(self, done), on_error(self, "wiring a gradient relay"));
     for (std::size_t l = 0; l < L; ++l)
       for (const auto& sl : slices_of(r, l))
         self->request(sl, caf::infinite, atom::wire::value, slice_output_actor{relay(r, l)},
                       slice_output_actor{relay(r, l + 1)})
-          .then(step_reply(self, done), on_error(self, "wiring a neuron slice"));
+            .then(step_reply(self, done), on_error(self, "wiring a neuron slice"));
     self->request(s.workers[r], caf::infinite, atom::wire::value, relay(r, 0), relay(r, L),
                   barrier_sink_actor{self})
-      .then(step_reply(self, done), on_error(self, "wiring a shard worker"));
+        .then(step_reply(self, done), on_error(self, "wiring a shard worker"));
   }
   for (std::size_t l = 0; l < L; ++l) {
     std::vector<neuron_slice_actor> swarm;
@@ -174,7 +174,7 @@ void wire(self_ptr self) {
       for (auto& sl : slices_of(r, l))
         swarm.push_back(sl);
     self->request(s.leaders[l], caf::infinite, atom::wire::value, swarm)
-      .then(step_reply(self, done), on_error(self, "wiring a swarm leader"));
+        .then(step_reply(self, done), on_error(self, "wiring a swarm leader"));
   }
 }
 
@@ -199,9 +199,9 @@ void progress(self_ptr self, std::size_t best, bool force) {
   const double done = static_cast<double>(s.samples) / total;
   const auto& p = s.curve.back();
   caf::aout(self) << "epoch " << s.epoch << "/" << tc.max_epochs << "  samples " << s.samples
-                  << "  " << fmt("%.0f", static_cast<double>(s.samples) / t)
-                  << " samples/s  loss " << fmt("%.4f", p.train_loss) << "  val acc "
-                  << fmt("%.4f", p.validation_accuracy) << " (replica " << best << ", best "
+                  << "  " << fmt("%.0f", static_cast<double>(s.samples) / t) << " samples/s  loss "
+                  << fmt("%.4f", p.train_loss) << "  val acc " << fmt("%.4f", p.validation_accuracy)
+                  << " (replica " << best << ", best "
                   << fmt("%.4f", s.report.best_validation_accuracy) << ")  round "
                   << s.report.sync_rounds << "  elapsed " << format_duration(t) << "  ETA "
                   << format_duration(done > 0 ? t / done * (1 - done) : -1) << std::endl;
@@ -218,13 +218,13 @@ void collect_layers(self_ptr self, std::size_t best, std::vector<layer_state>* d
   for (std::size_t l = 0; l < s.layers; ++l)
     self->request(s.leaders[l], caf::infinite, atom::collect::value,
                   static_cast<std::uint32_t>(best))
-      .then(
-        [self, l, dst, next](layer_state& ls) {
-          (*dst)[l] = std::move(ls);
-          if (--self->state.pending == 0)
-            next();
-        },
-        on_error(self, "collecting the best replica's weights"));
+        .then(
+            [self, l, dst, next](layer_state& ls) {
+              (*dst)[l] = std::move(ls);
+              if (--self->state.pending == 0)
+                next();
+            },
+            on_error(self, "collecting the best replica's weights"));
 }
 
 /// After scoring: stop, or run the exchange and resume the workers.
@@ -243,13 +243,13 @@ void continue_round(self_ptr self, std::size_t best, bool stop) {
   for (const auto& leader : s.leaders)
     self->request(leader, caf::infinite, atom::sync::value, static_cast<std::uint32_t>(best),
                   static_cast<std::uint8_t>(policy))
-      .then(
-        [self](std::uint64_t bytes) {
-          self->state.report.sync_bytes += bytes;
-          if (--self->state.pending == 0)
-            resume_workers(self);
-        },
-        on_error(self, "sync round"));
+        .then(
+            [self](std::uint64_t bytes) {
+              self->state.report.sync_bytes += bytes;
+              if (--self->state.pending == 0)
+                resume_workers(self);
+            },
+            on_error(self, "sync round"));
 }
 
 /// All replicas are scored: record, decide, snapshot, then continue.
@@ -320,13 +320,13 @@ void sync_round(self_ptr self) {
   s.pending = s.replicas;
   for (std::size_t r = 0; r < s.replicas; ++r)
     self->request(s.workers[r], caf::infinite, atom::validate::value)
-      .then(
-        [self, r](replica_score& score) {
-          self->state.scores[r] = score;
-          if (--self->state.pending == 0)
-            scored(self);
-        },
-        on_error(self, "validation pass"));
+        .then(
+            [self, r](replica_score& score) {
+              self->state.scores[r] = score;
+              if (--self->state.pending == 0)
+                scored(self);
+            },
+            on_error(self, "validation pass"));
 }
 
 void write_results(self_ptr self, std::size_t best) {
@@ -383,37 +383,37 @@ void collect_stats(self_ptr self) {
   };
   for (const auto& leader : s.leaders)
     self->request(leader, caf::infinite, atom::stats::value)
-      .then(
-        [self, done](slice_stats& x) {
-          auto& rep = self->state.report;
-          rep.dropped += x.dropped;
-          rep.max_staleness = std::max(rep.max_staleness, x.max_staleness);
-          if (rep.staleness.size() < x.staleness.size())
-            rep.staleness.resize(x.staleness.size(), 0);
-          for (std::size_t k = 0; k < x.staleness.size(); ++k)
-            rep.staleness[k] += x.staleness[k];
-          if (--self->state.pending == 0)
-            done();
-        },
-        on_error(self, "collecting swarm statistics"));
+        .then(
+            [self, done](slice_stats& x) {
+              auto& rep = self->state.report;
+              rep.dropped += x.dropped;
+              rep.max_staleness = std::max(rep.max_staleness, x.max_staleness);
+              if (rep.staleness.size() < x.staleness.size())
+                rep.staleness.resize(x.staleness.size(), 0);
+              for (std::size_t k = 0; k < x.staleness.size(); ++k)
+                rep.staleness[k] += x.staleness[k];
+              if (--self->state.pending == 0)
+                done();
+            },
+            on_error(self, "collecting swarm statistics"));
   for (const auto& worker : s.workers)
     self->request(worker, caf::infinite, atom::stats::value)
-      .then(
-        [self, done](std::uint64_t dropped) {
-          self->state.report.dropped += dropped;
-          if (--self->state.pending == 0)
-            done();
-        },
-        on_error(self, "collecting worker statistics"));
+        .then(
+            [self, done](std::uint64_t dropped) {
+              self->state.report.dropped += dropped;
+              if (--self->state.pending == 0)
+                done();
+            },
+            on_error(self, "collecting worker statistics"));
   for (const auto& relay : s.relays)
     self->request(relay, caf::infinite, atom::stats::value)
-      .then(
-        [self, done](std::uint64_t dropped) {
-          self->state.report.dropped += dropped;
-          if (--self->state.pending == 0)
-            done();
-        },
-        on_error(self, "collecting relay statistics"));
+        .then(
+            [self, done](std::uint64_t dropped) {
+              self->state.report.dropped += dropped;
+              if (--self->state.pending == 0)
+                done();
+            },
+            on_error(self, "collecting relay statistics"));
 }
 
 void finish(self_ptr self, std::size_t best) {
@@ -430,8 +430,8 @@ void finish(self_ptr self, std::size_t best) {
   };
   if (s.spec.cfg.training.keep_best && !s.best_layers.empty()) {
     if (s.spec.verbose)
-      caf::aout(self) << "keeping the weights of the best validation pass (after "
-                      << s.best_samples << " samples)" << std::endl;
+      caf::aout(self) << "keeping the weights of the best validation pass (after " << s.best_samples
+                      << " samples)" << std::endl;
     s.final_layers = s.best_layers;
     write();
     return;
@@ -488,7 +488,7 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
   s.expected = s.slices.size() + s.relays.size() + s.workers.size() + s.leaders.size();
   self->delayed_send(self,
                      std::chrono::duration_cast<caf::timespan>(
-                       std::chrono::duration<double>(cfg.system.registration_timeout)),
+                         std::chrono::duration<double>(cfg.system.registration_timeout)),
                      atom::deadline::value);
   self->set_down_handler([=](caf::down_msg& msg) {
     auto& st = self->state;
@@ -497,96 +497,96 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
     auto it = st.names.find(msg.source);
     const std::string who = it != st.names.end() ? it->second : std::string{"an actor"};
     fail(self, "lost " + who + " (" + caf::to_string(msg.reason)
-                 + "): its node crashed, froze past the heartbeat timeout, or shut down");
+                   + "): its node crashed, froze past the heartbeat timeout, or shut down");
   });
   return {
-    [=](atom::hello, const std::string& node, std::uint64_t hash) -> caf::result<atom::ok> {
-      auto& st = self->state;
-      if (hash != st.spec.cluster_hash) {
-        // A std::string, not a char array: actor_ostream prints an array
-        // through deep_to_string, in quotes; and a fixed buffer would cut
-        // the hashes off after a long node name.
-        auto hex = [](std::uint64_t x) {
-          char buf[20];
-          std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(x));
-          return std::string{buf};
-        };
-        std::string msg = "refused node " + node + ": its cluster description hashes to "
-                          + hex(hash) + ", the coordinator's to " + hex(st.spec.cluster_hash);
-        caf::aout(self) << "coordinator: " << msg << std::endl;
-        return caf::make_error(caf::sec::invalid_argument, std::move(msg));
-      }
-      if (const auto& sender = self->current_sender())
-        st.admitted.insert(sender->node());
-      if (st.spec.verbose)
-        caf::aout(self) << "coordinator: node " << node << " joined" << std::endl;
-      return atom::ok::value;
-    },
-    [=](atom::run) -> caf::result<run_report> {
-      auto& st = self->state;
-      if (st.run_requested)
-        return caf::make_error(caf::sec::invalid_argument, "run requested twice");
-      if (st.state == phase::done) { // failed before anyone asked
+      [=](atom::hello, const std::string& node, std::uint64_t hash) -> caf::result<atom::ok> {
+        auto& st = self->state;
+        if (hash != st.spec.cluster_hash) {
+          // A std::string, not a char array: actor_ostream prints an array
+          // through deep_to_string, in quotes; and a fixed buffer would cut
+          // the hashes off after a long node name.
+          auto hex = [](std::uint64_t x) {
+            char buf[20];
+            std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(x));
+            return std::string{buf};
+          };
+          std::string msg = "refused node " + node + ": its cluster description hashes to "
+                            + hex(hash) + ", the coordinator's to " + hex(st.spec.cluster_hash);
+          caf::aout(self) << "coordinator: " << msg << std::endl;
+          return caf::make_error(caf::sec::invalid_argument, std::move(msg));
+        }
+        if (const auto& sender = self->current_sender())
+          st.admitted.insert(sender->node());
+        if (st.spec.verbose)
+          caf::aout(self) << "coordinator: node " << node << " joined" << std::endl;
+        return atom::ok::value;
+      },
+      [=](atom::run) -> caf::result<run_report> {
+        auto& st = self->state;
+        if (st.run_requested)
+          return caf::make_error(caf::sec::invalid_argument, "run requested twice");
+        if (st.state == phase::done) { // failed before anyone asked
+          st.run_requested = true;
+          self->quit();
+          return st.report;
+        }
         st.run_requested = true;
-        self->quit();
-        return st.report;
-      }
-      st.run_requested = true;
-      st.run_promise = self->make_response_promise<run_report>();
-      maybe_start(self);
-      return st.run_promise;
-    },
-    [=](atom::reg, std::uint32_t r, std::uint32_t l, std::uint32_t i, neuron_slice_actor a) {
-      auto& st = self->state;
-      const bool in_range = r < st.replicas && l < st.layers
-                            && i < st.spec.cfg.topology.slices_of(l);
-      registered_one(self, in_range
-                             && put(self, st.slices,
-                                    r * st.slices_per_replica + st.slice_offset[l] + i,
-                                    std::move(a), describe_slice(r, l, i)));
-    },
-    [=](atom::reg, std::uint32_t r, std::uint32_t k, gradient_relay_actor a) {
-      auto& st = self->state;
-      registered_one(self, r < st.replicas && k <= st.layers
-                             && put(self, st.relays, r * (st.layers + 1) + k, std::move(a),
-                                    "gradient relay (replica " + std::to_string(r)
-                                      + ", boundary " + std::to_string(k) + ")"));
-    },
-    [=](atom::reg, std::uint32_t r, shard_worker_actor a) {
-      registered_one(self, put(self, self->state.workers, r, std::move(a),
-                               "shard worker (replica " + std::to_string(r) + ")"));
-    },
-    [=](atom::reg, std::uint32_t l, swarm_leader_actor a) {
-      registered_one(self, put(self, self->state.leaders, l, std::move(a),
-                               "swarm leader (layer " + std::to_string(l + 1) + ")"));
-    },
-    [=](atom::deadline) {
-      auto& st = self->state;
-      if (self->current_sender() != self->ctrl()) // only our own timer may end registration
-        return;
-      if (st.state == phase::registering)
-        fail(self, "registration deadline of "
-                     + fmt("%g", st.spec.cfg.system.registration_timeout) + "s passed: "
-                     + missing_actors(st));
-    },
-    [=](atom::barrier, barrier_report& r) {
-      auto& st = self->state;
-      if (r.diverged && st.state != phase::done) {
-        fail(self, "training diverged: replica " + std::to_string(r.replica)
-                     + " saw a non-finite loss in epoch " + std::to_string(r.epoch) + " after "
-                     + std::to_string(r.samples)
-                     + " samples (lower optimizer.learning_rate); nothing was written");
-        return;
-      }
-      if (st.state != phase::training || r.replica >= st.replicas || st.barriers[r.replica]) {
-        caf::aout(self) << "coordinator: ignored an unexpected barrier report from replica "
-                        << r.replica << std::endl;
-        return;
-      }
-      st.barriers[r.replica] = r;
-      if (++st.at_barrier == st.replicas)
-        sync_round(self);
-    },
+        st.run_promise = self->make_response_promise<run_report>();
+        maybe_start(self);
+        return st.run_promise;
+      },
+      [=](atom::reg, std::uint32_t r, std::uint32_t l, std::uint32_t i, neuron_slice_actor a) {
+        auto& st = self->state;
+        const bool in_range =
+            r < st.replicas && l < st.layers && i < st.spec.cfg.topology.slices_of(l);
+        registered_one(self, in_range
+                                 && put(self, st.slices,
+                                        r * st.slices_per_replica + st.slice_offset[l] + i,
+                                        std::move(a), describe_slice(r, l, i)));
+      },
+      [=](atom::reg, std::uint32_t r, std::uint32_t k, gradient_relay_actor a) {
+        auto& st = self->state;
+        registered_one(self, r < st.replicas && k <= st.layers
+                                 && put(self, st.relays, r * (st.layers + 1) + k, std::move(a),
+                                        "gradient relay (replica " + std::to_string(r)
+                                            + ", boundary " + std::to_string(k) + ")"));
+      },
+      [=](atom::reg, std::uint32_t r, shard_worker_actor a) {
+        registered_one(self, put(self, self->state.workers, r, std::move(a),
+                                 "shard worker (replica " + std::to_string(r) + ")"));
+      },
+      [=](atom::reg, std::uint32_t l, swarm_leader_actor a) {
+        registered_one(self, put(self, self->state.leaders, l, std::move(a),
+                                 "swarm leader (layer " + std::to_string(l + 1) + ")"));
+      },
+      [=](atom::deadline) {
+        auto& st = self->state;
+        if (self->current_sender() != self->ctrl()) // only our own timer may end registration
+          return;
+        if (st.state == phase::registering)
+          fail(self, "registration deadline of "
+                         + fmt("%g", st.spec.cfg.system.registration_timeout)
+                         + "s passed: " + missing_actors(st));
+      },
+      [=](atom::barrier, barrier_report& r) {
+        auto& st = self->state;
+        if (r.diverged && st.state != phase::done) {
+          fail(self, "training diverged: replica " + std::to_string(r.replica)
+                         + " saw a non-finite loss in epoch " + std::to_string(r.epoch) + " after "
+                         + std::to_string(r.samples)
+                         + " samples (lower optimizer.learning_rate); nothing was written");
+          return;
+        }
+        if (st.state != phase::training || r.replica >= st.replicas || st.barriers[r.replica]) {
+          caf::aout(self) << "coordinator: ignored an unexpected barrier report from replica "
+                          << r.replica << std::endl;
+          return;
+        }
+        st.barriers[r.replica] = r;
+        if (++st.at_barrier == st.replicas)
+          sync_round(self);
+      },
   };
 }
 

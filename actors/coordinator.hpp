@@ -14,8 +14,8 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <string>
 #include <set>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -46,10 +46,10 @@ struct coordinator_state {
   std::size_t slices_per_replica = 0;
 
   // Registered actors (empty handles until registered).
-  std::vector<neuron_slice_actor> slices;    ///< [r * slices_per_replica + offset[l] + s]
-  std::vector<gradient_relay_actor> relays;  ///< [r * (L + 1) + k]
-  std::vector<shard_worker_actor> workers;   ///< [r]
-  std::vector<swarm_leader_actor> leaders;   ///< [l]
+  std::vector<neuron_slice_actor> slices;   ///< [r * slices_per_replica + offset[l] + s]
+  std::vector<gradient_relay_actor> relays; ///< [r * (L + 1) + k]
+  std::vector<shard_worker_actor> workers;  ///< [r]
+  std::vector<swarm_leader_actor> leaders;  ///< [l]
   std::size_t registered = 0;
   std::size_t expected = 0;
 

@@ -5,9 +5,9 @@
 
 #include <caf/all.hpp>
 
+#include "metrics.hpp"
 #include "nettorrent/plot.hpp"
 #include "nettorrent/run_support.hpp"
-#include "metrics.hpp"
 #include "spawn.hpp"
 
 namespace nettorrent {
@@ -30,8 +30,8 @@ run_report run_embedded(const run_config& cfg, std::ostream& out, bool verbose) 
         << to_string(cfg.optimizer.kind) << " lr " << cfg.optimizer.learning_rate << ", batch "
         << cfg.training.batch_size << ", seed " << cfg.training.seed << '\n'
         << "topology: " << cfg.topology.replicas << " replicas x [" << slices
-        << "] slices per layer, max_in_flight " << cfg.topology.max_in_flight
-        << ", sync every " << cfg.topology.sync_every << " samples per replica, policy "
+        << "] slices per layer, max_in_flight " << cfg.topology.max_in_flight << ", sync every "
+        << cfg.topology.sync_every << " samples per replica, policy "
         << to_string(cfg.topology.policy) << std::endl;
   // Metrics outlive the actor system: declared first, destroyed last.
   std::unique_ptr<metrics> m;
@@ -51,11 +51,11 @@ run_report run_embedded(const run_config& cfg, std::ostream& out, bool verbose) 
   run_report report;
   caf::scoped_actor self{sys};
   self->request(coord, caf::infinite, atom::run::value)
-    .receive([&](run_report& r) { report = std::move(r); },
-             [&](caf::error& err) {
-               report.ok = false;
-               report.error = "the coordinator failed: " + sys.render(err);
-             });
+      .receive([&](run_report& r) { report = std::move(r); },
+               [&](caf::error& err) {
+                 report.ok = false;
+                 report.error = "the coordinator failed: " + sys.render(err);
+               });
   if (report.ok) {
     const std::string png = cfg.training.output_dir + "/curve.png";
     if (plot_curve(report.curve_path, png, out))
@@ -76,8 +76,8 @@ void print_summary(const run_report& r, std::ostream& out) {
                 "staleness: max %llu; dropped messages: %llu\n",
                 static_cast<unsigned long long>(r.samples), format_duration(r.seconds).c_str(),
                 r.samples_per_second, static_cast<unsigned long long>(r.sync_rounds),
-                static_cast<double>(r.sync_bytes) / 1e6, r.best_replica,
-                r.best_validation_accuracy, r.test_accuracy, r.test_loss,
+                static_cast<double>(r.sync_bytes) / 1e6, r.best_replica, r.best_validation_accuracy,
+                r.test_accuracy, r.test_loss,
                 r.reached_target ? format_duration(r.time_to_target).c_str() : "not reached",
                 static_cast<unsigned long long>(r.max_staleness),
                 static_cast<unsigned long long>(r.dropped));

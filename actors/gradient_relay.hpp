@@ -40,8 +40,8 @@ struct gradient_relay_state {
 
   /// Forward gather of one batch.
   struct gather {
-    matrix buf;                  ///< B x prev_width, filled block by block
-    shared_matrix single;        ///< the block itself when swarm k has one slice
+    matrix buf;           ///< B x prev_width, filled block by block
+    shared_matrix single; ///< the block itself when swarm k has one slice
     std::vector<bool> got;
     std::size_t count = 0;
     bool train = false;
@@ -66,10 +66,10 @@ struct gradient_relay_state {
     std::vector<bool> got;
     std::size_t count = 0;
   };
-  std::unordered_map<std::uint64_t, ack_set> acks;                  ///< k = 0
+  std::unordered_map<std::uint64_t, ack_set> acks; ///< k = 0
   /// k = L: labels (and the train flag they came with) waiting for logits.
   std::unordered_map<std::uint64_t, std::pair<bool, std::vector<std::uint8_t>>> labels;
-  std::unordered_map<std::uint64_t, gather> logits;                  ///< k = L, waiting for labels
+  std::unordered_map<std::uint64_t, gather> logits; ///< k = L, waiting for labels
   /// Batches whose forward gather completed recently: a late or repeated
   /// block for one of them is dropped instead of opening a gather that would
   /// never complete. Bounded: the oldest id is forgotten first.

@@ -44,10 +44,7 @@ typename Inspector::result_type inspect_matrix(Inspector& f, Mat& m, const char*
   }
 }
 
-
-
 } // namespace nettorrent
-
 
 namespace nettorrent {
 
@@ -120,27 +117,26 @@ typename Inspector::result_type inspect(Inspector& f, replica_score& s) {
 
 /// What a slice reports about itself.
 struct slice_stats {
-  std::uint64_t updates = 0;         ///< optimizer updates applied
-  std::uint64_t dropped = 0;         ///< malformed messages dropped
-  std::uint64_t max_staleness = 0;   ///< largest staleness seen
+  std::uint64_t updates = 0;            ///< optimizer updates applied
+  std::uint64_t dropped = 0;            ///< malformed messages dropped
+  std::uint64_t max_staleness = 0;      ///< largest staleness seen
   std::vector<std::uint64_t> staleness; ///< histogram: staleness[k] = updates with staleness k
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, slice_stats& s) {
-  return f(caf::meta::type_name("slice_stats"), s.updates, s.dropped, s.max_staleness,
-           s.staleness);
+  return f(caf::meta::type_name("slice_stats"), s.updates, s.dropped, s.max_staleness, s.staleness);
 }
 
 /// What a shard worker reports when it reaches a barrier.
 struct barrier_report {
   std::uint32_t replica = 0;
-  bool finished = false;        ///< no more epochs to run
-  std::uint64_t samples = 0;    ///< training samples so far
-  std::uint64_t epoch = 0;      ///< 1-based epoch in progress
-  double loss_sum = 0;          ///< training loss summed since the last barrier
+  bool finished = false;     ///< no more epochs to run
+  std::uint64_t samples = 0; ///< training samples so far
+  std::uint64_t epoch = 0;   ///< 1-based epoch in progress
+  double loss_sum = 0;       ///< training loss summed since the last barrier
   std::uint64_t loss_samples = 0;
-  bool diverged = false;        ///< a training loss was not finite: the run must stop
+  bool diverged = false; ///< a training loss was not finite: the run must stop
 };
 
 template <class Inspector>

@@ -12,56 +12,93 @@ namespace nettorrent {
 
 const char* to_string(msg_kind k) noexcept {
   switch (k) {
-    case msg_kind::forward: return "forward";
-    case msg_kind::block: return "block";
-    case msg_kind::backward: return "backward";
-    case msg_kind::grad: return "grad";
-    case msg_kind::ack: return "ack";
-    case msg_kind::labels: return "labels";
-    case msg_kind::done: return "done";
-    case msg_kind::loss: return "loss";
+  case msg_kind::forward:
+    return "forward";
+  case msg_kind::block:
+    return "block";
+  case msg_kind::backward:
+    return "backward";
+  case msg_kind::grad:
+    return "grad";
+  case msg_kind::ack:
+    return "ack";
+  case msg_kind::labels:
+    return "labels";
+  case msg_kind::done:
+    return "done";
+  case msg_kind::loss:
+    return "loss";
   }
   return "?";
 }
 
 metrics::metrics(std::string node, std::size_t layers, std::size_t replicas)
-  : registry_(std::make_shared<prometheus::Registry>()), replicas_(replicas) {
+    : registry_(std::make_shared<prometheus::Registry>()), replicas_(replicas) {
   using namespace prometheus;
   auto& reg = *registry_;
-  auto& samples = BuildCounter().Name("nettorrent_samples_total")
-                    .Help("Training samples through a swarm (per replica)").Register(reg);
-  auto& batches = BuildCounter().Name("nettorrent_batches_total")
-                    .Help("Training batches through a swarm (per replica)").Register(reg);
-  auto& sent = BuildCounter().Name("nettorrent_messages_sent_total")
-                 .Help("Messages sent, by kind").Register(reg);
-  auto& received = BuildCounter().Name("nettorrent_messages_received_total")
-                     .Help("Messages received, by kind").Register(reg);
-  auto& bytes_sent = BuildCounter().Name("nettorrent_bytes_sent_total")
-                       .Help("Matrix payload bytes sent, by kind").Register(reg);
-  auto& bytes_received = BuildCounter().Name("nettorrent_bytes_received_total")
-                           .Help("Matrix payload bytes received, by kind").Register(reg);
-  auto& dropped = BuildCounter().Name("nettorrent_dropped_messages_total")
-                    .Help("Malformed messages dropped, by kind").Register(reg);
-  auto& forward = BuildHistogram().Name("nettorrent_forward_seconds")
-                    .Help("Time of a slice's forward computation").Register(reg);
-  auto& backward = BuildHistogram().Name("nettorrent_backward_seconds")
-                     .Help("Time of a slice's backward computation and update").Register(reg);
-  auto& staleness = BuildHistogram().Name("nettorrent_update_staleness")
-                      .Help("Updates applied to a slice between a batch's forward and its backward")
+  auto& samples = BuildCounter()
+                      .Name("nettorrent_samples_total")
+                      .Help("Training samples through a swarm (per replica)")
                       .Register(reg);
-  auto& alive = BuildGauge().Name("nettorrent_peers_alive")
-                  .Help("Slices of a swarm alive, as its leader sees them").Register(reg);
-  auto& failures = BuildCounter().Name("nettorrent_peer_failures_total")
-                     .Help("Slices of a swarm seen going down").Register(reg);
-  auto& rounds = BuildCounter().Name("nettorrent_sync_rounds_total")
-                   .Help("Sync rounds a swarm leader ran").Register(reg);
-  auto& sync_bytes = BuildCounter().Name("nettorrent_sync_bytes_total")
-                       .Help("Bytes of weights and optimizer state moved by sync rounds")
+  auto& batches = BuildCounter()
+                      .Name("nettorrent_batches_total")
+                      .Help("Training batches through a swarm (per replica)")
+                      .Register(reg);
+  auto& sent = BuildCounter()
+                   .Name("nettorrent_messages_sent_total")
+                   .Help("Messages sent, by kind")
+                   .Register(reg);
+  auto& received = BuildCounter()
+                       .Name("nettorrent_messages_received_total")
+                       .Help("Messages received, by kind")
                        .Register(reg);
-  auto& winner = BuildGauge().Name("nettorrent_sync_winner_replica")
-                   .Help("Best replica of the last sync round").Register(reg);
+  auto& bytes_sent = BuildCounter()
+                         .Name("nettorrent_bytes_sent_total")
+                         .Help("Matrix payload bytes sent, by kind")
+                         .Register(reg);
+  auto& bytes_received = BuildCounter()
+                             .Name("nettorrent_bytes_received_total")
+                             .Help("Matrix payload bytes received, by kind")
+                             .Register(reg);
+  auto& dropped = BuildCounter()
+                      .Name("nettorrent_dropped_messages_total")
+                      .Help("Malformed messages dropped, by kind")
+                      .Register(reg);
+  auto& forward = BuildHistogram()
+                      .Name("nettorrent_forward_seconds")
+                      .Help("Time of a slice's forward computation")
+                      .Register(reg);
+  auto& backward = BuildHistogram()
+                       .Name("nettorrent_backward_seconds")
+                       .Help("Time of a slice's backward computation and update")
+                       .Register(reg);
+  auto& staleness =
+      BuildHistogram()
+          .Name("nettorrent_update_staleness")
+          .Help("Updates applied to a slice between a batch's forward and its backward")
+          .Register(reg);
+  auto& alive = BuildGauge()
+                    .Name("nettorrent_peers_alive")
+                    .Help("Slices of a swarm alive, as its leader sees them")
+                    .Register(reg);
+  auto& failures = BuildCounter()
+                       .Name("nettorrent_peer_failures_total")
+                       .Help("Slices of a swarm seen going down")
+                       .Register(reg);
+  auto& rounds = BuildCounter()
+                     .Name("nettorrent_sync_rounds_total")
+                     .Help("Sync rounds a swarm leader ran")
+                     .Register(reg);
+  auto& sync_bytes = BuildCounter()
+                         .Name("nettorrent_sync_bytes_total")
+                         .Help("Bytes of weights and optimizer state moved by sync rounds")
+                         .Register(reg);
+  auto& winner = BuildGauge()
+                     .Name("nettorrent_sync_winner_replica")
+                     .Help("Best replica of the last sync round")
+                     .Register(reg);
   const Histogram::BucketBoundaries seconds_buckets{1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3,
-                                                    1e-2, 3e-2, 0.1, 0.3, 1};
+                                                    1e-2, 3e-2, 0.1,  0.3,  1};
   const Histogram::BucketBoundaries staleness_buckets{0, 1, 2, 3, 4, 8, 16};
 
   swarms_.resize((layers + 1) * replicas);
@@ -98,18 +135,21 @@ metrics::metrics(std::string node, std::size_t layers, std::size_t replicas)
   auto gauge = [&](const char* name, const char* help) {
     return &BuildGauge().Name(name).Help(help).Register(reg).Add({{"node", node}});
   };
-  run_.training_loss = gauge("nettorrent_training_loss", "Mean training loss since the last sync round");
-  run_.best_validation_accuracy = gauge("nettorrent_best_validation_accuracy",
-                                        "Best validation accuracy so far");
+  run_.training_loss =
+      gauge("nettorrent_training_loss", "Mean training loss since the last sync round");
+  run_.best_validation_accuracy =
+      gauge("nettorrent_best_validation_accuracy", "Best validation accuracy so far");
   run_.test_accuracy = gauge("nettorrent_test_accuracy", "Test accuracy of the final model");
-  run_.samples_per_second = gauge("nettorrent_samples_per_second",
-                                  "Training samples per second since the start");
+  run_.samples_per_second =
+      gauge("nettorrent_samples_per_second", "Training samples per second since the start");
   run_.epoch = gauge("nettorrent_epoch", "Epoch in progress");
   run_.time_to_target = gauge("nettorrent_time_to_target_seconds",
                               "Seconds to the target validation accuracy (-1 until reached)");
   run_.time_to_target->Set(-1);
-  auto& val = BuildGauge().Name("nettorrent_validation_accuracy")
-                .Help("Last validation accuracy of each replica").Register(reg);
+  auto& val = BuildGauge()
+                  .Name("nettorrent_validation_accuracy")
+                  .Help("Last validation accuracy of each replica")
+                  .Register(reg);
   for (std::size_t r = 0; r < replicas; ++r)
     run_.validation_accuracy.push_back(&val.Add({{"node", node}, {"replica", std::to_string(r)}}));
 }
@@ -132,8 +172,8 @@ std::unique_ptr<prometheus::Exposer> expose_metrics(const metrics& m, const std:
   try {
     exposer = std::make_unique<prometheus::Exposer>(addr);
   } catch (const std::exception& e) {
-    throw error("cannot serve metrics on " + addr + " (port taken or address invalid): "
-                + e.what());
+    throw error("cannot serve metrics on " + addr
+                + " (port taken or address invalid): " + e.what());
   }
   exposer->RegisterCollectable(m.registry());
   return exposer;

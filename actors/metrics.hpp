@@ -37,8 +37,8 @@ struct traffic_counters {
 
 /// Everything an actor of one swarm (and replica) updates.
 struct swarm_metrics {
-  prometheus::Counter* samples = nullptr;          ///< per swarm x replica
-  prometheus::Counter* batches = nullptr;          ///< per swarm x replica
+  prometheus::Counter* samples = nullptr; ///< per swarm x replica
+  prometheus::Counter* batches = nullptr; ///< per swarm x replica
   prometheus::Histogram* forward_seconds = nullptr;
   prometheus::Histogram* backward_seconds = nullptr;
   prometheus::Histogram* staleness = nullptr;
@@ -51,7 +51,9 @@ struct swarm_metrics {
   prometheus::Counter* sync_bytes = nullptr;
   prometheus::Gauge* sync_winner = nullptr;
 
-  void sent_msg(msg_kind k, std::size_t bytes) const { sent[static_cast<std::size_t>(k)].add(bytes); }
+  void sent_msg(msg_kind k, std::size_t bytes) const {
+    sent[static_cast<std::size_t>(k)].add(bytes);
+  }
   void received_msg(msg_kind k, std::size_t bytes) const {
     received[static_cast<std::size_t>(k)].add(bytes);
   }

@@ -21,101 +21,104 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
   const auto fan_in = static_cast<Eigen::Index>(spec.geometry.fan_in);
   const auto width = static_cast<Eigen::Index>(spec.geometry.cols.size());
   return {
-    [=](atom::forward, std::uint64_t batch, bool train, const shared_matrix& x) {
-      auto& s = self->state;
-      if (!x || !valid_batch(x.get(), fan_in, s.spec.max_batch)
-          || (train && s.stash.count(batch) != 0)) {
-        drop_message(self, s.stats.dropped, "forward", batch, s.spec.metrics, msg_kind::forward);
-        return;
-      }
-      const auto t0 = std::chrono::steady_clock::now();
-      matrix h;
-      dense_forward(x.get(), s.params, s.spec.geometry.act, h);
-      shared_matrix out{std::move(h)};
-      if (const auto* m = s.spec.metrics) {
-        m->forward_seconds->Observe(seconds_since(t0));
-        m->received_msg(msg_kind::forward, payload_bytes(x.get()));
-        m->sent_msg(msg_kind::block, payload_bytes(out.get()));
-      }
-      if (train) {
-        auto& e = s.stash[batch];
-        e.x = x;
-        e.h = out;
-        e.updates_at_forward = s.stats.updates;
-        if (s.spec.weight_stashing)
-          e.weights = std::make_unique<dense_params>(s.params);
-      }
-      self->send(s.next, atom::block::value, batch, train, s.spec.index, std::move(out));
-    },
-    [=](atom::backward, std::uint64_t batch, owned_matrix& payload) {
-      matrix& dh = payload.value;
-      auto& s = self->state;
-      auto it = s.stash.find(batch);
-      if (it == s.stash.end() || !valid_batch(dh, width, s.spec.max_batch)
-          || dh.rows() != it->second.x.get().rows()) {
-        drop_message(self, s.stats.dropped, "backward", batch, s.spec.metrics, msg_kind::backward);
-        return;
-      }
-      const auto t0 = std::chrono::steady_clock::now();
-      auto& e = it->second;
-      const dense_params& forward_weights = e.weights ? *e.weights : s.params;
-      const bool first_layer = s.spec.geometry.layer == 0;
-      matrix dx;
-      // dX from the weights the forward pass used, before this update.
-      dense_backward(e.x.get(), e.h.get(), s.spec.geometry.act, forward_weights, dh, s.grads,
-                     first_layer ? nullptr : &dx);
-      if (const auto* m = s.spec.metrics) {
-        m->received_msg(msg_kind::backward, payload_bytes(dh));
+      [=](atom::forward, std::uint64_t batch, bool train, const shared_matrix& x) {
+        auto& s = self->state;
+        if (!x || !valid_batch(x.get(), fan_in, s.spec.max_batch)
+            || (train && s.stash.count(batch) != 0)) {
+          drop_message(self, s.stats.dropped, "forward", batch, s.spec.metrics, msg_kind::forward);
+          return;
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        matrix h;
+        dense_forward(x.get(), s.params, s.spec.geometry.act, h);
+        shared_matrix out{std::move(h)};
+        if (const auto* m = s.spec.metrics) {
+          m->forward_seconds->Observe(seconds_since(t0));
+          m->received_msg(msg_kind::forward, payload_bytes(x.get()));
+          m->sent_msg(msg_kind::block, payload_bytes(out.get()));
+        }
+        if (train) {
+          auto& e = s.stash[batch];
+          e.x = x;
+          e.h = out;
+          e.updates_at_forward = s.stats.updates;
+          if (s.spec.weight_stashing)
+            e.weights = std::make_unique<dense_params>(s.params);
+        }
+        self->send(s.next, atom::block::value, batch, train, s.spec.index, std::move(out));
+      },
+      [=](atom::backward, std::uint64_t batch, owned_matrix& payload) {
+        matrix& dh = payload.value;
+        auto& s = self->state;
+        auto it = s.stash.find(batch);
+        if (it == s.stash.end() || !valid_batch(dh, width, s.spec.max_batch)
+            || dh.rows() != it->second.x.get().rows()) {
+          drop_message(self, s.stats.dropped, "backward", batch, s.spec.metrics,
+                       msg_kind::backward);
+          return;
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        auto& e = it->second;
+        const dense_params& forward_weights = e.weights ? *e.weights : s.params;
+        const bool first_layer = s.spec.geometry.layer == 0;
+        matrix dx;
+        // dX from the weights the forward pass used, before this update.
+        dense_backward(e.x.get(), e.h.get(), s.spec.geometry.act, forward_weights, dh, s.grads,
+                       first_layer ? nullptr : &dx);
+        if (const auto* m = s.spec.metrics) {
+          m->received_msg(msg_kind::backward, payload_bytes(dh));
+          if (first_layer)
+            m->sent_msg(msg_kind::ack, 0);
+          else
+            m->sent_msg(msg_kind::grad, payload_bytes(dx));
+        }
         if (first_layer)
-          m->sent_msg(msg_kind::ack, 0);
+          self->send(s.prev, atom::ack::value, batch, s.spec.index);
         else
-          m->sent_msg(msg_kind::grad, payload_bytes(dx));
-      }
-      if (first_layer)
-        self->send(s.prev, atom::ack::value, batch, s.spec.index);
-      else
-        self->send(s.prev, atom::grad::value, batch, s.spec.index, owned_matrix{std::move(dx)});
-      const std::uint64_t staleness = s.stats.updates - e.updates_at_forward;
-      if (s.stats.staleness.size() <= staleness)
-        s.stats.staleness.resize(staleness + 1, 0);
-      ++s.stats.staleness[staleness];
-      s.stats.max_staleness = std::max(s.stats.max_staleness, staleness);
-      s.opt->step(s.params.w.data(), s.grads.dw.data(), static_cast<std::size_t>(s.params.w.size()),
-                  s.w_state);
-      s.opt->step(s.params.b.data(), s.grads.db.data(), static_cast<std::size_t>(s.params.b.size()),
-                  s.b_state);
-      ++s.stats.updates;
-      s.stash.erase(it);
-      if (const auto* m = s.spec.metrics) {
-        m->staleness->Observe(static_cast<double>(staleness));
-        m->backward_seconds->Observe(seconds_since(t0));
-      }
-    },
-    [=](atom::wire, slice_output_actor prev, slice_output_actor next) {
-      self->state.prev = std::move(prev);
-      self->state.next = std::move(next);
-      return atom::ok::value;
-    },
-    [=](atom::get_state) {
-      auto& s = self->state;
-      return layer_state{s.params, s.w_state, s.b_state};
-    },
-    [=](atom::set_state, layer_state& ls) -> caf::result<atom::ok> {
-      auto& s = self->state;
-      if (ls.params.w.rows() != s.params.w.rows() || ls.params.w.cols() != s.params.w.cols()
-          || ls.params.b.size() != s.params.b.size()
-          || ls.w_state.m.size() != s.w_state.m.size() || ls.w_state.v.size() != s.w_state.v.size()
-          || ls.b_state.m.size() != s.b_state.m.size() || ls.b_state.v.size() != s.b_state.v.size()
-          || !all_finite(ls.params.w) || !all_finite(ls.params.b)) {
-        drop_message(self, s.stats.dropped, "set_state", 0);
-        return caf::make_error(caf::sec::invalid_argument, "set_state: wrong shape or non-finite");
-      }
-      s.params = std::move(ls.params);
-      s.w_state = std::move(ls.w_state);
-      s.b_state = std::move(ls.b_state);
-      return atom::ok::value;
-    },
-    [=](atom::stats) { return self->state.stats; },
+          self->send(s.prev, atom::grad::value, batch, s.spec.index, owned_matrix{std::move(dx)});
+        const std::uint64_t staleness = s.stats.updates - e.updates_at_forward;
+        if (s.stats.staleness.size() <= staleness)
+          s.stats.staleness.resize(staleness + 1, 0);
+        ++s.stats.staleness[staleness];
+        s.stats.max_staleness = std::max(s.stats.max_staleness, staleness);
+        s.opt->step(s.params.w.data(), s.grads.dw.data(),
+                    static_cast<std::size_t>(s.params.w.size()), s.w_state);
+        s.opt->step(s.params.b.data(), s.grads.db.data(),
+                    static_cast<std::size_t>(s.params.b.size()), s.b_state);
+        ++s.stats.updates;
+        s.stash.erase(it);
+        if (const auto* m = s.spec.metrics) {
+          m->staleness->Observe(static_cast<double>(staleness));
+          m->backward_seconds->Observe(seconds_since(t0));
+        }
+      },
+      [=](atom::wire, slice_output_actor prev, slice_output_actor next) {
+        self->state.prev = std::move(prev);
+        self->state.next = std::move(next);
+        return atom::ok::value;
+      },
+      [=](atom::get_state) {
+        auto& s = self->state;
+        return layer_state{s.params, s.w_state, s.b_state};
+      },
+      [=](atom::set_state, layer_state& ls) -> caf::result<atom::ok> {
+        auto& s = self->state;
+        if (ls.params.w.rows() != s.params.w.rows() || ls.params.w.cols() != s.params.w.cols()
+            || ls.params.b.size() != s.params.b.size() || ls.w_state.m.size() != s.w_state.m.size()
+            || ls.w_state.v.size() != s.w_state.v.size()
+            || ls.b_state.m.size() != s.b_state.m.size()
+            || ls.b_state.v.size() != s.b_state.v.size() || !all_finite(ls.params.w)
+            || !all_finite(ls.params.b)) {
+          drop_message(self, s.stats.dropped, "set_state", 0);
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "set_state: wrong shape or non-finite");
+        }
+        s.params = std::move(ls.params);
+        s.w_state = std::move(ls.w_state);
+        s.b_state = std::move(ls.b_state);
+        return atom::ok::value;
+      },
+      [=](atom::stats) { return self->state.stats; },
   };
 }
 

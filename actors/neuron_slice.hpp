@@ -18,12 +18,12 @@ namespace nettorrent {
 /// Everything a slice needs to start.
 struct slice_spec {
   std::uint32_t replica = 0;
-  std::uint32_t index = 0;      ///< slice index within its layer
+  std::uint32_t index = 0; ///< slice index within its layer
   slice_geometry geometry;
   optimizer_config optimizer;
   std::uint64_t seed = 0;
   bool weight_stashing = false;
-  std::size_t max_batch = 0;    ///< largest batch a peer may send
+  std::size_t max_batch = 0;              ///< largest batch a peer may send
   const swarm_metrics* metrics = nullptr; ///< null = metrics off
 };
 
@@ -32,8 +32,8 @@ struct neuron_slice_state {
 
   /// What backward needs of a training batch, kept from its forward pass.
   struct stash_entry {
-    shared_matrix x;                  ///< input (B x fan_in), shared with the relay
-    shared_matrix h;                  ///< output (B x n), shared with the relay
+    shared_matrix x; ///< input (B x fan_in), shared with the relay
+    shared_matrix h; ///< output (B x n), shared with the relay
     std::uint64_t updates_at_forward = 0;
     std::unique_ptr<dense_params> weights; ///< forward-time weights (weight stashing)
   };

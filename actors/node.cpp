@@ -11,11 +11,11 @@
 
 #include "coordinator.hpp"
 #include "embedded.hpp"
+#include "metrics.hpp"
 #include "nettorrent/error.hpp"
 #include "nettorrent/placement.hpp"
 #include "nettorrent/plot.hpp"
 #include "nettorrent/run_support.hpp"
-#include "metrics.hpp"
 #include "spawn.hpp"
 
 namespace nettorrent {
@@ -36,25 +36,23 @@ std::string hex(std::uint64_t x) {
 
 /// Connects to the coordinator published at `addr`, retrying until
 /// `deadline`. Returns an invalid handle and sets `why` on failure.
-coordinator_actor connect(caf::actor_system& sys, caf::scoped_actor& self,
-                          const node_address& addr, clock_type::time_point deadline,
-                          std::string& why) {
+coordinator_actor connect(caf::actor_system& sys, caf::scoped_actor& self, const node_address& addr,
+                          clock_type::time_point deadline, std::string& why) {
   auto mm = sys.middleman().actor_handle();
   const auto expected = sys.message_types<coordinator_actor>();
   for (;;) {
     coordinator_actor result;
-    self
-      ->request(mm, std::chrono::seconds(5), caf::connect_atom::value, addr.host, addr.port)
-      .receive(
-        [&](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>& ifs) {
-          if (!ptr)
-            why = "nothing is published at " + addr.endpoint();
-          else if (ifs != expected)
-            why = addr.endpoint() + " is not a NetTorrent coordinator (its interface differs)";
-          else
-            result = caf::actor_cast<coordinator_actor>(std::move(ptr));
-        },
-        [&](caf::error& err) { why = sys.render(err); });
+    self->request(mm, std::chrono::seconds(5), caf::connect_atom::value, addr.host, addr.port)
+        .receive(
+            [&](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>& ifs) {
+              if (!ptr)
+                why = "nothing is published at " + addr.endpoint();
+              else if (ifs != expected)
+                why = addr.endpoint() + " is not a NetTorrent coordinator (its interface differs)";
+              else
+                result = caf::actor_cast<coordinator_actor>(std::move(ptr));
+            },
+            [&](caf::error& err) { why = sys.render(err); });
     if (result || clock_type::now() >= deadline)
       return result;
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
@@ -80,7 +78,8 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
     err << "*** WARNING: " << me << " listens on " << nc.bind
         << ", beyond loopback, WITHOUT TLS. Any host that reaches this port can make the\n"
            "*** node allocate whatever frame size it announces and send it messages.\n"
-           "*** Only do this on a network you trust completely." << std::endl;
+           "*** Only do this on a network you trust completely."
+        << std::endl;
 
   bool needs_data = is_coordinator;
   for (const auto& key : mine)
@@ -141,14 +140,13 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
     coord = connect(sys, self, *coord_addr, deadline, why);
     if (!coord) {
       err << me << ": error: cannot reach the coordinator (node " << coord_id << ") at "
-          << coord_addr->endpoint() << " within " << cfg.system.registration_timeout
-          << "s: " << why << std::endl;
+          << coord_addr->endpoint() << " within " << cfg.system.registration_timeout << "s: " << why
+          << std::endl;
       return 1;
     }
     bool admitted = false;
     self->request(coord, std::chrono::seconds(10), atom::hello::value, nc.id, cc.hash())
-      .receive([&](atom::ok) { admitted = true; },
-               [&](caf::error& e) { why = sys.render(e); });
+        .receive([&](atom::ok) { admitted = true; }, [&](caf::error& e) { why = sys.render(e); });
     if (!admitted) {
       err << me << ": error: the coordinator at " << coord_addr->endpoint()
           << " refused this node: " << why << "\n  (this node's cluster description "
@@ -167,11 +165,11 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
   if (is_coordinator) {
     run_report report;
     self->request(coord, caf::infinite, atom::run::value)
-      .receive([&](run_report& r) { report = std::move(r); },
-               [&](caf::error& e) {
-                 report.ok = false;
-                 report.error = "the coordinator failed: " + sys.render(e);
-               });
+        .receive([&](run_report& r) { report = std::move(r); },
+                 [&](caf::error& e) {
+                   report.ok = false;
+                   report.error = "the coordinator failed: " + sys.render(e);
+                 });
     if (!report.ok) {
       err << me << ": error: " << report.error << std::endl;
       for (const auto& a : local)

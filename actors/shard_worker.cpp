@@ -87,85 +87,86 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
   st.order = spec.shard;
   st.spec = std::move(spec);
   return {
-    [=](atom::done, std::uint64_t batch) {
-      auto& s = self->state;
-      if (const auto* m = s.spec.metrics)
-        m->received_msg(msg_kind::done, 0);
-      if (s.in_flight.erase(batch) == 0) {
-        drop_message(self, s.dropped, "done", batch, s.spec.metrics, msg_kind::done);
-        return;
-      }
-      feed(self);
-    },
-    [=](atom::loss, std::uint64_t batch, bool train, double loss_sum, std::uint64_t correct) {
-      auto& s = self->state;
-      if (const auto* m = s.spec.metrics)
-        m->received_msg(msg_kind::loss, 0);
-      if (train) {
-        if (s.awaiting_loss.erase(batch) == 0) {
+      [=](atom::done, std::uint64_t batch) {
+        auto& s = self->state;
+        if (const auto* m = s.spec.metrics)
+          m->received_msg(msg_kind::done, 0);
+        if (s.in_flight.erase(batch) == 0) {
+          drop_message(self, s.dropped, "done", batch, s.spec.metrics, msg_kind::done);
+          return;
+        }
+        feed(self);
+      },
+      [=](atom::loss, std::uint64_t batch, bool train, double loss_sum, std::uint64_t correct) {
+        auto& s = self->state;
+        if (const auto* m = s.spec.metrics)
+          m->received_msg(msg_kind::loss, 0);
+        if (train) {
+          if (s.awaiting_loss.erase(batch) == 0) {
+            drop_message(self, s.dropped, "loss", batch, s.spec.metrics, msg_kind::loss);
+            return;
+          }
+          if (!std::isfinite(loss_sum)) {
+            // The weights diverged: the pipeline cannot recover (its gradients
+            // are dropped as malformed), so tell the coordinator at once.
+            barrier_report r;
+            r.replica = s.spec.replica;
+            r.epoch = s.epoch;
+            r.samples = s.samples;
+            r.diverged = true;
+            s.running = false;
+            self->send(s.coordinator, atom::barrier::value, r);
+            return;
+          }
+          s.loss_sum += loss_sum;
+          s.loss_samples += s.spec.batch_size;
+          feed(self); // the barrier may have waited for this loss
+          return;
+        }
+        if (s.eval_pending.erase(batch) == 0) {
           drop_message(self, s.dropped, "loss", batch, s.spec.metrics, msg_kind::loss);
           return;
         }
-        if (!std::isfinite(loss_sum)) {
-          // The weights diverged: the pipeline cannot recover (its gradients
-          // are dropped as malformed), so tell the coordinator at once.
-          barrier_report r;
-          r.replica = s.spec.replica;
-          r.epoch = s.epoch;
-          r.samples = s.samples;
-          r.diverged = true;
-          s.running = false;
-          self->send(s.coordinator, atom::barrier::value, r);
-          return;
+        s.eval_loss += loss_sum;
+        s.eval_correct += correct;
+        if (s.eval_pending.empty()) {
+          const auto n = static_cast<double>(s.spec.validation.size());
+          s.eval_promise.deliver(
+              replica_score{s.eval_loss / n, static_cast<double>(s.eval_correct) / n});
         }
-        s.loss_sum += loss_sum;
-        s.loss_samples += s.spec.batch_size;
-        feed(self); // the barrier may have waited for this loss
-        return;
-      }
-      if (s.eval_pending.erase(batch) == 0) {
-        drop_message(self, s.dropped, "loss", batch, s.spec.metrics, msg_kind::loss);
-        return;
-      }
-      s.eval_loss += loss_sum;
-      s.eval_correct += correct;
-      if (s.eval_pending.empty()) {
-        const auto n = static_cast<double>(s.spec.validation.size());
-        s.eval_promise.deliver(replica_score{s.eval_loss / n, static_cast<double>(s.eval_correct) / n});
-      }
-    },
-    [=](atom::wire, gradient_relay_actor input, gradient_relay_actor loss_relay,
-        barrier_sink_actor coordinator) {
-      auto& s = self->state;
-      s.input = std::move(input);
-      s.loss_relay = std::move(loss_relay);
-      s.coordinator = std::move(coordinator);
-      return atom::ok::value;
-    },
-    [=](atom::resume) {
-      auto& s = self->state;
-      s.running = true;
-      s.since_sync = 0;
-      feed(self);
-    },
-    [=](atom::validate) -> caf::result<replica_score> {
-      auto& s = self->state;
-      if (!s.in_flight.empty() || !s.awaiting_loss.empty() || !s.eval_pending.empty())
-        return caf::make_error(caf::sec::invalid_argument,
-                               "validate: the pipeline is not drained");
-      s.eval_loss = 0;
-      s.eval_correct = 0;
-      const auto& v = s.spec.validation;
-      for (std::size_t start = 0; start < v.size(); start += s.spec.eval_batch_size) {
-        const std::size_t n = std::min(s.spec.eval_batch_size, v.size() - start);
-        const std::uint64_t id = s.next_batch++;
-        s.eval_pending.insert(id);
-        send_batch(self, id, false, v.data() + start, n);
-      }
-      s.eval_promise = self->make_response_promise<replica_score>();
-      return s.eval_promise;
-    },
-    [=](atom::stats) { return self->state.dropped; },
+      },
+      [=](atom::wire, gradient_relay_actor input, gradient_relay_actor loss_relay,
+          barrier_sink_actor coordinator) {
+        auto& s = self->state;
+        s.input = std::move(input);
+        s.loss_relay = std::move(loss_relay);
+        s.coordinator = std::move(coordinator);
+        return atom::ok::value;
+      },
+      [=](atom::resume) {
+        auto& s = self->state;
+        s.running = true;
+        s.since_sync = 0;
+        feed(self);
+      },
+      [=](atom::validate) -> caf::result<replica_score> {
+        auto& s = self->state;
+        if (!s.in_flight.empty() || !s.awaiting_loss.empty() || !s.eval_pending.empty())
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "validate: the pipeline is not drained");
+        s.eval_loss = 0;
+        s.eval_correct = 0;
+        const auto& v = s.spec.validation;
+        for (std::size_t start = 0; start < v.size(); start += s.spec.eval_batch_size) {
+          const std::size_t n = std::min(s.spec.eval_batch_size, v.size() - start);
+          const std::uint64_t id = s.next_batch++;
+          s.eval_pending.insert(id);
+          send_batch(self, id, false, v.data() + start, n);
+        }
+        s.eval_promise = self->make_response_promise<replica_score>();
+        return s.eval_promise;
+      },
+      [=](atom::stats) { return self->state.dropped; },
   };
 }
 

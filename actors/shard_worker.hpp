@@ -40,18 +40,18 @@ struct shard_worker_state {
   barrier_sink_actor coordinator;
   std::vector<std::uint32_t> order; ///< this epoch's sample order
   rng gen{0};
-  std::size_t cursor = 0;           ///< next position in `order`
-  std::uint64_t epoch = 0;          ///< 1-based epoch in progress (0 = not started)
-  std::uint64_t next_batch = 0;     ///< batch ids, training and validation
+  std::size_t cursor = 0;                          ///< next position in `order`
+  std::uint64_t epoch = 0;                         ///< 1-based epoch in progress (0 = not started)
+  std::uint64_t next_batch = 0;                    ///< batch ids, training and validation
   std::unordered_set<std::uint64_t> in_flight;     ///< training batches not yet `done`
   std::unordered_set<std::uint64_t> awaiting_loss; ///< training batches whose loss is due
                                                    ///< (done and loss come from different
                                                    ///< relays, in either order)
   std::uint64_t samples = 0;
   std::uint64_t since_sync = 0;
-  bool running = false;             ///< between resume and the barrier
-  bool finished = false;            ///< all epochs fed
-  double loss_sum = 0;              ///< training loss since the last barrier
+  bool running = false;  ///< between resume and the barrier
+  bool finished = false; ///< all epochs fed
+  double loss_sum = 0;   ///< training loss since the last barrier
   std::uint64_t loss_samples = 0;
   std::uint64_t dropped = 0;
   // Validation pass in progress.

@@ -6,8 +6,8 @@
 #include <caf/all.hpp>
 
 #include "coordinator.hpp"
-#include "nettorrent/error.hpp"
 #include "gradient_relay.hpp"
+#include "nettorrent/error.hpp"
 #include "nettorrent/model.hpp"
 #include "neuron_slice.hpp"
 #include "shard_worker.hpp"
@@ -64,9 +64,9 @@ std::vector<actor_key> pipeline_actors(const run_config& cfg) {
 }
 
 caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
-                              const std::shared_ptr<const data_splits>& data,
-                              const actor_key& key, const coordinator_actor& coord,
-                              const metrics* m, caf::scoped_actor* via) {
+                              const std::shared_ptr<const data_splits>& data, const actor_key& key,
+                              const coordinator_actor& coord, const metrics* m,
+                              caf::scoped_actor* via) {
   auto reg = [&](auto&&... xs) {
     if (via != nullptr)
       (*via)->send(coord, atom::reg::value, std::forward<decltype(xs)>(xs)...);
@@ -77,66 +77,67 @@ caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
   const std::size_t L = cfg.model.layers.size() - 1;
   const std::size_t max_batch = max_batch_rows(cfg);
   switch (key.kind) {
-    case actor_kind::swarm_leader: {
-      auto a = sys.spawn(swarm_leader,
-                         leader_spec{key.layer, cfg.topology.replicas,
-                                     cfg.topology.slices_of(key.layer), swarm(key.layer + 1, 0)});
-      reg(key.layer, a);
-      return caf::actor_cast<caf::actor>(a);
+  case actor_kind::swarm_leader: {
+    auto a = sys.spawn(swarm_leader,
+                       leader_spec{key.layer, cfg.topology.replicas,
+                                   cfg.topology.slices_of(key.layer), swarm(key.layer + 1, 0)});
+    reg(key.layer, a);
+    return caf::actor_cast<caf::actor>(a);
+  }
+  case actor_kind::shard_worker: {
+    if (!data)
+      throw error("internal: shard worker " + std::to_string(key.replica)
+                  + " spawned without data");
+    worker_spec w;
+    w.replica = key.replica;
+    w.data = data;
+    w.shard = shard_indices(data->train, cfg.topology.replicas, key.replica);
+    w.validation = validation_subset(cfg, *data);
+    w.batch_size = cfg.training.batch_size;
+    w.eval_batch_size = eval_batch_size(cfg);
+    w.max_in_flight = cfg.topology.max_in_flight;
+    w.sync_every = cfg.topology.sync_every;
+    w.max_epochs = cfg.training.max_epochs;
+    w.seed = cfg.training.seed;
+    w.metrics = swarm(0, key.replica);
+    auto a = sys.spawn(shard_worker, std::move(w));
+    reg(key.replica, a);
+    return caf::actor_cast<caf::actor>(a);
+  }
+  case actor_kind::gradient_relay: {
+    const std::uint32_t k = key.boundary;
+    relay_spec rs;
+    rs.replica = key.replica;
+    rs.boundary = k;
+    rs.layers = static_cast<std::uint32_t>(L);
+    rs.prev_width = cfg.model.layers[k];
+    if (k > 0) {
+      rs.prev_cols = split_columns(cfg.model.layers[k], cfg.topology.slices_of(k - 1));
     }
-    case actor_kind::shard_worker: {
-      if (!data)
-        throw error("internal: shard worker " + std::to_string(key.replica) + " spawned without data");
-      worker_spec w;
-      w.replica = key.replica;
-      w.data = data;
-      w.shard = shard_indices(data->train, cfg.topology.replicas, key.replica);
-      w.validation = validation_subset(cfg, *data);
-      w.batch_size = cfg.training.batch_size;
-      w.eval_batch_size = eval_batch_size(cfg);
-      w.max_in_flight = cfg.topology.max_in_flight;
-      w.sync_every = cfg.topology.sync_every;
-      w.max_epochs = cfg.training.max_epochs;
-      w.seed = cfg.training.seed;
-      w.metrics = swarm(0, key.replica);
-      auto a = sys.spawn(shard_worker, std::move(w));
-      reg(key.replica, a);
-      return caf::actor_cast<caf::actor>(a);
-    }
-    case actor_kind::gradient_relay: {
-      const std::uint32_t k = key.boundary;
-      relay_spec rs;
-      rs.replica = key.replica;
-      rs.boundary = k;
-      rs.layers = static_cast<std::uint32_t>(L);
-      rs.prev_width = cfg.model.layers[k];
-      if (k > 0) {
-        rs.prev_cols = split_columns(cfg.model.layers[k], cfg.topology.slices_of(k - 1));
-      }
-      rs.next_slices = k < L ? cfg.topology.slices_of(k) : 0;
-      rs.max_batch = max_batch;
-      rs.metrics = swarm(k, key.replica);
-      auto a = sys.spawn(gradient_relay, std::move(rs));
-      reg(key.replica, k, a);
-      return caf::actor_cast<caf::actor>(a);
-    }
-    case actor_kind::neuron_slice: {
-      const std::size_t parts = cfg.topology.slices_of(key.layer);
-      slice_spec ss;
-      ss.replica = key.replica;
-      ss.index = key.slice;
-      ss.geometry = slice_of(cfg.model, key.layer, parts, key.slice);
-      ss.optimizer = cfg.optimizer;
-      ss.seed = cfg.training.seed;
-      ss.weight_stashing = cfg.topology.weight_stashing;
-      ss.max_batch = max_batch;
-      ss.metrics = swarm(key.layer + 1, key.replica);
-      auto a = sys.spawn(neuron_slice, ss);
-      reg(key.replica, key.layer, key.slice, a);
-      return caf::actor_cast<caf::actor>(a);
-    }
-    case actor_kind::coordinator:
-      break;
+    rs.next_slices = k < L ? cfg.topology.slices_of(k) : 0;
+    rs.max_batch = max_batch;
+    rs.metrics = swarm(k, key.replica);
+    auto a = sys.spawn(gradient_relay, std::move(rs));
+    reg(key.replica, k, a);
+    return caf::actor_cast<caf::actor>(a);
+  }
+  case actor_kind::neuron_slice: {
+    const std::size_t parts = cfg.topology.slices_of(key.layer);
+    slice_spec ss;
+    ss.replica = key.replica;
+    ss.index = key.slice;
+    ss.geometry = slice_of(cfg.model, key.layer, parts, key.slice);
+    ss.optimizer = cfg.optimizer;
+    ss.seed = cfg.training.seed;
+    ss.weight_stashing = cfg.topology.weight_stashing;
+    ss.max_batch = max_batch;
+    ss.metrics = swarm(key.layer + 1, key.replica);
+    auto a = sys.spawn(neuron_slice, ss);
+    reg(key.replica, key.layer, key.slice, a);
+    return caf::actor_cast<caf::actor>(a);
+  }
+  case actor_kind::coordinator:
+    break;
   }
   throw error("internal: spawn_and_register cannot spawn " + to_string(key));
 }
@@ -167,7 +168,8 @@ void register_message_types(caf::actor_system_config& c) {
   c.add_message_type<std::vector<std::uint8_t>>("std::vector<uint8_t>");
   c.add_message_type<slice_output_actor>("nettorrent::slice_output_actor");
   c.add_message_type<neuron_slice_actor>("nettorrent::neuron_slice_actor");
-  c.add_message_type<std::vector<neuron_slice_actor>>("std::vector<nettorrent::neuron_slice_actor>");
+  c.add_message_type<std::vector<neuron_slice_actor>>(
+      "std::vector<nettorrent::neuron_slice_actor>");
   c.add_message_type<batch_sink_actor>("nettorrent::batch_sink_actor");
   c.add_message_type<gradient_relay_actor>("nettorrent::gradient_relay_actor");
   c.add_message_type<barrier_sink_actor>("nettorrent::barrier_sink_actor");

@@ -45,9 +45,9 @@ void register_message_types(caf::actor_system_config& sys_cfg);
 /// nodes that said hello) or anonymously (embedded runs). `data` must be set for shard
 /// workers; others ignore it.
 caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
-                              const std::shared_ptr<const data_splits>& data,
-                              const actor_key& key, const coordinator_actor& coord,
-                              const metrics* m = nullptr, caf::scoped_actor* via = nullptr);
+                              const std::shared_ptr<const data_splits>& data, const actor_key& key,
+                              const coordinator_actor& coord, const metrics* m = nullptr,
+                              caf::scoped_actor* via = nullptr);
 
 /// Every actor of a run but the coordinator, in canonical order.
 std::vector<actor_key> pipeline_actors(const run_config& cfg);

@@ -16,8 +16,8 @@ namespace nettorrent {
 
 /// True if `m` has `cols` columns, 1..max_rows rows and only finite values.
 inline bool valid_batch(const matrix& m, Eigen::Index cols, std::size_t max_rows) {
-  return m.cols() == cols && m.rows() >= 1
-         && static_cast<std::size_t>(m.rows()) <= max_rows && all_finite(m);
+  return m.cols() == cols && m.rows() >= 1 && static_cast<std::size_t>(m.rows()) <= max_rows
+         && all_finite(m);
 }
 
 /// Bytes of a matrix payload, for the traffic metrics.
@@ -40,8 +40,8 @@ void drop_message(Self* self, std::uint64_t& counter, const char* what, std::uin
     metrics->dropped_msg(kind);
   if (counter <= 10)
     caf::aout(self) << self->name() << " " << self->id() << ": dropped malformed " << what
-                    << " message (batch " << batch << ")" << (counter == 10 ? "; further drops are only counted" : "")
-                    << std::endl;
+                    << " message (batch " << batch << ")"
+                    << (counter == 10 ? "; further drops are only counted" : "") << std::endl;
 }
 
 } // namespace nettorrent

@@ -6,15 +6,15 @@
 #include <vector>
 
 #include "embedded.hpp"
-#include "node.hpp"
-#include "nettorrent/cluster.hpp"
 #include "nettorrent/centralised.hpp"
 #include "nettorrent/checkpoint.hpp"
+#include "nettorrent/cluster.hpp"
 #include "nettorrent/config.hpp"
 #include "nettorrent/error.hpp"
 #include "nettorrent/model.hpp"
 #include "nettorrent/plot.hpp"
 #include "nettorrent/run_support.hpp"
+#include "node.hpp"
 
 namespace nt = nettorrent;
 
@@ -51,7 +51,7 @@ int cmd_centralised(const std::vector<std::string>& args) {
   note_defaults(args);
   const nt::run_config cfg = nt::load_run_config(args);
   const nt::run_summary s = nt::run_centralised(cfg, std::cout);
-  (void) s;
+  (void)s;
   return 0;
 }
 
@@ -99,7 +99,8 @@ int cmd_plot(const std::vector<std::string>& args) {
     else if (a.rfind("--out=", 0) == 0)
       png = a.substr(6);
     else
-      throw nt::error("plot: unexpected argument \"" + a + "\" (expected --curve=FILE [--out=FILE])");
+      throw nt::error("plot: unexpected argument \"" + a
+                      + "\" (expected --curve=FILE [--out=FILE])");
   }
   if (curve.empty())
     throw nt::error("plot: --curve=CURVE_CSV is required");
@@ -149,9 +150,8 @@ int cmd_evaluate(const std::vector<std::string>& args) {
     throw nt::error(files.test_labels + ": labels go up to " + std::to_string(test.classes - 1)
                     + " but " + checkpoint + " has only " + std::to_string(cfg.model.layers.back())
                     + " classes");
-  std::vector<std::uint32_t> idx(cfg.data.test_limit != 0
-                                   ? std::min(cfg.data.test_limit, test.size())
-                                   : test.size());
+  std::vector<std::uint32_t> idx(
+      cfg.data.test_limit != 0 ? std::min(cfg.data.test_limit, test.size()) : test.size());
   for (std::size_t i = 0; i < idx.size(); ++i)
     idx[i] = static_cast<std::uint32_t>(i);
   const nt::evaluation ev = nt::evaluate_model(geometry, params, test, &idx);
@@ -159,8 +159,7 @@ int cmd_evaluate(const std::vector<std::string>& args) {
               static_cast<unsigned long long>(ck.header.step),
               static_cast<unsigned long long>(ck.header.samples),
               static_cast<unsigned long long>(ck.header.epoch));
-  std::printf("test accuracy %.4f, loss %.4f on %zu samples\n", ev.accuracy, ev.loss,
-              ev.samples);
+  std::printf("test accuracy %.4f, loss %.4f on %zu samples\n", ev.accuracy, ev.loss, ev.samples);
   std::printf("confusion matrix (rows: true class, columns: predicted)\n     ");
   for (std::size_t k = 0; k < ev.classes; ++k)
     std::printf("%6zu", k);
@@ -196,8 +195,8 @@ int main(int argc, char** argv) {
       return cmd_evaluate(args);
     if (cmd == "keys") {
       std::cout << "run configuration (config/local.ini; cluster files take them too):\n"
-                << nt::describe_config_keys()
-                << "\ncluster and node files (config/cluster/):\n" << nt::describe_cluster_keys();
+                << nt::describe_config_keys() << "\ncluster and node files (config/cluster/):\n"
+                << nt::describe_cluster_keys();
       return 0;
     }
     if (cmd == "help" || cmd == "--help" || cmd == "-h") {

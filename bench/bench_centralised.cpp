@@ -133,8 +133,8 @@ int main(int argc, char** argv) {
     const double ratio = median(ratios);
     const std::string isa = nt::bench::cpu_isa();
     const double target = isa == "AVX-512" ? 0.55 : 0.8;
-    std::printf("cpu:        %s (%s; build uses %s)\n", nt::bench::cpu_model().c_str(),
-                isa.c_str(), nt::bench::build_isa().c_str());
+    std::printf("cpu:        %s (%s; build uses %s)\n", nt::bench::cpu_model().c_str(), isa.c_str(),
+                nt::bench::build_isa().c_str());
     std::printf("model:      784-256-128-10, batch %zu, optimizer %s, 1 thread, FTZ %s\n", batch,
                 opt.c_str(), nt::flush_to_zero_enabled() ? "on" : "off");
     std::printf("rounds:     %d interleaved x %.2fs each\n", rounds, seconds);

@@ -12,8 +12,8 @@
 #include <cstdio>
 #include <sstream>
 #include <stdexcept>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cpu_info.hpp"
@@ -91,15 +91,18 @@ int main(int argc, char** argv) {
     std::printf("cpu:          %s (%s; build uses %s), %u cores\n", nt::bench::cpu_model().c_str(),
                 nt::bench::cpu_isa().c_str(), nt::bench::build_isa().c_str(),
                 std::thread::hardware_concurrency());
-    std::printf("workload:     784-256-128-10, Adam, batch 64, %zu epochs, validation once per epoch; "
-                "median of %d interleaved repeats\n", epochs, repeats);
+    std::printf(
+        "workload:     784-256-128-10, Adam, batch 64, %zu epochs, validation once per epoch; "
+        "median of %d interleaved repeats\n",
+        epochs, repeats);
     std::printf("centralised:  %9.0f samples/s\n", c);
     std::printf("actors R=1:   %9.0f samples/s  ratio %.3f  (target >= 0.90: %s)\n", a1, a1 / c,
                 a1 / c >= 0.9 ? "met" : "NOT met");
     std::printf("actors R=2:   %9.0f samples/s  ratio %.3f  (target >= 1.50: %s)\n", a2, a2 / c,
                 a2 / c >= 1.5 ? "met" : "NOT met");
     const double a2m = median(two_metrics);
-    std::printf("actors R=2 with metrics on: %9.0f samples/s  ratio to metrics off %.3f  (target >= 0.97: %s)\n",
+    std::printf("actors R=2 with metrics on: %9.0f samples/s  ratio to metrics off %.3f  (target "
+                ">= 0.97: %s)\n",
                 a2m, a2m / a2, a2m / a2 >= 0.97 ? "met" : "NOT met");
     return 0;
   } catch (const std::exception& e) {

@@ -81,7 +81,8 @@ int main(int argc, char** argv) {
     else if (a.rfind("--seed=", 0) == 0)
       seed = std::stoull(a.substr(7));
     else {
-      std::fprintf(stderr, "usage: %s [--epochs=N] [--target=A] [--csv=PATH] [--seed=N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--epochs=N] [--target=A] [--csv=PATH] [--seed=N]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -100,7 +101,8 @@ int main(int argc, char** argv) {
     }
     for (std::size_t replicas : {1, 2, 4})
       for (std::size_t sync : sync_values)
-        for (auto policy : {nt::sync_policy::best, nt::sync_policy::average, nt::sync_policy::none}) {
+        for (auto policy :
+             {nt::sync_policy::best, nt::sync_policy::average, nt::sync_policy::none}) {
           nt::run_config cfg = base(epochs, seed, dir);
           cfg.topology.replicas = replicas;
           cfg.topology.sync_every = sync;
@@ -118,7 +120,8 @@ int main(int argc, char** argv) {
     std::printf("cpu: %s (%s), %zu epochs, seed %llu, Adam lr 1e-3, batch 64, max_in_flight 2\n",
                 nt::bench::cpu_model().c_str(), nt::bench::cpu_isa().c_str(), epochs,
                 static_cast<unsigned long long>(seed));
-    std::printf("| run | policy | R | sync_every | test acc | time to %.0f%% val acc | run time | samples/s |\n",
+    std::printf("| run | policy | R | sync_every | test acc | time to %.0f%% val acc | run time | "
+                "samples/s |\n",
                 target * 100);
     std::printf("|---|---|---|---|---|---|---|---|\n");
     for (const auto& r : rows)
@@ -127,7 +130,8 @@ int main(int argc, char** argv) {
                   r.time_to_target < 0 ? "never" : nt::format_duration(r.time_to_target).c_str(),
                   nt::format_duration(r.seconds).c_str(), r.samples_per_second);
     nt::write_file_atomically(csv, [&](std::ostream& os) {
-      os << "run,policy,replicas,sync_every,test_accuracy,time_to_target_s,seconds,samples_per_second\n";
+      os << "run,policy,replicas,sync_every,test_accuracy,time_to_target_s,seconds,samples_per_"
+            "second\n";
       for (const auto& r : rows)
         os << r.name << ',' << r.policy << ',' << r.replicas << ',' << r.sync_every << ','
            << r.test_accuracy << ',' << r.time_to_target << ',' << r.seconds << ','

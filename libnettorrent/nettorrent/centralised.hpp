@@ -21,8 +21,7 @@ namespace nettorrent {
 /// after the first batch a step allocates nothing.
 class centralised_trainer {
 public:
-  centralised_trainer(const model_config& model, const optimizer_config& opt,
-                      std::uint64_t seed);
+  centralised_trainer(const model_config& model, const optimizer_config& opt, std::uint64_t seed);
 
   /// Forward, loss, backward and an optimizer update on one batch.
   /// x: B x layers[0]; labels: B entries.
@@ -50,12 +49,12 @@ private:
 
 /// What a training run reports at the end.
 struct run_summary {
-  std::size_t epochs = 0;           ///< epochs started (the last may be partial)
-  std::uint64_t samples = 0;        ///< training samples processed
-  double seconds = 0;               ///< wall clock of training incl. validation
+  std::size_t epochs = 0;    ///< epochs started (the last may be partial)
+  std::uint64_t samples = 0; ///< training samples processed
+  double seconds = 0;        ///< wall clock of training incl. validation
   double samples_per_second = 0;
   double best_validation_accuracy = 0;
-  double time_to_target = -1;       ///< seconds; -1 if the target was not reached
+  double time_to_target = -1; ///< seconds; -1 if the target was not reached
   bool reached_target = false;
   evaluation test;
   std::string checkpoint_path;

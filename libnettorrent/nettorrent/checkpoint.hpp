@@ -21,15 +21,15 @@ inline constexpr std::uint32_t checkpoint_version = 1;
 
 struct checkpoint_header {
   std::uint32_t version = checkpoint_version;
-  std::vector<std::uint64_t> layers;        ///< widths, input first
-  std::vector<activation> activations;      ///< one per layer
+  std::vector<std::uint64_t> layers;   ///< widths, input first
+  std::vector<activation> activations; ///< one per layer
   optimizer_kind optimizer = optimizer_kind::adam;
-  std::uint64_t config_hash = 0;            ///< run_config::hash()
+  std::uint64_t config_hash = 0; ///< run_config::hash()
   // All of these describe the moment the saved weights were taken (with
   // keep_best: the best validation pass, not the end of the run).
-  std::uint64_t step = 0;                   ///< batches trained (per replica for actor runs: samples / batch)
-  std::uint64_t samples = 0;                ///< training samples processed
-  std::uint64_t epoch = 0;                  ///< 1-based epoch in progress
+  std::uint64_t step = 0;    ///< batches trained (per replica for actor runs: samples / batch)
+  std::uint64_t samples = 0; ///< training samples processed
+  std::uint64_t epoch = 0;   ///< 1-based epoch in progress
   /// Data-order generator of the centralised trainer; zero for actor runs,
   /// whose shards each have their own generator.
   std::array<std::uint64_t, 4> rng_state{};
@@ -57,8 +57,7 @@ void save_checkpoint(const std::string& path, const model_checkpoint& ck);
 model_checkpoint load_checkpoint(const std::string& path);
 
 /// Throws naming `path` if the checkpoint's layer widths differ from `layers`.
-void check_checkpoint_shape(const model_checkpoint& ck,
-                            const std::vector<std::size_t>& layers,
+void check_checkpoint_shape(const model_checkpoint& ck, const std::vector<std::size_t>& layers,
                             const std::string& path);
 
 } // namespace nettorrent

@@ -59,8 +59,7 @@ struct node_address {
   std::uint16_t metrics_port = 0; ///< Prometheus exposer port
   std::string endpoint() const { return host + ":" + std::to_string(port); }
   friend bool operator==(const node_address& a, const node_address& b) {
-    return a.id == b.id && a.host == b.host && a.port == b.port
-           && a.metrics_port == b.metrics_port;
+    return a.id == b.id && a.host == b.host && a.port == b.port && a.metrics_port == b.metrics_port;
   }
 };
 

@@ -78,7 +78,9 @@ struct topology_config {
   bool weight_stashing = false;
 
   /// Slices of layer `l` (0-based).
-  std::size_t slices_of(std::size_t l) const { return slices.size() == 1 ? slices[0] : slices.at(l); }
+  std::size_t slices_of(std::size_t l) const {
+    return slices.size() == 1 ? slices[0] : slices.at(l);
+  }
 };
 
 /// Settings of the process running actors.

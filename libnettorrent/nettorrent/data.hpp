@@ -15,10 +15,10 @@ namespace nettorrent {
 
 /// Labelled images, one row of `features` bytes per sample.
 struct image_set {
-  std::size_t features = 0;          ///< pixels per image (rows * cols)
-  std::size_t classes = 0;           ///< 1 + the largest label
-  std::vector<std::uint8_t> pixels;  ///< size() * features bytes
-  std::vector<std::uint8_t> labels;  ///< one per sample
+  std::size_t features = 0;         ///< pixels per image (rows * cols)
+  std::size_t classes = 0;          ///< 1 + the largest label
+  std::vector<std::uint8_t> pixels; ///< size() * features bytes
+  std::vector<std::uint8_t> labels; ///< one per sample
   std::size_t size() const noexcept { return labels.size(); }
 };
 
@@ -49,18 +49,17 @@ std::string fashion_mnist_dir();
 
 /// Training / validation / test data of one run.
 struct data_splits {
-  image_set train_pool;                 ///< the training file
-  image_set test;                       ///< the test file
-  std::vector<std::uint32_t> train;     ///< indices into train_pool
-  std::vector<std::uint32_t> validation;///< indices into train_pool
+  image_set train_pool;                  ///< the training file
+  image_set test;                        ///< the test file
+  std::vector<std::uint32_t> train;      ///< indices into train_pool
+  std::vector<std::uint32_t> validation; ///< indices into train_pool
 };
 
 /// Takes `validation_size` samples of `pool` (a seeded permutation) as the
 /// validation split and the rest (at most `train_limit`, 0 = all) as
 /// training; both index lists are sorted ascending.
-void split_validation(std::size_t pool_size, std::size_t validation_size,
-                      std::size_t train_limit, std::uint64_t seed,
-                      std::vector<std::uint32_t>& train,
+void split_validation(std::size_t pool_size, std::size_t validation_size, std::size_t train_limit,
+                      std::uint64_t seed, std::vector<std::uint32_t>& train,
                       std::vector<std::uint32_t>& validation);
 
 /// Shard `r` of `R` of `indices`: a contiguous, near-equal part.
@@ -73,12 +72,12 @@ rng shard_rng(std::uint64_t seed, std::size_t shard);
 
 /// Fills `x` (n x features, floats in [0, 1]) and `labels` (n) from the
 /// samples `idx[0..n)` of `set`. `x` is resized only if its shape differs.
-void gather_batch(const image_set& set, const std::uint32_t* idx, std::size_t n,
-                  matrix& x, std::uint8_t* labels);
+void gather_batch(const image_set& set, const std::uint32_t* idx, std::size_t n, matrix& x,
+                  std::uint8_t* labels);
 
 /// A small synthetic classification set for tests: `classes` Gaussian blobs
 /// in `features` dimensions, quantised to bytes. Deterministic in `seed`.
-image_set make_synthetic(std::size_t samples, std::size_t features,
-                         std::size_t classes, float noise, std::uint64_t seed);
+image_set make_synthetic(std::size_t samples, std::size_t features, std::size_t classes,
+                         float noise, std::uint64_t seed);
 
 } // namespace nettorrent

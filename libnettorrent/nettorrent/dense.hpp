@@ -42,10 +42,10 @@ std::vector<column_range> split_columns(std::size_t n, std::size_t parts);
 
 /// Where a slice sits in the model.
 struct slice_geometry {
-  std::size_t layer = 0;  ///< 0-based layer index
-  std::size_t fan_in = 0; ///< rows of the full weight matrix
+  std::size_t layer = 0;   ///< 0-based layer index
+  std::size_t fan_in = 0;  ///< rows of the full weight matrix
   std::size_t fan_out = 0; ///< columns of the full weight matrix
-  column_range cols;      ///< the slice's columns
+  column_range cols;       ///< the slice's columns
   activation act = activation::relu;
 };
 
@@ -77,8 +77,7 @@ void dense_forward(const matrix& x, const dense_params& p, activation act, matri
 /// Writes dW and db into `grads`. When `dx` is not null it receives this
 /// slice's partial input gradient dZ W^T computed from the current (pre-update)
 /// weights.
-void dense_backward(const matrix& x, const matrix& h, activation act,
-                    const dense_params& p, matrix& dh, dense_grads& grads,
-                    matrix* dx);
+void dense_backward(const matrix& x, const matrix& h, activation act, const dense_params& p,
+                    matrix& dh, dense_grads& grads, matrix* dx);
 
 } // namespace nettorrent

@@ -18,8 +18,8 @@ struct ini_value {
   type kind = type::string;
   bool boolean = false;
   std::int64_t integer = 0;
-  double real = 0;            ///< also set for integers
-  std::string text;           ///< string/atom content; the source text otherwise
+  double real = 0;              ///< also set for integers
+  std::string text;             ///< string/atom content; the source text otherwise
   std::int64_t nanoseconds = 0; ///< durations
   std::vector<ini_value> list;
 };
@@ -31,7 +31,7 @@ struct ini_entry {
   std::string section; ///< empty for keys before the first header
   std::string key;
   ini_value value;
-  std::string origin;  ///< "file:line" or "command line"
+  std::string origin; ///< "file:line" or "command line"
   std::string name() const { return section.empty() ? key : section + "." + key; }
 };
 

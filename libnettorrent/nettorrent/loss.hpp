@@ -19,8 +19,7 @@ loss_result softmax_xent(const matrix& logits, const std::uint8_t* labels);
 
 /// Same, and writes dLoss/dlogits of the *mean* loss, (P - Y) / B, into
 /// `grad` (B x K; resized only if its shape differs).
-loss_result softmax_xent_backward(const matrix& logits, const std::uint8_t* labels,
-                                  matrix& grad);
+loss_result softmax_xent_backward(const matrix& logits, const std::uint8_t* labels, matrix& grad);
 
 /// Arg-max per row (ties to the lowest index). Used for confusion matrices.
 std::size_t argmax_row(const matrix& m, std::size_t row);

@@ -18,13 +18,12 @@ namespace nettorrent {
 std::vector<slice_geometry> model_geometry(const model_config& m);
 
 /// Geometry of slice `s` of `parts` of layer `layer`.
-slice_geometry slice_of(const model_config& m, std::size_t layer, std::size_t parts,
-                        std::size_t s);
+slice_geometry slice_of(const model_config& m, std::size_t layer, std::size_t parts, std::size_t s);
 
 /// Result of scoring a model on a set of samples.
 struct evaluation {
-  double loss = 0;            ///< mean cross-entropy
-  double accuracy = 0;        ///< fraction correct
+  double loss = 0;     ///< mean cross-entropy
+  double accuracy = 0; ///< fraction correct
   std::size_t samples = 0;
   std::size_t classes = 0;
   std::vector<std::size_t> confusion; ///< classes x classes, row = true label
@@ -34,8 +33,7 @@ struct evaluation {
 /// samples `idx` of `set` (all samples when `idx` is null), in batches of
 /// `batch` samples.
 evaluation evaluate_model(const std::vector<slice_geometry>& geometry,
-                          const std::vector<dense_params>& params,
-                          const image_set& set, const std::vector<std::uint32_t>* idx,
-                          std::size_t batch = 1000);
+                          const std::vector<dense_params>& params, const image_set& set,
+                          const std::vector<std::uint32_t>* idx, std::size_t batch = 1000);
 
 } // namespace nettorrent

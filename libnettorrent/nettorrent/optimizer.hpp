@@ -23,12 +23,12 @@ optimizer_kind parse_optimizer_kind(std::string_view name);
 struct optimizer_config {
   optimizer_kind kind = optimizer_kind::adam;
   float learning_rate = 1e-3f;
-  float momentum = 0.9f;  ///< momentum: velocity decay mu
-  bool nesterov = false;  ///< momentum: Nesterov's look-ahead form
-  float beta1 = 0.9f;     ///< adam
-  float beta2 = 0.999f;   ///< adam
-  float rho = 0.9f;       ///< rmsprop: decay of the squared-gradient average
-  float epsilon = 1e-8f;  ///< adagrad, rmsprop, adam
+  float momentum = 0.9f; ///< momentum: velocity decay mu
+  bool nesterov = false; ///< momentum: Nesterov's look-ahead form
+  float beta1 = 0.9f;    ///< adam
+  float beta2 = 0.999f;  ///< adam
+  float rho = 0.9f;      ///< rmsprop: decay of the squared-gradient average
+  float epsilon = 1e-8f; ///< adagrad, rmsprop, adam
 
   /// Throws nettorrent::error naming the first out-of-range value.
   void validate() const;
@@ -51,8 +51,7 @@ public:
 
   /// Applies one update to `w` (n values) from gradient `g` (n values).
   /// Allocation-free.
-  virtual void step(float* w, const float* g, std::size_t n,
-                    optimizer_state& s) const = 0;
+  virtual void step(float* w, const float* g, std::size_t n, optimizer_state& s) const = 0;
 
   const optimizer_config& config() const noexcept { return cfg_; }
 

@@ -74,14 +74,14 @@ std::string to_string(const actor_key& a);
 /// Where every actor lives. Node numbers index `nodes` (canonical order).
 struct placement_plan {
   placement_strategy strategy = placement_strategy::by_swarm;
-  std::vector<std::string> nodes;       ///< node ids, sorted
-  std::size_t replicas = 0;             ///< R
-  std::vector<std::size_t> slices;      ///< P_l per layer; size() = L
+  std::vector<std::string> nodes;  ///< node ids, sorted
+  std::size_t replicas = 0;        ///< R
+  std::vector<std::size_t> slices; ///< P_l per layer; size() = L
   std::size_t coordinator_node = 0;
-  std::vector<std::size_t> leader_nodes;                           ///< [layer]
-  std::vector<std::size_t> worker_nodes;                           ///< [replica]
-  std::vector<std::vector<std::size_t>> relay_nodes;               ///< [replica][boundary]
-  std::vector<std::vector<std::vector<std::size_t>>> slice_nodes;  ///< [replica][layer][slice]
+  std::vector<std::size_t> leader_nodes;                          ///< [layer]
+  std::vector<std::size_t> worker_nodes;                          ///< [replica]
+  std::vector<std::vector<std::size_t>> relay_nodes;              ///< [replica][boundary]
+  std::vector<std::vector<std::vector<std::size_t>>> slice_nodes; ///< [replica][layer][slice]
 
   std::size_t layers() const noexcept { return slices.size(); }
 

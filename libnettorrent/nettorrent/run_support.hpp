@@ -23,10 +23,10 @@ void check_shard_sizes(const run_config& cfg, std::size_t train_size);
 
 /// One point of a learning curve.
 struct curve_point {
-  std::size_t epoch = 0;          ///< 1-based epoch in progress
-  std::uint64_t samples = 0;      ///< training samples so far
-  double seconds = 0;             ///< wall clock since training started
-  double train_loss = 0;          ///< mean training loss since the last point
+  std::size_t epoch = 0;     ///< 1-based epoch in progress
+  std::uint64_t samples = 0; ///< training samples so far
+  double seconds = 0;        ///< wall clock since training started
+  double train_loss = 0;     ///< mean training loss since the last point
   double validation_loss = 0;
   double validation_accuracy = 0;
 };

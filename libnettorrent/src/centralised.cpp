@@ -11,9 +11,9 @@
 
 namespace nettorrent {
 
-centralised_trainer::centralised_trainer(const model_config& model,
-                                         const optimizer_config& opt, std::uint64_t seed)
-  : geometry_(model_geometry(model)), opt_(make_optimizer(opt)) {
+centralised_trainer::centralised_trainer(const model_config& model, const optimizer_config& opt,
+                                         std::uint64_t seed)
+    : geometry_(model_geometry(model)), opt_(make_optimizer(opt)) {
   const std::size_t n = geometry_.size();
   params_.reserve(n);
   grads_.resize(n);
@@ -37,13 +37,11 @@ loss_result centralised_trainer::train_batch(const matrix& x, const std::uint8_t
   // Backward, last layer first. dX of layer l is computed from its weights
   // before they are updated; it becomes dh_[l-1].
   for (std::size_t l = n; l-- > 0;) {
-    dense_backward(l == 0 ? x : h_[l - 1], h_[l], geometry_[l].act, params_[l], dh_[l],
-                   grads_[l], l == 0 ? nullptr : &dh_[l - 1]);
+    dense_backward(l == 0 ? x : h_[l - 1], h_[l], geometry_[l].act, params_[l], dh_[l], grads_[l],
+                   l == 0 ? nullptr : &dh_[l - 1]);
     auto& p = params_[l];
-    opt_->step(p.w.data(), grads_[l].dw.data(), static_cast<std::size_t>(p.w.size()),
-               w_state_[l]);
-    opt_->step(p.b.data(), grads_[l].db.data(), static_cast<std::size_t>(p.b.size()),
-               b_state_[l]);
+    opt_->step(p.w.data(), grads_[l].dw.data(), static_cast<std::size_t>(p.w.size()), w_state_[l]);
+    opt_->step(p.b.data(), grads_[l].db.data(), static_cast<std::size_t>(p.b.size()), b_state_[l]);
   }
   return res;
 }
@@ -90,22 +88,22 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
   check_output_dir(cfg.training.output_dir);
   const data_splits data = load_run_data(cfg);
   const auto& tc = cfg.training;
-  out << "data: " << data.train.size() << " training, " << data.validation.size()
-      << " validation, " << data.test.size() << " test samples\n";
+  out << "data: " << data.train.size() << " training, " << data.validation.size() << " validation, "
+      << data.test.size() << " test samples\n";
   std::string shape;
   for (auto w : cfg.model.layers)
     shape += (shape.empty() ? "" : "-") + std::to_string(w);
   out << "model: " << shape << ", " << to_string(cfg.model.hidden) << ", optimizer "
-      << to_string(cfg.optimizer.kind) << " lr " << cfg.optimizer.learning_rate
-      << ", batch " << tc.batch_size << ", seed " << tc.seed << '\n';
+      << to_string(cfg.optimizer.kind) << " lr " << cfg.optimizer.learning_rate << ", batch "
+      << tc.batch_size << ", seed " << tc.seed << '\n';
 
   centralised_trainer trainer{cfg.model, cfg.optimizer, tc.seed};
   std::vector<std::uint32_t> order = data.train;
   rng gen = shard_rng(tc.seed, 0);
   const std::size_t batch = tc.batch_size;
-  const std::size_t batches_per_epoch = order.size() / batch; // the remainder waits for the next shuffle
-  const std::uint64_t eval_every =
-    tc.eval_every != 0 ? tc.eval_every : batches_per_epoch * batch;
+  const std::size_t batches_per_epoch =
+      order.size() / batch; // the remainder waits for the next shuffle
+  const std::uint64_t eval_every = tc.eval_every != 0 ? tc.eval_every : batches_per_epoch * batch;
 
   matrix x;
   std::vector<std::uint8_t> labels(batch);
@@ -123,8 +121,8 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
   rng::state_type best_rng{};
 
   auto validate = [&](std::size_t epoch) {
-    const evaluation ev = evaluate_model(trainer.geometry(), trainer.params(), data.train_pool,
-                                         &data.validation);
+    const evaluation ev =
+        evaluate_model(trainer.geometry(), trainer.params(), data.train_pool, &data.validation);
     curve_point p;
     p.epoch = epoch;
     p.samples = sum.samples;
@@ -149,8 +147,8 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
         << fmt("%.0f", static_cast<double>(sum.samples) / p.seconds) << " samples/s  loss "
         << fmt("%.4f", p.train_loss) << "  val loss " << fmt("%.4f", ev.loss) << "  val acc "
         << fmt("%.4f", ev.accuracy) << " (best " << fmt("%.4f", sum.best_validation_accuracy)
-        << ")  elapsed " << format_duration(p.seconds) << "  ETA "
-        << format_duration(eta) << std::endl;
+        << ")  elapsed " << format_duration(p.seconds) << "  ETA " << format_duration(eta)
+        << std::endl;
     last_progress = p.seconds;
     if (tc.target_accuracy > 0 && ev.accuracy >= tc.target_accuracy) {
       sum.reached_target = true;
@@ -169,8 +167,9 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
       const loss_result res = trainer.train_batch(x, labels.data());
       if (!std::isfinite(res.loss_sum))
         throw error("training diverged in epoch " + std::to_string(epoch) + ", batch "
-                    + std::to_string(b + 1) + ": the loss is not finite (lower "
-                    "optimizer.learning_rate); nothing was written");
+                    + std::to_string(b + 1)
+                    + ": the loss is not finite (lower "
+                      "optimizer.learning_rate); nothing was written");
       loss_acc += res.loss_sum;
       loss_samples += batch;
       sum.samples += batch;
@@ -180,9 +179,8 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
       } else if (tc.progress_interval > 0
                  && seconds_since(t0) - last_progress >= tc.progress_interval) {
         last_progress = seconds_since(t0);
-        out << "  epoch " << epoch << " batch " << (b + 1) << '/' << batches_per_epoch
-            << "  " << fmt("%.0f", static_cast<double>(sum.samples) / last_progress)
-            << " samples/s  loss "
+        out << "  epoch " << epoch << " batch " << (b + 1) << '/' << batches_per_epoch << "  "
+            << fmt("%.0f", static_cast<double>(sum.samples) / last_progress) << " samples/s  loss "
             << fmt("%.4f", loss_acc / static_cast<double>(loss_samples)) << std::endl;
       }
     }

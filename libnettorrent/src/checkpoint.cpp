@@ -103,8 +103,8 @@ std::string encode_payload(const model_checkpoint& ck) {
     std::vector<std::uint8_t> acts;
     for (auto a : h.activations)
       acts.push_back(static_cast<std::uint8_t>(a));
-    ar(h.layers, acts, static_cast<std::uint8_t>(h.optimizer), h.config_hash, h.step,
-       h.samples, h.epoch, h.rng_state);
+    ar(h.layers, acts, static_cast<std::uint8_t>(h.optimizer), h.config_hash, h.step, h.samples,
+       h.epoch, h.rng_state);
     ar(static_cast<std::uint64_t>(ck.layers.size()));
     for (const auto& l : ck.layers) {
       save_matrix(ar, l.params.w);
@@ -138,8 +138,8 @@ void decode_payload(const std::string& payload, model_checkpoint& ck) {
   std::uint64_t n = 0;
   ar(n);
   if (n != h.layers.size() - 1)
-    throw error("header announces " + std::to_string(h.layers.size() - 1)
-                + " layers, file holds " + std::to_string(n));
+    throw error("header announces " + std::to_string(h.layers.size() - 1) + " layers, file holds "
+                + std::to_string(n));
   const std::uint64_t max_elems = payload.size() / sizeof(float) + 1;
   ck.layers.resize(n);
   for (std::size_t i = 0; i < n; ++i) {
@@ -151,9 +151,9 @@ void decode_payload(const std::string& payload, model_checkpoint& ck) {
     const auto in = static_cast<Eigen::Index>(h.layers[i]);
     const auto out = static_cast<Eigen::Index>(h.layers[i + 1]);
     if (l.params.w.rows() != in || l.params.w.cols() != out || l.params.b.size() != out)
-      throw error("layer " + std::to_string(i) + " has shape "
-                  + std::to_string(l.params.w.rows()) + " x " + std::to_string(l.params.w.cols())
-                  + ", header says " + std::to_string(in) + " x " + std::to_string(out));
+      throw error("layer " + std::to_string(i) + " has shape " + std::to_string(l.params.w.rows())
+                  + " x " + std::to_string(l.params.w.cols()) + ", header says "
+                  + std::to_string(in) + " x " + std::to_string(out));
     auto check_state = [&](const optimizer_state& s, std::size_t size, const char* what) {
       if ((!s.m.empty() && s.m.size() != size) || (!s.v.empty() && s.v.size() != size))
         throw error("layer " + std::to_string(i) + ": optimizer state of " + what
@@ -177,7 +177,9 @@ void save_checkpoint(const std::string& path, const model_checkpoint& ck) {
   put_le(file, static_cast<std::uint64_t>(payload.size()));
   file += payload;
   put_le(file, fnv1a(payload));
-  write_file_atomically(path, [&](std::ostream& os) { os.write(file.data(), static_cast<std::streamsize>(file.size())); });
+  write_file_atomically(path, [&](std::ostream& os) {
+    os.write(file.data(), static_cast<std::streamsize>(file.size()));
+  });
 }
 
 model_checkpoint load_checkpoint(const std::string& path) {

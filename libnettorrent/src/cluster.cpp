@@ -6,10 +6,10 @@
 #include <map>
 #include <set>
 
+#include "config_schema.hpp"
 #include "nettorrent/error.hpp"
 #include "nettorrent/ini.hpp"
 #include "nettorrent/placement.hpp"
-#include "config_schema.hpp"
 
 namespace nettorrent {
 
@@ -79,59 +79,65 @@ struct cluster_file {
 
 const std::vector<option<cluster_file>>& cluster_options() {
   static const std::vector<option<cluster_file>> specs = [] {
-    auto all = lift<cluster_file>(run_options(), [](auto& f) -> auto& { return f.cfg.run; });
+    auto all = lift<cluster_file>(
+        run_options(), [](auto& f) -> auto& { return f.cfg.run; });
     const std::vector<option<cluster_file>> own = {
-      {"placement.strategy", "string",
-       "which node hosts which actor: round_robin, by_swarm or explicit",
-       [](cluster_file& f, const ini_value& v) {
-         f.cfg.placement.strategy = parse_placement_strategy(read_string(v));
-       },
-       [](const cluster_file& f) { return quote(std::string{to_string(f.cfg.placement.strategy)}); },
-       true, true},
-      {"placement.coordinator", "string", "explicit: the coordinator's node id",
-       [](cluster_file& f, const ini_value& v) { f.cfg.placement.coordinator = read_node_id(v); },
-       [](const cluster_file& f) { return quote(f.cfg.placement.coordinator); }},
-      {"placement.leaders", "list of strings", "explicit: one node id per layer (swarm leader)",
-       [](cluster_file& f, const ini_value& v) { f.cfg.placement.leaders = read_node_ids(v); },
-       [](const cluster_file& f) { return show_list(f.cfg.placement.leaders); }},
-      {"placement.workers", "list of strings", "explicit: one node id per replica (shard worker)",
-       [](cluster_file& f, const ini_value& v) { f.cfg.placement.workers = read_node_ids(v); },
-       [](const cluster_file& f) { return show_list(f.cfg.placement.workers); }},
-      {"placement.relays", "list", "explicit: per replica, one node id for its L+1 gradient "
-       "relays or a list of L+1 ids (boundary 0 = input, L = loss)",
-       [](cluster_file& f, const ini_value& v) {
-         f.cfg.placement.relays =
-           read_list(v, "a list with one entry per replica", read_node_group);
-       },
-       [](const cluster_file& f) { return show_list(f.cfg.placement.relays, show_group); }},
-      {"placement.slices", "list of lists", "explicit: per replica a list with, per layer, one "
-       "node id for all its neuron slices or a list of one id per slice",
-       [](cluster_file& f, const ini_value& v) {
-         f.cfg.placement.slices = read_list(v, "a list with one list per replica",
-                                            [](const ini_value& x) {
-                                              return read_list(x, "a list with one entry per layer",
-                                                               read_node_group);
-                                            });
-       },
-       [](const cluster_file& f) {
-         return show_list(f.cfg.placement.slices, [](const std::vector<node_group>& r) {
-           return show_list(r, show_group);
-         });
-       }},
-      {"nodes.ids", "list of strings", "the nodes' ids, unique (letters, digits, _ - .)",
-       [](cluster_file& f, const ini_value& v) { f.ids = read_node_ids(v); },
-       [](const cluster_file& f) { return show_list(f.ids); }, true, true},
-      {"nodes.hosts", "list of strings", "per node: the address its peers connect to",
-       [](cluster_file& f, const ini_value& v) {
-         f.hosts = read_list(v, "a list of quoted host names or addresses", read_host);
-       },
-       [](const cluster_file& f) { return show_list(f.hosts); }, true, true},
-      {"nodes.ports", "list of integers", "per node: the CAF middleman (BASP) port",
-       [](cluster_file& f, const ini_value& v) { f.ports = read_size_list(v, 1, max_port); },
-       [](const cluster_file& f) { return show_list(f.ports); }, true, true},
-      {"nodes.metrics_ports", "list of integers", "per node: the Prometheus exporter port",
-       [](cluster_file& f, const ini_value& v) { f.metrics_ports = read_size_list(v, 1, max_port); },
-       [](const cluster_file& f) { return show_list(f.metrics_ports); }, true, true},
+        {"placement.strategy", "string",
+         "which node hosts which actor: round_robin, by_swarm or explicit",
+         [](cluster_file& f, const ini_value& v) {
+           f.cfg.placement.strategy = parse_placement_strategy(read_string(v));
+         },
+         [](const cluster_file& f) {
+           return quote(std::string{to_string(f.cfg.placement.strategy)});
+         },
+         true, true},
+        {"placement.coordinator", "string", "explicit: the coordinator's node id",
+         [](cluster_file& f, const ini_value& v) { f.cfg.placement.coordinator = read_node_id(v); },
+         [](const cluster_file& f) { return quote(f.cfg.placement.coordinator); }},
+        {"placement.leaders", "list of strings", "explicit: one node id per layer (swarm leader)",
+         [](cluster_file& f, const ini_value& v) { f.cfg.placement.leaders = read_node_ids(v); },
+         [](const cluster_file& f) { return show_list(f.cfg.placement.leaders); }},
+        {"placement.workers", "list of strings", "explicit: one node id per replica (shard worker)",
+         [](cluster_file& f, const ini_value& v) { f.cfg.placement.workers = read_node_ids(v); },
+         [](const cluster_file& f) { return show_list(f.cfg.placement.workers); }},
+        {"placement.relays", "list",
+         "explicit: per replica, one node id for its L+1 gradient "
+         "relays or a list of L+1 ids (boundary 0 = input, L = loss)",
+         [](cluster_file& f, const ini_value& v) {
+           f.cfg.placement.relays =
+               read_list(v, "a list with one entry per replica", read_node_group);
+         },
+         [](const cluster_file& f) { return show_list(f.cfg.placement.relays, show_group); }},
+        {"placement.slices", "list of lists",
+         "explicit: per replica a list with, per layer, one "
+         "node id for all its neuron slices or a list of one id per slice",
+         [](cluster_file& f, const ini_value& v) {
+           f.cfg.placement.slices =
+               read_list(v, "a list with one list per replica", [](const ini_value& x) {
+                 return read_list(x, "a list with one entry per layer", read_node_group);
+               });
+         },
+         [](const cluster_file& f) {
+           return show_list(f.cfg.placement.slices, [](const std::vector<node_group>& r) {
+             return show_list(r, show_group);
+           });
+         }},
+        {"nodes.ids", "list of strings", "the nodes' ids, unique (letters, digits, _ - .)",
+         [](cluster_file& f, const ini_value& v) { f.ids = read_node_ids(v); },
+         [](const cluster_file& f) { return show_list(f.ids); }, true, true},
+        {"nodes.hosts", "list of strings", "per node: the address its peers connect to",
+         [](cluster_file& f, const ini_value& v) {
+           f.hosts = read_list(v, "a list of quoted host names or addresses", read_host);
+         },
+         [](const cluster_file& f) { return show_list(f.hosts); }, true, true},
+        {"nodes.ports", "list of integers", "per node: the CAF middleman (BASP) port",
+         [](cluster_file& f, const ini_value& v) { f.ports = read_size_list(v, 1, max_port); },
+         [](const cluster_file& f) { return show_list(f.ports); }, true, true},
+        {"nodes.metrics_ports", "list of integers", "per node: the Prometheus exporter port",
+         [](cluster_file& f, const ini_value& v) {
+           f.metrics_ports = read_size_list(v, 1, max_port);
+         },
+         [](const cluster_file& f) { return show_list(f.metrics_ports); }, true, true},
     };
     all.insert(all.end(), own.begin(), own.end());
     return all;
@@ -170,16 +176,16 @@ void validate_nodes(const std::vector<node_address>& nodes) {
     if (!ids.insert(n.id).second)
       throw error("nodes.ids: node \"" + n.id + "\" is listed twice");
     if (n.port == 0 || n.metrics_port == 0)
-      throw error(std::string{n.port == 0 ? "nodes.ports" : "nodes.metrics_ports"}
-                  + ": node " + n.id + " has port 0");
+      throw error(std::string{n.port == 0 ? "nodes.ports" : "nodes.metrics_ports"} + ": node "
+                  + n.id + " has port 0");
     for (const bool metrics : {false, true}) {
       const std::string ep = n.host + ":" + std::to_string(metrics ? n.metrics_port : n.port);
       const std::string what = "node " + n.id + "'s " + (metrics ? "metrics port" : "port");
       const auto [it, fresh] = endpoints.emplace(ep, std::make_pair(what, metrics));
       if (!fresh)
-        throw error(std::string{metrics || it->second.second ? "nodes.metrics_ports"
-                                                             : "nodes.ports"}
-                    + ": " + ep + " is used twice: " + it->second.first + " and " + what);
+        throw error(
+            std::string{metrics || it->second.second ? "nodes.metrics_ports" : "nodes.ports"} + ": "
+            + ep + " is used twice: " + it->second.first + " and " + what);
     }
   }
 }
@@ -198,26 +204,23 @@ void check_group(const cluster_config& c, const std::string& key, const std::str
                 + std::to_string(actors) + " " + what
                 + " (give one id per actor, or a single id for all of them)");
   for (std::size_t i = 0; i < g.ids.size(); ++i)
-    check_node(c, key, where + (g.each ? " entry " + std::to_string(i) : std::string{}),
-               g.ids[i]);
+    check_node(c, key, where + (g.each ? " entry " + std::to_string(i) : std::string{}), g.ids[i]);
 }
 
 void check_count(const std::string& key, std::size_t given, std::size_t wanted,
                  const std::string& per) {
   if (given != wanted)
-    throw error(key + ": has " + std::to_string(given) + " entries, wanted " + std::to_string(wanted)
-                + " (one per " + per + ")");
+    throw error(key + ": has " + std::to_string(given) + " entries, wanted "
+                + std::to_string(wanted) + " (one per " + per + ")");
 }
 
 void validate_placement(const cluster_config& c) {
   const placement_config& p = c.placement;
   const bool listed = p.strategy == placement_strategy::listed;
   const std::pair<const char*, bool> lists[] = {
-    {"placement.coordinator", !p.coordinator.empty()},
-    {"placement.leaders", !p.leaders.empty()},
-    {"placement.workers", !p.workers.empty()},
-    {"placement.relays", !p.relays.empty()},
-    {"placement.slices", !p.slices.empty()},
+      {"placement.coordinator", !p.coordinator.empty()}, {"placement.leaders", !p.leaders.empty()},
+      {"placement.workers", !p.workers.empty()},         {"placement.relays", !p.relays.empty()},
+      {"placement.slices", !p.slices.empty()},
   };
   for (const auto& [key, given] : lists) {
     if (listed && !given)
@@ -233,8 +236,8 @@ void validate_placement(const cluster_config& c) {
   const std::size_t L = c.run.model.layers.size() - 1;
   const std::size_t R = c.run.topology.replicas;
   check_node(c, "placement.coordinator", "it", p.coordinator);
-  check_count("placement.leaders", p.leaders.size(), L, "layer, as model.layers has "
-              + std::to_string(L) + " layers");
+  check_count("placement.leaders", p.leaders.size(), L,
+              "layer, as model.layers has " + std::to_string(L) + " layers");
   for (std::size_t l = 0; l < L; ++l)
     check_node(c, "placement.leaders", "entry " + std::to_string(l), p.leaders[l]);
   const std::string per_replica = "replica, as topology.replicas = " + std::to_string(R);
@@ -268,30 +271,33 @@ struct node_file {
 
 const std::vector<option<node_file>>& node_options() {
   static const std::vector<option<node_file>> specs = {
-    {"node.cluster_file", "string",
-     "the shared cluster description; a relative path starts at this file's directory",
-     [](node_file& f, const ini_value& v) {
-       f.cfg.cluster_file = read_string(v);
-       if (f.cfg.cluster_file.empty())
-         throw error("must not be empty");
-     },
-     [](const node_file& f) { return quote(f.cfg.cluster_file); }, true, true},
-    {"node.id", "string", "this node's id: one of the cluster file's nodes.ids",
-     [](node_file& f, const ini_value& v) { f.cfg.id = read_node_id(v); },
-     [](const node_file& f) { return quote(f.cfg.id); }, true, true},
-    {"node.bind", "string",
-     "address the node listens on; anything but loopback needs TLS (warned about)",
-     [](node_file& f, const ini_value& v) { f.cfg.bind = read_host(v); },
-     [](const node_file& f) { return quote(f.cfg.bind); }},
-    {"node.port", "integer", "optional check: must equal this node's entry in nodes.ports",
-     [](node_file& f, const ini_value& v) { f.port = read_size(v, 1, max_port); },
-     [](const node_file& f) { return f.port == 0 ? std::string{"(from nodes.ports)"}
-                                                 : std::to_string(f.port); }},
-    {"node.metrics_port", "integer",
-     "optional check: must equal this node's entry in nodes.metrics_ports",
-     [](node_file& f, const ini_value& v) { f.metrics_port = read_size(v, 1, max_port); },
-     [](const node_file& f) { return f.metrics_port == 0 ? std::string{"(from nodes.metrics_ports)"}
-                                                         : std::to_string(f.metrics_port); }},
+      {"node.cluster_file", "string",
+       "the shared cluster description; a relative path starts at this file's directory",
+       [](node_file& f, const ini_value& v) {
+         f.cfg.cluster_file = read_string(v);
+         if (f.cfg.cluster_file.empty())
+           throw error("must not be empty");
+       },
+       [](const node_file& f) { return quote(f.cfg.cluster_file); }, true, true},
+      {"node.id", "string", "this node's id: one of the cluster file's nodes.ids",
+       [](node_file& f, const ini_value& v) { f.cfg.id = read_node_id(v); },
+       [](const node_file& f) { return quote(f.cfg.id); }, true, true},
+      {"node.bind", "string",
+       "address the node listens on; anything but loopback needs TLS (warned about)",
+       [](node_file& f, const ini_value& v) { f.cfg.bind = read_host(v); },
+       [](const node_file& f) { return quote(f.cfg.bind); }},
+      {"node.port", "integer", "optional check: must equal this node's entry in nodes.ports",
+       [](node_file& f, const ini_value& v) { f.port = read_size(v, 1, max_port); },
+       [](const node_file& f) {
+         return f.port == 0 ? std::string{"(from nodes.ports)"} : std::to_string(f.port);
+       }},
+      {"node.metrics_port", "integer",
+       "optional check: must equal this node's entry in nodes.metrics_ports",
+       [](node_file& f, const ini_value& v) { f.metrics_port = read_size(v, 1, max_port); },
+       [](const node_file& f) {
+         return f.metrics_port == 0 ? std::string{"(from nodes.metrics_ports)"}
+                                    : std::to_string(f.metrics_port);
+       }},
   };
   return specs;
 }
@@ -307,9 +313,9 @@ std::string resolve_relative(const std::string& base_file, const std::string& pa
 void check_override(const ini_document& doc, const char* key, std::size_t given,
                     std::uint16_t listed, const char* list_key, const node_config& c) {
   if (given != 0 && given != listed)
-    throw error(origin_of(doc, key) + ": " + key + ": " + std::to_string(given)
-                + " differs from " + std::to_string(listed) + ", node " + c.id + "'s entry in "
-                + list_key + " of " + c.cluster_file);
+    throw error(origin_of(doc, key) + ": " + key + ": " + std::to_string(given) + " differs from "
+                + std::to_string(listed) + ", node " + c.id + "'s entry in " + list_key + " of "
+                + c.cluster_file);
 }
 
 std::uint64_t fnv1a64(const std::string& text) {
@@ -327,16 +333,19 @@ std::uint64_t fnv1a64(const std::string& text) {
 
 std::string_view to_string(placement_strategy s) noexcept {
   switch (s) {
-    case placement_strategy::round_robin: return "round_robin";
-    case placement_strategy::by_swarm: return "by_swarm";
-    case placement_strategy::listed: return "explicit";
+  case placement_strategy::round_robin:
+    return "round_robin";
+  case placement_strategy::by_swarm:
+    return "by_swarm";
+  case placement_strategy::listed:
+    return "explicit";
   }
   return "?";
 }
 
 placement_strategy parse_placement_strategy(std::string_view name) {
-  for (auto s : {placement_strategy::round_robin, placement_strategy::by_swarm,
-                 placement_strategy::listed})
+  for (auto s :
+       {placement_strategy::round_robin, placement_strategy::by_swarm, placement_strategy::listed})
     if (name == to_string(s))
       return s;
   throw error("unknown placement strategy \"" + std::string{name}
@@ -364,8 +373,8 @@ std::string cluster_config::canonical() const {
   std::sort(sorted.begin(), sorted.end(),
             [](const node_address& a, const node_address& b) { return a.id < b.id; });
   for (const auto& n : sorted)
-    out += "nodes." + n.id + "=" + n.endpoint() + " metrics " + std::to_string(n.metrics_port)
-           + "\n";
+    out +=
+        "nodes." + n.id + "=" + n.endpoint() + " metrics " + std::to_string(n.metrics_port) + "\n";
   return out;
 }
 
@@ -398,8 +407,7 @@ const node_address& node_config::self() const {
 }
 
 bool node_config::binds_beyond_loopback() const {
-  return !(bind == "localhost" || bind.rfind("127.", 0) == 0 || bind == "::1"
-           || bind == "[::1]");
+  return !(bind == "localhost" || bind.rfind("127.", 0) == 0 || bind == "::1" || bind == "[::1]");
 }
 
 node_config parse_node_config(const ini_document& doc) {
@@ -415,9 +423,8 @@ node_config parse_node_config(const ini_document& doc) {
   }
   const node_address* self = c.cluster.find_node(c.id);
   if (self == nullptr)
-    throw error(origin_of(doc, "node.id") + ": node.id: \"" + c.id
-                + "\" is not in nodes.ids of " + c.cluster_file + " ("
-                + join_ids(c.cluster.nodes) + ")");
+    throw error(origin_of(doc, "node.id") + ": node.id: \"" + c.id + "\" is not in nodes.ids of "
+                + c.cluster_file + " (" + join_ids(c.cluster.nodes) + ")");
   check_override(doc, "node.port", f.port, self->port, "nodes.ports", c);
   check_override(doc, "node.metrics_port", f.metrics_port, self->metrics_port,
                  "nodes.metrics_ports", c);

@@ -6,9 +6,9 @@
 #include <limits>
 #include <sstream>
 
+#include "config_schema.hpp"
 #include "nettorrent/error.hpp"
 #include "nettorrent/ini.hpp"
-#include "config_schema.hpp"
 
 namespace nettorrent {
 
@@ -26,8 +26,8 @@ std::size_t read_size(const ini_value& v, std::size_t lo, std::size_t hi) {
     wrong_type(v, "an integer");
   if (v.integer < 0 || static_cast<std::uint64_t>(v.integer) < lo
       || static_cast<std::uint64_t>(v.integer) > hi)
-    throw error("value " + std::to_string(v.integer) + " is out of range ["
-                + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    throw error("value " + std::to_string(v.integer) + " is out of range [" + std::to_string(lo)
+                + ", " + std::to_string(hi) + "]");
   return static_cast<std::size_t>(v.integer);
 }
 
@@ -113,156 +113,183 @@ constexpr std::size_t max_count = std::size_t{1} << 40;
 
 const std::vector<option_spec>& all_options() {
   static const std::vector<option_spec> specs = {
-    {"model.layers", "list of integers",
-     "layer widths, input first (first = pixels per image, last = classes)",
-     [](run_config& c, const ini_value& v) { c.model.layers = read_size_list(v, 1, max_width); },
-     [](const run_config& c) { return show_list(c.model.layers); }},
-    {"model.activation", "string", "hidden-layer activation: relu, tanh, sigmoid, identity",
-     [](run_config& c, const ini_value& v) { c.model.hidden = parse_activation(read_string(v)); },
-     [](const run_config& c) { return "\"" + std::string{to_string(c.model.hidden)} + "\""; }},
-    {"data.dir", "string",
-     "directory with the IDX files (.gz or raw); \"\" = the dataset-fashion-mnist package",
-     [](run_config& c, const ini_value& v) { c.data.dir = read_string(v); },
-     [](const run_config& c) { return "\"" + c.data.dir + "\""; }},
-    {"data.validation_size", "integer", "training samples held out for validation",
-     [](run_config& c, const ini_value& v) { c.data.validation_size = read_size(v, 1, max_count); },
-     [](const run_config& c) { return show(c.data.validation_size); }},
-    {"data.train_limit", "integer", "use at most this many training samples (0 = all)",
-     [](run_config& c, const ini_value& v) { c.data.train_limit = read_size(v, 0, max_count); },
-     [](const run_config& c) { return show(c.data.train_limit); }},
-    {"data.test_limit", "integer", "evaluate on at most this many test samples (0 = all)",
-     [](run_config& c, const ini_value& v) { c.data.test_limit = read_size(v, 0, max_count); },
-     [](const run_config& c) { return show(c.data.test_limit); }},
-    {"training.batch_size", "integer", "samples per mini-batch",
-     [](run_config& c, const ini_value& v) { c.training.batch_size = read_size(v, 1, max_width); },
-     [](const run_config& c) { return show(c.training.batch_size); }},
-    {"training.max_epochs", "integer", "stop after this many passes over the training split",
-     [](run_config& c, const ini_value& v) { c.training.max_epochs = read_size(v, 1, 100000); },
-     [](const run_config& c) { return show(c.training.max_epochs); }},
-    {"training.target_accuracy", "number",
-     "stop once validation accuracy reaches this (0 = run max_epochs)",
-     [](run_config& c, const ini_value& v) { c.training.target_accuracy = read_real(v, 0, 1); },
-     [](const run_config& c) { return show(c.training.target_accuracy); }},
-    {"training.eval_every", "integer", "samples between validation passes (0 = every epoch)",
-     [](run_config& c, const ini_value& v) { c.training.eval_every = read_size(v, 0, max_count); },
-     [](const run_config& c) { return show(c.training.eval_every); }},
-    {"training.seed", "integer", "seed of every random source (weights, split, order)",
-     [](run_config& c, const ini_value& v) {
-       c.training.seed = read_size(v, 0, std::numeric_limits<std::int64_t>::max());
-     },
-     [](const run_config& c) { return show(c.training.seed); }},
-    {"training.keep_best", "boolean",
-     "evaluate and save the weights of the best validation pass, not the last ones",
-     [](run_config& c, const ini_value& v) { c.training.keep_best = read_bool(v); },
-     [](const run_config& c) { return std::string{c.training.keep_best ? "true" : "false"}; }},
-    {"training.output_dir", "string", "where the checkpoint (model.ckpt) and learning curve (curve.csv) are written",
-     [](run_config& c, const ini_value& v) {
-       c.training.output_dir = read_string(v);
-       if (c.training.output_dir.empty())
-         throw error("must not be empty");
-     },
-     [](const run_config& c) { return "\"" + c.training.output_dir + "\""; }, false},
-    {"training.progress_interval", "number",
-     "seconds between progress lines inside an epoch (0 = one line per epoch)",
-     [](run_config& c, const ini_value& v) { c.training.progress_interval = read_real(v, 0, 86400); },
-     [](const run_config& c) { return show(c.training.progress_interval); }, false},
-    {"topology.replicas", "integer", "data-parallel replicas, one data shard each",
-     [](run_config& c, const ini_value& v) { c.topology.replicas = read_size(v, 1, 1024); },
-     [](const run_config& c) { return show(c.topology.replicas); }},
-    {"topology.slices", "integer or list",
-     "neuron slices per layer: one number for every layer, or a list with one per layer",
-     [](run_config& c, const ini_value& v) {
-       if (v.kind == ini_value::type::list)
-         c.topology.slices = read_size_list(v, 1, max_width);
-       else
-         c.topology.slices = {read_size(v, 1, max_width)};
-     },
-     [](const run_config& c) { return show_list(c.topology.slices); }},
-    {"topology.max_in_flight", "integer", "batches a replica keeps in its pipeline at once",
-     [](run_config& c, const ini_value& v) { c.topology.max_in_flight = read_size(v, 1, 1024); },
-     [](const run_config& c) { return show(c.topology.max_in_flight); }},
-    {"topology.sync_every", "integer", "samples per replica between sync rounds",
-     [](run_config& c, const ini_value& v) { c.topology.sync_every = read_size(v, 1, max_count); },
-     [](const run_config& c) { return show(c.topology.sync_every); }},
-    {"topology.sync_policy", "string", "best, average or none",
-     [](run_config& c, const ini_value& v) { c.topology.policy = parse_sync_policy(read_string(v)); },
-     [](const run_config& c) { return "\"" + std::string{to_string(c.topology.policy)} + "\""; }},
-    {"topology.validation_subset", "integer",
-     "validation samples that score replicas in a sync round (0 = all)",
-     [](run_config& c, const ini_value& v) { c.topology.validation_subset = read_size(v, 0, max_count); },
-     [](const run_config& c) { return show(c.topology.validation_subset); }},
-    {"topology.weight_stashing", "boolean", "use forward-time weights in the backward pass",
-     [](run_config& c, const ini_value& v) { c.topology.weight_stashing = read_bool(v); },
-     [](const run_config& c) { return std::string{c.topology.weight_stashing ? "true" : "false"}; }},
-    {"system.scheduler_threads", "integer", "CAF scheduler threads (0 = one per core)",
-     [](run_config& c, const ini_value& v) { c.system.scheduler_threads = read_size(v, 0, 1024); },
-     [](const run_config& c) { return show(c.system.scheduler_threads); }, false},
-    {"system.registration_timeout", "number",
-     "seconds the coordinator waits for every actor to register",
-     [](run_config& c, const ini_value& v) { c.system.registration_timeout = read_real(v, 0.001, 86400); },
-     [](const run_config& c) { return show(c.system.registration_timeout); }, false},
-    {"system.metrics", "boolean", "export Prometheus metrics (one exporter per process)",
-     [](run_config& c, const ini_value& v) { c.system.metrics = read_bool(v); },
-     [](const run_config& c) { return std::string{c.system.metrics ? "true" : "false"}; }, false},
-    {"system.metrics_bind", "string", "address the metrics exporter listens on",
-     [](run_config& c, const ini_value& v) {
-       c.system.metrics_bind = read_string(v);
-       if (c.system.metrics_bind.empty())
-         throw error("must not be empty");
-     },
-     [](const run_config& c) { return "\"" + c.system.metrics_bind + "\""; }, false},
-    {"system.metrics_port", "integer",
-     "port of the embedded run's metrics exporter (cluster nodes use nodes.metrics_ports)",
-     [](run_config& c, const ini_value& v) { c.system.metrics_port = read_size(v, 1, 65535); },
-     [](const run_config& c) { return show(c.system.metrics_port); }, false},
-    {"system.metrics_linger", "number",
-     "seconds the metrics exporter stays up after the run ends, for a last scrape",
-     [](run_config& c, const ini_value& v) { c.system.metrics_linger = read_real(v, 0, 86400); },
-     [](const run_config& c) { return show(c.system.metrics_linger); }, false},
-    {"system.heartbeat_interval", "number",
-     "cluster runs: seconds between BASP heartbeats to every connected node",
-     [](run_config& c, const ini_value& v) { c.system.heartbeat_interval = read_real(v, 0.01, 3600); },
-     [](const run_config& c) { return show(c.system.heartbeat_interval); }, false},
-    {"system.connection_timeout", "number",
-     "cluster runs: seconds of silence after which a peer node counts as lost",
-     [](run_config& c, const ini_value& v) { c.system.connection_timeout = read_real(v, 0.05, 86400); },
-     [](const run_config& c) { return show(c.system.connection_timeout); }, false},
-    {"optimizer.kind", "string", "sgd, momentum, adagrad, rmsprop or adam",
-     [](run_config& c, const ini_value& v) { c.optimizer.kind = parse_optimizer_kind(read_string(v)); },
-     [](const run_config& c) { return "\"" + std::string{to_string(c.optimizer.kind)} + "\""; }},
-    {"optimizer.learning_rate", "number", "step size (0, 10]",
-     [](run_config& c, const ini_value& v) {
-       c.optimizer.learning_rate = static_cast<float>(read_real(v, 1e-12, 10));
-     },
-     [](const run_config& c) { return show(c.optimizer.learning_rate); }},
-    {"optimizer.momentum", "number", "momentum: velocity decay in [0, 1)",
-     [](run_config& c, const ini_value& v) {
-       c.optimizer.momentum = static_cast<float>(read_real(v, 0, 0.999999));
-     },
-     [](const run_config& c) { return show(c.optimizer.momentum); }},
-    {"optimizer.nesterov", "boolean", "momentum: use Nesterov's form",
-     [](run_config& c, const ini_value& v) { c.optimizer.nesterov = read_bool(v); },
-     [](const run_config& c) { return std::string{c.optimizer.nesterov ? "true" : "false"}; }},
-    {"optimizer.beta1", "number", "adam: first-moment decay in [0, 1)",
-     [](run_config& c, const ini_value& v) {
-       c.optimizer.beta1 = static_cast<float>(read_real(v, 0, 0.999999));
-     },
-     [](const run_config& c) { return show(c.optimizer.beta1); }},
-    {"optimizer.beta2", "number", "adam: second-moment decay in [0, 1)",
-     [](run_config& c, const ini_value& v) {
-       c.optimizer.beta2 = static_cast<float>(read_real(v, 0, 0.9999999));
-     },
-     [](const run_config& c) { return show(c.optimizer.beta2); }},
-    {"optimizer.rho", "number", "rmsprop: squared-gradient decay in [0, 1)",
-     [](run_config& c, const ini_value& v) {
-       c.optimizer.rho = static_cast<float>(read_real(v, 0, 0.999999));
-     },
-     [](const run_config& c) { return show(c.optimizer.rho); }},
-    {"optimizer.epsilon", "number", "adagrad, rmsprop, adam: denominator guard (0, 1]",
-     [](run_config& c, const ini_value& v) {
-       c.optimizer.epsilon = static_cast<float>(read_real(v, 1e-30, 1));
-     },
-     [](const run_config& c) { return show(c.optimizer.epsilon); }},
+      {"model.layers", "list of integers",
+       "layer widths, input first (first = pixels per image, last = classes)",
+       [](run_config& c, const ini_value& v) { c.model.layers = read_size_list(v, 1, max_width); },
+       [](const run_config& c) { return show_list(c.model.layers); }},
+      {"model.activation", "string", "hidden-layer activation: relu, tanh, sigmoid, identity",
+       [](run_config& c, const ini_value& v) { c.model.hidden = parse_activation(read_string(v)); },
+       [](const run_config& c) { return "\"" + std::string{to_string(c.model.hidden)} + "\""; }},
+      {"data.dir", "string",
+       "directory with the IDX files (.gz or raw); \"\" = the dataset-fashion-mnist package",
+       [](run_config& c, const ini_value& v) { c.data.dir = read_string(v); },
+       [](const run_config& c) { return "\"" + c.data.dir + "\""; }},
+      {"data.validation_size", "integer", "training samples held out for validation",
+       [](run_config& c, const ini_value& v) {
+         c.data.validation_size = read_size(v, 1, max_count);
+       },
+       [](const run_config& c) { return show(c.data.validation_size); }},
+      {"data.train_limit", "integer", "use at most this many training samples (0 = all)",
+       [](run_config& c, const ini_value& v) { c.data.train_limit = read_size(v, 0, max_count); },
+       [](const run_config& c) { return show(c.data.train_limit); }},
+      {"data.test_limit", "integer", "evaluate on at most this many test samples (0 = all)",
+       [](run_config& c, const ini_value& v) { c.data.test_limit = read_size(v, 0, max_count); },
+       [](const run_config& c) { return show(c.data.test_limit); }},
+      {"training.batch_size", "integer", "samples per mini-batch",
+       [](run_config& c, const ini_value& v) {
+         c.training.batch_size = read_size(v, 1, max_width);
+       },
+       [](const run_config& c) { return show(c.training.batch_size); }},
+      {"training.max_epochs", "integer", "stop after this many passes over the training split",
+       [](run_config& c, const ini_value& v) { c.training.max_epochs = read_size(v, 1, 100000); },
+       [](const run_config& c) { return show(c.training.max_epochs); }},
+      {"training.target_accuracy", "number",
+       "stop once validation accuracy reaches this (0 = run max_epochs)",
+       [](run_config& c, const ini_value& v) { c.training.target_accuracy = read_real(v, 0, 1); },
+       [](const run_config& c) { return show(c.training.target_accuracy); }},
+      {"training.eval_every", "integer", "samples between validation passes (0 = every epoch)",
+       [](run_config& c, const ini_value& v) {
+         c.training.eval_every = read_size(v, 0, max_count);
+       },
+       [](const run_config& c) { return show(c.training.eval_every); }},
+      {"training.seed", "integer", "seed of every random source (weights, split, order)",
+       [](run_config& c, const ini_value& v) {
+         c.training.seed = read_size(v, 0, std::numeric_limits<std::int64_t>::max());
+       },
+       [](const run_config& c) { return show(c.training.seed); }},
+      {"training.keep_best", "boolean",
+       "evaluate and save the weights of the best validation pass, not the last ones",
+       [](run_config& c, const ini_value& v) { c.training.keep_best = read_bool(v); },
+       [](const run_config& c) { return std::string{c.training.keep_best ? "true" : "false"}; }},
+      {"training.output_dir", "string",
+       "where the checkpoint (model.ckpt) and learning curve (curve.csv) are written",
+       [](run_config& c, const ini_value& v) {
+         c.training.output_dir = read_string(v);
+         if (c.training.output_dir.empty())
+           throw error("must not be empty");
+       },
+       [](const run_config& c) { return "\"" + c.training.output_dir + "\""; }, false},
+      {"training.progress_interval", "number",
+       "seconds between progress lines inside an epoch (0 = one line per epoch)",
+       [](run_config& c, const ini_value& v) {
+         c.training.progress_interval = read_real(v, 0, 86400);
+       },
+       [](const run_config& c) { return show(c.training.progress_interval); }, false},
+      {"topology.replicas", "integer", "data-parallel replicas, one data shard each",
+       [](run_config& c, const ini_value& v) { c.topology.replicas = read_size(v, 1, 1024); },
+       [](const run_config& c) { return show(c.topology.replicas); }},
+      {"topology.slices", "integer or list",
+       "neuron slices per layer: one number for every layer, or a list with one per layer",
+       [](run_config& c, const ini_value& v) {
+         if (v.kind == ini_value::type::list)
+           c.topology.slices = read_size_list(v, 1, max_width);
+         else
+           c.topology.slices = {read_size(v, 1, max_width)};
+       },
+       [](const run_config& c) { return show_list(c.topology.slices); }},
+      {"topology.max_in_flight", "integer", "batches a replica keeps in its pipeline at once",
+       [](run_config& c, const ini_value& v) { c.topology.max_in_flight = read_size(v, 1, 1024); },
+       [](const run_config& c) { return show(c.topology.max_in_flight); }},
+      {"topology.sync_every", "integer", "samples per replica between sync rounds",
+       [](run_config& c, const ini_value& v) {
+         c.topology.sync_every = read_size(v, 1, max_count);
+       },
+       [](const run_config& c) { return show(c.topology.sync_every); }},
+      {"topology.sync_policy", "string", "best, average or none",
+       [](run_config& c, const ini_value& v) {
+         c.topology.policy = parse_sync_policy(read_string(v));
+       },
+       [](const run_config& c) { return "\"" + std::string{to_string(c.topology.policy)} + "\""; }},
+      {"topology.validation_subset", "integer",
+       "validation samples that score replicas in a sync round (0 = all)",
+       [](run_config& c, const ini_value& v) {
+         c.topology.validation_subset = read_size(v, 0, max_count);
+       },
+       [](const run_config& c) { return show(c.topology.validation_subset); }},
+      {"topology.weight_stashing", "boolean", "use forward-time weights in the backward pass",
+       [](run_config& c, const ini_value& v) { c.topology.weight_stashing = read_bool(v); },
+       [](const run_config& c) {
+         return std::string{c.topology.weight_stashing ? "true" : "false"};
+       }},
+      {"system.scheduler_threads", "integer", "CAF scheduler threads (0 = one per core)",
+       [](run_config& c, const ini_value& v) {
+         c.system.scheduler_threads = read_size(v, 0, 1024);
+       },
+       [](const run_config& c) { return show(c.system.scheduler_threads); }, false},
+      {"system.registration_timeout", "number",
+       "seconds the coordinator waits for every actor to register",
+       [](run_config& c, const ini_value& v) {
+         c.system.registration_timeout = read_real(v, 0.001, 86400);
+       },
+       [](const run_config& c) { return show(c.system.registration_timeout); }, false},
+      {"system.metrics", "boolean", "export Prometheus metrics (one exporter per process)",
+       [](run_config& c, const ini_value& v) { c.system.metrics = read_bool(v); },
+       [](const run_config& c) { return std::string{c.system.metrics ? "true" : "false"}; }, false},
+      {"system.metrics_bind", "string", "address the metrics exporter listens on",
+       [](run_config& c, const ini_value& v) {
+         c.system.metrics_bind = read_string(v);
+         if (c.system.metrics_bind.empty())
+           throw error("must not be empty");
+       },
+       [](const run_config& c) { return "\"" + c.system.metrics_bind + "\""; }, false},
+      {"system.metrics_port", "integer",
+       "port of the embedded run's metrics exporter (cluster nodes use nodes.metrics_ports)",
+       [](run_config& c, const ini_value& v) { c.system.metrics_port = read_size(v, 1, 65535); },
+       [](const run_config& c) { return show(c.system.metrics_port); }, false},
+      {"system.metrics_linger", "number",
+       "seconds the metrics exporter stays up after the run ends, for a last scrape",
+       [](run_config& c, const ini_value& v) { c.system.metrics_linger = read_real(v, 0, 86400); },
+       [](const run_config& c) { return show(c.system.metrics_linger); }, false},
+      {"system.heartbeat_interval", "number",
+       "cluster runs: seconds between BASP heartbeats to every connected node",
+       [](run_config& c, const ini_value& v) {
+         c.system.heartbeat_interval = read_real(v, 0.01, 3600);
+       },
+       [](const run_config& c) { return show(c.system.heartbeat_interval); }, false},
+      {"system.connection_timeout", "number",
+       "cluster runs: seconds of silence after which a peer node counts as lost",
+       [](run_config& c, const ini_value& v) {
+         c.system.connection_timeout = read_real(v, 0.05, 86400);
+       },
+       [](const run_config& c) { return show(c.system.connection_timeout); }, false},
+      {"optimizer.kind", "string", "sgd, momentum, adagrad, rmsprop or adam",
+       [](run_config& c, const ini_value& v) {
+         c.optimizer.kind = parse_optimizer_kind(read_string(v));
+       },
+       [](const run_config& c) { return "\"" + std::string{to_string(c.optimizer.kind)} + "\""; }},
+      {"optimizer.learning_rate", "number", "step size (0, 10]",
+       [](run_config& c, const ini_value& v) {
+         c.optimizer.learning_rate = static_cast<float>(read_real(v, 1e-12, 10));
+       },
+       [](const run_config& c) { return show(c.optimizer.learning_rate); }},
+      {"optimizer.momentum", "number", "momentum: velocity decay in [0, 1)",
+       [](run_config& c, const ini_value& v) {
+         c.optimizer.momentum = static_cast<float>(read_real(v, 0, 0.999999));
+       },
+       [](const run_config& c) { return show(c.optimizer.momentum); }},
+      {"optimizer.nesterov", "boolean", "momentum: use Nesterov's form",
+       [](run_config& c, const ini_value& v) { c.optimizer.nesterov = read_bool(v); },
+       [](const run_config& c) { return std::string{c.optimizer.nesterov ? "true" : "false"}; }},
+      {"optimizer.beta1", "number", "adam: first-moment decay in [0, 1)",
+       [](run_config& c, const ini_value& v) {
+         c.optimizer.beta1 = static_cast<float>(read_real(v, 0, 0.999999));
+       },
+       [](const run_config& c) { return show(c.optimizer.beta1); }},
+      {"optimizer.beta2", "number", "adam: second-moment decay in [0, 1)",
+       [](run_config& c, const ini_value& v) {
+         c.optimizer.beta2 = static_cast<float>(read_real(v, 0, 0.9999999));
+       },
+       [](const run_config& c) { return show(c.optimizer.beta2); }},
+      {"optimizer.rho", "number", "rmsprop: squared-gradient decay in [0, 1)",
+       [](run_config& c, const ini_value& v) {
+         c.optimizer.rho = static_cast<float>(read_real(v, 0, 0.999999));
+       },
+       [](const run_config& c) { return show(c.optimizer.rho); }},
+      {"optimizer.epsilon", "number", "adagrad, rmsprop, adam: denominator guard (0, 1]",
+       [](run_config& c, const ini_value& v) {
+         c.optimizer.epsilon = static_cast<float>(read_real(v, 1e-30, 1));
+       },
+       [](const run_config& c) { return show(c.optimizer.epsilon); }},
   };
   return specs;
 }
@@ -308,8 +335,8 @@ void run_config::validate() const {
                   + std::to_string(model.layers[l + 1]) + " neurons, fewer than its "
                   + std::to_string(topology.slices_of(l)) + " slices");
   if (data.train_limit != 0 && topology.replicas > data.train_limit)
-    throw error("topology.replicas = " + std::to_string(topology.replicas)
-                + " is more than the " + std::to_string(data.train_limit)
+    throw error("topology.replicas = " + std::to_string(topology.replicas) + " is more than the "
+                + std::to_string(data.train_limit)
                 + " training samples of data.train_limit (every replica needs a shard)");
   if (system.connection_timeout <= system.heartbeat_interval)
     throw error("system.connection_timeout = " + show(system.connection_timeout)
@@ -317,15 +344,17 @@ void run_config::validate() const {
                 + show(system.heartbeat_interval));
   if (topology.sync_every < training.batch_size)
     throw error("topology.sync_every = " + std::to_string(topology.sync_every)
-                + " is smaller than training.batch_size = "
-                + std::to_string(training.batch_size));
+                + " is smaller than training.batch_size = " + std::to_string(training.batch_size));
 }
 
 std::string_view to_string(sync_policy p) noexcept {
   switch (p) {
-    case sync_policy::best: return "best";
-    case sync_policy::average: return "average";
-    case sync_policy::none: return "none";
+  case sync_policy::best:
+    return "best";
+  case sync_policy::average:
+    return "average";
+  case sync_policy::none:
+    return "none";
   }
   return "?";
 }
@@ -360,8 +389,7 @@ namespace {
 ini_entry parse_override(const std::string& arg) {
   const auto eq = arg.find('=');
   const auto dot = arg.find('.');
-  if (arg.rfind("--", 0) != 0 || eq == std::string::npos || dot == std::string::npos
-      || dot > eq)
+  if (arg.rfind("--", 0) != 0 || eq == std::string::npos || dot == std::string::npos || dot > eq)
     throw error("command line: unexpected argument \"" + arg
                 + "\" (expected --config-file=PATH or --section.key=value)");
   ini_entry e;

@@ -123,8 +123,7 @@ std::string sections_of(const std::vector<option<Config>>& specs) {
 
 /// "batch_size, max_epochs": the keys of one section.
 template <class Config>
-std::string keys_of_section(const std::vector<option<Config>>& specs,
-                            const std::string& section) {
+std::string keys_of_section(const std::vector<option<Config>>& specs, const std::string& section) {
   std::string out;
   for (const auto& s : specs) {
     const std::string n = s.name;
@@ -143,13 +142,13 @@ void apply_entry(const ini_entry& e, Config& cfg, const std::vector<option<Confi
     const std::string sections = sections_of(specs);
     const std::string known = keys_of_section(specs, e.section);
     if (e.section.empty())
-      throw error(e.origin + ": key " + name + " is outside any section (sections: "
-                  + sections + ")");
+      throw error(e.origin + ": key " + name + " is outside any section (sections: " + sections
+                  + ")");
     if (known.empty())
       throw error(e.origin + ": " + name + ": unknown section [" + e.section
                   + "] (known: " + sections + ")");
-    throw error(e.origin + ": unknown key " + name + " (known keys in [" + e.section
-                + "]: " + known + ")");
+    throw error(e.origin + ": unknown key " + name + " (known keys in [" + e.section + "]: " + known
+                + ")");
   }
   try {
     spec->set(cfg, e.value);

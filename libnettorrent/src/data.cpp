@@ -66,8 +66,8 @@ std::vector<std::uint8_t> read_idx(const std::string& path, std::size_t expected
                 + " (only unsigned bytes, 0x08, are supported)");
   }
   if (magic[3] != expected_rank)
-    throw error(path + ": IDX file has " + std::to_string(magic[3])
-                + " dimensions, expected " + std::to_string(expected_rank));
+    throw error(path + ": IDX file has " + std::to_string(magic[3]) + " dimensions, expected "
+                + std::to_string(expected_rank));
   dims.assign(expected_rank, 0);
   std::size_t total = 1;
   for (std::size_t d = 0; d < expected_rank; ++d) {
@@ -102,8 +102,8 @@ image_set read_idx_pair(const std::string& images_path, const std::string& label
   set.pixels = read_idx(images_path, 3, idims);
   set.labels = read_idx(labels_path, 1, ldims);
   if (idims[0] != ldims[0])
-    throw error(images_path + " holds " + std::to_string(idims[0]) + " images but "
-                + labels_path + " holds " + std::to_string(ldims[0]) + " labels");
+    throw error(images_path + " holds " + std::to_string(idims[0]) + " images but " + labels_path
+                + " holds " + std::to_string(ldims[0]) + " labels");
   set.features = idims[1] * idims[2];
   const auto max_label = *std::max_element(set.labels.begin(), set.labels.end());
   set.classes = std::size_t{max_label} + 1;
@@ -138,9 +138,8 @@ std::string fashion_mnist_dir() {
   throw error(list + " lists no train-images-idx3-ubyte.gz; reinstall dataset-fashion-mnist");
 }
 
-void split_validation(std::size_t pool_size, std::size_t validation_size,
-                      std::size_t train_limit, std::uint64_t seed,
-                      std::vector<std::uint32_t>& train,
+void split_validation(std::size_t pool_size, std::size_t validation_size, std::size_t train_limit,
+                      std::uint64_t seed, std::vector<std::uint32_t>& train,
                       std::vector<std::uint32_t>& validation) {
   if (validation_size >= pool_size)
     throw error("data.validation_size = " + std::to_string(validation_size)
@@ -175,8 +174,8 @@ rng shard_rng(std::uint64_t seed, std::size_t shard) {
   return rng{hash_coords(seed, {0x7368617264ULL, shard})}; // "shard"
 }
 
-void gather_batch(const image_set& set, const std::uint32_t* idx, std::size_t n,
-                  matrix& x, std::uint8_t* labels) {
+void gather_batch(const image_set& set, const std::uint32_t* idx, std::size_t n, matrix& x,
+                  std::uint8_t* labels) {
   const auto f = static_cast<Eigen::Index>(set.features);
   if (x.rows() != static_cast<Eigen::Index>(n) || x.cols() != f)
     x.resize(static_cast<Eigen::Index>(n), f);

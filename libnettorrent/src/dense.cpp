@@ -9,8 +9,8 @@ namespace nettorrent {
 
 std::vector<column_range> split_columns(std::size_t n, std::size_t parts) {
   if (parts == 0 || parts > n)
-    throw error("cannot split " + std::to_string(n) + " neurons into "
-                + std::to_string(parts) + " slices");
+    throw error("cannot split " + std::to_string(n) + " neurons into " + std::to_string(parts)
+                + " slices");
   std::vector<column_range> out;
   out.reserve(parts);
   const std::size_t base = n / parts;
@@ -58,9 +58,8 @@ void dense_forward(const matrix& x, const dense_params& p, activation act, matri
   activate(act, h);
 }
 
-void dense_backward(const matrix& x, const matrix& h, activation act,
-                    const dense_params& p, matrix& dh, dense_grads& grads,
-                    matrix* dx) {
+void dense_backward(const matrix& x, const matrix& h, activation act, const dense_params& p,
+                    matrix& dh, dense_grads& grads, matrix* dx) {
   activation_backward(act, h, dh); // dh now holds dZ
   resize_grads(p, grads);
   grads.dw.noalias() = x.transpose() * dh;

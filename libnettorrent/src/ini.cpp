@@ -13,13 +13,20 @@ namespace nettorrent {
 
 const char* to_string(ini_value::type t) noexcept {
   switch (t) {
-    case ini_value::type::boolean: return "boolean";
-    case ini_value::type::integer: return "integer";
-    case ini_value::type::real: return "real number";
-    case ini_value::type::string: return "string";
-    case ini_value::type::atom: return "atom";
-    case ini_value::type::duration: return "duration";
-    case ini_value::type::list: return "list";
+  case ini_value::type::boolean:
+    return "boolean";
+  case ini_value::type::integer:
+    return "integer";
+  case ini_value::type::real:
+    return "real number";
+  case ini_value::type::string:
+    return "string";
+  case ini_value::type::atom:
+    return "atom";
+  case ini_value::type::duration:
+    return "duration";
+  case ini_value::type::list:
+    return "list";
   }
   return "?";
 }
@@ -80,17 +87,26 @@ private:
           break;
         const char e = s_[pos_++];
         switch (e) {
-          case 'n': c = '\n'; break;
-          case 't': c = '\t'; break;
-          case '\\': case '"': case '\'': c = e; break;
-          default: fail(std::string{"unknown escape \\"} + e + " in a quoted value");
+        case 'n':
+          c = '\n';
+          break;
+        case 't':
+          c = '\t';
+          break;
+        case '\\':
+        case '"':
+        case '\'':
+          c = e;
+          break;
+        default:
+          fail(std::string{"unknown escape \\"} + e + " in a quoted value");
         }
       }
       v.text.push_back(c);
     }
     if (pos_ >= s_.size())
-      fail(std::string{"unterminated "} + (quote == '"' ? "string" : "atom")
-           + " (missing closing " + quote + ")");
+      fail(std::string{"unterminated "} + (quote == '"' ? "string" : "atom") + " (missing closing "
+           + quote + ")");
     ++pos_;
     return v;
   }
@@ -134,8 +150,9 @@ private:
       v.boolean = tok == "true";
       return v;
     }
-    if (!tok.empty() && (std::isdigit(static_cast<unsigned char>(tok[0])) != 0 || tok[0] == '-'
-                         || tok[0] == '+' || tok[0] == '.')) {
+    if (!tok.empty()
+        && (std::isdigit(static_cast<unsigned char>(tok[0])) != 0 || tok[0] == '-' || tok[0] == '+'
+            || tok[0] == '.')) {
       errno = 0;
       char* end = nullptr;
       const long long i = std::strtoll(tok.c_str(), &end, 10);
@@ -154,7 +171,7 @@ private:
         return v;
       }
       static const std::pair<const char*, double> units[] = {
-        {"ns", 1}, {"us", 1e3}, {"ms", 1e6}, {"s", 1e9}, {"min", 60e9}, {"h", 3600e9}};
+          {"ns", 1}, {"us", 1e3}, {"ms", 1e6}, {"s", 1e9}, {"min", 60e9}, {"h", 3600e9}};
       for (const auto& [name, scale] : units) {
         if (unit == name && errno == 0 && end != tok.c_str()) {
           v.kind = ini_value::type::duration;

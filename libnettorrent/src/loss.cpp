@@ -49,8 +49,7 @@ loss_result softmax_xent(const matrix& logits, const std::uint8_t* labels) {
   return xent<false>(logits, labels, nullptr);
 }
 
-loss_result softmax_xent_backward(const matrix& logits, const std::uint8_t* labels,
-                                  matrix& grad) {
+loss_result softmax_xent_backward(const matrix& logits, const std::uint8_t* labels, matrix& grad) {
   if (grad.rows() != logits.rows() || grad.cols() != logits.cols())
     grad.resize(logits.rows(), logits.cols());
   return xent<true>(logits, labels, &grad);

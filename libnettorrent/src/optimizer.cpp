@@ -11,11 +11,16 @@ namespace nettorrent {
 
 std::string_view to_string(optimizer_kind k) noexcept {
   switch (k) {
-    case optimizer_kind::sgd: return "sgd";
-    case optimizer_kind::momentum: return "momentum";
-    case optimizer_kind::adagrad: return "adagrad";
-    case optimizer_kind::rmsprop: return "rmsprop";
-    case optimizer_kind::adam: return "adam";
+  case optimizer_kind::sgd:
+    return "sgd";
+  case optimizer_kind::momentum:
+    return "momentum";
+  case optimizer_kind::adagrad:
+    return "adagrad";
+  case optimizer_kind::rmsprop:
+    return "rmsprop";
+  case optimizer_kind::adam:
+    return "adam";
   }
   return "?";
 }
@@ -40,8 +45,8 @@ void require(bool ok, const char* key, float value, const char* range) {
 } // namespace
 
 void optimizer_config::validate() const {
-  require(std::isfinite(learning_rate) && learning_rate > 0 && learning_rate <= 10,
-          "learning_rate", learning_rate, "0 < learning_rate <= 10");
+  require(std::isfinite(learning_rate) && learning_rate > 0 && learning_rate <= 10, "learning_rate",
+          learning_rate, "0 < learning_rate <= 10");
   require(momentum >= 0 && momentum < 1, "momentum", momentum, "0 <= momentum < 1");
   require(beta1 >= 0 && beta1 < 1, "beta1", beta1, "0 <= beta1 < 1");
   require(beta2 >= 0 && beta2 < 1, "beta2", beta2, "0 <= beta2 < 1");
@@ -54,7 +59,9 @@ namespace {
 using array_map = Eigen::Map<Eigen::ArrayXf>;
 using const_array_map = Eigen::Map<const Eigen::ArrayXf>;
 
-auto as_array(float* p, std::size_t n) { return array_map(p, static_cast<Eigen::Index>(n)); }
+auto as_array(float* p, std::size_t n) {
+  return array_map(p, static_cast<Eigen::Index>(n));
+}
 auto as_array(const float* p, std::size_t n) {
   return const_array_map(p, static_cast<Eigen::Index>(n));
 }
@@ -169,11 +176,16 @@ public:
 std::unique_ptr<optimizer> make_optimizer(const optimizer_config& cfg) {
   cfg.validate();
   switch (cfg.kind) {
-    case optimizer_kind::sgd: return std::make_unique<sgd>(cfg);
-    case optimizer_kind::momentum: return std::make_unique<momentum>(cfg);
-    case optimizer_kind::adagrad: return std::make_unique<adagrad>(cfg);
-    case optimizer_kind::rmsprop: return std::make_unique<rmsprop>(cfg);
-    case optimizer_kind::adam: return std::make_unique<adam>(cfg);
+  case optimizer_kind::sgd:
+    return std::make_unique<sgd>(cfg);
+  case optimizer_kind::momentum:
+    return std::make_unique<momentum>(cfg);
+  case optimizer_kind::adagrad:
+    return std::make_unique<adagrad>(cfg);
+  case optimizer_kind::rmsprop:
+    return std::make_unique<rmsprop>(cfg);
+  case optimizer_kind::adam:
+    return std::make_unique<adam>(cfg);
   }
   throw error("unknown optimizer kind");
 }

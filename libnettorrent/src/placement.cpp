@@ -16,22 +16,20 @@ auto* cell(Plan& p, const actor_key& a) {
   using cell_ptr = decltype(&p.coordinator_node);
   const auto in = [](std::size_t i, std::size_t n) { return i < n; };
   switch (a.kind) {
-    case actor_kind::coordinator:
-      return a.replica == 0 && a.layer == 0 && a.boundary == 0 && a.slice == 0
-               ? &p.coordinator_node
-               : cell_ptr{nullptr};
-    case actor_kind::swarm_leader:
-      return in(a.layer, p.leader_nodes.size()) ? &p.leader_nodes[a.layer] : cell_ptr{nullptr};
-    case actor_kind::shard_worker:
-      return in(a.replica, p.worker_nodes.size()) ? &p.worker_nodes[a.replica]
-                                                  : cell_ptr{nullptr};
-    case actor_kind::gradient_relay:
-      return in(a.replica, p.relay_nodes.size()) && in(a.boundary, p.relay_nodes[a.replica].size())
+  case actor_kind::coordinator:
+    return a.replica == 0 && a.layer == 0 && a.boundary == 0 && a.slice == 0 ? &p.coordinator_node
+                                                                             : cell_ptr{nullptr};
+  case actor_kind::swarm_leader:
+    return in(a.layer, p.leader_nodes.size()) ? &p.leader_nodes[a.layer] : cell_ptr{nullptr};
+  case actor_kind::shard_worker:
+    return in(a.replica, p.worker_nodes.size()) ? &p.worker_nodes[a.replica] : cell_ptr{nullptr};
+  case actor_kind::gradient_relay:
+    return in(a.replica, p.relay_nodes.size()) && in(a.boundary, p.relay_nodes[a.replica].size())
                ? &p.relay_nodes[a.replica][a.boundary]
                : cell_ptr{nullptr};
-    case actor_kind::neuron_slice:
-      return in(a.replica, p.slice_nodes.size()) && in(a.layer, p.slice_nodes[a.replica].size())
-                 && in(a.slice, p.slice_nodes[a.replica][a.layer].size())
+  case actor_kind::neuron_slice:
+    return in(a.replica, p.slice_nodes.size()) && in(a.layer, p.slice_nodes[a.replica].size())
+                   && in(a.slice, p.slice_nodes[a.replica][a.layer].size())
                ? &p.slice_nodes[a.replica][a.layer][a.slice]
                : cell_ptr{nullptr};
   }
@@ -60,11 +58,16 @@ std::string ranges(const std::set<std::uint32_t>& xs) {
 
 std::string_view to_string(actor_kind k) noexcept {
   switch (k) {
-    case actor_kind::coordinator: return "coordinator";
-    case actor_kind::swarm_leader: return "leader";
-    case actor_kind::shard_worker: return "worker";
-    case actor_kind::gradient_relay: return "relay";
-    case actor_kind::neuron_slice: return "slice";
+  case actor_kind::coordinator:
+    return "coordinator";
+  case actor_kind::swarm_leader:
+    return "leader";
+  case actor_kind::shard_worker:
+    return "worker";
+  case actor_kind::gradient_relay:
+    return "relay";
+  case actor_kind::neuron_slice:
+    return "slice";
   }
   return "?";
 }
@@ -73,13 +76,20 @@ std::string to_string(const actor_key& a) {
   std::string s{to_string(a.kind)};
   const auto num = [](char c, std::uint32_t x) { return std::string{" "} + c + std::to_string(x); };
   switch (a.kind) {
-    case actor_kind::coordinator: break;
-    case actor_kind::swarm_leader: s += num('l', a.layer); break;
-    case actor_kind::shard_worker: s += num('r', a.replica); break;
-    case actor_kind::gradient_relay: s += num('r', a.replica) + num('k', a.boundary); break;
-    case actor_kind::neuron_slice:
-      s += num('r', a.replica) + num('l', a.layer) + num('i', a.slice);
-      break;
+  case actor_kind::coordinator:
+    break;
+  case actor_kind::swarm_leader:
+    s += num('l', a.layer);
+    break;
+  case actor_kind::shard_worker:
+    s += num('r', a.replica);
+    break;
+  case actor_kind::gradient_relay:
+    s += num('r', a.replica) + num('k', a.boundary);
+    break;
+  case actor_kind::neuron_slice:
+    s += num('r', a.replica) + num('l', a.layer) + num('i', a.slice);
+    break;
   }
   return s;
 }
@@ -106,8 +116,7 @@ std::size_t placement_plan::node_index(const actor_key& a) const {
   const std::size_t* c = cell(*this, a);
   if (c == nullptr)
     throw error("placement: " + to_string(a) + " is not an actor of this run ("
-                + std::to_string(replicas) + " replicas, " + std::to_string(layers())
-                + " layers)");
+                + std::to_string(replicas) + " replicas, " + std::to_string(layers()) + " layers)");
   return *c;
 }
 
@@ -153,42 +162,42 @@ placement_plan plan_placement(const cluster_config& cfg) {
       per_layer.emplace_back(p.slices[l], 0);
 
   switch (p.strategy) {
-    case placement_strategy::round_robin: {
-      std::size_t j = 0;
-      for (const auto& a : p.actors())
-        *cell(p, a) = j++ % N;
-      break;
-    }
-    case placement_strategy::by_swarm: {
-      // Coordinator and workers stay on node 0 (the cells' initial value).
+  case placement_strategy::round_robin: {
+    std::size_t j = 0;
+    for (const auto& a : p.actors())
+      *cell(p, a) = j++ % N;
+    break;
+  }
+  case placement_strategy::by_swarm: {
+    // Coordinator and workers stay on node 0 (the cells' initial value).
+    for (std::size_t l = 0; l < L; ++l)
+      p.leader_nodes[l] = l % N;
+    for (std::size_t r = 0; r < R; ++r) {
+      for (std::size_t k = 0; k <= L; ++k)
+        p.relay_nodes[r][k] = std::min(k, L - 1) % N; // the loss relay joins swarm L-1
       for (std::size_t l = 0; l < L; ++l)
-        p.leader_nodes[l] = l % N;
-      for (std::size_t r = 0; r < R; ++r) {
-        for (std::size_t k = 0; k <= L; ++k)
-          p.relay_nodes[r][k] = std::min(k, L - 1) % N; // the loss relay joins swarm L-1
-        for (std::size_t l = 0; l < L; ++l)
-          std::fill(p.slice_nodes[r][l].begin(), p.slice_nodes[r][l].end(), l % N);
-      }
-      break;
+        std::fill(p.slice_nodes[r][l].begin(), p.slice_nodes[r][l].end(), l % N);
     }
-    case placement_strategy::listed: {
-      std::map<std::string, std::size_t> index;
-      for (std::size_t i = 0; i < N; ++i)
-        index[p.nodes[i]] = i;
-      const placement_config& e = cfg.placement;
-      p.coordinator_node = index.at(e.coordinator);
+    break;
+  }
+  case placement_strategy::listed: {
+    std::map<std::string, std::size_t> index;
+    for (std::size_t i = 0; i < N; ++i)
+      index[p.nodes[i]] = i;
+    const placement_config& e = cfg.placement;
+    p.coordinator_node = index.at(e.coordinator);
+    for (std::size_t l = 0; l < L; ++l)
+      p.leader_nodes[l] = index.at(e.leaders[l]);
+    for (std::size_t r = 0; r < R; ++r) {
+      p.worker_nodes[r] = index.at(e.workers[r]);
+      for (std::size_t k = 0; k <= L; ++k)
+        p.relay_nodes[r][k] = index.at(e.relays[r].of(k));
       for (std::size_t l = 0; l < L; ++l)
-        p.leader_nodes[l] = index.at(e.leaders[l]);
-      for (std::size_t r = 0; r < R; ++r) {
-        p.worker_nodes[r] = index.at(e.workers[r]);
-        for (std::size_t k = 0; k <= L; ++k)
-          p.relay_nodes[r][k] = index.at(e.relays[r].of(k));
-        for (std::size_t l = 0; l < L; ++l)
-          for (std::size_t i = 0; i < p.slices[l]; ++i)
-            p.slice_nodes[r][l][i] = index.at(e.slices[r][l].of(i));
-      }
-      break;
+        for (std::size_t i = 0; i < p.slices[l]; ++i)
+          p.slice_nodes[r][l][i] = index.at(e.slices[r][l].of(i));
     }
+    break;
+  }
   }
   return p;
 }
@@ -208,9 +217,8 @@ std::vector<actor_key> actors_on(const placement_plan& plan, std::string_view no
 std::string describe(const placement_plan& plan) {
   std::string out = "placement " + std::string{to_string(plan.strategy)} + ": "
                     + std::to_string(plan.actors().size()) + " actors ("
-                    + std::to_string(plan.replicas) + " replicas, "
-                    + std::to_string(plan.layers()) + " swarms) on "
-                    + std::to_string(plan.nodes.size()) + " nodes\n";
+                    + std::to_string(plan.replicas) + " replicas, " + std::to_string(plan.layers())
+                    + " swarms) on " + std::to_string(plan.nodes.size()) + " nodes\n";
   for (const auto& node : plan.nodes) {
     const auto mine = actors_on(plan, node);
     std::map<actor_kind, std::size_t> count;

@@ -33,22 +33,34 @@ std::string quoted(const std::string& s) {
 std::string curve_plot_script(const std::string& csv, const std::string& png) {
   const std::string data = quoted(csv);
   return "set terminal pngcairo size 1200,800 font ',10'\n"
-         "set output " + quoted(png) + "\n"
-         "set datafile separator ','\n"
-         "set key autotitle columnhead\n"
-         "set grid\n"
-         "set multiplot layout 2,2 title 'NetTorrent learning curve: " + csv + "' noenhanced\n"
-         "set xlabel 'seconds'\nset ylabel 'loss'\n"
-         "plot " + data + " using 3:4 with linespoints title 'training loss', "
-         "'' using 3:5 with linespoints title 'validation loss'\n"
-         "set ylabel 'validation accuracy'\n"
-         "plot " + data + " using 3:6 with linespoints title 'validation accuracy'\n"
-         "set xlabel 'training samples'\nset ylabel 'loss'\n"
-         "plot " + data + " using 2:4 with linespoints title 'training loss', "
-         "'' using 2:5 with linespoints title 'validation loss'\n"
-         "set ylabel 'validation accuracy'\n"
-         "plot " + data + " using 2:6 with linespoints title 'validation accuracy'\n"
-         "unset multiplot\n";
+         "set output "
+         + quoted(png)
+         + "\n"
+           "set datafile separator ','\n"
+           "set key autotitle columnhead\n"
+           "set grid\n"
+           "set multiplot layout 2,2 title 'NetTorrent learning curve: "
+         + csv
+         + "' noenhanced\n"
+           "set xlabel 'seconds'\nset ylabel 'loss'\n"
+           "plot "
+         + data
+         + " using 3:4 with linespoints title 'training loss', "
+           "'' using 3:5 with linespoints title 'validation loss'\n"
+           "set ylabel 'validation accuracy'\n"
+           "plot "
+         + data
+         + " using 3:6 with linespoints title 'validation accuracy'\n"
+           "set xlabel 'training samples'\nset ylabel 'loss'\n"
+           "plot "
+         + data
+         + " using 2:4 with linespoints title 'training loss', "
+           "'' using 2:5 with linespoints title 'validation loss'\n"
+           "set ylabel 'validation accuracy'\n"
+           "plot "
+         + data
+         + " using 2:6 with linespoints title 'validation accuracy'\n"
+           "unset multiplot\n";
 }
 
 bool plot_curve(const std::string& csv, const std::string& png, std::ostream& warn) {
@@ -57,7 +69,8 @@ bool plot_curve(const std::string& csv, const std::string& png, std::ostream& wa
     std::string header;
     if (!in || !std::getline(in, header))
       throw error(csv + ": cannot read the learning curve");
-    if (header.rfind("epoch,samples,seconds,train_loss,validation_loss,validation_accuracy", 0) != 0)
+    if (header.rfind("epoch,samples,seconds,train_loss,validation_loss,validation_accuracy", 0)
+        != 0)
       throw error(csv + ": not a NetTorrent learning curve (unexpected header \"" + header + "\")");
   }
   const std::string tmp_png = png + ".tmp." + std::to_string(::getpid()) + ".png";

@@ -28,9 +28,9 @@ data_splits load_run_data(const run_config& cfg) {
     throw error(files.test_images + ": images have " + std::to_string(d.test.features)
                 + " pixels but model.layers starts with " + std::to_string(inputs));
   if (d.train_pool.classes > classes || d.test.classes > classes)
-    throw error(dir + ": labels go up to " + std::to_string(std::max(d.train_pool.classes,
-                d.test.classes) - 1) + " but model.layers ends with " + std::to_string(classes)
-                + " classes");
+    throw error(dir + ": labels go up to "
+                + std::to_string(std::max(d.train_pool.classes, d.test.classes) - 1)
+                + " but model.layers ends with " + std::to_string(classes) + " classes");
   split_validation(d.train_pool.size(), cfg.data.validation_size, cfg.data.train_limit,
                    cfg.training.seed, d.train, d.validation);
   if (d.train.size() < cfg.training.batch_size)
@@ -44,9 +44,9 @@ void check_shard_sizes(const run_config& cfg, std::size_t train_size) {
   const std::size_t r = cfg.topology.replicas;
   const std::size_t smallest = train_size / r;
   if (smallest < cfg.training.batch_size)
-    throw error("topology.replicas = " + std::to_string(r) + " cuts the " + std::to_string(train_size)
-                + " training samples into shards of " + std::to_string(smallest)
-                + ", fewer than one batch (training.batch_size = "
+    throw error("topology.replicas = " + std::to_string(r) + " cuts the "
+                + std::to_string(train_size) + " training samples into shards of "
+                + std::to_string(smallest) + ", fewer than one batch (training.batch_size = "
                 + std::to_string(cfg.training.batch_size) + "): use fewer replicas or more data");
 }
 

@@ -110,10 +110,14 @@ layer_state glue_slices(const std::vector<layer_state>& slices) {
   out.params.b.resize(n);
   const bool wm = !slices[0].w_state.m.empty();
   const bool wv = !slices[0].w_state.v.empty();
-  if (wm) out.w_state.m.resize(static_cast<std::size_t>(rows * n));
-  if (wv) out.w_state.v.resize(static_cast<std::size_t>(rows * n));
-  if (wm) out.b_state.m.resize(static_cast<std::size_t>(n));
-  if (wv) out.b_state.v.resize(static_cast<std::size_t>(n));
+  if (wm)
+    out.w_state.m.resize(static_cast<std::size_t>(rows * n));
+  if (wv)
+    out.w_state.v.resize(static_cast<std::size_t>(rows * n));
+  if (wm)
+    out.b_state.m.resize(static_cast<std::size_t>(n));
+  if (wv)
+    out.b_state.v.resize(static_cast<std::size_t>(n));
   out.w_state.steps = slices[0].w_state.steps;
   out.b_state.steps = slices[0].b_state.steps;
   Eigen::Index c0 = 0;
@@ -125,12 +129,18 @@ layer_state glue_slices(const std::vector<layer_state>& slices) {
       for (Eigen::Index j = 0; j < len; ++j) {
         const auto dst = static_cast<std::size_t>(i * n + c0 + j);
         const auto src = static_cast<std::size_t>(i * len + j);
-        if (wm) out.w_state.m[dst] = s.w_state.m.at(src);
-        if (wv) out.w_state.v[dst] = s.w_state.v.at(src);
+        if (wm)
+          out.w_state.m[dst] = s.w_state.m.at(src);
+        if (wv)
+          out.w_state.v[dst] = s.w_state.v.at(src);
       }
     for (Eigen::Index j = 0; j < len; ++j) {
-      if (wm) out.b_state.m[static_cast<std::size_t>(c0 + j)] = s.b_state.m.at(static_cast<std::size_t>(j));
-      if (wv) out.b_state.v[static_cast<std::size_t>(c0 + j)] = s.b_state.v.at(static_cast<std::size_t>(j));
+      if (wm)
+        out.b_state.m[static_cast<std::size_t>(c0 + j)] =
+            s.b_state.m.at(static_cast<std::size_t>(j));
+      if (wv)
+        out.b_state.v[static_cast<std::size_t>(c0 + j)] =
+            s.b_state.v.at(static_cast<std::size_t>(j));
     }
     c0 += len;
   }

@@ -1,7 +1,7 @@
 #include "nettorrent/tensor.hpp"
 
-#include <xmmintrin.h>
 #include <pmmintrin.h>
+#include <xmmintrin.h>
 
 namespace nettorrent {
 

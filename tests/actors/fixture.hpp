@@ -39,9 +39,9 @@ namespace nt = nettorrent;
 
 namespace actor_tests {
 
-#define EXPECT_CONTAINS(haystack, needle)                                                  \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                        \
-    << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
+#define EXPECT_CONTAINS(haystack, needle)                                                          \
+  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
+      << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
 
 // ---------------------------------------------------------------------------
 // Bitwise comparisons.
@@ -73,8 +73,10 @@ inline void expect_same_state(const nt::layer_state& actual, const nt::layer_sta
                               const std::string& what) {
   EXPECT_TRUE(same_bits(actual.params.w, expected.params.w)) << what << ": W differs";
   EXPECT_TRUE(same_bits(actual.params.b, expected.params.b)) << what << ": b differs";
-  EXPECT_TRUE(same_bits(actual.w_state, expected.w_state)) << what << ": W's optimizer state differs";
-  EXPECT_TRUE(same_bits(actual.b_state, expected.b_state)) << what << ": b's optimizer state differs";
+  EXPECT_TRUE(same_bits(actual.w_state, expected.w_state))
+      << what << ": W's optimizer state differs";
+  EXPECT_TRUE(same_bits(actual.b_state, expected.b_state))
+      << what << ": b's optimizer state differs";
 }
 
 // ---------------------------------------------------------------------------
@@ -88,8 +90,8 @@ struct received {
   std::uint64_t batch = 0;
   bool train = false;
   std::uint32_t slice = 0;
-  nt::matrix m;          ///< block / grad / forward / backward payload
-  double loss_sum = 0;   ///< loss
+  nt::matrix m;        ///< block / grad / forward / backward payload
+  double loss_sum = 0; ///< loss
   std::uint64_t correct = 0;
 };
 
@@ -98,79 +100,80 @@ using message_log = std::vector<received>;
 /// Installs handlers that turn unexpected messages and errors into test failures.
 template <class Self>
 void fail_on_unexpected(Self* self, std::string who) {
-  self->set_default_handler([who](caf::scheduled_actor*, caf::message_view& x) -> caf::result<caf::message> {
-    ADD_FAILURE() << who << " received an unexpected message: " << x.content().stringify();
-    return caf::message{};
-  });
+  self->set_default_handler(
+      [who](caf::scheduled_actor*, caf::message_view& x) -> caf::result<caf::message> {
+        ADD_FAILURE() << who << " received an unexpected message: " << x.content().stringify();
+        return caf::message{};
+      });
   self->set_error_handler([who](caf::scheduled_actor*, caf::error& err) {
     ADD_FAILURE() << who << " received an unexpected error: " << caf::to_string(err);
   });
 }
 
 /// Stands in for a gradient relay as seen by a neuron slice.
-inline nt::slice_output_actor::behavior_type
-fake_relay(nt::slice_output_actor::pointer self, std::shared_ptr<message_log> log) {
+inline nt::slice_output_actor::behavior_type fake_relay(nt::slice_output_actor::pointer self,
+                                                        std::shared_ptr<message_log> log) {
   fail_on_unexpected(self, "fake relay");
   return {
-    [=](nt::atom::block, std::uint64_t batch, bool train, std::uint32_t slice,
-        const nt::shared_matrix& h) {
-      log->push_back({received::block, batch, train, slice, h ? h.get() : nt::matrix{}, 0, 0});
-    },
-    [=](nt::atom::grad, std::uint64_t batch, std::uint32_t slice, nt::owned_matrix& dx) {
-      log->push_back({received::grad, batch, false, slice, std::move(dx.value), 0, 0});
-    },
-    [=](nt::atom::ack, std::uint64_t batch, std::uint32_t slice) {
-      log->push_back({received::ack, batch, false, slice, {}, 0, 0});
-    },
+      [=](nt::atom::block, std::uint64_t batch, bool train, std::uint32_t slice,
+          const nt::shared_matrix& h) {
+        log->push_back({received::block, batch, train, slice, h ? h.get() : nt::matrix{}, 0, 0});
+      },
+      [=](nt::atom::grad, std::uint64_t batch, std::uint32_t slice, nt::owned_matrix& dx) {
+        log->push_back({received::grad, batch, false, slice, std::move(dx.value), 0, 0});
+      },
+      [=](nt::atom::ack, std::uint64_t batch, std::uint32_t slice) {
+        log->push_back({received::ack, batch, false, slice, {}, 0, 0});
+      },
   };
 }
 
 /// Stands in for a neuron slice as seen by a gradient relay: records forward
 /// and backward messages, fails on anything else.
-inline nt::neuron_slice_actor::behavior_type
-fake_slice(nt::neuron_slice_actor::pointer self, std::shared_ptr<message_log> log,
-           std::uint32_t index) {
+inline nt::neuron_slice_actor::behavior_type fake_slice(nt::neuron_slice_actor::pointer self,
+                                                        std::shared_ptr<message_log> log,
+                                                        std::uint32_t index) {
   fail_on_unexpected(self, "fake slice " + std::to_string(index));
   auto unexpected = [index](const char* what) {
     ADD_FAILURE() << "fake slice " << index << " received an unexpected " << what << " message";
   };
   return {
-    [=](nt::atom::forward, std::uint64_t batch, bool train, const nt::shared_matrix& x) {
-      log->push_back({received::forward, batch, train, index, x ? x.get() : nt::matrix{}, 0, 0});
-    },
-    [=](nt::atom::backward, std::uint64_t batch, nt::owned_matrix& dh) {
-      log->push_back({received::backward, batch, false, index, std::move(dh.value), 0, 0});
-    },
-    [=](nt::atom::wire, nt::slice_output_actor, nt::slice_output_actor) {
-      unexpected("wire");
-      return nt::atom::ok::value;
-    },
-    [=](nt::atom::get_state) -> caf::result<nt::layer_state> {
-      unexpected("get_state");
-      return caf::make_error(caf::sec::unexpected_message);
-    },
-    [=](nt::atom::set_state, nt::layer_state&) -> caf::result<nt::atom::ok> {
-      unexpected("set_state");
-      return caf::make_error(caf::sec::unexpected_message);
-    },
-    [=](nt::atom::stats) -> caf::result<nt::slice_stats> {
-      unexpected("stats");
-      return caf::make_error(caf::sec::unexpected_message);
-    },
+      [=](nt::atom::forward, std::uint64_t batch, bool train, const nt::shared_matrix& x) {
+        log->push_back({received::forward, batch, train, index, x ? x.get() : nt::matrix{}, 0, 0});
+      },
+      [=](nt::atom::backward, std::uint64_t batch, nt::owned_matrix& dh) {
+        log->push_back({received::backward, batch, false, index, std::move(dh.value), 0, 0});
+      },
+      [=](nt::atom::wire, nt::slice_output_actor, nt::slice_output_actor) {
+        unexpected("wire");
+        return nt::atom::ok::value;
+      },
+      [=](nt::atom::get_state) -> caf::result<nt::layer_state> {
+        unexpected("get_state");
+        return caf::make_error(caf::sec::unexpected_message);
+      },
+      [=](nt::atom::set_state, nt::layer_state&) -> caf::result<nt::atom::ok> {
+        unexpected("set_state");
+        return caf::make_error(caf::sec::unexpected_message);
+      },
+      [=](nt::atom::stats) -> caf::result<nt::slice_stats> {
+        unexpected("stats");
+        return caf::make_error(caf::sec::unexpected_message);
+      },
   };
 }
 
 /// Stands in for a shard worker as seen by a relay.
-inline nt::batch_sink_actor::behavior_type
-fake_sink(nt::batch_sink_actor::pointer self, std::shared_ptr<message_log> log) {
+inline nt::batch_sink_actor::behavior_type fake_sink(nt::batch_sink_actor::pointer self,
+                                                     std::shared_ptr<message_log> log) {
   fail_on_unexpected(self, "fake shard worker");
   return {
-    [=](nt::atom::done, std::uint64_t batch) {
-      log->push_back({received::done, batch, false, 0, {}, 0, 0});
-    },
-    [=](nt::atom::loss, std::uint64_t batch, bool train, double loss_sum, std::uint64_t correct) {
-      log->push_back({received::loss, batch, train, 0, {}, loss_sum, correct});
-    },
+      [=](nt::atom::done, std::uint64_t batch) {
+        log->push_back({received::done, batch, false, 0, {}, 0, 0});
+      },
+      [=](nt::atom::loss, std::uint64_t batch, bool train, double loss_sum, std::uint64_t correct) {
+        log->push_back({received::loss, batch, train, 0, {}, loss_sum, correct});
+      },
   };
 }
 
@@ -186,8 +189,7 @@ synthetic_splits(std::size_t train_n, std::size_t validation_n, std::size_t feat
   d.train_pool = nt::make_synthetic(train_n + validation_n + 17, features, classes, noise, seed);
   // Same seed: the same class centres (the first samples repeat the pool's).
   d.test = nt::make_synthetic(300, features, classes, noise, seed);
-  nt::split_validation(d.train_pool.size(), validation_n, train_n, seed + 1, d.train,
-                       d.validation);
+  nt::split_validation(d.train_pool.size(), validation_n, train_n, seed + 1, d.train, d.validation);
   return std::make_shared<const nt::data_splits>(std::move(d));
 }
 
@@ -228,14 +230,13 @@ inline caf::actor_system_config& testing_config(caf::actor_system_config& c) {
 class ActorTest : public ::testing::Test {
 protected:
   ActorTest()
-    : sys(testing_config(sys_cfg)),
-      sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())),
-      self(sys) {
+      : sys(testing_config(sys_cfg)),
+        sched(dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler())), self(sys) {
     nt::prepare_math_thread();
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     dir = std::filesystem::temp_directory_path()
-          / ("nettorrent-actors-" + std::to_string(::getpid()) + "-" + info->test_suite_name()
-             + "-" + info->name());
+          / ("nettorrent-actors-" + std::to_string(::getpid()) + "-" + info->test_suite_name() + "-"
+             + info->name());
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
   }
@@ -271,9 +272,8 @@ protected:
                   [&](caf::error& err) {
                     ADD_FAILURE() << "expected a reply, got the error " << sys.render(err);
                   },
-                  caf::after(std::chrono::milliseconds(0)) >> [&] {
-                    ADD_FAILURE() << "expected a reply, got nothing";
-                  });
+                  caf::after(std::chrono::milliseconds(0)) >>
+                      [&] { ADD_FAILURE() << "expected a reply, got nothing"; });
     return out;
   }
 
@@ -283,13 +283,11 @@ protected:
     self->send(dest, std::forward<Ts>(xs)...);
     sched.run();
     bool ok = false;
-    self->receive([&](nt::atom::ok) { ok = true; },
-                  [&](caf::error& err) {
-                    ADD_FAILURE() << "expected ok, got the error " << sys.render(err);
-                  },
-                  caf::after(std::chrono::milliseconds(0)) >> [&] {
-                    ADD_FAILURE() << "expected ok, got nothing";
-                  });
+    self->receive(
+        [&](nt::atom::ok) { ok = true; },
+        [&](caf::error& err) { ADD_FAILURE() << "expected ok, got the error " << sys.render(err); },
+        caf::after(std::chrono::milliseconds(0)) >>
+            [&] { ADD_FAILURE() << "expected ok, got nothing"; });
     return ok;
   }
 
@@ -300,9 +298,8 @@ protected:
     sched.run();
     std::string out;
     self->receive([&](caf::error& err) { out = sys.render(err); },
-                  caf::after(std::chrono::milliseconds(0)) >> [&] {
-                    ADD_FAILURE() << "expected an error reply, got nothing";
-                  });
+                  caf::after(std::chrono::milliseconds(0)) >>
+                      [&] { ADD_FAILURE() << "expected an error reply, got nothing"; });
     return out;
   }
 
@@ -313,12 +310,12 @@ protected:
     bool none = true;
     for (bool more = true; more;)
       self->receive(
-        caf::others >> [&](caf::message_view& x) -> caf::result<caf::message> {
-          none = false;
-          ADD_FAILURE() << "unexpected message at the test actor: " << x.content().stringify();
-          return caf::message{};
-        },
-        caf::after(std::chrono::milliseconds(0)) >> [&] { more = false; });
+          caf::others >> [&](caf::message_view& x) -> caf::result<caf::message> {
+            none = false;
+            ADD_FAILURE() << "unexpected message at the test actor: " << x.content().stringify();
+            return caf::message{};
+          },
+          caf::after(std::chrono::milliseconds(0)) >> [&] { more = false; });
     return none;
   }
 
@@ -331,14 +328,14 @@ protected:
     sched.run();
     nt::run_report report;
     bool got = false;
-    self->receive([&](nt::run_report& r) {
-      report = std::move(r);
-      got = true;
-    },
-                  [&](caf::error& err) { ADD_FAILURE() << "run failed: " << sys.render(err); },
-                  caf::after(std::chrono::milliseconds(0)) >> [&] {
-                    ADD_FAILURE() << "the run did not reply";
-                  });
+    self->receive(
+        [&](nt::run_report& r) {
+          report = std::move(r);
+          got = true;
+        },
+        [&](caf::error& err) { ADD_FAILURE() << "run failed: " << sys.render(err); },
+        caf::after(std::chrono::milliseconds(0)) >>
+            [&] { ADD_FAILURE() << "the run did not reply"; });
     if (got && !report.ok)
       ADD_FAILURE() << "run reported an error: " << report.error;
     return report;

@@ -113,8 +113,14 @@ protected:
 TEST_F(Allocations, CountingSeesEigenAndNew) {
   counting = true;
   large_allocations = 0;
-  { nt::matrix m(64, 64); m.setZero(); }
-  { std::vector<char> v(4096); v[0] = 1; }
+  {
+    nt::matrix m(64, 64);
+    m.setZero();
+  }
+  {
+    std::vector<char> v(4096);
+    v[0] = 1;
+  }
   counting = false;
   EXPECT_EQ(large_allocations.load(), 2u);
 }

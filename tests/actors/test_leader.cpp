@@ -5,9 +5,9 @@
 namespace actor_tests {
 namespace {
 
-constexpr std::size_t R = 3;        // replicas
-constexpr std::size_t P = 3;        // slices of the layer
-constexpr std::uint32_t layer = 1;  // 12 -> 8, ReLU
+constexpr std::size_t R = 3;       // replicas
+constexpr std::size_t P = 3;       // slices of the layer
+constexpr std::uint32_t layer = 1; // 12 -> 8, ReLU
 
 class Leader : public ActorTest {
 protected:
@@ -39,9 +39,12 @@ protected:
           ASSERT_FALSE(s.m.empty());
           ASSERT_EQ(s.m.size(), s.v.size());
           for (std::size_t j = 0; j < s.m.size(); ++j) {
-            s.m[j] = scale * (0.001f * static_cast<float>(j) - 0.01f * static_cast<float>((r + 1) * (r + 1)))
+            s.m[j] = scale
+                         * (0.001f * static_cast<float>(j)
+                            - 0.01f * static_cast<float>((r + 1) * (r + 1)))
                      + 0.1f * static_cast<float>(i);
-            s.v[j] = scale * 1e-4f * static_cast<float>((j % 7) + r + 1) / static_cast<float>(i + 1);
+            s.v[j] =
+                scale * 1e-4f * static_cast<float>((j % 7) + r + 1) / static_cast<float>(i + 1);
           }
           s.steps = 5;
         };
@@ -76,7 +79,7 @@ protected:
                      nt::sync_policy policy) {
     return ask<std::uint64_t>(leader, nt::atom::sync::value, best,
                               static_cast<std::uint8_t>(policy))
-      .value_or(0);
+        .value_or(0);
   }
 
   nt::model_config model;
@@ -175,8 +178,7 @@ TEST_F(Leader, SyncRefusesABadReplicaOrPolicy) {
                   "bad replica or policy");
   EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, std::uint8_t{7}),
                   "bad replica or policy");
-  EXPECT_CONTAINS(ask_error(leader, nt::atom::collect::value, std::uint32_t{3}),
-                  "no such replica");
+  EXPECT_CONTAINS(ask_error(leader, nt::atom::collect::value, std::uint32_t{3}), "no such replica");
 }
 
 TEST_F(Leader, WireRefusesTheWrongNumberOfSlices) {

@@ -126,8 +126,7 @@ TEST_F(Pipeline, OneSliceIsBitIdenticalToCentralisedSgd) {
   ASSERT_EQ(central.size(), 3u);
   for (std::size_t l = 0; l < 3; ++l) {
     // Training changed the weights (the comparison is not trivially true).
-    const nt::dense_params init =
-      nt::init_dense(42, nt::slice_of(base_config("").model, l, 1, 0));
+    const nt::dense_params init = nt::init_dense(42, nt::slice_of(base_config("").model, l, 1, 0));
     EXPECT_FALSE(same_bits(central[l].params.w, init.w)) << "layer " << l;
     expect_same_state(actor[l], central[l], "layer " + std::to_string(l));
   }
@@ -190,7 +189,7 @@ TEST_F(Pipeline, StalenessIsBoundedByMaxInFlight) {
     EXPECT_EQ(batches_run, 2 * 160 / batch_size);
     const std::uint64_t slices = 3; // one replica, one slice in each of 3 layers
     const std::uint64_t updates =
-      std::accumulate(report.staleness.begin(), report.staleness.end(), std::uint64_t{0});
+        std::accumulate(report.staleness.begin(), report.staleness.end(), std::uint64_t{0});
     EXPECT_EQ(updates, slices * batches_run) << "the histogram must count every update";
     EXPECT_LE(report.max_staleness, k - 1);
     ASSERT_FALSE(report.staleness.empty());
@@ -278,7 +277,7 @@ TEST_F(Pipeline, TwoReplicasTwoSlicesAverageCompletes) {
   EXPECT_GT(report.sync_bytes, 0u);
   EXPECT_LE(report.max_staleness, 1u);
   const std::uint64_t updates =
-    std::accumulate(report.staleness.begin(), report.staleness.end(), std::uint64_t{0});
+      std::accumulate(report.staleness.begin(), report.staleness.end(), std::uint64_t{0});
   // 2 replicas x 3 layers x 2 slices, each updated once per batch of its replica.
   EXPECT_EQ(updates, 2u * 3u * 2u * (report.samples / 2 / batch_size));
   EXPECT_EQ(report.checkpoint_path, cfg.training.output_dir + "/model.ckpt");

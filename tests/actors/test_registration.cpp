@@ -23,8 +23,7 @@ protected:
     auto coord = spawn(nt::coordinator, nt::coordinator_spec{cfg, data, false});
     const std::uint32_t L = 2;
     for (std::uint32_t l = 0; l < L; ++l)
-      self->send(coord, nt::atom::reg::value, l,
-                 spawn(nt::swarm_leader, nt::leader_spec{l, 1, 1}));
+      self->send(coord, nt::atom::reg::value, l, spawn(nt::swarm_leader, nt::leader_spec{l, 1, 1}));
     nt::worker_spec w;
     w.replica = 0;
     w.data = data;

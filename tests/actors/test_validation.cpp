@@ -26,7 +26,9 @@ nt::matrix with_nan(nt::matrix m) {
   return m;
 }
 
-nt::shared_matrix share(nt::matrix m) { return nt::shared_matrix{std::move(m)}; }
+nt::shared_matrix share(nt::matrix m) {
+  return nt::shared_matrix{std::move(m)};
+}
 
 class Validation : public ActorTest {
 protected:
@@ -76,7 +78,8 @@ TEST_F(Validation, SliceDropsMalformedMessagesAndKeepsWorking) {
   deliver(slice, nt::atom::forward::value, std::uint64_t{3}, true, share(filled(9, 5, 0.5f)));
   deliver(slice, nt::atom::forward::value, std::uint64_t{4}, true, nt::shared_matrix{});
   // Backward for a batch the slice never saw.
-  deliver(slice, nt::atom::backward::value, std::uint64_t{99}, nt::owned_matrix{filled(3, 2, 0.1f)});
+  deliver(slice, nt::atom::backward::value, std::uint64_t{99},
+          nt::owned_matrix{filled(3, 2, 0.1f)});
   expected_drops += 5;
   EXPECT_EQ(slice_dropped(slice), expected_drops);
   EXPECT_TRUE(next_log->empty());
@@ -101,9 +104,11 @@ TEST_F(Validation, SliceDropsMalformedMessagesAndKeepsWorking) {
   // wrong width, NaN, wrong number of rows.
   deliver(slice, nt::atom::forward::value, std::uint64_t{10}, true, share(x));
   const nt::matrix dh = filled(3, 2, -0.2f);
-  deliver(slice, nt::atom::backward::value, std::uint64_t{10}, nt::owned_matrix{filled(3, 3, 0.1f)});
+  deliver(slice, nt::atom::backward::value, std::uint64_t{10},
+          nt::owned_matrix{filled(3, 3, 0.1f)});
   deliver(slice, nt::atom::backward::value, std::uint64_t{10}, nt::owned_matrix{with_nan(dh)});
-  deliver(slice, nt::atom::backward::value, std::uint64_t{10}, nt::owned_matrix{filled(2, 2, 0.1f)});
+  deliver(slice, nt::atom::backward::value, std::uint64_t{10},
+          nt::owned_matrix{filled(2, 2, 0.1f)});
   expected_drops += 4;
   EXPECT_EQ(slice_dropped(slice), expected_drops);
   EXPECT_EQ(next_log->size(), 1u);
@@ -134,7 +139,8 @@ TEST_F(Validation, SliceDropsMalformedMessagesAndKeepsWorking) {
   ++expected_drops;
 
   // set_state with the wrong shape is refused, counted, and changes nothing.
-  nt::layer_state bad = ask<nt::layer_state>(slice, nt::atom::get_state::value).value_or(nt::layer_state{});
+  nt::layer_state bad =
+      ask<nt::layer_state>(slice, nt::atom::get_state::value).value_or(nt::layer_state{});
   const nt::layer_state good = bad;
   bad.params.w.resize(5, 3);
   bad.params.w.setZero();
@@ -180,8 +186,8 @@ protected:
       rig.next.push_back(spawn(fake_slice, rig.next_log, i));
     auto sink = spawn(fake_sink, rig.sink_log);
     rig.relay = spawn(nt::gradient_relay, spec);
-    EXPECT_TRUE(ask_ok(rig.relay, nt::atom::wire::value, rig.prev, rig.next,
-                       nt::batch_sink_actor{sink}));
+    EXPECT_TRUE(
+        ask_ok(rig.relay, nt::atom::wire::value, rig.prev, rig.next, nt::batch_sink_actor{sink}));
     return rig;
   }
 };
@@ -203,10 +209,12 @@ TEST_F(RelayValidation, HiddenRelayDropsMalformedMessagesAndKeepsWorking) {
   // Forward blocks: slice index out of range, wrong width, NaN, too many rows.
   deliver(relay, nt::atom::block::value, b1, true, std::uint32_t{2}, share(filled(3, 2, 0.f)));
   deliver(relay, nt::atom::block::value, b1, true, std::uint32_t{0}, share(filled(3, 3, 0.f)));
-  deliver(relay, nt::atom::block::value, b1, true, std::uint32_t{0}, share(with_nan(filled(3, 2, 0.f))));
+  deliver(relay, nt::atom::block::value, b1, true, std::uint32_t{0},
+          share(with_nan(filled(3, 2, 0.f))));
   deliver(relay, nt::atom::block::value, b1, true, std::uint32_t{1}, share(filled(9, 2, 0.f)));
   // Backward partial for a batch never forwarded; messages meant for other boundaries.
-  deliver(relay, nt::atom::grad::value, std::uint64_t{77}, std::uint32_t{0}, nt::owned_matrix{filled(3, 4, 0.f)});
+  deliver(relay, nt::atom::grad::value, std::uint64_t{77}, std::uint32_t{0},
+          nt::owned_matrix{filled(3, 4, 0.f)});
   deliver(relay, nt::atom::ack::value, b1, std::uint32_t{0});
   deliver(relay, nt::atom::forward::value, b1, true, share(filled(3, 4, 0.f)));
   deliver(relay, nt::atom::labels::value, b1, true, std::vector<std::uint8_t>{0, 1, 2});
@@ -300,13 +308,16 @@ TEST_F(RelayValidation, InputRelayDropsMalformedMessagesAndKeepsWorking) {
 
   // Inputs of the wrong width or with a NaN are dropped, not broadcast.
   deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true, share(filled(3, 5, 0.f)));
-  deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true, share(with_nan(filled(3, 6, 0.f))));
+  deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true,
+          share(with_nan(filled(3, 6, 0.f))));
   expected_drops += 2;
   deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true, share(filled(9, 6, 0.f)));
   deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true, nt::shared_matrix{});
   deliver(relay, nt::atom::ack::value, std::uint64_t{42}, std::uint32_t{0});
-  deliver(relay, nt::atom::block::value, std::uint64_t{1}, true, std::uint32_t{0}, share(filled(3, 2, 0.f)));
-  deliver(relay, nt::atom::grad::value, std::uint64_t{1}, std::uint32_t{0}, nt::owned_matrix{filled(3, 6, 0.f)});
+  deliver(relay, nt::atom::block::value, std::uint64_t{1}, true, std::uint32_t{0},
+          share(filled(3, 2, 0.f)));
+  deliver(relay, nt::atom::grad::value, std::uint64_t{1}, std::uint32_t{0},
+          nt::owned_matrix{filled(3, 6, 0.f)});
   expected_drops += 5;
   EXPECT_EQ(relay_dropped(relay), expected_drops);
   EXPECT_TRUE(rig.next_log->empty());
@@ -355,14 +366,20 @@ TEST_F(RelayValidation, LossRelayDropsMalformedMessagesAndKeepsWorking) {
   // Labels: none, too many; a label out of range (found once the logits are here).
   deliver(relay, nt::atom::labels::value, std::uint64_t{1}, true, std::vector<std::uint8_t>{});
   deliver(relay, nt::atom::labels::value, std::uint64_t{1}, true, std::vector<std::uint8_t>(9, 0));
-  deliver(relay, nt::atom::labels::value, std::uint64_t{2}, true, std::vector<std::uint8_t>{0, 7, 1});
-  deliver(relay, nt::atom::block::value, std::uint64_t{2}, true, std::uint32_t{0}, share(filled(3, 2, 0.f)));
-  deliver(relay, nt::atom::block::value, std::uint64_t{2}, true, std::uint32_t{1}, share(filled(3, 1, 0.f)));
+  deliver(relay, nt::atom::labels::value, std::uint64_t{2}, true,
+          std::vector<std::uint8_t>{0, 7, 1});
+  deliver(relay, nt::atom::block::value, std::uint64_t{2}, true, std::uint32_t{0},
+          share(filled(3, 2, 0.f)));
+  deliver(relay, nt::atom::block::value, std::uint64_t{2}, true, std::uint32_t{1},
+          share(filled(3, 1, 0.f)));
   // Logits block of the wrong width, labels of the wrong count for a batch.
-  deliver(relay, nt::atom::block::value, std::uint64_t{3}, true, std::uint32_t{1}, share(filled(3, 2, 0.f)));
+  deliver(relay, nt::atom::block::value, std::uint64_t{3}, true, std::uint32_t{1},
+          share(filled(3, 2, 0.f)));
   deliver(relay, nt::atom::labels::value, std::uint64_t{4}, true, std::vector<std::uint8_t>{0, 1});
-  deliver(relay, nt::atom::block::value, std::uint64_t{4}, true, std::uint32_t{0}, share(filled(3, 2, 0.f)));
-  deliver(relay, nt::atom::block::value, std::uint64_t{4}, true, std::uint32_t{1}, share(filled(3, 1, 0.f)));
+  deliver(relay, nt::atom::block::value, std::uint64_t{4}, true, std::uint32_t{0},
+          share(filled(3, 2, 0.f)));
+  deliver(relay, nt::atom::block::value, std::uint64_t{4}, true, std::uint32_t{1},
+          share(filled(3, 1, 0.f)));
   expected_drops += 5;
   EXPECT_EQ(relay_dropped(relay), expected_drops);
   EXPECT_TRUE(rig.sink_log->empty());
@@ -393,8 +410,8 @@ TEST_F(RelayValidation, LossRelayDropsMalformedMessagesAndKeepsWorking) {
     EXPECT_EQ(got.batch, 5u);
     ASSERT_LT(got.slice, 2u);
     const auto& c = cols[got.slice];
-    const nt::matrix part = grad.middleCols(static_cast<Eigen::Index>(c.begin),
-                                            static_cast<Eigen::Index>(c.size()));
+    const nt::matrix part =
+        grad.middleCols(static_cast<Eigen::Index>(c.begin), static_cast<Eigen::Index>(c.size()));
     EXPECT_TRUE(same_bits(got.m, part)) << "slice " << got.slice;
   }
   EXPECT_EQ(relay_dropped(relay), expected_drops);
@@ -462,8 +479,8 @@ TEST_P(WeightStashing, InputGradientUsesTheForwardTimeWeights) {
   ASSERT_FALSE(same_bits(from_w0, from_w1)) << "the two weight versions give the same dX";
   EXPECT_EQ(prev_log->at(1).batch, 2u);
   EXPECT_TRUE(same_bits(prev_log->at(1).m, stashing ? from_w0 : from_w1))
-    << (stashing ? "stashing on: dX must come from the forward-time weights"
-                 : "stashing off: dX must come from the current weights");
+      << (stashing ? "stashing on: dX must come from the forward-time weights"
+                   : "stashing off: dX must come from the current weights");
 }
 
 INSTANTIATE_TEST_SUITE_P(Slice, WeightStashing, ::testing::Values(true, false));

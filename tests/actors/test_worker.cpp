@@ -8,32 +8,35 @@ namespace {
 
 /// Stands in for the input and loss relays as seen by a shard worker.
 nt::gradient_relay_actor::behavior_type
-fake_pipeline(nt::gradient_relay_actor::pointer self, std::shared_ptr<std::vector<std::uint64_t>> fed) {
+fake_pipeline(nt::gradient_relay_actor::pointer self,
+              std::shared_ptr<std::vector<std::uint64_t>> fed) {
   fail_on_unexpected(self, "fake relay (worker side)");
   auto unexpected = [](const char* what) {
     ADD_FAILURE() << "fake relay received an unexpected " << what << " message";
   };
   return {
-    [=](nt::atom::block, std::uint64_t, bool, std::uint32_t, const nt::shared_matrix&) { unexpected("block"); },
-    [=](nt::atom::grad, std::uint64_t, std::uint32_t, nt::owned_matrix&) { unexpected("grad"); },
-    [=](nt::atom::ack, std::uint64_t, std::uint32_t) { unexpected("ack"); },
-    [=](nt::atom::forward, std::uint64_t batch, bool train, const nt::shared_matrix& x) {
-      EXPECT_TRUE(train);
-      EXPECT_TRUE(static_cast<bool>(x));
-      fed->push_back(batch);
-    },
-    [=](nt::atom::labels, std::uint64_t, bool, std::vector<std::uint8_t>& ys) {
-      EXPECT_EQ(ys.size(), 8u);
-    },
-    [=](nt::atom::wire, std::vector<nt::neuron_slice_actor>&, std::vector<nt::neuron_slice_actor>&,
-        nt::batch_sink_actor) {
-      unexpected("wire");
-      return nt::atom::ok::value;
-    },
-    [=](nt::atom::stats) -> std::uint64_t {
-      unexpected("stats");
-      return 0;
-    },
+      [=](nt::atom::block, std::uint64_t, bool, std::uint32_t, const nt::shared_matrix&) {
+        unexpected("block");
+      },
+      [=](nt::atom::grad, std::uint64_t, std::uint32_t, nt::owned_matrix&) { unexpected("grad"); },
+      [=](nt::atom::ack, std::uint64_t, std::uint32_t) { unexpected("ack"); },
+      [=](nt::atom::forward, std::uint64_t batch, bool train, const nt::shared_matrix& x) {
+        EXPECT_TRUE(train);
+        EXPECT_TRUE(static_cast<bool>(x));
+        fed->push_back(batch);
+      },
+      [=](nt::atom::labels, std::uint64_t, bool, std::vector<std::uint8_t>& ys) {
+        EXPECT_EQ(ys.size(), 8u);
+      },
+      [=](nt::atom::wire, std::vector<nt::neuron_slice_actor>&,
+          std::vector<nt::neuron_slice_actor>&, nt::batch_sink_actor) {
+        unexpected("wire");
+        return nt::atom::ok::value;
+      },
+      [=](nt::atom::stats) -> std::uint64_t {
+        unexpected("stats");
+        return 0;
+      },
   };
 }
 
@@ -52,7 +55,7 @@ protected:
     nt::worker_spec w;
     w.replica = 0;
     w.data = data;
-    w.shard = data->train;      // 32 samples: 4 batches of 8
+    w.shard = data->train; // 32 samples: 4 batches of 8
     w.validation = data->validation;
     w.batch_size = 8;
     w.eval_batch_size = 1000;
@@ -72,12 +75,14 @@ protected:
     sched.run();
   }
 
-  std::uint64_t dropped() { return ask<std::uint64_t>(worker, nt::atom::stats::value).value_or(99); }
+  std::uint64_t dropped() {
+    return ask<std::uint64_t>(worker, nt::atom::stats::value).value_or(99);
+  }
 
   std::shared_ptr<const nt::data_splits> data;
   std::shared_ptr<std::vector<std::uint64_t>> fed = std::make_shared<std::vector<std::uint64_t>>();
-  std::shared_ptr<std::vector<nt::barrier_report>> reports
-    = std::make_shared<std::vector<nt::barrier_report>>();
+  std::shared_ptr<std::vector<nt::barrier_report>> reports =
+      std::make_shared<std::vector<nt::barrier_report>>();
   nt::shard_worker_actor worker;
 };
 

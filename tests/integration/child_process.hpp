@@ -5,26 +5,26 @@
 #pragma once
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <cctype>
 #include <cerrno>
-#include <cstring>
-#include <iterator>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <fstream>
+#include <iterator>
+#include <map>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
-#include <map>
-#include <optional>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -58,7 +58,7 @@ public:
 
   child_process(std::string name, std::vector<std::string> argv, const std::string& cwd,
                 std::string out_path, std::string err_path, const env_changes& env)
-    : name_(std::move(name)), out_path_(std::move(out_path)), err_path_(std::move(err_path)) {
+      : name_(std::move(name)), out_path_(std::move(out_path)), err_path_(std::move(err_path)) {
     // Everything the child needs is built before fork: after it, only
     // async-signal-safe calls.
     std::vector<std::string> env_strings;
@@ -80,9 +80,8 @@ public:
     envp.push_back(nullptr);
     const bool merged = out_path_ == err_path_;
     const int out_fd = ::open(out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    const int err_fd = merged ? out_fd
-                              : ::open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                                       0644);
+    const int err_fd =
+        merged ? out_fd : ::open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     const int in_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (out_fd < 0 || err_fd < 0 || in_fd < 0)
       throw std::runtime_error("cannot open the output files of " + name_);
@@ -91,7 +90,7 @@ public:
       ::setpgid(0, 0);
       // Default dispositions and no blocked signals, whatever the test
       // runner inherited (a script cannot trap a signal ignored on entry).
-      struct sigaction sa{};
+      struct sigaction sa {};
       sa.sa_handler = SIG_DFL;
       for (int sig : {SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD})
         ::sigaction(sig, &sa, nullptr);
@@ -191,7 +190,6 @@ private:
   pid_t pid_ = -1;
   std::optional<int> status_;
 };
-
 
 /// `n` distinct TCP ports on 127.0.0.1 that were free a moment ago. They
 /// are drawn from 20000-32767, below Linux's ephemeral range (32768-60999):

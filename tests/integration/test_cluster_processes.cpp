@@ -57,10 +57,10 @@ const std::string launcher = source_dir + "/scripts/launch-cluster.sh";
 /// No test may take longer than this; every child is killed after it.
 constexpr auto test_budget = 120s;
 
-#define EXPECT_CONTAINS(haystack, needle)                                                  \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                        \
-    << "does not contain \"" << (needle) << "\":\n"                                       \
-    << (haystack)
+#define EXPECT_CONTAINS(haystack, needle)                                                          \
+  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
+      << "does not contain \"" << (needle) << "\":\n"                                              \
+      << (haystack)
 
 double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
@@ -88,7 +88,6 @@ using integration::child_process;
 using integration::describe_status;
 using integration::free_ports;
 using integration::read_file;
-
 
 /// The result-affecting keys of a run: written once for the cluster file
 /// and once for the embedded run's file, so both describe the same run.
@@ -133,8 +132,8 @@ protected:
     static int counter = 0;
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     dir_ = fs::temp_directory_path()
-           / ("nettorrent-cluster-" + std::string{info->name()} + "-"
-              + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+           / ("nettorrent-cluster-" + std::string{info->name()} + "-" + std::to_string(::getpid())
+              + "-" + std::to_string(counter++));
     fs::remove_all(dir_);
     ASSERT_TRUE(fs::create_directories(dir_));
     t0_ = clock_type::now();
@@ -165,7 +164,7 @@ protected:
     const std::string out = path(name + (merged ? ".log" : ".out"));
     const std::string err = merged ? out : path(name + ".err");
     children_.push_back(
-      std::make_unique<child_process>(name, std::move(argv), dir_.string(), out, err, env));
+        std::make_unique<child_process>(name, std::move(argv), dir_.string(), out, err, env));
     return *children_.back();
   }
 
@@ -204,8 +203,8 @@ protected:
   void write_node_file(const std::string& name, const std::string& cluster_file, std::size_t i,
                        std::uint16_t port) {
     write_file(path(name), "[node]\ncluster_file = \"" + cluster_file + "\"\nid = \"n"
-                             + std::to_string(i) + "\"\nbind = \"127.0.0.1\"\nport = "
-                             + std::to_string(port) + "\n");
+                               + std::to_string(i)
+                               + "\"\nbind = \"127.0.0.1\"\nport = " + std::to_string(port) + "\n");
   }
 
   /// 2n free ports: n middleman ports, then n metrics ports.
@@ -244,10 +243,12 @@ protected:
         return ::testing::AssertionSuccess();
       if (!was_running)
         return ::testing::AssertionFailure()
-               << c.name() << " ended without printing \"" << needle << "\"\n" << c.log();
+               << c.name() << " ended without printing \"" << needle << "\"\n"
+               << c.log();
       if (clock_type::now() >= until)
         return ::testing::AssertionFailure()
-               << c.name() << " did not print \"" << needle << "\" in time\n" << c.log();
+               << c.name() << " did not print \"" << needle << "\" in time\n"
+               << c.log();
       std::this_thread::sleep_for(20ms);
     }
   }
@@ -329,7 +330,7 @@ TEST_F(ClusterProcesses, ThreeNodeRunIsBitIdenticalToTheEmbeddedRun) {
     const auto& nodes = plan.slice_nodes.at(0).at(l);
     ASSERT_EQ(nodes.size(), 3u);
     EXPECT_EQ(std::set<std::size_t>(nodes.begin(), nodes.end()).size(), 3u)
-      << "layer " << l << "'s slices share a node";
+        << "layer " << l << "'s slices share a node";
   }
 
   child_process& embedded = start("embedded", {cli, "train", "--config-file=" + path("run.ini")});
@@ -372,11 +373,11 @@ TEST_F(ClusterProcesses, ThreeNodeRunIsBitIdenticalToTheEmbeddedRun) {
     ASSERT_EQ(x.params.b.size(), y.params.b.size()) << what;
     EXPECT_TRUE(bytes_equal(x.params.w.data(), y.params.w.data(),
                             static_cast<std::size_t>(x.params.w.size())))
-      << what << ": W differs (max |diff| " << (x.params.w - y.params.w).cwiseAbs().maxCoeff()
-      << ")";
+        << what << ": W differs (max |diff| " << (x.params.w - y.params.w).cwiseAbs().maxCoeff()
+        << ")";
     EXPECT_TRUE(bytes_equal(x.params.b.data(), y.params.b.data(),
                             static_cast<std::size_t>(x.params.b.size())))
-      << what << ": b differs";
+        << what << ": b differs";
     expect_bit_identical(x.w_state, y.w_state, what + " W optimizer state");
     expect_bit_identical(x.b_state, y.b_state, what + " b optimizer state");
     // Adam: both moments exist, and every slice took all 20 steps.
@@ -394,7 +395,7 @@ TEST_F(ClusterProcesses, NodeWithDifferentClusterDescriptionIsRefused) {
   run_spec other = spec;
   other.learning_rate = "0.002"; // one result-affecting key
   ASSERT_NO_FATAL_FAILURE(
-    write_cluster(other, ports, metrics, path("out"), "cluster-other.ini", false));
+      write_cluster(other, ports, metrics, path("out"), "cluster-other.ini", false));
   ASSERT_NO_FATAL_FAILURE(write_node_file("node-1-other.ini", "cluster-other.ini", 1, ports[1]));
   const std::string good_hash = hex(nt::load_cluster_config(path("cluster.ini")).hash());
   const std::string other_hash = hex(nt::load_cluster_config(path("cluster-other.ini")).hash());
@@ -414,7 +415,7 @@ TEST_F(ClusterProcesses, NodeWithDifferentClusterDescriptionIsRefused) {
 
   ASSERT_TRUE(prints_within(n0, "refused node n1", 10s));
   EXPECT_CONTAINS(n0.out(), "\ncoordinator: refused node n1: its cluster description hashes to "
-                              + other_hash + ", the coordinator's to " + good_hash + "\n");
+                                + other_hash + ", the coordinator's to " + good_hash + "\n");
   // A refused peer does not bring the coordinator down; the fixture kills it.
   EXPECT_TRUE(n0.running()) << n0.log();
 }
@@ -457,8 +458,7 @@ protected:
     spec.connection_timeout = timeout;
     ASSERT_NO_FATAL_FAILURE(write_cluster(spec, ports, metrics, path("out")));
     for (int i = 0; i < 3; ++i)
-      nodes_.push_back(
-        &start_node("node-" + std::to_string(i) + ".ini", "n" + std::to_string(i)));
+      nodes_.push_back(&start_node("node-" + std::to_string(i) + ".ini", "n" + std::to_string(i)));
     ASSERT_TRUE(prints_within(*nodes_[0], "\nepoch ", 60s));
     for (auto* n : nodes_)
       ASSERT_TRUE(n->running()) << "the run ended too early\n" << n->log();
@@ -467,14 +467,14 @@ protected:
   /// The coordinator's node must end with an error naming a lost actor.
   void expect_coordinator_names_lost_actor(clock_type::time_point t, double limit) {
     ASSERT_TRUE(exits_within(*nodes_[0], std::chrono::duration<double>(limit - seconds_since(t))));
-    std::cout << "the coordinator's node ended " << seconds_since(t) << " s after the fault: "
-              << nodes_[0]->describe() << '\n';
+    std::cout << "the coordinator's node ended " << seconds_since(t)
+              << " s after the fault: " << nodes_[0]->describe() << '\n';
     EXPECT_FALSE(nodes_[0]->exited_ok()) << nodes_[0]->log();
     EXPECT_TRUE(WIFEXITED(nodes_[0]->status())) << "crashed instead of failing cleanly";
     const std::string err = nodes_[0]->err();
     EXPECT_TRUE(std::regex_search(
-      err, std::regex{"lost (swarm leader|neuron slice|gradient relay|shard worker) \\("}))
-      << err;
+        err, std::regex{"lost (swarm leader|neuron slice|gradient relay|shard worker) \\("}))
+        << err;
     // The surviving node learns that the run ended abnormally and fails too.
     ASSERT_TRUE(exits_within(*nodes_[1], 15s));
     EXPECT_FALSE(nodes_[1]->exited_ok()) << nodes_[1]->log();
@@ -507,11 +507,10 @@ TEST_F(LostNode, FrozenNodeIsCaughtByHeartbeats) {
 
 TEST_F(ClusterProcesses, LauncherRunsThreeNodesWithPrefixedOutput) {
   const std::string cdir = copy_shipped_cluster("cluster");
-  child_process& l =
-    start("launcher",
-          {launcher, "3", "--training.max_epochs=1", "--data.train_limit=5000",
-           "--training.output_dir=" + path("out")},
-          launcher_env(cdir), true);
+  child_process& l = start("launcher",
+                           {launcher, "3", "--training.max_epochs=1", "--data.train_limit=5000",
+                            "--training.output_dir=" + path("out")},
+                           launcher_env(cdir), true);
   ASSERT_TRUE(exits_within(l, 60s));
   const std::string out = l.out();
   EXPECT_TRUE(l.exited_ok()) << out;
@@ -534,15 +533,14 @@ TEST_F(ClusterProcesses, LauncherStopsTheOthersWhenANodeFails) {
   ASSERT_NO_FATAL_FAILURE(write_file(cdir + "/node-1.ini", node1));
 
   const auto t = clock_type::now();
-  child_process& l = start("launcher",
-                           {launcher, "3", "--training.max_epochs=1",
-                            "--training.output_dir=" + path("out")},
-                           launcher_env(cdir), true);
+  child_process& l =
+      start("launcher",
+            {launcher, "3", "--training.max_epochs=1", "--training.output_dir=" + path("out")},
+            launcher_env(cdir), true);
   ASSERT_TRUE(exits_within(l, 30s));
   const double took = seconds_since(t);
   const std::string out = l.out();
-  EXPECT_TRUE(WIFEXITED(l.status()) && WEXITSTATUS(l.status()) != 0) << l.describe() << '\n'
-                                                                      << out;
+  EXPECT_TRUE(WIFEXITED(l.status()) && WEXITSTATUS(l.status()) != 0) << l.describe() << '\n' << out;
   EXPECT_CONTAINS(out, "[n1] ");
   EXPECT_CONTAINS(out, "bogus_key");
   EXPECT_CONTAINS(out, "node n1 (" + cdir + "/node-1.ini) FAILED: exit status 1");

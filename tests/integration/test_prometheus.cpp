@@ -30,28 +30,28 @@ const std::string source_dir = NETTORRENT_SOURCE_DIR;
 /// Every metric family and the labels each series must carry (besides the
 /// job and instance labels Prometheus adds).
 const std::map<std::string, std::set<std::string>> families = {
-  {"nettorrent_samples_total", {"node", "swarm", "replica"}},
-  {"nettorrent_batches_total", {"node", "swarm", "replica"}},
-  {"nettorrent_messages_sent_total", {"node", "swarm", "kind"}},
-  {"nettorrent_messages_received_total", {"node", "swarm", "kind"}},
-  {"nettorrent_bytes_sent_total", {"node", "swarm", "kind"}},
-  {"nettorrent_bytes_received_total", {"node", "swarm", "kind"}},
-  {"nettorrent_dropped_messages_total", {"node", "swarm", "kind"}},
-  {"nettorrent_sync_rounds_total", {"node", "swarm"}},
-  {"nettorrent_sync_bytes_total", {"node", "swarm"}},
-  {"nettorrent_peer_failures_total", {"node", "swarm"}},
-  {"nettorrent_forward_seconds_bucket", {"node", "swarm", "le"}},
-  {"nettorrent_backward_seconds_bucket", {"node", "swarm", "le"}},
-  {"nettorrent_update_staleness_bucket", {"node", "swarm", "le"}},
-  {"nettorrent_peers_alive", {"node", "swarm"}},
-  {"nettorrent_sync_winner_replica", {"node", "swarm"}},
-  {"nettorrent_training_loss", {"node"}},
-  {"nettorrent_validation_accuracy", {"node", "replica"}},
-  {"nettorrent_best_validation_accuracy", {"node"}},
-  {"nettorrent_test_accuracy", {"node"}},
-  {"nettorrent_samples_per_second", {"node"}},
-  {"nettorrent_epoch", {"node"}},
-  {"nettorrent_time_to_target_seconds", {"node"}},
+    {"nettorrent_samples_total", {"node", "swarm", "replica"}},
+    {"nettorrent_batches_total", {"node", "swarm", "replica"}},
+    {"nettorrent_messages_sent_total", {"node", "swarm", "kind"}},
+    {"nettorrent_messages_received_total", {"node", "swarm", "kind"}},
+    {"nettorrent_bytes_sent_total", {"node", "swarm", "kind"}},
+    {"nettorrent_bytes_received_total", {"node", "swarm", "kind"}},
+    {"nettorrent_dropped_messages_total", {"node", "swarm", "kind"}},
+    {"nettorrent_sync_rounds_total", {"node", "swarm"}},
+    {"nettorrent_sync_bytes_total", {"node", "swarm"}},
+    {"nettorrent_peer_failures_total", {"node", "swarm"}},
+    {"nettorrent_forward_seconds_bucket", {"node", "swarm", "le"}},
+    {"nettorrent_backward_seconds_bucket", {"node", "swarm", "le"}},
+    {"nettorrent_update_staleness_bucket", {"node", "swarm", "le"}},
+    {"nettorrent_peers_alive", {"node", "swarm"}},
+    {"nettorrent_sync_winner_replica", {"node", "swarm"}},
+    {"nettorrent_training_loss", {"node"}},
+    {"nettorrent_validation_accuracy", {"node", "replica"}},
+    {"nettorrent_best_validation_accuracy", {"node"}},
+    {"nettorrent_test_accuracy", {"node"}},
+    {"nettorrent_samples_per_second", {"node"}},
+    {"nettorrent_epoch", {"node"}},
+    {"nettorrent_time_to_target_seconds", {"node"}},
 };
 
 class Prometheus : public ::testing::Test {
@@ -110,7 +110,7 @@ protected:
   rapidjson::Document query(const std::string& promql) {
     rapidjson::Document d;
     const std::string body =
-      integration::http_get(prom_port, "/api/v1/query?query=" + integration::url_encode(promql));
+        integration::http_get(prom_port, "/api/v1/query?query=" + integration::url_encode(promql));
     d.Parse(body.c_str());
     return d;
   }
@@ -140,19 +140,26 @@ TEST_F(Prometheus, ScrapesEmbeddedAndClusterRunsAndAnswersEveryDashboardQuery) {
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n"
         "  - job_name: nettorrent-local\n    static_configs:\n      - targets: ['127.0.0.1:"
-          + std::to_string(m_local) + "']\n"
-        "  - job_name: nettorrent-cluster\n    static_configs:\n      - targets: ['127.0.0.1:"
-          + std::to_string(m0) + "', '127.0.0.1:" + std::to_string(m1) + "']\n");
+            + std::to_string(m_local)
+            + "']\n"
+              "  - job_name: nettorrent-cluster\n    static_configs:\n      - targets: ['127.0.0.1:"
+            + std::to_string(m0) + "', '127.0.0.1:" + std::to_string(m1) + "']\n");
   write("cluster.ini",
         "[model]\nlayers = [784, 64, 32, 10]\n"
         "[data]\ntrain_limit = 8000\n"
-        "[training]\nmax_epochs = 3\nprogress_interval = 0\noutput_dir = \"" + (dir / "cluster").string() + "\"\n"
-        "[topology]\nreplicas = 2\nslices = 2\nsync_every = 1000\nvalidation_subset = 500\n"
-        "[system]\nscheduler_threads = 1\nmetrics = true\nmetrics_linger = 60\nregistration_timeout = 20\n"
-        "[placement]\nstrategy = \"round_robin\"\n"
-        "[nodes]\nids = [\"n0\", \"n1\"]\nhosts = [\"127.0.0.1\", \"127.0.0.1\"]\n"
-        "ports = [" + std::to_string(b0) + ", " + std::to_string(b1) + "]\n"
-        "metrics_ports = [" + std::to_string(m0) + ", " + std::to_string(m1) + "]\n");
+        "[training]\nmax_epochs = 3\nprogress_interval = 0\noutput_dir = \""
+            + (dir / "cluster").string()
+            + "\"\n"
+              "[topology]\nreplicas = 2\nslices = 2\nsync_every = 1000\nvalidation_subset = 500\n"
+              "[system]\nscheduler_threads = 1\nmetrics = true\nmetrics_linger = "
+              "60\nregistration_timeout = 20\n"
+              "[placement]\nstrategy = \"round_robin\"\n"
+              "[nodes]\nids = [\"n0\", \"n1\"]\nhosts = [\"127.0.0.1\", \"127.0.0.1\"]\n"
+              "ports = ["
+            + std::to_string(b0) + ", " + std::to_string(b1)
+            + "]\n"
+              "metrics_ports = ["
+            + std::to_string(m0) + ", " + std::to_string(m1) + "]\n");
   write("node-0.ini", "[node]\ncluster_file = \"cluster.ini\"\nid = \"n0\"\n");
   write("node-1.ini", "[node]\ncluster_file = \"cluster.ini\"\nid = \"n1\"\n");
 
@@ -160,13 +167,12 @@ TEST_F(Prometheus, ScrapesEmbeddedAndClusterRunsAndAnswersEveryDashboardQuery) {
          "--storage.tsdb.path=" + (dir / "tsdb").string(),
          "--web.listen-address=127.0.0.1:" + std::to_string(prom_port)},
         "prometheus.log");
-  auto& local = start({cli, "train", "--config-file=" + source_dir + "/config/local.ini",
-                       "--training.max_epochs=3", "--data.train_limit=8000",
-                       "--topology.sync_every=1000", "--training.progress_interval=0",
-                       "--training.output_dir=" + (dir / "local").string(),
-                       "--system.metrics_port=" + std::to_string(m_local),
-                       "--system.metrics_linger=60"},
-                      "local.log");
+  auto& local =
+      start({cli, "train", "--config-file=" + source_dir + "/config/local.ini",
+             "--training.max_epochs=3", "--data.train_limit=8000", "--topology.sync_every=1000",
+             "--training.progress_interval=0", "--training.output_dir=" + (dir / "local").string(),
+             "--system.metrics_port=" + std::to_string(m_local), "--system.metrics_linger=60"},
+            "local.log");
   auto& n0 = start({cli, "node", "--config-file=" + (dir / "node-0.ini").string()}, "n0.log");
   auto& n1 = start({cli, "node", "--config-file=" + (dir / "node-1.ini").string()}, "n1.log");
 
@@ -235,11 +241,11 @@ TEST_F(Prometheus, ATakenMetricsPortIsAClearError) {
   socklen_t len = sizeof addr;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   const std::string port = std::to_string(ntohs(addr.sin_port));
-  auto& run = start({cli, "train", "--config-file=" + source_dir + "/config/local.ini",
-                     "--data.train_limit=2000", "--training.max_epochs=1",
-                     "--training.output_dir=" + (dir / "out").string(),
-                     "--system.metrics_port=" + port},
-                    "taken.log");
+  auto& run =
+      start({cli, "train", "--config-file=" + source_dir + "/config/local.ini",
+             "--data.train_limit=2000", "--training.max_epochs=1",
+             "--training.output_dir=" + (dir / "out").string(), "--system.metrics_port=" + port},
+            "taken.log");
   const bool exited = run.wait_until(std::chrono::steady_clock::now() + 60s);
   ::close(fd);
   ASSERT_TRUE(exited) << run.log();

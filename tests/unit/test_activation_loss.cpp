@@ -34,10 +34,14 @@ nt::matrix uniform_matrix(Eigen::Index rows, Eigen::Index cols, float lo, float 
 /// The activation in double precision, written out independently of the library.
 double reference_activation(nt::activation a, double z) {
   switch (a) {
-    case nt::activation::identity: return z;
-    case nt::activation::relu: return z > 0 ? z : 0.0;
-    case nt::activation::tanh: return std::tanh(z);
-    case nt::activation::sigmoid: return 1.0 / (1.0 + std::exp(-z));
+  case nt::activation::identity:
+    return z;
+  case nt::activation::relu:
+    return z > 0 ? z : 0.0;
+  case nt::activation::tanh:
+    return std::tanh(z);
+  case nt::activation::sigmoid:
+    return 1.0 / (1.0 + std::exp(-z));
   }
   return std::numeric_limits<double>::quiet_NaN();
 }
@@ -99,9 +103,9 @@ TEST(Activation, ForwardMatchesDoubleReference) {
     nt::activate(a, h);
     for (Eigen::Index i = 0; i < z.rows(); ++i)
       for (Eigen::Index j = 0; j < z.cols(); ++j)
-        EXPECT_TRUE(close_rel(h(i, j), reference_activation(a, static_cast<double>(z(i, j))),
-                              1e-5, 1e-6))
-          << nt::to_string(a) << " at z = " << z(i, j);
+        EXPECT_TRUE(
+            close_rel(h(i, j), reference_activation(a, static_cast<double>(z(i, j))), 1e-5, 1e-6))
+            << nt::to_string(a) << " at z = " << z(i, j);
   }
 }
 
@@ -163,9 +167,9 @@ TEST(Activation, BackwardMatchesFiniteDifferences) {
         // Divide by the step actually taken in float.
         const double dzstep = static_cast<double>(zp(i, j)) - static_cast<double>(zm(i, j));
         const double fd =
-          (weighted_activation_sum(a, zp, r) - weighted_activation_sum(a, zm, r)) / dzstep;
+            (weighted_activation_sum(a, zp, r) - weighted_activation_sum(a, zm, r)) / dzstep;
         EXPECT_TRUE(close_rel(dz(i, j), fd, 1e-2, 1e-5))
-          << nt::to_string(a) << " dZ(" << i << "," << j << ") at z = " << z(i, j);
+            << nt::to_string(a) << " dZ(" << i << "," << j << ") at z = " << z(i, j);
         if (dz(i, j) != 0.0f)
           ++nonzero;
       }
@@ -195,16 +199,16 @@ TEST(Activation, BackwardKnownDerivatives) {
 
   d = dh;
   nt::activation_backward(nt::activation::tanh, h, d);
-  EXPECT_FLOAT_EQ(d(0, 0), 2.0f);             // 2 (1 - 0)
-  EXPECT_FLOAT_EQ(d(0, 1), 1.5f);             // 2 (1 - 0.25)
-  EXPECT_FLOAT_EQ(d(0, 2), 1.5f);             // 2 (1 - 0.25)
-  EXPECT_FLOAT_EQ(d(0, 3), 2.0f * 0.9375f);   // 2 (1 - 0.0625)
+  EXPECT_FLOAT_EQ(d(0, 0), 2.0f);           // 2 (1 - 0)
+  EXPECT_FLOAT_EQ(d(0, 1), 1.5f);           // 2 (1 - 0.25)
+  EXPECT_FLOAT_EQ(d(0, 2), 1.5f);           // 2 (1 - 0.25)
+  EXPECT_FLOAT_EQ(d(0, 3), 2.0f * 0.9375f); // 2 (1 - 0.0625)
 
   d = dh;
   nt::activation_backward(nt::activation::sigmoid, h, d);
-  EXPECT_FLOAT_EQ(d(0, 0), 0.0f);             // 2 * 0 * 1
-  EXPECT_FLOAT_EQ(d(0, 1), 0.5f);             // 2 * 0.5 * 0.5
-  EXPECT_FLOAT_EQ(d(0, 3), 2.0f * 0.1875f);   // 2 * 0.25 * 0.75
+  EXPECT_FLOAT_EQ(d(0, 0), 0.0f);           // 2 * 0 * 1
+  EXPECT_FLOAT_EQ(d(0, 1), 0.5f);           // 2 * 0.5 * 0.5
+  EXPECT_FLOAT_EQ(d(0, 3), 2.0f * 0.1875f); // 2 * 0.25 * 0.75
 }
 
 // ---------------------------------------------------------------------- loss
@@ -333,11 +337,11 @@ TEST(SoftmaxXent, AccuracyCounting) {
   // Arg-maxes: row0 -> 2, row1 -> 0, row2 -> 1, row3 -> 0 (tie 0/2), row4 -> 1
   // (tie 1/2).
   nt::matrix logits(5, 3);
-  logits << 0.1f, 0.2f, 0.9f,   //
-            5.0f, -1.0f, 4.0f,  //
-            -3.0f, -1.0f, -2.0f, //
-            1.0f, 0.0f, 1.0f,   //
-            0.0f, 2.0f, 2.0f;
+  logits << 0.1f, 0.2f, 0.9f, //
+      5.0f, -1.0f, 4.0f,      //
+      -3.0f, -1.0f, -2.0f,    //
+      1.0f, 0.0f, 1.0f,       //
+      0.0f, 2.0f, 2.0f;
   const std::uint8_t all_right[] = {2, 0, 1, 0, 1};
   EXPECT_EQ(nt::softmax_xent(logits, all_right).correct, 5u);
   // Ties count only for the lowest index.
@@ -349,11 +353,11 @@ TEST(SoftmaxXent, AccuracyCounting) {
 
 TEST(SoftmaxXent, ArgmaxTiesGoToLowestIndex) {
   nt::matrix m(5, 4);
-  m << 1.0f, 1.0f, 1.0f, 1.0f, //
-       0.0f, 3.0f, 1.0f, 3.0f, //
-       -2.0f, -1.0f, -1.0f, -5.0f, //
-       0.0f, 0.0f, 0.0f, 7.0f, //
-       9.0f, 1.0f, 9.0f, 9.0f;
+  m << 1.0f, 1.0f, 1.0f, 1.0f,    //
+      0.0f, 3.0f, 1.0f, 3.0f,     //
+      -2.0f, -1.0f, -1.0f, -5.0f, //
+      0.0f, 0.0f, 0.0f, 7.0f,     //
+      9.0f, 1.0f, 9.0f, 9.0f;
   EXPECT_EQ(nt::argmax_row(m, 0), 0u);
   EXPECT_EQ(nt::argmax_row(m, 1), 1u);
   EXPECT_EQ(nt::argmax_row(m, 2), 1u);

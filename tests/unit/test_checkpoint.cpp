@@ -83,9 +83,9 @@ std::string error_of(F&& f) {
   return {};
 }
 
-#define EXPECT_CONTAINS(haystack, needle)                                                  \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                        \
-    << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
+#define EXPECT_CONTAINS(haystack, needle)                                                          \
+  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
+      << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
 
 std::uint64_t fnv1a(const std::string& bytes) {
   std::uint64_t h = 0xcbf29ce484222325ULL;
@@ -207,8 +207,8 @@ TEST_F(CheckpointRoundTrip, SpecialFloatsAndEmptyOptimizerState) {
   ck.layers.resize(1);
   auto& p = ck.layers[0].params;
   p.w.resize(3, 2);
-  p.w << -0.0f, 1e-40f, std::numeric_limits<float>::infinity(),
-    -std::numeric_limits<float>::max(), std::numeric_limits<float>::quiet_NaN(), 3.25f;
+  p.w << -0.0f, 1e-40f, std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::max(),
+      std::numeric_limits<float>::quiet_NaN(), 3.25f;
   p.b.resize(2);
   p.b << std::numeric_limits<float>::min(), -1.5f;
   ck.layers[0].w_state.steps = 7; // sgd: no moments
@@ -265,13 +265,13 @@ TEST_F(BadCheckpoint, EmptyFile) {
 TEST_F(BadCheckpoint, TruncatedAtSeveralLengths) {
   const std::size_t payload = good_.size() - prefix_bytes - 8;
   const std::size_t cuts[] = {
-    4,                                  // inside the magic number
-    10,                                 // inside the version
-    prefix_bytes - 3,                   // inside the payload size
-    prefix_bytes,                       // no payload at all
-    prefix_bytes + payload / 2,         // inside the payload
-    prefix_bytes + payload,             // just before the checksum
-    good_.size() - 1,                   // inside the checksum
+      4,                          // inside the magic number
+      10,                         // inside the version
+      prefix_bytes - 3,           // inside the payload size
+      prefix_bytes,               // no payload at all
+      prefix_bytes + payload / 2, // inside the payload
+      prefix_bytes + payload,     // just before the checksum
+      good_.size() - 1,           // inside the checksum
   };
   for (std::size_t cut : cuts) {
     SCOPED_TRACE("cut at " + std::to_string(cut) + " of " + std::to_string(good_.size()));
@@ -396,8 +396,9 @@ TEST_F(BadCheckpoint, ValidChecksumAbsurdLengths) {
 TEST_F(BadCheckpoint, WrongShapeForTheConfiguration) {
   const nt::model_checkpoint ck = nt::load_checkpoint(path("good.ckpt"));
   EXPECT_NO_THROW(nt::check_checkpoint_shape(ck, {20, 16, 4}, path("good.ckpt")));
-  std::string msg =
-    error_of([&] { nt::check_checkpoint_shape(ck, {784, 256, 128, 10}, path("good.ckpt")); });
+  std::string msg = error_of([&] {
+    nt::check_checkpoint_shape(ck, {784, 256, 128, 10}, path("good.ckpt"));
+  });
   EXPECT_CONTAINS(msg, path("good.ckpt"));
   EXPECT_CONTAINS(msg, "20-16-4");
   EXPECT_CONTAINS(msg, "784-256-128-10");
@@ -430,15 +431,15 @@ TEST_F(AtomicWrite, ParentIsARegularFile) {
   const std::string before = read_file(path("model.ckpt"));
   write_file(path("plain"), "I am a file\n");
   const std::string target = path("plain/model.ckpt");
-  const std::string msg =
-    error_of([&] { nt::save_checkpoint(target, trained_checkpoint({20, 8, 4})); });
+  const std::string msg = error_of([&] {
+    nt::save_checkpoint(target, trained_checkpoint({20, 8, 4}));
+  });
   EXPECT_CONTAINS(msg, target);
   EXPECT_EQ(listing(), (std::vector<std::string>{"model.ckpt", "plain"}));
   EXPECT_EQ(read_file(path("plain")), "I am a file\n");
   EXPECT_EQ(read_file(path("model.ckpt")), before);
   // Deeper below the file, too.
-  EXPECT_THROW(nt::save_checkpoint(path("plain/x/y/model.ckpt"), trained_checkpoint()),
-               nt::error);
+  EXPECT_THROW(nt::save_checkpoint(path("plain/x/y/model.ckpt"), trained_checkpoint()), nt::error);
   EXPECT_EQ(listing(), (std::vector<std::string>{"model.ckpt", "plain"}));
 }
 
@@ -450,7 +451,7 @@ TEST_F(AtomicWrite, FailedSaveLeavesThePreviousCheckpointIntact) {
   const std::string blocker = path("model.ckpt") + ".tmp." + std::to_string(::getpid());
   ASSERT_TRUE(fs::create_directory(blocker));
   const std::string msg =
-    error_of([&] { nt::save_checkpoint(path("model.ckpt"), trained_checkpoint()); });
+      error_of([&] { nt::save_checkpoint(path("model.ckpt"), trained_checkpoint()); });
   EXPECT_CONTAINS(msg, path("model.ckpt"));
   EXPECT_EQ(read_file(path("model.ckpt")), before);
   expect_identical(nt::load_checkpoint(path("model.ckpt")), old_ck);
@@ -482,7 +483,7 @@ TEST_F(AtomicWrite, OverwriteReplacesTheWholeFile) {
 TEST_F(AtomicWrite, TargetIsADirectory) {
   fs::create_directories(path("model.ckpt/inside"));
   const std::string msg =
-    error_of([&] { nt::save_checkpoint(path("model.ckpt"), trained_checkpoint()); });
+      error_of([&] { nt::save_checkpoint(path("model.ckpt"), trained_checkpoint()); });
   EXPECT_CONTAINS(msg, path("model.ckpt"));
   EXPECT_EQ(listing(), (std::vector<std::string>{"model.ckpt", "model.ckpt/inside"}));
 }
@@ -512,8 +513,7 @@ TEST_F(CurveCsv, EmptyCurveHasOnlyTheHeader) {
 
 TEST_F(CurveCsv, UnwritableLocationIsAnError) {
   write_file(path("plain"), "x");
-  const std::string msg =
-    error_of([&] { nt::write_curve_csv(path("plain/curve.csv"), {}); });
+  const std::string msg = error_of([&] { nt::write_curve_csv(path("plain/curve.csv"), {}); });
   EXPECT_CONTAINS(msg, path("plain/curve.csv"));
 }
 

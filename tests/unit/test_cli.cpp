@@ -26,9 +26,9 @@ namespace {
 const std::string cli = NETTORRENT_CLI;
 const std::string local_ini = std::string{NETTORRENT_SOURCE_DIR} + "/config/local.ini";
 
-#define EXPECT_CONTAINS(haystack, needle)                                                  \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                        \
-    << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
+#define EXPECT_CONTAINS(haystack, needle)                                                          \
+  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
+      << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
 
 std::string quote(const std::string& s) {
   std::string out = "'";
@@ -50,9 +50,9 @@ struct cli_result {
 // Runs the binary with `args` (each quoted for the shell).
 cli_result run_cli(const std::vector<std::string>& args) {
   static std::atomic<int> counter{0};
-  const fs::path out = fs::temp_directory_path()
-                       / ("nettorrent-test_cli-out-" + std::to_string(::getpid()) + "-"
-                          + std::to_string(counter++));
+  const fs::path out =
+      fs::temp_directory_path()
+      / ("nettorrent-test_cli-out-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
   std::string cmd = quote(cli);
   for (const auto& a : args)
     cmd += " " + quote(a);
@@ -72,8 +72,8 @@ protected:
     static std::atomic<int> counter{0};
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     dir_ = fs::temp_directory_path()
-           / ("nettorrent-test_cli-" + std::string{info->name()} + "-"
-              + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+           / ("nettorrent-test_cli-" + std::string{info->name()} + "-" + std::to_string(::getpid())
+              + "-" + std::to_string(counter++));
     fs::remove_all(dir_);
     ASSERT_TRUE(fs::create_directories(dir_));
   }
@@ -137,8 +137,8 @@ TEST_F(Cli, UnknownCommandFails) {
 TEST_F(Cli, KeysListsEveryKey) {
   const cli_result r = run_cli({"keys"});
   EXPECT_EQ(r.code, 0);
-  for (const char* k : {"model.layers", "data.dir", "training.batch_size",
-                        "training.output_dir", "optimizer.kind", "optimizer.epsilon"})
+  for (const char* k : {"model.layers", "data.dir", "training.batch_size", "training.output_dir",
+                        "optimizer.kind", "optimizer.epsilon"})
     EXPECT_CONTAINS(r.output, k);
 }
 
@@ -212,9 +212,9 @@ TEST_F(Cli, EvaluateRefusesAModelWithTooFewClasses) {
 
 TEST_F(Cli, EmptyDataDirectoryIsNamed) {
   fs::create_directory(path("empty"));
-  const cli_result r = run_cli({"centralised", "--config-file=" + local_ini,
-                                "--data.dir=" + path("empty"),
-                                "--training.output_dir=" + path("out")});
+  const cli_result r =
+      run_cli({"centralised", "--config-file=" + local_ini, "--data.dir=" + path("empty"),
+               "--training.output_dir=" + path("out")});
   EXPECT_EQ(r.code, 1);
   EXPECT_CONTAINS(r.output, path("empty"));
   EXPECT_CONTAINS(r.output, "train-images-idx3-ubyte");
@@ -224,10 +224,10 @@ TEST_F(Cli, EmptyDataDirectoryIsNamed) {
 TEST_F(Cli, OutputDirBelowARegularFileFailsAtOnceWithoutPartialFiles) {
   const std::string plain = write("plain", "a regular file\n");
   const std::string out = plain + "/run";
-  const cli_result r = run_cli({"centralised", "--config-file=" + local_ini,
-                                "--data.train_limit=1000", "--data.test_limit=100",
-                                "--training.max_epochs=1", "--training.progress_interval=0",
-                                "--training.output_dir=" + out});
+  const cli_result r =
+      run_cli({"centralised", "--config-file=" + local_ini, "--data.train_limit=1000",
+               "--data.test_limit=100", "--training.max_epochs=1", "--training.progress_interval=0",
+               "--training.output_dir=" + out});
   EXPECT_EQ(r.code, 1);
   EXPECT_CONTAINS(r.output, out);
   EXPECT_CONTAINS(r.output, "not a directory");
@@ -252,7 +252,8 @@ TEST_F(Cli, TrainRefusesShardsSmallerThanABatch) {
 
 TEST_F(Cli, TrainStopsADivergingRunWithAnError) {
   // Plain SGD at learning rate 10 on a linear network sends the weights to
-  // infinity within a few batches (deterministically per replica); the run must end with an error, not hang, and write nothing.
+  // infinity within a few batches (deterministically per replica); the run must end with an error,
+  // not hang, and write nothing.
   const cli_result r = run_cli({"train", "--config-file=" + local_ini, "--optimizer.kind=sgd",
                                 "--optimizer.learning_rate=10", "--model.activation=identity",
                                 "--topology.max_in_flight=1", "--system.metrics=false",

@@ -43,13 +43,13 @@ std::string error_of(F&& f) {
   return {};
 }
 
-#define EXPECT_CONTAINS(haystack, needle)                                                  \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                        \
-    << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
+#define EXPECT_CONTAINS(haystack, needle)                                                          \
+  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
+      << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
 
-#define EXPECT_STARTS_WITH(haystack, prefix)                                               \
-  EXPECT_EQ(std::string{haystack}.rfind(prefix, 0), 0u)                                    \
-    << "\"" << (haystack) << "\" does not start with \"" << (prefix) << "\""
+#define EXPECT_STARTS_WITH(haystack, prefix)                                                       \
+  EXPECT_EQ(std::string{haystack}.rfind(prefix, 0), 0u)                                            \
+      << "\"" << (haystack) << "\" does not start with \"" << (prefix) << "\""
 
 // An INI file as ordered sections of ordered `key = value` lines, so tests
 // can change one key, drop one, or reorder everything, and know each line.
@@ -125,20 +125,20 @@ private:
 ini_model base_cluster() {
   ini_model m;
   m.set("model", "layers", "[12, 8, 6, 3]")
-    .set("data", "validation_size", "10")
-    .set("data", "train_limit", "100")
-    .set("training", "batch_size", "4")
-    .set("training", "output_dir", "\"runs/test\"")
-    .set("optimizer", "kind", "\"sgd\"")
-    .set("optimizer", "learning_rate", "0.1")
-    .set("topology", "replicas", "2")
-    .set("topology", "slices", "[2, 3, 1]")
-    .set("topology", "sync_every", "40")
-    .set("placement", "strategy", "\"by_swarm\"")
-    .set("nodes", "ids", "[\"n1\", \"n2\", \"n0\"]")
-    .set("nodes", "hosts", "[\"127.0.0.1\", \"127.0.0.1\", \"127.0.0.1\"]")
-    .set("nodes", "ports", "[4201, 4202, 4200]")
-    .set("nodes", "metrics_ports", "[9201, 9202, 9200]");
+      .set("data", "validation_size", "10")
+      .set("data", "train_limit", "100")
+      .set("training", "batch_size", "4")
+      .set("training", "output_dir", "\"runs/test\"")
+      .set("optimizer", "kind", "\"sgd\"")
+      .set("optimizer", "learning_rate", "0.1")
+      .set("topology", "replicas", "2")
+      .set("topology", "slices", "[2, 3, 1]")
+      .set("topology", "sync_every", "40")
+      .set("placement", "strategy", "\"by_swarm\"")
+      .set("nodes", "ids", "[\"n1\", \"n2\", \"n0\"]")
+      .set("nodes", "hosts", "[\"127.0.0.1\", \"127.0.0.1\", \"127.0.0.1\"]")
+      .set("nodes", "ports", "[4201, 4202, 4200]")
+      .set("nodes", "metrics_ports", "[9201, 9202, 9200]");
   return m;
 }
 
@@ -146,12 +146,12 @@ ini_model base_cluster() {
 ini_model explicit_cluster() {
   ini_model m = base_cluster();
   m.set("placement", "strategy", "\"explicit\"")
-    .set("placement", "coordinator", "\"n1\"")
-    .set("placement", "leaders", "[\"n2\", \"n0\", \"n1\"]")
-    .set("placement", "workers", "[\"n0\", \"n2\"]")
-    .set("placement", "relays", "[\"n1\", [\"n0\", \"n1\", \"n2\", \"n0\"]]")
-    .set("placement", "slices",
-         "[[\"n0\", \"n1\", \"n2\"], [[\"n2\", \"n1\"], \"n0\", [\"n1\"]]]");
+      .set("placement", "coordinator", "\"n1\"")
+      .set("placement", "leaders", "[\"n2\", \"n0\", \"n1\"]")
+      .set("placement", "workers", "[\"n0\", \"n2\"]")
+      .set("placement", "relays", "[\"n1\", [\"n0\", \"n1\", \"n2\", \"n0\"]]")
+      .set("placement", "slices",
+           "[[\"n0\", \"n1\", \"n2\"], [[\"n2\", \"n1\"], \"n0\", [\"n1\"]]]");
   return m;
 }
 
@@ -233,8 +233,8 @@ TEST_F(ClusterFiles, RunSectionsUseTheRunConfigSchema) {
 TEST_F(ClusterFiles, SameHostDifferentPortsAndSamePortDifferentHostsAreFine) {
   ini_model m = base_cluster();
   m.set("nodes", "hosts", "[\"10.0.0.1\", \"10.0.0.2\", \"10.0.0.3\"]")
-    .set("nodes", "ports", "[4200, 4200, 4200]")
-    .set("nodes", "metrics_ports", "[9200, 9200, 9200]");
+      .set("nodes", "ports", "[4200, 4200, 4200]")
+      .set("nodes", "metrics_ports", "[9200, 9200, 9200]");
   const nt::cluster_config c = load(m);
   EXPECT_EQ(c.nodes.size(), 3u);
 }
@@ -259,104 +259,107 @@ std::vector<cluster_error_case> cluster_error_cases() {
     return explicit_cluster().set(s, k, v);
   };
   return {
-    // unknown section or key
-    {"unknown section", with("placment", "strategy", "\"by_swarm\""), "placment",
-     "placment.strategy", "unknown section [placment]"},
-    {"unknown key in [nodes]", with("nodes", "addresses", "[\"a\"]"), "nodes",
-     "nodes.addresses", "unknown key"},
-    {"unknown key in [placement]", with("placement", "coordinators", "\"n0\""), "placement",
-     "placement.coordinators", "unknown key"},
-    {"unknown key in a run section", with("topology", "replica", "2"), "topology",
-     "topology.replica", "unknown key"},
-    // wrong type
-    {"string port", with("nodes", "ports", "[\"4201\", 4202, 4200]"), "nodes", "nodes.ports",
-     "element 0: expected an integer"},
-    {"ids not a list", with("nodes", "ids", "\"n0\""), "nodes", "nodes.ids", "expected a list"},
-    {"integer host", with("nodes", "hosts", "[1, 2, 3]"), "nodes", "nodes.hosts",
-     "element 0: expected a quoted string"},
-    {"integer strategy", with("placement", "strategy", "3"), "placement",
-     "placement.strategy", "expected a quoted string"},
-    {"string replicas", with("topology", "replicas", "\"2\""), "topology", "topology.replicas",
-     "expected an integer"},
-    {"integer in explicit slices", xwith("placement", "slices", "[[1, \"n1\", \"n2\"], []]"),
-     "placement", "placement.slices", "element 0: element 0: expected a node id"},
-    // out of range / malformed values
-    {"port 0", with("nodes", "ports", "[4201, 0, 4200]"), "nodes", "nodes.ports",
-     "element 1: value 0 is out of range [1, 65535]"},
-    {"port too large", with("nodes", "metrics_ports", "[9201, 9202, 70000]"), "nodes",
-     "nodes.metrics_ports", "out of range"},
-    {"zero replicas", with("topology", "replicas", "0"), "topology", "topology.replicas",
-     "out of range"},
-    {"bad node id", with("nodes", "ids", "[\"n1\", \"n 2\", \"n0\"]"), "nodes", "nodes.ids",
-     "element 1: node id \"n 2\" may hold only"},
-    {"empty host", with("nodes", "hosts", "[\"127.0.0.1\", \"\", \"127.0.0.1\"]"), "nodes",
-     "nodes.hosts", "element 1: a host must not be empty"},
-    {"unknown strategy", with("placement", "strategy", "\"by_layer\""), "placement",
-     "placement.strategy", "unknown placement strategy \"by_layer\""},
-    // missing required keys
-    {"no strategy", base_cluster().erase("placement", "strategy"), "", "placement.strategy",
-     "missing required key"},
-    {"no ports", base_cluster().erase("nodes", "ports"), "", "nodes.ports",
-     "missing required key"},
-    {"no ids", base_cluster().erase("nodes", "ids"), "", "nodes.ids", "missing required key"},
-    {"no metrics ports", base_cluster().erase("nodes", "metrics_ports"), "",
-     "nodes.metrics_ports", "missing required key"},
-    // contradictions
-    {"more slices than neurons", with("topology", "slices", "[2, 9, 1]"), "topology",
-     "topology.slices", "layer 2 has 6 neurons, fewer than its 9 slices"},
-    {"more replicas than samples", with("data", "train_limit", "3").set("topology", "replicas", "4"),
-     "topology", "topology.replicas", "more than the 3 training samples"},
-    {"two nodes on one host:port", with("nodes", "ports", "[4201, 4200, 4200]"), "nodes",
-     "nodes.ports", "127.0.0.1:4200 is used twice: node n0's port and node n2's port"},
-    {"metrics port on a node's port",
-     with("nodes", "metrics_ports", "[9201, 4200, 9200]"), "nodes", "nodes.metrics_ports",
-     "127.0.0.1:4200 is used twice"},
-    {"node's own two ports equal", with("nodes", "metrics_ports", "[4201, 9202, 9200]"),
-     "nodes", "nodes.metrics_ports", "node n1's port and node n1's metrics port"},
-    {"duplicate node id", with("nodes", "ids", "[\"n1\", \"n0\", \"n0\"]"), "nodes",
-     "nodes.ids", "node \"n0\" is listed twice"},
-    {"empty node list",
-     with("nodes", "ids", "[]").set("nodes", "hosts", "[]").set("nodes", "ports", "[]")
-       .set("nodes", "metrics_ports", "[]"),
-     "nodes", "nodes.ids", "needs at least one node"},
-    {"hosts shorter", with("nodes", "hosts", "[\"127.0.0.1\", \"127.0.0.1\"]"), "nodes",
-     "nodes.hosts", "has 2 entries, nodes.ids has 3"},
-    {"ports longer", with("nodes", "ports", "[4201, 4202, 4200, 4203]"), "nodes",
-     "nodes.ports", "has 4 entries, nodes.ids has 3"},
-    {"metrics ports shorter", with("nodes", "metrics_ports", "[9201]"), "nodes",
-     "nodes.metrics_ports", "has 1 entries, nodes.ids has 3"},
-    // explicit placement
-    {"explicit coordinator unknown", xwith("placement", "coordinator", "\"n9\""), "placement",
-     "placement.coordinator", "names node \"n9\", which is not in nodes.ids (n0, n1, n2)"},
-    {"explicit leader unknown", xwith("placement", "leaders", "[\"n2\", \"n0\", \"x\"]"),
-     "placement", "placement.leaders", "entry 2 names node \"x\""},
-    {"explicit worker unknown", xwith("placement", "workers", "[\"n0\", \"n3\"]"), "placement",
-     "placement.workers", "entry 1 names node \"n3\""},
-    {"explicit relay unknown",
-     xwith("placement", "relays", "[\"n1\", [\"n0\", \"n1\", \"n7\", \"n0\"]]"), "placement",
-     "placement.relays", "replica 1 entry 2 names node \"n7\""},
-    {"explicit slice unknown",
-     xwith("placement", "slices", "[[\"n0\", \"n1\", \"q\"], [[\"n2\", \"n1\"], \"n0\", [\"n1\"]]]"),
-     "placement", "placement.slices", "replica 0 layer 2 names node \"q\""},
-    {"explicit too few leaders", xwith("placement", "leaders", "[\"n2\", \"n0\"]"), "placement",
-     "placement.leaders", "has 2 entries, wanted 3 (one per layer"},
-    {"explicit too many workers", xwith("placement", "workers", "[\"n0\", \"n2\", \"n1\"]"),
-     "placement", "placement.workers", "has 3 entries, wanted 2 (one per replica"},
-    {"explicit relays per replica", xwith("placement", "relays", "[\"n1\"]"), "placement",
-     "placement.relays", "has 1 entries, wanted 2"},
-    {"explicit relays of a replica",
-     xwith("placement", "relays", "[\"n1\", [\"n0\", \"n1\", \"n2\"]]"), "placement",
-     "placement.relays", "replica 1 has 3 node ids, but 4 relays"},
-    {"explicit slices per layer",
-     xwith("placement", "slices", "[[\"n0\", \"n1\"], [[\"n2\", \"n1\"], \"n0\", [\"n1\"]]]"),
-     "placement", "placement.slices", "replica 0 has 2 entries, wanted 3 (one per layer)"},
-    {"explicit slices of a layer",
-     xwith("placement", "slices", "[[\"n0\", \"n1\", \"n2\"], [[\"n2\"], \"n0\", [\"n1\"]]]"),
-     "placement", "placement.slices", "replica 1 layer 0 has 1 node ids, but 2 slices"},
-    {"explicit without workers", explicit_cluster().erase("placement", "workers"), "",
-     "placement.workers", "missing; placement.strategy \"explicit\" needs"},
-    {"lists without explicit", with("placement", "leaders", "[\"n0\", \"n1\", \"n2\"]"),
-     "placement", "placement.leaders", "only read by placement.strategy \"explicit\""},
+      // unknown section or key
+      {"unknown section", with("placment", "strategy", "\"by_swarm\""), "placment",
+       "placment.strategy", "unknown section [placment]"},
+      {"unknown key in [nodes]", with("nodes", "addresses", "[\"a\"]"), "nodes", "nodes.addresses",
+       "unknown key"},
+      {"unknown key in [placement]", with("placement", "coordinators", "\"n0\""), "placement",
+       "placement.coordinators", "unknown key"},
+      {"unknown key in a run section", with("topology", "replica", "2"), "topology",
+       "topology.replica", "unknown key"},
+      // wrong type
+      {"string port", with("nodes", "ports", "[\"4201\", 4202, 4200]"), "nodes", "nodes.ports",
+       "element 0: expected an integer"},
+      {"ids not a list", with("nodes", "ids", "\"n0\""), "nodes", "nodes.ids", "expected a list"},
+      {"integer host", with("nodes", "hosts", "[1, 2, 3]"), "nodes", "nodes.hosts",
+       "element 0: expected a quoted string"},
+      {"integer strategy", with("placement", "strategy", "3"), "placement", "placement.strategy",
+       "expected a quoted string"},
+      {"string replicas", with("topology", "replicas", "\"2\""), "topology", "topology.replicas",
+       "expected an integer"},
+      {"integer in explicit slices", xwith("placement", "slices", "[[1, \"n1\", \"n2\"], []]"),
+       "placement", "placement.slices", "element 0: element 0: expected a node id"},
+      // out of range / malformed values
+      {"port 0", with("nodes", "ports", "[4201, 0, 4200]"), "nodes", "nodes.ports",
+       "element 1: value 0 is out of range [1, 65535]"},
+      {"port too large", with("nodes", "metrics_ports", "[9201, 9202, 70000]"), "nodes",
+       "nodes.metrics_ports", "out of range"},
+      {"zero replicas", with("topology", "replicas", "0"), "topology", "topology.replicas",
+       "out of range"},
+      {"bad node id", with("nodes", "ids", "[\"n1\", \"n 2\", \"n0\"]"), "nodes", "nodes.ids",
+       "element 1: node id \"n 2\" may hold only"},
+      {"empty host", with("nodes", "hosts", "[\"127.0.0.1\", \"\", \"127.0.0.1\"]"), "nodes",
+       "nodes.hosts", "element 1: a host must not be empty"},
+      {"unknown strategy", with("placement", "strategy", "\"by_layer\""), "placement",
+       "placement.strategy", "unknown placement strategy \"by_layer\""},
+      // missing required keys
+      {"no strategy", base_cluster().erase("placement", "strategy"), "", "placement.strategy",
+       "missing required key"},
+      {"no ports", base_cluster().erase("nodes", "ports"), "", "nodes.ports",
+       "missing required key"},
+      {"no ids", base_cluster().erase("nodes", "ids"), "", "nodes.ids", "missing required key"},
+      {"no metrics ports", base_cluster().erase("nodes", "metrics_ports"), "",
+       "nodes.metrics_ports", "missing required key"},
+      // contradictions
+      {"more slices than neurons", with("topology", "slices", "[2, 9, 1]"), "topology",
+       "topology.slices", "layer 2 has 6 neurons, fewer than its 9 slices"},
+      {"more replicas than samples",
+       with("data", "train_limit", "3").set("topology", "replicas", "4"), "topology",
+       "topology.replicas", "more than the 3 training samples"},
+      {"two nodes on one host:port", with("nodes", "ports", "[4201, 4200, 4200]"), "nodes",
+       "nodes.ports", "127.0.0.1:4200 is used twice: node n0's port and node n2's port"},
+      {"metrics port on a node's port", with("nodes", "metrics_ports", "[9201, 4200, 9200]"),
+       "nodes", "nodes.metrics_ports", "127.0.0.1:4200 is used twice"},
+      {"node's own two ports equal", with("nodes", "metrics_ports", "[4201, 9202, 9200]"), "nodes",
+       "nodes.metrics_ports", "node n1's port and node n1's metrics port"},
+      {"duplicate node id", with("nodes", "ids", "[\"n1\", \"n0\", \"n0\"]"), "nodes", "nodes.ids",
+       "node \"n0\" is listed twice"},
+      {"empty node list",
+       with("nodes", "ids", "[]")
+           .set("nodes", "hosts", "[]")
+           .set("nodes", "ports", "[]")
+           .set("nodes", "metrics_ports", "[]"),
+       "nodes", "nodes.ids", "needs at least one node"},
+      {"hosts shorter", with("nodes", "hosts", "[\"127.0.0.1\", \"127.0.0.1\"]"), "nodes",
+       "nodes.hosts", "has 2 entries, nodes.ids has 3"},
+      {"ports longer", with("nodes", "ports", "[4201, 4202, 4200, 4203]"), "nodes", "nodes.ports",
+       "has 4 entries, nodes.ids has 3"},
+      {"metrics ports shorter", with("nodes", "metrics_ports", "[9201]"), "nodes",
+       "nodes.metrics_ports", "has 1 entries, nodes.ids has 3"},
+      // explicit placement
+      {"explicit coordinator unknown", xwith("placement", "coordinator", "\"n9\""), "placement",
+       "placement.coordinator", "names node \"n9\", which is not in nodes.ids (n0, n1, n2)"},
+      {"explicit leader unknown", xwith("placement", "leaders", "[\"n2\", \"n0\", \"x\"]"),
+       "placement", "placement.leaders", "entry 2 names node \"x\""},
+      {"explicit worker unknown", xwith("placement", "workers", "[\"n0\", \"n3\"]"), "placement",
+       "placement.workers", "entry 1 names node \"n3\""},
+      {"explicit relay unknown",
+       xwith("placement", "relays", "[\"n1\", [\"n0\", \"n1\", \"n7\", \"n0\"]]"), "placement",
+       "placement.relays", "replica 1 entry 2 names node \"n7\""},
+      {"explicit slice unknown",
+       xwith("placement", "slices",
+             "[[\"n0\", \"n1\", \"q\"], [[\"n2\", \"n1\"], \"n0\", [\"n1\"]]]"),
+       "placement", "placement.slices", "replica 0 layer 2 names node \"q\""},
+      {"explicit too few leaders", xwith("placement", "leaders", "[\"n2\", \"n0\"]"), "placement",
+       "placement.leaders", "has 2 entries, wanted 3 (one per layer"},
+      {"explicit too many workers", xwith("placement", "workers", "[\"n0\", \"n2\", \"n1\"]"),
+       "placement", "placement.workers", "has 3 entries, wanted 2 (one per replica"},
+      {"explicit relays per replica", xwith("placement", "relays", "[\"n1\"]"), "placement",
+       "placement.relays", "has 1 entries, wanted 2"},
+      {"explicit relays of a replica",
+       xwith("placement", "relays", "[\"n1\", [\"n0\", \"n1\", \"n2\"]]"), "placement",
+       "placement.relays", "replica 1 has 3 node ids, but 4 relays"},
+      {"explicit slices per layer",
+       xwith("placement", "slices", "[[\"n0\", \"n1\"], [[\"n2\", \"n1\"], \"n0\", [\"n1\"]]]"),
+       "placement", "placement.slices", "replica 0 has 2 entries, wanted 3 (one per layer)"},
+      {"explicit slices of a layer",
+       xwith("placement", "slices", "[[\"n0\", \"n1\", \"n2\"], [[\"n2\"], \"n0\", [\"n1\"]]]"),
+       "placement", "placement.slices", "replica 1 layer 0 has 1 node ids, but 2 slices"},
+      {"explicit without workers", explicit_cluster().erase("placement", "workers"), "",
+       "placement.workers", "missing; placement.strategy \"explicit\" needs"},
+      {"lists without explicit", with("placement", "leaders", "[\"n0\", \"n1\", \"n2\"]"),
+       "placement", "placement.leaders", "only read by placement.strategy \"explicit\""},
   };
 }
 
@@ -397,14 +400,12 @@ TEST_F(ClusterFiles, KeyOutsideAnySectionAndSyntaxErrorsNameTheLine) {
 }
 
 TEST_F(ClusterFiles, MoreReplicasThanSamplesIsAlsoARunConfigError) {
-  const std::string p =
-    write("run.ini", "[data]\ntrain_limit = 5\n[topology]\nreplicas = 6\n");
+  const std::string p = write("run.ini", "[data]\ntrain_limit = 5\n[topology]\nreplicas = 6\n");
   const std::string msg = error_of([&] { nt::load_run_config({"--config-file=" + p}); });
   EXPECT_STARTS_WITH(msg, p + ": ");
   EXPECT_CONTAINS(msg, "topology.replicas = 6 is more than the 5 training samples");
   // Equal is fine: one sample per shard.
-  const std::string ok =
-    write("ok.ini", "[data]\ntrain_limit = 6\n[topology]\nreplicas = 6\n");
+  const std::string ok = write("ok.ini", "[data]\ntrain_limit = 6\n[topology]\nreplicas = 6\n");
   EXPECT_EQ(nt::load_run_config({"--config-file=" + ok}).topology.replicas, 6u);
 }
 
@@ -449,7 +450,7 @@ protected:
 
 TEST_F(NodeFiles, NodeFileNamesItsClusterRelativeToItsDirectory) {
   const node_setup s =
-    setup("cluster_file = \"../cluster/cluster.ini\"\nid = \"n1\"\nport = 4201\n");
+      setup("cluster_file = \"../cluster/cluster.ini\"\nid = \"n1\"\nport = 4201\n");
   const nt::node_config n = nt::load_node_config(s.node_path);
   EXPECT_EQ(n.path, s.node_path);
   EXPECT_EQ(fs::canonical(n.cluster_file), fs::canonical(s.cluster_path));
@@ -463,8 +464,10 @@ TEST_F(NodeFiles, NodeFileNamesItsClusterRelativeToItsDirectory) {
   EXPECT_EQ(n.cluster.hash(), load(base_cluster()).hash());
 
   // An absolute path works too, and from any working directory.
-  const node_setup a = setup("cluster_file = \"" + s.cluster_path + "\"\nid = \"n2\"\n"
-                             "bind = \"0.0.0.0\"\n", "abs.ini");
+  const node_setup a = setup("cluster_file = \"" + s.cluster_path
+                                 + "\"\nid = \"n2\"\n"
+                                   "bind = \"0.0.0.0\"\n",
+                             "abs.ini");
   const nt::node_config m = nt::load_node_config(a.node_path);
   EXPECT_EQ(m.cluster_file, s.cluster_path);
   EXPECT_EQ(m.port, 4202);
@@ -482,31 +485,30 @@ struct node_error_case {
 TEST_F(NodeFiles, EveryBadNodeFileNamesFileKeyAndLine) {
   const std::string cf = "cluster_file = \"../cluster/cluster.ini\"\n";
   const node_error_case cases[] = {
-    {"id not in the node list", cf + "id = \"n7\"\n", 4, "node.id",
-     "\"n7\" is not in nodes.ids of "},
-    {"port differs", cf + "id = \"n1\"\nport = 4200\n", 5, "node.port",
-     "4200 differs from 4201, node n1's entry in nodes.ports"},
-    {"metrics port differs", cf + "id = \"n2\"\nmetrics_port = 9201\n", 5, "node.metrics_port",
-     "9201 differs from 9202"},
-    {"unknown key", cf + "id = \"n1\"\nhost = \"127.0.0.1\"\n", 5, "node.host",
-     "unknown key node.host (known keys in [node]: cluster_file, id, bind, port, metrics_port)"},
-    {"unknown section", cf + "id = \"n1\"\n[cluster]\nfile = \"x\"\n", 6, "cluster.file",
-     "unknown section [cluster] (known: node)"},
-    {"integer id", cf + "id = 1\n", 4, "node.id", "expected a quoted string"},
-    {"string port", cf + "id = \"n1\"\nport = \"4201\"\n", 5, "node.port", "expected an integer"},
-    {"port out of range", cf + "id = \"n1\"\nport = 65536\n", 5, "node.port", "out of range"},
-    {"empty bind", cf + "id = \"n1\"\nbind = \"\"\n", 5, "node.bind", "must not be empty"},
-    {"missing id", cf, 0, "node.id", "missing required key"},
-    {"missing cluster_file", "id = \"n1\"\n", 0, "node.cluster_file", "missing required key"},
-    {"cluster file absent", "cluster_file = \"nope.ini\"\nid = \"n1\"\n", 3,
-     "node.cluster_file", "nope.ini: cannot open config file"},
+      {"id not in the node list", cf + "id = \"n7\"\n", 4, "node.id",
+       "\"n7\" is not in nodes.ids of "},
+      {"port differs", cf + "id = \"n1\"\nport = 4200\n", 5, "node.port",
+       "4200 differs from 4201, node n1's entry in nodes.ports"},
+      {"metrics port differs", cf + "id = \"n2\"\nmetrics_port = 9201\n", 5, "node.metrics_port",
+       "9201 differs from 9202"},
+      {"unknown key", cf + "id = \"n1\"\nhost = \"127.0.0.1\"\n", 5, "node.host",
+       "unknown key node.host (known keys in [node]: cluster_file, id, bind, port, metrics_port)"},
+      {"unknown section", cf + "id = \"n1\"\n[cluster]\nfile = \"x\"\n", 6, "cluster.file",
+       "unknown section [cluster] (known: node)"},
+      {"integer id", cf + "id = 1\n", 4, "node.id", "expected a quoted string"},
+      {"string port", cf + "id = \"n1\"\nport = \"4201\"\n", 5, "node.port", "expected an integer"},
+      {"port out of range", cf + "id = \"n1\"\nport = 65536\n", 5, "node.port", "out of range"},
+      {"empty bind", cf + "id = \"n1\"\nbind = \"\"\n", 5, "node.bind", "must not be empty"},
+      {"missing id", cf, 0, "node.id", "missing required key"},
+      {"missing cluster_file", "id = \"n1\"\n", 0, "node.cluster_file", "missing required key"},
+      {"cluster file absent", "cluster_file = \"nope.ini\"\nid = \"n1\"\n", 3, "node.cluster_file",
+       "nope.ini: cannot open config file"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.what);
     const std::string msg = node_error(c.body);
-    EXPECT_STARTS_WITH(msg, last_path_ + (c.line == 0 ? std::string{}
-                                                      : ":" + std::to_string(c.line))
-                              + ": ");
+    EXPECT_STARTS_WITH(
+        msg, last_path_ + (c.line == 0 ? std::string{} : ":" + std::to_string(c.line)) + ": ");
     EXPECT_CONTAINS(msg, c.key);
     EXPECT_CONTAINS(msg, c.reason);
   }
@@ -516,10 +518,10 @@ TEST_F(NodeFiles, AnErrorInTheClusterFileNamesBothFiles) {
   ini_model bad = base_cluster();
   bad.set("nodes", "ports", "[4200, 4200, 4202]");
   const std::string msg =
-    node_error("cluster_file = \"../cluster/cluster.ini\"\nid = \"n1\"\n", bad);
+      node_error("cluster_file = \"../cluster/cluster.ini\"\nid = \"n1\"\n", bad);
   EXPECT_STARTS_WITH(msg, last_path_ + ":3: node.cluster_file: ");
   EXPECT_CONTAINS(msg, (dir_ / "cluster" / "cluster.ini").string() + ":"
-                         + std::to_string(bad.line_of("nodes", "ports")) + ": nodes.ports: ");
+                           + std::to_string(bad.line_of("nodes", "ports")) + ": nodes.ports: ");
   EXPECT_CONTAINS(msg, "is used twice");
 }
 
@@ -561,25 +563,25 @@ TEST_F(ClusterFiles, EveryActorIsPlacedExactlyOnceUnderEveryStrategy) {
     std::string layers, slices, replicas, ids, hosts, ports, metrics;
   };
   const shape shapes[] = {
-    {"[12, 8, 6, 3]", "[2, 3, 1]", "2", "[\"n1\", \"n2\", \"n0\"]",
-     "[\"h\", \"h\", \"h\"]", "[1, 2, 3]", "[11, 12, 13]"},
-    {"[5, 4, 2]", "1", "1", "[\"solo\"]", "[\"h\"]", "[1]", "[2]"},
-    {"[20, 9, 8, 7, 6, 2]", "[3, 1, 2, 4, 2]", "3", "[\"e\", \"d\", \"c\", \"b\", \"a\"]",
-     "[\"h\", \"h\", \"h\", \"h\", \"h\"]", "[1, 2, 3, 4, 5]", "[11, 12, 13, 14, 15]"},
-    {"[10, 4, 2]", "[4, 2]", "4", "[\"x\", \"y\"]", "[\"h\", \"h\"]", "[1, 2]", "[3, 4]"},
+      {"[12, 8, 6, 3]", "[2, 3, 1]", "2", "[\"n1\", \"n2\", \"n0\"]", "[\"h\", \"h\", \"h\"]",
+       "[1, 2, 3]", "[11, 12, 13]"},
+      {"[5, 4, 2]", "1", "1", "[\"solo\"]", "[\"h\"]", "[1]", "[2]"},
+      {"[20, 9, 8, 7, 6, 2]", "[3, 1, 2, 4, 2]", "3", "[\"e\", \"d\", \"c\", \"b\", \"a\"]",
+       "[\"h\", \"h\", \"h\", \"h\", \"h\"]", "[1, 2, 3, 4, 5]", "[11, 12, 13, 14, 15]"},
+      {"[10, 4, 2]", "[4, 2]", "4", "[\"x\", \"y\"]", "[\"h\", \"h\"]", "[1, 2]", "[3, 4]"},
   };
   for (const auto& s : shapes) {
     for (const char* strategy : {"\"round_robin\"", "\"by_swarm\""}) {
       SCOPED_TRACE(s.layers + " " + s.slices + " R=" + s.replicas + " " + s.ids + " " + strategy);
       ini_model m = base_cluster();
       m.set("model", "layers", s.layers)
-        .set("topology", "slices", s.slices)
-        .set("topology", "replicas", s.replicas)
-        .set("placement", "strategy", strategy)
-        .set("nodes", "ids", s.ids)
-        .set("nodes", "hosts", s.hosts)
-        .set("nodes", "ports", s.ports)
-        .set("nodes", "metrics_ports", s.metrics);
+          .set("topology", "slices", s.slices)
+          .set("topology", "replicas", s.replicas)
+          .set("placement", "strategy", strategy)
+          .set("nodes", "ids", s.ids)
+          .set("nodes", "hosts", s.hosts)
+          .set("nodes", "ports", s.ports)
+          .set("nodes", "metrics_ports", s.metrics);
       const nt::cluster_config c = load(m);
       const nt::placement_plan p = nt::plan_placement(c);
       expect_every_actor_placed_once(c, p);
@@ -608,8 +610,8 @@ TEST_F(ClusterFiles, PlansAreIdenticalWhenComputedTwiceOrFromReorderedFiles) {
     // The node lists in other orders (consistently permuted).
     ini_model perm = base;
     perm.set("nodes", "ids", "[\"n2\", \"n0\", \"n1\"]")
-      .set("nodes", "ports", "[4202, 4200, 4201]")
-      .set("nodes", "metrics_ports", "[9202, 9200, 9201]");
+        .set("nodes", "ports", "[4202, 4200, 4201]")
+        .set("nodes", "metrics_ports", "[9202, 9200, 9201]");
     const nt::cluster_config pc = load(perm);
     EXPECT_EQ(pc.nodes, c.nodes);
     EXPECT_EQ(nt::plan_placement(pc), p);
@@ -637,8 +639,7 @@ TEST_F(ClusterFiles, TheHashCoversWhatNodesMustAgreeOn) {
   EXPECT_NE(hash_with("placement", "strategy", "\"round_robin\""), c.hash());
   EXPECT_NE(hash_with("nodes", "ports", "[4200, 4202, 4201]"), c.hash()); // n0 and n1 swapped
   EXPECT_NE(hash_with("nodes", "metrics_ports", "[9201, 9202, 9203]"), c.hash());
-  EXPECT_NE(hash_with("nodes", "hosts", "[\"127.0.0.1\", \"127.0.0.1\", \"127.0.0.2\"]"),
-            c.hash());
+  EXPECT_NE(hash_with("nodes", "hosts", "[\"127.0.0.1\", \"127.0.0.1\", \"127.0.0.2\"]"), c.hash());
   // ... settings of one process's output do not.
   EXPECT_EQ(hash_with("training", "output_dir", "\"elsewhere\""), c.hash());
   EXPECT_EQ(hash_with("system", "scheduler_threads", "2"), c.hash());
@@ -653,8 +654,9 @@ TEST_F(ClusterFiles, TheHashCoversWhatNodesMustAgreeOn) {
 TEST_F(ClusterFiles, BySwarmPutsASwarmOnOneNode) {
   // Five layers over three nodes: swarm l on sorted node l mod 3.
   ini_model m = base_cluster();
-  m.set("model", "layers", "[20, 9, 8, 7, 6, 2]").set("topology", "slices", "[3, 1, 2, 4, 2]")
-    .set("topology", "replicas", "3");
+  m.set("model", "layers", "[20, 9, 8, 7, 6, 2]")
+      .set("topology", "slices", "[3, 1, 2, 4, 2]")
+      .set("topology", "replicas", "3");
   const nt::cluster_config c = load(m);
   const nt::placement_plan p = nt::plan_placement(c);
   const std::vector<std::string> sorted = {"n0", "n1", "n2"};
@@ -681,7 +683,7 @@ TEST_F(ClusterFiles, BySwarmPutsASwarmOnOneNode) {
   for (const auto& a : on_n2)
     EXPECT_TRUE(a.kind == nt::actor_kind::swarm_leader || a.kind == nt::actor_kind::neuron_slice
                 || a.kind == nt::actor_kind::gradient_relay)
-      << nt::to_string(a);
+        << nt::to_string(a);
 }
 
 TEST_F(ClusterFiles, RoundRobinDealsActorsInCanonicalOrder) {
@@ -703,7 +705,7 @@ TEST_F(ClusterFiles, RoundRobinDealsActorsInCanonicalOrder) {
   for (const auto& n : p.nodes)
     load_of.push_back(nt::actors_on(p, n).size());
   EXPECT_LE(*std::max_element(load_of.begin(), load_of.end())
-              - *std::min_element(load_of.begin(), load_of.end()),
+                - *std::min_element(load_of.begin(), load_of.end()),
             1u);
 }
 
@@ -786,7 +788,7 @@ TEST(ExampleCluster, ClusterAndNodeFilesLoadAndAgree) {
   for (int i = 0; i < 3; ++i) {
     SCOPED_TRACE(i);
     const nt::node_config n =
-      nt::load_node_config(example_dir + "/node-" + std::to_string(i) + ".ini");
+        nt::load_node_config(example_dir + "/node-" + std::to_string(i) + ".ini");
     EXPECT_EQ(n.id, "n" + std::to_string(i));
     EXPECT_EQ(n.port, 4200 + i);
     EXPECT_EQ(n.metrics_port, 9200 + i);
@@ -808,10 +810,9 @@ TEST(ExampleCluster, EveryKeyOfTheExamplesIsDescribed) {
       EXPECT_CONTAINS(keys, "  " + e.name() + " (");
   }
   for (const char* k : {"placement.strategy", "placement.coordinator", "placement.leaders",
-                        "placement.workers", "placement.relays", "placement.slices",
-                        "nodes.ids", "nodes.hosts", "nodes.ports", "nodes.metrics_ports",
-                        "node.cluster_file", "node.id", "node.bind", "node.port",
-                        "node.metrics_port"})
+                        "placement.workers", "placement.relays", "placement.slices", "nodes.ids",
+                        "nodes.hosts", "nodes.ports", "nodes.metrics_ports", "node.cluster_file",
+                        "node.id", "node.bind", "node.port", "node.metrics_port"})
     EXPECT_CONTAINS(keys, std::string{"  "} + k + " (");
   EXPECT_CONTAINS(keys, "  nodes.ids (list of strings, required)");
 }
@@ -834,7 +835,7 @@ TEST(ExampleCluster, ExplicitExampleInTheCommentsIsValid) {
     text += line + "\n";
   }
   const nt::cluster_config c =
-    nt::parse_cluster_config(nt::parse_ini_text(text, "uncommented.ini"));
+      nt::parse_cluster_config(nt::parse_ini_text(text, "uncommented.ini"));
   const nt::placement_plan p = nt::plan_placement(c);
   EXPECT_EQ(p.strategy, nt::placement_strategy::listed);
   EXPECT_EQ(p.node_of(nt::actor_key::relay(1, 3)), "n2");

@@ -37,9 +37,9 @@ std::string error_of(F&& f) {
   return {};
 }
 
-#define EXPECT_CONTAINS(haystack, needle)                                                  \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                        \
-    << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
+#define EXPECT_CONTAINS(haystack, needle)                                                          \
+  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
+      << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
 
 using type = nt::ini_value::type;
 
@@ -54,32 +54,31 @@ const nt::ini_entry& entry(const nt::ini_document& doc, const std::string& name)
 // INI values
 
 TEST(IniParse, EveryValueKind) {
-  const std::string text =
-    "; a comment line\n"
-    "# another comment line\n"
-    "top = 1\n"
-    "[kinds]\n"
-    "yes = true\n"
-    "no = false\n"
-    "int = 42\n"
-    "neg = -17\n"
-    "plus = +5\n"
-    "real = 2.5e-3\n"
-    "real2 = -1.5E+2\n"
-    "half = .5\n"
-    "str = \"a \\\"quoted\\\" \\\\ word\\tand\\nline\"\n"
-    "atom = 'relu'\n"
-    "secs = 5s\n"
-    "millis = 250ms\n"
-    "minute = 1min\n"
-    "list = [1, -2, 2.5, \"x, y\", 'z', true, [3, 4]]\n"
-    "empty = []\n"
-    "spaced = [ ]\n"
-    "  indented   =   7   \n"
-    "c1 = 7 ; trailing comment\n"
-    "c2 = 8 # trailing comment\n"
-    "semi = \"a;b#c\" ; the ; and # inside quotes stay\n"
-    "atomsemi = 'x;y'\n";
+  const std::string text = "; a comment line\n"
+                           "# another comment line\n"
+                           "top = 1\n"
+                           "[kinds]\n"
+                           "yes = true\n"
+                           "no = false\n"
+                           "int = 42\n"
+                           "neg = -17\n"
+                           "plus = +5\n"
+                           "real = 2.5e-3\n"
+                           "real2 = -1.5E+2\n"
+                           "half = .5\n"
+                           "str = \"a \\\"quoted\\\" \\\\ word\\tand\\nline\"\n"
+                           "atom = 'relu'\n"
+                           "secs = 5s\n"
+                           "millis = 250ms\n"
+                           "minute = 1min\n"
+                           "list = [1, -2, 2.5, \"x, y\", 'z', true, [3, 4]]\n"
+                           "empty = []\n"
+                           "spaced = [ ]\n"
+                           "  indented   =   7   \n"
+                           "c1 = 7 ; trailing comment\n"
+                           "c2 = 8 # trailing comment\n"
+                           "semi = \"a;b#c\" ; the ; and # inside quotes stay\n"
+                           "atomsemi = 'x;y'\n";
   const nt::ini_document doc = nt::parse_ini_text(text, "kinds.ini");
   EXPECT_EQ(doc.path, "kinds.ini");
   ASSERT_EQ(doc.entries.size(), 22u);
@@ -157,7 +156,7 @@ TEST(IniParse, EveryValueKind) {
 
 TEST(IniParse, SameKeyInDifferentSectionsAndCrLf) {
   const nt::ini_document doc =
-    nt::parse_ini_text("[a]\r\nx = 1\r\n[ b ]\r\nx = \"two\"\r\n", "crlf.ini");
+      nt::parse_ini_text("[a]\r\nx = 1\r\n[ b ]\r\nx = \"two\"\r\n", "crlf.ini");
   ASSERT_EQ(doc.entries.size(), 2u);
   EXPECT_EQ(doc.entries[0].name(), "a.x");
   EXPECT_EQ(doc.entries[1].name(), "b.x");
@@ -182,29 +181,28 @@ struct ini_error_case {
 
 TEST(IniParse, ErrorsNameFileLineAndKey) {
   const ini_error_case cases[] = {
-    {"missing ]", "[model]\nx = 1\n[training\n", "bad.ini:3", "", "missing ]"},
-    {"key without =", "[model]\nlayers\n", "bad.ini:2", "layers", "expected key=value"},
-    {"empty key", "[model]\n = 3\n", "bad.ini:2", "", "invalid key name"},
-    {"empty value", "[model]\nx =\n", "bad.ini:2", "model.x", "missing value"},
-    {"unterminated string", "[data]\n\ndir = \"/tmp/x\n", "bad.ini:3", "data.dir",
-     "unterminated string"},
-    {"unterminated atom", "[data]\ndir = 'abc\n", "bad.ini:2", "data.dir", "unterminated atom"},
-    {"unquoted word", "[model]\nactivation = relu\n", "bad.ini:2", "model.activation",
-     "unquoted text \"relu\""},
-    {"duplicate key", "[training]\nseed = 1\nbatch_size = 2\nseed = 3\n", "bad.ini:4",
-     "training.seed", "set twice"},
-    {"bad number", "[training]\nseed = 12abc\n", "bad.ini:2", "training.seed",
-     "malformed number \"12abc\""},
-    {"two dots", "[training]\nx = 1.2.3\n", "bad.ini:2", "training.x", "malformed number"},
-    {"bad unit", "[training]\nx = 5parsecs\n", "bad.ini:2", "training.x", "malformed number"},
-    {"unterminated list", "[model]\nlayers = [1, 2\n", "bad.ini:2", "model.layers",
-     "unterminated list"},
-    {"list separator", "[model]\nlayers = [1; 2]\n", "bad.ini:2", "model.layers",
-     "unterminated list"},
-    {"junk after value", "[model]\nx = \"a\" \"b\"\n", "bad.ini:2", "model.x",
-     "unexpected text"},
-    {"unknown escape", "[model]\nx = \"a\\qb\"\n", "bad.ini:2", "model.x", "unknown escape"},
-    {"bad section name", "[mo del]\n", "bad.ini:1", "", "invalid section name"},
+      {"missing ]", "[model]\nx = 1\n[training\n", "bad.ini:3", "", "missing ]"},
+      {"key without =", "[model]\nlayers\n", "bad.ini:2", "layers", "expected key=value"},
+      {"empty key", "[model]\n = 3\n", "bad.ini:2", "", "invalid key name"},
+      {"empty value", "[model]\nx =\n", "bad.ini:2", "model.x", "missing value"},
+      {"unterminated string", "[data]\n\ndir = \"/tmp/x\n", "bad.ini:3", "data.dir",
+       "unterminated string"},
+      {"unterminated atom", "[data]\ndir = 'abc\n", "bad.ini:2", "data.dir", "unterminated atom"},
+      {"unquoted word", "[model]\nactivation = relu\n", "bad.ini:2", "model.activation",
+       "unquoted text \"relu\""},
+      {"duplicate key", "[training]\nseed = 1\nbatch_size = 2\nseed = 3\n", "bad.ini:4",
+       "training.seed", "set twice"},
+      {"bad number", "[training]\nseed = 12abc\n", "bad.ini:2", "training.seed",
+       "malformed number \"12abc\""},
+      {"two dots", "[training]\nx = 1.2.3\n", "bad.ini:2", "training.x", "malformed number"},
+      {"bad unit", "[training]\nx = 5parsecs\n", "bad.ini:2", "training.x", "malformed number"},
+      {"unterminated list", "[model]\nlayers = [1, 2\n", "bad.ini:2", "model.layers",
+       "unterminated list"},
+      {"list separator", "[model]\nlayers = [1; 2]\n", "bad.ini:2", "model.layers",
+       "unterminated list"},
+      {"junk after value", "[model]\nx = \"a\" \"b\"\n", "bad.ini:2", "model.x", "unexpected text"},
+      {"unknown escape", "[model]\nx = \"a\\qb\"\n", "bad.ini:2", "model.x", "unknown escape"},
+      {"bad section name", "[mo del]\n", "bad.ini:1", "", "invalid section name"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.what);
@@ -310,25 +308,37 @@ TEST_F(ConfigFiles, EveryKeyIsDescribed) {
   for (const auto& e : doc.entries)
     EXPECT_CONTAINS(keys, "  " + e.name() + " (");
   EXPECT_GE(doc.entries.size(), 21u);
-  for (const char* k : {"model.layers", "model.activation", "data.dir", "data.validation_size",
-                        "data.train_limit", "data.test_limit", "training.batch_size",
-                        "training.max_epochs", "training.target_accuracy",
-                        "training.eval_every", "training.seed", "training.output_dir",
-                        "training.progress_interval", "optimizer.kind",
-                        "optimizer.learning_rate", "optimizer.momentum", "optimizer.nesterov",
-                        "optimizer.beta1", "optimizer.beta2", "optimizer.rho",
+  for (const char* k : {"model.layers",
+                        "model.activation",
+                        "data.dir",
+                        "data.validation_size",
+                        "data.train_limit",
+                        "data.test_limit",
+                        "training.batch_size",
+                        "training.max_epochs",
+                        "training.target_accuracy",
+                        "training.eval_every",
+                        "training.seed",
+                        "training.output_dir",
+                        "training.progress_interval",
+                        "optimizer.kind",
+                        "optimizer.learning_rate",
+                        "optimizer.momentum",
+                        "optimizer.nesterov",
+                        "optimizer.beta1",
+                        "optimizer.beta2",
+                        "optimizer.rho",
                         "optimizer.epsilon"})
     EXPECT_CONTAINS(keys, std::string{"  "} + k + " (");
   EXPECT_CONTAINS(keys, "default [784, 256, 128, 10]");
 }
 
 TEST_F(ConfigFiles, FileValuesAreApplied) {
-  const std::string p = ini("run.ini",
-                            "[model]\nlayers = [64, 32, 5]\nactivation = 'tanh'\n"
-                            "[data]\ndir = \"/data/x\"\ntrain_limit = 1000\n"
-                            "[training]\ntarget_accuracy = 1\nprogress_interval = 0\n"
-                            "[optimizer]\nkind = \"momentum\"\nnesterov = true\n"
-                            "learning_rate = 5e-2\n");
+  const std::string p = ini("run.ini", "[model]\nlayers = [64, 32, 5]\nactivation = 'tanh'\n"
+                                       "[data]\ndir = \"/data/x\"\ntrain_limit = 1000\n"
+                                       "[training]\ntarget_accuracy = 1\nprogress_interval = 0\n"
+                                       "[optimizer]\nkind = \"momentum\"\nnesterov = true\n"
+                                       "learning_rate = 5e-2\n");
   const nt::run_config c = nt::load_run_config({"--config-file=" + p});
   EXPECT_EQ(c.model.layers, (std::vector<std::size_t>{64, 32, 5}));
   EXPECT_EQ(c.model.hidden, nt::activation::tanh);
@@ -353,41 +363,40 @@ struct config_error_case {
 
 TEST_F(ConfigFiles, BadEntriesNameFileLineAndKey) {
   const config_error_case cases[] = {
-    {"unknown key", "[training]\nbatch_size = 32\nbatchsize = 3\n", 3, "training.batchsize",
-     "unknown key"},
-    {"unknown section", "[model]\n\n[trainer]\nseed = 3\n", 4, "trainer.seed",
-     "unknown section [trainer]"},
-    {"key before any section", "seed = 3\n", 1, "seed", "outside any section"},
-    {"string for integer", "[training]\nbatch_size = \"64\"\n", 2, "training.batch_size",
-     "expected an integer, got string \"64\""},
-    {"real for integer", "[training]\nmax_epochs = 2.5\n", 2, "training.max_epochs",
-     "expected an integer"},
-    {"string in integer list", "[model]\nlayers = [784, \"wide\", 10]\n", 2, "model.layers",
-     "element 1: expected an integer, got string \"wide\""},
-    {"integer for list", "[model]\nlayers = 784\n", 2, "model.layers", "expected a list"},
-    {"integer for string", "[data]\ndir = 5\n", 2, "data.dir", "expected a quoted string"},
-    {"string for boolean", "[optimizer]\nnesterov = \"yes\"\n", 2, "optimizer.nesterov",
-     "expected true or false"},
-    {"boolean for number", "[optimizer]\nbeta1 = true\n", 2, "optimizer.beta1",
-     "expected a number"},
-    {"batch_size 0", "[training]\nbatch_size = 0\n", 2, "training.batch_size",
-     "out of range"},
-    {"negative count", "[data]\ntrain_limit = -5\n", 2, "data.train_limit", "out of range"},
-    {"max_epochs 0", "[training]\nmax_epochs = 0\n", 2, "training.max_epochs", "out of range"},
-    {"zero width", "[model]\nlayers = [784, 0, 10]\n", 2, "model.layers", "element 1"},
-    {"target_accuracy 1.5", "[training]\ntarget_accuracy = 1.5\n", 2,
-     "training.target_accuracy", "out of range"},
-    {"learning_rate 0", "[optimizer]\nlearning_rate = 0\n", 2, "optimizer.learning_rate",
-     "out of range"},
-    {"beta2 1.0", "[optimizer]\nbeta2 = 1.0\n", 2, "optimizer.beta2", "out of range"},
-    {"momentum 1", "[optimizer]\nmomentum = 1\n", 2, "optimizer.momentum", "out of range"},
-    {"epsilon negative", "[optimizer]\nepsilon = -1e-8\n", 2, "optimizer.epsilon",
-     "out of range"},
-    {"bad activation", "[model]\nactivation = \"swish\"\n", 2, "model.activation", "swish"},
-    {"bad optimizer", "[optimizer]\nkind = \"adamw\"\n", 2, "optimizer.kind", "adamw"},
-    {"empty output_dir", "[training]\noutput_dir = \"\"\n", 2, "training.output_dir",
-     "must not be empty"},
-    {"syntax error", "[training]\nseed = one\n", 2, "training.seed", "unquoted text"},
+      {"unknown key", "[training]\nbatch_size = 32\nbatchsize = 3\n", 3, "training.batchsize",
+       "unknown key"},
+      {"unknown section", "[model]\n\n[trainer]\nseed = 3\n", 4, "trainer.seed",
+       "unknown section [trainer]"},
+      {"key before any section", "seed = 3\n", 1, "seed", "outside any section"},
+      {"string for integer", "[training]\nbatch_size = \"64\"\n", 2, "training.batch_size",
+       "expected an integer, got string \"64\""},
+      {"real for integer", "[training]\nmax_epochs = 2.5\n", 2, "training.max_epochs",
+       "expected an integer"},
+      {"string in integer list", "[model]\nlayers = [784, \"wide\", 10]\n", 2, "model.layers",
+       "element 1: expected an integer, got string \"wide\""},
+      {"integer for list", "[model]\nlayers = 784\n", 2, "model.layers", "expected a list"},
+      {"integer for string", "[data]\ndir = 5\n", 2, "data.dir", "expected a quoted string"},
+      {"string for boolean", "[optimizer]\nnesterov = \"yes\"\n", 2, "optimizer.nesterov",
+       "expected true or false"},
+      {"boolean for number", "[optimizer]\nbeta1 = true\n", 2, "optimizer.beta1",
+       "expected a number"},
+      {"batch_size 0", "[training]\nbatch_size = 0\n", 2, "training.batch_size", "out of range"},
+      {"negative count", "[data]\ntrain_limit = -5\n", 2, "data.train_limit", "out of range"},
+      {"max_epochs 0", "[training]\nmax_epochs = 0\n", 2, "training.max_epochs", "out of range"},
+      {"zero width", "[model]\nlayers = [784, 0, 10]\n", 2, "model.layers", "element 1"},
+      {"target_accuracy 1.5", "[training]\ntarget_accuracy = 1.5\n", 2, "training.target_accuracy",
+       "out of range"},
+      {"learning_rate 0", "[optimizer]\nlearning_rate = 0\n", 2, "optimizer.learning_rate",
+       "out of range"},
+      {"beta2 1.0", "[optimizer]\nbeta2 = 1.0\n", 2, "optimizer.beta2", "out of range"},
+      {"momentum 1", "[optimizer]\nmomentum = 1\n", 2, "optimizer.momentum", "out of range"},
+      {"epsilon negative", "[optimizer]\nepsilon = -1e-8\n", 2, "optimizer.epsilon",
+       "out of range"},
+      {"bad activation", "[model]\nactivation = \"swish\"\n", 2, "model.activation", "swish"},
+      {"bad optimizer", "[optimizer]\nkind = \"adamw\"\n", 2, "optimizer.kind", "adamw"},
+      {"empty output_dir", "[training]\noutput_dir = \"\"\n", 2, "training.output_dir",
+       "must not be empty"},
+      {"syntax error", "[training]\nseed = one\n", 2, "training.seed", "unquoted text"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.what);
@@ -400,13 +409,13 @@ TEST_F(ConfigFiles, BadEntriesNameFileLineAndKey) {
 
 TEST_F(ConfigFiles, ValidActivationAndOptimizerNames) {
   for (const char* a : {"relu", "tanh", "sigmoid", "identity"}) {
-    const std::string p = ini(std::string{a} + ".ini",
-                              std::string{"[model]\nactivation = \""} + a + "\"\n");
+    const std::string p =
+        ini(std::string{a} + ".ini", std::string{"[model]\nactivation = \""} + a + "\"\n");
     EXPECT_EQ(nt::to_string(nt::load_run_config({"--config-file=" + p}).model.hidden), a);
   }
   for (const char* k : {"sgd", "momentum", "adagrad", "rmsprop", "adam"}) {
     const std::string p =
-      ini(std::string{k} + ".ini", std::string{"[optimizer]\nkind = '"} + k + "'\n");
+        ini(std::string{k} + ".ini", std::string{"[optimizer]\nkind = '"} + k + "'\n");
     EXPECT_EQ(nt::to_string(nt::load_run_config({"--config-file=" + p}).optimizer.kind), k);
   }
 }
@@ -429,8 +438,9 @@ TEST_F(ConfigFiles, MissingFileAndCommandLineMistakes) {
   EXPECT_CONTAINS(msg, missing);
   EXPECT_CONTAINS(msg, "cannot open");
 
-  msg = error_of(
-    [&] { nt::load_run_config({"--config-file=" + local_ini, "--config-file=" + local_ini}); });
+  msg = error_of([&] {
+    nt::load_run_config({"--config-file=" + local_ini, "--config-file=" + local_ini});
+  });
   EXPECT_CONTAINS(msg, "--config-file given twice");
 
   msg = error_of([&] { nt::load_run_config({"--config-file="}); });
@@ -447,10 +457,10 @@ TEST_F(ConfigFiles, MissingFileAndCommandLineMistakes) {
 
 TEST_F(ConfigFiles, CommandLineOverridesApplyOverTheFile) {
   const nt::run_config c = nt::load_run_config(
-    {"--training.max_epochs=3", "--config-file=" + local_ini, "--optimizer.kind=sgd",
-     "--data.dir=/srv/data set", "--model.layers=[784, 64, 10]",
-     "--training.output_dir=out/run-1", "--optimizer.learning_rate=0.05",
-     "--optimizer.nesterov=true", "--model.activation='tanh'"});
+      {"--training.max_epochs=3", "--config-file=" + local_ini, "--optimizer.kind=sgd",
+       "--data.dir=/srv/data set", "--model.layers=[784, 64, 10]",
+       "--training.output_dir=out/run-1", "--optimizer.learning_rate=0.05",
+       "--optimizer.nesterov=true", "--model.activation='tanh'"});
   EXPECT_EQ(c.training.max_epochs, 3u);
   EXPECT_EQ(c.optimizer.kind, nt::optimizer_kind::sgd);
   EXPECT_EQ(c.data.dir, "/srv/data set");
@@ -464,9 +474,9 @@ TEST_F(ConfigFiles, CommandLineOverridesApplyOverTheFile) {
 
   // The override wins even when the file sets the key.
   const std::string p = ini("epochs.ini", "[training]\nmax_epochs = 9\n");
-  EXPECT_EQ(nt::load_run_config({"--config-file=" + p, "--training.max_epochs=4"})
-              .training.max_epochs,
-            4u);
+  EXPECT_EQ(
+      nt::load_run_config({"--config-file=" + p, "--training.max_epochs=4"}).training.max_epochs,
+      4u);
   EXPECT_EQ(nt::load_run_config({"--config-file=" + p}).training.max_epochs, 9u);
 }
 
@@ -525,9 +535,9 @@ TEST(RunConfigHash, StableAndSensitiveToResultAffectingKeys) {
 
 TEST(RunConfigHash, SameThroughFileAndOverrides) {
   const nt::run_config a = nt::load_run_config(
-    {"--config-file=" + local_ini, "--training.output_dir=/tmp/a", "--training.seed=7"});
+      {"--config-file=" + local_ini, "--training.output_dir=/tmp/a", "--training.seed=7"});
   const nt::run_config b =
-    nt::load_run_config({"--training.seed=7", "--training.progress_interval=0"});
+      nt::load_run_config({"--training.seed=7", "--training.progress_interval=0"});
   EXPECT_EQ(a.hash(), b.hash());
 }
 

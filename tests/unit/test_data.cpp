@@ -35,8 +35,8 @@ protected:
     static std::atomic<int> counter{0};
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     dir_ = fs::temp_directory_path()
-           / ("nettorrent-test_data-" + std::string{info->name()} + "-"
-              + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+           / ("nettorrent-test_data-" + std::string{info->name()} + "-" + std::to_string(::getpid())
+              + "-" + std::to_string(counter++));
     fs::remove_all(dir_);
     ASSERT_TRUE(fs::create_directories(dir_));
   }
@@ -111,9 +111,9 @@ std::string error_of(F&& f) {
   return {};
 }
 
-#define EXPECT_CONTAINS(haystack, needle)                                                  \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                        \
-    << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
+#define EXPECT_CONTAINS(haystack, needle)                                                          \
+  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
+      << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
 
 std::string read_idx_error(const std::string& path, std::size_t rank) {
   std::vector<std::size_t> dims;

@@ -164,8 +164,8 @@ TEST(InitDense, SlicesAreColumnsOfTheFullLayer) {
         ASSERT_EQ(s.w.cols(), n);
         ASSERT_EQ(s.b.size(), n);
         EXPECT_TRUE(same_bits(s.w, full.w.middleCols(c0, n)))
-          << nt::to_string(act) << " parts " << parts << " cols [" << cols.begin << ","
-          << cols.end << ")";
+            << nt::to_string(act) << " parts " << parts << " cols [" << cols.begin << ","
+            << cols.end << ")";
         EXPECT_TRUE(s.b.isZero(0));
       }
     }
@@ -176,7 +176,7 @@ TEST(InitDense, HeNormalStatistics) {
   // ReLU layer: He normal, std sqrt(2 / fan_in). 256 x 256 = 65536 weights.
   const std::size_t fan_in = 256, fan_out = 256;
   const nt::dense_params p =
-    nt::init_dense(3, full_geometry(0, fan_in, fan_out, nt::activation::relu));
+      nt::init_dense(3, full_geometry(0, fan_in, fan_out, nt::activation::relu));
   const double expected_std = std::sqrt(2.0 / static_cast<double>(fan_in));
   double sum = 0, sum_sq = 0, max_abs = 0;
   const auto count = static_cast<double>(p.w.size());
@@ -238,9 +238,9 @@ struct full_result {
 void check_slices_match_full(const layer_case& lc, nt::activation act, std::uint64_t seed) {
   const auto fan_in = static_cast<std::size_t>(lc.fan_in);
   const auto fan_out = static_cast<std::size_t>(lc.fan_out);
-  const nt::matrix x = uniform_matrix(lc.batch, lc.fan_in, -1.0f, 1.0f, seed);       // B x in
-  const nt::matrix r = uniform_matrix(lc.batch, lc.fan_out, -1.0f, 1.0f, seed + 1);  // dH
-  const nt::row_vector bias = uniform_matrix(1, lc.fan_out, -0.5f, 0.5f, seed + 2);  // 1 x out
+  const nt::matrix x = uniform_matrix(lc.batch, lc.fan_in, -1.0f, 1.0f, seed);      // B x in
+  const nt::matrix r = uniform_matrix(lc.batch, lc.fan_out, -1.0f, 1.0f, seed + 1); // dH
+  const nt::row_vector bias = uniform_matrix(1, lc.fan_out, -0.5f, 0.5f, seed + 2); // 1 x out
 
   nt::dense_params full = nt::init_dense(seed, full_geometry(2, fan_in, fan_out, act));
   full.b = bias;
@@ -421,16 +421,16 @@ TEST(Dense, BackwardMatchesFiniteDifferences) {
     auto loss = [&] { return weighted_output_sum(x, p, act, r); };
     for (Eigen::Index k = 0; k < fan_in; ++k)
       for (Eigen::Index j = 0; j < fan_out; ++j)
-        EXPECT_TRUE(close_rel(grads.dw(k, j), central_difference(p.w(k, j), step, loss), 1e-2,
-                              1e-4))
-          << "dW(" << k << "," << j << ")";
+        EXPECT_TRUE(
+            close_rel(grads.dw(k, j), central_difference(p.w(k, j), step, loss), 1e-2, 1e-4))
+            << "dW(" << k << "," << j << ")";
     for (Eigen::Index j = 0; j < fan_out; ++j)
       EXPECT_TRUE(close_rel(grads.db(j), central_difference(p.b(j), step, loss), 1e-2, 1e-4))
-        << "db(" << j << ")";
+          << "db(" << j << ")";
     for (Eigen::Index i = 0; i < batch; ++i)
       for (Eigen::Index k = 0; k < fan_in; ++k)
         EXPECT_TRUE(close_rel(dx(i, k), central_difference(x(i, k), step, loss), 1e-2, 1e-4))
-          << "dX(" << i << "," << k << ")";
+            << "dX(" << i << "," << k << ")";
     // On exit dh holds dZ: for the identity that is R itself.
     if (act == nt::activation::identity) {
       EXPECT_EQ(dh, r);

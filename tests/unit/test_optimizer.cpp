@@ -128,7 +128,7 @@ TEST(Optimizer, AdagradByHand) {
   const double w1_after1 = -2.0 + 0.1 / 1.5;
   EXPECT_NEAR(r.after1[0], 0.95, tol);
   EXPECT_NEAR(r.after1[1], w1_after1, tol);
-  EXPECT_NEAR(r.after2[0], 0.95 - 0.1 * (s5 - 2.0), tol);          // 0.9263932
+  EXPECT_NEAR(r.after2[0], 0.95 - 0.1 * (s5 - 2.0), tol);            // 0.9263932
   EXPECT_NEAR(r.after2[1], w1_after1 - 0.1 * (s5 - 1.0) / 4.0, tol); // -1.9642350
   EXPECT_EQ(r.state_m_size_initial, 0u);
   EXPECT_EQ(r.state_v_size_initial, 2u);
@@ -236,9 +236,8 @@ TEST(Optimizer, StateSizesAndStepCounter) {
 }
 
 TEST(Optimizer, KindNamesRoundTrip) {
-  for (auto k : {nt::optimizer_kind::sgd, nt::optimizer_kind::momentum,
-                 nt::optimizer_kind::adagrad, nt::optimizer_kind::rmsprop,
-                 nt::optimizer_kind::adam})
+  for (auto k : {nt::optimizer_kind::sgd, nt::optimizer_kind::momentum, nt::optimizer_kind::adagrad,
+                 nt::optimizer_kind::rmsprop, nt::optimizer_kind::adam})
     EXPECT_EQ(nt::parse_optimizer_kind(nt::to_string(k)), k);
   EXPECT_EQ(nt::parse_optimizer_kind("adam"), nt::optimizer_kind::adam);
   EXPECT_THROW(nt::parse_optimizer_kind("adamw"), nt::error);
@@ -261,7 +260,7 @@ void expect_rejected(const nt::optimizer_config& cfg, const std::string& key) {
     ADD_FAILURE() << "validate() accepted a bad " << key;
   } catch (const nt::error& e) {
     EXPECT_NE(std::string{e.what()}.find(key), std::string::npos)
-      << "message does not name " << key << ": " << e.what();
+        << "message does not name " << key << ": " << e.what();
   }
   EXPECT_THROW(nt::make_optimizer(cfg), nt::error) << key;
 }
@@ -355,8 +354,8 @@ TEST(Optimizer, AdamLongVectorMatchesScalarReference) {
     if (std::fabs(w[i] - rw[i]) > 1e-6 || std::fabs(s.m[i] - rm[i]) > 1e-6
         || std::fabs(s.v[i] - rv[i]) > 1e-6 * std::max(1e-3, rv[i])) {
       if (++bad <= 5)
-        ADD_FAILURE() << "element " << i << ": w " << w[i] << " vs " << rw[i] << ", m "
-                      << s.m[i] << " vs " << rm[i] << ", v " << s.v[i] << " vs " << rv[i];
+        ADD_FAILURE() << "element " << i << ": w " << w[i] << " vs " << rw[i] << ", m " << s.m[i]
+                      << " vs " << rm[i] << ", v " << s.v[i] << " vs " << rv[i];
     }
   }
   EXPECT_EQ(bad, 0u);

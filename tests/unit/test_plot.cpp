@@ -21,14 +21,16 @@ class Plot : public ::testing::Test {
 protected:
   Plot() {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir = fs::temp_directory_path() / ("nettorrent-plot-" + std::to_string(::getpid()) + "-" + info->name());
+    dir = fs::temp_directory_path()
+          / ("nettorrent-plot-" + std::to_string(::getpid()) + "-" + info->name());
     fs::remove_all(dir);
     fs::create_directories(dir);
     csv = (dir / "curve.csv").string();
     png = (dir / "curve.png").string();
     std::vector<nt::curve_point> curve;
     for (int i = 1; i <= 5; ++i)
-      curve.push_back({1, static_cast<std::uint64_t>(i) * 1000, 0.1 * i, 1.0 / i, 1.2 / i, 0.5 + 0.05 * i});
+      curve.push_back(
+          {1, static_cast<std::uint64_t>(i) * 1000, 0.1 * i, 1.0 / i, 1.2 / i, 0.5 + 0.05 * i});
     nt::write_curve_csv(csv, curve);
   }
   ~Plot() override { fs::remove_all(dir); }
@@ -49,7 +51,7 @@ TEST_F(Plot, DrawsAPngNextToTheCurve) {
   // Nothing else is left behind: no script, no temp image.
   std::size_t files = 0;
   for (const auto& e : fs::directory_iterator(dir)) {
-    (void) e;
+    (void)e;
     ++files;
   }
   EXPECT_EQ(files, 2u);

@@ -9,8 +9,8 @@
 #include <set>
 #include <vector>
 
-#include <xmmintrin.h>
 #include <pmmintrin.h>
+#include <xmmintrin.h>
 
 #include <gtest/gtest.h>
 
@@ -36,8 +36,12 @@ TEST(Rng, XoshiroMatchesReferenceOutputs) {
   // implementation of the published algorithm.
   nt::rng gen{0};
   gen.set_state({1, 2, 3, 4});
-  const std::uint64_t expect[] = {11520ULL, 0ULL, 1509978240ULL, 1215971899390074240ULL,
-                                  1216172134540287360ULL, 607988272756665600ULL};
+  const std::uint64_t expect[] = {11520ULL,
+                                  0ULL,
+                                  1509978240ULL,
+                                  1215971899390074240ULL,
+                                  1216172134540287360ULL,
+                                  607988272756665600ULL};
   for (auto e : expect)
     EXPECT_EQ(gen.next(), e);
 }
@@ -76,8 +80,8 @@ TEST(Rng, StateRoundTrip) {
 
 TEST(Rng, BelowStaysInRange) {
   nt::rng gen{5};
-  for (std::uint64_t bound : {1ULL, 2ULL, 3ULL, 7ULL, 10ULL, 1000ULL, 1ULL << 33,
-                              (1ULL << 63) + 12345ULL, ~0ULL}) {
+  for (std::uint64_t bound :
+       {1ULL, 2ULL, 3ULL, 7ULL, 10ULL, 1000ULL, 1ULL << 33, (1ULL << 63) + 12345ULL, ~0ULL}) {
     std::uint64_t largest = 0;
     for (int i = 0; i < 2000; ++i) {
       const auto x = gen.below(bound);
@@ -189,8 +193,8 @@ TEST(Rng, HashCoordsDistinguishesCoordinates) {
   // Changing one coordinate flips about half of the bits.
   double flipped = 0;
   for (std::uint64_t c = 0; c < 1000; ++c)
-    flipped += static_cast<double>(__builtin_popcountll(nt::hash_coords(9, {1, c})
-                                                        ^ nt::hash_coords(9, {1, c + 1})));
+    flipped += static_cast<double>(
+        __builtin_popcountll(nt::hash_coords(9, {1, c}) ^ nt::hash_coords(9, {1, c + 1})));
   EXPECT_NEAR(flipped / 1000.0, 32.0, 1.0);
 }
 
@@ -269,13 +273,13 @@ nt::optimizer_config adam(float lr) {
 bool same_bits(const nt::matrix& a, const nt::matrix& b) {
   return a.rows() == b.rows() && a.cols() == b.cols()
          && std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.size()) * sizeof(float))
-              == 0;
+                == 0;
 }
 
 bool same_bits(const nt::row_vector& a, const nt::row_vector& b) {
   return a.size() == b.size()
          && std::memcmp(a.data(), b.data(), static_cast<std::size_t>(a.size()) * sizeof(float))
-              == 0;
+                == 0;
 }
 
 } // namespace

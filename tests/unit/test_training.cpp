@@ -32,9 +32,9 @@ namespace {
 const std::string cli = NETTORRENT_CLI;
 const std::string local_ini = std::string{NETTORRENT_SOURCE_DIR} + "/config/local.ini";
 
-#define EXPECT_CONTAINS(haystack, needle)                                                  \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                        \
-    << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
+#define EXPECT_CONTAINS(haystack, needle)                                                          \
+  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
+      << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
 
 std::string read_file(const std::string& path) {
   std::ifstream is{path, std::ios::binary};
@@ -128,7 +128,7 @@ TEST_F(Training, SyntheticBlobsAreLearned) {
 
   constexpr double threshold = 0.95;
   const nt::evaluation before =
-    nt::evaluate_model(trainer.geometry(), trainer.params(), set, &test);
+      nt::evaluate_model(trainer.geometry(), trainer.params(), set, &test);
   EXPECT_LT(before.accuracy, 0.5) << "an untrained model should be near chance (0.2)";
   EXPECT_LT(before.accuracy, threshold);
 
@@ -149,8 +149,7 @@ TEST_F(Training, SyntheticBlobsAreLearned) {
   EXPECT_LT(epoch_loss.back(), epoch_loss.front());
   EXPECT_LT(epoch_loss.back(), 0.2);
 
-  const nt::evaluation after =
-    nt::evaluate_model(trainer.geometry(), trainer.params(), set, &test);
+  const nt::evaluation after = nt::evaluate_model(trainer.geometry(), trainer.params(), set, &test);
   EXPECT_EQ(after.samples, n_test);
   EXPECT_GE(after.accuracy, threshold);
   EXPECT_LT(after.loss, before.loss);
@@ -179,9 +178,8 @@ TEST_F(Training, ShortFashionMnistRunPassesEightyPercent) {
   ASSERT_TRUE(fs::is_regular_file(s.checkpoint_path));
   ASSERT_TRUE(fs::is_regular_file(s.curve_path));
   const std::string curve = read_file(s.curve_path);
-  EXPECT_EQ(curve.rfind("epoch,samples,seconds,train_loss,validation_loss,validation_accuracy\n",
-                        0),
-            0u);
+  EXPECT_EQ(
+      curve.rfind("epoch,samples,seconds,train_loss,validation_loss,validation_accuracy\n", 0), 0u);
   EXPECT_EQ(std::count(curve.begin(), curve.end(), '\n'), 4); // header + one row per epoch
 
   // The saved model scores exactly what the run reported.
@@ -223,11 +221,10 @@ TEST_F(Training, ShortFashionMnistRunPassesEightyPercent) {
 
 TEST_F(Training, CommandLineTrainsAndEvaluates) {
   const std::string out = path("cli-run");
-  const cli_result train =
-    run_cli({"centralised", "--config-file=" + local_ini, "--data.train_limit=5000",
-             "--training.max_epochs=2", "--training.output_dir=" + out,
-             "--training.progress_interval=0"},
-            path("train.log"));
+  const cli_result train = run_cli(
+      {"centralised", "--config-file=" + local_ini, "--data.train_limit=5000",
+       "--training.max_epochs=2", "--training.output_dir=" + out, "--training.progress_interval=0"},
+      path("train.log"));
   ASSERT_EQ(train.code, 0) << train.output;
   EXPECT_CONTAINS(train.output, "test: accuracy");
   EXPECT_CONTAINS(train.output, "epoch 2/2");
@@ -238,7 +235,7 @@ TEST_F(Training, CommandLineTrainsAndEvaluates) {
   EXPECT_EQ(nt::load_checkpoint(out + "/model.ckpt").header.epoch, 2u);
 
   const cli_result eval =
-    run_cli({"evaluate", "--checkpoint=" + out + "/model.ckpt"}, path("eval.log"));
+      run_cli({"evaluate", "--checkpoint=" + out + "/model.ckpt"}, path("eval.log"));
   ASSERT_EQ(eval.code, 0) << eval.output;
   EXPECT_CONTAINS(eval.output, "confusion matrix");
   EXPECT_CONTAINS(eval.output, "on 10000 samples");
@@ -265,9 +262,9 @@ TEST_F(Training, CommandLineTrainsAndEvaluates) {
   EXPECT_EQ(total, 10000u);
 
   // A test limit is honoured.
-  const cli_result limited = run_cli(
-    {"evaluate", "--checkpoint=" + out + "/model.ckpt", "--data.test_limit=500"},
-    path("eval500.log"));
+  const cli_result limited =
+      run_cli({"evaluate", "--checkpoint=" + out + "/model.ckpt", "--data.test_limit=500"},
+              path("eval500.log"));
   ASSERT_EQ(limited.code, 0) << limited.output;
   EXPECT_CONTAINS(limited.output, "on 500 samples");
 }
