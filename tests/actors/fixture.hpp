@@ -4,6 +4,8 @@
 // that record what they receive and fail on anything they did not expect.
 #pragma once
 
+#include "test_support.hpp"
+
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -38,10 +40,6 @@
 namespace nt = nettorrent;
 
 namespace actor_tests {
-
-#define EXPECT_CONTAINS(haystack, needle)                                                          \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
-      << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
 
 // ---------------------------------------------------------------------------
 // Bitwise comparisons.

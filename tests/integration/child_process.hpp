@@ -4,6 +4,8 @@
 // leaves a process behind. Plus free loopback ports and a minimal HTTP GET.
 #pragma once
 
+#include "test_support.hpp"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -33,12 +35,9 @@ extern char** environ;
 
 namespace integration {
 
-/// The whole content of a file ("" if unreadable).
-inline std::string read_file(const std::string& path) {
-  std::ifstream is{path, std::ios::binary};
-  return std::string{std::istreambuf_iterator<char>(is), std::istreambuf_iterator<char>()};
-}
+using test_support::read_file;
 
+/// The whole content of a file ("" if unreadable).
 /// "exit status 3", "killed by signal 9 (Killed)".
 inline std::string describe_status(int status) {
   if (WIFEXITED(status))

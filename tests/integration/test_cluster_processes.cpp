@@ -8,6 +8,8 @@
 // wait lasts beyond the test's budget of 120 s.
 #include <gtest/gtest.h>
 
+#include "test_support.hpp"
+
 #include "child_process.hpp"
 
 #include <arpa/inet.h>
@@ -43,6 +45,8 @@
 extern char** environ;
 
 namespace nt = nettorrent;
+using test_support::read_file;
+using test_support::write_file;
 namespace fs = std::filesystem;
 
 namespace {
@@ -57,19 +61,8 @@ const std::string launcher = source_dir + "/scripts/launch-cluster.sh";
 /// No test may take longer than this; every child is killed after it.
 constexpr auto test_budget = 120s;
 
-#define EXPECT_CONTAINS(haystack, needle)                                                          \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
-      << "does not contain \"" << (needle) << "\":\n"                                              \
-      << (haystack)
-
 double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream os{path, std::ios::binary};
-  os << text;
-  ASSERT_TRUE(os.good()) << "cannot write " << path;
 }
 
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
@@ -87,7 +80,6 @@ std::string hex(std::uint64_t x) {
 using integration::child_process;
 using integration::describe_status;
 using integration::free_ports;
-using integration::read_file;
 
 /// The result-affecting keys of a run: written once for the cluster file
 /// and once for the embedded run's file, so both describe the same run.

@@ -3,6 +3,8 @@
 // curve CSV.
 #include <gtest/gtest.h>
 
+#include "test_support.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -25,6 +27,9 @@
 #include "nettorrent/run_support.hpp"
 
 namespace nt = nettorrent;
+using test_support::error_of;
+using test_support::read_file;
+using test_support::write_file;
 namespace fs = std::filesystem;
 
 namespace {
@@ -57,35 +62,6 @@ protected:
 
   fs::path dir_;
 };
-
-std::string read_file(const std::string& path) {
-  std::ifstream is{path, std::ios::binary};
-  return std::string{std::istreambuf_iterator<char>(is), std::istreambuf_iterator<char>()};
-}
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream os{path, std::ios::binary | std::ios::trunc};
-  os.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(os.good()) << path;
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const nt::error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected nettorrent::error, got std::exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "expected nettorrent::error, nothing was thrown";
-  return {};
-}
-
-#define EXPECT_CONTAINS(haystack, needle)                                                          \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
-      << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
 
 std::uint64_t fnv1a(const std::string& bytes) {
   std::uint64_t h = 0xcbf29ce484222325ULL;

@@ -2,6 +2,8 @@
 // binary. Successful training runs are in test_training.
 #include <gtest/gtest.h>
 
+#include "test_support.hpp"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +21,7 @@
 #include "nettorrent/data.hpp"
 
 namespace nt = nettorrent;
+using test_support::read_file;
 namespace fs = std::filesystem;
 
 namespace {
@@ -26,20 +29,11 @@ namespace {
 const std::string cli = NETTORRENT_CLI;
 const std::string local_ini = std::string{NETTORRENT_SOURCE_DIR} + "/config/local.ini";
 
-#define EXPECT_CONTAINS(haystack, needle)                                                          \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
-      << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
-
 std::string quote(const std::string& s) {
   std::string out = "'";
   for (char c : s)
     out += c == '\'' ? std::string{"'\\''"} : std::string(1, c);
   return out + "'";
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream is{path, std::ios::binary};
-  return std::string{std::istreambuf_iterator<char>(is), std::istreambuf_iterator<char>()};
 }
 
 struct cli_result {

@@ -4,6 +4,8 @@
 // ordered, and follows each strategy; config/cluster/ loads and validates.
 #include <gtest/gtest.h>
 
+#include "test_support.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
@@ -23,29 +25,12 @@
 #include "nettorrent/placement.hpp"
 
 namespace nt = nettorrent;
+using test_support::error_of;
 namespace fs = std::filesystem;
 
 namespace {
 
 const std::string example_dir = std::string{NETTORRENT_SOURCE_DIR} + "/config/cluster";
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const nt::error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected nettorrent::error, got std::exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "expected nettorrent::error, nothing was thrown";
-  return {};
-}
-
-#define EXPECT_CONTAINS(haystack, needle)                                                          \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
-      << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
 
 #define EXPECT_STARTS_WITH(haystack, prefix)                                                       \
   EXPECT_EQ(std::string{haystack}.rfind(prefix, 0), 0u)                                            \

@@ -3,6 +3,8 @@
 // command-line overrides; the configuration hash; whole-config validation.
 #include <gtest/gtest.h>
 
+#include "test_support.hpp"
+
 #include <atomic>
 #include <cmath>
 #include <filesystem>
@@ -17,29 +19,12 @@
 #include "nettorrent/ini.hpp"
 
 namespace nt = nettorrent;
+using test_support::error_of;
 namespace fs = std::filesystem;
 
 namespace {
 
 const std::string local_ini = std::string{NETTORRENT_SOURCE_DIR} + "/config/local.ini";
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const nt::error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected nettorrent::error, got std::exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "expected nettorrent::error, nothing was thrown";
-  return {};
-}
-
-#define EXPECT_CONTAINS(haystack, needle)                                                          \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
-      << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
 
 using type = nt::ini_value::type;
 

@@ -3,6 +3,8 @@
 // synthetic test set.
 #include <gtest/gtest.h>
 
+#include "test_support.hpp"
+
 #include <zlib.h>
 
 #include <algorithm>
@@ -22,6 +24,7 @@
 #include "nettorrent/rng.hpp"
 
 namespace nt = nettorrent;
+using test_support::error_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -94,26 +97,6 @@ bytes image_bytes(std::size_t n, std::uint64_t seed = 7) {
     v = static_cast<std::uint8_t>(gen.next() >> 56);
   return b;
 }
-
-// Runs `f` and returns the nettorrent::error message; fails the test if
-// nothing or something else is thrown.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const nt::error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected nettorrent::error, got std::exception: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "expected nettorrent::error, nothing was thrown";
-  return {};
-}
-
-#define EXPECT_CONTAINS(haystack, needle)                                                          \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
-      << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
 
 std::string read_idx_error(const std::string& path, std::size_t rank) {
   std::vector<std::size_t> dims;

@@ -3,6 +3,8 @@
 // checkpoint it writes, and early stopping at a target accuracy.
 #include <gtest/gtest.h>
 
+#include "test_support.hpp"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,21 +27,13 @@
 #include "nettorrent/tensor.hpp"
 
 namespace nt = nettorrent;
+using test_support::read_file;
 namespace fs = std::filesystem;
 
 namespace {
 
 const std::string cli = NETTORRENT_CLI;
 const std::string local_ini = std::string{NETTORRENT_SOURCE_DIR} + "/config/local.ini";
-
-#define EXPECT_CONTAINS(haystack, needle)                                                          \
-  EXPECT_NE(std::string{haystack}.find(needle), std::string::npos)                                 \
-      << "\"" << (haystack) << "\" does not contain \"" << (needle) << "\""
-
-std::string read_file(const std::string& path) {
-  std::ifstream is{path, std::ios::binary};
-  return std::string{std::istreambuf_iterator<char>(is), std::istreambuf_iterator<char>()};
-}
 
 std::string quote(const std::string& s) {
   std::string out = "'";
