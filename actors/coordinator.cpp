@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 
 #include "nettorrent/checkpoint.hpp"
+#include "nettorrent/cluster.hpp"
 #include "nettorrent/error.hpp"
 #include "nettorrent/model.hpp"
 #include "nettorrent/slice_ops.hpp"
@@ -504,15 +505,10 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
         auto& st = self->state;
         if (hash != st.spec.cluster_hash) {
           // A std::string, not a char array: actor_ostream prints an array
-          // through deep_to_string, in quotes; and a fixed buffer would cut
-          // the hashes off after a long node name.
-          auto hex = [](std::uint64_t x) {
-            char buf[20];
-            std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(x));
-            return std::string{buf};
-          };
+          // through deep_to_string, in quotes.
           std::string msg = "refused node " + node + ": its cluster description hashes to "
-                            + hex(hash) + ", the coordinator's to " + hex(st.spec.cluster_hash);
+                            + hash_hex(hash) + ", the coordinator's to "
+                            + hash_hex(st.spec.cluster_hash);
           caf::aout(self) << "coordinator: " << msg << std::endl;
           return caf::make_error(caf::sec::invalid_argument, std::move(msg));
         }

@@ -28,12 +28,6 @@ caf::timespan seconds(double s) {
   return std::chrono::duration_cast<caf::timespan>(std::chrono::duration<double>(s));
 }
 
-std::string hex(std::uint64_t x) {
-  char buf[20];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(x));
-  return buf;
-}
-
 /// Connects to the coordinator published at `addr`, retrying until
 /// `deadline`. Returns an invalid handle and sets `why` on failure.
 coordinator_actor connect(caf::actor_system& sys, caf::scoped_actor& self, const node_address& addr,
@@ -71,7 +65,7 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
   const node_address* coord_addr = cc.find_node(coord_id);
   const std::string me = "node " + nc.id;
 
-  out << me << ": cluster " << nc.cluster_file << " (hash " << hex(cc.hash()) << "), "
+  out << me << ": cluster " << nc.cluster_file << " (hash " << hash_hex(cc.hash()) << "), "
       << mine.size() << " actors here, listening on " << nc.bind << ':' << nc.port << '\n'
       << describe(plan) << std::flush;
   if (nc.binds_beyond_loopback())
@@ -150,7 +144,7 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
     if (!admitted) {
       err << me << ": error: the coordinator at " << coord_addr->endpoint()
           << " refused this node: " << why << "\n  (this node's cluster description "
-          << nc.cluster_file << " hashes to " << hex(cc.hash())
+          << nc.cluster_file << " hashes to " << hash_hex(cc.hash())
           << "; every node must use the same description)" << std::endl;
       return 1;
     }

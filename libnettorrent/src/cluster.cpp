@@ -1,5 +1,7 @@
 #include "nettorrent/cluster.hpp"
 
+#include <cstdio>
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
@@ -440,6 +442,12 @@ node_config load_node_config(const std::string& path) {
 std::string describe_cluster_keys() {
   return "cluster file:\n" + describe(cluster_options(), cluster_file{}) + "node file:\n"
          + describe(node_options(), node_file{});
+}
+
+std::string hash_hex(std::uint64_t hash) {
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(hash));
+  return buf;
 }
 
 } // namespace nettorrent

@@ -71,12 +71,6 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
   return s;
 }
 
-std::string hex(std::uint64_t x) {
-  char buf[20];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(x));
-  return buf;
-}
-
 using integration::child_process;
 using integration::describe_status;
 using integration::free_ports;
@@ -389,8 +383,9 @@ TEST_F(ClusterProcesses, NodeWithDifferentClusterDescriptionIsRefused) {
   ASSERT_NO_FATAL_FAILURE(
       write_cluster(other, ports, metrics, path("out"), "cluster-other.ini", false));
   ASSERT_NO_FATAL_FAILURE(write_node_file("node-1-other.ini", "cluster-other.ini", 1, ports[1]));
-  const std::string good_hash = hex(nt::load_cluster_config(path("cluster.ini")).hash());
-  const std::string other_hash = hex(nt::load_cluster_config(path("cluster-other.ini")).hash());
+  const std::string good_hash = nt::hash_hex(nt::load_cluster_config(path("cluster.ini")).hash());
+  const std::string other_hash =
+      nt::hash_hex(nt::load_cluster_config(path("cluster-other.ini")).hash());
   ASSERT_NE(good_hash, other_hash);
 
   child_process& n0 = start_node("node-0.ini", "n0");
