@@ -2,16 +2,8 @@
 // of the cluster description, so every node computes the same plan, spawns
 // the actors placed on itself and knows where to find the others.
 //
-// Actors of a run with L layers (swarms), R replicas and P_l slices in layer l:
-//   coordinator                 1
-//   swarm leader                one per layer l = 0..L-1
-//   shard worker                one per replica r = 0..R-1
-//   gradient relay              one per replica and boundary k = 0..L
-//                               (k = 0 feeds swarm 0; k = L is the loss relay)
-//   neuron slice                one per replica, layer and slice i = 0..P_l-1
-// Canonical actor order (actors(), round_robin's dealing order): the
-// coordinator, leaders by layer, workers by replica, relays by (replica,
-// boundary), slices by (replica, layer, slice).
+// The actors and their canonical order come from the run layout
+// (run_layout.hpp); round_robin deals them out in that order.
 //
 // Canonical node order: sorted by id (byte-wise), whatever order [nodes]
 // lists them in; "node 0" below means the first id in that order.
@@ -30,46 +22,9 @@
 #include <vector>
 
 #include "nettorrent/cluster.hpp"
+#include "nettorrent/run_layout.hpp"
 
 namespace nettorrent {
-
-enum class actor_kind : std::uint8_t {
-  coordinator,
-  swarm_leader,
-  shard_worker,
-  gradient_relay,
-  neuron_slice,
-};
-
-std::string_view to_string(actor_kind k) noexcept;
-
-/// Names one actor of a run. Fields a kind does not use stay 0.
-struct actor_key {
-  actor_kind kind = actor_kind::coordinator;
-  std::uint32_t replica = 0;  ///< shard_worker, gradient_relay, neuron_slice
-  std::uint32_t layer = 0;    ///< swarm_leader, neuron_slice (0-based)
-  std::uint32_t boundary = 0; ///< gradient_relay: k = 0..L
-  std::uint32_t slice = 0;    ///< neuron_slice: index within (replica, layer)
-
-  static actor_key coordinator() { return {}; }
-  static actor_key leader(std::uint32_t l) { return {actor_kind::swarm_leader, 0, l, 0, 0}; }
-  static actor_key worker(std::uint32_t r) { return {actor_kind::shard_worker, r, 0, 0, 0}; }
-  static actor_key relay(std::uint32_t r, std::uint32_t k) {
-    return {actor_kind::gradient_relay, r, 0, k, 0};
-  }
-  static actor_key slice_of(std::uint32_t r, std::uint32_t l, std::uint32_t i) {
-    return {actor_kind::neuron_slice, r, l, 0, i};
-  }
-
-  friend bool operator==(const actor_key& a, const actor_key& b) {
-    return a.kind == b.kind && a.replica == b.replica && a.layer == b.layer
-           && a.boundary == b.boundary && a.slice == b.slice;
-  }
-  friend bool operator!=(const actor_key& a, const actor_key& b) { return !(a == b); }
-};
-
-/// "coordinator", "leader l1", "worker r0", "relay r0 k2", "slice r1 l0 i3".
-std::string to_string(const actor_key& a);
 
 /// Where every actor lives. Node numbers index `nodes` (canonical order).
 struct placement_plan {
@@ -83,10 +38,12 @@ struct placement_plan {
   std::vector<std::vector<std::size_t>> relay_nodes;              ///< [replica][boundary]
   std::vector<std::vector<std::vector<std::size_t>>> slice_nodes; ///< [replica][layer][slice]
 
+  run_layout layout; ///< the run's actors, in canonical order
+
   std::size_t layers() const noexcept { return slices.size(); }
 
   /// Every actor of the run, in canonical order.
-  std::vector<actor_key> actors() const;
+  const std::vector<actor_key>& actors() const noexcept { return layout.actors(); }
 
   /// Index into `nodes` of the node hosting `a`; throws nettorrent::error
   /// if `a` is not an actor of this run.

@@ -36,10 +36,6 @@ auto* cell(Plan& p, const actor_key& a) {
   return cell_ptr{nullptr};
 }
 
-std::uint32_t u32(std::size_t x) {
-  return static_cast<std::uint32_t>(x);
-}
-
 // "0, 2-4, 7" for a sorted set of indices.
 std::string ranges(const std::set<std::uint32_t>& xs) {
   std::string out;
@@ -55,62 +51,6 @@ std::string ranges(const std::set<std::uint32_t>& xs) {
 }
 
 } // namespace
-
-std::string_view to_string(actor_kind k) noexcept {
-  switch (k) {
-  case actor_kind::coordinator:
-    return "coordinator";
-  case actor_kind::swarm_leader:
-    return "leader";
-  case actor_kind::shard_worker:
-    return "worker";
-  case actor_kind::gradient_relay:
-    return "relay";
-  case actor_kind::neuron_slice:
-    return "slice";
-  }
-  return "?";
-}
-
-std::string to_string(const actor_key& a) {
-  std::string s{to_string(a.kind)};
-  const auto num = [](char c, std::uint32_t x) { return std::string{" "} + c + std::to_string(x); };
-  switch (a.kind) {
-  case actor_kind::coordinator:
-    break;
-  case actor_kind::swarm_leader:
-    s += num('l', a.layer);
-    break;
-  case actor_kind::shard_worker:
-    s += num('r', a.replica);
-    break;
-  case actor_kind::gradient_relay:
-    s += num('r', a.replica) + num('k', a.boundary);
-    break;
-  case actor_kind::neuron_slice:
-    s += num('r', a.replica) + num('l', a.layer) + num('i', a.slice);
-    break;
-  }
-  return s;
-}
-
-std::vector<actor_key> placement_plan::actors() const {
-  const std::uint32_t L = u32(layers());
-  const std::uint32_t R = u32(replicas);
-  std::vector<actor_key> out{actor_key::coordinator()};
-  for (std::uint32_t l = 0; l < L; ++l)
-    out.push_back(actor_key::leader(l));
-  for (std::uint32_t r = 0; r < R; ++r)
-    out.push_back(actor_key::worker(r));
-  for (std::uint32_t r = 0; r < R; ++r)
-    for (std::uint32_t k = 0; k <= L; ++k)
-      out.push_back(actor_key::relay(r, k));
-  for (std::uint32_t r = 0; r < R; ++r)
-    for (std::uint32_t l = 0; l < L; ++l)
-      for (std::uint32_t i = 0; i < u32(slices[l]); ++i)
-        out.push_back(actor_key::slice_of(r, l, i));
-  return out;
-}
 
 std::size_t placement_plan::node_index(const actor_key& a) const {
   const std::size_t* c = cell(*this, a);
@@ -151,6 +91,7 @@ placement_plan plan_placement(const cluster_config& cfg) {
   p.replicas = R;
   for (std::size_t l = 0; l < L; ++l)
     p.slices.push_back(cfg.run.topology.slices_of(l));
+  p.layout = run_layout{R, p.slices};
 
   // The shape first (every cell 0), then each strategy fills the cells.
   p.leader_nodes.assign(L, 0);

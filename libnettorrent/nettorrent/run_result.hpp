@@ -1,0 +1,55 @@
+// What every training run reports at the end, whatever ran it: the
+// centralised trainer, the embedded actor run or a cluster. One type, so the
+// outputs (evaluation, checkpoint, curve, plot, summary) are written once.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "nettorrent/checkpoint.hpp"
+#include "nettorrent/model.hpp"
+#include "nettorrent/run_support.hpp"
+
+namespace nettorrent {
+
+struct run_result {
+  bool ok = true;
+  std::string error;         ///< set when !ok
+  bool actor_run = false;    ///< the actor pipeline ran (sync rounds, staleness apply)
+  std::uint64_t samples = 0; ///< training samples over all replicas
+  std::uint64_t epochs = 0;  ///< epochs started (the last may be partial)
+  double seconds = 0;        ///< wall clock of training incl. validation
+  double samples_per_second = 0;
+  double best_validation_accuracy = 0;
+  double time_to_target = -1; ///< seconds; -1 if the target was not reached
+  bool reached_target = false;
+  std::uint64_t sync_rounds = 0;
+  std::uint64_t sync_bytes = 0;
+  std::uint32_t best_replica = 0;
+  std::uint64_t max_staleness = 0;
+  std::vector<std::uint64_t> staleness; ///< histogram over all slices
+  std::uint64_t dropped = 0;            ///< malformed messages dropped by peers
+  std::uint64_t stale_dropped = 0;      ///< messages of another incarnation dropped
+  std::uint64_t late_replies = 0;       ///< replies of an earlier step the coordinator ignored
+  std::vector<curve_point> curve;
+
+  /// The model to save and evaluate, with the moment it was taken (with
+  /// keep_best: the best validation pass, not the end of the run).
+  std::vector<layer_state> layers;
+  bool kept_best = false;
+  std::uint64_t saved_samples = 0;
+  std::uint64_t saved_epoch = 0;
+  /// Data-order generator at that moment (the centralised trainer's; actor
+  /// runs have one per shard and leave it unset).
+  std::optional<std::array<std::uint64_t, 4>> saved_rng;
+
+  // Filled by the outputs step.
+  evaluation test;
+  std::string checkpoint_path;
+  std::string curve_path;
+};
+
+} // namespace nettorrent
