@@ -50,7 +50,7 @@ void note_defaults(const std::vector<std::string>& args) {
 int cmd_centralised(const std::vector<std::string>& args) {
   note_defaults(args);
   const nt::run_config cfg = nt::load_run_config(args);
-  const nt::run_summary s = nt::run_centralised(cfg, std::cout);
+  const nt::run_result s = nt::run_centralised(cfg, std::cout);
   (void)s;
   return 0;
 }

@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
       nt::run_config cfg = base(epochs, seed, dir);
       cfg.training.eval_every = 2 * sync_values[0];
       std::ostringstream sink;
-      const nt::run_summary s = nt::run_centralised(cfg, sink);
+      const nt::run_result s = nt::run_centralised(cfg, sink);
       rows.push_back({"centralised", "-", 1, cfg.training.eval_every, s.test.accuracy,
                       time_to(s.curve_path, target), s.seconds, s.samples_per_second});
       std::fprintf(stderr, "centralised done\n");

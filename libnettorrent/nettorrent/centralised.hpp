@@ -14,6 +14,7 @@
 #include "nettorrent/loss.hpp"
 #include "nettorrent/model.hpp"
 #include "nettorrent/optimizer.hpp"
+#include "nettorrent/run_result.hpp"
 
 namespace nettorrent {
 
@@ -47,24 +48,15 @@ private:
   std::vector<matrix> dh_;
 };
 
-/// What a training run reports at the end.
-struct run_summary {
-  std::size_t epochs = 0;    ///< epochs started (the last may be partial)
-  std::uint64_t samples = 0; ///< training samples processed
-  double seconds = 0;        ///< wall clock of training incl. validation
-  double samples_per_second = 0;
-  double best_validation_accuracy = 0;
-  double time_to_target = -1; ///< seconds; -1 if the target was not reached
-  bool reached_target = false;
-  evaluation test;
-  std::string checkpoint_path;
-  std::string curve_path;
-};
+/// Trains on `data` until the target validation accuracy or max_epochs,
+/// printing progress to `out`; returns the model to save (the best
+/// validation pass with keep_best) and the run's figures. Writes nothing.
+run_result train_centralised(const run_config& cfg, const data_splits& data, std::ostream& out);
 
-/// Runs `nettorrent centralised`: loads data, trains until the target
-/// validation accuracy or max_epochs, evaluates on the test split, writes the
-/// checkpoint and learning curve into training.output_dir. Progress goes to
-/// `out`.
-run_summary run_centralised(const run_config& cfg, std::ostream& out);
+/// Runs `nettorrent centralised`: checks the output directory, loads data,
+/// trains, then writes the outputs (test evaluation, checkpoint, curve,
+/// plot) and the summary through the same steps as the actor runs
+/// (session.hpp).
+run_result run_centralised(const run_config& cfg, std::ostream& out);
 
 } // namespace nettorrent

@@ -6,8 +6,8 @@
 #include <ostream>
 
 #include "nettorrent/error.hpp"
-#include "nettorrent/plot.hpp"
 #include "nettorrent/run_support.hpp"
+#include "nettorrent/session.hpp"
 
 namespace nettorrent {
 
@@ -83,20 +83,8 @@ std::string fmt(const char* format, double v) {
 
 } // namespace
 
-run_summary run_centralised(const run_config& cfg, std::ostream& out) {
-  prepare_math_thread();
-  check_output_dir(cfg.training.output_dir);
-  const data_splits data = load_run_data(cfg);
+run_result train_centralised(const run_config& cfg, const data_splits& data, std::ostream& out) {
   const auto& tc = cfg.training;
-  out << "data: " << data.train.size() << " training, " << data.validation.size() << " validation, "
-      << data.test.size() << " test samples\n";
-  std::string shape;
-  for (auto w : cfg.model.layers)
-    shape += (shape.empty() ? "" : "-") + std::to_string(w);
-  out << "model: " << shape << ", " << to_string(cfg.model.hidden) << ", optimizer "
-      << to_string(cfg.optimizer.kind) << " lr " << cfg.optimizer.learning_rate << ", batch "
-      << tc.batch_size << ", seed " << tc.seed << '\n';
-
   centralised_trainer trainer{cfg.model, cfg.optimizer, tc.seed};
   std::vector<std::uint32_t> order = data.train;
   rng gen = shard_rng(tc.seed, 0);
@@ -108,7 +96,7 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
   matrix x;
   std::vector<std::uint8_t> labels(batch);
   std::vector<curve_point> curve;
-  run_summary sum;
+  run_result result;
   double loss_acc = 0;
   std::uint64_t loss_samples = 0;
   std::uint64_t next_eval = eval_every;
@@ -125,7 +113,7 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
         evaluate_model(trainer.geometry(), trainer.params(), data.train_pool, &data.validation);
     curve_point p;
     p.epoch = epoch;
-    p.samples = sum.samples;
+    p.samples = result.samples;
     p.seconds = seconds_since(t0);
     p.train_loss = loss_samples > 0 ? loss_acc / static_cast<double>(loss_samples) : 0;
     p.validation_loss = ev.loss;
@@ -133,26 +121,26 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
     curve.push_back(p);
     loss_acc = 0;
     loss_samples = 0;
-    if (tc.keep_best && (best_layers.empty() || ev.accuracy > sum.best_validation_accuracy)) {
+    if (tc.keep_best && (best_layers.empty() || ev.accuracy > result.best_validation_accuracy)) {
       best_layers = trainer.layers();
-      best_samples = sum.samples;
+      best_samples = result.samples;
       best_epoch = epoch;
       best_rng = gen.state();
     }
-    sum.best_validation_accuracy = std::max(sum.best_validation_accuracy, ev.accuracy);
-    const double progress = static_cast<double>(sum.samples)
+    result.best_validation_accuracy = std::max(result.best_validation_accuracy, ev.accuracy);
+    const double progress = static_cast<double>(result.samples)
                             / static_cast<double>(batches_per_epoch * batch * tc.max_epochs);
     const double eta = p.seconds / progress * (1 - progress);
-    out << "epoch " << epoch << '/' << tc.max_epochs << "  samples " << sum.samples << "  "
-        << fmt("%.0f", static_cast<double>(sum.samples) / p.seconds) << " samples/s  loss "
+    out << "epoch " << epoch << '/' << tc.max_epochs << "  samples " << result.samples << "  "
+        << fmt("%.0f", static_cast<double>(result.samples) / p.seconds) << " samples/s  loss "
         << fmt("%.4f", p.train_loss) << "  val loss " << fmt("%.4f", ev.loss) << "  val acc "
-        << fmt("%.4f", ev.accuracy) << " (best " << fmt("%.4f", sum.best_validation_accuracy)
+        << fmt("%.4f", ev.accuracy) << " (best " << fmt("%.4f", result.best_validation_accuracy)
         << ")  elapsed " << format_duration(p.seconds) << "  ETA " << format_duration(eta)
         << std::endl;
     last_progress = p.seconds;
     if (tc.target_accuracy > 0 && ev.accuracy >= tc.target_accuracy) {
-      sum.reached_target = true;
-      sum.time_to_target = p.seconds;
+      result.reached_target = true;
+      result.time_to_target = p.seconds;
       out << "reached target validation accuracy " << tc.target_accuracy << " after "
           << format_duration(p.seconds) << std::endl;
       done = true;
@@ -160,7 +148,7 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
   };
 
   for (std::size_t epoch = 1; epoch <= tc.max_epochs && !done; ++epoch) {
-    sum.epochs = epoch;
+    result.epochs = epoch;
     shuffle(order, gen);
     for (std::size_t b = 0; b < batches_per_epoch && !done; ++b) {
       gather_batch(data.train_pool, order.data() + b * batch, batch, x, labels.data());
@@ -172,23 +160,24 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
                       "optimizer.learning_rate); nothing was written");
       loss_acc += res.loss_sum;
       loss_samples += batch;
-      sum.samples += batch;
-      if (sum.samples >= next_eval) {
+      result.samples += batch;
+      if (result.samples >= next_eval) {
         next_eval += eval_every;
         validate(epoch);
       } else if (tc.progress_interval > 0
                  && seconds_since(t0) - last_progress >= tc.progress_interval) {
         last_progress = seconds_since(t0);
         out << "  epoch " << epoch << " batch " << (b + 1) << '/' << batches_per_epoch << "  "
-            << fmt("%.0f", static_cast<double>(sum.samples) / last_progress) << " samples/s  loss "
-            << fmt("%.4f", loss_acc / static_cast<double>(loss_samples)) << std::endl;
+            << fmt("%.0f", static_cast<double>(result.samples) / last_progress)
+            << " samples/s  loss " << fmt("%.4f", loss_acc / static_cast<double>(loss_samples))
+            << std::endl;
       }
     }
   }
-  sum.seconds = seconds_since(t0);
-  sum.samples_per_second = static_cast<double>(sum.samples) / sum.seconds;
-  std::uint64_t saved_samples = sum.samples;
-  std::uint64_t saved_epoch = sum.epochs;
+  result.seconds = seconds_since(t0);
+  result.samples_per_second = static_cast<double>(result.samples) / result.seconds;
+  std::uint64_t saved_samples = result.samples;
+  std::uint64_t saved_epoch = result.epochs;
   rng::state_type saved_rng = gen.state();
   if (tc.keep_best && !best_layers.empty()) {
     trainer.restore(best_layers);
@@ -199,45 +188,24 @@ run_summary run_centralised(const run_config& cfg, std::ostream& out) {
         << " samples)\n";
   }
 
-  std::vector<std::uint32_t> test_idx;
-  const std::vector<std::uint32_t>* test_sel = nullptr;
-  if (cfg.data.test_limit != 0 && cfg.data.test_limit < data.test.size()) {
-    test_idx.resize(cfg.data.test_limit);
-    for (std::size_t i = 0; i < test_idx.size(); ++i)
-      test_idx[i] = static_cast<std::uint32_t>(i);
-    test_sel = &test_idx;
-  }
-  sum.test = evaluate_model(trainer.geometry(), trainer.params(), data.test, test_sel);
+  result.layers = trainer.layers();
+  result.kept_best = tc.keep_best && !best_layers.empty();
+  result.saved_samples = saved_samples;
+  result.saved_epoch = saved_epoch;
+  result.saved_rng = saved_rng;
+  result.curve = std::move(curve);
+  return result;
+}
 
-  model_checkpoint ck;
-  ck.header.layers.assign(cfg.model.layers.begin(), cfg.model.layers.end());
-  for (const auto& g : trainer.geometry())
-    ck.header.activations.push_back(g.act);
-  ck.header.optimizer = cfg.optimizer.kind;
-  ck.header.config_hash = cfg.hash();
-  ck.header.step = saved_samples / batch;
-  ck.header.samples = saved_samples;
-  ck.header.epoch = saved_epoch;
-  ck.header.rng_state = saved_rng;
-  ck.layers = trainer.layers();
-  sum.checkpoint_path = tc.output_dir + "/model.ckpt";
-  sum.curve_path = tc.output_dir + "/curve.csv";
-  save_checkpoint(sum.checkpoint_path, ck);
-  write_curve_csv(sum.curve_path, curve);
-  const std::string png = tc.output_dir + "/curve.png";
-  if (plot_curve(sum.curve_path, png, out))
-    out << "plotted " << png << '\n';
-
-  out << "done: " << sum.samples << " samples in " << format_duration(sum.seconds) << " ("
-      << fmt("%.0f", sum.samples_per_second) << " samples/s), best validation accuracy "
-      << fmt("%.4f", sum.best_validation_accuracy) << '\n'
-      << "test: accuracy " << fmt("%.4f", sum.test.accuracy) << ", loss "
-      << fmt("%.4f", sum.test.loss) << " on " << sum.test.samples << " samples\n"
-      << "time to target: "
-      << (sum.reached_target ? format_duration(sum.time_to_target) : std::string{"not reached"})
-      << '\n'
-      << "wrote " << sum.checkpoint_path << " and " << sum.curve_path << std::endl;
-  return sum;
+run_result run_centralised(const run_config& cfg, std::ostream& out) {
+  prepare_math_thread();
+  check_output_dir(cfg.training.output_dir);
+  const data_splits data = load_run_data(cfg);
+  print_banner(cfg, data, /*actor_run=*/false, out);
+  run_result r = train_centralised(cfg, data, out);
+  write_outputs(cfg, data, r, out);
+  print_summary(r, out);
+  return r;
 }
 
 } // namespace nettorrent

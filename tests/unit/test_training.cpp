@@ -155,7 +155,7 @@ TEST_F(Training, SyntheticBlobsAreLearned) {
 TEST_F(Training, ShortFashionMnistRunPassesEightyPercent) {
   const nt::run_config cfg = short_fashion_run(path("run"));
   std::ostringstream log;
-  const nt::run_summary s = nt::run_centralised(cfg, log);
+  const nt::run_result s = nt::run_centralised(cfg, log);
 
   EXPECT_GT(s.test.accuracy, 0.80) << log.str();
   EXPECT_EQ(s.test.samples, 10000u);
@@ -268,7 +268,7 @@ TEST_F(Training, TargetAccuracyStopsEarly) {
   cfg.training.target_accuracy = 0.5;
   cfg.training.eval_every = 2000;
   std::ostringstream log;
-  const nt::run_summary s = nt::run_centralised(cfg, log);
+  const nt::run_result s = nt::run_centralised(cfg, log);
   EXPECT_TRUE(s.reached_target) << log.str();
   EXPECT_GE(s.time_to_target, 0.0);
   EXPECT_LE(s.time_to_target, s.seconds);
@@ -293,7 +293,7 @@ TEST_F(Training, KeptCheckpointDescribesTheBestValidationPass) {
   nt::run_config cfg = short_fashion_run(path("best"));
   cfg.training.eval_every = 1000;
   std::ostringstream log;
-  const nt::run_summary s = nt::run_centralised(cfg, log);
+  const nt::run_result s = nt::run_centralised(cfg, log);
   std::ifstream in{s.curve_path};
   std::string line;
   std::getline(in, line);

@@ -1,0 +1,117 @@
+#include "nettorrent/session.hpp"
+
+#include <cstdio>
+#include <ostream>
+
+#include "nettorrent/model.hpp"
+#include "nettorrent/plot.hpp"
+#include "nettorrent/run_support.hpp"
+
+namespace nettorrent {
+
+std::shared_ptr<const data_splits> load_checked_data(const run_config& cfg) {
+  auto data = std::make_shared<const data_splits>(load_run_data(cfg));
+  check_shard_sizes(cfg, data->train.size());
+  return data;
+}
+
+void print_banner(const run_config& cfg, const data_splits& data, bool actor_run,
+                  std::ostream& out) {
+  std::string shape;
+  for (auto w : cfg.model.layers)
+    shape += (shape.empty() ? "" : "-") + std::to_string(w);
+  out << "data: " << data.train.size() << " training, " << data.validation.size() << " validation, "
+      << data.test.size() << " test samples\n"
+      << "model: " << shape << ", " << to_string(cfg.model.hidden) << ", optimizer "
+      << to_string(cfg.optimizer.kind) << " lr " << cfg.optimizer.learning_rate << ", batch "
+      << cfg.training.batch_size << ", seed " << cfg.training.seed << '\n';
+  if (actor_run) {
+    std::string slices;
+    for (auto p : cfg.topology.slices)
+      slices += (slices.empty() ? "" : ",") + std::to_string(p);
+    out << "topology: " << cfg.topology.replicas << " replicas x [" << slices
+        << "] slices per layer, max_in_flight " << cfg.topology.max_in_flight << ", sync every "
+        << cfg.topology.sync_every << " samples per replica, policy "
+        << to_string(cfg.topology.policy) << '\n';
+  }
+  out << std::flush;
+}
+
+std::vector<std::uint32_t> test_selection(const run_config& cfg, const image_set& test) {
+  const std::size_t n = cfg.data.test_limit != 0 && cfg.data.test_limit < test.size()
+                            ? cfg.data.test_limit
+                            : test.size();
+  std::vector<std::uint32_t> idx(n);
+  for (std::size_t i = 0; i < n; ++i)
+    idx[i] = static_cast<std::uint32_t>(i);
+  return idx;
+}
+
+model_checkpoint make_checkpoint(const run_config& cfg, const run_result& r) {
+  model_checkpoint ck;
+  ck.header.layers.assign(cfg.model.layers.begin(), cfg.model.layers.end());
+  for (const auto& g : model_geometry(cfg.model))
+    ck.header.activations.push_back(g.act);
+  ck.header.optimizer = cfg.optimizer.kind;
+  ck.header.config_hash = cfg.hash();
+  ck.header.samples = r.saved_samples;
+  ck.header.step = r.saved_samples / cfg.training.batch_size;
+  ck.header.epoch = r.saved_epoch;
+  if (r.saved_rng)
+    ck.header.rng_state = *r.saved_rng;
+  ck.layers = r.layers;
+  return ck;
+}
+
+void write_outputs(const run_config& cfg, const data_splits& data, run_result& r,
+                   std::ostream& out) {
+  const std::vector<slice_geometry> geometry = model_geometry(cfg.model);
+  std::vector<dense_params> params;
+  for (const auto& l : r.layers)
+    params.push_back(l.params);
+  const std::vector<std::uint32_t> sel = test_selection(cfg, data.test);
+  r.test = evaluate_model(geometry, params, data.test, &sel);
+  r.checkpoint_path = cfg.training.output_dir + "/model.ckpt";
+  r.curve_path = cfg.training.output_dir + "/curve.csv";
+  save_checkpoint(r.checkpoint_path, make_checkpoint(cfg, r));
+  write_curve_csv(r.curve_path, r.curve);
+  const std::string png = cfg.training.output_dir + "/curve.png";
+  if (plot_curve(r.curve_path, png, out))
+    out << "plotted " << png << std::endl;
+}
+
+void print_summary(const run_result& r, std::ostream& out) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "done: %llu samples in %s (%.0f samples/s)",
+                static_cast<unsigned long long>(r.samples), format_duration(r.seconds).c_str(),
+                r.samples_per_second);
+  out << buf;
+  if (r.actor_run) {
+    std::snprintf(buf, sizeof buf,
+                  ", %llu sync rounds (%.1f MB exchanged)\n"
+                  "best replica %u, best validation accuracy %.4f\n",
+                  static_cast<unsigned long long>(r.sync_rounds),
+                  static_cast<double>(r.sync_bytes) / 1e6, r.best_replica,
+                  r.best_validation_accuracy);
+  } else {
+    std::snprintf(buf, sizeof buf, ", best validation accuracy %.4f\n", r.best_validation_accuracy);
+  }
+  out << buf;
+  std::snprintf(buf, sizeof buf, "test: accuracy %.4f, loss %.4f on %zu samples\n", r.test.accuracy,
+                r.test.loss, r.test.samples);
+  out << buf << "time to target: "
+      << (r.reached_target ? format_duration(r.time_to_target) : std::string{"not reached"})
+      << '\n';
+  if (r.actor_run) {
+    out << "staleness: max " << r.max_staleness << "; dropped messages: " << r.dropped
+        << " malformed, " << r.stale_dropped
+        << " of another incarnation; late replies: " << r.late_replies << '\n'
+        << "staleness histogram (updates per staleness 0, 1, ...): [";
+    for (std::size_t k = 0; k < r.staleness.size(); ++k)
+      out << (k > 0 ? ", " : "") << r.staleness[k];
+    out << "]\n";
+  }
+  out << "wrote " << r.checkpoint_path << " and " << r.curve_path << std::endl;
+}
+
+} // namespace nettorrent
