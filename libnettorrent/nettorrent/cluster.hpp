@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "nettorrent/config.hpp"
+#include "nettorrent/hash.hpp" // hash_hex, for callers printing hash()
 
 namespace nettorrent {
 
@@ -126,9 +127,6 @@ struct cluster_config {
 /// Builds and validates a cluster description from a parsed INI document.
 /// Throws nettorrent::error naming doc.path, the key and the line.
 cluster_config parse_cluster_config(const ini_document& doc);
-
-/// A cluster hash as 16 hex digits, as nodes and the coordinator print it.
-std::string hash_hex(std::uint64_t hash);
 
 /// Reads, parses and validates a cluster file.
 cluster_config load_cluster_config(const std::string& path);

@@ -1,7 +1,5 @@
 #include "nettorrent/cluster.hpp"
 
-#include <cstdio>
-
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
@@ -320,15 +318,6 @@ void check_override(const ini_document& doc, const char* key, std::size_t given,
                 + c.cluster_file);
 }
 
-std::uint64_t fnv1a64(const std::string& text) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char ch : text) {
-    h ^= ch;
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
-
 } // namespace
 
 // --- public API ----------------------------------------------------------------
@@ -442,12 +431,6 @@ node_config load_node_config(const std::string& path) {
 std::string describe_cluster_keys() {
   return "cluster file:\n" + describe(cluster_options(), cluster_file{}) + "node file:\n"
          + describe(node_options(), node_file{});
-}
-
-std::string hash_hex(std::uint64_t hash) {
-  char buf[20];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(hash));
-  return buf;
 }
 
 } // namespace nettorrent

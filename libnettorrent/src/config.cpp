@@ -8,6 +8,7 @@
 
 #include "config_schema.hpp"
 #include "nettorrent/error.hpp"
+#include "nettorrent/hash.hpp"
 #include "nettorrent/ini.hpp"
 
 namespace nettorrent {
@@ -375,12 +376,7 @@ std::string run_config::canonical() const {
 }
 
 std::uint64_t run_config::hash() const {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : canonical()) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return h;
+  return fnv1a64(canonical());
 }
 
 namespace {
