@@ -114,10 +114,10 @@ struct cluster_config {
   /// nettorrent::error whose message starts with the key at fault.
   void validate() const;
 
-  /// Everything nodes must agree on, as text: run.canonical(), the
-  /// placement strategy, the resolved placement of every actor and the node
-  /// list (sorted by id). Independent of the order of sections, keys and
-  /// list entries in the file.
+  /// Everything nodes must agree on, as text: the lines of run.canonical(),
+  /// the placement strategy, the resolved placement of every actor and one
+  /// line per node, all lines sorted byte-wise together. Independent of the
+  /// order of sections, keys and list entries in the file.
   std::string canonical() const;
 
   /// FNV-1a 64 of canonical(): a node refuses a peer whose hash differs.

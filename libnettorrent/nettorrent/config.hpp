@@ -115,8 +115,10 @@ struct run_config {
   /// Checks cross-field constraints; throws nettorrent::error naming the key.
   void validate() const;
 
-  /// Every setting that affects the training result, as `key=value` lines in
-  /// a fixed order (output paths and display settings excluded).
+  /// Every setting that affects the training result, one
+  /// `section.key=value` line each, the lines sorted byte-wise (output paths
+  /// and display settings excluded). Independent of the order of keys and
+  /// sections in the file and in the schema.
   std::string canonical() const;
 
   /// FNV-1a 64 of canonical(): stored in checkpoints.

@@ -357,16 +357,14 @@ void cluster_config::validate() const {
 }
 
 std::string cluster_config::canonical() const {
-  std::string out = run.canonical();
-  out += "placement.strategy=" + std::string{to_string(placement.strategy)} + "\n";
-  out += plan_placement(*this).canonical();
-  std::vector<node_address> sorted = nodes;
-  std::sort(sorted.begin(), sorted.end(),
-            [](const node_address& a, const node_address& b) { return a.id < b.id; });
-  for (const auto& n : sorted)
-    out +=
-        "nodes." + n.id + "=" + n.endpoint() + " metrics " + std::to_string(n.metrics_port) + "\n";
-  return out;
+  std::vector<std::string> lines = split_lines(run.canonical());
+  lines.push_back("placement.strategy=" + std::string{to_string(placement.strategy)});
+  for (auto& l : split_lines(plan_placement(*this).canonical()))
+    lines.push_back(std::move(l));
+  for (const auto& n : nodes)
+    lines.push_back("nodes." + n.id + "=" + n.endpoint() + " metrics "
+                    + std::to_string(n.metrics_port));
+  return sorted_lines(std::move(lines));
 }
 
 std::uint64_t cluster_config::hash() const {

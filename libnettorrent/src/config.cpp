@@ -1,5 +1,6 @@
 #include "nettorrent/config.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <functional>
@@ -74,6 +75,25 @@ std::string quote(const std::string& s) {
 
 std::string show_list(const std::vector<std::string>& xs) {
   return show_list(xs, quote);
+}
+
+std::string sorted_lines(std::vector<std::string> lines) {
+  std::sort(lines.begin(), lines.end()); // std::string's < compares bytes as unsigned char
+  std::string out;
+  for (const auto& l : lines)
+    out += l + "\n";
+  return out;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t begin = 0;
+  for (std::size_t end = text.find('\n'); end != std::string::npos;
+       begin = end + 1, end = text.find('\n', begin))
+    out.push_back(text.substr(begin, end - begin));
+  if (begin < text.size())
+    out.push_back(text.substr(begin));
+  return out;
 }
 
 std::string origin_of(const ini_document& doc, const std::string& key) {
@@ -368,11 +388,11 @@ sync_policy parse_sync_policy(std::string_view name) {
 }
 
 std::string run_config::canonical() const {
-  std::string out;
+  std::vector<std::string> lines;
   for (const auto& s : all_options())
     if (s.affects_result)
-      out += std::string{s.name} + "=" + s.get(*this) + "\n";
-  return out;
+      lines.push_back(std::string{s.name} + "=" + s.get(*this));
+  return sorted_lines(std::move(lines));
 }
 
 std::uint64_t run_config::hash() const {
