@@ -40,9 +40,8 @@ void usage(std::ostream& os) {
 
 /// Says so when no --config-file is given: the built-in defaults apply.
 void note_defaults(const std::vector<std::string>& args) {
-  for (const auto& a : args)
-    if (a.rfind("--config-file=", 0) == 0)
-      return;
+  if (!nt::split_command_line(args).config_file.empty())
+    return;
   std::cerr << "note: no --config-file given: using the built-in defaults "
                "(nettorrent keys lists them; config/local.ini is the documented example)\n";
 }
@@ -68,20 +67,13 @@ int cmd_train(const std::vector<std::string>& args) {
 }
 
 int cmd_node(const std::vector<std::string>& args) {
-  std::string file;
-  std::vector<std::string> overrides;
-  for (const auto& a : args) {
-    if (a.rfind("--config-file=", 0) == 0 && file.empty())
-      file = a.substr(14);
-    else
-      overrides.push_back(a);
-  }
-  if (file.empty())
+  const nt::command_line cl = nt::split_command_line(args);
+  if (cl.config_file.empty())
     throw nt::error("node: --config-file=NODE_FILE is required");
-  nt::node_config nc = nt::load_node_config(file);
+  nt::node_config nc = nt::load_node_config(cl.config_file);
   // Overrides change the shared description: give every node the same ones,
   // or the coordinator refuses the nodes whose hash differs.
-  nt::apply_overrides(overrides, nc.cluster.run);
+  nt::apply_overrides(cl.rest, nc.cluster.run);
   try {
     nc.cluster.validate();
   } catch (const nt::error& e) {

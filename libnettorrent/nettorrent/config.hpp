@@ -125,6 +125,16 @@ struct run_config {
   std::uint64_t hash() const;
 };
 
+/// A command's arguments with the configuration file taken out.
+struct command_line {
+  std::string config_file;       ///< the PATH of `--config-file=PATH`; empty if not given
+  std::vector<std::string> rest; ///< every other argument, in order
+};
+
+/// The one reader of `--config-file=PATH`. Throws nettorrent::error for a
+/// second --config-file, an empty path, or `--config-file` without `=PATH`.
+command_line split_command_line(const std::vector<std::string>& args);
+
 /// Parses command-line style arguments: `--config-file=PATH` (at most once)
 /// and `--section.key=value` overrides, applied after the file. Anything else
 /// in `args` is an error. Every key is checked against the schema.

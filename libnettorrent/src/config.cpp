@@ -438,21 +438,34 @@ void apply_overrides(const std::vector<std::string>& args, run_config& cfg) {
     apply_entry(parse_override(arg), cfg, all_options());
 }
 
-run_config load_run_config(const std::vector<std::string>& args) {
-  run_config cfg;
-  std::string file;
-  std::vector<ini_entry> overrides;
+command_line split_command_line(const std::vector<std::string>& args) {
+  static const std::string flag = "--config-file";
+  command_line out;
+  bool seen = false;
   for (const auto& arg : args) {
-    if (arg.rfind("--config-file=", 0) == 0) {
-      if (!file.empty())
-        throw error("command line: --config-file given twice");
-      file = arg.substr(14);
-      if (file.empty())
-        throw error("command line: --config-file= needs a path");
+    if (arg.compare(0, flag.size(), flag) != 0
+        || (arg.size() > flag.size() && arg[flag.size()] != '=')) {
+      out.rest.push_back(arg);
       continue;
     }
-    overrides.push_back(parse_override(arg));
+    if (seen)
+      throw error("command line: --config-file given twice (\"" + out.config_file + "\" and \""
+                  + arg + "\")");
+    if (arg.size() <= flag.size() + 1)
+      throw error("command line: \"" + arg + "\" needs a path: write --config-file=PATH");
+    out.config_file = arg.substr(flag.size() + 1);
+    seen = true;
   }
+  return out;
+}
+
+run_config load_run_config(const std::vector<std::string>& args) {
+  run_config cfg;
+  const command_line cl = split_command_line(args);
+  const std::string& file = cl.config_file;
+  std::vector<ini_entry> overrides;
+  for (const auto& arg : cl.rest)
+    overrides.push_back(parse_override(arg));
   if (!file.empty())
     apply_ini(parse_ini_file(file), cfg);
   for (const auto& e : overrides)

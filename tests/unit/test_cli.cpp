@@ -165,6 +165,19 @@ TEST_F(Cli, CentralisedWithAMissingConfigFileOrBadArgument) {
   EXPECT_CONTAINS(r.output, "unexpected argument \"max_epochs=3\"");
 }
 
+TEST_F(Cli, EveryCommandRefusesASecondConfigFile) {
+  for (const char* cmd : {"centralised", "train", "node"}) {
+    SCOPED_TRACE(cmd);
+    const cli_result r =
+        run_cli({cmd, "--config-file=" + local_ini, "--config-file=" + path("other.ini")});
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_CONTAINS(r.output, "--config-file given twice");
+  }
+  const cli_result r = run_cli({"node", "--config-file="});
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_CONTAINS(r.output, "needs a path");
+}
+
 TEST_F(Cli, EvaluateWithoutCheckpoint) {
   const cli_result r = run_cli({"evaluate"});
   EXPECT_EQ(r.code, 1);

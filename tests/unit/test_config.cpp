@@ -443,6 +443,37 @@ TEST_F(ConfigFiles, MissingFileAndCommandLineMistakes) {
   }
 }
 
+TEST(SplitCommandLine, TakesOutTheConfigFileAndKeepsTheRestInOrder) {
+  nt::command_line cl = nt::split_command_line({});
+  EXPECT_EQ(cl.config_file, "");
+  EXPECT_TRUE(cl.rest.empty());
+  cl = nt::split_command_line({"--a.b=1", "--config-file=dir/x=y.ini", "--c.d=2", "plain"});
+  EXPECT_EQ(cl.config_file, "dir/x=y.ini");
+  EXPECT_EQ(cl.rest, (std::vector<std::string>{"--a.b=1", "--c.d=2", "plain"}));
+  // Only the exact flag: look-alikes stay for the caller to refuse.
+  cl = nt::split_command_line({"--config-files=a", "-config-file=b", "--config.file=c"});
+  EXPECT_EQ(cl.config_file, "");
+  EXPECT_EQ(cl.rest.size(), 3u);
+}
+
+TEST(SplitCommandLine, RefusesASecondFileAndAnEmptyPath) {
+  std::string msg = error_of([] {
+    nt::split_command_line({"--config-file=a", "--config-file=b"});
+  });
+  EXPECT_CONTAINS(msg, "--config-file given twice");
+  EXPECT_CONTAINS(msg, "\"a\"");
+  EXPECT_CONTAINS(msg, "--config-file=b");
+  // Twice, even with the same path.
+  EXPECT_THROW(nt::split_command_line({"--config-file=a", "--x.y=1", "--config-file=a"}),
+               nt::error);
+  for (const char* empty : {"--config-file=", "--config-file"}) {
+    SCOPED_TRACE(empty);
+    msg = error_of([&] { nt::split_command_line({empty}); });
+    EXPECT_CONTAINS(msg, "needs a path");
+    EXPECT_CONTAINS(msg, "--config-file=PATH");
+  }
+}
+
 TEST_F(ConfigFiles, CommandLineOverridesApplyOverTheFile) {
   const nt::run_config c = nt::load_run_config(
       {"--training.max_epochs=3", "--config-file=" + local_ini, "--optimizer.kind=sgd",
