@@ -141,16 +141,10 @@ struct node_config {
   std::uint16_t metrics_port = 0; ///< from the node list (an override must agree)
   cluster_config cluster;
 
-  /// This node's entry in cluster.nodes.
-  const node_address& self() const;
   /// True unless `bind` is a loopback address (127.0.0.0/8, ::1, localhost):
   /// callers warn, since BASP frames are not bounded before TLS.
   bool binds_beyond_loopback() const;
 };
-
-/// Builds and validates a node config; `doc` is the node file, whose
-/// directory resolves a relative cluster_file.
-node_config parse_node_config(const ini_document& doc);
 
 /// Reads a node file and the cluster file it names; validates both.
 node_config load_node_config(const std::string& path);

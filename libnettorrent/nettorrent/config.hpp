@@ -144,9 +144,6 @@ run_config load_run_config(const std::vector<std::string>& args);
 /// call cfg.validate() afterwards).
 void apply_overrides(const std::vector<std::string>& args, run_config& cfg);
 
-/// Applies one parsed INI document on top of `cfg`.
-void apply_ini(const struct ini_document& doc, run_config& cfg);
-
 /// One line per key: name, type, default and meaning (for --help and docs).
 std::string describe_config_keys();
 

@@ -218,20 +218,4 @@ model_checkpoint load_checkpoint(const std::string& path) {
   return ck;
 }
 
-void check_checkpoint_shape(const model_checkpoint& ck, const std::vector<std::size_t>& layers,
-                            const std::string& path) {
-  auto show = [](const auto& xs) {
-    std::string s;
-    for (std::size_t i = 0; i < xs.size(); ++i)
-      s += (i > 0 ? "-" : "") + std::to_string(xs[i]);
-    return s;
-  };
-  bool same = ck.header.layers.size() == layers.size();
-  for (std::size_t i = 0; same && i < layers.size(); ++i)
-    same = ck.header.layers[i] == layers[i];
-  if (!same)
-    throw error(path + ": checkpoint holds a " + show(ck.header.layers)
-                + " model, the configuration expects " + show(layers));
-}
-
 } // namespace nettorrent

@@ -388,18 +388,13 @@ cluster_config load_cluster_config(const std::string& path) {
   return parse_cluster_config(parse_ini_file(path));
 }
 
-const node_address& node_config::self() const {
-  const node_address* n = cluster.find_node(id);
-  if (n == nullptr)
-    throw error(path + ": node.id \"" + id + "\" is not in nodes.ids of " + cluster_file);
-  return *n;
-}
-
 bool node_config::binds_beyond_loopback() const {
   return !(bind == "localhost" || bind.rfind("127.", 0) == 0 || bind == "::1" || bind == "[::1]");
 }
 
-node_config parse_node_config(const ini_document& doc) {
+node_config load_node_config(const std::string& path) {
+  // The node file's directory resolves a relative cluster_file.
+  const ini_document doc = parse_ini_file(path);
   node_file f;
   f.cfg.path = doc.path;
   apply_document(doc, f, node_options());
@@ -420,10 +415,6 @@ node_config parse_node_config(const ini_document& doc) {
   c.port = self->port;
   c.metrics_port = self->metrics_port;
   return std::move(f.cfg);
-}
-
-node_config load_node_config(const std::string& path) {
-  return parse_node_config(parse_ini_file(path));
 }
 
 std::string describe_cluster_keys() {

@@ -329,11 +329,6 @@ const std::vector<option<run_config>>& run_options() {
 
 } // namespace schema
 
-void apply_ini(const ini_document& doc, run_config& cfg) {
-  for (const auto& e : doc.entries)
-    apply_entry(e, cfg, all_options());
-}
-
 void run_config::validate() const {
   if (model.layers.size() < 2)
     throw error("model.layers: needs at least two widths (input and output), got "
@@ -466,8 +461,11 @@ run_config load_run_config(const std::vector<std::string>& args) {
   std::vector<ini_entry> overrides;
   for (const auto& arg : cl.rest)
     overrides.push_back(parse_override(arg));
-  if (!file.empty())
-    apply_ini(parse_ini_file(file), cfg);
+  if (!file.empty()) {
+    const ini_document doc = parse_ini_file(file);
+    for (const auto& e : doc.entries)
+      apply_entry(e, cfg, all_options());
+  }
   for (const auto& e : overrides)
     apply_entry(e, cfg, all_options());
   try {

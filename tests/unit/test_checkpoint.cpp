@@ -384,22 +384,6 @@ TEST_F(BadCheckpoint, ValidChecksumAbsurdLengths) {
   EXPECT_CONTAINS(msg, "unknown activation code 9");
 }
 
-TEST_F(BadCheckpoint, WrongShapeForTheConfiguration) {
-  const nt::model_checkpoint ck = nt::load_checkpoint(path("good.ckpt"));
-  EXPECT_NO_THROW(nt::check_checkpoint_shape(ck, {20, 16, 4}, path("good.ckpt")));
-  std::string msg = error_of([&] {
-    nt::check_checkpoint_shape(ck, {784, 256, 128, 10}, path("good.ckpt"));
-  });
-  EXPECT_CONTAINS(msg, path("good.ckpt"));
-  EXPECT_CONTAINS(msg, "20-16-4");
-  EXPECT_CONTAINS(msg, "784-256-128-10");
-  // Same depth, one width different; and a prefix of the real shape.
-  msg = error_of([&] { nt::check_checkpoint_shape(ck, {20, 17, 4}, "x.ckpt"); });
-  EXPECT_CONTAINS(msg, "20-17-4");
-  msg = error_of([&] { nt::check_checkpoint_shape(ck, {20, 16}, "x.ckpt"); });
-  EXPECT_CONTAINS(msg, "x.ckpt");
-}
-
 // ---------------------------------------------------------------------------
 // Atomic writes
 
