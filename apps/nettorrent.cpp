@@ -3,8 +3,10 @@
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "build_info.hpp"
 #include "embedded.hpp"
 #include "nettorrent/centralised.hpp"
 #include "nettorrent/checkpoint.hpp"
@@ -14,35 +16,63 @@
 #include "nettorrent/model.hpp"
 #include "nettorrent/plot.hpp"
 #include "nettorrent/run_support.hpp"
+#include "nettorrent/version.hpp"
 #include "node.hpp"
 
 namespace nt = nettorrent;
 
 namespace {
 
+// --- help ------------------------------------------------------------------------
+
+// What `train` and `centralised` say about their configuration options.
+constexpr std::string_view run_options =
+    "  --config-file=FILE    the run configuration (CAF INI syntax); without it the\n"
+    "                        built-in defaults apply (config/local.ini documents them)\n"
+    "  --section.key=value   override one key after the file, e.g.\n"
+    "                        --training.max_epochs=3 (nettorrent keys lists every key)\n";
+
+constexpr std::string_view help_option = "  -h, --help            show this help\n";
+
+/// One command of the CLI: its help and the function that runs it.
+struct command {
+  std::string_view name;
+  std::string_view synopsis;    ///< the arguments, as in "usage: nettorrent NAME SYNOPSIS"
+  std::string_view summary;     ///< one line for the overview
+  std::string_view description; ///< what it does, in a few lines
+  std::string_view options;     ///< one entry per option; -h/--help is added
+  std::string_view example;     ///< indented command lines
+  int (*run)(const std::vector<std::string>& args);
+};
+
+const std::vector<command>& commands();
+
 void usage(std::ostream& os) {
-  os << "usage: nettorrent <command> [options]\n\n"
-        "commands:\n"
-        "  train --config-file=FILE [--section.key=value ...]\n"
-        "      train with the actor pipeline, every actor in this process\n"
-        "  node --config-file=NODE_FILE\n"
-        "      run one node of a cluster (see config/cluster/)\n"
-        "  centralised --config-file=FILE [--section.key=value ...]\n"
-        "      train the whole model in one thread (the reference run)\n"
-        "  evaluate --checkpoint=FILE [--data.dir=DIR] [--data.test_limit=N]\n"
-        "      score a saved model on the test split: accuracy, loss, confusion matrix\n"
-        "  plot --curve=CURVE_CSV [--out=PNG]\n"
-        "      draw a learning curve with gnuplot (runs do this themselves at the end)\n"
-        "  keys\n"
-        "      list every configuration key with its type and default\n"
-        "  help\n";
+  os << "usage: nettorrent <command> [options]\n\ncommands:\n";
+  for (const auto& c : commands())
+    os << "  " << c.name << (c.synopsis.empty() ? "" : " ") << c.synopsis << "\n      " << c.summary
+       << "\n";
+  os << "\n`nettorrent <command> --help` describes one command.\n";
+}
+
+void command_usage(const command& c, std::ostream& os) {
+  os << "usage: nettorrent " << c.name << (c.synopsis.empty() ? "" : " ") << c.synopsis << "\n\n"
+     << c.description << "\noptions:\n"
+     << c.options << help_option << "\nexample:\n"
+     << c.example;
+}
+
+const command* find_command(std::string_view name) {
+  for (const auto& c : commands())
+    if (c.name == name)
+      return &c;
+  return nullptr;
 }
 
 /// Says so when no --config-file is given: the built-in defaults apply.
 void note_defaults(const std::vector<std::string>& args) {
-  for (const auto& a : args)
-    if (a.rfind("--config-file=", 0) == 0)
-      return;
+  if (!nt::split_command_line(args).config_file.empty())
+    return;
   std::cerr << "note: no --config-file given: using the built-in defaults "
                "(nettorrent keys lists them; config/local.ini is the documented example)\n";
 }
@@ -68,20 +98,13 @@ int cmd_train(const std::vector<std::string>& args) {
 }
 
 int cmd_node(const std::vector<std::string>& args) {
-  std::string file;
-  std::vector<std::string> overrides;
-  for (const auto& a : args) {
-    if (a.rfind("--config-file=", 0) == 0 && file.empty())
-      file = a.substr(14);
-    else
-      overrides.push_back(a);
-  }
-  if (file.empty())
+  const nt::command_line cl = nt::split_command_line(args);
+  if (cl.config_file.empty())
     throw nt::error("node: --config-file=NODE_FILE is required");
-  nt::node_config nc = nt::load_node_config(file);
+  nt::node_config nc = nt::load_node_config(cl.config_file);
   // Overrides change the shared description: give every node the same ones,
   // or the coordinator refuses the nodes whose hash differs.
-  nt::apply_overrides(overrides, nc.cluster.run);
+  nt::apply_overrides(cl.rest, nc.cluster.run);
   try {
     nc.cluster.validate();
   } catch (const nt::error& e) {
@@ -173,6 +196,119 @@ int cmd_evaluate(const std::vector<std::string>& args) {
   return 0;
 }
 
+/// The command `word` names: aliases and option spellings resolved.
+std::string_view command_name(std::string_view word) {
+  if (word == "centralized")
+    return "centralised";
+  if (word == "--help" || word == "-h")
+    return "help";
+  if (word == "--version")
+    return "version";
+  return word;
+}
+
+int cmd_keys(const std::vector<std::string>&) {
+  std::cout << "run configuration (config/local.ini; cluster files take them too):\n"
+            << nt::describe_config_keys() << "\ncluster and node files (config/cluster/):\n"
+            << nt::describe_cluster_keys();
+  return 0;
+}
+
+int cmd_version(const std::vector<std::string>&) {
+  std::cout << "nettorrent " << nt::version_string() << "\n"
+            << "CAF " << nt::caf_version_string() << "\n"
+            << "Eigen " << nt::eigen_version_string() << "\n"
+            << "compiler " << nt::compiler_version_string() << "\n";
+  return 0;
+}
+
+int cmd_help(const std::vector<std::string>& args) {
+  if (args.empty()) {
+    usage(std::cout);
+    return 0;
+  }
+  const command* c = find_command(command_name(args[0]));
+  if (c == nullptr) {
+    std::cerr << "nettorrent help: unknown command \"" << args[0] << "\"\n";
+    usage(std::cerr);
+    return 2;
+  }
+  command_usage(*c, std::cout);
+  return 0;
+}
+
+const std::vector<command>& commands() {
+  static const std::vector<command> all = {
+      {"train", "[--config-file=FILE] [--section.key=value ...]",
+       "train with the actor pipeline, every actor in this process",
+       "Trains with the actor pipeline (replicas, swarms of neuron slices, gradient\n"
+       "relays, a coordinator), every actor in this process. Prints a line per\n"
+       "validation pass and a summary, and writes model.ckpt, curve.csv and\n"
+       "curve.png into training.output_dir.\n",
+       run_options, "  nettorrent train --config-file=config/local.ini --topology.replicas=4\n",
+       cmd_train},
+      {"node", "--config-file=NODE_FILE [--section.key=value ...]",
+       "run one node of a cluster (see config/cluster/)",
+       "Runs one node of a cluster: reads the node file and the cluster file it\n"
+       "names, spawns the actors the placement puts on this node and joins the\n"
+       "others. The coordinator's node writes the outputs (training.output_dir).\n",
+       "  --config-file=NODE_FILE\n"
+       "                        this node's file ([node] id, cluster_file, bind)\n"
+       "  --section.key=value   override a run key of the cluster file; give every\n"
+       "                        node the same ones, or the cluster hashes differ\n",
+       "  nettorrent node --config-file=config/cluster/node-0.ini\n"
+       "  (scripts/launch-cluster.sh starts every node of config/cluster/)\n",
+       cmd_node},
+      {"centralised", "[--config-file=FILE] [--section.key=value ...]",
+       "train the whole model in one thread (the reference run)",
+       "Trains the whole model in one thread: the reference run the actor pipeline\n"
+       "is checked against. Reads the same configuration and prints and writes what\n"
+       "train does. 'centralized' is accepted too.\n",
+       run_options,
+       "  nettorrent centralised --config-file=config/local.ini --training.max_epochs=5\n",
+       cmd_centralised},
+      {"evaluate", "--checkpoint=FILE [--data.dir=DIR] [--data.test_limit=N]",
+       "score a saved model on the test split: accuracy, loss, confusion matrix",
+       "Loads a checkpoint, whatever topology trained it, and scores it on the test\n"
+       "split: accuracy, loss and the confusion matrix. The model comes from the\n"
+       "checkpoint.\n",
+       "  --checkpoint=FILE     the model.ckpt to score (required)\n"
+       "  --data.dir=DIR        directory with the IDX files (default: the\n"
+       "                        dataset-fashion-mnist package)\n"
+       "  --data.test_limit=N   score the first N test samples only (0 = all)\n",
+       "  nettorrent evaluate --checkpoint=runs/local/model.ckpt\n", cmd_evaluate},
+      {"plot", "--curve=CURVE_CSV [--out=PNG]",
+       "draw a learning curve with gnuplot (runs do this themselves at the end)",
+       "Draws a learning curve (curve.csv of a run) with gnuplot: losses and\n"
+       "validation accuracy against time and samples. Runs do this themselves at\n"
+       "the end; a missing gnuplot is a warning.\n",
+       "  --curve=CURVE_CSV     the curve to draw (required)\n"
+       "  --out=PNG             the image to write (default: CURVE_CSV with .png)\n",
+       "  nettorrent plot --curve=runs/local/curve.csv --out=/tmp/curve.png\n", cmd_plot},
+      {"keys", "", "list every configuration key with its type and default",
+       "Lists every key of run configurations, cluster files and node files with\n"
+       "its type, default and meaning.\n",
+       "", "  nettorrent keys | grep optimizer.\n", cmd_keys},
+      {"help", "[COMMAND]", "this overview, or one command's help",
+       "Prints the list of commands, or the help of COMMAND (as nettorrent COMMAND\n"
+       "--help does).\n",
+       "", "  nettorrent help evaluate\n", cmd_help},
+      {"version", "", "the NetTorrent, CAF, Eigen and compiler versions (also --version)",
+       "Prints the versions of NetTorrent, CAF, Eigen and the compiler this binary\n"
+       "was built with.\n",
+       "", "  nettorrent --version\n", cmd_version},
+  };
+  return all;
+}
+
+/// -h or --help anywhere after the command asks for its help.
+bool asks_for_help(const std::vector<std::string>& args) {
+  for (const auto& a : args)
+    if (a == "-h" || a == "--help")
+      return true;
+  return false;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -180,37 +316,25 @@ int main(int argc, char** argv) {
     usage(std::cerr);
     return 2;
   }
-  const std::string cmd = argv[1];
+  const std::string word = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
-  try {
-    if (cmd == "centralised" || cmd == "centralized")
-      return cmd_centralised(args);
-    if (cmd == "node")
-      return cmd_node(args);
-    if (cmd == "train")
-      return cmd_train(args);
-    if (cmd == "plot")
-      return cmd_plot(args);
-    if (cmd == "evaluate")
-      return cmd_evaluate(args);
-    if (cmd == "keys") {
-      std::cout << "run configuration (config/local.ini; cluster files take them too):\n"
-                << nt::describe_config_keys() << "\ncluster and node files (config/cluster/):\n"
-                << nt::describe_cluster_keys();
-      return 0;
-    }
-    if (cmd == "help" || cmd == "--help" || cmd == "-h") {
-      usage(std::cout);
-      return 0;
-    }
-    std::cerr << "nettorrent: unknown command \"" << cmd << "\"\n";
+  const command* cmd = find_command(command_name(word));
+  if (cmd == nullptr) {
+    std::cerr << "nettorrent: unknown command \"" << word << "\"\n";
     usage(std::cerr);
     return 2;
+  }
+  if (asks_for_help(args)) {
+    command_usage(*cmd, std::cout);
+    return 0;
+  }
+  try {
+    return cmd->run(args);
   } catch (const nt::error& e) {
-    std::cerr << "nettorrent " << cmd << ": error: " << e.what() << '\n';
+    std::cerr << "nettorrent " << cmd->name << ": error: " << e.what() << '\n';
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "nettorrent " << cmd << ": internal error: " << e.what() << '\n';
+    std::cerr << "nettorrent " << cmd->name << ": internal error: " << e.what() << '\n';
     return 1;
   }
 }

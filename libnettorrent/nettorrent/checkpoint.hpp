@@ -56,8 +56,4 @@ void save_checkpoint(const std::string& path, const model_checkpoint& ck);
 /// inconsistent shapes).
 model_checkpoint load_checkpoint(const std::string& path);
 
-/// Throws naming `path` if the checkpoint's layer widths differ from `layers`.
-void check_checkpoint_shape(const model_checkpoint& ck, const std::vector<std::size_t>& layers,
-                            const std::string& path);
-
 } // namespace nettorrent

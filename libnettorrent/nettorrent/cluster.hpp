@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "nettorrent/config.hpp"
+#include "nettorrent/hash.hpp" // hash_hex, for callers printing hash()
 
 namespace nettorrent {
 
@@ -113,10 +114,10 @@ struct cluster_config {
   /// nettorrent::error whose message starts with the key at fault.
   void validate() const;
 
-  /// Everything nodes must agree on, as text: run.canonical(), the
-  /// placement strategy, the resolved placement of every actor and the node
-  /// list (sorted by id). Independent of the order of sections, keys and
-  /// list entries in the file.
+  /// Everything nodes must agree on, as text: the lines of run.canonical(),
+  /// the placement strategy, the resolved placement of every actor and one
+  /// line per node, all lines sorted byte-wise together. Independent of the
+  /// order of sections, keys and list entries in the file.
   std::string canonical() const;
 
   /// FNV-1a 64 of canonical(): a node refuses a peer whose hash differs.
@@ -126,9 +127,6 @@ struct cluster_config {
 /// Builds and validates a cluster description from a parsed INI document.
 /// Throws nettorrent::error naming doc.path, the key and the line.
 cluster_config parse_cluster_config(const ini_document& doc);
-
-/// A cluster hash as 16 hex digits, as nodes and the coordinator print it.
-std::string hash_hex(std::uint64_t hash);
 
 /// Reads, parses and validates a cluster file.
 cluster_config load_cluster_config(const std::string& path);
@@ -143,16 +141,10 @@ struct node_config {
   std::uint16_t metrics_port = 0; ///< from the node list (an override must agree)
   cluster_config cluster;
 
-  /// This node's entry in cluster.nodes.
-  const node_address& self() const;
   /// True unless `bind` is a loopback address (127.0.0.0/8, ::1, localhost):
   /// callers warn, since BASP frames are not bounded before TLS.
   bool binds_beyond_loopback() const;
 };
-
-/// Builds and validates a node config; `doc` is the node file, whose
-/// directory resolves a relative cluster_file.
-node_config parse_node_config(const ini_document& doc);
 
 /// Reads a node file and the cluster file it names; validates both.
 node_config load_node_config(const std::string& path);

@@ -115,13 +115,25 @@ struct run_config {
   /// Checks cross-field constraints; throws nettorrent::error naming the key.
   void validate() const;
 
-  /// Every setting that affects the training result, as `key=value` lines in
-  /// a fixed order (output paths and display settings excluded).
+  /// Every setting that affects the training result, one
+  /// `section.key=value` line each, the lines sorted byte-wise (output paths
+  /// and display settings excluded). Independent of the order of keys and
+  /// sections in the file and in the schema.
   std::string canonical() const;
 
   /// FNV-1a 64 of canonical(): stored in checkpoints.
   std::uint64_t hash() const;
 };
+
+/// A command's arguments with the configuration file taken out.
+struct command_line {
+  std::string config_file;       ///< the PATH of `--config-file=PATH`; empty if not given
+  std::vector<std::string> rest; ///< every other argument, in order
+};
+
+/// The one reader of `--config-file=PATH`. Throws nettorrent::error for a
+/// second --config-file, an empty path, or `--config-file` without `=PATH`.
+command_line split_command_line(const std::vector<std::string>& args);
 
 /// Parses command-line style arguments: `--config-file=PATH` (at most once)
 /// and `--section.key=value` overrides, applied after the file. Anything else
@@ -131,9 +143,6 @@ run_config load_run_config(const std::vector<std::string>& args);
 /// Applies `--section.key=value` arguments on top of `cfg` (no validation:
 /// call cfg.validate() afterwards).
 void apply_overrides(const std::vector<std::string>& args, run_config& cfg);
-
-/// Applies one parsed INI document on top of `cfg`.
-void apply_ini(const struct ini_document& doc, run_config& cfg);
 
 /// One line per key: name, type, default and meaning (for --help and docs).
 std::string describe_config_keys();

@@ -7,9 +7,6 @@
 
 namespace nettorrent {
 
-/// The gnuplot program that draws `csv` into `png`.
-std::string curve_plot_script(const std::string& csv, const std::string& png);
-
 /// Runs gnuplot to draw `csv` into `png` (written atomically). A missing or
 /// failing gnuplot is not an error: a warning goes to `warn` and false is
 /// returned. Throws nettorrent::error if `csv` is missing or not a curve.

@@ -8,10 +8,11 @@
 #include <sstream>
 
 #include "nettorrent/error.hpp"
+#include "nettorrent/hash.hpp"
 #include "nettorrent/run_support.hpp"
 
 // File layout (all integers little-endian):
-//   u64 magic | u32 version | u64 payload bytes | payload | u64 FNV-1a(payload)
+//   u64 magic | u32 version | u64 payload bytes | payload | u64 FNV-1a 64(payload)
 // The payload is a Cereal portable-binary archive of the header fields and
 // every layer's parameters and optimizer state. Raw floats are written by
 // Cereal's portable archive in little-endian order.
@@ -68,15 +69,6 @@ void load_state(Archive& ar, optimizer_state& s, std::size_t payload_bytes) {
   load_vector(ar, s.m, payload_bytes);
   load_vector(ar, s.v, payload_bytes);
   ar(s.steps);
-}
-
-std::uint64_t fnv1a(const std::string& bytes) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return h;
 }
 
 template <class T>
@@ -176,7 +168,7 @@ void save_checkpoint(const std::string& path, const model_checkpoint& ck) {
   put_le(file, ck.header.version);
   put_le(file, static_cast<std::uint64_t>(payload.size()));
   file += payload;
-  put_le(file, fnv1a(payload));
+  put_le(file, fnv1a64(payload));
   write_file_atomically(path, [&](std::ostream& os) {
     os.write(file.data(), static_cast<std::streamsize>(file.size()));
   });
@@ -212,7 +204,7 @@ model_checkpoint load_checkpoint(const std::string& path) {
     return fail("checkpoint has " + std::to_string(file.size() - prefix_bytes - 8 - size)
                 + " unexpected trailing bytes");
   const std::string payload = file.substr(prefix_bytes, size);
-  if (fnv1a(payload) != get_le<std::uint64_t>(file, prefix_bytes + size))
+  if (fnv1a64(payload) != get_le<std::uint64_t>(file, prefix_bytes + size))
     return fail("corrupted checkpoint (checksum mismatch)");
   model_checkpoint ck;
   ck.header.version = version;
@@ -224,22 +216,6 @@ model_checkpoint load_checkpoint(const std::string& path) {
     return fail(std::string{"malformed checkpoint: "} + e.what());
   }
   return ck;
-}
-
-void check_checkpoint_shape(const model_checkpoint& ck, const std::vector<std::size_t>& layers,
-                            const std::string& path) {
-  auto show = [](const auto& xs) {
-    std::string s;
-    for (std::size_t i = 0; i < xs.size(); ++i)
-      s += (i > 0 ? "-" : "") + std::to_string(xs[i]);
-    return s;
-  };
-  bool same = ck.header.layers.size() == layers.size();
-  for (std::size_t i = 0; same && i < layers.size(); ++i)
-    same = ck.header.layers[i] == layers[i];
-  if (!same)
-    throw error(path + ": checkpoint holds a " + show(ck.header.layers)
-                + " model, the configuration expects " + show(layers));
 }
 
 } // namespace nettorrent

@@ -1,7 +1,5 @@
 #include "nettorrent/cluster.hpp"
 
-#include <cstdio>
-
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
@@ -320,15 +318,6 @@ void check_override(const ini_document& doc, const char* key, std::size_t given,
                 + c.cluster_file);
 }
 
-std::uint64_t fnv1a64(const std::string& text) {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char ch : text) {
-    h ^= ch;
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
-
 } // namespace
 
 // --- public API ----------------------------------------------------------------
@@ -368,16 +357,14 @@ void cluster_config::validate() const {
 }
 
 std::string cluster_config::canonical() const {
-  std::string out = run.canonical();
-  out += "placement.strategy=" + std::string{to_string(placement.strategy)} + "\n";
-  out += plan_placement(*this).canonical();
-  std::vector<node_address> sorted = nodes;
-  std::sort(sorted.begin(), sorted.end(),
-            [](const node_address& a, const node_address& b) { return a.id < b.id; });
-  for (const auto& n : sorted)
-    out +=
-        "nodes." + n.id + "=" + n.endpoint() + " metrics " + std::to_string(n.metrics_port) + "\n";
-  return out;
+  std::vector<std::string> lines = split_lines(run.canonical());
+  lines.push_back("placement.strategy=" + std::string{to_string(placement.strategy)});
+  for (auto& l : split_lines(plan_placement(*this).canonical()))
+    lines.push_back(std::move(l));
+  for (const auto& n : nodes)
+    lines.push_back("nodes." + n.id + "=" + n.endpoint() + " metrics "
+                    + std::to_string(n.metrics_port));
+  return sorted_lines(std::move(lines));
 }
 
 std::uint64_t cluster_config::hash() const {
@@ -401,18 +388,13 @@ cluster_config load_cluster_config(const std::string& path) {
   return parse_cluster_config(parse_ini_file(path));
 }
 
-const node_address& node_config::self() const {
-  const node_address* n = cluster.find_node(id);
-  if (n == nullptr)
-    throw error(path + ": node.id \"" + id + "\" is not in nodes.ids of " + cluster_file);
-  return *n;
-}
-
 bool node_config::binds_beyond_loopback() const {
   return !(bind == "localhost" || bind.rfind("127.", 0) == 0 || bind == "::1" || bind == "[::1]");
 }
 
-node_config parse_node_config(const ini_document& doc) {
+node_config load_node_config(const std::string& path) {
+  // The node file's directory resolves a relative cluster_file.
+  const ini_document doc = parse_ini_file(path);
   node_file f;
   f.cfg.path = doc.path;
   apply_document(doc, f, node_options());
@@ -435,19 +417,9 @@ node_config parse_node_config(const ini_document& doc) {
   return std::move(f.cfg);
 }
 
-node_config load_node_config(const std::string& path) {
-  return parse_node_config(parse_ini_file(path));
-}
-
 std::string describe_cluster_keys() {
   return "cluster file:\n" + describe(cluster_options(), cluster_file{}) + "node file:\n"
          + describe(node_options(), node_file{});
-}
-
-std::string hash_hex(std::uint64_t hash) {
-  char buf[20];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(hash));
-  return buf;
 }
 
 } // namespace nettorrent

@@ -1,5 +1,6 @@
 #include "nettorrent/config.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <functional>
@@ -8,6 +9,7 @@
 
 #include "config_schema.hpp"
 #include "nettorrent/error.hpp"
+#include "nettorrent/hash.hpp"
 #include "nettorrent/ini.hpp"
 
 namespace nettorrent {
@@ -73,6 +75,25 @@ std::string quote(const std::string& s) {
 
 std::string show_list(const std::vector<std::string>& xs) {
   return show_list(xs, quote);
+}
+
+std::string sorted_lines(std::vector<std::string> lines) {
+  std::sort(lines.begin(), lines.end()); // std::string's < compares bytes as unsigned char
+  std::string out;
+  for (const auto& l : lines)
+    out += l + "\n";
+  return out;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t begin = 0;
+  for (std::size_t end = text.find('\n'); end != std::string::npos;
+       begin = end + 1, end = text.find('\n', begin))
+    out.push_back(text.substr(begin, end - begin));
+  if (begin < text.size())
+    out.push_back(text.substr(begin));
+  return out;
 }
 
 std::string origin_of(const ini_document& doc, const std::string& key) {
@@ -308,11 +329,6 @@ const std::vector<option<run_config>>& run_options() {
 
 } // namespace schema
 
-void apply_ini(const ini_document& doc, run_config& cfg) {
-  for (const auto& e : doc.entries)
-    apply_entry(e, cfg, all_options());
-}
-
 void run_config::validate() const {
   if (model.layers.size() < 2)
     throw error("model.layers: needs at least two widths (input and output), got "
@@ -367,20 +383,15 @@ sync_policy parse_sync_policy(std::string_view name) {
 }
 
 std::string run_config::canonical() const {
-  std::string out;
+  std::vector<std::string> lines;
   for (const auto& s : all_options())
     if (s.affects_result)
-      out += std::string{s.name} + "=" + s.get(*this) + "\n";
-  return out;
+      lines.push_back(std::string{s.name} + "=" + s.get(*this));
+  return sorted_lines(std::move(lines));
 }
 
 std::uint64_t run_config::hash() const {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : canonical()) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return h;
+  return fnv1a64(canonical());
 }
 
 namespace {
@@ -422,23 +433,39 @@ void apply_overrides(const std::vector<std::string>& args, run_config& cfg) {
     apply_entry(parse_override(arg), cfg, all_options());
 }
 
-run_config load_run_config(const std::vector<std::string>& args) {
-  run_config cfg;
-  std::string file;
-  std::vector<ini_entry> overrides;
+command_line split_command_line(const std::vector<std::string>& args) {
+  static const std::string flag = "--config-file";
+  command_line out;
+  bool seen = false;
   for (const auto& arg : args) {
-    if (arg.rfind("--config-file=", 0) == 0) {
-      if (!file.empty())
-        throw error("command line: --config-file given twice");
-      file = arg.substr(14);
-      if (file.empty())
-        throw error("command line: --config-file= needs a path");
+    if (arg.compare(0, flag.size(), flag) != 0
+        || (arg.size() > flag.size() && arg[flag.size()] != '=')) {
+      out.rest.push_back(arg);
       continue;
     }
-    overrides.push_back(parse_override(arg));
+    if (seen)
+      throw error("command line: --config-file given twice (\"" + out.config_file + "\" and \""
+                  + arg + "\")");
+    if (arg.size() <= flag.size() + 1)
+      throw error("command line: \"" + arg + "\" needs a path: write --config-file=PATH");
+    out.config_file = arg.substr(flag.size() + 1);
+    seen = true;
   }
-  if (!file.empty())
-    apply_ini(parse_ini_file(file), cfg);
+  return out;
+}
+
+run_config load_run_config(const std::vector<std::string>& args) {
+  run_config cfg;
+  const command_line cl = split_command_line(args);
+  const std::string& file = cl.config_file;
+  std::vector<ini_entry> overrides;
+  for (const auto& arg : cl.rest)
+    overrides.push_back(parse_override(arg));
+  if (!file.empty()) {
+    const ini_document doc = parse_ini_file(file);
+    for (const auto& e : doc.entries)
+      apply_entry(e, cfg, all_options());
+  }
   for (const auto& e : overrides)
     apply_entry(e, cfg, all_options());
   try {

@@ -60,6 +60,17 @@ std::string show_list(const std::vector<std::size_t>& xs);
 std::string show_list(const std::vector<std::string>& xs); ///< ["a", "b"]
 std::string quote(const std::string& s);                   ///< "s"
 
+// --- canonical text ------------------------------------------------------------
+
+/// The canonical text of a configuration: `lines` (`section.key=value`, no
+/// '\n' in them) sorted byte-wise, each followed by '\n'. Sorting makes the
+/// text, and every hash of it, independent of the order a schema declares its
+/// keys in and of the order a file writes them in.
+std::string sorted_lines(std::vector<std::string> lines);
+
+/// The '\n'-terminated lines of `text`, without their '\n'.
+std::vector<std::string> split_lines(const std::string& text);
+
 // --- options -----------------------------------------------------------------
 
 /// One `section.key` of a schema over the configuration type `Config`.
@@ -75,7 +86,8 @@ struct option {
 };
 
 /// The options of a run configuration ([model], [data], [training],
-/// [optimizer], [topology], [system]), in canonical order.
+/// [optimizer], [topology], [system]), in the order `nettorrent keys` lists
+/// them (no hash depends on this order: see sorted_lines()).
 const std::vector<option<run_config>>& run_options();
 
 /// The run options re-targeted at a run_config inside `Outer`, so a larger

@@ -28,8 +28,7 @@ std::string quoted(const std::string& s) {
   return out + "'";
 }
 
-} // namespace
-
+/// The gnuplot program that draws `csv` into `png`.
 std::string curve_plot_script(const std::string& csv, const std::string& png) {
   const std::string data = quoted(csv);
   return "set terminal pngcairo size 1200,800 font ',10'\n"
@@ -62,6 +61,8 @@ std::string curve_plot_script(const std::string& csv, const std::string& png) {
          + " using 2:6 with linespoints title 'validation accuracy'\n"
            "unset multiplot\n";
 }
+
+} // namespace
 
 bool plot_curve(const std::string& csv, const std::string& png, std::ostream& warn) {
   {

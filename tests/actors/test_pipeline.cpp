@@ -282,7 +282,8 @@ TEST_F(Pipeline, TwoReplicasTwoSlicesAverageCompletes) {
   EXPECT_EQ(updates, 2u * 3u * 2u * (report.samples / 2 / batch_size));
   EXPECT_EQ(report.checkpoint_path, cfg.training.output_dir + "/model.ckpt");
   const nt::model_checkpoint ck = nt::load_checkpoint(report.checkpoint_path);
-  EXPECT_NO_THROW(nt::check_checkpoint_shape(ck, cfg.model.layers, report.checkpoint_path));
+  EXPECT_EQ(ck.header.layers,
+            std::vector<std::uint64_t>(cfg.model.layers.begin(), cfg.model.layers.end()));
   ASSERT_EQ(ck.layers.size(), 3u);
   for (std::size_t l = 0; l < 3; ++l) {
     EXPECT_EQ(static_cast<std::size_t>(ck.layers[l].params.w.rows()), cfg.model.layers[l]);

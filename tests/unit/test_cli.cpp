@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nettorrent/centralised.hpp"
@@ -38,25 +39,31 @@ std::string quote(const std::string& s) {
 
 struct cli_result {
   int code = -1;      ///< exit status, -1 if the process did not exit normally
-  std::string output; ///< stdout and stderr together
+  std::string out;    ///< stdout
+  std::string err;    ///< stderr
+  std::string output; ///< out, then err
 };
 
 // Runs the binary with `args` (each quoted for the shell).
 cli_result run_cli(const std::vector<std::string>& args) {
   static std::atomic<int> counter{0};
-  const fs::path out =
-      fs::temp_directory_path()
-      / ("nettorrent-test_cli-out-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+  const std::string stem = (fs::temp_directory_path()
+                            / ("nettorrent-test_cli-out-" + std::to_string(::getpid()) + "-"
+                               + std::to_string(counter++)))
+                               .string();
   std::string cmd = quote(cli);
   for (const auto& a : args)
     cmd += " " + quote(a);
-  cmd += " >" + quote(out.string()) + " 2>&1 </dev/null";
+  cmd += " >" + quote(stem + ".out") + " 2>" + quote(stem + ".err") + " </dev/null";
   const int status = std::system(cmd.c_str());
   cli_result r;
   if (status != -1 && WIFEXITED(status))
     r.code = WEXITSTATUS(status);
-  r.output = read_file(out.string());
-  fs::remove(out);
+  r.out = read_file(stem + ".out");
+  r.err = read_file(stem + ".err");
+  r.output = r.out + r.err;
+  fs::remove(stem + ".out");
+  fs::remove(stem + ".err");
   return r;
 }
 
@@ -115,9 +122,14 @@ TEST_F(Cli, NoArgumentsPrintsUsageAndExitsTwo) {
 }
 
 TEST_F(Cli, HelpExitsZero) {
-  const cli_result r = run_cli({"help"});
-  EXPECT_EQ(r.code, 0);
-  EXPECT_CONTAINS(r.output, "usage: nettorrent <command>");
+  for (const char* h : {"help", "--help", "-h"}) {
+    SCOPED_TRACE(h);
+    const cli_result r = run_cli({h});
+    EXPECT_EQ(r.code, 0);
+    EXPECT_CONTAINS(r.out, "usage: nettorrent <command>");
+    for (const char* cmd : {"train", "node", "centralised", "evaluate", "plot", "keys", "version"})
+      EXPECT_CONTAINS(r.out, std::string{"\n  "} + cmd);
+  }
 }
 
 TEST_F(Cli, UnknownCommandFails) {
@@ -126,6 +138,65 @@ TEST_F(Cli, UnknownCommandFails) {
   EXPECT_EQ(r.code, 2);
   EXPECT_CONTAINS(r.output, "unknown command \"frobnicate\"");
   EXPECT_CONTAINS(r.output, "usage:");
+}
+
+TEST_F(Cli, EveryCommandHasItsOwnHelp) {
+  // Each command's help goes to stdout, exits 0, shows its usage line and
+  // names its key option; -h and --help anywhere after the command.
+  const std::vector<std::pair<std::string, std::string>> key_option = {
+      {"train", "--config-file=FILE"},       {"node", "--config-file=NODE_FILE"},
+      {"centralised", "--config-file=FILE"}, {"evaluate", "--checkpoint=FILE"},
+      {"plot", "--curve=CURVE_CSV"},         {"keys", "type, default and meaning"},
+      {"help", "nettorrent help evaluate"},  {"version", "nettorrent --version"}};
+  for (const auto& [cmd, option] : key_option) {
+    for (const char* flag : {"--help", "-h"}) {
+      SCOPED_TRACE(cmd + " " + flag);
+      const cli_result r = run_cli({cmd, flag});
+      EXPECT_EQ(r.code, 0) << r.output;
+      EXPECT_CONTAINS(r.out, "usage: nettorrent " + cmd);
+      EXPECT_CONTAINS(r.out, option);
+      EXPECT_CONTAINS(r.out, "example:");
+      EXPECT_EQ(r.err, "");
+    }
+  }
+  // After other arguments too, and without running anything.
+  cli_result r = run_cli({"train", "--config-file=" + path("missing.ini"), "--help"});
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_CONTAINS(r.out, "usage: nettorrent train");
+  // The alias, and `help COMMAND`.
+  r = run_cli({"centralized", "--help"});
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_CONTAINS(r.out, "usage: nettorrent centralised");
+  r = run_cli({"help", "evaluate"});
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_CONTAINS(r.out, "--checkpoint=FILE");
+  EXPECT_CONTAINS(r.out, "--data.test_limit=N");
+  r = run_cli({"--help", "plot"});
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_CONTAINS(r.out, "--out=PNG");
+}
+
+TEST_F(Cli, HelpOfAnUnknownCommandExitsTwo) {
+  cli_result r = run_cli({"help", "frobnicate"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_CONTAINS(r.err, "unknown command \"frobnicate\"");
+  r = run_cli({"frobnicate", "--help"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_CONTAINS(r.err, "unknown command \"frobnicate\"");
+  EXPECT_EQ(r.out, "");
+}
+
+TEST_F(Cli, VersionNamesNetTorrentCafEigenAndTheCompiler) {
+  for (const char* v : {"--version", "version"}) {
+    SCOPED_TRACE(v);
+    const cli_result r = run_cli({v});
+    EXPECT_EQ(r.code, 0) << r.output;
+    EXPECT_CONTAINS(r.out, "nettorrent " NETTORRENT_VERSION "\n");
+    EXPECT_CONTAINS(r.out, "CAF 0.17.");
+    EXPECT_CONTAINS(r.out, "Eigen 3.4.");
+    EXPECT_CONTAINS(r.out, "compiler ");
+    EXPECT_EQ(r.err, "");
+  }
 }
 
 TEST_F(Cli, KeysListsEveryKey) {
@@ -163,6 +234,19 @@ TEST_F(Cli, CentralisedWithAMissingConfigFileOrBadArgument) {
   r = run_cli({"centralised", "--config-file=" + local_ini, "max_epochs=3"});
   EXPECT_EQ(r.code, 1);
   EXPECT_CONTAINS(r.output, "unexpected argument \"max_epochs=3\"");
+}
+
+TEST_F(Cli, EveryCommandRefusesASecondConfigFile) {
+  for (const char* cmd : {"centralised", "train", "node"}) {
+    SCOPED_TRACE(cmd);
+    const cli_result r =
+        run_cli({cmd, "--config-file=" + local_ini, "--config-file=" + path("other.ini")});
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_CONTAINS(r.output, "--config-file given twice");
+  }
+  const cli_result r = run_cli({"node", "--config-file="});
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_CONTAINS(r.output, "needs a path");
 }
 
 TEST_F(Cli, EvaluateWithoutCheckpoint) {

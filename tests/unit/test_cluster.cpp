@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "nettorrent/cluster.hpp"
 #include "nettorrent/config.hpp"
 #include "nettorrent/error.hpp"
+#include "nettorrent/hash.hpp"
 #include "nettorrent/ini.hpp"
 #include "nettorrent/placement.hpp"
 
@@ -35,6 +37,15 @@ const std::string example_dir = std::string{NETTORRENT_SOURCE_DIR} + "/config/cl
 #define EXPECT_STARTS_WITH(haystack, prefix)                                                       \
   EXPECT_EQ(std::string{haystack}.rfind(prefix, 0), 0u)                                            \
       << "\"" << (haystack) << "\" does not start with \"" << (prefix) << "\""
+
+// The lines of `text` without their '\n'.
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream is{text};
+  for (std::string line; std::getline(is, line);)
+    out.push_back(line);
+  return out;
+}
 
 // An INI file as ordered sections of ordered `key = value` lines, so tests
 // can change one key, drop one, or reorder everything, and know each line.
@@ -443,8 +454,8 @@ TEST_F(NodeFiles, NodeFileNamesItsClusterRelativeToItsDirectory) {
   EXPECT_EQ(n.bind, "127.0.0.1");
   EXPECT_EQ(n.port, 4201);
   EXPECT_EQ(n.metrics_port, 9201); // from the node list
-  EXPECT_EQ(n.self().id, "n1");
-  EXPECT_EQ(n.self().endpoint(), "127.0.0.1:4201");
+  ASSERT_NE(n.cluster.find_node(n.id), nullptr);
+  EXPECT_EQ(n.cluster.find_node(n.id)->endpoint(), "127.0.0.1:4201");
   EXPECT_FALSE(n.binds_beyond_loopback());
   EXPECT_EQ(n.cluster.hash(), load(base_cluster()).hash());
 
@@ -630,10 +641,47 @@ TEST_F(ClusterFiles, TheHashCoversWhatNodesMustAgreeOn) {
   EXPECT_EQ(hash_with("system", "scheduler_threads", "2"), c.hash());
   // The canonical text holds the run, the strategy, every actor and every node.
   const std::string text = c.canonical();
-  EXPECT_EQ(text.rfind(c.run.canonical(), 0), 0u);
+  for (const auto& line : lines_of(c.run.canonical()))
+    EXPECT_CONTAINS(text, line + "\n");
   EXPECT_CONTAINS(text, "placement.strategy=by_swarm\n");
   EXPECT_CONTAINS(text, "placement.slice r1 l1 i2=n1\n");
   EXPECT_CONTAINS(text, "nodes.n2=127.0.0.1:4202 metrics 9202\n");
+}
+
+TEST_F(ClusterFiles, CanonicalLinesAreSortedAndUniqueAndHashed) {
+  for (const ini_model& m : {base_cluster(), explicit_cluster(),
+                             base_cluster().set("placement", "strategy", "\"round_robin\"")}) {
+    const nt::cluster_config c = load(m);
+    const std::string text = c.canonical();
+    ASSERT_FALSE(text.empty());
+    EXPECT_EQ(text.back(), '\n');
+    const std::vector<std::string> lines = lines_of(text);
+    EXPECT_TRUE(std::is_sorted(lines.begin(), lines.end())) << text;
+    std::vector<std::string> keys;
+    for (const auto& l : lines)
+      keys.push_back(l.substr(0, l.find('=')));
+    EXPECT_TRUE(std::adjacent_find(keys.begin(), keys.end()) == keys.end()) << text;
+    // The run's lines, the strategy, one line per actor and one per node.
+    EXPECT_EQ(lines.size(), lines_of(c.run.canonical()).size() + 1
+                                + nt::plan_placement(c).actors().size() + c.nodes.size());
+    EXPECT_EQ(c.hash(), nt::fnv1a64(text));
+  }
+}
+
+TEST_F(ClusterFiles, SameSettingsInAnotherOrderHashTheSame) {
+  // Sections and keys reversed; or two keys moved to the end of their section.
+  const ini_model base = base_cluster();
+  const nt::cluster_config c = load(base);
+  const nt::cluster_config rev = load(base.reversed());
+  ini_model moved = base;
+  moved.erase("model", "layers").set("model", "layers", "[12, 8, 6, 3]");
+  moved.erase("nodes", "ids").set("nodes", "ids", "[\"n1\", \"n2\", \"n0\"]");
+  ASSERT_NE(base.text(), moved.text());
+  EXPECT_EQ(rev.canonical(), c.canonical());
+  EXPECT_EQ(rev.hash(), c.hash());
+  EXPECT_EQ(load(moved).hash(), c.hash());
+  EXPECT_NE(load(base.reversed().set("training", "seed", "5")).hash(), c.hash());
+  EXPECT_EQ(load(base.reversed().set("training", "output_dir", "\"x\"")).hash(), c.hash());
 }
 
 TEST_F(ClusterFiles, BySwarmPutsASwarmOnOneNode) {

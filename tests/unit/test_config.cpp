@@ -5,10 +5,12 @@
 
 #include "test_support.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,7 @@
 
 #include "nettorrent/config.hpp"
 #include "nettorrent/error.hpp"
+#include "nettorrent/hash.hpp"
 #include "nettorrent/ini.hpp"
 
 namespace nt = nettorrent;
@@ -440,6 +443,37 @@ TEST_F(ConfigFiles, MissingFileAndCommandLineMistakes) {
   }
 }
 
+TEST(SplitCommandLine, TakesOutTheConfigFileAndKeepsTheRestInOrder) {
+  nt::command_line cl = nt::split_command_line({});
+  EXPECT_EQ(cl.config_file, "");
+  EXPECT_TRUE(cl.rest.empty());
+  cl = nt::split_command_line({"--a.b=1", "--config-file=dir/x=y.ini", "--c.d=2", "plain"});
+  EXPECT_EQ(cl.config_file, "dir/x=y.ini");
+  EXPECT_EQ(cl.rest, (std::vector<std::string>{"--a.b=1", "--c.d=2", "plain"}));
+  // Only the exact flag: look-alikes stay for the caller to refuse.
+  cl = nt::split_command_line({"--config-files=a", "-config-file=b", "--config.file=c"});
+  EXPECT_EQ(cl.config_file, "");
+  EXPECT_EQ(cl.rest.size(), 3u);
+}
+
+TEST(SplitCommandLine, RefusesASecondFileAndAnEmptyPath) {
+  std::string msg = error_of([] {
+    nt::split_command_line({"--config-file=a", "--config-file=b"});
+  });
+  EXPECT_CONTAINS(msg, "--config-file given twice");
+  EXPECT_CONTAINS(msg, "\"a\"");
+  EXPECT_CONTAINS(msg, "--config-file=b");
+  // Twice, even with the same path.
+  EXPECT_THROW(nt::split_command_line({"--config-file=a", "--x.y=1", "--config-file=a"}),
+               nt::error);
+  for (const char* empty : {"--config-file=", "--config-file"}) {
+    SCOPED_TRACE(empty);
+    msg = error_of([&] { nt::split_command_line({empty}); });
+    EXPECT_CONTAINS(msg, "needs a path");
+    EXPECT_CONTAINS(msg, "--config-file=PATH");
+  }
+}
+
 TEST_F(ConfigFiles, CommandLineOverridesApplyOverTheFile) {
   const nt::run_config c = nt::load_run_config(
       {"--training.max_epochs=3", "--config-file=" + local_ini, "--optimizer.kind=sgd",
@@ -524,6 +558,81 @@ TEST(RunConfigHash, SameThroughFileAndOverrides) {
   const nt::run_config b =
       nt::load_run_config({"--training.seed=7", "--training.progress_interval=0"});
   EXPECT_EQ(a.hash(), b.hash());
+}
+
+// The `section.key` of each line of a canonical text.
+std::vector<std::string> canonical_keys(const std::string& text) {
+  std::vector<std::string> keys;
+  std::istringstream is{text};
+  for (std::string line; std::getline(is, line);)
+    keys.push_back(line.substr(0, line.find('=')));
+  return keys;
+}
+
+TEST(RunConfigHash, CanonicalLinesAreSortedAndUniqueAndHashed) {
+  nt::run_config changed;
+  changed.model.layers = {784, 32, 10};
+  changed.optimizer.kind = nt::optimizer_kind::sgd;
+  changed.topology.slices = {2, 1};
+  for (const nt::run_config& c : {nt::run_config{}, changed}) {
+    const std::string text = c.canonical();
+    ASSERT_FALSE(text.empty());
+    EXPECT_EQ(text.back(), '\n');
+    std::vector<std::string> lines;
+    std::istringstream is{text};
+    for (std::string line; std::getline(is, line);)
+      lines.push_back(line);
+    EXPECT_TRUE(std::is_sorted(lines.begin(), lines.end())) << text;
+    std::vector<std::string> keys = canonical_keys(text);
+    EXPECT_TRUE(std::adjacent_find(keys.begin(), keys.end()) == keys.end()) << text;
+    for (const auto& k : keys)
+      EXPECT_NE(k.find('.'), std::string::npos) << "not section.key: " << k;
+    EXPECT_EQ(c.hash(), nt::fnv1a64(text));
+  }
+}
+
+TEST(RunConfigHash, CoversExactlyTheResultAffectingKeys) {
+  // Every key `nettorrent keys` lists is in the canonical text, except the
+  // output location, the display and the process settings.
+  const std::string described = nt::describe_config_keys();
+  std::vector<std::string> want;
+  std::istringstream is{described};
+  for (std::string line; std::getline(is, line);)
+    if (line.rfind("  ", 0) == 0 && line[2] != ' ') {
+      const std::string key = line.substr(2, line.find(' ', 2) - 2);
+      if (key != "training.output_dir" && key != "training.progress_interval"
+          && key.rfind("system.", 0) != 0)
+        want.push_back(key);
+    }
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(canonical_keys(nt::run_config{}.canonical()), want);
+}
+
+TEST_F(ConfigFiles, SameSettingsInAnotherOrderHashTheSame) {
+  // The same settings, sections and the keys within them in another order.
+  const std::string a = ini("a.ini", "[model]\nlayers = [784, 64, 10]\nactivation = \"tanh\"\n"
+                                     "[training]\nbatch_size = 32\nseed = 9\nmax_epochs = 3\n"
+                                     "[optimizer]\nkind = \"momentum\"\nlearning_rate = 0.05\n"
+                                     "momentum = 0.8\n"
+                                     "[topology]\nreplicas = 3\nslices = [2, 1]\n");
+  const std::string b = ini("b.ini", "[topology]\nslices = [2, 1]\nreplicas = 3\n"
+                                     "[optimizer]\nmomentum = 0.8\nlearning_rate = 0.05\n"
+                                     "kind = \"momentum\"\n"
+                                     "[training]\nmax_epochs = 3\nseed = 9\nbatch_size = 32\n"
+                                     "[model]\nactivation = \"tanh\"\nlayers = [784, 64, 10]\n");
+  const nt::run_config ca = nt::load_run_config({"--config-file=" + a});
+  const nt::run_config cb = nt::load_run_config({"--config-file=" + b});
+  EXPECT_EQ(ca.canonical(), cb.canonical());
+  EXPECT_EQ(ca.hash(), cb.hash());
+  EXPECT_NE(ca.hash(), nt::run_config{}.hash());
+  // A result-affecting key changes it; the output location does not.
+  EXPECT_NE(nt::load_run_config({"--config-file=" + b, "--optimizer.momentum=0.7"}).hash(),
+            ca.hash());
+  EXPECT_NE(nt::load_run_config({"--config-file=" + b, "--training.seed=10"}).hash(), ca.hash());
+  EXPECT_EQ(nt::load_run_config({"--config-file=" + b, "--training.output_dir=/tmp/elsewhere",
+                                 "--training.progress_interval=0", "--system.metrics=true"})
+                .hash(),
+            ca.hash());
 }
 
 TEST(RunConfigValidate, RejectsImpossibleModels) {
