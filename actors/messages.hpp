@@ -48,18 +48,6 @@ typename Inspector::result_type inspect_matrix(Inspector& f, Mat& m, const char*
 
 namespace nettorrent {
 
-/// An immutable matrix shared by reference count: broadcast to several
-/// actors and kept in a stash without copying. Never mutated once shared.
-struct shared_matrix {
-  std::shared_ptr<const matrix> ptr;
-
-  shared_matrix() = default;
-  explicit shared_matrix(matrix&& m) : ptr(std::make_shared<const matrix>(std::move(m))) {}
-
-  const matrix& get() const { return *ptr; }
-  explicit operator bool() const noexcept { return ptr != nullptr; }
-};
-
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shared_matrix& x) {
   if constexpr (Inspector::reads_state) {
