@@ -107,13 +107,26 @@ typename Inspector::result_type inspect(Inspector& f, replica_score& s) {
 struct slice_stats {
   std::uint64_t updates = 0;            ///< optimizer updates applied
   std::uint64_t dropped = 0;            ///< malformed messages dropped
+  std::uint64_t stale = 0;              ///< messages of another incarnation dropped
   std::uint64_t max_staleness = 0;      ///< largest staleness seen
   std::vector<std::uint64_t> staleness; ///< histogram: staleness[k] = updates with staleness k
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, slice_stats& s) {
-  return f(caf::meta::type_name("slice_stats"), s.updates, s.dropped, s.max_staleness, s.staleness);
+  return f(caf::meta::type_name("slice_stats"), s.updates, s.dropped, s.stale, s.max_staleness,
+           s.staleness);
+}
+
+/// What a relay or a shard worker reports about the messages it dropped.
+struct drop_stats {
+  std::uint64_t dropped = 0; ///< malformed messages dropped
+  std::uint64_t stale = 0;   ///< messages of another incarnation dropped
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, drop_stats& s) {
+  return f(caf::meta::type_name("drop_stats"), s.dropped, s.stale);
 }
 
 /// What a shard worker reports when it reaches a barrier.
