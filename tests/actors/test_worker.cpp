@@ -1,6 +1,9 @@
 // The shard worker: in-flight accounting when a batch's `done` (from the
 // input relay) and its `loss` (from the loss relay) arrive in either order,
-// and the barrier that waits for both.
+// and the barrier that waits for both; messages of another incarnation dropped
+// as stale in the middle of it.
+#include <limits>
+
 #include "fixture.hpp"
 
 namespace actor_tests {
@@ -143,6 +146,55 @@ TEST_F(Worker, DoneAndLossInEitherOrderAndTheBarrierWaitsForBoth) {
   deliver(nt::atom::done::value, inc, std::uint64_t{2});
   EXPECT_EQ(dropped(), 2u);
   EXPECT_EQ(reports->size(), 1u);
+  EXPECT_TRUE(no_message_waiting());
+}
+
+// A worker of incarnation 3 gets done and loss messages of incarnations 2
+// and 4 in the middle of the same script: each is dropped and counted as
+// stale, frees no slot, adds no loss, and the run ends exactly as above.
+class StaleWorker : public Worker {
+protected:
+  StaleWorker() : Worker(3) {}
+};
+
+TEST_F(StaleWorker, StaleDoneAndLossAreDroppedAndTheBatchesCompleteAsWithout) {
+  const std::uint32_t old = inc - 1;
+  const std::uint32_t newer = inc + 1;
+  deliver(nt::atom::resume::value);
+  ASSERT_EQ(*fed, (std::vector<std::uint64_t>{0, 1}));
+  // A stale done would free batch 0's slot; a stale loss would count.
+  deliver(nt::atom::done::value, old, std::uint64_t{0});
+  deliver(nt::atom::loss::value, newer, std::uint64_t{0}, true, 100.0, std::uint64_t{4});
+  EXPECT_EQ(fed->size(), 2u) << "a stale done freed a slot";
+  deliver(nt::atom::done::value, inc, std::uint64_t{0});
+  EXPECT_EQ(fed->size(), 3u);
+  deliver(nt::atom::loss::value, inc, std::uint64_t{0}, true, 1.0, std::uint64_t{4});
+  // A stale NaN loss would stop the run as diverged.
+  deliver(nt::atom::loss::value, old, std::uint64_t{1}, true,
+          std::numeric_limits<double>::quiet_NaN(), std::uint64_t{0});
+  deliver(nt::atom::loss::value, inc, std::uint64_t{1}, true, 2.0, std::uint64_t{4});
+  EXPECT_EQ(fed->size(), 3u);
+  deliver(nt::atom::done::value, inc, std::uint64_t{1});
+  ASSERT_EQ(*fed, (std::vector<std::uint64_t>{0, 1, 2, 3}));
+  deliver(nt::atom::done::value, inc, std::uint64_t{3});
+  deliver(nt::atom::done::value, inc, std::uint64_t{2});
+  // Stale losses of the last two batches would complete the barrier early.
+  deliver(nt::atom::loss::value, newer, std::uint64_t{3}, true, 4.0, std::uint64_t{4});
+  deliver(nt::atom::loss::value, old, std::uint64_t{2}, true, 8.0, std::uint64_t{4});
+  EXPECT_TRUE(reports->empty()) << "stale losses reached the barrier";
+  deliver(nt::atom::loss::value, inc, std::uint64_t{3}, true, 4.0, std::uint64_t{4});
+  EXPECT_TRUE(reports->empty());
+  deliver(nt::atom::loss::value, inc, std::uint64_t{2}, true, 8.0, std::uint64_t{4});
+  ASSERT_EQ(reports->size(), 1u);
+  const auto& r = reports->front();
+  EXPECT_EQ(r.samples, 32u);
+  EXPECT_DOUBLE_EQ(r.loss_sum, 15.0);
+  EXPECT_EQ(r.loss_samples, 32u);
+  EXPECT_TRUE(r.finished);
+  EXPECT_FALSE(r.diverged);
+  const nt::drop_stats c = counts();
+  EXPECT_EQ(c.dropped, 0u) << "stale messages are not malformed ones";
+  EXPECT_EQ(c.stale, 5u);
   EXPECT_TRUE(no_message_waiting());
 }
 
