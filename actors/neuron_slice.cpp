@@ -11,7 +11,6 @@ namespace nettorrent {
 
 neuron_slice_actor::behavior_type
 neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slice_spec spec) {
-  prepare_math_thread();
   auto& st = self->state;
   st.spec = spec;
   st.params = init_dense(spec.seed, spec.geometry);
