@@ -3,10 +3,12 @@
 // that only *reports to* another gets a narrow "sink" handle.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include <caf/actor.hpp>
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
 
@@ -15,52 +17,95 @@
 
 namespace nettorrent {
 
-/// What a neuron slice sends to its gradient relays.
-using slice_output_actor = caf::typed_actor<
-    /// Forward: this slice's output columns H[:, c0:c1) of a batch (B x n).
-    caf::reacts_to<atom::block, std::uint64_t /*batch*/, bool /*train*/, std::uint32_t /*slice*/,
-                   shared_matrix>,
-    /// Backward: this slice's partial input gradient dZ W^T (B x fan_in).
-    caf::reacts_to<atom::grad, std::uint64_t /*batch*/, std::uint32_t /*slice*/, owned_matrix>,
-    /// Swarm 1 only: this slice applied its update for the batch.
-    caf::reacts_to<atom::ack, std::uint64_t /*batch*/, std::uint32_t /*slice*/>>;
+// Every message of a batch's data flow (forward, block, backward, grad, ack,
+// labels, done, loss) carries the incarnation of the replica it belongs to
+// right after its atom; a receiver of another incarnation drops it as stale.
+
+/// Where a neuron slice sends its output: the hidden or loss relay after its layer.
+using block_sink_actor = caf::typed_actor<
+    /// Forward: a slice's output columns H[:, c0:c1) of a batch (B x n).
+    caf::reacts_to<atom::block, std::uint32_t /*incarnation*/, std::uint64_t /*batch*/,
+                   bool /*train*/, std::uint32_t /*slice*/, shared_matrix>>;
+
+/// Where a slice of layers 2..L sends its input gradient: the hidden relay before it.
+using grad_sink_actor = caf::typed_actor<
+    /// Backward: a slice's partial input gradient dZ W^T (B x fan_in).
+    caf::reacts_to<atom::grad, std::uint32_t /*incarnation*/, std::uint64_t /*batch*/,
+                   std::uint32_t /*slice*/, owned_matrix>>;
+
+/// Where a slice of layer 1 reports its updates: the input relay.
+using ack_sink_actor = caf::typed_actor<
+    /// The slice applied its update for the batch.
+    caf::reacts_to<atom::ack, std::uint32_t /*incarnation*/, std::uint64_t /*batch*/,
+                   std::uint32_t /*slice*/>>;
 
 /// A neuron slice: columns [c0, c1) of one layer in one replica.
 using neuron_slice_actor = caf::typed_actor<
     /// Forward a batch's input X (B x fan_in); training batches are stashed.
-    caf::reacts_to<atom::forward, std::uint64_t /*batch*/, bool /*train*/, shared_matrix>,
+    caf::reacts_to<atom::forward, std::uint32_t /*incarnation*/, std::uint64_t /*batch*/,
+                   bool /*train*/, shared_matrix>,
     /// Backward dLoss/dH for this slice's columns (B x n); updates the weights.
-    caf::reacts_to<atom::backward, std::uint64_t /*batch*/, owned_matrix>,
-    /// Connects the slice to the relay before it and the relay after it.
-    caf::replies_to<atom::wire, slice_output_actor /*prev*/,
-                    slice_output_actor /*next*/>::with<atom::ok>,
+    caf::reacts_to<atom::backward, std::uint32_t /*incarnation*/, std::uint64_t /*batch*/,
+                   owned_matrix>,
+    /// Layer 1: connects the slice to the input relay (acks) and the relay after it.
+    caf::replies_to<atom::wire, ack_sink_actor /*prev*/, block_sink_actor /*next*/>::with<atom::ok>,
+    /// Layers 2..L: connects the slice to the hidden relay before it and the relay after it.
+    caf::replies_to<atom::wire, grad_sink_actor /*prev*/,
+                    block_sink_actor /*next*/>::with<atom::ok>,
     /// Returns weights and optimizer state (for sync rounds and checkpoints).
     caf::replies_to<atom::get_state>::with<layer_state>,
     /// Replaces weights and optimizer state (a sync round's result).
     caf::replies_to<atom::set_state, layer_state>::with<atom::ok>,
-    /// Returns update, staleness and dropped-message counters.
+    /// Returns update, staleness, dropped- and stale-message counters.
     caf::replies_to<atom::stats>::with<slice_stats>>;
 
 /// What a relay reports to its replica's shard worker.
 using batch_sink_actor = caf::typed_actor<
     /// Input relay: every swarm-1 slice applied the batch's update.
-    caf::reacts_to<atom::done, std::uint64_t /*batch*/>,
-    /// Loss relay: summed loss and correct predictions of a batch.
-    caf::reacts_to<atom::loss, std::uint64_t /*batch*/, bool /*train*/, double /*loss_sum*/,
-                   std::uint64_t /*correct*/>>;
+    caf::reacts_to<atom::done, std::uint32_t /*incarnation*/, std::uint64_t /*batch*/>,
+    /// Loss relay: summed loss and correct predictions of a batch; NaN (any relay): diverged.
+    caf::reacts_to<atom::loss, std::uint32_t /*incarnation*/, std::uint64_t /*batch*/,
+                   bool /*train*/, double /*loss_sum*/, std::uint64_t /*correct*/>>;
 
-/// A gradient relay at one layer boundary of one replica (k = 0 .. L).
-using gradient_relay_actor = slice_output_actor::extend<
-    /// Input relay: a batch's input from the shard worker, broadcast to swarm 1.
-    caf::reacts_to<atom::forward, std::uint64_t /*batch*/, bool /*train*/, shared_matrix>,
-    /// Loss relay: a batch's labels from the shard worker.
-    caf::reacts_to<atom::labels, std::uint64_t /*batch*/, bool /*train*/,
-                   std::vector<std::uint8_t>>,
-    /// Connects the relay to the slices before and after it and to its worker.
+/// The three roles of the relays at the L + 1 layer boundaries of a replica.
+enum class relay_role : std::uint8_t { input, hidden, loss };
+
+/// The role of the relay at boundary k of a model of L layers: k = 0 input,
+/// k = L loss, hidden in between.
+constexpr relay_role relay_role_of(std::uint32_t k, std::size_t layers) noexcept {
+  return k == 0 ? relay_role::input : k == layers ? relay_role::loss : relay_role::hidden;
+}
+
+/// The input relay of a replica (boundary 0).
+using input_relay_actor = ack_sink_actor::extend<
+    /// A batch's input X (B x in) from the shard worker, broadcast to swarm 1.
+    caf::reacts_to<atom::forward, std::uint32_t /*incarnation*/, std::uint64_t /*batch*/,
+                   bool /*train*/, shared_matrix>,
+    /// Connects the relay to swarm 1's slices and to its shard worker.
+    caf::replies_to<atom::wire, std::vector<neuron_slice_actor> /*next*/,
+                    batch_sink_actor>::with<atom::ok>,
+    /// Returns the dropped- and stale-message counters.
+    caf::replies_to<atom::stats>::with<drop_stats>>;
+
+/// A hidden relay of a replica (boundary 0 < k < L): blocks from swarm k,
+/// input gradients from swarm k+1.
+using hidden_relay_actor = block_sink_actor::extend_with<grad_sink_actor>::extend<
+    /// Connects the relay to swarms k and k+1 and to the worker (divergence reports).
     caf::replies_to<atom::wire, std::vector<neuron_slice_actor> /*prev*/,
                     std::vector<neuron_slice_actor> /*next*/, batch_sink_actor>::with<atom::ok>,
-    /// Returns the number of malformed messages dropped.
-    caf::replies_to<atom::stats>::with<std::uint64_t>>;
+    /// Returns the dropped- and stale-message counters.
+    caf::replies_to<atom::stats>::with<drop_stats>>;
+
+/// The loss relay of a replica (boundary L): logits from swarm L, labels from the worker.
+using loss_relay_actor = block_sink_actor::extend<
+    /// A batch's labels from the shard worker.
+    caf::reacts_to<atom::labels, std::uint32_t /*incarnation*/, std::uint64_t /*batch*/,
+                   bool /*train*/, std::vector<std::uint8_t>>,
+    /// Connects the relay to swarm L's slices and to its shard worker.
+    caf::replies_to<atom::wire, std::vector<neuron_slice_actor> /*prev*/,
+                    batch_sink_actor>::with<atom::ok>,
+    /// Returns the dropped- and stale-message counters.
+    caf::replies_to<atom::stats>::with<drop_stats>>;
 
 /// What a shard worker reports to the coordinator.
 using barrier_sink_actor = caf::typed_actor<
@@ -70,14 +115,14 @@ using barrier_sink_actor = caf::typed_actor<
 /// A shard worker: streams one replica's data shard through the pipeline.
 using shard_worker_actor = batch_sink_actor::extend<
     /// Connects the worker to its input and loss relays and the coordinator.
-    caf::replies_to<atom::wire, gradient_relay_actor /*input*/, gradient_relay_actor /*loss*/,
+    caf::replies_to<atom::wire, input_relay_actor, loss_relay_actor,
                     barrier_sink_actor>::with<atom::ok>,
     /// Feeds batches until the next sync point.
     caf::reacts_to<atom::resume>,
     /// Scores the replica on the validation subset (pipeline must be drained).
     caf::replies_to<atom::validate>::with<replica_score>,
-    /// Returns the number of malformed messages dropped.
-    caf::replies_to<atom::stats>::with<std::uint64_t>>;
+    /// Returns the dropped- and stale-message counters.
+    caf::replies_to<atom::stats>::with<drop_stats>>;
 
 /// A swarm leader: membership and the best-peer exchange of one layer.
 using swarm_leader_actor = caf::typed_actor<
@@ -109,7 +154,8 @@ struct run_report {
   double test_loss = 0;
   std::uint64_t max_staleness = 0;
   std::vector<std::uint64_t> staleness; ///< histogram over all slices
-  std::uint64_t dropped = 0;
+  std::uint64_t dropped = 0;            ///< malformed messages dropped
+  std::uint64_t stale_dropped = 0;      ///< messages of another incarnation dropped
   std::string checkpoint_path;
   std::string curve_path;
 };
@@ -119,7 +165,8 @@ typename Inspector::result_type inspect(Inspector& f, run_report& r) {
   return f(caf::meta::type_name("run_report"), r.ok, r.error, r.samples, r.epochs, r.seconds,
            r.samples_per_second, r.best_validation_accuracy, r.time_to_target, r.reached_target,
            r.sync_rounds, r.sync_bytes, r.best_replica, r.test_accuracy, r.test_loss,
-           r.max_staleness, r.staleness, r.dropped, r.checkpoint_path, r.curve_path);
+           r.max_staleness, r.staleness, r.dropped, r.stale_dropped, r.checkpoint_path,
+           r.curve_path);
 }
 
 /// The coordinator: registration, wiring, sync rounds, stop, final test.
@@ -128,8 +175,8 @@ using coordinator_actor = barrier_sink_actor::extend<
     caf::replies_to<atom::run>::with<run_report>,
     /// Registers neuron slice (replica, layer, slice).
     caf::reacts_to<atom::reg, std::uint32_t, std::uint32_t, std::uint32_t, neuron_slice_actor>,
-    /// Registers the gradient relay (replica, boundary).
-    caf::reacts_to<atom::reg, std::uint32_t, std::uint32_t, gradient_relay_actor>,
+    /// Registers the relay (replica, boundary); relay_role_of says its interface.
+    caf::reacts_to<atom::reg, std::uint32_t, std::uint32_t, caf::actor>,
     /// Registers the shard worker of a replica.
     caf::reacts_to<atom::reg, std::uint32_t, shard_worker_actor>,
     /// Registers the swarm leader of a layer.

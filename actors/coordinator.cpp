@@ -17,6 +17,19 @@ std::string describe_slice(std::size_t r, std::size_t l, std::size_t s) {
          + ", slice " + std::to_string(s) + ")";
 }
 
+std::string describe_relay(std::size_t r, std::size_t k, std::size_t layers) {
+  const std::string replica = "(replica " + std::to_string(r);
+  switch (relay_role_of(static_cast<std::uint32_t>(k), layers)) {
+  case relay_role::input:
+    return "input relay " + replica + ")";
+  case relay_role::hidden:
+    return "hidden relay " + replica + ", boundary " + std::to_string(k) + ")";
+  case relay_role::loss:
+    return "loss relay " + replica + ")";
+  }
+  return "relay " + replica + ")";
+}
+
 namespace {
 
 using self_ptr = coordinator_actor::stateful_pointer<coordinator_state>;
@@ -81,8 +94,7 @@ std::string missing_actors(const coordinator_state& s) {
       names.push_back("shard worker (replica " + std::to_string(r) + ")");
     for (std::size_t k = 0; k <= s.layers; ++k)
       if (!s.relays[r * (s.layers + 1) + k])
-        names.push_back("gradient relay (replica " + std::to_string(r) + ", boundary "
-                        + std::to_string(k) + ")");
+        names.push_back(describe_relay(r, k, s.layers));
     for (std::size_t l = 0; l < s.layers; ++l)
       for (std::size_t i = 0; i < s.spec.cfg.topology.slices_of(l); ++i)
         if (!s.slices[r * s.slices_per_replica + s.slice_offset[l] + i])
@@ -136,6 +148,13 @@ auto on_error(self_ptr self, std::string what) {
   };
 }
 
+/// Relay (r, k) as the interface of its role (relay_role_of), or as a
+/// narrower sink of that interface.
+template <class Handle>
+Handle relay_as(const coordinator_state& s, std::size_t r, std::size_t k) {
+  return caf::actor_cast<Handle>(s.relays[r * (s.layers + 1) + k]);
+}
+
 void wire(self_ptr self) {
   auto& s = self->state;
   s.state = phase::wiring;
@@ -148,24 +167,40 @@ void wire(self_ptr self) {
       out.push_back(s.slices[r * s.slices_per_replica + s.slice_offset[l] + i]);
     return out;
   };
-  auto relay = [&](std::size_t r, std::size_t k) { return s.relays[r * (L + 1) + k]; };
   auto done = [self] {
     self->state.state = phase::wired;
     maybe_start(self);
   };
   s.pending = s.expected;
   for (std::size_t r = 0; r < s.replicas; ++r) {
-    for (std::size_t k = 0; k <= L; ++k)
-      self->request(relay(r, k), caf::infinite, atom::wire::value,
-                    k == 0 ? std::vector<neuron_slice_actor>{} : slices_of(r, k - 1),
-                    slices_of(r, k), batch_sink_actor{s.workers[r]})
-          .then(step_reply(self, done), on_error(self, "wiring a gradient relay"));
+    const batch_sink_actor worker{s.workers[r]};
+    self->request(relay_as<input_relay_actor>(s, r, 0), caf::infinite, atom::wire::value,
+                  slices_of(r, 0), worker)
+        .then(step_reply(self, done), on_error(self, "wiring an input relay"));
+    for (std::size_t k = 1; k < L; ++k)
+      self->request(relay_as<hidden_relay_actor>(s, r, k), caf::infinite, atom::wire::value,
+                    slices_of(r, k - 1), slices_of(r, k), worker)
+          .then(step_reply(self, done), on_error(self, "wiring a hidden relay"));
+    self->request(relay_as<loss_relay_actor>(s, r, L), caf::infinite, atom::wire::value,
+                  slices_of(r, L - 1), worker)
+        .then(step_reply(self, done), on_error(self, "wiring a loss relay"));
+    // Slices of layer 1 ack to the input relay, the others send input
+    // gradients to the hidden relay before them; all send blocks to the
+    // relay after them.
     for (std::size_t l = 0; l < L; ++l)
-      for (const auto& sl : slices_of(r, l))
-        self->request(sl, caf::infinite, atom::wire::value, slice_output_actor{relay(r, l)},
-                      slice_output_actor{relay(r, l + 1)})
-            .then(step_reply(self, done), on_error(self, "wiring a neuron slice"));
-    self->request(s.workers[r], caf::infinite, atom::wire::value, relay(r, 0), relay(r, L),
+      for (const auto& sl : slices_of(r, l)) {
+        const auto next = relay_as<block_sink_actor>(s, r, l + 1);
+        if (l == 0)
+          self->request(sl, caf::infinite, atom::wire::value, relay_as<ack_sink_actor>(s, r, 0),
+                        next)
+              .then(step_reply(self, done), on_error(self, "wiring a neuron slice"));
+        else
+          self->request(sl, caf::infinite, atom::wire::value, relay_as<grad_sink_actor>(s, r, l),
+                        next)
+              .then(step_reply(self, done), on_error(self, "wiring a neuron slice"));
+      }
+    self->request(s.workers[r], caf::infinite, atom::wire::value,
+                  relay_as<input_relay_actor>(s, r, 0), relay_as<loss_relay_actor>(s, r, L),
                   barrier_sink_actor{self})
         .then(step_reply(self, done), on_error(self, "wiring a shard worker"));
   }
@@ -388,6 +423,7 @@ void collect_stats(self_ptr self) {
             [self, done](slice_stats& x) {
               auto& rep = self->state.report;
               rep.dropped += x.dropped;
+              rep.stale_dropped += x.stale;
               rep.max_staleness = std::max(rep.max_staleness, x.max_staleness);
               if (rep.staleness.size() < x.staleness.size())
                 rep.staleness.resize(x.staleness.size(), 0);
@@ -397,24 +433,18 @@ void collect_stats(self_ptr self) {
                 done();
             },
             on_error(self, "collecting swarm statistics"));
+  auto add_drops = [self, done](drop_stats& x) {
+    self->state.report.dropped += x.dropped;
+    self->state.report.stale_dropped += x.stale;
+    if (--self->state.pending == 0)
+      done();
+  };
   for (const auto& worker : s.workers)
     self->request(worker, caf::infinite, atom::stats::value)
-        .then(
-            [self, done](std::uint64_t dropped) {
-              self->state.report.dropped += dropped;
-              if (--self->state.pending == 0)
-                done();
-            },
-            on_error(self, "collecting worker statistics"));
+        .then(add_drops, on_error(self, "collecting worker statistics"));
   for (const auto& relay : s.relays)
     self->request(relay, caf::infinite, atom::stats::value)
-        .then(
-            [self, done](std::uint64_t dropped) {
-              self->state.report.dropped += dropped;
-              if (--self->state.pending == 0)
-                done();
-            },
-            on_error(self, "collecting relay statistics"));
+        .then(add_drops, on_error(self, "collecting relay statistics"));
 }
 
 void finish(self_ptr self, std::size_t best) {
@@ -541,12 +571,11 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
                                         r * st.slices_per_replica + st.slice_offset[l] + i,
                                         std::move(a), describe_slice(r, l, i)));
       },
-      [=](atom::reg, std::uint32_t r, std::uint32_t k, gradient_relay_actor a) {
+      [=](atom::reg, std::uint32_t r, std::uint32_t k, caf::actor a) {
         auto& st = self->state;
         registered_one(self, r < st.replicas && k <= st.layers
                                  && put(self, st.relays, r * (st.layers + 1) + k, std::move(a),
-                                        "gradient relay (replica " + std::to_string(r)
-                                            + ", boundary " + std::to_string(k) + ")"));
+                                        describe_relay(r, k, st.layers)));
       },
       [=](atom::reg, std::uint32_t r, shard_worker_actor a) {
         registered_one(self, put(self, self->state.workers, r, std::move(a),

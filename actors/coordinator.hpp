@@ -46,10 +46,10 @@ struct coordinator_state {
   std::size_t slices_per_replica = 0;
 
   // Registered actors (empty handles until registered).
-  std::vector<neuron_slice_actor> slices;   ///< [r * slices_per_replica + offset[l] + s]
-  std::vector<gradient_relay_actor> relays; ///< [r * (L + 1) + k]
-  std::vector<shard_worker_actor> workers;  ///< [r]
-  std::vector<swarm_leader_actor> leaders;  ///< [l]
+  std::vector<neuron_slice_actor> slices;  ///< [r * slices_per_replica + offset[l] + s]
+  std::vector<caf::actor> relays;          ///< [r * (L + 1) + k], typed by relay_role_of(k, L)
+  std::vector<shard_worker_actor> workers; ///< [r]
+  std::vector<swarm_leader_actor> leaders; ///< [l]
   std::size_t registered = 0;
   std::size_t expected = 0;
 
@@ -87,5 +87,9 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
 
 /// The name of an actor slot, for errors: "neuron slice (replica 0, layer 2, slice 1)".
 std::string describe_slice(std::size_t r, std::size_t l, std::size_t s);
+
+/// The name of a relay slot of a model of L layers, for errors: "input relay
+/// (replica 0)", "hidden relay (replica 0, boundary 1)", "loss relay (replica 0)".
+std::string describe_relay(std::size_t r, std::size_t k, std::size_t layers);
 
 } // namespace nettorrent

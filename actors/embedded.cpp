@@ -73,14 +73,15 @@ void print_summary(const run_report& r, std::ostream& out) {
                 "best replica %u, best validation accuracy %.4f\n"
                 "test: accuracy %.4f, loss %.4f\n"
                 "time to target: %s\n"
-                "staleness: max %llu; dropped messages: %llu\n",
+                "staleness: max %llu; dropped messages: %llu (stale: %llu)\n",
                 static_cast<unsigned long long>(r.samples), format_duration(r.seconds).c_str(),
                 r.samples_per_second, static_cast<unsigned long long>(r.sync_rounds),
                 static_cast<double>(r.sync_bytes) / 1e6, r.best_replica, r.best_validation_accuracy,
                 r.test_accuracy, r.test_loss,
                 r.reached_target ? format_duration(r.time_to_target).c_str() : "not reached",
                 static_cast<unsigned long long>(r.max_staleness),
-                static_cast<unsigned long long>(r.dropped));
+                static_cast<unsigned long long>(r.dropped),
+                static_cast<unsigned long long>(r.stale_dropped));
   out << buf;
   out << "staleness histogram (updates per staleness 0, 1, ...): [";
   for (std::size_t k = 0; k < r.staleness.size(); ++k)

@@ -48,18 +48,6 @@ typename Inspector::result_type inspect_matrix(Inspector& f, Mat& m, const char*
 
 namespace nettorrent {
 
-/// An immutable matrix shared by reference count: broadcast to several
-/// actors and kept in a stash without copying. Never mutated once shared.
-struct shared_matrix {
-  std::shared_ptr<const matrix> ptr;
-
-  shared_matrix() = default;
-  explicit shared_matrix(matrix&& m) : ptr(std::make_shared<const matrix>(std::move(m))) {}
-
-  const matrix& get() const { return *ptr; }
-  explicit operator bool() const noexcept { return ptr != nullptr; }
-};
-
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, shared_matrix& x) {
   if constexpr (Inspector::reads_state) {
@@ -119,13 +107,26 @@ typename Inspector::result_type inspect(Inspector& f, replica_score& s) {
 struct slice_stats {
   std::uint64_t updates = 0;            ///< optimizer updates applied
   std::uint64_t dropped = 0;            ///< malformed messages dropped
+  std::uint64_t stale = 0;              ///< messages of another incarnation dropped
   std::uint64_t max_staleness = 0;      ///< largest staleness seen
   std::vector<std::uint64_t> staleness; ///< histogram: staleness[k] = updates with staleness k
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, slice_stats& s) {
-  return f(caf::meta::type_name("slice_stats"), s.updates, s.dropped, s.max_staleness, s.staleness);
+  return f(caf::meta::type_name("slice_stats"), s.updates, s.dropped, s.stale, s.max_staleness,
+           s.staleness);
+}
+
+/// What a relay or a shard worker reports about the messages it dropped.
+struct drop_stats {
+  std::uint64_t dropped = 0; ///< malformed messages dropped
+  std::uint64_t stale = 0;   ///< messages of another incarnation dropped
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, drop_stats& s) {
+  return f(caf::meta::type_name("drop_stats"), s.dropped, s.stale);
 }
 
 /// What a shard worker reports when it reaches a barrier.

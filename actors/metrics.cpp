@@ -64,6 +64,10 @@ metrics::metrics(std::string node, std::size_t layers, std::size_t replicas)
                       .Name("nettorrent_dropped_messages_total")
                       .Help("Malformed messages dropped, by kind")
                       .Register(reg);
+  auto& stale = BuildCounter()
+                    .Name("nettorrent_stale_messages_total")
+                    .Help("Messages of another incarnation of the replica dropped (stale)")
+                    .Register(reg);
   auto& forward = BuildHistogram()
                       .Name("nettorrent_forward_seconds")
                       .Help("Time of a slice's forward computation")
@@ -128,6 +132,7 @@ metrics::metrics(std::string node, std::size_t layers, std::size_t replicas)
       l.emplace("replica", std::to_string(r));
       m.samples = &samples.Add(l);
       m.batches = &batches.Add(l);
+      m.stale = &stale.Add(l);
       swarms_[s * replicas + r] = m;
     }
   }

@@ -45,6 +45,7 @@ struct swarm_metrics {
   std::array<traffic_counters, msg_kinds> sent{};
   std::array<traffic_counters, msg_kinds> received{};
   std::array<prometheus::Counter*, msg_kinds> dropped{};
+  prometheus::Counter* stale = nullptr; ///< per swarm x replica: other incarnations' messages
   prometheus::Gauge* peers_alive = nullptr;
   prometheus::Counter* peer_failures = nullptr;
   prometheus::Counter* sync_rounds = nullptr;

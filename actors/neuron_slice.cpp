@@ -1,6 +1,7 @@
 #include "neuron_slice.hpp"
 
 #include <chrono>
+#include <string>
 
 #include <caf/all.hpp>
 
@@ -10,7 +11,6 @@ namespace nettorrent {
 
 neuron_slice_actor::behavior_type
 neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slice_spec spec) {
-  prepare_math_thread();
   auto& st = self->state;
   st.spec = spec;
   st.params = init_dense(spec.seed, spec.geometry);
@@ -21,8 +21,12 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
   const auto fan_in = static_cast<Eigen::Index>(spec.geometry.fan_in);
   const auto width = static_cast<Eigen::Index>(spec.geometry.cols.size());
   return {
-      [=](atom::forward, std::uint64_t batch, bool train, const shared_matrix& x) {
+      [=](atom::forward, std::uint32_t inc, std::uint64_t batch, bool train,
+          const shared_matrix& x) {
         auto& s = self->state;
+        if (drop_if_stale(self, s.stats.stale, inc, s.spec.incarnation, "forward", batch,
+                          s.spec.metrics))
+          return;
         if (!x || !valid_batch(x.get(), fan_in, s.spec.max_batch)
             || (train && s.stash.count(batch) != 0)) {
           drop_message(self, s.stats.dropped, "forward", batch, s.spec.metrics, msg_kind::forward);
@@ -45,11 +49,15 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
           if (s.spec.weight_stashing)
             e.weights = std::make_unique<dense_params>(s.params);
         }
-        self->send(s.next, atom::block::value, batch, train, s.spec.index, std::move(out));
+        self->send(s.next, atom::block::value, s.spec.incarnation, batch, train, s.spec.index,
+                   std::move(out));
       },
-      [=](atom::backward, std::uint64_t batch, owned_matrix& payload) {
+      [=](atom::backward, std::uint32_t inc, std::uint64_t batch, owned_matrix& payload) {
         matrix& dh = payload.value;
         auto& s = self->state;
+        if (drop_if_stale(self, s.stats.stale, inc, s.spec.incarnation, "backward", batch,
+                          s.spec.metrics))
+          return;
         auto it = s.stash.find(batch);
         if (it == s.stash.end() || !valid_batch(dh, width, s.spec.max_batch)
             || dh.rows() != it->second.x.get().rows()) {
@@ -73,9 +81,10 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
             m->sent_msg(msg_kind::grad, payload_bytes(dx));
         }
         if (first_layer)
-          self->send(s.prev, atom::ack::value, batch, s.spec.index);
+          self->send(s.ack_sink, atom::ack::value, s.spec.incarnation, batch, s.spec.index);
         else
-          self->send(s.prev, atom::grad::value, batch, s.spec.index, owned_matrix{std::move(dx)});
+          self->send(s.grad_sink, atom::grad::value, s.spec.incarnation, batch, s.spec.index,
+                     owned_matrix{std::move(dx)});
         const std::uint64_t staleness = s.stats.updates - e.updates_at_forward;
         if (s.stats.staleness.size() <= staleness)
           s.stats.staleness.resize(staleness + 1, 0);
@@ -92,9 +101,26 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
           m->backward_seconds->Observe(seconds_since(t0));
         }
       },
-      [=](atom::wire, slice_output_actor prev, slice_output_actor next) {
-        self->state.prev = std::move(prev);
-        self->state.next = std::move(next);
+      [=](atom::wire, ack_sink_actor prev, block_sink_actor next) -> caf::result<atom::ok> {
+        auto& s = self->state;
+        if (s.spec.geometry.layer != 0)
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "wire: a slice of layer "
+                                     + std::to_string(s.spec.geometry.layer + 1)
+                                     + " sends input gradients to a hidden relay, not acks to "
+                                       "the input relay");
+        s.ack_sink = std::move(prev);
+        s.next = std::move(next);
+        return atom::ok::value;
+      },
+      [=](atom::wire, grad_sink_actor prev, block_sink_actor next) -> caf::result<atom::ok> {
+        auto& s = self->state;
+        if (s.spec.geometry.layer == 0)
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "wire: a slice of layer 1 acks its updates to the input relay; "
+                                 "it computes no input gradient");
+        s.grad_sink = std::move(prev);
+        s.next = std::move(next);
         return atom::ok::value;
       },
       [=](atom::get_state) {

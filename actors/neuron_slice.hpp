@@ -18,7 +18,8 @@ namespace nettorrent {
 /// Everything a slice needs to start.
 struct slice_spec {
   std::uint32_t replica = 0;
-  std::uint32_t index = 0; ///< slice index within its layer
+  std::uint32_t index = 0;       ///< slice index within its layer
+  std::uint32_t incarnation = 0; ///< stamped on what it sends; others are stale
   slice_geometry geometry;
   optimizer_config optimizer;
   std::uint64_t seed = 0;
@@ -45,8 +46,9 @@ struct neuron_slice_state {
   optimizer_state w_state;
   optimizer_state b_state;
   std::unordered_map<std::uint64_t, stash_entry> stash;
-  slice_output_actor prev; ///< relay before this layer (gets dX or acks)
-  slice_output_actor next; ///< relay after this layer (gets H)
+  ack_sink_actor ack_sink;   ///< layer 1: the input relay (gets acks)
+  grad_sink_actor grad_sink; ///< layers 2..L: the hidden relay before this layer (gets dX)
+  block_sink_actor next;     ///< the relay after this layer (gets H)
   slice_stats stats;
 };
 

@@ -25,8 +25,9 @@ void send_batch(self_ptr self, std::uint64_t id, bool train, const std::uint32_t
     m->sent_msg(msg_kind::labels, n);
     m->sent_msg(msg_kind::forward, payload_bytes(x));
   }
-  self->send(s.loss_relay, atom::labels::value, id, train, std::move(labels));
-  self->send(s.input, atom::forward::value, id, train, shared_matrix{std::move(x)});
+  const std::uint32_t inc = s.spec.incarnation;
+  self->send(s.loss_relay, atom::labels::value, inc, id, train, std::move(labels));
+  self->send(s.input, atom::forward::value, inc, id, train, shared_matrix{std::move(x)});
 }
 
 /// Starts the next epoch; false when all epochs are done.
@@ -87,23 +88,30 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
   st.order = spec.shard;
   st.spec = std::move(spec);
   return {
-      [=](atom::done, std::uint64_t batch) {
+      [=](atom::done, std::uint32_t inc, std::uint64_t batch) {
         auto& s = self->state;
+        if (drop_if_stale(self, s.counts.stale, inc, s.spec.incarnation, "done", batch,
+                          s.spec.metrics))
+          return;
         if (const auto* m = s.spec.metrics)
           m->received_msg(msg_kind::done, 0);
         if (s.in_flight.erase(batch) == 0) {
-          drop_message(self, s.dropped, "done", batch, s.spec.metrics, msg_kind::done);
+          drop_message(self, s.counts.dropped, "done", batch, s.spec.metrics, msg_kind::done);
           return;
         }
         feed(self);
       },
-      [=](atom::loss, std::uint64_t batch, bool train, double loss_sum, std::uint64_t correct) {
+      [=](atom::loss, std::uint32_t inc, std::uint64_t batch, bool train, double loss_sum,
+          std::uint64_t correct) {
         auto& s = self->state;
+        if (drop_if_stale(self, s.counts.stale, inc, s.spec.incarnation, "loss", batch,
+                          s.spec.metrics))
+          return;
         if (const auto* m = s.spec.metrics)
           m->received_msg(msg_kind::loss, 0);
         if (train) {
           if (s.awaiting_loss.erase(batch) == 0) {
-            drop_message(self, s.dropped, "loss", batch, s.spec.metrics, msg_kind::loss);
+            drop_message(self, s.counts.dropped, "loss", batch, s.spec.metrics, msg_kind::loss);
             return;
           }
           if (!std::isfinite(loss_sum)) {
@@ -124,7 +132,7 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
           return;
         }
         if (s.eval_pending.erase(batch) == 0) {
-          drop_message(self, s.dropped, "loss", batch, s.spec.metrics, msg_kind::loss);
+          drop_message(self, s.counts.dropped, "loss", batch, s.spec.metrics, msg_kind::loss);
           return;
         }
         s.eval_loss += loss_sum;
@@ -135,7 +143,7 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
               replica_score{s.eval_loss / n, static_cast<double>(s.eval_correct) / n});
         }
       },
-      [=](atom::wire, gradient_relay_actor input, gradient_relay_actor loss_relay,
+      [=](atom::wire, input_relay_actor input, loss_relay_actor loss_relay,
           barrier_sink_actor coordinator) {
         auto& s = self->state;
         s.input = std::move(input);
@@ -166,7 +174,7 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
         s.eval_promise = self->make_response_promise<replica_score>();
         return s.eval_promise;
       },
-      [=](atom::stats) { return self->state.dropped; },
+      [=](atom::stats) { return self->state.counts; },
   };
 }
 

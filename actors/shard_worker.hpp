@@ -19,6 +19,7 @@ namespace nettorrent {
 
 struct worker_spec {
   std::uint32_t replica = 0;
+  std::uint32_t incarnation = 0;           ///< stamped on what it sends; others are stale
   std::shared_ptr<const data_splits> data; ///< read-only, loaded by this node
   std::vector<std::uint32_t> shard;        ///< indices into data->train_pool
   std::vector<std::uint32_t> validation;   ///< the validation subset
@@ -35,8 +36,8 @@ struct shard_worker_state {
   static inline const char* name = "shard_worker";
 
   worker_spec spec;
-  gradient_relay_actor input;
-  gradient_relay_actor loss_relay;
+  input_relay_actor input;
+  loss_relay_actor loss_relay;
   barrier_sink_actor coordinator;
   std::vector<std::uint32_t> order; ///< this epoch's sample order
   rng gen{0};
@@ -53,7 +54,7 @@ struct shard_worker_state {
   bool finished = false; ///< all epochs fed
   double loss_sum = 0;   ///< training loss since the last barrier
   std::uint64_t loss_samples = 0;
-  std::uint64_t dropped = 0;
+  drop_stats counts;
   // Validation pass in progress.
   std::unordered_set<std::uint64_t> eval_pending;
   double eval_loss = 0;

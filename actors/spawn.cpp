@@ -6,7 +6,9 @@
 #include <caf/all.hpp>
 
 #include "coordinator.hpp"
-#include "gradient_relay.hpp"
+#include "hidden_relay.hpp"
+#include "input_relay.hpp"
+#include "loss_relay.hpp"
 #include "nettorrent/error.hpp"
 #include "nettorrent/model.hpp"
 #include "neuron_slice.hpp"
@@ -108,18 +110,28 @@ caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
     const std::uint32_t k = key.boundary;
     relay_spec rs;
     rs.replica = key.replica;
-    rs.boundary = k;
-    rs.layers = static_cast<std::uint32_t>(L);
     rs.prev_width = cfg.model.layers[k];
-    if (k > 0) {
+    if (k > 0)
       rs.prev_cols = split_columns(cfg.model.layers[k], cfg.topology.slices_of(k - 1));
-    }
-    rs.next_slices = k < L ? cfg.topology.slices_of(k) : 0;
     rs.max_batch = max_batch;
     rs.metrics = swarm(k, key.replica);
-    auto a = sys.spawn(gradient_relay, std::move(rs));
+    auto spawn_relay = [&](auto behaviour) {
+      return caf::actor_cast<caf::actor>(sys.spawn(behaviour, std::move(rs)));
+    };
+    caf::actor a;
+    switch (relay_role_of(k, L)) {
+    case relay_role::input:
+      a = spawn_relay(input_relay);
+      break;
+    case relay_role::hidden:
+      a = spawn_relay(hidden_relay);
+      break;
+    case relay_role::loss:
+      a = spawn_relay(loss_relay);
+      break;
+    }
     reg(key.replica, k, a);
-    return caf::actor_cast<caf::actor>(a);
+    return a;
   }
   case actor_kind::neuron_slice: {
     const std::size_t parts = cfg.topology.slices_of(key.layer);
@@ -163,15 +175,20 @@ void register_message_types(caf::actor_system_config& c) {
   c.add_message_type<layer_state>("nettorrent::layer_state");
   c.add_message_type<replica_score>("nettorrent::replica_score");
   c.add_message_type<slice_stats>("nettorrent::slice_stats");
+  c.add_message_type<drop_stats>("nettorrent::drop_stats");
   c.add_message_type<barrier_report>("nettorrent::barrier_report");
   c.add_message_type<run_report>("nettorrent::run_report");
   c.add_message_type<std::vector<std::uint8_t>>("std::vector<uint8_t>");
-  c.add_message_type<slice_output_actor>("nettorrent::slice_output_actor");
+  c.add_message_type<block_sink_actor>("nettorrent::block_sink_actor");
+  c.add_message_type<grad_sink_actor>("nettorrent::grad_sink_actor");
+  c.add_message_type<ack_sink_actor>("nettorrent::ack_sink_actor");
   c.add_message_type<neuron_slice_actor>("nettorrent::neuron_slice_actor");
   c.add_message_type<std::vector<neuron_slice_actor>>(
       "std::vector<nettorrent::neuron_slice_actor>");
   c.add_message_type<batch_sink_actor>("nettorrent::batch_sink_actor");
-  c.add_message_type<gradient_relay_actor>("nettorrent::gradient_relay_actor");
+  c.add_message_type<input_relay_actor>("nettorrent::input_relay_actor");
+  c.add_message_type<hidden_relay_actor>("nettorrent::hidden_relay_actor");
+  c.add_message_type<loss_relay_actor>("nettorrent::loss_relay_actor");
   c.add_message_type<barrier_sink_actor>("nettorrent::barrier_sink_actor");
   c.add_message_type<shard_worker_actor>("nettorrent::shard_worker_actor");
   c.add_message_type<swarm_leader_actor>("nettorrent::swarm_leader_actor");

@@ -180,6 +180,7 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
                   [=](slice_stats& x) mutable {
                     total->updates += x.updates;
                     total->dropped += x.dropped;
+                    total->stale += x.stale;
                     total->max_staleness = std::max(total->max_staleness, x.max_staleness);
                     if (total->staleness.size() < x.staleness.size())
                       total->staleness.resize(x.staleness.size(), 0);

@@ -44,4 +44,27 @@ void drop_message(Self* self, std::uint64_t& counter, const char* what, std::uin
                     << (counter == 10 ? "; further drops are only counted" : "") << std::endl;
 }
 
+/// Drops a message of another incarnation of the replica than `expected`
+/// (sent before a rollback, or by an actor the rollback replaced): counts it
+/// in `counter` (and in `metrics`, when set) and logs the first ten per
+/// actor. Returns true for a stale message: the handler then returns at
+/// once, so the batch in progress is not touched.
+template <class Self>
+bool drop_if_stale(Self* self, std::uint64_t& counter, std::uint32_t incarnation,
+                   std::uint32_t expected, const char* what, std::uint64_t batch,
+                   const swarm_metrics* metrics = nullptr) {
+  if (incarnation == expected)
+    return false;
+  ++counter;
+  if (metrics != nullptr)
+    metrics->stale->Increment();
+  if (counter <= 10)
+    caf::aout(self) << self->name() << " " << self->id() << ": dropped stale " << what
+                    << " message (batch " << batch << ", incarnation " << incarnation
+                    << ", expected " << expected << ")"
+                    << (counter == 10 ? "; further stale messages are only counted" : "")
+                    << std::endl;
+  return true;
+}
+
 } // namespace nettorrent

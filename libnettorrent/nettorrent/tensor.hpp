@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
+#include <utility>
 
 #include <Eigen/Core>
 
@@ -13,6 +15,19 @@ using matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMa
 
 /// A row vector, used for biases (1 x n).
 using row_vector = Eigen::Matrix<float, 1, Eigen::Dynamic>;
+
+/// An immutable matrix shared by reference count: broadcast to several
+/// actors and kept in a stash without copying. Never mutated once shared.
+/// (Its CAF inspector is in actors/messages.hpp.)
+struct shared_matrix {
+  std::shared_ptr<const matrix> ptr;
+
+  shared_matrix() = default;
+  explicit shared_matrix(matrix&& m) : ptr(std::make_shared<const matrix>(std::move(m))) {}
+
+  const matrix& get() const { return *ptr; }
+  explicit operator bool() const noexcept { return ptr != nullptr; }
+};
 
 /// True if every element is finite. One vectorised pass: x * 0 is 0 for a
 /// finite x and NaN for NaN or +-Inf, so the sum is 0 exactly when all are

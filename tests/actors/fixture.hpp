@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,7 +25,9 @@
 
 #include "actors.hpp"
 #include "coordinator.hpp"
-#include "gradient_relay.hpp"
+#include "hidden_relay.hpp"
+#include "input_relay.hpp"
+#include "loss_relay.hpp"
 #include "neuron_slice.hpp"
 #include "shard_worker.hpp"
 #include "spawn.hpp"
@@ -85,6 +88,7 @@ inline void expect_same_state(const nt::layer_state& actual, const nt::layer_sta
 /// One message a test double received.
 struct received {
   enum kind_t { block, grad, ack, forward, backward, done, loss } kind;
+  std::uint32_t incarnation = 0; ///< the incarnation the message carried
   std::uint64_t batch = 0;
   bool train = false;
   std::uint32_t slice = 0;
@@ -108,26 +112,32 @@ void fail_on_unexpected(Self* self, std::string who) {
   });
 }
 
-/// Stands in for a gradient relay as seen by a neuron slice.
-inline nt::slice_output_actor::behavior_type fake_relay(nt::slice_output_actor::pointer self,
-                                                        std::shared_ptr<message_log> log) {
+/// Everything a neuron slice sends to: the relays before and after it.
+using fake_relay_actor = nt::block_sink_actor::extend_with<nt::grad_sink_actor, nt::ack_sink_actor>;
+
+/// Stands in for the relays around a neuron slice: records blocks, grads
+/// and acks (the test checks which kinds it expects).
+inline fake_relay_actor::behavior_type fake_relay(fake_relay_actor::pointer self,
+                                                  std::shared_ptr<message_log> log) {
   fail_on_unexpected(self, "fake relay");
   return {
-      [=](nt::atom::block, std::uint64_t batch, bool train, std::uint32_t slice,
+      [=](nt::atom::block, std::uint32_t inc, std::uint64_t batch, bool train, std::uint32_t slice,
           const nt::shared_matrix& h) {
-        log->push_back({received::block, batch, train, slice, h ? h.get() : nt::matrix{}, 0, 0});
+        log->push_back(
+            {received::block, inc, batch, train, slice, h ? h.get() : nt::matrix{}, 0, 0});
       },
-      [=](nt::atom::grad, std::uint64_t batch, std::uint32_t slice, nt::owned_matrix& dx) {
-        log->push_back({received::grad, batch, false, slice, std::move(dx.value), 0, 0});
+      [=](nt::atom::grad, std::uint32_t inc, std::uint64_t batch, std::uint32_t slice,
+          nt::owned_matrix& dx) {
+        log->push_back({received::grad, inc, batch, false, slice, std::move(dx.value), 0, 0});
       },
-      [=](nt::atom::ack, std::uint64_t batch, std::uint32_t slice) {
-        log->push_back({received::ack, batch, false, slice, {}, 0, 0});
+      [=](nt::atom::ack, std::uint32_t inc, std::uint64_t batch, std::uint32_t slice) {
+        log->push_back({received::ack, inc, batch, false, slice, {}, 0, 0});
       },
   };
 }
 
-/// Stands in for a neuron slice as seen by a gradient relay: records forward
-/// and backward messages, fails on anything else.
+/// Stands in for a neuron slice as seen by a relay: records forward and
+/// backward messages, fails on anything else.
 inline nt::neuron_slice_actor::behavior_type fake_slice(nt::neuron_slice_actor::pointer self,
                                                         std::shared_ptr<message_log> log,
                                                         std::uint32_t index) {
@@ -136,13 +146,19 @@ inline nt::neuron_slice_actor::behavior_type fake_slice(nt::neuron_slice_actor::
     ADD_FAILURE() << "fake slice " << index << " received an unexpected " << what << " message";
   };
   return {
-      [=](nt::atom::forward, std::uint64_t batch, bool train, const nt::shared_matrix& x) {
-        log->push_back({received::forward, batch, train, index, x ? x.get() : nt::matrix{}, 0, 0});
+      [=](nt::atom::forward, std::uint32_t inc, std::uint64_t batch, bool train,
+          const nt::shared_matrix& x) {
+        log->push_back(
+            {received::forward, inc, batch, train, index, x ? x.get() : nt::matrix{}, 0, 0});
       },
-      [=](nt::atom::backward, std::uint64_t batch, nt::owned_matrix& dh) {
-        log->push_back({received::backward, batch, false, index, std::move(dh.value), 0, 0});
+      [=](nt::atom::backward, std::uint32_t inc, std::uint64_t batch, nt::owned_matrix& dh) {
+        log->push_back({received::backward, inc, batch, false, index, std::move(dh.value), 0, 0});
       },
-      [=](nt::atom::wire, nt::slice_output_actor, nt::slice_output_actor) {
+      [=](nt::atom::wire, nt::ack_sink_actor, nt::block_sink_actor) {
+        unexpected("wire");
+        return nt::atom::ok::value;
+      },
+      [=](nt::atom::wire, nt::grad_sink_actor, nt::block_sink_actor) {
         unexpected("wire");
         return nt::atom::ok::value;
       },
@@ -166,13 +182,55 @@ inline nt::batch_sink_actor::behavior_type fake_sink(nt::batch_sink_actor::point
                                                      std::shared_ptr<message_log> log) {
   fail_on_unexpected(self, "fake shard worker");
   return {
-      [=](nt::atom::done, std::uint64_t batch) {
-        log->push_back({received::done, batch, false, 0, {}, 0, 0});
+      [=](nt::atom::done, std::uint32_t inc, std::uint64_t batch) {
+        log->push_back({received::done, inc, batch, false, 0, {}, 0, 0});
       },
-      [=](nt::atom::loss, std::uint64_t batch, bool train, double loss_sum, std::uint64_t correct) {
-        log->push_back({received::loss, batch, train, 0, {}, loss_sum, correct});
+      [=](nt::atom::loss, std::uint32_t inc, std::uint64_t batch, bool train, double loss_sum,
+          std::uint64_t correct) {
+        log->push_back({received::loss, inc, batch, train, 0, {}, loss_sum, correct});
       },
   };
+}
+
+/// Two logs are the same messages in the same order, payloads bit for bit.
+inline void expect_same_log(const message_log& actual, const message_log& expected,
+                            const std::string& what) {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  for (std::size_t i = 0; i < actual.size(); ++i) {
+    const auto& a = actual[i];
+    const auto& e = expected[i];
+    EXPECT_EQ(a.kind, e.kind) << what << ", message " << i;
+    EXPECT_EQ(a.incarnation, e.incarnation) << what << ", message " << i;
+    EXPECT_EQ(a.batch, e.batch) << what << ", message " << i;
+    EXPECT_EQ(a.train, e.train) << what << ", message " << i;
+    EXPECT_EQ(a.slice, e.slice) << what << ", message " << i;
+    EXPECT_TRUE(same_bits(a.m, e.m)) << what << ", message " << i << ": payloads differ";
+    EXPECT_EQ(std::memcmp(&a.loss_sum, &e.loss_sum, sizeof(double)), 0)
+        << what << ", message " << i << ": loss " << a.loss_sum << " vs " << e.loss_sum;
+    EXPECT_EQ(a.correct, e.correct) << what << ", message " << i;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Payloads.
+
+/// A rows x cols matrix of distinct, exactly representable values.
+inline nt::matrix filled(Eigen::Index rows, Eigen::Index cols, float base) {
+  nt::matrix m(rows, cols);
+  for (Eigen::Index i = 0; i < rows; ++i)
+    for (Eigen::Index j = 0; j < cols; ++j)
+      m(i, j) = base + 0.25f * static_cast<float>(i) - 0.125f * static_cast<float>(j);
+  return m;
+}
+
+/// `m` with a NaN in its last row.
+inline nt::matrix with_nan(nt::matrix m) {
+  m(m.rows() - 1, 0) = std::numeric_limits<float>::quiet_NaN();
+  return m;
+}
+
+inline nt::shared_matrix share(nt::matrix m) {
+  return nt::shared_matrix{std::move(m)};
 }
 
 // ---------------------------------------------------------------------------
@@ -257,6 +315,13 @@ protected:
     auto h = sys.spawn(f, std::forward<Ts>(xs)...);
     manual.push_back(caf::actor_cast<caf::actor>(h));
     return h;
+  }
+
+  /// Sends a message and runs the scheduler to quiescence.
+  template <class Handle, class... Ts>
+  void deliver(const Handle& dest, Ts&&... xs) {
+    self->send(dest, std::forward<Ts>(xs)...);
+    sched.run();
   }
 
   /// Sends a message, runs the scheduler to quiescence and returns the single

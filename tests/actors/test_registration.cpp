@@ -38,15 +38,24 @@ protected:
     self->send(coord, nt::atom::reg::value, std::uint32_t{0}, spawn(nt::shard_worker, w));
     for (std::uint32_t k = 0; k <= L; ++k) {
       nt::relay_spec rs;
-      rs.boundary = k;
-      rs.layers = L;
       rs.prev_width = cfg.model.layers[k];
       if (k > 0) {
         rs.prev_cols = nt::split_columns(cfg.model.layers[k], 1);
       }
-      rs.next_slices = k < L ? 1 : 0;
       rs.max_batch = nt::max_batch_rows(cfg);
-      self->send(coord, nt::atom::reg::value, std::uint32_t{0}, k, spawn(nt::gradient_relay, rs));
+      caf::actor relay;
+      switch (nt::relay_role_of(k, L)) {
+      case nt::relay_role::input:
+        relay = caf::actor_cast<caf::actor>(spawn(nt::input_relay, rs));
+        break;
+      case nt::relay_role::hidden:
+        relay = caf::actor_cast<caf::actor>(spawn(nt::hidden_relay, rs));
+        break;
+      case nt::relay_role::loss:
+        relay = caf::actor_cast<caf::actor>(spawn(nt::loss_relay, rs));
+        break;
+      }
+      self->send(coord, nt::atom::reg::value, std::uint32_t{0}, k, relay);
     }
     for (std::uint32_t l = 0; l < L; ++l) {
       if (skip_layer && *skip_layer == l)

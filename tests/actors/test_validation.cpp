@@ -1,5 +1,5 @@
-// Malformed messages: a neuron slice or gradient relay drops them, counts
-// them, and keeps working. Every actor under test is wired to test doubles
+// Malformed messages: a neuron slice or a relay (input, hidden, loss) drops
+// them, counts them, and keeps working. Every actor under test is wired to test doubles
 // that record what they get and fail on anything they did not expect.
 #include <cmath>
 #include <limits>
@@ -12,23 +12,7 @@ namespace actor_tests {
 namespace {
 
 constexpr float nan = std::numeric_limits<float>::quiet_NaN();
-
-nt::matrix filled(Eigen::Index rows, Eigen::Index cols, float base) {
-  nt::matrix m(rows, cols);
-  for (Eigen::Index i = 0; i < rows; ++i)
-    for (Eigen::Index j = 0; j < cols; ++j)
-      m(i, j) = base + 0.25f * static_cast<float>(i) - 0.125f * static_cast<float>(j);
-  return m;
-}
-
-nt::matrix with_nan(nt::matrix m) {
-  m(m.rows() - 1, 0) = nan;
-  return m;
-}
-
-nt::shared_matrix share(nt::matrix m) {
-  return nt::shared_matrix{std::move(m)};
-}
+constexpr std::uint32_t inc = 0; ///< the incarnation of every actor under test
 
 class Validation : public ActorTest {
 protected:
@@ -38,14 +22,9 @@ protected:
   nt::slice_stats stats_of(const nt::neuron_slice_actor& s) {
     return ask<nt::slice_stats>(s, nt::atom::stats::value).value_or(nt::slice_stats{});
   }
-  std::uint64_t relay_dropped(const nt::gradient_relay_actor& r) {
-    return ask<std::uint64_t>(r, nt::atom::stats::value).value_or(0);
-  }
-  /// Sends and runs the scheduler to quiescence.
-  template <class Handle, class... Ts>
-  void deliver(const Handle& dest, Ts&&... xs) {
-    self->send(dest, std::forward<Ts>(xs)...);
-    sched.run();
+  template <class Relay>
+  std::uint64_t relay_dropped(const Relay& r) {
+    return ask<nt::drop_stats>(r, nt::atom::stats::value).value_or(nt::drop_stats{99, 99}).dropped;
   }
 };
 
@@ -67,18 +46,18 @@ TEST_F(Validation, SliceDropsMalformedMessagesAndKeepsWorking) {
   auto prev = spawn(fake_relay, prev_log);
   auto next = spawn(fake_relay, next_log);
   auto slice = spawn(nt::neuron_slice, spec);
-  ASSERT_TRUE(ask_ok(slice, nt::atom::wire::value, nt::slice_output_actor{prev},
-                     nt::slice_output_actor{next}));
+  ASSERT_TRUE(
+      ask_ok(slice, nt::atom::wire::value, nt::grad_sink_actor{prev}, nt::block_sink_actor{next}));
 
   const nt::matrix x = filled(3, 5, 0.5f);
   std::uint64_t expected_drops = 0;
   // Forward: wrong width, NaN, too many rows, no matrix at all.
-  deliver(slice, nt::atom::forward::value, std::uint64_t{1}, true, share(filled(3, 4, 0.5f)));
-  deliver(slice, nt::atom::forward::value, std::uint64_t{2}, true, share(with_nan(x)));
-  deliver(slice, nt::atom::forward::value, std::uint64_t{3}, true, share(filled(9, 5, 0.5f)));
-  deliver(slice, nt::atom::forward::value, std::uint64_t{4}, true, nt::shared_matrix{});
+  deliver(slice, nt::atom::forward::value, inc, std::uint64_t{1}, true, share(filled(3, 4, 0.5f)));
+  deliver(slice, nt::atom::forward::value, inc, std::uint64_t{2}, true, share(with_nan(x)));
+  deliver(slice, nt::atom::forward::value, inc, std::uint64_t{3}, true, share(filled(9, 5, 0.5f)));
+  deliver(slice, nt::atom::forward::value, inc, std::uint64_t{4}, true, nt::shared_matrix{});
   // Backward for a batch the slice never saw.
-  deliver(slice, nt::atom::backward::value, std::uint64_t{99},
+  deliver(slice, nt::atom::backward::value, inc, std::uint64_t{99},
           nt::owned_matrix{filled(3, 2, 0.1f)});
   expected_drops += 5;
   EXPECT_EQ(slice_dropped(slice), expected_drops);
@@ -86,7 +65,7 @@ TEST_F(Validation, SliceDropsMalformedMessagesAndKeepsWorking) {
   EXPECT_TRUE(prev_log->empty());
 
   // A valid training forward is processed: its block reaches the next relay.
-  deliver(slice, nt::atom::forward::value, std::uint64_t{10}, true, share(x));
+  deliver(slice, nt::atom::forward::value, inc, std::uint64_t{10}, true, share(x));
   ASSERT_EQ(next_log->size(), 1u);
   const nt::dense_params init = nt::init_dense(spec.seed, spec.geometry);
   nt::matrix h;
@@ -102,12 +81,12 @@ TEST_F(Validation, SliceDropsMalformedMessagesAndKeepsWorking) {
 
   // The same training batch again, then bad backward messages for it:
   // wrong width, NaN, wrong number of rows.
-  deliver(slice, nt::atom::forward::value, std::uint64_t{10}, true, share(x));
+  deliver(slice, nt::atom::forward::value, inc, std::uint64_t{10}, true, share(x));
   const nt::matrix dh = filled(3, 2, -0.2f);
-  deliver(slice, nt::atom::backward::value, std::uint64_t{10},
+  deliver(slice, nt::atom::backward::value, inc, std::uint64_t{10},
           nt::owned_matrix{filled(3, 3, 0.1f)});
-  deliver(slice, nt::atom::backward::value, std::uint64_t{10}, nt::owned_matrix{with_nan(dh)});
-  deliver(slice, nt::atom::backward::value, std::uint64_t{10},
+  deliver(slice, nt::atom::backward::value, inc, std::uint64_t{10}, nt::owned_matrix{with_nan(dh)});
+  deliver(slice, nt::atom::backward::value, inc, std::uint64_t{10},
           nt::owned_matrix{filled(2, 2, 0.1f)});
   expected_drops += 4;
   EXPECT_EQ(slice_dropped(slice), expected_drops);
@@ -116,7 +95,7 @@ TEST_F(Validation, SliceDropsMalformedMessagesAndKeepsWorking) {
   EXPECT_EQ(stats_of(slice).updates, 0u);
 
   // The valid backward still works: partial dX to the previous relay, one update.
-  deliver(slice, nt::atom::backward::value, std::uint64_t{10}, nt::owned_matrix{dh});
+  deliver(slice, nt::atom::backward::value, inc, std::uint64_t{10}, nt::owned_matrix{dh});
   ASSERT_EQ(prev_log->size(), 1u);
   {
     nt::dense_grads grads;
@@ -135,7 +114,7 @@ TEST_F(Validation, SliceDropsMalformedMessagesAndKeepsWorking) {
   EXPECT_EQ(st.dropped, expected_drops);
 
   // A second backward for the same batch: its stash entry is gone.
-  deliver(slice, nt::atom::backward::value, std::uint64_t{10}, nt::owned_matrix{dh});
+  deliver(slice, nt::atom::backward::value, inc, std::uint64_t{10}, nt::owned_matrix{dh});
   ++expected_drops;
 
   // set_state with the wrong shape is refused, counted, and changes nothing.
@@ -156,7 +135,7 @@ TEST_F(Validation, SliceDropsMalformedMessagesAndKeepsWorking) {
   expect_same_state(*now, good, "state after refused set_state");
 
   // And a validation forward after all that is still answered.
-  deliver(slice, nt::atom::forward::value, std::uint64_t{11}, false, share(x));
+  deliver(slice, nt::atom::forward::value, inc, std::uint64_t{11}, false, share(x));
   ASSERT_EQ(next_log->size(), 2u);
   EXPECT_EQ(next_log->at(1).batch, 11u);
   EXPECT_FALSE(next_log->at(1).train);
@@ -164,30 +143,79 @@ TEST_F(Validation, SliceDropsMalformedMessagesAndKeepsWorking) {
   EXPECT_TRUE(no_message_waiting());
 }
 
-// --- Gradient relays -------------------------------------------------------
+TEST_F(Validation, SliceRefusesTheWireOfAnotherLayer) {
+  nt::model_config model;
+  model.layers = {6, 5, 4, 3};
+  auto log = std::make_shared<message_log>();
+  auto relay = spawn(fake_relay, log);
+  for (std::size_t layer : {0u, 1u}) {
+    nt::slice_spec spec;
+    spec.geometry = nt::slice_of(model, layer, 1, 0);
+    spec.optimizer.kind = nt::optimizer_kind::sgd;
+    spec.max_batch = 8;
+    auto slice = spawn(nt::neuron_slice, spec);
+    const nt::block_sink_actor next{relay};
+    if (layer == 0) {
+      EXPECT_CONTAINS(ask_error(slice, nt::atom::wire::value, nt::grad_sink_actor{relay}, next),
+                      "layer 1 acks its updates to the input relay");
+      EXPECT_TRUE(ask_ok(slice, nt::atom::wire::value, nt::ack_sink_actor{relay}, next));
+    } else {
+      EXPECT_CONTAINS(ask_error(slice, nt::atom::wire::value, nt::ack_sink_actor{relay}, next),
+                      "layer 2 sends input gradients to a hidden relay");
+      EXPECT_TRUE(ask_ok(slice, nt::atom::wire::value, nt::grad_sink_actor{relay}, next));
+    }
+  }
+  EXPECT_TRUE(log->empty());
+  EXPECT_TRUE(no_message_waiting());
+}
 
+// --- Relays ----------------------------------------------------------------
+
+template <class Relay>
 struct relay_rig {
   std::shared_ptr<message_log> prev_log = std::make_shared<message_log>();
   std::shared_ptr<message_log> next_log = std::make_shared<message_log>();
   std::shared_ptr<message_log> sink_log = std::make_shared<message_log>();
   std::vector<nt::neuron_slice_actor> prev;
   std::vector<nt::neuron_slice_actor> next;
-  nt::gradient_relay_actor relay;
+  nt::batch_sink_actor sink;
+  Relay relay;
 };
 
 class RelayValidation : public Validation {
 protected:
-  /// A relay of `spec` wired to `prev_n` / `next_n` fake slices and a fake worker.
-  relay_rig make_relay(const nt::relay_spec& spec, std::size_t prev_n, std::size_t next_n) {
-    relay_rig rig;
+  /// `prev_n` / `next_n` fake slices and a fake worker.
+  template <class Relay>
+  relay_rig<Relay> make_doubles(std::size_t prev_n, std::size_t next_n) {
+    relay_rig<Relay> rig;
     for (std::uint32_t i = 0; i < prev_n; ++i)
       rig.prev.push_back(spawn(fake_slice, rig.prev_log, i));
     for (std::uint32_t i = 0; i < next_n; ++i)
       rig.next.push_back(spawn(fake_slice, rig.next_log, i));
-    auto sink = spawn(fake_sink, rig.sink_log);
-    rig.relay = spawn(nt::gradient_relay, spec);
-    EXPECT_TRUE(
-        ask_ok(rig.relay, nt::atom::wire::value, rig.prev, rig.next, nt::batch_sink_actor{sink}));
+    rig.sink = spawn(fake_sink, rig.sink_log);
+    return rig;
+  }
+  /// An input relay of `spec` wired to `next_n` fake slices and a fake worker.
+  relay_rig<nt::input_relay_actor> make_input_relay(const nt::relay_spec& spec,
+                                                    std::size_t next_n) {
+    auto rig = make_doubles<nt::input_relay_actor>(0, next_n);
+    rig.relay = spawn(nt::input_relay, spec);
+    EXPECT_TRUE(ask_ok(rig.relay, nt::atom::wire::value, rig.next, rig.sink));
+    return rig;
+  }
+  /// A hidden relay of `spec` wired to `prev_n` / `next_n` fake slices and a fake worker.
+  relay_rig<nt::hidden_relay_actor> make_hidden_relay(const nt::relay_spec& spec,
+                                                      std::size_t prev_n, std::size_t next_n) {
+    auto rig = make_doubles<nt::hidden_relay_actor>(prev_n, next_n);
+    rig.relay = spawn(nt::hidden_relay, spec);
+    EXPECT_TRUE(ask_ok(rig.relay, nt::atom::wire::value, rig.prev, rig.next, rig.sink));
+    return rig;
+  }
+  /// A loss relay of `spec` wired to `prev_n` fake slices and a fake worker.
+  relay_rig<nt::loss_relay_actor> make_loss_relay(const nt::relay_spec& spec, std::size_t prev_n) {
+    auto rig = make_doubles<nt::loss_relay_actor>(prev_n, 0);
+    rig.relay = spawn(nt::loss_relay, spec);
+    EXPECT_TRUE(ask_ok(rig.relay, nt::atom::wire::value, rig.prev, rig.sink));
     return rig;
   }
 };
@@ -195,30 +223,40 @@ protected:
 TEST_F(RelayValidation, HiddenRelayDropsMalformedMessagesAndKeepsWorking) {
   nt::relay_spec spec;
   spec.replica = 0;
-  spec.boundary = 1;
-  spec.layers = 2;
   spec.prev_width = 4;
   spec.prev_cols = nt::split_columns(4, 2); // [0, 2), [2, 4)
-  spec.next_slices = 2;
   spec.max_batch = 8;
-  relay_rig rig = make_relay(spec, 2, 2);
+  auto rig = make_hidden_relay(spec, 2, 2);
   auto& relay = rig.relay;
   const std::uint64_t b1 = 1;
   std::uint64_t expected_drops = 0;
 
   // Forward blocks: slice index out of range, wrong width, NaN, too many rows.
-  deliver(relay, nt::atom::block::value, b1, true, std::uint32_t{2}, share(filled(3, 2, 0.f)));
-  deliver(relay, nt::atom::block::value, b1, true, std::uint32_t{0}, share(filled(3, 3, 0.f)));
-  deliver(relay, nt::atom::block::value, b1, true, std::uint32_t{0},
+  deliver(relay, nt::atom::block::value, inc, b1, true, std::uint32_t{2}, share(filled(3, 2, 0.f)));
+  deliver(relay, nt::atom::block::value, inc, b1, true, std::uint32_t{0}, share(filled(3, 3, 0.f)));
+  deliver(relay, nt::atom::block::value, inc, b1, true, std::uint32_t{0},
           share(with_nan(filled(3, 2, 0.f))));
-  deliver(relay, nt::atom::block::value, b1, true, std::uint32_t{1}, share(filled(9, 2, 0.f)));
-  // Backward partial for a batch never forwarded; messages meant for other boundaries.
-  deliver(relay, nt::atom::grad::value, std::uint64_t{77}, std::uint32_t{0},
+  deliver(relay, nt::atom::block::value, inc, b1, true, std::uint32_t{1}, share(filled(9, 2, 0.f)));
+  // Backward partial for a batch never forwarded; messages meant for the
+  // other roles (only a dynamically typed sender can send them).
+  deliver(relay, nt::atom::grad::value, inc, std::uint64_t{77}, std::uint32_t{0},
           nt::owned_matrix{filled(3, 4, 0.f)});
-  deliver(relay, nt::atom::ack::value, b1, std::uint32_t{0});
-  deliver(relay, nt::atom::forward::value, b1, true, share(filled(3, 4, 0.f)));
-  deliver(relay, nt::atom::labels::value, b1, true, std::vector<std::uint8_t>{0, 1, 2});
+  const auto untyped = caf::actor_cast<caf::actor>(relay);
+  deliver(untyped, nt::atom::ack::value, inc, b1, std::uint32_t{0});
+  deliver(untyped, nt::atom::forward::value, inc, b1, true, share(filled(3, 4, 0.f)));
+  deliver(untyped, nt::atom::labels::value, inc, b1, true, std::vector<std::uint8_t>{0, 1, 2});
   expected_drops += 8;
+  // A request of another actor type is answered with an error (a requester
+  // must not wait forever), and counted.
+  {
+    auto reply = self->request(untyped, caf::infinite, nt::atom::get_state::value);
+    sched.run();
+    std::string err;
+    std::move(reply).receive([](nt::layer_state&) { ADD_FAILURE() << "got a layer state"; },
+                             [&](caf::error& e) { err = sys.render(e); });
+    EXPECT_CONTAINS(err, "unexpected_message");
+    ++expected_drops;
+  }
   EXPECT_EQ(relay_dropped(relay), expected_drops);
   EXPECT_TRUE(rig.next_log->empty());
   EXPECT_TRUE(rig.prev_log->empty());
@@ -228,13 +266,13 @@ TEST_F(RelayValidation, HiddenRelayDropsMalformedMessagesAndKeepsWorking) {
   const std::uint64_t b5 = 5;
   const nt::matrix a = filled(3, 2, 1.f);
   const nt::matrix c = filled(3, 2, -1.f);
-  deliver(relay, nt::atom::block::value, b5, true, std::uint32_t{1}, share(c));
-  deliver(relay, nt::atom::block::value, b5, true, std::uint32_t{1}, share(c));
-  deliver(relay, nt::atom::block::value, b5, true, std::uint32_t{0}, share(filled(2, 2, 1.f)));
-  deliver(relay, nt::atom::block::value, b5, false, std::uint32_t{0}, share(a));
+  deliver(relay, nt::atom::block::value, inc, b5, true, std::uint32_t{1}, share(c));
+  deliver(relay, nt::atom::block::value, inc, b5, true, std::uint32_t{1}, share(c));
+  deliver(relay, nt::atom::block::value, inc, b5, true, std::uint32_t{0}, share(filled(2, 2, 1.f)));
+  deliver(relay, nt::atom::block::value, inc, b5, false, std::uint32_t{0}, share(a));
   expected_drops += 3;
   EXPECT_TRUE(rig.next_log->empty());
-  deliver(relay, nt::atom::block::value, b5, true, std::uint32_t{0}, share(a));
+  deliver(relay, nt::atom::block::value, inc, b5, true, std::uint32_t{0}, share(a));
   nt::matrix gathered(3, 4);
   gathered << a, c;
   ASSERT_EQ(rig.next_log->size(), 2u);
@@ -250,15 +288,17 @@ TEST_F(RelayValidation, HiddenRelayDropsMalformedMessagesAndKeepsWorking) {
   // duplicate; then the valid second partial completes the sum.
   const nt::matrix p0 = filled(3, 4, 0.3f);
   const nt::matrix p1 = filled(3, 4, -0.7f);
-  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{0}, nt::owned_matrix{p0});
-  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{2}, nt::owned_matrix{p1});
-  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{1}, nt::owned_matrix{filled(3, 3, 0.f)});
-  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{1}, nt::owned_matrix{filled(2, 4, 0.f)});
-  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{1}, nt::owned_matrix{with_nan(p1)});
-  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{0}, nt::owned_matrix{p0});
+  deliver(relay, nt::atom::grad::value, inc, b5, std::uint32_t{0}, nt::owned_matrix{p0});
+  deliver(relay, nt::atom::grad::value, inc, b5, std::uint32_t{2}, nt::owned_matrix{p1});
+  deliver(relay, nt::atom::grad::value, inc, b5, std::uint32_t{1},
+          nt::owned_matrix{filled(3, 3, 0.f)});
+  deliver(relay, nt::atom::grad::value, inc, b5, std::uint32_t{1},
+          nt::owned_matrix{filled(2, 4, 0.f)});
+  deliver(relay, nt::atom::grad::value, inc, b5, std::uint32_t{1}, nt::owned_matrix{with_nan(p1)});
+  deliver(relay, nt::atom::grad::value, inc, b5, std::uint32_t{0}, nt::owned_matrix{p0});
   expected_drops += 5;
   EXPECT_TRUE(rig.prev_log->empty());
-  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{1}, nt::owned_matrix{p1});
+  deliver(relay, nt::atom::grad::value, inc, b5, std::uint32_t{1}, nt::owned_matrix{p1});
   const nt::matrix sum = p0 + p1;
   ASSERT_EQ(rig.prev_log->size(), 2u);
   for (const auto& got : *rig.prev_log) {
@@ -270,12 +310,12 @@ TEST_F(RelayValidation, HiddenRelayDropsMalformedMessagesAndKeepsWorking) {
   }
   EXPECT_EQ(rig.prev_log->at(0).slice + rig.prev_log->at(1).slice, 1u);
   // The batch is finished: a late partial is unknown.
-  deliver(relay, nt::atom::grad::value, b5, std::uint32_t{1}, nt::owned_matrix{p1});
+  deliver(relay, nt::atom::grad::value, inc, b5, std::uint32_t{1}, nt::owned_matrix{p1});
   ++expected_drops;
   // A late or repeated forward block of the finished batch opens no new
   // gather: it is dropped, and even a full set of blocks forwards nothing.
-  deliver(relay, nt::atom::block::value, b5, true, std::uint32_t{0}, share(a));
-  deliver(relay, nt::atom::block::value, b5, true, std::uint32_t{1}, share(c));
+  deliver(relay, nt::atom::block::value, inc, b5, true, std::uint32_t{0}, share(a));
+  deliver(relay, nt::atom::block::value, inc, b5, true, std::uint32_t{1}, share(c));
   expected_drops += 2;
   EXPECT_EQ(rig.next_log->size(), 2u);
   EXPECT_EQ(relay_dropped(relay), expected_drops);
@@ -297,33 +337,32 @@ TEST_F(RelayValidation, HiddenRelayDropsMalformedMessagesAndKeepsWorking) {
 TEST_F(RelayValidation, InputRelayDropsMalformedMessagesAndKeepsWorking) {
   nt::relay_spec spec;
   spec.replica = 0;
-  spec.boundary = 0;
-  spec.layers = 2;
   spec.prev_width = 6; // input width
-  spec.next_slices = 2;
   spec.max_batch = 8;
-  relay_rig rig = make_relay(spec, 0, 2);
+  auto rig = make_input_relay(spec, 2);
   auto& relay = rig.relay;
   std::uint64_t expected_drops = 0;
 
   // Inputs of the wrong width or with a NaN are dropped, not broadcast.
-  deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true, share(filled(3, 5, 0.f)));
-  deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true,
+  deliver(relay, nt::atom::forward::value, inc, std::uint64_t{1}, true, share(filled(3, 5, 0.f)));
+  deliver(relay, nt::atom::forward::value, inc, std::uint64_t{1}, true,
           share(with_nan(filled(3, 6, 0.f))));
   expected_drops += 2;
-  deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true, share(filled(9, 6, 0.f)));
-  deliver(relay, nt::atom::forward::value, std::uint64_t{1}, true, nt::shared_matrix{});
-  deliver(relay, nt::atom::ack::value, std::uint64_t{42}, std::uint32_t{0});
-  deliver(relay, nt::atom::block::value, std::uint64_t{1}, true, std::uint32_t{0},
+  deliver(relay, nt::atom::forward::value, inc, std::uint64_t{1}, true, share(filled(9, 6, 0.f)));
+  deliver(relay, nt::atom::forward::value, inc, std::uint64_t{1}, true, nt::shared_matrix{});
+  deliver(relay, nt::atom::ack::value, inc, std::uint64_t{42}, std::uint32_t{0});
+  // Messages meant for the other roles.
+  const auto untyped = caf::actor_cast<caf::actor>(relay);
+  deliver(untyped, nt::atom::block::value, inc, std::uint64_t{1}, true, std::uint32_t{0},
           share(filled(3, 2, 0.f)));
-  deliver(relay, nt::atom::grad::value, std::uint64_t{1}, std::uint32_t{0},
+  deliver(untyped, nt::atom::grad::value, inc, std::uint64_t{1}, std::uint32_t{0},
           nt::owned_matrix{filled(3, 6, 0.f)});
   expected_drops += 5;
   EXPECT_EQ(relay_dropped(relay), expected_drops);
   EXPECT_TRUE(rig.next_log->empty());
 
   const nt::matrix x = filled(3, 6, 0.2f);
-  deliver(relay, nt::atom::forward::value, std::uint64_t{2}, true, share(x));
+  deliver(relay, nt::atom::forward::value, inc, std::uint64_t{2}, true, share(x));
   ASSERT_EQ(rig.next_log->size(), 2u);
   for (const auto& got : *rig.next_log) {
     EXPECT_EQ(got.kind, received::forward);
@@ -332,18 +371,18 @@ TEST_F(RelayValidation, InputRelayDropsMalformedMessagesAndKeepsWorking) {
   }
   // The same training batch twice, an ack from a slice that does not exist,
   // and a duplicate ack: none may free the batch before both slices acked.
-  deliver(relay, nt::atom::forward::value, std::uint64_t{2}, true, share(x));
-  deliver(relay, nt::atom::ack::value, std::uint64_t{2}, std::uint32_t{2});
-  deliver(relay, nt::atom::ack::value, std::uint64_t{2}, std::uint32_t{0});
-  deliver(relay, nt::atom::ack::value, std::uint64_t{2}, std::uint32_t{0});
+  deliver(relay, nt::atom::forward::value, inc, std::uint64_t{2}, true, share(x));
+  deliver(relay, nt::atom::ack::value, inc, std::uint64_t{2}, std::uint32_t{2});
+  deliver(relay, nt::atom::ack::value, inc, std::uint64_t{2}, std::uint32_t{0});
+  deliver(relay, nt::atom::ack::value, inc, std::uint64_t{2}, std::uint32_t{0});
   expected_drops += 3;
   EXPECT_TRUE(rig.sink_log->empty()) << "a batch was reported done before slice 1 acked";
-  deliver(relay, nt::atom::ack::value, std::uint64_t{2}, std::uint32_t{1});
+  deliver(relay, nt::atom::ack::value, inc, std::uint64_t{2}, std::uint32_t{1});
   ASSERT_EQ(rig.sink_log->size(), 1u);
   EXPECT_EQ(rig.sink_log->at(0).kind, received::done);
   EXPECT_EQ(rig.sink_log->at(0).batch, 2u);
   // Finished: a late ack is for an unknown batch.
-  deliver(relay, nt::atom::ack::value, std::uint64_t{2}, std::uint32_t{1});
+  deliver(relay, nt::atom::ack::value, inc, std::uint64_t{2}, std::uint32_t{1});
   ++expected_drops;
   EXPECT_EQ(relay_dropped(relay), expected_drops);
   EXPECT_EQ(rig.next_log->size(), 2u);
@@ -353,32 +392,31 @@ TEST_F(RelayValidation, InputRelayDropsMalformedMessagesAndKeepsWorking) {
 TEST_F(RelayValidation, LossRelayDropsMalformedMessagesAndKeepsWorking) {
   nt::relay_spec spec;
   spec.replica = 0;
-  spec.boundary = 2;
-  spec.layers = 2;
   spec.prev_width = 3;
   spec.prev_cols = nt::split_columns(3, 2); // [0, 2), [2, 3)
-  spec.next_slices = 0;
   spec.max_batch = 8;
-  relay_rig rig = make_relay(spec, 2, 0);
+  auto rig = make_loss_relay(spec, 2);
   auto& relay = rig.relay;
   std::uint64_t expected_drops = 0;
 
   // Labels: none, too many; a label out of range (found once the logits are here).
-  deliver(relay, nt::atom::labels::value, std::uint64_t{1}, true, std::vector<std::uint8_t>{});
-  deliver(relay, nt::atom::labels::value, std::uint64_t{1}, true, std::vector<std::uint8_t>(9, 0));
-  deliver(relay, nt::atom::labels::value, std::uint64_t{2}, true,
+  deliver(relay, nt::atom::labels::value, inc, std::uint64_t{1}, true, std::vector<std::uint8_t>{});
+  deliver(relay, nt::atom::labels::value, inc, std::uint64_t{1}, true,
+          std::vector<std::uint8_t>(9, 0));
+  deliver(relay, nt::atom::labels::value, inc, std::uint64_t{2}, true,
           std::vector<std::uint8_t>{0, 7, 1});
-  deliver(relay, nt::atom::block::value, std::uint64_t{2}, true, std::uint32_t{0},
+  deliver(relay, nt::atom::block::value, inc, std::uint64_t{2}, true, std::uint32_t{0},
           share(filled(3, 2, 0.f)));
-  deliver(relay, nt::atom::block::value, std::uint64_t{2}, true, std::uint32_t{1},
+  deliver(relay, nt::atom::block::value, inc, std::uint64_t{2}, true, std::uint32_t{1},
           share(filled(3, 1, 0.f)));
   // Logits block of the wrong width, labels of the wrong count for a batch.
-  deliver(relay, nt::atom::block::value, std::uint64_t{3}, true, std::uint32_t{1},
+  deliver(relay, nt::atom::block::value, inc, std::uint64_t{3}, true, std::uint32_t{1},
           share(filled(3, 2, 0.f)));
-  deliver(relay, nt::atom::labels::value, std::uint64_t{4}, true, std::vector<std::uint8_t>{0, 1});
-  deliver(relay, nt::atom::block::value, std::uint64_t{4}, true, std::uint32_t{0},
+  deliver(relay, nt::atom::labels::value, inc, std::uint64_t{4}, true,
+          std::vector<std::uint8_t>{0, 1});
+  deliver(relay, nt::atom::block::value, inc, std::uint64_t{4}, true, std::uint32_t{0},
           share(filled(3, 2, 0.f)));
-  deliver(relay, nt::atom::block::value, std::uint64_t{4}, true, std::uint32_t{1},
+  deliver(relay, nt::atom::block::value, inc, std::uint64_t{4}, true, std::uint32_t{1},
           share(filled(3, 1, 0.f)));
   expected_drops += 5;
   EXPECT_EQ(relay_dropped(relay), expected_drops);
@@ -389,10 +427,10 @@ TEST_F(RelayValidation, LossRelayDropsMalformedMessagesAndKeepsWorking) {
   const nt::matrix l0 = filled(3, 2, 0.4f);
   const nt::matrix l1 = filled(3, 1, -0.3f);
   const std::vector<std::uint8_t> ys{2, 0, 1};
-  deliver(relay, nt::atom::block::value, std::uint64_t{5}, true, std::uint32_t{1}, share(l1));
-  deliver(relay, nt::atom::block::value, std::uint64_t{5}, true, std::uint32_t{0}, share(l0));
+  deliver(relay, nt::atom::block::value, inc, std::uint64_t{5}, true, std::uint32_t{1}, share(l1));
+  deliver(relay, nt::atom::block::value, inc, std::uint64_t{5}, true, std::uint32_t{0}, share(l0));
   EXPECT_TRUE(rig.sink_log->empty());
-  deliver(relay, nt::atom::labels::value, std::uint64_t{5}, true, ys);
+  deliver(relay, nt::atom::labels::value, inc, std::uint64_t{5}, true, ys);
   nt::matrix logits(3, 3);
   logits << l0, l1;
   nt::matrix grad;
@@ -445,8 +483,8 @@ TEST_P(WeightStashing, InputGradientUsesTheForwardTimeWeights) {
   auto prev = spawn(fake_relay, prev_log);
   auto next = spawn(fake_relay, next_log);
   auto slice = spawn(nt::neuron_slice, spec);
-  ASSERT_TRUE(ask_ok(slice, nt::atom::wire::value, nt::slice_output_actor{prev},
-                     nt::slice_output_actor{next}));
+  ASSERT_TRUE(
+      ask_ok(slice, nt::atom::wire::value, nt::grad_sink_actor{prev}, nt::block_sink_actor{next}));
   const auto w0 = ask<nt::layer_state>(slice, nt::atom::get_state::value);
   ASSERT_TRUE(w0.has_value());
 
@@ -455,13 +493,13 @@ TEST_P(WeightStashing, InputGradientUsesTheForwardTimeWeights) {
   const nt::matrix dh1 = filled(3, 4, 0.3f);
   const nt::matrix dh2 = filled(3, 4, -0.2f);
   // Both forwards first (two batches in flight), then both backwards.
-  deliver(slice, nt::atom::forward::value, std::uint64_t{1}, true, share(x1));
-  deliver(slice, nt::atom::forward::value, std::uint64_t{2}, true, share(x2));
-  deliver(slice, nt::atom::backward::value, std::uint64_t{1}, nt::owned_matrix{dh1});
+  deliver(slice, nt::atom::forward::value, inc, std::uint64_t{1}, true, share(x1));
+  deliver(slice, nt::atom::forward::value, inc, std::uint64_t{2}, true, share(x2));
+  deliver(slice, nt::atom::backward::value, inc, std::uint64_t{1}, nt::owned_matrix{dh1});
   const auto w1 = ask<nt::layer_state>(slice, nt::atom::get_state::value);
   ASSERT_TRUE(w1.has_value());
   ASSERT_FALSE(same_bits(w1->params.w, w0->params.w)) << "batch 1's update did not land";
-  deliver(slice, nt::atom::backward::value, std::uint64_t{2}, nt::owned_matrix{dh2});
+  deliver(slice, nt::atom::backward::value, inc, std::uint64_t{2}, nt::owned_matrix{dh2});
   ASSERT_EQ(prev_log->size(), 2u);
   ASSERT_EQ(next_log->size(), 2u);
   const nt::matrix& h2 = next_log->at(1).m; // batch 2's forward output (from W0)

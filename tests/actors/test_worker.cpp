@@ -1,41 +1,66 @@
 // The shard worker: in-flight accounting when a batch's `done` (from the
 // input relay) and its `loss` (from the loss relay) arrive in either order,
-// and the barrier that waits for both.
+// and the barrier that waits for both; messages of another incarnation dropped
+// as stale in the middle of it.
+#include <limits>
+
 #include "fixture.hpp"
 
 namespace actor_tests {
 namespace {
 
-/// Stands in for the input and loss relays as seen by a shard worker.
-nt::gradient_relay_actor::behavior_type
-fake_pipeline(nt::gradient_relay_actor::pointer self,
-              std::shared_ptr<std::vector<std::uint64_t>> fed) {
-  fail_on_unexpected(self, "fake relay (worker side)");
+/// Stands in for the input relay as seen by a shard worker: records the
+/// batches fed, and checks they carry the worker's incarnation `inc`.
+nt::input_relay_actor::behavior_type
+fake_input_relay(nt::input_relay_actor::pointer self,
+                 std::shared_ptr<std::vector<std::uint64_t>> fed, std::uint32_t inc) {
+  fail_on_unexpected(self, "fake input relay");
   auto unexpected = [](const char* what) {
-    ADD_FAILURE() << "fake relay received an unexpected " << what << " message";
+    ADD_FAILURE() << "fake input relay received an unexpected " << what << " message";
   };
   return {
-      [=](nt::atom::block, std::uint64_t, bool, std::uint32_t, const nt::shared_matrix&) {
-        unexpected("block");
-      },
-      [=](nt::atom::grad, std::uint64_t, std::uint32_t, nt::owned_matrix&) { unexpected("grad"); },
-      [=](nt::atom::ack, std::uint64_t, std::uint32_t) { unexpected("ack"); },
-      [=](nt::atom::forward, std::uint64_t batch, bool train, const nt::shared_matrix& x) {
+      [=](nt::atom::forward, std::uint32_t incarnation, std::uint64_t batch, bool train,
+          const nt::shared_matrix& x) {
+        EXPECT_EQ(incarnation, inc);
         EXPECT_TRUE(train);
         EXPECT_TRUE(static_cast<bool>(x));
         fed->push_back(batch);
       },
-      [=](nt::atom::labels, std::uint64_t, bool, std::vector<std::uint8_t>& ys) {
-        EXPECT_EQ(ys.size(), 8u);
-      },
-      [=](nt::atom::wire, std::vector<nt::neuron_slice_actor>&,
-          std::vector<nt::neuron_slice_actor>&, nt::batch_sink_actor) {
+      [=](nt::atom::ack, std::uint32_t, std::uint64_t, std::uint32_t) { unexpected("ack"); },
+      [=](nt::atom::wire, std::vector<nt::neuron_slice_actor>&, nt::batch_sink_actor) {
         unexpected("wire");
         return nt::atom::ok::value;
       },
-      [=](nt::atom::stats) -> std::uint64_t {
+      [=](nt::atom::stats) -> nt::drop_stats {
         unexpected("stats");
-        return 0;
+        return {};
+      },
+  };
+}
+
+/// Stands in for the loss relay as seen by a shard worker (labels of
+/// incarnation `inc`).
+nt::loss_relay_actor::behavior_type fake_loss_relay(nt::loss_relay_actor::pointer self,
+                                                    std::uint32_t inc) {
+  fail_on_unexpected(self, "fake loss relay");
+  auto unexpected = [](const char* what) {
+    ADD_FAILURE() << "fake loss relay received an unexpected " << what << " message";
+  };
+  return {
+      [=](nt::atom::block, std::uint32_t, std::uint64_t, bool, std::uint32_t,
+          const nt::shared_matrix&) { unexpected("block"); },
+      [=](nt::atom::labels, std::uint32_t incarnation, std::uint64_t, bool,
+          std::vector<std::uint8_t>& ys) {
+        EXPECT_EQ(incarnation, inc);
+        EXPECT_EQ(ys.size(), 8u);
+      },
+      [=](nt::atom::wire, std::vector<nt::neuron_slice_actor>&, nt::batch_sink_actor) {
+        unexpected("wire");
+        return nt::atom::ok::value;
+      },
+      [=](nt::atom::stats) -> nt::drop_stats {
+        unexpected("stats");
+        return {};
       },
   };
 }
@@ -50,7 +75,8 @@ fake_coordinator(nt::barrier_sink_actor::pointer self,
 
 class Worker : public ActorTest {
 protected:
-  Worker() {
+  /// A worker of incarnation `incarnation` wired to fake relays and a fake coordinator.
+  explicit Worker(std::uint32_t incarnation = 0) : inc(incarnation) {
     data = synthetic_splits(32, 16, 16, 4, 0.3f);
     nt::worker_spec w;
     w.replica = 0;
@@ -63,22 +89,25 @@ protected:
     w.sync_every = 32;
     w.max_epochs = 1;
     w.seed = 3;
+    w.incarnation = inc;
     worker = spawn(nt::shard_worker, w);
-    auto relay = spawn(fake_pipeline, fed);
+    auto input = spawn(fake_input_relay, fed, inc);
+    auto loss = spawn(fake_loss_relay, inc);
     auto coord = spawn(fake_coordinator, reports);
-    EXPECT_TRUE(ask_ok(worker, nt::atom::wire::value, relay, relay, nt::barrier_sink_actor{coord}));
+    EXPECT_TRUE(ask_ok(worker, nt::atom::wire::value, input, loss, nt::barrier_sink_actor{coord}));
   }
 
   template <class... Ts>
   void deliver(Ts&&... xs) {
-    self->send(worker, std::forward<Ts>(xs)...);
-    sched.run();
+    ActorTest::deliver(worker, std::forward<Ts>(xs)...);
   }
 
-  std::uint64_t dropped() {
-    return ask<std::uint64_t>(worker, nt::atom::stats::value).value_or(99);
+  nt::drop_stats counts() {
+    return ask<nt::drop_stats>(worker, nt::atom::stats::value).value_or(nt::drop_stats{99, 99});
   }
+  std::uint64_t dropped() { return counts().dropped; }
 
+  const std::uint32_t inc; ///< the worker's incarnation
   std::shared_ptr<const nt::data_splits> data;
   std::shared_ptr<std::vector<std::uint64_t>> fed = std::make_shared<std::vector<std::uint64_t>>();
   std::shared_ptr<std::vector<nt::barrier_report>> reports =
@@ -90,21 +119,21 @@ TEST_F(Worker, DoneAndLossInEitherOrderAndTheBarrierWaitsForBoth) {
   deliver(nt::atom::resume::value);
   ASSERT_EQ(*fed, (std::vector<std::uint64_t>{0, 1})) << "max_in_flight = 2";
   // Batch 0: done before loss. The slot frees at done: batch 2 is fed.
-  deliver(nt::atom::done::value, std::uint64_t{0});
+  deliver(nt::atom::done::value, inc, std::uint64_t{0});
   EXPECT_EQ(fed->size(), 3u);
-  deliver(nt::atom::loss::value, std::uint64_t{0}, true, 1.0, std::uint64_t{4});
+  deliver(nt::atom::loss::value, inc, std::uint64_t{0}, true, 1.0, std::uint64_t{4});
   // Batch 1: loss before done.
-  deliver(nt::atom::loss::value, std::uint64_t{1}, true, 2.0, std::uint64_t{4});
+  deliver(nt::atom::loss::value, inc, std::uint64_t{1}, true, 2.0, std::uint64_t{4});
   EXPECT_EQ(fed->size(), 3u);
-  deliver(nt::atom::done::value, std::uint64_t{1});
+  deliver(nt::atom::done::value, inc, std::uint64_t{1});
   ASSERT_EQ(*fed, (std::vector<std::uint64_t>{0, 1, 2, 3}));
   // Both remaining batches done, their losses still due: no barrier yet.
-  deliver(nt::atom::done::value, std::uint64_t{3});
-  deliver(nt::atom::done::value, std::uint64_t{2});
+  deliver(nt::atom::done::value, inc, std::uint64_t{3});
+  deliver(nt::atom::done::value, inc, std::uint64_t{2});
   EXPECT_TRUE(reports->empty()) << "the barrier must wait for every loss";
-  deliver(nt::atom::loss::value, std::uint64_t{3}, true, 4.0, std::uint64_t{4});
+  deliver(nt::atom::loss::value, inc, std::uint64_t{3}, true, 4.0, std::uint64_t{4});
   EXPECT_TRUE(reports->empty());
-  deliver(nt::atom::loss::value, std::uint64_t{2}, true, 8.0, std::uint64_t{4});
+  deliver(nt::atom::loss::value, inc, std::uint64_t{2}, true, 8.0, std::uint64_t{4});
   ASSERT_EQ(reports->size(), 1u);
   const auto& r = reports->front();
   EXPECT_EQ(r.samples, 32u);
@@ -113,10 +142,59 @@ TEST_F(Worker, DoneAndLossInEitherOrderAndTheBarrierWaitsForBoth) {
   EXPECT_TRUE(r.finished);
   EXPECT_EQ(dropped(), 0u);
   // Late duplicates are dropped and counted.
-  deliver(nt::atom::loss::value, std::uint64_t{2}, true, 8.0, std::uint64_t{4});
-  deliver(nt::atom::done::value, std::uint64_t{2});
+  deliver(nt::atom::loss::value, inc, std::uint64_t{2}, true, 8.0, std::uint64_t{4});
+  deliver(nt::atom::done::value, inc, std::uint64_t{2});
   EXPECT_EQ(dropped(), 2u);
   EXPECT_EQ(reports->size(), 1u);
+  EXPECT_TRUE(no_message_waiting());
+}
+
+// A worker of incarnation 3 gets done and loss messages of incarnations 2
+// and 4 in the middle of the same script: each is dropped and counted as
+// stale, frees no slot, adds no loss, and the run ends exactly as above.
+class StaleWorker : public Worker {
+protected:
+  StaleWorker() : Worker(3) {}
+};
+
+TEST_F(StaleWorker, StaleDoneAndLossAreDroppedAndTheBatchesCompleteAsWithout) {
+  const std::uint32_t old = inc - 1;
+  const std::uint32_t newer = inc + 1;
+  deliver(nt::atom::resume::value);
+  ASSERT_EQ(*fed, (std::vector<std::uint64_t>{0, 1}));
+  // A stale done would free batch 0's slot; a stale loss would count.
+  deliver(nt::atom::done::value, old, std::uint64_t{0});
+  deliver(nt::atom::loss::value, newer, std::uint64_t{0}, true, 100.0, std::uint64_t{4});
+  EXPECT_EQ(fed->size(), 2u) << "a stale done freed a slot";
+  deliver(nt::atom::done::value, inc, std::uint64_t{0});
+  EXPECT_EQ(fed->size(), 3u);
+  deliver(nt::atom::loss::value, inc, std::uint64_t{0}, true, 1.0, std::uint64_t{4});
+  // A stale NaN loss would stop the run as diverged.
+  deliver(nt::atom::loss::value, old, std::uint64_t{1}, true,
+          std::numeric_limits<double>::quiet_NaN(), std::uint64_t{0});
+  deliver(nt::atom::loss::value, inc, std::uint64_t{1}, true, 2.0, std::uint64_t{4});
+  EXPECT_EQ(fed->size(), 3u);
+  deliver(nt::atom::done::value, inc, std::uint64_t{1});
+  ASSERT_EQ(*fed, (std::vector<std::uint64_t>{0, 1, 2, 3}));
+  deliver(nt::atom::done::value, inc, std::uint64_t{3});
+  deliver(nt::atom::done::value, inc, std::uint64_t{2});
+  // Stale losses of the last two batches would complete the barrier early.
+  deliver(nt::atom::loss::value, newer, std::uint64_t{3}, true, 4.0, std::uint64_t{4});
+  deliver(nt::atom::loss::value, old, std::uint64_t{2}, true, 8.0, std::uint64_t{4});
+  EXPECT_TRUE(reports->empty()) << "stale losses reached the barrier";
+  deliver(nt::atom::loss::value, inc, std::uint64_t{3}, true, 4.0, std::uint64_t{4});
+  EXPECT_TRUE(reports->empty());
+  deliver(nt::atom::loss::value, inc, std::uint64_t{2}, true, 8.0, std::uint64_t{4});
+  ASSERT_EQ(reports->size(), 1u);
+  const auto& r = reports->front();
+  EXPECT_EQ(r.samples, 32u);
+  EXPECT_DOUBLE_EQ(r.loss_sum, 15.0);
+  EXPECT_EQ(r.loss_samples, 32u);
+  EXPECT_TRUE(r.finished);
+  EXPECT_FALSE(r.diverged);
+  const nt::drop_stats c = counts();
+  EXPECT_EQ(c.dropped, 0u) << "stale messages are not malformed ones";
+  EXPECT_EQ(c.stale, 5u);
   EXPECT_TRUE(no_message_waiting());
 }
 

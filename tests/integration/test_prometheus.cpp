@@ -37,6 +37,7 @@ const std::map<std::string, std::set<std::string>> families = {
     {"nettorrent_bytes_sent_total", {"node", "swarm", "kind"}},
     {"nettorrent_bytes_received_total", {"node", "swarm", "kind"}},
     {"nettorrent_dropped_messages_total", {"node", "swarm", "kind"}},
+    {"nettorrent_stale_messages_total", {"node", "swarm", "replica"}},
     {"nettorrent_sync_rounds_total", {"node", "swarm"}},
     {"nettorrent_sync_bytes_total", {"node", "swarm"}},
     {"nettorrent_peer_failures_total", {"node", "swarm"}},

@@ -59,6 +59,7 @@ const std::map<std::string, family>& families() {
       {"nettorrent_bytes_sent_total", {t::counter, {"node", "swarm", "kind"}}},
       {"nettorrent_bytes_received_total", {t::counter, {"node", "swarm", "kind"}}},
       {"nettorrent_dropped_messages_total", {t::counter, {"node", "swarm", "kind"}}},
+      {"nettorrent_stale_messages_total", {t::counter, {"node", "swarm", "replica"}}},
       {"nettorrent_sync_rounds_total", {t::counter, {"node", "swarm"}}},
       {"nettorrent_sync_bytes_total", {t::counter, {"node", "swarm"}}},
       {"nettorrent_peer_failures_total", {t::counter, {"node", "swarm"}}},
