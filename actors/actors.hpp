@@ -136,55 +136,29 @@ using swarm_leader_actor = caf::typed_actor<
     /// Returns the swarm's counters summed over its slices.
     caf::replies_to<atom::stats>::with<slice_stats>>;
 
-/// The outcome of a run, as the coordinator reports it.
-struct run_report {
-  bool ok = false;
-  std::string error;         ///< set when !ok
-  std::uint64_t samples = 0; ///< training samples over all replicas
-  std::uint64_t epochs = 0;
-  double seconds = 0;
-  double samples_per_second = 0;
-  double best_validation_accuracy = 0;
-  double time_to_target = -1;
-  bool reached_target = false;
-  std::uint64_t sync_rounds = 0;
-  std::uint64_t sync_bytes = 0;
-  std::uint32_t best_replica = 0;
-  double test_accuracy = 0;
-  double test_loss = 0;
-  std::uint64_t max_staleness = 0;
-  std::vector<std::uint64_t> staleness; ///< histogram over all slices
-  std::uint64_t dropped = 0;            ///< malformed messages dropped
-  std::uint64_t stale_dropped = 0;      ///< messages of another incarnation dropped
-  std::string checkpoint_path;
-  std::string curve_path;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, run_report& r) {
-  return f(caf::meta::type_name("run_report"), r.ok, r.error, r.samples, r.epochs, r.seconds,
-           r.samples_per_second, r.best_validation_accuracy, r.time_to_target, r.reached_target,
-           r.sync_rounds, r.sync_bytes, r.best_replica, r.test_accuracy, r.test_loss,
-           r.max_staleness, r.staleness, r.dropped, r.stale_dropped, r.checkpoint_path,
-           r.curve_path);
-}
-
-/// The coordinator: registration, wiring, sync rounds, stop, final test.
+/// The coordinator: the actor around the run's state machine.
 using coordinator_actor = barrier_sink_actor::extend<
-    /// Starts the run once everything registered; replies when it ends.
-    caf::replies_to<atom::run>::with<run_report>,
-    /// Registers neuron slice (replica, layer, slice).
-    caf::reacts_to<atom::reg, std::uint32_t, std::uint32_t, std::uint32_t, neuron_slice_actor>,
-    /// Registers the relay (replica, boundary); relay_role_of says its interface.
-    caf::reacts_to<atom::reg, std::uint32_t, std::uint32_t, caf::actor>,
-    /// Registers the shard worker of a replica.
-    caf::reacts_to<atom::reg, std::uint32_t, shard_worker_actor>,
-    /// Registers the swarm leader of a layer.
-    caf::reacts_to<atom::reg, std::uint32_t, swarm_leader_actor>,
+    /// Starts the run once everything registered and was wired; replies when it ends.
+    caf::replies_to<atom::run>::with<run_result>,
+    /// Registers actor `key` of the run (sent by the node actor that spawned it).
+    caf::reacts_to<atom::reg, actor_key, caf::actor>,
     /// Registration deadline timer.
     caf::reacts_to<atom::deadline>,
-    /// A node joins: its id and its cluster-description hash, refused if the
-    /// hash differs from the coordinator's.
+    /// A node's node actor joins with its id and cluster-description hash;
+    /// refused if the hash differs or the id is not in the description.
     caf::replies_to<atom::hello, std::string /*node*/, std::uint64_t /*hash*/>::with<atom::ok>>;
+
+/// The node actor of a process: spawns, on the coordinator's request, any
+/// actor of the run, and reports and stops what it hosts.
+using node_actor = caf::typed_actor<
+    /// Joins the run of `coordinator` (hello with this node's id and hash).
+    caf::replies_to<atom::join, coordinator_actor>::with<atom::ok>,
+    /// Spawns actor `key` of the run at `incarnation`, registers it with the
+    /// coordinator and returns its handle.
+    caf::replies_to<atom::spawn, actor_key, std::uint32_t /*incarnation*/>::with<caf::actor>,
+    /// The actors this node hosts, in the order they were spawned.
+    caf::replies_to<atom::hosts>::with<std::vector<actor_key>>,
+    /// Stops every actor this node hosts.
+    caf::replies_to<atom::stop>::with<atom::ok>>;
 
 } // namespace nettorrent

@@ -31,4 +31,10 @@ using deadline = caf::atom_constant<caf::atom("deadline")>;
 using ok = caf::atom_constant<caf::atom("ok")>;
 using hello = caf::atom_constant<caf::atom("hello")>; ///< a node introduces itself
 
+// Node actors.
+using join = caf::atom_constant<caf::atom("join")>;   ///< join a run: hello to its coordinator
+using spawn = caf::atom_constant<caf::atom("spawn")>; ///< spawn one actor of the run here
+using hosts = caf::atom_constant<caf::atom("hosts")>; ///< the actors this node hosts
+using stop = caf::atom_constant<caf::atom("stop")>;   ///< stop the actors this node hosts
+
 } // namespace nettorrent::atom

@@ -13,6 +13,7 @@
 #include <caf/sec.hpp>
 
 #include "nettorrent/checkpoint.hpp"
+#include "nettorrent/run_machine.hpp"
 #include "nettorrent/slice_ops.hpp"
 #include "nettorrent/tensor.hpp"
 
@@ -129,21 +130,53 @@ typename Inspector::result_type inspect(Inspector& f, drop_stats& s) {
   return f(caf::meta::type_name("drop_stats"), s.dropped, s.stale);
 }
 
-/// What a shard worker reports when it reaches a barrier.
-struct barrier_report {
-  std::uint32_t replica = 0;
-  bool finished = false;     ///< no more epochs to run
-  std::uint64_t samples = 0; ///< training samples so far
-  std::uint64_t epoch = 0;   ///< 1-based epoch in progress
-  double loss_sum = 0;       ///< training loss summed since the last barrier
-  std::uint64_t loss_samples = 0;
-  bool diverged = false; ///< a training loss was not finite: the run must stop
-};
-
+// barrier_report is declared with the state machine that consumes it
+// (nettorrent/run_machine.hpp).
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, barrier_report& r) {
   return f(caf::meta::type_name("barrier_report"), r.replica, r.finished, r.samples, r.epoch,
            r.loss_sum, r.loss_samples, r.diverged);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, actor_key& k) {
+  // The kind travels as its number; an unknown number makes a key that no
+  // run layout finds, so the receiver refuses it.
+  auto kind = static_cast<std::uint8_t>(k.kind);
+  if constexpr (Inspector::reads_state) {
+    return f(caf::meta::type_name("actor_key"), kind, k.replica, k.layer, k.boundary, k.slice);
+  } else {
+    auto res = f(caf::meta::type_name("actor_key"), kind, k.replica, k.layer, k.boundary, k.slice);
+    k.kind = static_cast<actor_kind>(kind);
+    return res;
+  }
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, curve_point& p) {
+  auto epoch = static_cast<std::uint64_t>(p.epoch);
+  if constexpr (Inspector::reads_state) {
+    return f(caf::meta::type_name("curve_point"), epoch, p.samples, p.seconds, p.train_loss,
+             p.validation_loss, p.validation_accuracy);
+  } else {
+    auto res = f(caf::meta::type_name("curve_point"), epoch, p.samples, p.seconds, p.train_loss,
+                 p.validation_loss, p.validation_accuracy);
+    p.epoch = static_cast<std::size_t>(epoch);
+    return res;
+  }
+}
+
+/// The coordinator's reply to `run`. It only travels inside one process
+/// (the session asks its own coordinator), but CAF wants every message type
+/// inspectable; the test evaluation is filled in later by the session.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, run_result& r) {
+  auto& rng = r.saved_rng;
+  return f(caf::meta::type_name("run_result"), r.ok, r.error, r.actor_run, r.samples, r.epochs,
+           r.seconds, r.samples_per_second, r.best_validation_accuracy, r.time_to_target,
+           r.reached_target, r.sync_rounds, r.sync_bytes, r.best_replica, r.max_staleness,
+           r.staleness, r.dropped, r.stale_dropped, r.late_replies, r.curve, r.layers, r.kept_best,
+           r.saved_samples, r.saved_epoch, r.has_saved_rng, rng[0], rng[1], rng[2], rng[3]);
 }
 
 } // namespace nettorrent

@@ -32,8 +32,10 @@ const char* to_string(msg_kind k) noexcept {
   return "?";
 }
 
-metrics::metrics(std::string node, std::size_t layers, std::size_t replicas)
-    : registry_(std::make_shared<prometheus::Registry>()), replicas_(replicas) {
+metrics::metrics(std::string node, const run_layout& layout)
+    : registry_(std::make_shared<prometheus::Registry>()), layout_(layout) {
+  const std::size_t layers = layout.layers();
+  const std::size_t replicas = layout.replicas();
   using namespace prometheus;
   auto& reg = *registry_;
   auto& samples = BuildCounter()
@@ -105,7 +107,7 @@ metrics::metrics(std::string node, std::size_t layers, std::size_t replicas)
                                                     1e-2, 3e-2, 0.1,  0.3,  1};
   const Histogram::BucketBoundaries staleness_buckets{0, 1, 2, 3, 4, 8, 16};
 
-  swarms_.resize((layers + 1) * replicas);
+  swarms_.resize(layout.metrics_cells());
   for (std::size_t s = 0; s <= layers; ++s) {
     const std::string swarm = std::to_string(s);
     const Labels per_swarm{{"node", node}, {"swarm", swarm}};
@@ -133,7 +135,7 @@ metrics::metrics(std::string node, std::size_t layers, std::size_t replicas)
       m.samples = &samples.Add(l);
       m.batches = &batches.Add(l);
       m.stale = &stale.Add(l);
-      swarms_[s * replicas + r] = m;
+      swarms_[layout.metrics_index({s, r})] = m;
     }
   }
 
@@ -159,8 +161,8 @@ metrics::metrics(std::string node, std::size_t layers, std::size_t replicas)
     run_.validation_accuracy.push_back(&val.Add({{"node", node}, {"replica", std::to_string(r)}}));
 }
 
-const swarm_metrics& metrics::swarm(std::size_t swarm, std::size_t replica) const {
-  return swarms_.at(swarm * replicas_ + replica);
+const swarm_metrics& metrics::of(const actor_key& a) const {
+  return swarms_.at(layout_.metrics_index(layout_.metrics_of(a)));
 }
 
 void linger_for_scrapes(double seconds, std::ostream& out) {

@@ -18,6 +18,8 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "nettorrent/run_layout.hpp"
+
 namespace nettorrent {
 
 /// Message kinds counted by the traffic metrics.
@@ -75,19 +77,19 @@ struct run_metrics {
 /// The metrics of one process.
 class metrics {
 public:
-  /// Creates every family and child for `layers` swarms and `replicas`
-  /// replicas, labelled with `node`.
-  metrics(std::string node, std::size_t layers, std::size_t replicas);
+  /// Creates every family and child for the swarms (0 = input side, 1..L =
+  /// layers) and replicas of `layout`, labelled with `node`.
+  metrics(std::string node, const run_layout& layout);
 
-  /// Swarm `swarm` (0 = input side, 1..L = layers) of replica `replica`.
-  const swarm_metrics& swarm(std::size_t swarm, std::size_t replica) const;
+  /// The children actor `a` updates (its cell in the run layout).
+  const swarm_metrics& of(const actor_key& a) const;
   const run_metrics& run() const { return run_; }
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
 
 private:
   std::shared_ptr<prometheus::Registry> registry_;
-  std::size_t replicas_;
-  std::vector<swarm_metrics> swarms_; ///< [swarm * replicas + replica]
+  run_layout layout_;
+  std::vector<swarm_metrics> swarms_; ///< [layout_.metrics_index(cell)]
   run_metrics run_;
 };
 

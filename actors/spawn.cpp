@@ -12,6 +12,7 @@
 #include "nettorrent/error.hpp"
 #include "nettorrent/model.hpp"
 #include "neuron_slice.hpp"
+#include "node_actor.hpp"
 #include "shard_worker.hpp"
 #include "swarm_leader.hpp"
 
@@ -48,50 +49,25 @@ std::vector<std::uint32_t> validation_subset(const run_config& cfg, const data_s
 
 } // namespace
 
-std::vector<actor_key> pipeline_actors(const run_config& cfg) {
-  const auto L = static_cast<std::uint32_t>(cfg.model.layers.size() - 1);
-  const auto R = static_cast<std::uint32_t>(cfg.topology.replicas);
-  std::vector<actor_key> out;
-  for (std::uint32_t l = 0; l < L; ++l)
-    out.push_back(actor_key::leader(l));
-  for (std::uint32_t r = 0; r < R; ++r) {
-    out.push_back(actor_key::worker(r));
-    for (std::uint32_t k = 0; k <= L; ++k)
-      out.push_back(actor_key::relay(r, k));
-    for (std::uint32_t l = 0; l < L; ++l)
-      for (std::uint32_t i = 0; i < cfg.topology.slices_of(l); ++i)
-        out.push_back(actor_key::slice_of(r, l, i));
-  }
-  return out;
-}
-
-caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
-                              const std::shared_ptr<const data_splits>& data, const actor_key& key,
-                              const coordinator_actor& coord, const metrics* m,
-                              caf::scoped_actor* via) {
-  auto reg = [&](auto&&... xs) {
-    if (via != nullptr)
-      (*via)->send(coord, atom::reg::value, std::forward<decltype(xs)>(xs)...);
-    else
-      caf::anon_send(coord, atom::reg::value, std::forward<decltype(xs)>(xs)...);
-  };
-  auto swarm = [m](std::size_t s, std::size_t r) { return m ? &m->swarm(s, r) : nullptr; };
-  const std::size_t L = cfg.model.layers.size() - 1;
+caf::actor spawn_run_actor(caf::actor_system& sys, const run_config& cfg,
+                           const std::shared_ptr<const data_splits>& data, const actor_key& key,
+                           std::uint32_t incarnation, const metrics* m) {
+  const run_layout layout{cfg};
+  if (!layout.find(key) || key.kind == actor_kind::coordinator)
+    throw error(to_string(key) + " is not an actor a node spawns in this run");
+  const swarm_metrics* sm = m != nullptr ? &m->of(key) : nullptr;
+  const std::size_t L = layout.layers();
   const std::size_t max_batch = max_batch_rows(cfg);
   switch (key.kind) {
-  case actor_kind::swarm_leader: {
-    auto a = sys.spawn(swarm_leader,
-                       leader_spec{key.layer, cfg.topology.replicas,
-                                   cfg.topology.slices_of(key.layer), swarm(key.layer + 1, 0)});
-    reg(key.layer, a);
-    return caf::actor_cast<caf::actor>(a);
-  }
+  case actor_kind::swarm_leader:
+    return caf::actor_cast<caf::actor>(sys.spawn(swarm_leader, leader_spec{key.layer, layout, sm}));
   case actor_kind::shard_worker: {
     if (!data)
-      throw error("internal: shard worker " + std::to_string(key.replica)
-                  + " spawned without data");
+      throw error("this node loaded no data, so it cannot host shard worker "
+                  + std::to_string(key.replica));
     worker_spec w;
     w.replica = key.replica;
+    w.incarnation = incarnation;
     w.data = data;
     w.shard = shard_indices(data->train, cfg.topology.replicas, key.replica);
     w.validation = validation_subset(cfg, *data);
@@ -101,70 +77,63 @@ caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
     w.sync_every = cfg.topology.sync_every;
     w.max_epochs = cfg.training.max_epochs;
     w.seed = cfg.training.seed;
-    w.metrics = swarm(0, key.replica);
-    auto a = sys.spawn(shard_worker, std::move(w));
-    reg(key.replica, a);
-    return caf::actor_cast<caf::actor>(a);
+    w.metrics = sm;
+    return caf::actor_cast<caf::actor>(sys.spawn(shard_worker, std::move(w)));
   }
   case actor_kind::gradient_relay: {
     const std::uint32_t k = key.boundary;
     relay_spec rs;
     rs.replica = key.replica;
+    rs.incarnation = incarnation;
     rs.prev_width = cfg.model.layers[k];
     if (k > 0)
       rs.prev_cols = split_columns(cfg.model.layers[k], cfg.topology.slices_of(k - 1));
     rs.max_batch = max_batch;
-    rs.metrics = swarm(k, key.replica);
-    auto spawn_relay = [&](auto behaviour) {
-      return caf::actor_cast<caf::actor>(sys.spawn(behaviour, std::move(rs)));
-    };
-    caf::actor a;
+    rs.metrics = sm;
     switch (relay_role_of(k, L)) {
     case relay_role::input:
-      a = spawn_relay(input_relay);
-      break;
+      return caf::actor_cast<caf::actor>(sys.spawn(input_relay, std::move(rs)));
     case relay_role::hidden:
-      a = spawn_relay(hidden_relay);
-      break;
+      return caf::actor_cast<caf::actor>(sys.spawn(hidden_relay, std::move(rs)));
     case relay_role::loss:
-      a = spawn_relay(loss_relay);
-      break;
+      return caf::actor_cast<caf::actor>(sys.spawn(loss_relay, std::move(rs)));
     }
-    reg(key.replica, k, a);
-    return a;
+    break;
   }
   case actor_kind::neuron_slice: {
-    const std::size_t parts = cfg.topology.slices_of(key.layer);
     slice_spec ss;
     ss.replica = key.replica;
     ss.index = key.slice;
-    ss.geometry = slice_of(cfg.model, key.layer, parts, key.slice);
+    ss.incarnation = incarnation;
+    ss.geometry = slice_of(cfg.model, key.layer, layout.slices_of(key.layer), key.slice);
     ss.optimizer = cfg.optimizer;
     ss.seed = cfg.training.seed;
     ss.weight_stashing = cfg.topology.weight_stashing;
     ss.max_batch = max_batch;
-    ss.metrics = swarm(key.layer + 1, key.replica);
-    auto a = sys.spawn(neuron_slice, ss);
-    reg(key.replica, key.layer, key.slice, a);
-    return caf::actor_cast<caf::actor>(a);
+    ss.metrics = sm;
+    return caf::actor_cast<caf::actor>(sys.spawn(neuron_slice, ss));
   }
   case actor_kind::coordinator:
     break;
   }
-  throw error("internal: spawn_and_register cannot spawn " + to_string(key));
+  throw error("internal: cannot spawn " + to_string(key));
 }
 
 coordinator_actor spawn_embedded(caf::actor_system& sys, const run_config& cfg,
                                  std::shared_ptr<const data_splits> data, bool verbose,
                                  const metrics* m) {
+  const run_layout layout{cfg};
   coordinator_spec spec;
   spec.cfg = cfg;
-  spec.data = data;
   spec.verbose = verbose;
   spec.metrics = m ? &m->run() : nullptr;
-  auto coord = sys.spawn(coordinator, spec);
-  for (const auto& key : pipeline_actors(cfg))
-    spawn_and_register(sys, cfg, data, key, coord, m);
+  spec.train_samples = data ? data->train.size() : 0;
+  spec.nodes = {"local"};
+  spec.placement.assign(layout.size(), 0);
+  auto coord = sys.spawn(coordinator, std::move(spec));
+  auto local = sys.spawn(node, node_spec{"local", 0, cfg, std::move(data), m});
+  // The node actor leaves with the coordinator; nobody waits for the join.
+  caf::anon_send(local, atom::join::value, coord);
   return coord;
 }
 
@@ -177,7 +146,12 @@ void register_message_types(caf::actor_system_config& c) {
   c.add_message_type<slice_stats>("nettorrent::slice_stats");
   c.add_message_type<drop_stats>("nettorrent::drop_stats");
   c.add_message_type<barrier_report>("nettorrent::barrier_report");
-  c.add_message_type<run_report>("nettorrent::run_report");
+  c.add_message_type<run_result>("nettorrent::run_result");
+  c.add_message_type<actor_key>("nettorrent::actor_key");
+  c.add_message_type<std::vector<actor_key>>("std::vector<nettorrent::actor_key>");
+  c.add_message_type<curve_point>("nettorrent::curve_point");
+  c.add_message_type<std::vector<curve_point>>("std::vector<nettorrent::curve_point>");
+  c.add_message_type<std::vector<layer_state>>("std::vector<nettorrent::layer_state>");
   c.add_message_type<std::vector<std::uint8_t>>("std::vector<uint8_t>");
   c.add_message_type<block_sink_actor>("nettorrent::block_sink_actor");
   c.add_message_type<grad_sink_actor>("nettorrent::grad_sink_actor");
@@ -193,6 +167,7 @@ void register_message_types(caf::actor_system_config& c) {
   c.add_message_type<shard_worker_actor>("nettorrent::shard_worker_actor");
   c.add_message_type<swarm_leader_actor>("nettorrent::swarm_leader_actor");
   c.add_message_type<coordinator_actor>("nettorrent::coordinator_actor");
+  c.add_message_type<node_actor>("nettorrent::node_actor");
 }
 
 } // namespace nettorrent

@@ -39,21 +39,18 @@ std::size_t eval_batch_size(const run_config& cfg);
 /// CAF on every node of a cluster; harmless in one process).
 void register_message_types(caf::actor_system_config& sys_cfg);
 
-/// Spawns the actor `key` (not the coordinator) of the run described by
-/// `cfg` and registers it with `coord`, sending the registration from `via`
-/// when given (cluster nodes: the coordinator admits registrations only from
-/// nodes that said hello) or anonymously (embedded runs). `data` must be set for shard
-/// workers; others ignore it.
-caf::actor spawn_and_register(caf::actor_system& sys, const run_config& cfg,
-                              const std::shared_ptr<const data_splits>& data, const actor_key& key,
-                              const coordinator_actor& coord, const metrics* m = nullptr,
-                              caf::scoped_actor* via = nullptr);
+/// Spawns actor `key` (not the coordinator) of the run described by `cfg`
+/// at `incarnation`: the node actor's factory. `data` must be set for shard
+/// workers; others ignore it. Throws nettorrent::error for a key that is
+/// not an actor of this run or a worker without data.
+caf::actor spawn_run_actor(caf::actor_system& sys, const run_config& cfg,
+                           const std::shared_ptr<const data_splits>& data, const actor_key& key,
+                           std::uint32_t incarnation = 0, const metrics* m = nullptr);
 
-/// Every actor of a run but the coordinator, in canonical order.
-std::vector<actor_key> pipeline_actors(const run_config& cfg);
-
-/// Spawns every actor of an embedded run (one process) and registers them
-/// with a fresh coordinator, which it returns. Send it `atom::run` to train.
+/// Starts an embedded run as a one-node cluster: a coordinator and a node
+/// actor "local" that joins it and spawns every actor the coordinator asks
+/// for (all of them). Returns the coordinator; send it `atom::run` to train.
+/// The run writes nothing: the caller writes the outputs (session.hpp).
 coordinator_actor spawn_embedded(caf::actor_system& sys, const run_config& cfg,
                                  std::shared_ptr<const data_splits> data, bool verbose,
                                  const metrics* m = nullptr);

@@ -48,8 +48,8 @@ void push_state(self_ptr self, std::shared_ptr<round_tracker> t, const neuron_sl
 /// Policy best: slice i of `best` sends its state to slice i of every other replica.
 void sync_best(self_ptr self, std::shared_ptr<round_tracker> t, std::size_t best) {
   auto& s = self->state;
-  const std::size_t R = s.spec.replicas;
-  const std::size_t P = s.spec.slices;
+  const std::size_t R = s.spec.replicas();
+  const std::size_t P = s.spec.slices();
   t->pending = P * (R - 1);
   for (std::size_t i = 0; i < P; ++i) {
     self->request(s.at(best, i), caf::infinite, atom::get_state::value)
@@ -68,8 +68,8 @@ void sync_best(self_ptr self, std::shared_ptr<round_tracker> t, std::size_t best
 /// replicas' slice i (weights and optimizer moments), summed in replica order.
 void sync_average(self_ptr self, std::shared_ptr<round_tracker> t) {
   auto& s = self->state;
-  const std::size_t R = s.spec.replicas;
-  const std::size_t P = s.spec.slices;
+  const std::size_t R = s.spec.replicas();
+  const std::size_t P = s.spec.slices();
   t->pending = P * R;
   for (std::size_t i = 0; i < P; ++i) {
     auto states = std::make_shared<std::vector<layer_state>>(R);
@@ -118,7 +118,7 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
   return {
       [=](atom::wire, std::vector<neuron_slice_actor>& slices) -> caf::result<atom::ok> {
         auto& s = self->state;
-        if (slices.size() != s.spec.replicas * s.spec.slices)
+        if (slices.size() != s.spec.replicas() * s.spec.slices())
           return caf::make_error(caf::sec::invalid_argument,
                                  "swarm leader: wrong number of slices");
         s.slices = std::move(slices);
@@ -131,14 +131,14 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
       },
       [=](atom::sync, std::uint32_t best, std::uint8_t policy) -> caf::result<std::uint64_t> {
         auto& s = self->state;
-        if (best >= s.spec.replicas || policy > static_cast<std::uint8_t>(sync_policy::none))
+        if (best >= s.spec.replicas() || policy > static_cast<std::uint8_t>(sync_policy::none))
           return caf::make_error(caf::sec::invalid_argument, "sync: bad replica or policy");
         const auto p = static_cast<sync_policy>(policy);
         if (const auto* m = s.spec.metrics) {
           m->sync_rounds->Increment();
           m->sync_winner->Set(best);
         }
-        if (s.spec.replicas == 1 || p == sync_policy::none)
+        if (s.spec.replicas() == 1 || p == sync_policy::none)
           return std::uint64_t{0};
         auto t = std::make_shared<round_tracker>();
         t->promise = self->make_response_promise<std::uint64_t>();
@@ -151,9 +151,9 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
       },
       [=](atom::collect, std::uint32_t replica) -> caf::result<layer_state> {
         auto& s = self->state;
-        if (replica >= s.spec.replicas)
+        if (replica >= s.spec.replicas())
           return caf::make_error(caf::sec::invalid_argument, "collect: no such replica");
-        const std::size_t P = s.spec.slices;
+        const std::size_t P = s.spec.slices();
         auto rp = self->make_response_promise<layer_state>();
         auto parts = std::make_shared<std::vector<layer_state>>(P);
         auto arrived = std::make_shared<std::size_t>(0);

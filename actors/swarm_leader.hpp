@@ -8,23 +8,26 @@
 
 #include "actors.hpp"
 #include "metrics.hpp"
+#include "nettorrent/run_layout.hpp"
 
 namespace nettorrent {
 
 struct leader_spec {
   std::uint32_t layer = 0;
-  std::size_t replicas = 1;
-  std::size_t slices = 1;
+  run_layout layout;                      ///< the run: replicas, slices of this layer
   const swarm_metrics* metrics = nullptr; ///< null = off
+
+  std::size_t replicas() const noexcept { return layout.replicas(); }
+  std::size_t slices() const { return layout.slices_of(layer); }
 };
 
 struct swarm_leader_state {
   static inline const char* name = "swarm_leader";
   leader_spec spec;
-  std::vector<neuron_slice_actor> slices; ///< replica-major: [r * P + i]
+  std::vector<neuron_slice_actor> slices; ///< in run_layout::swarm(layer) order
   std::size_t alive = 0;                  ///< slices not known to be down
   const neuron_slice_actor& at(std::size_t r, std::size_t i) const {
-    return slices[r * spec.slices + i];
+    return slices[spec.layout.swarm_position(r, spec.layer, i)];
   }
 };
 

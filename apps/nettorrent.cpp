@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "build_info.hpp"
-#include "embedded.hpp"
 #include "nettorrent/centralised.hpp"
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/cluster.hpp"
@@ -17,7 +16,7 @@
 #include "nettorrent/plot.hpp"
 #include "nettorrent/run_support.hpp"
 #include "nettorrent/version.hpp"
-#include "node.hpp"
+#include "session.hpp"
 
 namespace nt = nettorrent;
 
@@ -80,20 +79,18 @@ void note_defaults(const std::vector<std::string>& args) {
 int cmd_centralised(const std::vector<std::string>& args) {
   note_defaults(args);
   const nt::run_config cfg = nt::load_run_config(args);
-  const nt::run_result s = nt::run_centralised(cfg, std::cout);
-  (void)s;
+  nt::run_centralised(cfg, std::cout);
   return 0;
 }
 
 int cmd_train(const std::vector<std::string>& args) {
   note_defaults(args);
   const nt::run_config cfg = nt::load_run_config(args);
-  const nt::run_report r = nt::run_embedded(cfg, std::cout);
+  const nt::run_result r = nt::run_embedded(cfg, std::cout);
   if (!r.ok) {
     std::cerr << "nettorrent train: error: " << r.error << '\n';
     return 1;
   }
-  nt::print_summary(r, std::cout);
   return 0;
 }
 

@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "cpu_info.hpp"
-#include "embedded.hpp"
 #include "nettorrent/centralised.hpp"
+#include "session.hpp"
 
 namespace nt = nettorrent;
 
@@ -51,7 +51,7 @@ nt::run_config actor_config(std::size_t epochs, std::size_t replicas, std::size_
 
 double actor_rate(const nt::run_config& cfg) {
   std::ostringstream sink;
-  const nt::run_report r = nt::run_embedded(cfg, sink, false);
+  const nt::run_result r = nt::run_embedded(cfg, sink, false);
   if (!r.ok)
     throw std::runtime_error(r.error);
   return r.samples_per_second;

@@ -17,9 +17,9 @@
 #include <vector>
 
 #include "cpu_info.hpp"
-#include "embedded.hpp"
 #include "nettorrent/centralised.hpp"
 #include "nettorrent/run_support.hpp"
+#include "session.hpp"
 
 namespace nt = nettorrent;
 
@@ -108,11 +108,11 @@ int main(int argc, char** argv) {
           cfg.topology.sync_every = sync;
           cfg.topology.policy = policy;
           std::ostringstream sink;
-          const nt::run_report r = nt::run_embedded(cfg, sink, false);
+          const nt::run_result r = nt::run_embedded(cfg, sink, false);
           if (!r.ok)
             throw std::runtime_error(r.error);
           rows.push_back({"actors", std::string{nt::to_string(policy)}, replicas, sync,
-                          r.test_accuracy, time_to(r.curve_path, target), r.seconds,
+                          r.test.accuracy, time_to(r.curve_path, target), r.seconds,
                           r.samples_per_second});
           std::fprintf(stderr, "R=%zu sync_every=%zu %s done\n", replicas, sync,
                        std::string{nt::to_string(policy)}.c_str());

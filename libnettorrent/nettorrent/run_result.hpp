@@ -5,7 +5,6 @@
 
 #include <array>
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,7 +43,8 @@ struct run_result {
   std::uint64_t saved_epoch = 0;
   /// Data-order generator at that moment (the centralised trainer's; actor
   /// runs have one per shard and leave it unset).
-  std::optional<std::array<std::uint64_t, 4>> saved_rng;
+  bool has_saved_rng = false;
+  std::array<std::uint64_t, 4> saved_rng{};
 
   // Filled by the outputs step.
   evaluation test;

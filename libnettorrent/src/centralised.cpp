@@ -192,6 +192,7 @@ run_result train_centralised(const run_config& cfg, const data_splits& data, std
   result.kept_best = tc.keep_best && !best_layers.empty();
   result.saved_samples = saved_samples;
   result.saved_epoch = saved_epoch;
+  result.has_saved_rng = true;
   result.saved_rng = saved_rng;
   result.curve = std::move(curve);
   return result;

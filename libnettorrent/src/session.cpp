@@ -57,8 +57,8 @@ model_checkpoint make_checkpoint(const run_config& cfg, const run_result& r) {
   ck.header.samples = r.saved_samples;
   ck.header.step = r.saved_samples / cfg.training.batch_size;
   ck.header.epoch = r.saved_epoch;
-  if (r.saved_rng)
-    ck.header.rng_state = *r.saved_rng;
+  if (r.has_saved_rng)
+    ck.header.rng_state = r.saved_rng;
   ck.layers = r.layers;
   return ck;
 }

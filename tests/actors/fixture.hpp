@@ -17,6 +17,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,6 +38,7 @@
 #include "nettorrent/config.hpp"
 #include "nettorrent/data.hpp"
 #include "nettorrent/model.hpp"
+#include "nettorrent/session.hpp"
 #include "nettorrent/slice_ops.hpp"
 #include "nettorrent/tensor.hpp"
 
@@ -382,17 +384,18 @@ protected:
     return none;
   }
 
-  /// Spawns an embedded run of `cfg` on `data`, runs it to the end, and
-  /// returns the coordinator's report.
-  nt::run_report run(const nt::run_config& cfg, std::shared_ptr<const nt::data_splits> data) {
+  /// Spawns an embedded run of `cfg` on `data` (a coordinator and a node
+  /// actor, as `nettorrent train` does), runs it to the end, writes its
+  /// outputs the way the process session does, and returns the result.
+  nt::run_result run(const nt::run_config& cfg, std::shared_ptr<const nt::data_splits> data) {
     cfg.validate();
-    auto coord = nt::spawn_embedded(sys, cfg, std::move(data), /*verbose=*/false);
+    auto coord = nt::spawn_embedded(sys, cfg, data, /*verbose=*/false);
     self->send(coord, nt::atom::run::value);
     sched.run();
-    nt::run_report report;
+    nt::run_result report;
     bool got = false;
     self->receive(
-        [&](nt::run_report& r) {
+        [&](nt::run_result& r) {
           report = std::move(r);
           got = true;
         },
@@ -401,6 +404,10 @@ protected:
             [&] { ADD_FAILURE() << "the run did not reply"; });
     if (got && !report.ok)
       ADD_FAILURE() << "run reported an error: " << report.error;
+    if (got && report.ok) {
+      std::ostringstream sink;
+      nt::write_outputs(cfg, *data, report, sink);
+    }
     return report;
   }
 

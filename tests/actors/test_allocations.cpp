@@ -92,7 +92,7 @@ protected:
     auto data = synthetic_splits(batches * 64, 64, 784, 10, 0.3f);
     large_allocations = 0;
     counting = true;
-    const nt::run_report r = run(cfg, data);
+    const nt::run_result r = run(cfg, data);
     counting = false;
     EXPECT_TRUE(r.ok);
     EXPECT_EQ(r.samples, batches * 64);

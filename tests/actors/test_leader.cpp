@@ -5,6 +5,11 @@
 namespace actor_tests {
 namespace {
 
+/// A run layout in which layer `layer` has R replicas x P slices.
+nt::run_layout layout_of(std::size_t R, std::size_t P, std::size_t layer) {
+  return nt::run_layout{R, std::vector<std::size_t>(layer + 1, P)};
+}
+
 constexpr std::size_t R = 3;       // replicas
 constexpr std::size_t P = 3;       // slices of the layer
 constexpr std::uint32_t layer = 1; // 12 -> 8, ReLU
@@ -70,7 +75,7 @@ protected:
   }
 
   nt::swarm_leader_actor spawn_leader() {
-    auto leader = spawn(nt::swarm_leader, nt::leader_spec{layer, R, P});
+    auto leader = spawn(nt::swarm_leader, nt::leader_spec{layer, layout_of(R, P, layer)});
     EXPECT_TRUE(ask_ok(leader, nt::atom::wire::value, slices)); // replica-major
     return leader;
   }
@@ -183,7 +188,7 @@ TEST_F(Leader, SyncRefusesABadReplicaOrPolicy) {
 
 TEST_F(Leader, WireRefusesTheWrongNumberOfSlices) {
   spawn_slices(false);
-  auto leader = spawn(nt::swarm_leader, nt::leader_spec{layer, R, P});
+  auto leader = spawn(nt::swarm_leader, nt::leader_spec{layer, layout_of(R, P, layer)});
   std::vector<nt::neuron_slice_actor> too_few(slices.begin(), slices.end() - 1);
   EXPECT_CONTAINS(ask_error(leader, nt::atom::wire::value, too_few), "wrong number of slices");
 }

@@ -105,7 +105,7 @@ protected:
   train_both(nt::optimizer_kind kind, std::size_t slices) {
     auto data = synthetic_splits(batches * batch_size, 100, 16, 4, 0.3f);
     const nt::run_config cfg = exact_config(out_dir("run"), kind, slices);
-    const nt::run_report report = run(cfg, data);
+    const nt::run_result report = run(cfg, data);
     EXPECT_TRUE(report.ok) << report.error;
     EXPECT_EQ(report.samples, batches * batch_size);
     EXPECT_EQ(report.sync_rounds, 1u);
@@ -183,7 +183,7 @@ TEST_F(Pipeline, StalenessIsBoundedByMaxInFlight) {
     cfg.topology.max_in_flight = k;
     cfg.topology.sync_every = 6 * batch_size; // barriers drain the pipeline now and then
     cfg.training.max_epochs = 2;
-    const nt::run_report report = run(cfg, data);
+    const nt::run_result report = run(cfg, data);
     ASSERT_TRUE(report.ok) << report.error;
     const std::uint64_t batches_run = report.samples / batch_size;
     EXPECT_EQ(batches_run, 2 * 160 / batch_size);
@@ -223,7 +223,7 @@ TEST_F(Pipeline, StopsAtTheFirstRoundReachingTheTarget) {
   // earlier 0.59; validation accuracies are multiples of 1/200, so the target
   // sits between two levels and the CSV's rounding cannot blur it.
   constexpr double target = 0.605;
-  const nt::run_report free_run = run(config("free", 0, 4), data);
+  const nt::run_result free_run = run(config("free", 0, 4), data);
   ASSERT_TRUE(free_run.ok);
   const auto free_curve = read_curve(free_run.curve_path);
   ASSERT_EQ(free_curve.size(), free_run.sync_rounds);
@@ -234,7 +234,7 @@ TEST_F(Pipeline, StopsAtTheFirstRoundReachingTheTarget) {
   ASSERT_LT(first, free_curve.size()) << "the reference run never reaches the target";
   ASSERT_GE(first, 3u) << "the target is reached too early to test anything";
 
-  const nt::run_report report = run(config("target", target, 1000), data);
+  const nt::run_result report = run(config("target", target, 1000), data);
   ASSERT_TRUE(report.ok) << report.error;
   EXPECT_TRUE(report.reached_target);
   EXPECT_GE(report.best_validation_accuracy, target);
@@ -268,7 +268,7 @@ TEST_F(Pipeline, TwoReplicasTwoSlicesAverageCompletes) {
   cfg.topology.max_in_flight = 2;
   cfg.topology.sync_every = 4 * batch_size;
   cfg.training.max_epochs = 2;
-  const nt::run_report report = run(cfg, data);
+  const nt::run_result report = run(cfg, data);
   ASSERT_TRUE(report.ok) << report.error;
   EXPECT_EQ(report.dropped, 0u);
   EXPECT_EQ(report.samples, 2 * 320u);

@@ -18,63 +18,30 @@ protected:
   }
 
   /// Spawns the coordinator and registers every actor of the run except
-  /// the slice of layer `skip_layer` (0-based), if any.
+  /// the slice of layer `skip_layer` (0-based), if any, by hand: the test
+  /// stands in for the node actor.
   nt::coordinator_actor spawn_all_but(std::optional<std::uint32_t> skip_layer) {
-    auto coord = spawn(nt::coordinator, nt::coordinator_spec{cfg, data, false});
-    const std::uint32_t L = 2;
-    for (std::uint32_t l = 0; l < L; ++l)
-      self->send(coord, nt::atom::reg::value, l, spawn(nt::swarm_leader, nt::leader_spec{l, 1, 1}));
-    nt::worker_spec w;
-    w.replica = 0;
-    w.data = data;
-    w.shard = data->train;
-    w.validation = data->validation;
-    w.batch_size = cfg.training.batch_size;
-    w.eval_batch_size = nt::eval_batch_size(cfg);
-    w.max_in_flight = 1;
-    w.sync_every = cfg.topology.sync_every;
-    w.max_epochs = 1;
-    w.seed = cfg.training.seed;
-    self->send(coord, nt::atom::reg::value, std::uint32_t{0}, spawn(nt::shard_worker, w));
-    for (std::uint32_t k = 0; k <= L; ++k) {
-      nt::relay_spec rs;
-      rs.prev_width = cfg.model.layers[k];
-      if (k > 0) {
-        rs.prev_cols = nt::split_columns(cfg.model.layers[k], 1);
-      }
-      rs.max_batch = nt::max_batch_rows(cfg);
-      caf::actor relay;
-      switch (nt::relay_role_of(k, L)) {
-      case nt::relay_role::input:
-        relay = caf::actor_cast<caf::actor>(spawn(nt::input_relay, rs));
-        break;
-      case nt::relay_role::hidden:
-        relay = caf::actor_cast<caf::actor>(spawn(nt::hidden_relay, rs));
-        break;
-      case nt::relay_role::loss:
-        relay = caf::actor_cast<caf::actor>(spawn(nt::loss_relay, rs));
-        break;
-      }
-      self->send(coord, nt::atom::reg::value, std::uint32_t{0}, k, relay);
-    }
-    for (std::uint32_t l = 0; l < L; ++l) {
-      if (skip_layer && *skip_layer == l)
+    nt::coordinator_spec spec;
+    spec.cfg = cfg;
+    spec.verbose = false;
+    spec.train_samples = data->train.size();
+    auto coord = spawn(nt::coordinator, spec);
+    const nt::run_layout layout{cfg};
+    for (const auto& key : layout.actors()) {
+      if (key.kind == nt::actor_kind::coordinator
+          || (skip_layer && key.kind == nt::actor_kind::neuron_slice && key.layer == *skip_layer))
         continue;
-      nt::slice_spec ss;
-      ss.geometry = nt::slice_of(cfg.model, l, 1, 0);
-      ss.optimizer = cfg.optimizer;
-      ss.seed = cfg.training.seed;
-      ss.max_batch = nt::max_batch_rows(cfg);
-      self->send(coord, nt::atom::reg::value, std::uint32_t{0}, l, std::uint32_t{0},
-                 spawn(nt::neuron_slice, ss));
+      auto a = nt::spawn_run_actor(sys, cfg, data, key);
+      manual.push_back(a);
+      self->send(coord, nt::atom::reg::value, key, a);
     }
     return coord;
   }
 
   /// The run report if one is waiting, else nullopt.
-  std::optional<nt::run_report> report_waiting() {
-    std::optional<nt::run_report> out;
-    self->receive([&](nt::run_report& r) { out = std::move(r); },
+  std::optional<nt::run_result> report_waiting() {
+    std::optional<nt::run_result> out;
+    self->receive([&](nt::run_result& r) { out = std::move(r); },
                   [&](caf::error& err) { ADD_FAILURE() << "run failed: " << sys.render(err); },
                   caf::after(std::chrono::milliseconds(0)) >> [] {});
     return out;

@@ -1,0 +1,74 @@
+#include "node_actor.hpp"
+
+#include <caf/all.hpp>
+
+#include "nettorrent/error.hpp"
+#include "spawn.hpp"
+
+namespace nettorrent {
+
+namespace {
+
+using self_ptr = node_actor::stateful_pointer<node_state>;
+
+void stop_hosted(self_ptr self) {
+  for (const auto& [key, a] : self->state.hosted)
+    self->send_exit(a, caf::exit_reason::user_shutdown);
+  self->state.hosted.clear();
+}
+
+} // namespace
+
+node_actor::behavior_type node(node_actor::stateful_pointer<node_state> self, node_spec spec) {
+  self->state.spec = std::move(spec);
+  self->set_down_handler([self](caf::down_msg& msg) {
+    if (msg.source == self->state.coordinator.address()) {
+      stop_hosted(self);
+      self->quit(msg.reason);
+    }
+  });
+  return {
+      [=](atom::join, coordinator_actor& coord) -> caf::result<atom::ok> {
+        auto& st = self->state;
+        if (st.coordinator)
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "node " + st.spec.id + " joined a run already");
+        st.coordinator = coord;
+        self->monitor(coord);
+        auto rp = self->make_response_promise<atom::ok>();
+        self->request(coord, caf::infinite, atom::hello::value, st.spec.id, st.spec.cluster_hash)
+            .then([rp](atom::ok) mutable { rp.deliver(atom::ok::value); },
+                  [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+        return rp;
+      },
+      [=](atom::spawn, const actor_key& key, std::uint32_t incarnation) -> caf::result<caf::actor> {
+        auto& st = self->state;
+        if (!st.coordinator)
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "node " + st.spec.id + " has not joined a run");
+        caf::actor a;
+        try {
+          a = spawn_run_actor(self->system(), st.spec.cfg, st.spec.data, key, incarnation,
+                              st.spec.process_metrics);
+        } catch (const error& e) {
+          return caf::make_error(caf::sec::invalid_argument, "node " + st.spec.id + " cannot spawn "
+                                                                 + describe(key) + ": " + e.what());
+        }
+        st.hosted.emplace_back(key, a);
+        self->send(st.coordinator, atom::reg::value, key, a);
+        return a;
+      },
+      [=](atom::hosts) {
+        std::vector<actor_key> keys;
+        for (const auto& [key, a] : self->state.hosted)
+          keys.push_back(key);
+        return keys;
+      },
+      [=](atom::stop) {
+        stop_hosted(self);
+        return atom::ok::value;
+      },
+  };
+}
+
+} // namespace nettorrent

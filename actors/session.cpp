@@ -1,0 +1,290 @@
+#include "session.hpp"
+
+#include <chrono>
+#include <ostream>
+#include <set>
+#include <thread>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "coordinator.hpp"
+#include "metrics.hpp"
+#include "nettorrent/error.hpp"
+#include "nettorrent/placement.hpp"
+#include "nettorrent/run_support.hpp"
+#include "nettorrent/session.hpp"
+#include "node_actor.hpp"
+#include "spawn.hpp"
+
+namespace nettorrent {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+caf::timespan seconds(double s) {
+  return std::chrono::duration_cast<caf::timespan>(std::chrono::duration<double>(s));
+}
+
+/// What one process of a run holds besides its actor system. Declared
+/// before the actor system, so the metrics outlive every actor using them.
+struct process_resources {
+  std::shared_ptr<const data_splits> data;
+  std::unique_ptr<metrics> m;
+  std::unique_ptr<prometheus::Exposer> exposer;
+};
+
+/// The steps before the actor system starts: output directory (the
+/// coordinator's process writes the outputs), data, banner, metrics.
+process_resources prepare(const run_config& cfg, const std::string& node_id,
+                          std::uint16_t metrics_port, bool coordinator, bool needs_data,
+                          bool verbose, std::ostream& out, const std::string& prefix) {
+  prepare_math_thread(); // the final evaluation runs on this thread
+  process_resources res;
+  if (coordinator)
+    check_output_dir(cfg.training.output_dir);
+  if (needs_data || coordinator)
+    res.data = load_checked_data(cfg);
+  if (coordinator && verbose)
+    print_banner(cfg, *res.data, /*actor_run=*/true, out);
+  if (cfg.system.metrics) {
+    res.m = std::make_unique<metrics>(node_id, run_layout{cfg});
+    res.exposer = expose_metrics(*res.m, cfg.system.metrics_bind, metrics_port);
+    if (verbose)
+      out << prefix << "metrics: http://" << cfg.system.metrics_bind << ':' << metrics_port
+          << "/metrics" << std::endl;
+  }
+  return res;
+}
+
+/// The actor system of every process: scheduler from cfg.system, the message
+/// types of the protocol, and (clusters) the middleman with heartbeats.
+void configure(caf::actor_system_config& sys_cfg, const run_config& cfg, bool networked) {
+  configure_actor_system(sys_cfg, cfg);
+  register_message_types(sys_cfg);
+  if (!networked)
+    return;
+  sys_cfg.load<caf::io::middleman>();
+  sys_cfg.set("middleman.enable-automatic-connections", true);
+  sys_cfg.set("middleman.heartbeat-interval", seconds(cfg.system.heartbeat_interval));
+  sys_cfg.set("middleman.connection-timeout", seconds(cfg.system.connection_timeout));
+}
+
+coordinator_spec make_coordinator_spec(const run_config& cfg, bool verbose, std::uint64_t hash,
+                                       const process_resources& res, std::vector<std::string> nodes,
+                                       std::vector<std::size_t> placement) {
+  coordinator_spec spec;
+  spec.cfg = cfg;
+  spec.verbose = verbose;
+  spec.cluster_hash = hash;
+  spec.metrics = res.m ? &res.m->run() : nullptr;
+  spec.train_samples = res.data ? res.data->train.size() : 0;
+  spec.nodes = std::move(nodes);
+  spec.placement = std::move(placement);
+  return spec;
+}
+
+node_actor spawn_node(caf::actor_system& sys, const std::string& id, std::uint64_t hash,
+                      const run_config& cfg, const process_resources& res) {
+  return sys.spawn(node, node_spec{id, hash, cfg, res.data, res.m.get()});
+}
+
+/// Has the node actor join the coordinator. Empty on success, else why not.
+template <class Timeout>
+std::string join_run(caf::scoped_actor& self, const node_actor& n, const coordinator_actor& coord,
+                     Timeout timeout) {
+  std::string why;
+  self->request(n, timeout, atom::join::value, coord)
+      .receive([](atom::ok) {}, [&](caf::error& e) { why = self->system().render(e); });
+  return why;
+}
+
+/// Runs the coordinator to the end, then writes the outputs and the summary.
+run_result run_to_end(caf::scoped_actor& self, const coordinator_actor& coord,
+                      const run_config& cfg, const process_resources& res, bool verbose,
+                      std::ostream& out) {
+  run_result r;
+  self->request(coord, caf::infinite, atom::run::value)
+      .receive([&](run_result& x) { r = std::move(x); },
+               [&](caf::error& e) {
+                 r.ok = false;
+                 r.error = "the coordinator failed: " + self->system().render(e);
+               });
+  if (!r.ok)
+    return r;
+  try {
+    write_outputs(cfg, *res.data, r, out);
+  } catch (const error& e) {
+    r.ok = false;
+    r.error = e.what();
+    return r;
+  }
+  if (res.m)
+    res.m->run().test_accuracy->Set(r.test.accuracy);
+  if (verbose)
+    print_summary(r, out);
+  return r;
+}
+
+/// Connects to the coordinator published at `addr`, retrying until
+/// `deadline`. Returns an invalid handle and sets `why` on failure.
+coordinator_actor connect(caf::actor_system& sys, caf::scoped_actor& self, const node_address& addr,
+                          clock_type::time_point deadline, std::string& why) {
+  auto mm = sys.middleman().actor_handle();
+  const auto expected = sys.message_types<coordinator_actor>();
+  for (;;) {
+    coordinator_actor result;
+    self->request(mm, std::chrono::seconds(5), caf::connect_atom::value, addr.host, addr.port)
+        .receive(
+            [&](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>& ifs) {
+              if (!ptr)
+                why = "nothing is published at " + addr.endpoint();
+              else if (ifs != expected)
+                why = addr.endpoint() + " is not a NetTorrent coordinator (its interface differs)";
+              else
+                result = caf::actor_cast<coordinator_actor>(std::move(ptr));
+            },
+            [&](caf::error& err) { why = sys.render(err); });
+    if (result || clock_type::now() >= deadline)
+      return result;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
+
+} // namespace
+
+run_result run_embedded(const run_config& cfg, std::ostream& out, bool verbose) {
+  const process_resources res =
+      prepare(cfg, "local", static_cast<std::uint16_t>(cfg.system.metrics_port),
+              /*coordinator=*/true, /*needs_data=*/true, verbose, out, "");
+  caf::actor_system_config sys_cfg;
+  configure(sys_cfg, cfg, /*networked=*/false);
+  caf::actor_system sys{sys_cfg};
+  caf::scoped_actor self{sys};
+  // A one-node cluster: every actor of the layout on node "local".
+  const run_layout layout{cfg};
+  auto coord =
+      sys.spawn(coordinator, make_coordinator_spec(cfg, verbose, 0, res, {"local"},
+                                                   std::vector<std::size_t>(layout.size(), 0)));
+  auto local = spawn_node(sys, "local", 0, cfg, res);
+  run_result r;
+  if (auto why = join_run(self, local, coord, caf::infinite); !why.empty()) {
+    r.ok = false;
+    r.error = "the local node could not join the run: " + why;
+    self->send_exit(coord, caf::exit_reason::user_shutdown);
+  } else {
+    r = run_to_end(self, coord, cfg, res, verbose, out);
+  }
+  self->send_exit(local, caf::exit_reason::user_shutdown);
+  if (res.m)
+    linger_for_scrapes(cfg.system.metrics_linger, out);
+  return r;
+}
+
+int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
+  const cluster_config& cc = nc.cluster;
+  const run_config& cfg = cc.run;
+  const placement_plan plan = plan_placement(cc);
+  const std::vector<actor_key> mine = actors_on(plan, nc.id);
+  const std::string& coord_id = plan.nodes[plan.coordinator_node];
+  const bool is_coordinator = coord_id == nc.id;
+  const node_address* coord_addr = cc.find_node(coord_id);
+  const std::string me = "node " + nc.id;
+  const std::uint64_t hash = cc.hash();
+
+  out << me << ": cluster " << nc.cluster_file << " (hash " << hash_hex(hash) << "), "
+      << mine.size() << " actors here, listening on " << nc.bind << ':' << nc.port << '\n'
+      << describe(plan) << std::flush;
+  if (nc.binds_beyond_loopback())
+    err << "*** WARNING: " << me << " listens on " << nc.bind
+        << ", beyond loopback, WITHOUT TLS. Any host that reaches this port can make the\n"
+           "*** node allocate whatever frame size it announces and send it messages.\n"
+           "*** Only do this on a network you trust completely."
+        << std::endl;
+
+  bool needs_data = false;
+  for (const auto& key : mine)
+    needs_data = needs_data || key.kind == actor_kind::shard_worker;
+  const process_resources res =
+      prepare(cfg, nc.id, nc.metrics_port, is_coordinator, needs_data, true, out, me + ": ");
+  caf::actor_system_config sys_cfg;
+  configure(sys_cfg, cfg, /*networked=*/true);
+  caf::actor_system sys{sys_cfg};
+  caf::scoped_actor self{sys};
+  const auto deadline = clock_type::now() + seconds(cfg.system.registration_timeout);
+
+  if (is_coordinator) {
+    std::vector<std::size_t> placement;
+    for (const auto& a : plan.actors())
+      placement.push_back(plan.node_index(a));
+    auto coord =
+        sys.spawn(coordinator, make_coordinator_spec(cfg, true, hash, res, plan.nodes, placement));
+    auto port = sys.middleman().publish(coord, nc.port, nc.bind.c_str(), true);
+    if (!port) {
+      err << me << ": error: cannot listen on " << nc.bind << ':' << nc.port << ": "
+          << sys.render(port.error()) << std::endl;
+      self->send_exit(coord, caf::exit_reason::user_shutdown);
+      return 1;
+    }
+    auto local = spawn_node(sys, nc.id, hash, cfg, res);
+    run_result r;
+    if (auto why = join_run(self, local, coord, caf::infinite); !why.empty()) {
+      r.ok = false;
+      r.error = "this node could not join its own run: " + why;
+      self->send_exit(coord, caf::exit_reason::user_shutdown);
+    } else {
+      r = run_to_end(self, coord, cfg, res, true, out);
+    }
+    self->send_exit(local, caf::exit_reason::user_shutdown);
+    if (!r.ok) {
+      err << me << ": error: " << r.error << std::endl;
+      return 1;
+    }
+    if (res.m)
+      linger_for_scrapes(cfg.system.metrics_linger, out);
+    return 0;
+  }
+
+  // Peers connect here directly once they learn of this node's actors.
+  if (auto port = sys.middleman().open(nc.port, nc.bind.c_str(), true); !port) {
+    err << me << ": error: cannot listen on " << nc.bind << ':' << nc.port << ": "
+        << sys.render(port.error()) << std::endl;
+    return 1;
+  }
+  std::string why;
+  const coordinator_actor coord = connect(sys, self, *coord_addr, deadline, why);
+  if (!coord) {
+    err << me << ": error: cannot reach the coordinator (node " << coord_id << ") at "
+        << coord_addr->endpoint() << " within " << cfg.system.registration_timeout << "s: " << why
+        << std::endl;
+    return 1;
+  }
+  auto local = spawn_node(sys, nc.id, hash, cfg, res);
+  self->monitor(coord);
+  if (why = join_run(self, local, coord, std::chrono::seconds(10)); !why.empty()) {
+    err << me << ": error: the coordinator at " << coord_addr->endpoint()
+        << " refused this node: " << why << "\n  (this node's cluster description "
+        << nc.cluster_file << " hashes to " << hash_hex(hash)
+        << "; every node must use the same description)" << std::endl;
+    self->send_exit(local, caf::exit_reason::user_shutdown);
+    return 1;
+  }
+  out << me << ": admitted by the coordinator at " << coord_addr->endpoint() << std::endl;
+
+  // Wait for the coordinator to end the run; it stops every actor first.
+  caf::error reason;
+  self->receive([&](caf::down_msg& d) { reason = d.reason; });
+  self->send_exit(local, caf::exit_reason::user_shutdown);
+  if (reason && reason != caf::exit_reason::normal) {
+    err << me << ": error: the run ended abnormally: " << sys.render(reason)
+        << " (see the coordinator's log on node " << coord_id << ")" << std::endl;
+    return 1;
+  }
+  out << me << ": the run is over" << std::endl;
+  if (res.m)
+    linger_for_scrapes(cfg.system.metrics_linger, out);
+  return 0;
+}
+
+} // namespace nettorrent

@@ -1,0 +1,30 @@
+// The process session of `nettorrent train` and `nettorrent node`: one path
+// for both. Every process runs one actor system with one node actor; the
+// embedded run is a one-node cluster ("local") that goes through exactly
+// the steps of a cluster's coordinator node. CAF-free header: apps/ include
+// no CAF header.
+#pragma once
+
+#include <iosfwd>
+
+#include "nettorrent/cluster.hpp"
+#include "nettorrent/config.hpp"
+#include "nettorrent/run_result.hpp"
+
+namespace nettorrent {
+
+/// `nettorrent train`: the whole run in this process. Checks the output
+/// directory, loads the data, starts the metrics exporter and the actor
+/// system, runs, writes the outputs, prints the summary (when `verbose`) and
+/// lingers for a last scrape. Returns the result (ok = false with error).
+run_result run_embedded(const run_config& cfg, std::ostream& out, bool verbose = true);
+
+/// `nettorrent node`: one node of a cluster. The coordinator's node does
+/// what run_embedded does, with its coordinator published on its port; every
+/// other node connects to it (retrying until system.registration_timeout),
+/// joins through its node actor (refused if its cluster description hashes
+/// differently), hosts what the coordinator asks it to spawn, and waits for
+/// the run to end. Returns the process exit status (0 ok, 1 failure).
+int run_node(const node_config& nc, std::ostream& out, std::ostream& err);
+
+} // namespace nettorrent
