@@ -50,7 +50,7 @@ caf::actor spawn_run_actor(caf::actor_system& sys, const run_config& cfg,
 /// Starts an embedded run as a one-node cluster: a coordinator and a node
 /// actor "local" that joins it and spawns every actor the coordinator asks
 /// for (all of them). Returns the coordinator; send it `atom::run` to train.
-/// The run writes nothing: the caller writes the outputs (session.hpp).
+/// The run writes nothing: the caller writes the outputs (nettorrent/session.hpp).
 coordinator_actor spawn_embedded(caf::actor_system& sys, const run_config& cfg,
                                  std::shared_ptr<const data_splits> data, bool verbose,
                                  const metrics* m = nullptr);

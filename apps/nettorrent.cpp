@@ -15,8 +15,9 @@
 #include "nettorrent/model.hpp"
 #include "nettorrent/plot.hpp"
 #include "nettorrent/run_support.hpp"
+#include "nettorrent/session.hpp"
 #include "nettorrent/version.hpp"
-#include "session.hpp"
+#include "process_session.hpp"
 
 namespace nt = nettorrent;
 
@@ -170,10 +171,7 @@ int cmd_evaluate(const std::vector<std::string>& args) {
     throw nt::error(files.test_labels + ": labels go up to " + std::to_string(test.classes - 1)
                     + " but " + checkpoint + " has only " + std::to_string(cfg.model.layers.back())
                     + " classes");
-  std::vector<std::uint32_t> idx(
-      cfg.data.test_limit != 0 ? std::min(cfg.data.test_limit, test.size()) : test.size());
-  for (std::size_t i = 0; i < idx.size(); ++i)
-    idx[i] = static_cast<std::uint32_t>(i);
+  const std::vector<std::uint32_t> idx = nt::test_selection(cfg, test);
   const nt::evaluation ev = nt::evaluate_model(geometry, params, test, &idx);
   std::printf("checkpoint: %s (step %llu, %llu samples, epoch %llu)\n", checkpoint.c_str(),
               static_cast<unsigned long long>(ck.header.step),

@@ -18,7 +18,7 @@
 
 #include "cpu_info.hpp"
 #include "nettorrent/centralised.hpp"
-#include "session.hpp"
+#include "process_session.hpp"
 
 namespace nt = nettorrent;
 

@@ -19,7 +19,7 @@
 #include "cpu_info.hpp"
 #include "nettorrent/centralised.hpp"
 #include "nettorrent/run_support.hpp"
-#include "session.hpp"
+#include "process_session.hpp"
 
 namespace nt = nettorrent;
 

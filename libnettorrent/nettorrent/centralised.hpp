@@ -56,7 +56,7 @@ run_result train_centralised(const run_config& cfg, const data_splits& data, std
 /// Runs `nettorrent centralised`: checks the output directory, loads data,
 /// trains, then writes the outputs (test evaluation, checkpoint, curve,
 /// plot) and the summary through the same steps as the actor runs
-/// (session.hpp).
+/// (nettorrent/session.hpp).
 run_result run_centralised(const run_config& cfg, std::ostream& out);
 
 } // namespace nettorrent

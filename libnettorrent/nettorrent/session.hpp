@@ -2,7 +2,7 @@
 // once for `nettorrent train`, `nettorrent node` and `nettorrent centralised`:
 // check the output directory, load and check the data, print the banner,
 // and after the run write the outputs (test evaluation, checkpoint, learning
-// curve, plot) and the summary. Plain C++: the actor side (actors/session.cpp)
+// curve, plot) and the summary. Plain C++: the actor side (actors/process_session.cpp)
 // adds the actor system and the metrics exporter around the same steps.
 #pragma once
 

@@ -1,4 +1,4 @@
-#include "session.hpp"
+#include "process_session.hpp"
 
 #include <chrono>
 #include <ostream>
@@ -127,6 +127,23 @@ run_result run_to_end(caf::scoped_actor& self, const coordinator_actor& coord,
   return r;
 }
 
+/// The coordinator's process: its own node actor joins, the run goes to
+/// its end, the outputs are written; then the node actor leaves.
+run_result coordinate(caf::scoped_actor& self, const coordinator_actor& coord,
+                      const node_actor& local, const run_config& cfg, const process_resources& res,
+                      bool verbose, std::ostream& out) {
+  run_result r;
+  if (auto why = join_run(self, local, coord, caf::infinite); !why.empty()) {
+    r.ok = false;
+    r.error = "the coordinator's own node could not join the run: " + why;
+    self->send_exit(coord, caf::exit_reason::user_shutdown);
+  } else {
+    r = run_to_end(self, coord, cfg, res, verbose, out);
+  }
+  self->send_exit(local, caf::exit_reason::user_shutdown);
+  return r;
+}
+
 /// Connects to the coordinator published at `addr`, retrying until
 /// `deadline`. Returns an invalid handle and sets `why` on failure.
 coordinator_actor connect(caf::actor_system& sys, caf::scoped_actor& self, const node_address& addr,
@@ -167,16 +184,8 @@ run_result run_embedded(const run_config& cfg, std::ostream& out, bool verbose) 
   auto coord =
       sys.spawn(coordinator, make_coordinator_spec(cfg, verbose, 0, res, {"local"},
                                                    std::vector<std::size_t>(layout.size(), 0)));
-  auto local = spawn_node(sys, "local", 0, cfg, res);
-  run_result r;
-  if (auto why = join_run(self, local, coord, caf::infinite); !why.empty()) {
-    r.ok = false;
-    r.error = "the local node could not join the run: " + why;
-    self->send_exit(coord, caf::exit_reason::user_shutdown);
-  } else {
-    r = run_to_end(self, coord, cfg, res, verbose, out);
-  }
-  self->send_exit(local, caf::exit_reason::user_shutdown);
+  const run_result r =
+      coordinate(self, coord, spawn_node(sys, "local", 0, cfg, res), cfg, res, verbose, out);
   if (res.m)
     linger_for_scrapes(cfg.system.metrics_linger, out);
   return r;
@@ -227,16 +236,8 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
       self->send_exit(coord, caf::exit_reason::user_shutdown);
       return 1;
     }
-    auto local = spawn_node(sys, nc.id, hash, cfg, res);
-    run_result r;
-    if (auto why = join_run(self, local, coord, caf::infinite); !why.empty()) {
-      r.ok = false;
-      r.error = "this node could not join its own run: " + why;
-      self->send_exit(coord, caf::exit_reason::user_shutdown);
-    } else {
-      r = run_to_end(self, coord, cfg, res, true, out);
-    }
-    self->send_exit(local, caf::exit_reason::user_shutdown);
+    const run_result r =
+        coordinate(self, coord, spawn_node(sys, nc.id, hash, cfg, res), cfg, res, true, out);
     if (!r.ok) {
       err << me << ": error: " << r.error << std::endl;
       return 1;
