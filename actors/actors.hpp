@@ -119,6 +119,11 @@ using shard_worker_actor = batch_sink_actor::extend<
                     barrier_sink_actor>::with<atom::ok>,
     /// Feeds batches until the next sync point.
     caf::reacts_to<atom::resume>,
+    /// Stops feeding; returns where the worker stands (recovery).
+    caf::replies_to<atom::pause>::with<worker_position>,
+    /// Moves a fresh worker to `position` (a replica rolled back to its last
+    /// sync round); the pipeline must be empty.
+    caf::replies_to<atom::seek, worker_position>::with<atom::ok>,
     /// Scores the replica on the validation subset (pipeline must be drained).
     caf::replies_to<atom::validate>::with<replica_score>,
     /// Returns the dropped- and stale-message counters.
@@ -128,9 +133,12 @@ using shard_worker_actor = batch_sink_actor::extend<
 using swarm_leader_actor = caf::typed_actor<
     /// Hands the leader its swarm: R x P slices, replica-major.
     caf::replies_to<atom::wire, std::vector<neuron_slice_actor>>::with<atom::ok>,
-    /// Runs the exchange for `best` under `policy`; returns bytes moved.
+    /// Computes the exchange for `best` under `policy` (best, average) without
+    /// changing any slice: returns the post-exchange layer and bytes read.
     caf::replies_to<atom::sync, std::uint32_t /*best*/,
-                    std::uint8_t /*policy*/>::with<std::uint64_t>,
+                    std::uint8_t /*policy*/>::with<exchange_result>,
+    /// Sets replica r's slices to the columns of a whole layer; returns bytes sent.
+    caf::replies_to<atom::restore, std::uint32_t /*replica*/, layer_state>::with<std::uint64_t>,
     /// Returns a replica's whole layer, its slices glued together.
     caf::replies_to<atom::collect, std::uint32_t /*replica*/>::with<layer_state>,
     /// Returns the swarm's counters summed over its slices.
@@ -140,10 +148,13 @@ using swarm_leader_actor = caf::typed_actor<
 using coordinator_actor = barrier_sink_actor::extend<
     /// Starts the run once everything registered and was wired; replies when it ends.
     caf::replies_to<atom::run>::with<run_result>,
-    /// Registers actor `key` of the run (sent by the node actor that spawned it).
-    caf::reacts_to<atom::reg, actor_key, caf::actor>,
+    /// Registers actor `key` of the run, spawned at `incarnation` (sent by the
+    /// node actor that spawned it).
+    caf::reacts_to<atom::reg, actor_key, std::uint32_t /*incarnation*/, caf::actor>,
     /// Registration deadline timer.
     caf::reacts_to<atom::deadline>,
+    /// Recovery timer: the losses of step `step` have settled.
+    caf::reacts_to<atom::settled, std::uint64_t /*step*/>,
     /// A node's node actor joins with its id and cluster-description hash;
     /// refused if the hash differs or the id is not in the description.
     caf::replies_to<atom::hello, std::string /*node*/, std::uint64_t /*hash*/>::with<atom::ok>>;
@@ -158,6 +169,8 @@ using node_actor = caf::typed_actor<
     caf::replies_to<atom::spawn, actor_key, std::uint32_t /*incarnation*/>::with<caf::actor>,
     /// The actors this node hosts, in the order they were spawned.
     caf::replies_to<atom::hosts>::with<std::vector<actor_key>>,
+    /// The handle of hosted actor `key` (an error if this node does not host it).
+    caf::replies_to<atom::hosts, actor_key>::with<caf::actor>,
     /// Stops every actor this node hosts.
     caf::replies_to<atom::stop>::with<atom::ok>>;
 

@@ -37,4 +37,10 @@ using spawn = caf::atom_constant<caf::atom("spawn")>; ///< spawn one actor of th
 using hosts = caf::atom_constant<caf::atom("hosts")>; ///< the actors this node hosts
 using stop = caf::atom_constant<caf::atom("stop")>;   ///< stop the actors this node hosts
 
+// Recovery.
+using pause = caf::atom_constant<caf::atom("pause")>;     ///< a worker stops feeding
+using seek = caf::atom_constant<caf::atom("seek")>;       ///< a worker moves to a position
+using restore = caf::atom_constant<caf::atom("restore")>; ///< a leader restores a replica's layer
+using settled = caf::atom_constant<caf::atom("settled")>; ///< the losses of a recovery settled
+
 } // namespace nettorrent::atom

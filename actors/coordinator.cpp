@@ -14,9 +14,18 @@ double steady_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-/// An error reply ends the run naming what failed.
+/// True for the errors a request gets when its receiver is gone: the
+/// receiver's down message starts a recovery, so the reply is no failure.
+bool receiver_lost(const caf::error& err) {
+  return err == caf::sec::request_receiver_down || err == caf::exit_reason::remote_link_unreachable
+         || err == caf::exit_reason::kill || err == caf::exit_reason::user_shutdown;
+}
+
+/// An error reply ends the run naming what failed, unless its receiver was lost.
 auto failure_handler(self_ptr self, std::string what) {
   return [self, what = std::move(what)](caf::error& err) {
+    if (receiver_lost(err))
+      return;
     self->state.machine->on_failure(what + ": " + caf::to_string(err));
   };
 }
@@ -28,6 +37,11 @@ public:
 
   void spawn(std::uint64_t step, std::size_t node, const actor_key& a,
              std::uint32_t incarnation) override {
+    if (node >= st().nodes.size() || !st().nodes[node]) {
+      st().machine->on_failure("cannot spawn " + describe(a) + ": no node actor for node "
+                               + std::to_string(node));
+      return;
+    }
     const std::string what = "spawning " + describe(a) + " on node " + st().spec.nodes[node];
     self_->request(st().nodes[node], caf::infinite, atom::spawn::value, a, incarnation)
         .then([s = self_, step, a](const caf::actor&) { s->state.machine->on_spawned(step, a); },
@@ -117,9 +131,11 @@ public:
     self_
         ->request(handle<swarm_leader_actor>(actor_key::leader(layer)), caf::infinite,
                   atom::collect::value, replica)
-        .then([s = self_, step, layer](
-                  layer_state& ls) { s->state.machine->on_collected(step, layer, std::move(ls)); },
-              failure_handler(self_, "collecting the best replica's weights"));
+        .then(
+            [s = self_, step, layer, replica](layer_state& ls) {
+              s->state.machine->on_collected(step, layer, replica, std::move(ls));
+            },
+            failure_handler(self_, "collecting a replica's weights"));
   }
 
   void exchange(std::uint64_t step, std::uint32_t layer, std::uint32_t best,
@@ -127,10 +143,57 @@ public:
     self_
         ->request(handle<swarm_leader_actor>(actor_key::leader(layer)), caf::infinite,
                   atom::sync::value, best, static_cast<std::uint8_t>(policy))
-        .then([s = self_, step,
-               layer](std::uint64_t bytes) { s->state.machine->on_exchanged(step, layer, bytes); },
-              failure_handler(self_, "sync round"));
+        .then(
+            [s = self_, step, layer](exchange_result& x) {
+              s->state.machine->on_exchanged(step, layer, std::move(x.post), x.bytes);
+            },
+            failure_handler(self_, "sync round"));
   }
+
+  void restore(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
+               const layer_state& state) override {
+    self_
+        ->request(handle<swarm_leader_actor>(actor_key::leader(layer)), caf::infinite,
+                  atom::restore::value, replica, state)
+        .then(
+            [s = self_, step, layer, replica](std::uint64_t bytes) {
+              s->state.machine->on_restored(step, layer, replica, bytes);
+            },
+            failure_handler(self_, "setting a replica's weights"));
+  }
+
+  void pause(std::uint64_t step, std::uint32_t replica) override {
+    self_
+        ->request(handle<shard_worker_actor>(actor_key::worker(replica)), caf::infinite,
+                  atom::pause::value)
+        .then([s = self_, step, replica](
+                  const worker_position& p) { s->state.machine->on_paused(step, replica, p); },
+              failure_handler(self_, "pausing a shard worker"));
+  }
+
+  void seek(std::uint64_t step, std::uint32_t replica, const worker_position& p) override {
+    self_
+        ->request(handle<shard_worker_actor>(actor_key::worker(replica)), caf::infinite,
+                  atom::seek::value, p)
+        .then([s = self_, step, replica](atom::ok) { s->state.machine->on_seeked(step, replica); },
+              failure_handler(self_, "moving a shard worker to its last sync round"));
+  }
+
+  void stop(const actor_key& a) override {
+    auto& s = st();
+    auto& h = s.handles[s.machine->layout().index(a)];
+    if (!h)
+      return;
+    s.index_of.erase(h.address());
+    self_->send_exit(h, caf::exit_reason::user_shutdown);
+    h = nullptr;
+  }
+
+  void settle(std::uint64_t step) override {
+    self_->delayed_send(self_, std::chrono::milliseconds(250), atom::settled::value, step);
+  }
+
+  void recovered(const recovery_summary&) override {}
 
   void query_stats(std::uint64_t step, const actor_key& a) override {
     const std::string what = "collecting the statistics of " + describe(a);
@@ -262,29 +325,18 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
     auto& st = self->state;
     const std::string reason = caf::to_string(msg.reason);
     if (auto it = st.index_of.find(msg.source); it != st.index_of.end()) {
-      st.machine->on_lost(st.machine->layout().actors()[it->second], reason);
+      const std::size_t i = it->second;
+      st.index_of.erase(it);
+      st.machine->on_lost(st.machine->layout().actors()[i], reason);
       return;
     }
     if (auto it = st.node_of.find(msg.source); it != st.node_of.end()) {
-      // A node actor's down often arrives before those of its actors: name
-      // the node's first actor, as its own down would.
-      const auto& all = st.machine->layout().actors();
-      std::vector<actor_key> hosted;
-      for (std::size_t i = 0; i < all.size(); ++i)
-        if (!st.spec.placement.empty() && st.spec.placement[i] == it->second
-            && all[i].kind != actor_kind::coordinator)
-          hosted.push_back(all[i]);
-      const std::string& name = st.spec.nodes[it->second];
-      if (hosted.empty())
-        st.machine->on_failure("lost node " + name + " (" + reason
-                               + "): it crashed, froze past the heartbeat timeout, or shut down");
-      else
-        st.machine->on_lost(hosted.front(), reason + ", with node " + name + " and its "
-                                                + std::to_string(hosted.size() - 1)
-                                                + " other actors");
+      const std::size_t n = it->second;
+      st.node_of.erase(it);
+      st.machine->on_node_lost(n, reason);
       return;
     }
-    st.machine->on_failure("lost an actor (" + reason + ")");
+    // Otherwise an actor the coordinator stopped itself (a rolled-back replica's).
   });
   return {
       [=](atom::hello, const std::string& node, std::uint64_t hash) -> caf::result<atom::ok> {
@@ -304,10 +356,11 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
         const auto& sender = self->current_sender();
         if (!sender)
           return refuse("refused node " + node + ": an anonymous hello has no node actor");
-        if (st.nodes[idx] && st.nodes[idx].address() != sender->address())
+        const bool rejoin = st.nodes[idx] && st.nodes[idx].address() != sender->address();
+        if (rejoin && st.machine->node_alive(idx))
           return refuse("refused node " + node + ": a node of that name already joined");
         st.admitted.insert(sender->node());
-        if (!st.nodes[idx]) {
+        if (!st.nodes[idx] || rejoin) {
           st.nodes[idx] = caf::actor_cast<node_actor>(sender);
           st.node_of[st.nodes[idx].address()] = idx;
           self->monitor(st.nodes[idx]);
@@ -325,7 +378,7 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
         st.machine->on_run_requested();
         return st.promise;
       },
-      [=](atom::reg, const actor_key& key, caf::actor& a) {
+      [=](atom::reg, const actor_key& key, std::uint32_t incarnation, caf::actor& a) {
         auto& st = self->state;
         if (!trusted_sender(self)) {
           caf::aout(self) << "coordinator: refused a registration of " << describe(key)
@@ -334,12 +387,14 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
         }
         const auto idx = st.machine->layout().find(key);
         if (!a || !idx || st.handles[*idx]) {
-          st.machine->on_registered(key); // refused and counted
+          st.machine->on_registered(key, incarnation); // refused and counted
+          if (a && (!idx || st.handles[*idx] != a))
+            self->send_exit(a, caf::exit_reason::user_shutdown);
           return;
         }
         // Stored first: the last registration starts the wiring at once.
         st.handles[*idx] = a;
-        if (!st.machine->on_registered(key)) {
+        if (!st.machine->on_registered(key, incarnation)) {
           st.handles[*idx] = nullptr;
           self->send_exit(a, caf::exit_reason::user_shutdown);
           return;
@@ -353,6 +408,11 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
         self->state.machine->on_registration_deadline();
       },
       [=](atom::barrier, barrier_report& r) { self->state.machine->on_barrier(r); },
+      [=](atom::settled, std::uint64_t step) {
+        if (self->current_sender() != self->ctrl()) // only our own timer
+          return;
+        self->state.machine->on_settled(step);
+      },
   };
 }
 

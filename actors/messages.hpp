@@ -132,10 +132,27 @@ typename Inspector::result_type inspect(Inspector& f, drop_stats& s) {
 
 // barrier_report is declared with the state machine that consumes it
 // (nettorrent/run_machine.hpp).
+/// A swarm leader's answer to `sync`: the layer every replica holds after
+/// the exchange, and the bytes read to compute it.
+struct exchange_result {
+  layer_state post;
+  std::uint64_t bytes = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, exchange_result& r) {
+  return f(caf::meta::type_name("exchange_result"), r.post, r.bytes);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, worker_position& p) {
+  return f(caf::meta::type_name("worker_position"), p.epoch, p.cursor, p.samples, p.next_batch);
+}
+
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, barrier_report& r) {
-  return f(caf::meta::type_name("barrier_report"), r.replica, r.finished, r.samples, r.epoch,
-           r.loss_sum, r.loss_samples, r.diverged);
+  return f(caf::meta::type_name("barrier_report"), r.replica, r.incarnation, r.finished, r.samples,
+           r.epoch, r.loss_sum, r.loss_samples, r.diverged, r.position);
 }
 
 template <class Inspector>

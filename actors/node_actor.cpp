@@ -1,5 +1,7 @@
 #include "node_actor.hpp"
 
+#include <algorithm>
+
 #include <caf/all.hpp>
 
 #include "nettorrent/error.hpp"
@@ -54,8 +56,12 @@ node_actor::behavior_type node(node_actor::stateful_pointer<node_state> self, no
           return caf::make_error(caf::sec::invalid_argument, "node " + st.spec.id + " cannot spawn "
                                                                  + describe(key) + ": " + e.what());
         }
-        st.hosted.emplace_back(key, a);
-        self->send(st.coordinator, atom::reg::value, key, a);
+        // Spawned again after a loss: forget the earlier one of that key.
+        auto& h = st.hosted;
+        h.erase(std::remove_if(h.begin(), h.end(), [&](const auto& x) { return x.first == key; }),
+                h.end());
+        h.emplace_back(key, a);
+        self->send(st.coordinator, atom::reg::value, key, incarnation, a);
         return a;
       },
       [=](atom::hosts) {
@@ -63,6 +69,13 @@ node_actor::behavior_type node(node_actor::stateful_pointer<node_state> self, no
         for (const auto& [key, a] : self->state.hosted)
           keys.push_back(key);
         return keys;
+      },
+      [=](atom::hosts, const actor_key& key) -> caf::result<caf::actor> {
+        for (const auto& [k, a] : self->state.hosted)
+          if (k == key)
+            return a;
+        return caf::make_error(caf::sec::invalid_argument,
+                               "node " + self->state.spec.id + " does not host " + describe(key));
       },
       [=](atom::stop) {
         stop_hosted(self);

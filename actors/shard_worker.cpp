@@ -30,6 +30,10 @@ void send_batch(self_ptr self, std::uint64_t id, bool train, const std::uint32_t
   self->send(s.input, atom::forward::value, inc, id, train, shared_matrix{std::move(x)});
 }
 
+worker_position position_of(const shard_worker_state& s) {
+  return {s.epoch, s.cursor, s.samples, s.next_batch};
+}
+
 /// Starts the next epoch; false when all epochs are done.
 bool next_epoch(shard_worker_state& s) {
   if (s.epoch >= s.spec.max_epochs)
@@ -68,6 +72,8 @@ void feed(self_ptr self) {
     s.running = false;
     barrier_report r;
     r.replica = s.spec.replica;
+    r.incarnation = s.spec.incarnation;
+    r.position = position_of(s);
     r.finished = s.finished || (s.epoch >= s.spec.max_epochs && s.cursor + b > s.order.size());
     r.samples = s.samples;
     r.epoch = s.epoch;
@@ -119,6 +125,8 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
             // are dropped as malformed), so tell the coordinator at once.
             barrier_report r;
             r.replica = s.spec.replica;
+            r.incarnation = s.spec.incarnation;
+            r.position = position_of(s);
             r.epoch = s.epoch;
             r.samples = s.samples;
             r.diverged = true;
@@ -156,6 +164,35 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
         s.running = true;
         s.since_sync = 0;
         feed(self);
+      },
+      [=](atom::pause) {
+        auto& s = self->state;
+        s.running = false;
+        return position_of(s);
+      },
+      [=](atom::seek, const worker_position& p) -> caf::result<atom::ok> {
+        auto& s = self->state;
+        if (!s.in_flight.empty() || !s.awaiting_loss.empty() || !s.eval_pending.empty())
+          return caf::make_error(caf::sec::invalid_argument, "seek: the pipeline is not empty");
+        if (p.epoch > s.spec.max_epochs || p.cursor > s.spec.shard.size())
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "seek: epoch " + std::to_string(p.epoch) + ", cursor "
+                                     + std::to_string(p.cursor) + " lies outside the shard");
+        // The epoch's order is the shard shuffled `epoch` times from the seed.
+        s.gen = shard_rng(s.spec.seed, s.spec.replica);
+        s.order = s.spec.shard;
+        for (std::uint64_t e = 0; e < p.epoch; ++e)
+          shuffle(s.order, s.gen);
+        s.epoch = p.epoch;
+        s.cursor = static_cast<std::size_t>(p.cursor);
+        s.samples = p.samples;
+        s.next_batch = p.next_batch;
+        s.since_sync = 0;
+        s.finished = false;
+        s.running = false;
+        s.loss_sum = 0;
+        s.loss_samples = 0;
+        return atom::ok::value;
       },
       [=](atom::validate) -> caf::result<replica_score> {
         auto& s = self->state;

@@ -13,23 +13,16 @@ namespace {
 
 using self_ptr = swarm_leader_actor::stateful_pointer<swarm_leader_state>;
 
-/// Counts outstanding replies of one sync round and answers the coordinator
-/// with the bytes moved when the last one arrives.
-struct round_tracker {
-  caf::typed_response_promise<std::uint64_t> promise;
+/// Gathers slice states of one exchange; when the last arrives, computes the
+/// post-exchange layer and answers the coordinator. Reads only: no slice is
+/// changed until the coordinator has the result and sends `restore`.
+struct exchange_tracker {
+  caf::typed_response_promise<exchange_result> promise;
+  std::vector<layer_state> states; ///< [r * P + i], as they arrive
   std::size_t pending = 0;
   std::uint64_t bytes = 0;
   bool failed = false;
 
-  const swarm_metrics* metrics = nullptr;
-
-  void finish_one() {
-    if (--pending == 0 && !failed) {
-      if (metrics != nullptr)
-        metrics->sync_bytes->Increment(static_cast<double>(bytes));
-      promise.deliver(bytes);
-    }
-  }
   void fail(const caf::error& err) {
     if (!failed) {
       failed = true;
@@ -38,60 +31,25 @@ struct round_tracker {
   }
 };
 
-void push_state(self_ptr self, std::shared_ptr<round_tracker> t, const neuron_slice_actor& dst,
-                const layer_state& st) {
-  t->bytes += state_bytes(st);
-  self->request(dst, caf::infinite, atom::set_state::value, st)
-      .then([t](atom::ok) { t->finish_one(); }, [t](caf::error& err) { t->fail(err); });
-}
-
-/// Policy best: slice i of `best` sends its state to slice i of every other replica.
-void sync_best(self_ptr self, std::shared_ptr<round_tracker> t, std::size_t best) {
-  auto& s = self->state;
+/// Policy best: the best replica's slices, glued. Policy average: per slice
+/// i, the element-wise mean over replicas of weights and optimizer moments
+/// (summed in replica order), glued.
+layer_state post_exchange(const swarm_leader_state& s, std::vector<layer_state>& states,
+                          std::size_t best, sync_policy p) {
   const std::size_t R = s.spec.replicas();
   const std::size_t P = s.spec.slices();
-  t->pending = P * (R - 1);
+  std::vector<layer_state> parts(P);
   for (std::size_t i = 0; i < P; ++i) {
-    self->request(s.at(best, i), caf::infinite, atom::get_state::value)
-        .then(
-            [=](layer_state& st) {
-              t->bytes += state_bytes(st);
-              for (std::size_t r = 0; r < R; ++r)
-                if (r != best)
-                  push_state(self, t, self->state.at(r, i), st);
-            },
-            [t](caf::error& err) { t->fail(err); });
-  }
-}
-
-/// Policy average: every replica's slice i gets the element-wise mean of all
-/// replicas' slice i (weights and optimizer moments), summed in replica order.
-void sync_average(self_ptr self, std::shared_ptr<round_tracker> t) {
-  auto& s = self->state;
-  const std::size_t R = s.spec.replicas();
-  const std::size_t P = s.spec.slices();
-  t->pending = P * R;
-  for (std::size_t i = 0; i < P; ++i) {
-    auto states = std::make_shared<std::vector<layer_state>>(R);
-    auto arrived = std::make_shared<std::size_t>(0);
-    for (std::size_t r = 0; r < R; ++r) {
-      self->request(s.at(r, i), caf::infinite, atom::get_state::value)
-          .then(
-              [=](layer_state& st) {
-                t->bytes += state_bytes(st);
-                (*states)[r] = std::move(st);
-                if (++*arrived < R)
-                  return;
-                std::vector<const layer_state*> ptrs;
-                for (const auto& x : *states)
-                  ptrs.push_back(&x);
-                const layer_state mean = average_states(ptrs);
-                for (std::size_t q = 0; q < R; ++q)
-                  push_state(self, t, self->state.at(q, i), mean);
-              },
-              [t](caf::error& err) { t->fail(err); });
+    if (p == sync_policy::best) {
+      parts[i] = std::move(states[best * P + i]);
+      continue;
     }
+    std::vector<const layer_state*> ptrs;
+    for (std::size_t r = 0; r < R; ++r)
+      ptrs.push_back(&states[r * P + i]);
+    parts[i] = average_states(ptrs);
   }
+  return glue_slices(parts);
 }
 
 } // namespace
@@ -129,7 +87,7 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
           self->monitor(sl);
         return atom::ok::value;
       },
-      [=](atom::sync, std::uint32_t best, std::uint8_t policy) -> caf::result<std::uint64_t> {
+      [=](atom::sync, std::uint32_t best, std::uint8_t policy) -> caf::result<exchange_result> {
         auto& s = self->state;
         if (best >= s.spec.replicas() || policy > static_cast<std::uint8_t>(sync_policy::none))
           return caf::make_error(caf::sec::invalid_argument, "sync: bad replica or policy");
@@ -139,15 +97,65 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
           m->sync_winner->Set(best);
         }
         if (s.spec.replicas() == 1 || p == sync_policy::none)
-          return std::uint64_t{0};
-        auto t = std::make_shared<round_tracker>();
-        t->promise = self->make_response_promise<std::uint64_t>();
-        t->metrics = s.spec.metrics;
-        if (p == sync_policy::best)
-          sync_best(self, t, best);
-        else
-          sync_average(self, t);
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "sync: nothing to exchange with one replica or policy none");
+        const std::size_t R = s.spec.replicas();
+        const std::size_t P = s.spec.slices();
+        auto t = std::make_shared<exchange_tracker>();
+        t->promise = self->make_response_promise<exchange_result>();
+        // best reads the best replica only; average reads every replica.
+        std::vector<std::size_t> read;
+        for (std::size_t r = 0; r < R; ++r)
+          if (p == sync_policy::average || r == best)
+            read.push_back(r);
+        t->states.resize(R * P);
+        t->pending = read.size() * P;
+        for (std::size_t r : read)
+          for (std::size_t i = 0; i < P; ++i)
+            self->request(s.at(r, i), caf::infinite, atom::get_state::value)
+                .then(
+                    [=](layer_state& st) {
+                      t->bytes += state_bytes(st);
+                      t->states[r * P + i] = std::move(st);
+                      if (--t->pending > 0 || t->failed)
+                        return;
+                      t->promise.deliver(exchange_result{
+                          post_exchange(self->state, t->states, best, p), t->bytes});
+                    },
+                    [t](caf::error& err) { t->fail(err); });
         return t->promise;
+      },
+      [=](atom::restore, std::uint32_t replica,
+          const layer_state& full) -> caf::result<std::uint64_t> {
+        auto& s = self->state;
+        const std::size_t P = s.spec.slices();
+        if (replica >= s.spec.replicas() || s.slices.empty())
+          return caf::make_error(caf::sec::invalid_argument, "restore: no such replica");
+        const auto cols = split_columns(static_cast<std::size_t>(full.params.w.cols()), P);
+        auto rp = self->make_response_promise<std::uint64_t>();
+        auto pending = std::make_shared<std::size_t>(P);
+        auto bytes = std::make_shared<std::uint64_t>(0);
+        auto failed = std::make_shared<bool>(false);
+        for (std::size_t i = 0; i < P; ++i) {
+          layer_state part = cut_slice(full, cols[i]);
+          *bytes += state_bytes(part);
+          self->request(s.at(replica, i), caf::infinite, atom::set_state::value, std::move(part))
+              .then(
+                  [=](atom::ok) mutable {
+                    if (--*pending == 0 && !*failed) {
+                      if (const auto* m = self->state.spec.metrics)
+                        m->sync_bytes->Increment(static_cast<double>(*bytes));
+                      rp.deliver(*bytes);
+                    }
+                  },
+                  [=](caf::error& err) mutable {
+                    if (!*failed) {
+                      *failed = true;
+                      rp.deliver(err);
+                    }
+                  });
+        }
+        return rp;
       },
       [=](atom::collect, std::uint32_t replica) -> caf::result<layer_state> {
         auto& s = self->state;

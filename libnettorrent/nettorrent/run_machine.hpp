@@ -12,9 +12,21 @@
 //               best replica's layers, when keep_best and it improved) ->
 //               stop? finishing : exchanging (every leader) -> training
 //   finishing:  collecting (final layers) -> statistics -> done
-// Any error (a lost actor, an error reply, divergence, the registration
-// deadline) ends the run: done with !ok. There is room for a `recovering`
-// phase between training and sync round (next issue).
+// The exchange reads first (leaders compute the post-exchange layers), the
+// machine keeps that result as the rollback state, then applies it.
+//
+//   recovering (an actor or a node lost after training started):
+//     settling (more losses merge in) -> pausing (live workers of the hit
+//     replicas say where they are) -> respawning (every actor of a hit
+//     replica, and lost leaders, on live nodes, at a new incarnation) ->
+//     wiring (them and every leader) -> restoring (the hit replicas' layers
+//     from the last sync round's state, their workers to that round's
+//     position) -> back to training (or to applying an interrupted exchange).
+//   A round interrupted before its result was kept is undone and run again
+//   once the rolled-back replicas are back at its barrier. Replicas that lost
+//   nothing keep their work. A loss during recovery restarts it (one
+//   recovery). Errors other than losses (divergence, the registration
+//   deadline, a loss before training) end the run: done with !ok.
 //
 // Each fan-out (spawn, wire, score, collect, exchange, statistics) has its
 // own tracker and a step number; a reply carrying another step's number, or
@@ -23,6 +35,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,15 +48,32 @@
 
 namespace nettorrent {
 
+/// Where a shard worker stands in its shard: enough to put a new worker
+/// exactly there (the epoch's order is replayed from the seed: `epoch`
+/// shuffles of the shard).
+struct worker_position {
+  std::uint64_t epoch = 0;      ///< 1-based epoch in progress (0 = not started)
+  std::uint64_t cursor = 0;     ///< next position in the epoch's order
+  std::uint64_t samples = 0;    ///< training samples fed so far
+  std::uint64_t next_batch = 0; ///< next batch id
+
+  friend bool operator==(const worker_position& a, const worker_position& b) {
+    return a.epoch == b.epoch && a.cursor == b.cursor && a.samples == b.samples
+           && a.next_batch == b.next_batch;
+  }
+};
+
 /// What a shard worker reports when it reaches a barrier.
 struct barrier_report {
   std::uint32_t replica = 0;
-  bool finished = false;     ///< no more epochs to run
-  std::uint64_t samples = 0; ///< training samples so far
-  std::uint64_t epoch = 0;   ///< 1-based epoch in progress
-  double loss_sum = 0;       ///< training loss summed since the last barrier
+  std::uint32_t incarnation = 0; ///< of the worker that reports
+  bool finished = false;         ///< no more epochs to run
+  std::uint64_t samples = 0;     ///< training samples so far
+  std::uint64_t epoch = 0;       ///< 1-based epoch in progress
+  double loss_sum = 0;           ///< training loss summed since the last barrier
   std::uint64_t loss_samples = 0;
-  bool diverged = false; ///< a training loss was not finite: the run must stop
+  bool diverged = false;    ///< a training loss was not finite: the run must stop
+  worker_position position; ///< where the worker stands at the barrier
 };
 
 /// Counters an actor reports at the end of a run.
@@ -65,6 +95,20 @@ struct round_summary {
   bool reached_target = false;
   double time_to_target = -1;
   double elapsed = 0; ///< seconds since training started, when the round ended
+};
+
+/// What one recovery cost, for the operator and the metrics.
+struct recovery_summary {
+  std::vector<actor_key> lost;            ///< actors lost
+  std::vector<std::uint32_t> rolled_back; ///< replicas rolled back to the last round
+  std::uint64_t round = 0;                ///< the sync round they went back to
+  std::uint64_t samples_redone = 0;
+  bool redone_exact = true; ///< false: a lost worker's progress is unknown, the
+                            ///< interval since the last round is counted
+  double seconds = 0;       ///< from the first loss to training again
+  std::size_t moved = 0;    ///< lost actors placed on live nodes
+  std::size_t restarted = 0;
+  std::size_t nodes_alive = 0;
 };
 
 /// Fan-out bookkeeping: `n` expected replies, each slot counted once, under
@@ -104,9 +148,22 @@ public:
   virtual void validate(std::uint64_t step, std::uint32_t replica) = 0;
   /// Have layer l's leader gather replica r's slices into one layer.
   virtual void collect(std::uint64_t step, std::uint32_t layer, std::uint32_t replica) = 0;
-  /// Have layer l's leader run the exchange (policy, best replica).
+  /// Have layer l's leader compute the exchange (policy, best replica).
   virtual void exchange(std::uint64_t step, std::uint32_t layer, std::uint32_t best,
                         sync_policy policy) = 0;
+  /// Have layer l's leader set replica r's slices to `state`.
+  virtual void restore(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
+                       const layer_state& state) = 0;
+  /// Ask replica r's worker to stop feeding and say where it is.
+  virtual void pause(std::uint64_t step, std::uint32_t replica) = 0;
+  /// Move replica r's (new) worker to `position`.
+  virtual void seek(std::uint64_t step, std::uint32_t replica, const worker_position& position) = 0;
+  /// Stop actor `a` (a survivor of a rolled-back replica); forget its handle.
+  virtual void stop(const actor_key& a) = 0;
+  /// Call on_settled(step) after the settle time of a recovery.
+  virtual void settle(std::uint64_t step) = 0;
+  /// A recovery finished.
+  virtual void recovered(const recovery_summary& r) = 0;
   /// Ask actor `a` for its counters.
   virtual void query_stats(std::uint64_t step, const actor_key& a) = 0;
   /// A sync round ended (progress output and metrics).
@@ -121,8 +178,18 @@ public:
 
 class run_machine {
 public:
-  enum class phase { registering, wiring, ready, training, sync_round, finishing, done };
-  enum class round_step { none, scoring, keeping_best, exchanging };
+  enum class phase {
+    registering,
+    wiring,
+    ready,
+    training,
+    sync_round,
+    recovering,
+    finishing,
+    done
+  };
+  enum class round_step { none, scoring, keeping_best, exchanging, applying, snapshotting };
+  enum class recovery_step { none, settling, pausing, respawning, wiring, restoring };
 
   /// `nodes` > 0 and `placement[i]` = node of layout actor i: the machine
   /// asks each node to spawn its actors when it joins. With no placement,
@@ -136,15 +203,28 @@ public:
   void on_node_joined(std::size_t node);
   /// A spawn finished (the actor registers on its own).
   void on_spawned(std::uint64_t step, const actor_key& a);
-  /// Actor `a` registered. False if refused (unknown, duplicate, too late).
-  bool on_registered(const actor_key& a);
+  /// Actor `a`, spawned at `incarnation`, registered. False if refused
+  /// (unknown, duplicate, too late, an earlier incarnation).
+  bool on_registered(const actor_key& a, std::uint32_t incarnation = 0);
   void on_registration_deadline();
   void on_run_requested();
   void on_wired(std::uint64_t step, const actor_key& a);
   void on_barrier(const barrier_report& b);
   void on_scored(std::uint64_t step, std::uint32_t replica, const replica_score& s);
-  void on_collected(std::uint64_t step, std::uint32_t layer, layer_state&& ls);
-  void on_exchanged(std::uint64_t step, std::uint32_t layer, std::uint64_t bytes);
+  void on_collected(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
+                    layer_state&& ls);
+  void on_exchanged(std::uint64_t step, std::uint32_t layer, layer_state&& post,
+                    std::uint64_t bytes);
+  void on_restored(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
+                   std::uint64_t bytes);
+  void on_paused(std::uint64_t step, std::uint32_t replica, const worker_position& p);
+  void on_seeked(std::uint64_t step, std::uint32_t replica);
+  void on_settled(std::uint64_t step);
+  /// Node `node` was lost (its node actor went down): its actors with it.
+  void on_node_lost(std::size_t node, const std::string& reason);
+  /// A node that was lost joined again: it takes actors at the next
+  /// re-placement.
+  bool node_alive(std::size_t node) const { return node < alive_.size() && alive_[node]; }
   void on_stats(std::uint64_t step, const actor_key& a, const peer_counters& c);
   /// An actor went down or a request failed: the run ends with `what`.
   void on_failure(const std::string& what);
@@ -154,6 +234,10 @@ public:
   // Queries.
   phase current_phase() const noexcept { return phase_; }
   round_step current_round_step() const noexcept { return round_step_; }
+  recovery_step current_recovery_step() const noexcept { return recovery_step_; }
+  std::uint32_t incarnation(std::size_t replica) const { return incarnation_.at(replica); }
+  /// The node actor `a` lives on now.
+  std::size_t node_of(const actor_key& a) const { return node_of_.at(layout_.index(a)); }
   bool failed() const noexcept { return !result_.ok; }
   bool run_requested() const noexcept { return run_requested_; }
   std::uint64_t late_replies() const noexcept { return result_.late_replies; }
@@ -176,7 +260,18 @@ private:
   void scored();
   void after_keep_best();
   void start_exchange();
+  void start_apply();
+  void start_snapshot();
+  void commit_round();
   void finish();
+  // Recovery.
+  void lose(const std::vector<std::size_t>& actors, const std::string& why);
+  void plan_recovery();
+  void start_respawn();
+  void start_recovery_wiring();
+  void start_restoring();
+  void finish_recovery();
+  std::size_t place(std::size_t actor) const;
   void start_stats();
   void deliver();
   void fail(const std::string& what);
@@ -208,6 +303,7 @@ private:
   fanout scores_;
   fanout collects_;
   fanout exchanges_;
+  fanout applies_;
   fanout stats_;
   std::vector<actor_key> stats_keys_;
 
@@ -229,6 +325,46 @@ private:
   std::uint64_t best_epoch_ = 0;
   bool collecting_final_ = false;
   run_result result_;
+
+  // Rollback state: every replica's layers after the last sync round (one
+  // shared vector when all replicas hold the same) and its worker's
+  // position at that round.
+  std::vector<std::shared_ptr<const std::vector<layer_state>>> snapshot_;
+  std::vector<worker_position> positions_;
+  std::vector<worker_position> round_positions_; ///< at this round's barrier
+  std::uint64_t snapshot_round_ = 0;
+  std::vector<layer_state> post_; ///< this round's post-exchange layers
+  std::vector<std::uint32_t> incarnation_;
+  std::vector<std::size_t> node_of_; ///< node of every layout actor now
+  std::vector<bool> alive_;          ///< per node
+  std::vector<bool> lost_;           ///< per layout actor, in the current recovery
+  std::vector<bool> replaced_;       ///< per layout actor, respawned by the recovery
+  std::vector<bool> hit_;            ///< per replica, rolled back by the recovery
+
+  /// What a round had done before it started, to undo an interrupted one.
+  struct round_mark {
+    std::uint64_t sync_rounds = 0;
+    double best_validation_accuracy = 0;
+    bool reached_target = false;
+    double time_to_target = -1;
+    std::size_t curve = 0;
+    double loss_sum = 0;
+    std::uint64_t loss_samples = 0;
+    std::uint64_t epochs = 0;
+    std::uint64_t samples = 0;
+    std::vector<layer_state> best_layers;
+    std::uint64_t best_samples = 0;
+    std::uint64_t best_epoch = 0;
+    double last_progress = -1;
+  } mark_;
+  bool best_moved_ = false;          ///< mark_.best_layers holds the layers a collect replaced
+  std::vector<bool> redone_counted_; ///< per replica, in the current recovery
+  enum class after_recovery { train, apply } after_ = after_recovery::train;
+  recovery_step recovery_step_ = recovery_step::none;
+  fanout recovering_; ///< the current recovery step's replies
+  std::uint64_t settle_step_ = 0;
+  recovery_summary recovery_;
+  double recovery_t0_ = 0;
 };
 
 std::string_view to_string(run_machine::phase p) noexcept;

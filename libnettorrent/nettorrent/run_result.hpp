@@ -35,6 +35,14 @@ struct run_result {
   std::uint64_t late_replies = 0;       ///< replies of an earlier step the coordinator ignored
   std::vector<curve_point> curve;
 
+  // What failures cost (actor runs).
+  std::uint64_t recoveries = 0;     ///< recoveries from lost actors or nodes
+  double recovery_seconds = 0;      ///< from the first loss to training again, summed
+  std::uint64_t samples_redone = 0; ///< training samples trained again after rollbacks
+  std::uint64_t replicas_rolled_back = 0;
+  std::uint64_t actors_moved = 0;     ///< lost actors spawned again (on a live node)
+  std::uint64_t actors_restarted = 0; ///< surviving actors of rolled-back replicas respawned
+
   /// The model to save and evaluate, with the moment it was taken (with
   /// keep_best: the best validation pass, not the end of the run).
   std::vector<layer_state> layers;

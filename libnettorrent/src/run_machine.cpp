@@ -4,6 +4,8 @@
 #include <cstdio>
 
 #include "nettorrent/error.hpp"
+#include "nettorrent/model.hpp"
+#include "nettorrent/optimizer.hpp"
 
 namespace nettorrent {
 
@@ -29,6 +31,8 @@ std::string_view to_string(run_machine::phase p) noexcept {
     return "training";
   case run_machine::phase::sync_round:
     return "sync round";
+  case run_machine::phase::recovering:
+    return "recovering";
   case run_machine::phase::finishing:
     return "finishing";
   case run_machine::phase::done:
@@ -88,6 +92,27 @@ run_machine::run_machine(run_config cfg, run_backend& backend, std::function<dou
                   + " actors, the layout has " + std::to_string(layout_.size()));
     spawns_.start(next_step_++, layout_.size());
   }
+  node_of_ = placement_.empty() ? std::vector<std::size_t>(layout_.size(), 0) : placement_;
+  alive_.assign(std::max<std::size_t>(node_names_.size(), 1), true);
+  lost_.assign(layout_.size(), false);
+  replaced_.assign(layout_.size(), false);
+  const std::size_t R = layout_.replicas();
+  hit_.assign(R, false);
+  incarnation_.assign(R, 0);
+  positions_.assign(R, worker_position{});
+  round_positions_.assign(R, worker_position{});
+  // Before the first round every replica holds the initial weights: a pure
+  // function of the seed, the same whatever the slicing.
+  auto initial = std::make_shared<std::vector<layer_state>>();
+  const auto opt = make_optimizer(cfg_.optimizer);
+  for (const auto& g : model_geometry(cfg_.model)) {
+    layer_state ls;
+    ls.params = init_dense(cfg_.training.seed, g);
+    ls.w_state = opt->make_state(static_cast<std::size_t>(ls.params.w.size()));
+    ls.b_state = opt->make_state(static_cast<std::size_t>(ls.params.b.size()));
+    initial->push_back(std::move(ls));
+  }
+  snapshot_.assign(R, initial);
 }
 
 void run_machine::say(const std::string& line) {
@@ -125,8 +150,17 @@ std::string run_machine::missing_actors() const {
 }
 
 void run_machine::on_node_joined(std::size_t node) {
-  if (over() || node >= node_joined_.size() || node_joined_[node])
+  if (over() || node >= node_joined_.size())
     return;
+  if (node_joined_[node]) {
+    if (!alive_[node]) { // a lost node started again: it takes actors at the next re-placement
+      alive_[node] = true;
+      say("coordinator: node " + node_names_[node]
+          + " rejoined; it hosts actors again from the "
+            "next re-placement");
+    }
+    return;
+  }
   node_joined_[node] = true;
   for (std::size_t i = 1; i < layout_.size(); ++i)
     if (placement_[i] == node)
@@ -135,13 +169,28 @@ void run_machine::on_node_joined(std::size_t node) {
 
 void run_machine::on_spawned(std::uint64_t step, const actor_key& a) {
   const auto i = layout_.find(a);
+  if (phase_ == phase::recovering && recovery_step_ == recovery_step::respawning) {
+    const auto v = i ? recovering_.reply(step, *i) : fanout::verdict::late;
+    if (v == fanout::verdict::complete)
+      start_recovery_wiring();
+    else if (v != fanout::verdict::counted)
+      late();
+    return;
+  }
   if (!i || spawns_.reply(step, *i) == fanout::verdict::late)
     late();
 }
 
-bool run_machine::on_registered(const actor_key& a) {
+bool run_machine::on_registered(const actor_key& a, std::uint32_t incarnation) {
   const auto i = layout_.find(a);
-  if (!i || registered_[*i] || phase_ != phase::registering || over()) {
+  const bool current = !i || a.kind == actor_kind::swarm_leader || a.kind == actor_kind::coordinator
+                       || incarnation == incarnation_[a.replica];
+  if (i && current && !registered_[*i] && phase_ == phase::recovering && replaced_[*i] && !over()) {
+    registered_[*i] = true;
+    ++registered_count_;
+    return true;
+  }
+  if (!i || !current || registered_[*i] || phase_ != phase::registering || over()) {
     ++ignored_registrations_;
     backend_.log("coordinator: ignored a duplicate, unknown or late registration of "
                  + (i ? describe(a) : to_string(a)));
@@ -170,7 +219,16 @@ void run_machine::start_wiring() {
 
 void run_machine::on_wired(std::uint64_t step, const actor_key& a) {
   const auto i = layout_.find(a);
-  const auto v = i ? wires_.reply(step, *i) : fanout::verdict::late;
+  if (phase_ == phase::recovering) {
+    const auto v = i && recovery_step_ == recovery_step::wiring ? recovering_.reply(step, *i)
+                                                                : fanout::verdict::late;
+    if (v == fanout::verdict::complete)
+      start_restoring();
+    else if (v != fanout::verdict::counted)
+      late();
+    return;
+  }
+  const auto v = i && phase_ == phase::wiring ? wires_.reply(step, *i) : fanout::verdict::late;
   if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
     late();
     return;
@@ -221,20 +279,42 @@ void run_machine::on_barrier(const barrier_report& b) {
          + " samples (lower optimizer.learning_rate); nothing was written");
     return;
   }
-  if (phase_ != phase::training || b.replica >= layout_.replicas() || barriers_[b.replica]) {
+  if (b.replica < layout_.replicas() && b.incarnation != incarnation_[b.replica]) {
+    late(); // from a worker of a replica rolled back since
+    return;
+  }
+  const bool open = phase_ == phase::training
+                    || (phase_ == phase::recovering && b.replica < hit_.size() && !hit_[b.replica]);
+  if (!open || b.replica >= layout_.replicas() || barriers_[b.replica]) {
     backend_.log("coordinator: ignored an unexpected barrier report from replica "
                  + std::to_string(b.replica));
     return;
   }
   barriers_[b.replica] = b;
-  if (++at_barrier_ == layout_.replicas())
+  if (++at_barrier_ == layout_.replicas() && phase_ == phase::training)
     start_round();
 }
 
 void run_machine::start_round() {
+  mark_.sync_rounds = result_.sync_rounds;
+  mark_.best_validation_accuracy = result_.best_validation_accuracy;
+  mark_.reached_target = result_.reached_target;
+  mark_.time_to_target = result_.time_to_target;
+  mark_.curve = result_.curve.size();
+  mark_.loss_sum = loss_sum_;
+  mark_.loss_samples = loss_samples_;
+  mark_.epochs = result_.epochs;
+  mark_.samples = result_.samples;
+  mark_.best_layers.clear();
+  mark_.best_samples = best_samples_;
+  mark_.best_epoch = best_epoch_;
+  mark_.last_progress = last_progress_;
+  best_moved_ = false;
   phase_ = phase::sync_round;
   round_step_ = round_step::scoring;
   all_finished_ = true;
+  for (std::size_t r = 0; r < layout_.replicas(); ++r)
+    round_positions_[r] = barriers_[r]->position;
   std::uint64_t samples = 0;
   for (const auto& b : barriers_) {
     samples += b->samples;
@@ -252,7 +332,9 @@ void run_machine::start_round() {
 }
 
 void run_machine::on_scored(std::uint64_t step, std::uint32_t replica, const replica_score& s) {
-  const auto v = scores_.reply(step, replica);
+  const auto v = phase_ == phase::sync_round && round_step_ == round_step::scoring
+                     ? scores_.reply(step, replica)
+                     : fanout::verdict::late;
   if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
     late();
     return;
@@ -309,6 +391,8 @@ void run_machine::scored() {
         + std::to_string(result_.sync_rounds) + " after " + format_duration(p.seconds));
 
   if (tc.keep_best && improved_) {
+    mark_.best_layers = std::move(best_layers_);
+    best_moved_ = true;
     best_samples_ = result_.samples;
     best_epoch_ = result_.epochs;
     round_step_ = round_step::keeping_best;
@@ -323,10 +407,29 @@ void run_machine::scored() {
   after_keep_best();
 }
 
-void run_machine::on_collected(std::uint64_t step, std::uint32_t layer, layer_state&& ls) {
-  const auto v = collects_.reply(step, layer);
+void run_machine::on_collected(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
+                               layer_state&& ls) {
+  const bool snapshotting = phase_ == phase::sync_round && round_step_ == round_step::snapshotting;
+  const bool open = snapshotting
+                    || (phase_ == phase::sync_round && round_step_ == round_step::keeping_best)
+                    || (phase_ == phase::finishing && collecting_final_);
+  const std::size_t slot = snapshotting ? replica * layout_.layers() + layer : layer;
+  const auto v = open ? collects_.reply(step, slot) : fanout::verdict::late;
   if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
     late();
+    return;
+  }
+  if (snapshotting) {
+    post_[slot] = std::move(ls);
+    if (v != fanout::verdict::complete || over())
+      return;
+    const std::size_t L = layout_.layers();
+    for (std::size_t r = 0; r < layout_.replicas(); ++r)
+      snapshot_[r] = std::make_shared<const std::vector<layer_state>>(
+          std::make_move_iterator(post_.begin() + static_cast<std::ptrdiff_t>(r * L)),
+          std::make_move_iterator(post_.begin() + static_cast<std::ptrdiff_t>((r + 1) * L)));
+    commit_round();
+    resume_all();
     return;
   }
   collect_into_[layer] = std::move(ls);
@@ -347,22 +450,98 @@ void run_machine::after_keep_best() {
     return;
   }
   if (cfg_.topology.policy == sync_policy::none || layout_.replicas() == 1) {
-    resume_all();
+    start_snapshot();
     return;
   }
   start_exchange();
 }
 
+void run_machine::start_snapshot() {
+  // Nothing is exchanged: keep every replica's own layers as its rollback state.
+  round_step_ = round_step::snapshotting;
+  const std::size_t L = layout_.layers();
+  post_.assign(layout_.replicas() * L, layer_state{});
+  const std::uint64_t step = next_step_++;
+  collects_.start(step, post_.size());
+  for (std::size_t r = 0; r < layout_.replicas(); ++r)
+    for (std::size_t l = 0; l < L; ++l)
+      backend_.collect(step, static_cast<std::uint32_t>(l), static_cast<std::uint32_t>(r));
+}
+
+void run_machine::commit_round() {
+  positions_ = round_positions_;
+  snapshot_round_ = result_.sync_rounds;
+}
+
+void run_machine::start_apply() {
+  round_step_ = round_step::applying;
+  const std::size_t L = layout_.layers();
+  const std::uint64_t step = next_step_++;
+  applies_.start(step, layout_.replicas() * L);
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> todo;
+  for (std::size_t r = 0; r < layout_.replicas(); ++r)
+    for (std::size_t l = 0; l < L; ++l) {
+      // Under best the best replica holds the result already.
+      if (cfg_.topology.policy == sync_policy::best && r == best_) {
+        applies_.reply(step, r * L + l);
+        continue;
+      }
+      todo.emplace_back(static_cast<std::uint32_t>(l), static_cast<std::uint32_t>(r));
+    }
+  if (!applies_.active()) {
+    resume_all();
+    return;
+  }
+  for (const auto& [l, r] : todo)
+    backend_.restore(step, l, r, (*snapshot_[r])[l]);
+}
+
 void run_machine::start_exchange() {
   round_step_ = round_step::exchanging;
+  post_.assign(layout_.layers(), layer_state{});
   const std::uint64_t step = next_step_++;
   exchanges_.start(step, layout_.layers());
   for (std::size_t l = 0; l < layout_.layers(); ++l)
     backend_.exchange(step, static_cast<std::uint32_t>(l), best_, cfg_.topology.policy);
 }
 
-void run_machine::on_exchanged(std::uint64_t step, std::uint32_t layer, std::uint64_t bytes) {
-  const auto v = exchanges_.reply(step, layer);
+void run_machine::on_exchanged(std::uint64_t step, std::uint32_t layer, layer_state&& post,
+                               std::uint64_t bytes) {
+  const auto v = phase_ == phase::sync_round && round_step_ == round_step::exchanging
+                     ? exchanges_.reply(step, layer)
+                     : fanout::verdict::late;
+  if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
+    late();
+    return;
+  }
+  result_.sync_bytes += bytes;
+  post_[layer] = std::move(post);
+  if (v != fanout::verdict::complete || over())
+    return;
+  // Every replica holds the same layers after the round: keep them, then apply.
+  auto shared = std::make_shared<const std::vector<layer_state>>(std::move(post_));
+  post_.clear();
+  snapshot_.assign(layout_.replicas(), shared);
+  commit_round();
+  start_apply();
+}
+
+void run_machine::on_restored(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
+                              std::uint64_t bytes) {
+  const std::size_t L = layout_.layers();
+  if (phase_ == phase::recovering) {
+    const auto v = recovery_step_ == recovery_step::restoring
+                       ? recovering_.reply(step, replica * (L + 1) + layer)
+                       : fanout::verdict::late;
+    if (v == fanout::verdict::complete)
+      finish_recovery();
+    else if (v != fanout::verdict::counted)
+      late();
+    return;
+  }
+  const auto v = phase_ == phase::sync_round && round_step_ == round_step::applying
+                     ? applies_.reply(step, replica * L + layer)
+                     : fanout::verdict::late;
   if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
     late();
     return;
@@ -417,7 +596,7 @@ void run_machine::start_stats() {
 
 void run_machine::on_stats(std::uint64_t step, const actor_key& a, const peer_counters& c) {
   const auto i = layout_.find(a);
-  const auto v = i ? stats_.reply(step, *i) : fanout::verdict::late;
+  const auto v = i && phase_ == phase::finishing ? stats_.reply(step, *i) : fanout::verdict::late;
   if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
     late();
     return;
@@ -441,9 +620,324 @@ void run_machine::on_failure(const std::string& what) {
 }
 
 void run_machine::on_lost(const actor_key& a, const std::string& reason) {
-  if (!over())
-    fail("lost " + describe(a) + " (" + reason
-         + "): its node crashed, froze past the heartbeat timeout, or shut down");
+  const auto i = layout_.find(a);
+  if (over() || !i || !registered_[*i])
+    return; // the run is over, or an actor the machine stopped itself
+  lose({*i}, reason);
+}
+
+void run_machine::on_node_lost(std::size_t node, const std::string& reason) {
+  if (over() || node >= alive_.size())
+    return;
+  if (phase_ == phase::registering || phase_ == phase::wiring || phase_ == phase::ready) {
+    fail("lost node " + (node < node_names_.size() ? node_names_[node] : std::to_string(node))
+         + " (" + reason + ") before training started");
+    return;
+  }
+  alive_[node] = false;
+  std::vector<std::size_t> actors;
+  for (std::size_t i = 1; i < layout_.size(); ++i)
+    if (node_of_[i] == node && registered_[i])
+      actors.push_back(i);
+  if (actors.empty()) {
+    say("coordinator: lost node " + node_names_[node] + " (" + reason + "); it hosted no actor");
+    return;
+  }
+  lose(actors, reason + ", with node " + node_names_[node]);
+}
+
+void run_machine::lose(const std::vector<std::size_t>& actors, const std::string& why) {
+  if (phase_ == phase::registering || phase_ == phase::wiring || phase_ == phase::ready) {
+    fail("lost " + describe(layout_.actors()[actors.front()]) + " (" + why
+         + ") before training started: its node crashed, froze past the heartbeat timeout, or "
+           "shut down");
+    return;
+  }
+  if (phase_ == phase::finishing && stats_.active()) {
+    // The model is in hand: a lost actor only takes its counters with it.
+    for (auto i : actors)
+      if (stats_.reply(stats_.step(), i) == fanout::verdict::complete) {
+        phase_ = phase::done;
+        deliver();
+      }
+    return;
+  }
+  std::string names;
+  for (std::size_t k = 0; k < actors.size() && k < 4; ++k)
+    names += (k > 0 ? ", " : "") + describe(layout_.actors()[actors[k]]);
+  if (actors.size() > 4)
+    names += " and " + std::to_string(actors.size() - 4) + " more";
+  backend_.log("coordinator: lost " + names + " (" + why + "); recovering");
+  for (auto i : actors)
+    lost_[i] = true;
+  if (phase_ != phase::recovering) {
+    recovery_ = recovery_summary{};
+    recovery_t0_ = now();
+    redone_counted_.assign(layout_.replicas(), false);
+    ++result_.recoveries;
+    after_ = after_recovery::train;
+    if (phase_ == phase::sync_round && round_step_ == round_step::applying) {
+      after_ = after_recovery::apply; // the round's result is kept: finish applying it
+    } else if (phase_ == phase::sync_round || phase_ == phase::finishing) {
+      // Undo the interrupted round; it runs again once every replica is back.
+      result_.sync_rounds = mark_.sync_rounds;
+      result_.best_validation_accuracy = mark_.best_validation_accuracy;
+      result_.reached_target = mark_.reached_target;
+      result_.time_to_target = mark_.time_to_target;
+      result_.curve.resize(mark_.curve);
+      loss_sum_ = mark_.loss_sum;
+      loss_samples_ = mark_.loss_samples;
+      result_.epochs = mark_.epochs;
+      result_.samples = mark_.samples;
+      if (best_moved_)
+        best_layers_ = std::move(mark_.best_layers);
+      best_moved_ = false;
+      best_samples_ = mark_.best_samples;
+      best_epoch_ = mark_.best_epoch;
+      last_progress_ = mark_.last_progress;
+      collecting_final_ = false;
+    }
+    phase_ = phase::recovering;
+    round_step_ = round_step::none;
+  }
+  // More losses may follow at once (a node's actors go down one by one):
+  // wait a moment, then plan with all of them.
+  recovery_step_ = recovery_step::settling;
+  settle_step_ = next_step_++;
+  backend_.settle(settle_step_);
+}
+
+void run_machine::on_settled(std::uint64_t step) {
+  if (phase_ != phase::recovering || recovery_step_ != recovery_step::settling
+      || step != settle_step_) {
+    late();
+    return;
+  }
+  plan_recovery();
+}
+
+std::size_t run_machine::place(std::size_t actor) const {
+  // A pure function of the description (the plan) and the live nodes: an
+  // actor stays on its planned node while that node lives, else it goes to
+  // the live node at (planned index mod live count) in canonical order.
+  const std::size_t planned = placement_.empty() ? 0 : placement_[actor];
+  if (alive_[planned])
+    return planned;
+  std::vector<std::size_t> live;
+  for (std::size_t n = 0; n < alive_.size(); ++n)
+    if (alive_[n])
+      live.push_back(n);
+  return live.empty() ? alive_.size() : live[planned % live.size()];
+}
+
+void run_machine::plan_recovery() {
+  const std::size_t R = layout_.replicas();
+  const auto& all = layout_.actors();
+  for (std::size_t i = 1; i < all.size(); ++i)
+    if (lost_[i] && all[i].kind != actor_kind::swarm_leader)
+      hit_[all[i].replica] = true;
+  std::vector<std::string> moved;
+  recovery_.lost.clear();
+  for (std::size_t i = 1; i < all.size(); ++i) {
+    replaced_[i] = lost_[i] || (all[i].kind != actor_kind::swarm_leader && hit_[all[i].replica]);
+    if (!lost_[i])
+      continue;
+    recovery_.lost.push_back(all[i]);
+    const std::size_t to = place(i);
+    if (to >= alive_.size()) {
+      fail("no live node is left to host " + describe(all[i]));
+      return;
+    }
+    if (to != node_of_[i] && moved.size() < 8)
+      moved.push_back(describe(all[i]) + " -> "
+                      + (to < node_names_.size() ? node_names_[to] : std::string{"local"}));
+    node_of_[i] = to;
+  }
+  recovery_.rolled_back.clear();
+  for (std::size_t r = 0; r < R; ++r)
+    if (hit_[r])
+      recovery_.rolled_back.push_back(static_cast<std::uint32_t>(r));
+  recovery_.round = snapshot_round_;
+  recovery_.moved = recovery_.lost.size();
+  recovery_.restarted = 0;
+  for (std::size_t i = 1; i < all.size(); ++i)
+    recovery_.restarted += replaced_[i] && !lost_[i] ? 1 : 0;
+  std::string line = "coordinator: recovery: ";
+  if (recovery_.rolled_back.empty()) {
+    line += "no replica lost training state";
+  } else {
+    line += "replica";
+    line += recovery_.rolled_back.size() > 1 ? "s" : "";
+    for (std::size_t k = 0; k < recovery_.rolled_back.size(); ++k)
+      line += (k > 0 ? ", " : " ") + std::to_string(recovery_.rolled_back[k]);
+    line += " go back to sync round " + std::to_string(snapshot_round_);
+  }
+  if (!node_names_.empty()) {
+    std::vector<std::size_t> count(alive_.size(), 0);
+    for (std::size_t i = 1; i < all.size(); ++i)
+      ++count[node_of_[i]];
+    line += "; placement now:";
+    for (std::size_t n = 0; n < alive_.size(); ++n)
+      if (alive_[n])
+        line += " " + node_names_[n] + " " + std::to_string(count[n]);
+  }
+  for (const auto& m : moved)
+    line += "; " + m;
+  say(line);
+
+  // Where did the rolled-back replicas stand? A live worker says; for a
+  // lost one the interval since the last round is counted.
+  recovery_step_ = recovery_step::pausing;
+  const std::uint64_t step = next_step_++;
+  recovering_.start(step, R);
+  for (std::size_t r = 0; r < R; ++r) {
+    const std::size_t w = layout_.index(actor_key::worker(static_cast<std::uint32_t>(r)));
+    if (!hit_[r] || redone_counted_[r] || lost_[w] || !registered_[w]) {
+      if (hit_[r] && !redone_counted_[r]) {
+        redone_counted_[r] = true;
+        if (barriers_[r]) {
+          recovery_.samples_redone += barriers_[r]->samples - positions_[r].samples;
+        } else {
+          recovery_.samples_redone += cfg_.topology.sync_every;
+          recovery_.redone_exact = false;
+        }
+      }
+      recovering_.reply(step, r);
+      continue;
+    }
+    backend_.pause(step, static_cast<std::uint32_t>(r));
+  }
+  if (!recovering_.active())
+    start_respawn();
+}
+
+void run_machine::on_paused(std::uint64_t step, std::uint32_t replica, const worker_position& p) {
+  const auto v = phase_ == phase::recovering && recovery_step_ == recovery_step::pausing
+                     ? recovering_.reply(step, replica)
+                     : fanout::verdict::late;
+  if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
+    late();
+    return;
+  }
+  if (!redone_counted_[replica]) {
+    redone_counted_[replica] = true;
+    recovery_.samples_redone += p.samples - positions_[replica].samples;
+  }
+  if (v == fanout::verdict::complete)
+    start_respawn();
+}
+
+void run_machine::start_respawn() {
+  const auto& all = layout_.actors();
+  for (std::size_t r = 0; r < layout_.replicas(); ++r)
+    if (hit_[r]) {
+      ++incarnation_[r];
+      barriers_[r].reset();
+    }
+  at_barrier_ = 0;
+  for (const auto& b : barriers_)
+    at_barrier_ += b ? 1 : 0;
+  recovery_step_ = recovery_step::respawning;
+  const std::uint64_t step = next_step_++;
+  recovering_.start(step, all.size());
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (!replaced_[i]) {
+      recovering_.reply(step, i);
+      continue;
+    }
+    if (registered_[i]) {
+      registered_[i] = false;
+      --registered_count_;
+      backend_.stop(all[i]);
+    }
+  }
+  for (std::size_t i = 1; i < all.size(); ++i)
+    if (replaced_[i]) {
+      const bool leader = all[i].kind == actor_kind::swarm_leader;
+      backend_.spawn(step, node_of_[i], all[i], leader ? 0 : incarnation_[all[i].replica]);
+    }
+}
+
+void run_machine::start_recovery_wiring() {
+  const auto& all = layout_.actors();
+  recovery_step_ = recovery_step::wiring;
+  const std::uint64_t step = next_step_++;
+  recovering_.start(step, all.size());
+  recovering_.reply(step, 0);
+  std::vector<actor_key> todo;
+  for (std::size_t i = 1; i < all.size(); ++i) {
+    // Every replaced actor, and every leader: its swarm has new members.
+    if (replaced_[i] || all[i].kind == actor_kind::swarm_leader)
+      todo.push_back(all[i]);
+    else
+      recovering_.reply(step, i);
+  }
+  for (const auto& a : todo)
+    backend_.wire(step, a);
+}
+
+void run_machine::start_restoring() {
+  const std::size_t L = layout_.layers();
+  const std::size_t R = layout_.replicas();
+  recovery_step_ = recovery_step::restoring;
+  const std::uint64_t step = next_step_++;
+  recovering_.start(step, R * (L + 1));
+  for (std::size_t r = 0; r < R; ++r) {
+    if (!hit_[r]) {
+      for (std::size_t k = 0; k <= L; ++k)
+        recovering_.reply(step, r * (L + 1) + k);
+      continue;
+    }
+    for (std::size_t l = 0; l < L; ++l)
+      backend_.restore(step, static_cast<std::uint32_t>(l), static_cast<std::uint32_t>(r),
+                       (*snapshot_[r])[l]);
+    backend_.seek(step, static_cast<std::uint32_t>(r), positions_[r]);
+  }
+  if (!recovering_.active())
+    finish_recovery();
+}
+
+void run_machine::on_seeked(std::uint64_t step, std::uint32_t replica) {
+  const std::size_t L = layout_.layers();
+  const auto v = phase_ == phase::recovering && recovery_step_ == recovery_step::restoring
+                     ? recovering_.reply(step, replica * (L + 1) + L)
+                     : fanout::verdict::late;
+  if (v == fanout::verdict::complete)
+    finish_recovery();
+  else if (v != fanout::verdict::counted)
+    late();
+}
+
+void run_machine::finish_recovery() {
+  recovery_.seconds = now() - recovery_t0_;
+  recovery_.nodes_alive = static_cast<std::size_t>(std::count(alive_.begin(), alive_.end(), true));
+  result_.recovery_seconds += recovery_.seconds;
+  result_.samples_redone += recovery_.samples_redone;
+  result_.replicas_rolled_back += recovery_.rolled_back.size();
+  result_.actors_moved += recovery_.moved;
+  result_.actors_restarted += recovery_.restarted;
+  say("coordinator: recovered in " + format_duration(recovery_.seconds) + ": "
+      + std::to_string(recovery_.samples_redone) + " samples to redo"
+      + (recovery_.redone_exact ? "" : " (at most)") + ", " + std::to_string(recovery_.moved)
+      + " actors moved, " + std::to_string(recovery_.restarted) + " restarted");
+  backend_.recovered(recovery_);
+  const std::vector<bool> hit = hit_;
+  lost_.assign(layout_.size(), false);
+  replaced_.assign(layout_.size(), false);
+  hit_.assign(layout_.replicas(), false);
+  recovery_step_ = recovery_step::none;
+  if (after_ == after_recovery::apply) {
+    phase_ = phase::sync_round;
+    start_apply();
+    return;
+  }
+  phase_ = phase::training;
+  round_step_ = round_step::none;
+  for (std::size_t r = 0; r < layout_.replicas(); ++r)
+    if (hit[r])
+      backend_.resume(static_cast<std::uint32_t>(r));
+  if (at_barrier_ == layout_.replicas()) // nobody was hit (a lost leader only)
+    start_round();
 }
 
 void run_machine::fail(const std::string& what) {

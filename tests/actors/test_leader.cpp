@@ -80,11 +80,27 @@ protected:
     return leader;
   }
 
+  /// A sync round as the coordinator runs it: `sync` computes the
+  /// post-exchange layer without touching a slice (checked), then `restore`
+  /// sets every replica to it (the best one keeps its own under best).
+  /// Returns the bytes read and written.
   std::uint64_t sync(const nt::swarm_leader_actor& leader, std::uint32_t best,
                      nt::sync_policy policy) {
-    return ask<std::uint64_t>(leader, nt::atom::sync::value, best,
-                              static_cast<std::uint8_t>(policy))
-        .value_or(0);
+    const auto before = all_states();
+    auto x = ask<nt::exchange_result>(leader, nt::atom::sync::value, best,
+                                      static_cast<std::uint8_t>(policy));
+    if (!x)
+      return 0;
+    const auto untouched = all_states();
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t i = 0; i < P; ++i)
+        expect_same_state(untouched[r][i], before[r][i],
+                          "computing the exchange changed replica " + std::to_string(r));
+    std::uint64_t bytes = x->bytes;
+    for (std::uint32_t r = 0; r < R; ++r)
+      if (policy != nt::sync_policy::best || r != best)
+        bytes += ask<std::uint64_t>(leader, nt::atom::restore::value, r, x->post).value_or(0);
+    return bytes;
   }
 
   nt::model_config model;
@@ -165,10 +181,14 @@ TEST_F(Leader, AverageGivesEveryReplicaTheElementWiseMean) {
 }
 
 TEST_F(Leader, NoneAndOneReplicaMoveNothing) {
+  // Under none there is nothing to compute: the coordinator never asks,
+  // and a leader that is asked refuses and changes nothing.
   spawn_slices(true);
   auto leader = spawn_leader();
   const auto before = all_states();
-  EXPECT_EQ(sync(leader, 0, nt::sync_policy::none), 0u);
+  EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0},
+                            static_cast<std::uint8_t>(nt::sync_policy::none)),
+                  "nothing to exchange");
   const auto after = all_states();
   for (std::size_t r = 0; r < R; ++r)
     for (std::size_t i = 0; i < P; ++i)

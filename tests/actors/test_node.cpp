@@ -26,7 +26,8 @@ nt::coordinator_actor::behavior_type fake_coordinator(nt::coordinator_actor::poi
         log->hellos.emplace_back(id, hash);
         return nt::atom::ok::value;
       },
-      [=](nt::atom::reg, const nt::actor_key& key, caf::actor& a) {
+      [=](nt::atom::reg, const nt::actor_key& key, std::uint32_t incarnation, caf::actor& a) {
+        EXPECT_EQ(incarnation, 0u);
         log->registrations.emplace_back(key, std::move(a));
       },
       [=](nt::atom::run) -> caf::result<nt::run_result> {
@@ -34,6 +35,7 @@ nt::coordinator_actor::behavior_type fake_coordinator(nt::coordinator_actor::poi
         return caf::make_error(caf::sec::unexpected_message);
       },
       [=](nt::atom::deadline) { unexpected("deadline"); },
+      [=](nt::atom::settled, std::uint64_t) { unexpected("settled"); },
       [=](nt::atom::barrier, const nt::barrier_report&) { unexpected("barrier"); },
   };
 }

@@ -33,7 +33,7 @@ protected:
         continue;
       auto a = nt::spawn_run_actor(sys, cfg, data, key);
       manual.push_back(a);
-      self->send(coord, nt::atom::reg::value, key, a);
+      self->send(coord, nt::atom::reg::value, key, std::uint32_t{0}, a);
     }
     return coord;
   }

@@ -33,6 +33,8 @@ public:
   std::vector<std::string> lines;
   std::vector<nt::round_summary> rounds;
   std::optional<nt::run_result> result;
+  std::vector<nt::worker_position> seeks;
+  std::vector<nt::recovery_summary> recoveries;
   int finished_calls = 0;
   int stops = 0;
 
@@ -55,6 +57,17 @@ public:
   void query_stats(std::uint64_t s, const nt::actor_key& a) override {
     commands.push_back({"stats", s, a});
   }
+  void restore(std::uint64_t s, std::uint32_t l, std::uint32_t r, const nt::layer_state&) override {
+    commands.push_back({"restore", s, {}, r, l});
+  }
+  void pause(std::uint64_t s, std::uint32_t r) override { commands.push_back({"pause", s, {}, r}); }
+  void seek(std::uint64_t s, std::uint32_t r, const nt::worker_position& p) override {
+    commands.push_back({"seek", s, {}, r});
+    seeks.push_back(p);
+  }
+  void stop(const nt::actor_key& a) override { commands.push_back({"stop", 0, a}); }
+  void settle(std::uint64_t s) override { commands.push_back({"settle", s, {}}); }
+  void recovered(const nt::recovery_summary& r) override { recoveries.push_back(r); }
   void round_done(const nt::round_summary& r, bool) override { rounds.push_back(r); }
   void log(const std::string& line) override { lines.push_back(line); }
   void finished(nt::run_result&& r) override {
@@ -132,6 +145,22 @@ protected:
       b.finished = last;
       b.loss_sum = 1.0;
       b.loss_samples = 10;
+      b.position.samples = samples;
+      m->on_barrier(b);
+    }
+  }
+
+  /// The replicas in `which` report a barrier at `samples` (their current
+  /// incarnation).
+  void barrier_all_at(std::uint64_t samples, bool last, const std::vector<std::uint32_t>& which) {
+    for (std::uint32_t r : which) {
+      nt::barrier_report b;
+      b.replica = r;
+      b.incarnation = m->incarnation(r);
+      b.samples = samples;
+      b.epoch = 1;
+      b.finished = last;
+      b.position.samples = samples;
       m->on_barrier(b);
     }
   }
@@ -144,7 +173,16 @@ protected:
 
   void answer_collects() {
     for (const auto& c : rec.take("collect"))
-      m->on_collected(c.step, c.layer, some_layer(static_cast<float>(c.layer)));
+      m->on_collected(c.step, c.layer, c.replica, some_layer(static_cast<float>(c.layer)));
+  }
+
+  /// Answers every pending exchange (the leaders' computation), then every
+  /// restore that applies it; `bytes` per answer.
+  void exchange_all(std::uint64_t bytes = 1) {
+    for (const auto& e : rec.take("exchange"))
+      m->on_exchanged(e.step, e.layer, some_layer(9.0f), bytes);
+    for (const auto& r : rec.take("restore"))
+      m->on_restored(r.step, r.layer, r.replica, bytes);
   }
 
   void answer_stats() {
@@ -190,9 +228,16 @@ TEST_F(RunMachine, WalksEveryPhaseOfARunInOrder) {
   EXPECT_DOUBLE_EQ(rec.rounds[0].point.seconds, 10.0);
   EXPECT_DOUBLE_EQ(rec.rounds[0].point.train_loss, 0.1);
   EXPECT_EQ(rec.rounds[0].point.samples, 1000u);
-  m->on_exchanged(ex[0].step, 0, 100);
+  m->on_exchanged(ex[0].step, 0, some_layer(1.0f), 100);
+  EXPECT_EQ(m->current_round_step(), step::exchanging);
+  m->on_exchanged(ex[1].step, 1, some_layer(2.0f), 50);
+  EXPECT_EQ(m->current_round_step(), step::applying) << "the result is kept, then applied";
+  auto restores = rec.take("restore");
+  ASSERT_EQ(restores.size(), 4u) << "2 replicas x 2 layers (average applies to every replica)";
+  for (std::size_t i = 0; i + 1 < restores.size(); ++i)
+    m->on_restored(restores[i].step, restores[i].layer, restores[i].replica, 10);
   EXPECT_EQ(m->current_phase(), phase::sync_round);
-  m->on_exchanged(ex[1].step, 1, 50);
+  m->on_restored(restores.back().step, restores.back().layer, restores.back().replica, 10);
   EXPECT_EQ(m->current_phase(), phase::training);
   EXPECT_EQ(rec.take("resume").size(), 2u);
 
@@ -205,7 +250,7 @@ TEST_F(RunMachine, WalksEveryPhaseOfARunInOrder) {
   ASSERT_EQ(collects.size(), 2u);
   EXPECT_EQ(collects[0].replica, 0u) << "the final model is the best replica's";
   for (const auto& c : collects)
-    m->on_collected(c.step, c.layer, some_layer(static_cast<float>(c.layer)));
+    m->on_collected(c.step, c.layer, c.replica, some_layer(static_cast<float>(c.layer)));
   auto stats = rec.take("stats");
   EXPECT_EQ(stats.size(), 2u + 2u + 6u) << "leaders, workers and relays are asked";
   EXPECT_EQ(rec.finished_calls, 0);
@@ -216,7 +261,7 @@ TEST_F(RunMachine, WalksEveryPhaseOfARunInOrder) {
   const auto& r = *rec.result;
   EXPECT_TRUE(r.ok) << r.error;
   EXPECT_EQ(r.sync_rounds, 2u);
-  EXPECT_EQ(r.sync_bytes, 150u);
+  EXPECT_EQ(r.sync_bytes, 150u + 4u * 10u);
   EXPECT_EQ(r.samples, 2000u);
   EXPECT_EQ(r.dropped, 10u);
   EXPECT_DOUBLE_EQ(r.best_validation_accuracy, 0.8);
@@ -238,7 +283,9 @@ TEST_F(RunMachine, ALateReplyOfAnEarlierStepIsIgnoredAndCounted) {
     m->on_scored(v.step, v.replica, nt::replica_score{0.5, 0.5});
   auto ex = rec.take("exchange");
   for (const auto& e : ex)
-    m->on_exchanged(e.step, e.layer, 1);
+    m->on_exchanged(e.step, e.layer, some_layer(1.0f), 1);
+  for (const auto& r : rec.take("restore"))
+    m->on_restored(r.step, r.layer, r.replica, 1);
   rec.take("resume");
   barrier_all(1000, false);
   ASSERT_EQ(m->current_round_step(), step::scoring);
@@ -258,7 +305,7 @@ TEST_F(RunMachine, ALateReplyOfAnEarlierStepIsIgnoredAndCounted) {
   ASSERT_EQ(rec.rounds.size(), 2u);
   EXPECT_DOUBLE_EQ(rec.rounds[1].point.validation_accuracy, 0.7) << "the late 1.0 leaked in";
   // An exchange reply of the first round is late as well.
-  m->on_exchanged(ex[0].step, 0, 1000);
+  m->on_exchanged(ex[0].step, 0, some_layer(1.0f), 1000);
   EXPECT_EQ(m->late_replies(), 3u);
   EXPECT_EQ(m->current_round_step(), step::exchanging);
 }
@@ -272,8 +319,7 @@ TEST_F(RunMachine, StopsAtTheFirstRoundReachingTheTarget) {
   barrier_all(500, false);
   score({0.5, 0.7});
   EXPECT_EQ(m->current_phase(), phase::sync_round) << "0.7 < 0.75: keep training";
-  for (const auto& e : rec.take("exchange"))
-    m->on_exchanged(e.step, e.layer, 1);
+  exchange_all();
   clock = 107;
   barrier_all(1000, false); // not finished: only the target stops it
   score({0.76, 0.6});
@@ -299,10 +345,9 @@ TEST_F(RunMachine, KeepBestCollectsTheBestReplicaWhenItImproves) {
   ASSERT_EQ(col.size(), 2u);
   EXPECT_EQ(col[0].replica, 1u);
   for (const auto& x : col)
-    m->on_collected(x.step, x.layer, some_layer(7.0f));
+    m->on_collected(x.step, x.layer, x.replica, some_layer(7.0f));
   EXPECT_EQ(m->current_round_step(), step::exchanging);
-  for (const auto& e : rec.take("exchange"))
-    m->on_exchanged(e.step, e.layer, 1);
+  exchange_all();
   barrier_all(1000, true);
   score({0.6, 0.6}); // worse: the first round's weights are kept
   EXPECT_EQ(m->current_phase(), phase::finishing);
@@ -322,6 +367,10 @@ TEST_F(RunMachine, NoneAndOneReplicaSkipTheExchange) {
   barrier_all(500, false);
   score({0.5});
   EXPECT_TRUE(rec.take("exchange").empty());
+  // Nothing is exchanged, but the replica's layers are kept for a rollback.
+  EXPECT_EQ(m->current_round_step(), step::snapshotting);
+  EXPECT_TRUE(rec.take("resume").empty());
+  answer_collects();
   EXPECT_EQ(rec.take("resume").size(), 1u);
   EXPECT_EQ(m->current_phase(), phase::training);
 }
@@ -392,10 +441,10 @@ TEST_F(RunMachine, NodesAreAskedToSpawnWhatThePlacementPutsOnThem) {
   EXPECT_EQ(rec.result->error.find("b)"), std::string::npos) << rec.result->error;
 }
 
-TEST_F(RunMachine, ALostActorEndsTheRunNamingIt) {
+TEST_F(RunMachine, ALostActorBeforeTrainingEndsTheRunNamingIt) {
   make(small_config(2));
-  start();
-  m->on_run_requested(); // a second request changes nothing
+  register_all(); // wiring: nothing has trained yet, there is nothing to recover
+  m->on_run_requested();
   m->on_lost(nt::actor_key::relay(1, 2), "remote_link_unreachable");
   ASSERT_EQ(rec.finished_calls, 1);
   EXPECT_FALSE(rec.result->ok);
@@ -403,9 +452,185 @@ TEST_F(RunMachine, ALostActorEndsTheRunNamingIt) {
   EXPECT_CONTAINS(rec.result->error, "remote_link_unreachable");
   // Later events are ignored: the run is over.
   m->on_lost(nt::actor_key::worker(0), "x");
-  barrier_all(100, false);
   EXPECT_EQ(rec.finished_calls, 1);
-  EXPECT_TRUE(rec.take("validate").empty());
+}
+
+/// Drives a recovery from the settle timer to the end: answers pauses with
+/// `paused` samples, registers and acknowledges every respawn, wire,
+/// restore and seek. Returns the keys respawned.
+std::vector<nt::actor_key> recover(nt::run_machine& m, recorder& rec, std::uint64_t paused) {
+  auto settle = rec.take("settle");
+  EXPECT_FALSE(settle.empty());
+  if (settle.empty())
+    return {};
+  m.on_settled(settle.back().step);
+  for (const auto& p : rec.take("pause")) {
+    nt::worker_position pos;
+    pos.samples = paused;
+    m.on_paused(p.step, p.replica, pos);
+  }
+  rec.take("stop");
+  std::vector<nt::actor_key> spawned;
+  for (const auto& sp : rec.take("spawn")) {
+    const bool leader = sp.key.kind == nt::actor_kind::swarm_leader;
+    EXPECT_TRUE(m.on_registered(sp.key, leader ? 0 : m.incarnation(sp.key.replica)))
+        << nt::to_string(sp.key);
+    m.on_spawned(sp.step, sp.key);
+    spawned.push_back(sp.key);
+  }
+  for (const auto& w : rec.take("wire"))
+    m.on_wired(w.step, w.key);
+  for (const auto& r : rec.take("restore"))
+    m.on_restored(r.step, r.layer, r.replica, 1);
+  for (const auto& sk : rec.take("seek"))
+    m.on_seeked(sk.step, sk.replica);
+  return spawned;
+}
+
+TEST_F(RunMachine, ALostActorRollsBackItsReplicaOnlyAndTrainingGoesOn) {
+  make(small_config(2));
+  start();
+  rec.take("resume");
+  barrier_all(500, false); // round 1 at 500 samples per replica
+  score({0.5, 0.6});
+  exchange_all();
+  ASSERT_EQ(m->current_phase(), phase::training);
+  rec.take("resume");
+  // Replica 1 loses a relay mid-interval.
+  m->on_lost(nt::actor_key::relay(1, 2), "remote_link_unreachable");
+  EXPECT_EQ(m->current_phase(), phase::recovering);
+  // A second loss of the same node while settling joins the same recovery.
+  m->on_lost(nt::actor_key::slice_of(1, 1, 0), "remote_link_unreachable");
+  auto settle = rec.take("settle");
+  ASSERT_EQ(settle.size(), 2u);
+  m->on_settled(settle[0].step); // the first timer is stale
+  EXPECT_EQ(m->current_recovery_step(), nt::run_machine::recovery_step::settling);
+  m->on_settled(settle[1].step);
+  auto pauses = rec.take("pause");
+  ASSERT_EQ(pauses.size(), 1u);
+  EXPECT_EQ(pauses[0].replica, 1u) << "only the hit replica's worker is asked";
+  nt::worker_position at;
+  at.samples = 640; // 140 samples past its last round
+  m->on_paused(pauses[0].step, 1, at);
+  // Every actor of replica 1 is stopped and spawned again at incarnation 1.
+  EXPECT_EQ(m->incarnation(1), 1u);
+  EXPECT_EQ(m->incarnation(0), 0u);
+  auto stops = rec.take("stop");
+  auto spawns = rec.take("spawn");
+  EXPECT_EQ(stops.size(), 1u + 3u + 2u) << "worker, 3 relays and 2 slices of replica 1";
+  ASSERT_EQ(spawns.size(), stops.size());
+  for (const auto& sp : spawns)
+    EXPECT_EQ(sp.key.replica, 1u) << nt::to_string(sp.key);
+  // A registration of the old incarnation is refused.
+  EXPECT_FALSE(m->on_registered(spawns[0].key, 0));
+  for (const auto& sp : spawns) {
+    EXPECT_TRUE(m->on_registered(sp.key, 1));
+    m->on_spawned(sp.step, sp.key);
+  }
+  auto wires = rec.take("wire");
+  EXPECT_EQ(wires.size(), spawns.size() + 2u) << "the new actors and both leaders";
+  for (const auto& w : wires)
+    m->on_wired(w.step, w.key);
+  auto restores = rec.take("restore");
+  auto seeks = rec.take("seek");
+  ASSERT_EQ(restores.size(), 2u);
+  ASSERT_EQ(seeks.size(), 1u);
+  EXPECT_EQ(seeks[0].replica, 1u);
+  EXPECT_EQ(rec.seeks.back().samples, 500u) << "back to its position at round 1";
+  for (const auto& r : restores) {
+    EXPECT_EQ(r.replica, 1u);
+    m->on_restored(r.step, r.layer, r.replica, 1);
+  }
+  EXPECT_EQ(m->current_phase(), phase::recovering) << "the worker is not back yet";
+  m->on_seeked(seeks[0].step, 1);
+  EXPECT_EQ(m->current_phase(), phase::training);
+  auto resumes = rec.take("resume");
+  ASSERT_EQ(resumes.size(), 1u);
+  EXPECT_EQ(resumes[0].replica, 1u) << "replica 0 kept its work and never stopped";
+  ASSERT_EQ(rec.recoveries.size(), 1u);
+  EXPECT_EQ(rec.recoveries[0].samples_redone, 140u);
+  EXPECT_TRUE(rec.recoveries[0].redone_exact);
+  EXPECT_EQ(rec.recoveries[0].lost.size(), 2u);
+  EXPECT_EQ(rec.recoveries[0].round, 1u);
+  // A barrier of the old incarnation is stale; the new one counts.
+  nt::barrier_report old;
+  old.replica = 1;
+  old.incarnation = 0;
+  const auto late_before = m->late_replies();
+  m->on_barrier(old);
+  EXPECT_EQ(m->late_replies(), late_before + 1);
+  barrier_all_at(1000, false, {0, 1});
+  EXPECT_EQ(m->current_round_step(), step::scoring);
+}
+
+TEST_F(RunMachine, ALossDuringScoringUndoesTheRoundAndRunsItAgain) {
+  make(small_config(2));
+  start();
+  barrier_all(500, false);
+  ASSERT_EQ(m->current_round_step(), step::scoring);
+  auto first = rec.take("validate");
+  m->on_scored(first[0].step, 0, nt::replica_score{0.5, 0.5});
+  m->on_lost(nt::actor_key::worker(0), "kill"); // a lost worker: its progress is unknown
+  recover(*m, rec, 0);
+  EXPECT_EQ(m->current_phase(), phase::training);
+  EXPECT_EQ(rec.recoveries.back().samples_redone, 500u) << "the whole interval, at the barrier";
+  // The late score of the undone round is ignored.
+  m->on_scored(first[1].step, 1, nt::replica_score{0.5, 0.5});
+  EXPECT_GE(m->late_replies(), 1u);
+  barrier_all_at(500, false, {0});
+  ASSERT_EQ(m->current_round_step(), step::scoring) << "replica 1 still waits at its barrier";
+  score({0.5, 0.7});
+  exchange_all();
+  EXPECT_EQ(m->current_phase(), phase::training);
+  EXPECT_EQ(rec.rounds.size(), 1u) << "the undone round was never reported";
+}
+
+TEST_F(RunMachine, ALossWhileApplyingTheExchangeFinishesApplyingIt) {
+  make(small_config(2));
+  start();
+  rec.take("resume");
+  barrier_all(500, false);
+  score({0.5, 0.7});
+  for (const auto& e : rec.take("exchange"))
+    m->on_exchanged(e.step, e.layer, some_layer(3.0f), 1);
+  ASSERT_EQ(m->current_round_step(), step::applying);
+  auto applying = rec.take("restore");
+  m->on_restored(applying[0].step, applying[0].layer, applying[0].replica, 1);
+  m->on_lost(nt::actor_key::slice_of(0, 0, 0), "kill");
+  recover(*m, rec, 0);
+  // Back in the round: the result is applied to every replica again.
+  EXPECT_EQ(m->current_round_step(), step::applying);
+  EXPECT_EQ(rec.seeks.back().samples, 500u) << "the rolled-back worker goes to this round";
+  auto again = rec.take("restore");
+  EXPECT_EQ(again.size(), 4u);
+  for (const auto& r : again)
+    m->on_restored(r.step, r.layer, r.replica, 1);
+  EXPECT_EQ(m->current_phase(), phase::training);
+  EXPECT_EQ(rec.take("resume").size(), 2u);
+  EXPECT_EQ(m->result().sync_rounds, 1u);
+}
+
+TEST_F(RunMachine, ALossDuringARecoveryRestartsItAsOne) {
+  make(small_config(2));
+  start();
+  rec.take("resume");
+  m->on_lost(nt::actor_key::relay(0, 1), "kill");
+  auto settle = rec.take("settle");
+  m->on_settled(settle.back().step);
+  for (const auto& p : rec.take("pause"))
+    m->on_paused(p.step, p.replica, nt::worker_position{});
+  rec.take("stop");
+  auto spawns = rec.take("spawn");
+  ASSERT_FALSE(spawns.empty());
+  // Replica 1 loses an actor while replica 0's actors are being spawned.
+  m->on_lost(nt::actor_key::worker(1), "kill");
+  m->on_spawned(spawns[0].step, spawns[0].key); // of the abandoned attempt: late
+  recover(*m, rec, 0);
+  EXPECT_EQ(m->current_phase(), phase::training);
+  EXPECT_EQ(m->result().recoveries, 1u);
+  EXPECT_EQ(rec.recoveries.size(), 1u);
+  EXPECT_EQ(rec.recoveries[0].rolled_back.size(), 2u);
+  EXPECT_EQ(rec.take("resume").size(), 2u);
 }
 
 TEST_F(RunMachine, DivergenceEndsTheRunAndUnexpectedBarriersAreIgnored) {
