@@ -75,6 +75,10 @@ const std::map<std::string, family>& families() {
       {"nettorrent_samples_per_second", {t::gauge, {"node"}}},
       {"nettorrent_epoch", {t::gauge, {"node"}}},
       {"nettorrent_time_to_target_seconds", {t::gauge, {"node"}}},
+      {"nettorrent_recoveries_total", {t::counter, {"node"}}},
+      {"nettorrent_recovery_seconds", {t::histogram, {"node"}}},
+      {"nettorrent_samples_redone_total", {t::counter, {"node"}}},
+      {"nettorrent_nodes_alive", {t::gauge, {"node"}}},
   };
   return f;
 }
