@@ -705,7 +705,9 @@ TEST(Dashboards, OverviewShowsEveryRunLevelMetric) {
        {"nettorrent_samples_total", "nettorrent_training_loss", "nettorrent_validation_accuracy",
         "nettorrent_best_validation_accuracy", "nettorrent_test_accuracy",
         "nettorrent_time_to_target_seconds", "nettorrent_epoch", "nettorrent_peers_alive",
-        "nettorrent_dropped_messages_total", "nettorrent_peer_failures_total"})
+        "nettorrent_dropped_messages_total", "nettorrent_peer_failures_total",
+        "nettorrent_recoveries_total", "nettorrent_recovery_seconds_count",
+        "nettorrent_samples_redone_total", "nettorrent_nodes_alive"})
     EXPECT_TRUE(used.count(m)) << "overview.json does not show " << m;
 }
 
