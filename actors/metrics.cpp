@@ -153,6 +153,24 @@ metrics::metrics(std::string node, const run_layout& layout)
   run_.time_to_target = gauge("nettorrent_time_to_target_seconds",
                               "Seconds to the target validation accuracy (-1 until reached)");
   run_.time_to_target->Set(-1);
+  auto counter = [&](const char* name, const char* help) {
+    return &BuildCounter().Name(name).Help(help).Register(reg).Add({{"node", node}});
+  };
+  run_.recoveries = counter("nettorrent_recoveries_total",
+                            "Lost nodes the run recovered from (their actors re-placed)");
+  run_.samples_redone = counter("nettorrent_samples_redone_total",
+                                "Training samples trained again because of recoveries");
+  // From noticing a lost node (the connection timeout is not included) to
+  // training again: re-placing and re-wiring actors takes from tens of
+  // milliseconds (loopback) to tens of seconds.
+  const Histogram::BucketBoundaries recovery_buckets{0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 60};
+  run_.recovery_seconds = &BuildHistogram()
+                               .Name("nettorrent_recovery_seconds")
+                               .Help("Time from noticing a lost node to training again")
+                               .Register(reg)
+                               .Add({{"node", node}}, recovery_buckets);
+  run_.nodes_alive =
+      gauge("nettorrent_nodes_alive", "Nodes of the run alive, as the coordinator sees them");
   auto& val = BuildGauge()
                   .Name("nettorrent_validation_accuracy")
                   .Help("Last validation accuracy of each replica")

@@ -63,7 +63,8 @@ struct swarm_metrics {
   void dropped_msg(msg_kind k) const { dropped[static_cast<std::size_t>(k)]->Increment(); }
 };
 
-/// Run-level gauges, updated by the coordinator.
+/// Run-level metrics (label node only), updated by the coordinator. Every
+/// process exports them; the other processes keep their start values.
 struct run_metrics {
   prometheus::Gauge* training_loss = nullptr;
   std::vector<prometheus::Gauge*> validation_accuracy; ///< [replica]
@@ -72,6 +73,10 @@ struct run_metrics {
   prometheus::Gauge* samples_per_second = nullptr;
   prometheus::Gauge* epoch = nullptr;
   prometheus::Gauge* time_to_target = nullptr;
+  prometheus::Counter* recoveries = nullptr;         ///< lost nodes recovered from
+  prometheus::Histogram* recovery_seconds = nullptr; ///< noticing a loss -> training again
+  prometheus::Counter* samples_redone = nullptr;     ///< samples trained again after recoveries
+  prometheus::Gauge* nodes_alive = nullptr;          ///< coordinator's process: nodes; others 0
 };
 
 /// The metrics of one process.

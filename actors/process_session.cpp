@@ -79,6 +79,11 @@ coordinator_spec make_coordinator_spec(const run_config& cfg, bool verbose, std:
   spec.verbose = verbose;
   spec.cluster_hash = hash;
   spec.metrics = res.m ? &res.m->run() : nullptr;
+  // Only the coordinator's process reports the nodes (the others keep 0, so
+  // the run's value is the maximum over its processes, as for every
+  // run-level gauge); every node is alive at the start.
+  if (spec.metrics)
+    spec.metrics->nodes_alive->Set(static_cast<double>(nodes.size()));
   spec.train_samples = res.data ? res.data->train.size() : 0;
   spec.nodes = std::move(nodes);
   spec.placement = std::move(placement);

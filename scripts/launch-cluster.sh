@@ -2,11 +2,15 @@
 # Starts an N-node NetTorrent cluster on this machine and streams every
 # node's output, prefixed with its id ("[n0] ...").
 #
-# Usage: scripts/launch-cluster.sh [N] [--section.key=value ...]
-#   N            number of nodes (default 3): node-0.ini .. node-(N-1).ini of
-#                the cluster directory are started, one process each
-#   --a.b=value  passed identically to every node (overrides change the
-#                cluster hash, so every node must get the same ones)
+# Usage: scripts/launch-cluster.sh [N] [--restart-failed] [--section.key=value ...]
+#   N                 number of nodes (default 3): node-0.ini .. node-(N-1).ini
+#                     of the cluster directory are started, one process each
+#   --restart-failed  start a failed node again (same node file, same
+#                     overrides), at most NETTORRENT_MAX_RESTARTS times per
+#                     node; never the coordinator's node, and not once the
+#                     coordinator's node has exited
+#   --a.b=value       passed identically to every node (overrides change the
+#                     cluster hash, so every node must get the same ones)
 # Environment:
 #   NETTORRENT_CLUSTER_DIR  directory of the node files (default: config/cluster
 #                           of this checkout)
@@ -17,10 +21,25 @@
 #                           nodes (default 5)
 #   NETTORRENT_DRAIN_TIMEOUT seconds the other nodes get to finish after the
 #                           coordinator's node exited successfully (default 30)
+#   NETTORRENT_MAX_RESTARTS restarts per node with --restart-failed (default 3)
 #
+# The coordinator's node is the first of the cluster file's nodes.ids in
+# sorted order, or placement.coordinator with placement.strategy "explicit"
+# (the cluster file named by node-0.ini). The run's outcome is the
+# coordinator's:
+#   - the coordinator's node fails: every other node is stopped;
+#   - another node fails: it is reported (id, node file, exit status or
+#     signal) and the others keep running; the coordinator decides whether
+#     the run goes on without it. With --restart-failed it is started again.
+# If the coordinator's node is unknown (no readable cluster file), every
+# failure stops the others.
 # Ctrl-C or SIGTERM stops every node (SIGTERM, then SIGKILL after the grace
-# period). If a node fails, the others are stopped. Exit status: 0 if every
-# node exited 0; otherwise non-zero, after naming each node that failed.
+# period).
+# Exit status: 0 if the coordinator's node exited 0 (the run completed) and
+# no node had to be stopped after it; every node that failed on the way is
+# still named, restarted or not. 1 if the coordinator's node failed, or nodes
+# still ran NETTORRENT_DRAIN_TIMEOUT s after it exited 0. 2 for a usage or
+# setup error; 128+n when stopped by signal n.
 # Relative paths in overrides (e.g. --training.output_dir) are taken from the
 # current directory, as for `nettorrent node` itself.
 set -uo pipefail
@@ -32,17 +51,24 @@ say() { printf '%s: %s\n' "$me" "$*" >&2; }
 die() { say "error: $*"; exit 2; }
 
 # --- arguments ---------------------------------------------------------------
+usage="$0 [N] [--restart-failed] [--section.key=value ...]"
 n=3
 if [[ $# -gt 0 && $1 != --* ]]; then
   if [[ ! $1 =~ ^[0-9]+$ ]] || ((10#$1 < 1)); then
-    die "the node count must be a positive integer, not \"$1\" (usage: $0 [N] [--section.key=value ...])"
+    die "the node count must be a positive integer, not \"$1\" (usage: $usage)"
   fi
   n=$((10#$1))
   shift
 fi
+restart_failed=0 overrides=()
 for a in "$@"; do
-  [[ $a == --?*=* ]] || die "\"$a\" is not an override of the form --section.key=value"
+  if [[ $a == --restart-failed ]]; then
+    restart_failed=1
+    continue
+  fi
+  [[ $a == --?*=* ]] || die "\"$a\" is not --restart-failed nor an override of the form --section.key=value (usage: $usage)"
   [[ $a == --config-file=* ]] && die "--config-file is set per node by the launcher; use NETTORRENT_CLUSTER_DIR to choose the node files"
+  overrides+=("$a")
 done
 
 dir=${NETTORRENT_CLUSTER_DIR:-$root/config/cluster}
@@ -51,6 +77,9 @@ grace=${NETTORRENT_KILL_GRACE:-5}
 drain=${NETTORRENT_DRAIN_TIMEOUT:-30}
 [[ $grace =~ ^[0-9]+$ ]] || die "NETTORRENT_KILL_GRACE must be a whole number of seconds, not \"$grace\""
 [[ $drain =~ ^[0-9]+$ ]] || die "NETTORRENT_DRAIN_TIMEOUT must be a whole number of seconds, not \"$drain\""
+max_restarts=${NETTORRENT_MAX_RESTARTS:-3}
+[[ $max_restarts =~ ^[0-9]+$ ]] || die "NETTORRENT_MAX_RESTARTS must be a whole number, not \"$max_restarts\""
+max_restarts=$((10#$max_restarts))
 
 # --- node files ----------------------------------------------------------------
 # The value of `key = "string"` in an INI file (first match), or nothing.
@@ -110,10 +139,14 @@ else
 fi
 
 # --- processes -----------------------------------------------------------------
-declare -a pids=() sed_pids=() status=() stopped=()
+declare -a pids=() sed_pids=() status=() stopped=() failures=() restarts=()
 stopping=0 signalled=0
 
 alive() { kill -0 "$1" 2>/dev/null; }
+
+# Whether node i runs the coordinator (every node, if that is unknown: then
+# any failure stops the run).
+runs_coordinator() { [[ -z $coordinator || ${ids[$1]} == "$coordinator" ]]; }
 
 # Stops every node still running: SIGTERM, then SIGKILL after $grace s.
 stop_nodes() {
@@ -157,9 +190,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "starting $n nodes from $dir with $bin${coordinator:+ (coordinator on $coordinator)}"
-for ((i = 0; i < n; ++i)); do
-  ((signalled)) && break # stopped while starting: start no more
+# Starts node i (again, after a failure): node file i, the same overrides.
+start_node() {
+  local i=$1 prefix out
   prefix=$(printf '%s' "[${ids[i]}] " | sed 's/[\\/&]/\\&/g')
   # Each node writes into a pipe to its own sed (a child of this script, so
   # it can be waited for); this script closes its end of the pipe at once,
@@ -168,9 +201,21 @@ for ((i = 0; i < n; ++i)); do
   # on_signal, which stops them in order and lets their last lines through.
   exec {out}> >(trap '' INT; exec sed -u "s/^/$prefix/")
   sed_pids+=($!)
-  "$bin" node --config-file="${files[i]}" "$@" >&"$out" 2>&1 &
-  pids+=($!)
+  "$bin" node --config-file="${files[i]}" "${overrides[@]}" >&"$out" 2>&1 &
+  pids[i]=$!
+  status[i]=
   exec {out}>&-
+}
+
+say "starting $n nodes from $dir with $bin${coordinator:+ (coordinator on $coordinator)}"
+if [[ -z $coordinator ]]; then
+  say "the coordinator's node is unknown (no readable cluster file with nodes.ids): any failure stops every node$( ((restart_failed)) && printf ', and --restart-failed restarts none')"
+elif ((restart_failed)); then
+  say "a failed node other than $coordinator is restarted, at most $max_restarts times (NETTORRENT_MAX_RESTARTS)"
+fi
+for ((i = 0; i < n; ++i)); do
+  ((signalled)) && break # stopped while starting: start no more
+  start_node "$i"
 done
 n=${#pids[@]}
 
@@ -185,10 +230,35 @@ describe_status() { # exit status -> text
   fi
 }
 
+# Node i failed (not stopped by the launcher) with status $2: report it, and
+# stop the others, restart it, or leave the others running.
+on_failure() {
+  local i=$1 what
+  what="node ${ids[i]} (${files[i]}) FAILED: $(describe_status "$2")"
+  failures[i]+="${failures[i]:+, }$(describe_status "$2")"
+  if runs_coordinator "$i"; then
+    say "$what${coordinator:+; it runs the coordinator}; stopping the others"
+    failed=1
+    stop_nodes
+  elif ((coordinator_exited)); then
+    say "$what, after the coordinator's node exited; not restarted"
+  elif ((restart_failed && ${restarts[i]:-0} < max_restarts)); then
+    restarts[i]=$((${restarts[i]:-0} + 1))
+    say "$what; restarting it (restart ${restarts[i]} of $max_restarts); the others keep running"
+    start_node "$i"
+    ((++remaining))
+    ((stopping)) && kill -TERM "${pids[i]}" 2>/dev/null # a signal came in meanwhile
+  elif ((restart_failed)); then
+    say "$what; not restarted: restarted $max_restarts times already (NETTORRENT_MAX_RESTARTS); the others keep running"
+  else
+    say "$what; the others keep running (the coordinator decides whether the run goes on)"
+  fi
+}
+
 # Polls every 0.1 s rather than `wait -n`: bash drops a job that it reaped
 # in the background (e.g. while stopping nodes) from the set `wait -n`
 # looks at, while `wait PID` still returns the saved status of any child.
-failed=0 remaining=$n drain_deadline=
+failed=0 remaining=$n coordinator_exited=0 drain_deadline=
 while ((remaining > 0)); do
   if [[ -n $drain_deadline ]] && ((SECONDS >= drain_deadline)); then
     say "the coordinator's node exited but some nodes are still running after ${drain}s: stopping them"
@@ -207,16 +277,15 @@ while ((remaining > 0)); do
     ((--remaining))
     if ((st == 0)); then
       say "node ${ids[i]} finished"
-      if [[ ${ids[i]} == "$coordinator" ]] && ((remaining > 0 && !stopping)); then
-        drain_deadline=$((SECONDS + drain)) # the others get $drain s to finish
-      fi
     elif ((stopping)); then
       stopped[i]=1
       say "node ${ids[i]} stopped ($(describe_status "$st"))"
     else
-      say "node ${ids[i]} (${files[i]}) FAILED: $(describe_status "$st"); stopping the others"
-      failed=1
-      stop_nodes
+      on_failure "$i" "$st"
+    fi
+    if [[ ${ids[i]} == "$coordinator" ]]; then
+      coordinator_exited=1
+      ((st == 0 && remaining > 0 && !stopping)) && drain_deadline=$((SECONDS + drain)) # the others get $drain s to finish
     fi
   done
   ((remaining > 0 && !progress)) && sleep 0.1
@@ -231,18 +300,29 @@ if ((signalled)); then
   say "stopped by a signal"
   exit $((128 + signalled))
 fi
-if ((failed)); then
-  bad=() halted=()
-  for ((i = 0; i < n; ++i)); do
-    ((status[i] == 0)) && continue
-    if [[ -n ${stopped[i]:-} ]]; then
-      halted+=("${ids[i]}")
-    else
-      bad+=("${ids[i]} ($(describe_status "${status[i]}"))")
+# Every node that failed: its failures, its restarts, how it ended.
+bad=() halted=()
+for ((i = 0; i < n; ++i)); do
+  if [[ -n ${failures[i]:-} ]]; then
+    note=${failures[i]}
+    ((${restarts[i]:-0} > 0)) && note+="; restarts: ${restarts[i]}"
+    if ((status[i] == 0)); then
+      note+=", then exited 0"
+    elif [[ -n ${stopped[i]:-} ]]; then
+      note+=", then stopped by the launcher"
     fi
-  done
+    bad+=("${ids[i]} ($note)")
+  elif [[ -n ${stopped[i]:-} ]]; then
+    halted+=("${ids[i]}")
+  fi
+done
+if ((failed)); then
   say "the run FAILED${bad[*]:+; failed: ${bad[*]}}${halted[*]:+; stopped by the launcher: ${halted[*]}}"
   exit 1
+fi
+if ((${#bad[@]} > 0)); then
+  say "the run completed (the coordinator's node $coordinator exited 0); nodes that failed on the way: ${bad[*]}"
+  exit 0
 fi
 say "all $n nodes exited 0"
 exit 0

@@ -512,28 +512,147 @@ TEST_F(ClusterProcesses, LauncherRunsThreeNodesWithPrefixedOutput) {
   EXPECT_FALSE(l.group_alive()) << "the launcher left processes behind";
 }
 
-TEST_F(ClusterProcesses, LauncherStopsTheOthersWhenANodeFails) {
-  const std::string cdir = copy_shipped_cluster("cluster");
-  // An unknown key: node n1 refuses to start.
-  std::string node1 = read_file(cdir + "/node-1.ini");
-  node1 += "\nbogus_key = 3\n";
-  ASSERT_NO_FATAL_FAILURE(write_file(cdir + "/node-1.ini", node1));
+/// Adds an unknown key to node file `i` of `cdir`: that node refuses to start.
+void break_node_file(const std::string& cdir, int i) {
+  const std::string f = cdir + "/node-" + std::to_string(i) + ".ini";
+  ASSERT_NO_FATAL_FAILURE(write_file(f, read_file(f) + "\nbogus_key = 3\n"));
+}
 
+TEST_F(ClusterProcesses, LauncherStopsTheOthersWhenTheCoordinatorsNodeFails) {
+  const std::string cdir = copy_shipped_cluster("cluster");
+  ASSERT_NO_FATAL_FAILURE(break_node_file(cdir, 0)); // n0 runs the coordinator (by_swarm)
+  // The coordinator's node is never restarted, with --restart-failed or not.
+  for (const bool restart : {false, true}) {
+    SCOPED_TRACE(restart ? "--restart-failed" : "no --restart-failed");
+    const auto t = clock_type::now();
+    std::vector<std::string> argv{launcher, "3", "--training.max_epochs=1",
+                                  "--training.output_dir=" + path("out")};
+    if (restart)
+      argv.insert(argv.begin() + 2, "--restart-failed");
+    child_process& l =
+        start(restart ? "launcher-restart" : "launcher", argv, launcher_env(cdir), true);
+    ASSERT_TRUE(exits_within(l, 30s));
+    const double took = seconds_since(t);
+    const std::string out = l.out();
+    EXPECT_TRUE(WIFEXITED(l.status()) && WEXITSTATUS(l.status()) == 1) << l.describe() << '\n'
+                                                                       << out;
+    EXPECT_CONTAINS(out, "[n0] ");
+    EXPECT_CONTAINS(out, "bogus_key");
+    EXPECT_CONTAINS(out, "node n0 (" + cdir
+                             + "/node-0.ini) FAILED: exit status 1; it runs the coordinator; "
+                               "stopping the others");
+    EXPECT_CONTAINS(out, "node n1 stopped");
+    EXPECT_CONTAINS(out, "node n2 stopped");
+    EXPECT_CONTAINS(out, "failed: n0 (exit status 1); stopped by the launcher: n1 n2");
+    EXPECT_EQ(out.find("restarting"), std::string::npos) << out;
+    // The others were stopped, not left to wait out registration_timeout = 30.
+    EXPECT_LT(took, 20) << out;
+    EXPECT_FALSE(l.group_alive()) << "the launcher left processes behind";
+  }
+}
+
+TEST_F(ClusterProcesses, LauncherReportsAFailedNodeAndKeepsTheOthersRunning) {
+  const std::string cdir = copy_shipped_cluster("cluster");
+  ASSERT_NO_FATAL_FAILURE(break_node_file(cdir, 1));
+
+  // n1 never joins, so (until recovery from lost nodes) the coordinator gives
+  // up after its registration timeout: by itself, not stopped by the launcher.
   const auto t = clock_type::now();
   child_process& l =
       start("launcher",
-            {launcher, "3", "--training.max_epochs=1", "--training.output_dir=" + path("out")},
+            {launcher, "3", "--training.max_epochs=1", "--system.registration_timeout=5",
+             "--training.output_dir=" + path("out")},
             launcher_env(cdir), true);
-  ASSERT_TRUE(exits_within(l, 30s));
+  ASSERT_TRUE(exits_within(l, 40s));
   const double took = seconds_since(t);
   const std::string out = l.out();
-  EXPECT_TRUE(WIFEXITED(l.status()) && WEXITSTATUS(l.status()) != 0) << l.describe() << '\n' << out;
+  EXPECT_TRUE(WIFEXITED(l.status()) && WEXITSTATUS(l.status()) == 1) << l.describe() << '\n' << out;
   EXPECT_CONTAINS(out, "[n1] ");
   EXPECT_CONTAINS(out, "bogus_key");
-  EXPECT_CONTAINS(out, "node n1 (" + cdir + "/node-1.ini) FAILED: exit status 1");
-  EXPECT_CONTAINS(out, "failed: n1 (exit status 1)");
-  // The others were stopped, not left to wait out registration_timeout = 30.
-  EXPECT_LT(took, 20) << out;
+  EXPECT_CONTAINS(out, "node n1 (" + cdir
+                           + "/node-1.ini) FAILED: exit status 1; the others keep running");
+  EXPECT_CONTAINS(out, "nodes that never joined: n1");
+  EXPECT_CONTAINS(out, "node n0 (" + cdir
+                           + "/node-0.ini) FAILED: exit status 1; it runs the "
+                             "coordinator; stopping the others");
+  EXPECT_EQ(out.find("node n0 stopped"), std::string::npos) << out;
+  EXPECT_CONTAINS(out, "failed: n0 (exit status 1) n1 (exit status 1)");
+  // n1's failure came first, and nothing was stopped until n0's.
+  EXPECT_LT(out.find("node n1 ("), out.find("node n0 (")) << out;
+  EXPECT_EQ(out.substr(0, out.find("node n0 (")).find("stopp"), std::string::npos) << out;
+  EXPECT_GE(took, 4.5) << "the coordinator did not wait out its registration timeout\n" << out;
+  EXPECT_FALSE(l.group_alive()) << "the launcher left processes behind";
+}
+
+/// A stand-in for NETTORRENT_BIN: its first `fails` starts of node-1.ini
+/// fail by running `how` (a shell command), later ones exec the real binary.
+/// Every start of node-1.ini is counted in n1-starts.
+std::string flaky_binary(const fs::path& dir, int fails, const std::string& how) {
+  const fs::path script = dir / "flaky-nettorrent.sh";
+  const std::string starts = (dir / "n1-starts").string();
+  write_file(script.string(),
+             "#!/bin/sh\ncase \"$*\" in\n*node-1.ini*)\n  echo start >> '" + starts
+                 + "'\n  if [ \"$(wc -l < '" + starts + "')\" -le " + std::to_string(fails)
+                 + " ]; then\n    echo 'flaky-nettorrent: failing this start of node n1' >&2\n    "
+                 + how + "\n  fi ;;\nesac\nexec '" + cli + "' \"$@\"\n");
+  fs::permissions(script, fs::perms::owner_all);
+  return script.string();
+}
+
+std::size_t count_lines(const std::string& file) {
+  const std::string text = read_file(file);
+  return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+}
+
+TEST_F(ClusterProcesses, LauncherRestartsAFailedNode) {
+  const std::string cdir = copy_shipped_cluster("cluster");
+  auto env = launcher_env(cdir);
+  env["NETTORRENT_BIN"] = flaky_binary(dir_, 1, "kill -KILL $$");
+  child_process& l = start("launcher",
+                           {launcher, "3", "--restart-failed", "--training.max_epochs=1",
+                            "--data.train_limit=5000", "--training.output_dir=" + path("out")},
+                           env, true);
+  ASSERT_TRUE(exits_within(l, 60s));
+  const std::string out = l.out();
+  EXPECT_TRUE(l.exited_ok()) << l.describe() << '\n' << out;
+  EXPECT_CONTAINS(out, "[n1] flaky-nettorrent: failing this start of node n1");
+  EXPECT_CONTAINS(out, "node n1 (" + cdir
+                           + "/node-1.ini) FAILED: killed by SIGKILL; restarting it (restart 1 "
+                             "of 3); the others keep running");
+  EXPECT_CONTAINS(out, "[n1] node n1: the run is over");
+  EXPECT_CONTAINS(out, "[n0] test: accuracy");
+  EXPECT_CONTAINS(out, "the run completed (the coordinator's node n0 exited 0); nodes that "
+                       "failed on the way: n1 (killed by SIGKILL; restarts: 1, then exited 0)");
+  EXPECT_EQ(count_lines(path("n1-starts")), 2u);
+  EXPECT_NO_THROW(nt::load_checkpoint(path("out/model.ckpt")));
+  EXPECT_FALSE(l.group_alive()) << "the launcher left processes behind";
+}
+
+TEST_F(ClusterProcesses, LauncherRestartsAFailedNodeAtMostMaxRestartsTimes) {
+  const std::string cdir = copy_shipped_cluster("cluster");
+  auto env = launcher_env(cdir);
+  env["NETTORRENT_BIN"] = flaky_binary(dir_, 1000, "exit 3");
+  env["NETTORRENT_MAX_RESTARTS"] = "2";
+  child_process& l =
+      start("launcher",
+            {launcher, "3", "--restart-failed", "--training.max_epochs=1",
+             "--system.registration_timeout=5", "--training.output_dir=" + path("out")},
+            env, true);
+  ASSERT_TRUE(exits_within(l, 40s));
+  const std::string out = l.out();
+  EXPECT_TRUE(WIFEXITED(l.status()) && WEXITSTATUS(l.status()) == 1) << l.describe() << '\n' << out;
+  const std::string failed = "node n1 (" + cdir + "/node-1.ini) FAILED: exit status 3; ";
+  EXPECT_CONTAINS(out, failed + "restarting it (restart 1 of 2)");
+  EXPECT_CONTAINS(out, failed + "restarting it (restart 2 of 2)");
+  EXPECT_CONTAINS(out, failed
+                           + "not restarted: restarted 2 times already (NETTORRENT_MAX_RESTARTS); "
+                             "the others keep running");
+  EXPECT_EQ(out.find("restart 3"), std::string::npos) << out;
+  EXPECT_EQ(count_lines(path("n1-starts")), 3u);
+  // The coordinator's node gave up on n1 by itself.
+  EXPECT_CONTAINS(out, "nodes that never joined: n1");
+  EXPECT_CONTAINS(out, "failed: n0 (exit status 1) n1 (exit status 3, exit status 3, exit "
+                       "status 3; restarts: 2)");
   EXPECT_FALSE(l.group_alive()) << "the launcher left processes behind";
 }
 

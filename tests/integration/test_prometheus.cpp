@@ -53,6 +53,10 @@ const std::map<std::string, std::set<std::string>> families = {
     {"nettorrent_samples_per_second", {"node"}},
     {"nettorrent_epoch", {"node"}},
     {"nettorrent_time_to_target_seconds", {"node"}},
+    {"nettorrent_recoveries_total", {"node"}},
+    {"nettorrent_recovery_seconds_bucket", {"node", "le"}},
+    {"nettorrent_samples_redone_total", {"node"}},
+    {"nettorrent_nodes_alive", {"node"}},
 };
 
 class Prometheus : public ::testing::Test {
@@ -208,6 +212,10 @@ TEST_F(Prometheus, ScrapesEmbeddedAndClusterRunsAndAnswersEveryDashboardQuery) {
   // Swarm and replica labels take the expected values; no batch ids.
   EXPECT_EQ(series("nettorrent_samples_total{node=\"local\"}"), 8u); // swarms 0..3 x 2 replicas
   EXPECT_EQ(series("nettorrent_samples_total{node=\"local\",swarm=\"3\",replica=\"1\"} > 0"), 1u);
+  // The coordinator's process reports the run's nodes alive; the others 0.
+  EXPECT_EQ(series("nettorrent_nodes_alive{node=\"local\"} == 1"), 1u);
+  EXPECT_EQ(series("nettorrent_nodes_alive{node=\"n0\"} == 2"), 1u);
+  EXPECT_EQ(series("nettorrent_nodes_alive{node=\"n1\"} == 0"), 1u);
 
   // 2. Counters only grow: no resets of any counter series over the run.
   for (const auto& [name, labels] : families) {

@@ -75,6 +75,10 @@ const std::map<std::string, family>& families() {
       {"nettorrent_samples_per_second", {t::gauge, {"node"}}},
       {"nettorrent_epoch", {t::gauge, {"node"}}},
       {"nettorrent_time_to_target_seconds", {t::gauge, {"node"}}},
+      {"nettorrent_recoveries_total", {t::counter, {"node"}}},
+      {"nettorrent_recovery_seconds", {t::histogram, {"node"}}},
+      {"nettorrent_samples_redone_total", {t::counter, {"node"}}},
+      {"nettorrent_nodes_alive", {t::gauge, {"node"}}},
   };
   return f;
 }
@@ -701,7 +705,9 @@ TEST(Dashboards, OverviewShowsEveryRunLevelMetric) {
        {"nettorrent_samples_total", "nettorrent_training_loss", "nettorrent_validation_accuracy",
         "nettorrent_best_validation_accuracy", "nettorrent_test_accuracy",
         "nettorrent_time_to_target_seconds", "nettorrent_epoch", "nettorrent_peers_alive",
-        "nettorrent_dropped_messages_total", "nettorrent_peer_failures_total"})
+        "nettorrent_dropped_messages_total", "nettorrent_peer_failures_total",
+        "nettorrent_recoveries_total", "nettorrent_recovery_seconds_count",
+        "nettorrent_samples_redone_total", "nettorrent_nodes_alive"})
     EXPECT_TRUE(used.count(m)) << "overview.json does not show " << m;
 }
 
