@@ -193,7 +193,14 @@ public:
     self_->delayed_send(self_, std::chrono::milliseconds(250), atom::settled::value, step);
   }
 
-  void recovered(const recovery_summary&) override {}
+  void recovered(const recovery_summary& r) override {
+    if (const auto* m = st().spec.metrics) {
+      m->recoveries->Increment();
+      m->recovery_seconds->Observe(r.seconds);
+      m->samples_redone->Increment(static_cast<double>(r.samples_redone));
+      m->nodes_alive->Set(static_cast<double>(r.nodes_alive));
+    }
+  }
 
   void query_stats(std::uint64_t step, const actor_key& a) override {
     const std::string what = "collecting the statistics of " + describe(a);
@@ -368,6 +375,12 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
             caf::aout(self) << "coordinator: node " << node << " joined" << std::endl;
         }
         st.machine->on_node_joined(idx);
+        if (rejoin && st.spec.metrics != nullptr) {
+          std::size_t alive = 0;
+          for (std::size_t n = 0; n < st.spec.nodes.size(); ++n)
+            alive += st.machine->node_alive(n) ? 1 : 0;
+          st.spec.metrics->nodes_alive->Set(static_cast<double>(alive));
+        }
         return atom::ok::value;
       },
       [=](atom::run) -> caf::result<run_result> {
