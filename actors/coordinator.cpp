@@ -322,6 +322,7 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
   s.backend = std::make_unique<actor_backend>(self);
   s.machine = std::make_unique<run_machine>(s.spec.cfg, *s.backend, steady_seconds, s.spec.verbose,
                                             s.spec.placement, s.spec.nodes);
+  s.machine->set_rebalance_on_rejoin(s.spec.rebalance_on_rejoin);
   s.handles.resize(s.machine->layout().size());
   s.nodes.resize(s.spec.nodes.size());
   self->delayed_send(self,

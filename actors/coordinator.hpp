@@ -31,6 +31,7 @@ struct coordinator_spec {
   /// actors are spawned elsewhere and register on their own (tests).
   std::vector<std::string> nodes;
   std::vector<std::size_t> placement;
+  bool rebalance_on_rejoin = true; ///< placement.rebalance_on_rejoin
 };
 
 struct coordinator_state {

@@ -231,6 +231,10 @@ public:
   /// Actor `a` went down (`reason` rendered).
   void on_lost(const actor_key& a, const std::string& reason);
 
+  /// placement.rebalance_on_rejoin: after the first round that follows a
+  /// rejoin, actors go back to the nodes the plan gives them (default on).
+  void set_rebalance_on_rejoin(bool on) noexcept { rebalance_on_rejoin_ = on; }
+
   // Queries.
   phase current_phase() const noexcept { return phase_; }
   round_step current_round_step() const noexcept { return round_step_; }
@@ -357,6 +361,9 @@ private:
     std::uint64_t best_epoch = 0;
     double last_progress = -1;
   } mark_;
+  bool rebalance_on_rejoin_ = true; ///< move actors back to a node that rejoined
+  bool rebalance_pending_ = false;
+  bool rebalancing_ = false;         ///< the current "recovery" moves live actors back
   bool best_moved_ = false;          ///< mark_.best_layers holds the layers a collect replaced
   std::vector<bool> redone_counted_; ///< per replica, in the current recovery
   enum class after_recovery { train, apply } after_ = after_recovery::train;

@@ -155,6 +155,7 @@ void run_machine::on_node_joined(std::size_t node) {
   if (node_joined_[node]) {
     if (!alive_[node]) { // a lost node started again: it takes actors at the next re-placement
       alive_[node] = true;
+      rebalance_pending_ = true;
       say("coordinator: node " + node_names_[node]
           + " rejoined; it hosts actors again from the "
             "next re-placement");
@@ -265,8 +266,27 @@ void run_machine::resume_all() {
   round_step_ = round_step::none;
   barriers_.assign(layout_.replicas(), std::nullopt);
   at_barrier_ = 0;
+  // After a round every replica holds the round's state: the moment to move
+  // actors back to a node that rejoined (nothing is redone).
+  std::vector<std::size_t> movers;
+  if (rebalance_pending_ && rebalance_on_rejoin_)
+    for (std::size_t i = 1; i < layout_.size(); ++i)
+      if (node_of_[i] != place(i))
+        movers.push_back(i);
+  rebalance_pending_ = false;
+  std::vector<bool> moving(layout_.replicas(), false);
+  for (auto i : movers)
+    if (layout_.actors()[i].kind != actor_kind::swarm_leader)
+      moving[layout_.actors()[i].replica] = true;
   for (std::size_t r = 0; r < layout_.replicas(); ++r)
-    backend_.resume(static_cast<std::uint32_t>(r));
+    if (!moving[r])
+      backend_.resume(static_cast<std::uint32_t>(r));
+  if (!movers.empty()) {
+    say("coordinator: rebalancing: " + std::to_string(movers.size())
+        + " actors go back to the nodes the placement plan gives them");
+    rebalancing_ = true;
+    lose(movers, "moved back to its planned node");
+  }
 }
 
 void run_machine::on_barrier(const barrier_report& b) {
@@ -667,14 +687,16 @@ void run_machine::lose(const std::vector<std::size_t>& actors, const std::string
     names += (k > 0 ? ", " : "") + describe(layout_.actors()[actors[k]]);
   if (actors.size() > 4)
     names += " and " + std::to_string(actors.size() - 4) + " more";
-  backend_.log("coordinator: lost " + names + " (" + why + "); recovering");
+  if (!rebalancing_)
+    backend_.log("coordinator: lost " + names + " (" + why + "); recovering");
   for (auto i : actors)
     lost_[i] = true;
   if (phase_ != phase::recovering) {
     recovery_ = recovery_summary{};
     recovery_t0_ = now();
     redone_counted_.assign(layout_.replicas(), false);
-    ++result_.recoveries;
+    if (!rebalancing_)
+      ++result_.recoveries;
     after_ = after_recovery::train;
     if (phase_ == phase::sync_round && round_step_ == round_step::applying) {
       after_ = after_recovery::apply; // the round's result is kept: finish applying it
@@ -909,6 +931,23 @@ void run_machine::on_seeked(std::uint64_t step, std::uint32_t replica) {
 }
 
 void run_machine::finish_recovery() {
+  if (rebalancing_) {
+    rebalancing_ = false;
+    say("coordinator: rebalanced: " + std::to_string(recovery_.moved) + " actors moved, "
+        + std::to_string(recovery_.restarted) + " restarted");
+    result_.actors_moved += recovery_.moved;
+    result_.actors_restarted += recovery_.restarted;
+    lost_.assign(layout_.size(), false);
+    replaced_.assign(layout_.size(), false);
+    const std::vector<bool> hit = hit_;
+    hit_.assign(layout_.replicas(), false);
+    recovery_step_ = recovery_step::none;
+    phase_ = phase::training;
+    for (std::size_t r = 0; r < layout_.replicas(); ++r)
+      if (hit[r])
+        backend_.resume(static_cast<std::uint32_t>(r));
+    return;
+  }
   recovery_.seconds = now() - recovery_t0_;
   recovery_.nodes_alive = static_cast<std::size_t>(std::count(alive_.begin(), alive_.end(), true));
   result_.recovery_seconds += recovery_.seconds;

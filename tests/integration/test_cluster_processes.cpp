@@ -558,6 +558,8 @@ TEST_F(LostNode, AKilledNodeStartedAgainRejoins) {
   ASSERT_TRUE(prints_within(again, "admitted by the coordinator", 30s));
   expect_run_completes({0, 1, 3}, 2);
   EXPECT_CONTAINS(nodes_[0]->out(), "node n2 rejoined");
+  // After the next round its actors went back to it (placement.rebalance_on_rejoin).
+  EXPECT_CONTAINS(nodes_[0]->out(), "coordinator: rebalanced: 7 actors moved");
   EXPECT_CONTAINS(again.out(), "node n2: the run is over");
   expect_bit_identical_to_reference();
 }

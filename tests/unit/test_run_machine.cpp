@@ -633,6 +633,54 @@ TEST_F(RunMachine, ALossDuringARecoveryRestartsItAsOne) {
   EXPECT_EQ(rec.take("resume").size(), 2u);
 }
 
+TEST_F(RunMachine, ANodeThatRejoinsGetsItsActorsBackAfterTheNextRound) {
+  auto c = small_config(2);
+  const nt::run_layout layout{c};
+  std::vector<std::size_t> placement(layout.size(), 0);
+  std::size_t on_b = 0;
+  for (std::size_t i = 0; i < layout.size(); ++i)
+    if (layout.actors()[i].kind == nt::actor_kind::neuron_slice && layout.actors()[i].layer == 1) {
+      placement[i] = 1; // layer 2's slices on node "b"
+      ++on_b;
+    }
+  make(c, placement, {"a", "b"});
+  m->on_node_joined(0);
+  m->on_node_joined(1);
+  for (const auto& sp : rec.take("spawn")) {
+    m->on_registered(sp.key, 0);
+    m->on_spawned(sp.step, sp.key);
+  }
+  for (const auto& w : rec.take("wire"))
+    m->on_wired(w.step, w.key);
+  m->on_run_requested();
+  ASSERT_EQ(m->current_phase(), phase::training);
+  m->on_node_lost(1, "remote_link_unreachable");
+  recover(*m, rec, 0);
+  EXPECT_EQ(m->node_of(nt::actor_key::slice_of(0, 1, 0)), 0u) << "re-placed on the live node";
+  EXPECT_FALSE(m->node_alive(1));
+  m->on_node_joined(1); // started again
+  EXPECT_TRUE(m->node_alive(1));
+  rec.take("resume");
+  barrier_all_at(500, false, {0, 1});
+  score({0.5, 0.6});
+  for (const auto& e : rec.take("exchange"))
+    m->on_exchanged(e.step, e.layer, some_layer(1.0f), 1);
+  for (const auto& r : rec.take("restore"))
+    m->on_restored(r.step, r.layer, r.replica, 1);
+  // The round is over: the slices move back, without a rollback.
+  EXPECT_EQ(m->current_phase(), phase::recovering);
+  const auto spawned = recover(*m, rec, 500);
+  std::size_t to_b = 0;
+  for (const auto& k : spawned)
+    to_b += m->node_of(k) == 1 ? 1 : 0;
+  EXPECT_EQ(to_b, on_b);
+  EXPECT_EQ(m->node_of(nt::actor_key::slice_of(1, 1, 0)), 1u);
+  EXPECT_EQ(m->current_phase(), phase::training);
+  EXPECT_EQ(m->result().recoveries, 1u) << "moving back is no recovery";
+  EXPECT_EQ(rec.recoveries.size(), 1u);
+  EXPECT_EQ(m->result().samples_redone, 0u);
+}
+
 TEST_F(RunMachine, DivergenceEndsTheRunAndUnexpectedBarriersAreIgnored) {
   make(small_config(2));
   start();
