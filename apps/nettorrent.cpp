@@ -32,6 +32,13 @@ constexpr std::string_view run_options =
     "  --section.key=value   override one key after the file, e.g.\n"
     "                        --training.max_epochs=3 (nettorrent keys lists every key)\n";
 
+// What `centralised` adds (train and node will take it too).
+constexpr std::string_view resume_option =
+    "  --resume=PATH         continue the run of a run checkpoint (run-*.ckpt), or of\n"
+    "                        the newest one in directory PATH (a run's output_dir);\n"
+    "                        bit for bit. Only training.max_epochs, target_accuracy,\n"
+    "                        output_dir, topology.slices and [system] may differ\n";
+
 constexpr std::string_view help_option = "  -h, --help            show this help\n";
 
 /// One command of the CLI: its help and the function that runs it.
@@ -79,8 +86,9 @@ void note_defaults(const std::vector<std::string>& args) {
 
 int cmd_centralised(const std::vector<std::string>& args) {
   note_defaults(args);
-  const nt::run_config cfg = nt::load_run_config(args);
-  nt::run_centralised(cfg, std::cout);
+  const nt::command_line cl = nt::split_command_line(args);
+  const nt::run_config cfg = nt::load_run_config_from(cl);
+  nt::run_centralised(cfg, std::cout, cl.resume);
   return 0;
 }
 
@@ -99,6 +107,8 @@ int cmd_node(const std::vector<std::string>& args) {
   const nt::command_line cl = nt::split_command_line(args);
   if (cl.config_file.empty())
     throw nt::error("node: --config-file=NODE_FILE is required");
+  if (!cl.resume.empty())
+    throw nt::error("node: --resume is not supported yet");
   nt::node_config nc = nt::load_node_config(cl.config_file);
   // Overrides change the shared description: give every node the same ones,
   // or the coordinator refuses the nodes whose hash differs.
@@ -233,6 +243,8 @@ int cmd_help(const std::vector<std::string>& args) {
 }
 
 const std::vector<command>& commands() {
+  static const std::string centralised_options =
+      std::string{run_options} + std::string{resume_option};
   static const std::vector<command> all = {
       {"train", "[--config-file=FILE] [--section.key=value ...]",
        "train with the actor pipeline, every actor in this process",
@@ -254,13 +266,17 @@ const std::vector<command>& commands() {
        "  nettorrent node --config-file=config/cluster/node-0.ini\n"
        "  (scripts/launch-cluster.sh starts every node of config/cluster/)\n",
        cmd_node},
-      {"centralised", "[--config-file=FILE] [--section.key=value ...]",
+      {"centralised", "[--config-file=FILE] [--resume=PATH] [--section.key=value ...]",
        "train the whole model in one thread (the reference run)",
        "Trains the whole model in one thread: the reference run the actor pipeline\n"
        "is checked against. Reads the same configuration and prints and writes what\n"
-       "train does. 'centralized' is accepted too.\n",
-       run_options,
-       "  nettorrent centralised --config-file=config/local.ini --training.max_epochs=5\n",
+       "train does, and run checkpoints (run-*.ckpt: every\n"
+       "training.checkpoint_every validation passes and at the end) to resume from.\n"
+       "'centralized' is accepted too.\n",
+       centralised_options,
+       "  nettorrent centralised --config-file=config/local.ini --training.max_epochs=5\n"
+       "  nettorrent centralised --config-file=config/local.ini --training.max_epochs=10 \\\n"
+       "      --resume=runs/local\n",
        cmd_centralised},
       {"evaluate", "--checkpoint=FILE [--data.dir=DIR] [--data.test_limit=N]",
        "score a saved model on the test split: accuracy, loss, confusion matrix",

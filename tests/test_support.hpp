@@ -1,13 +1,22 @@
 // Helpers every test binary shares: substring expectations, catching a
-// nettorrent::error's message, and whole-file I/O.
+// nettorrent::error's message, whole-file I/O, a per-test temp directory and
+// running the nettorrent binary.
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <vector>
 
 #include "nettorrent/error.hpp"
 
@@ -45,6 +54,68 @@ inline void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream os{path, std::ios::binary | std::ios::trunc};
   os.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   ASSERT_TRUE(os.good()) << "cannot write " << path;
+}
+
+/// A fresh directory per test, removed afterwards:
+/// $TMPDIR/nettorrent-<test>-<pid>-<n>.
+class temp_dir_test : public ::testing::Test {
+protected:
+  void SetUp() override {
+    static std::atomic<int> counter{0};
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::filesystem::temp_directory_path()
+           / ("nettorrent-" + std::string{info->test_suite_name()} + "-" + info->name() + "-"
+              + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    std::filesystem::remove_all(dir_);
+    ASSERT_TRUE(std::filesystem::create_directories(dir_));
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  /// Names of the entries of `sub` (the temp dir itself by default), sorted.
+  std::vector<std::string> listing(const std::string& sub = "") const {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(dir_ / sub))
+      out.push_back(e.path().filename().string());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  std::filesystem::path dir_;
+};
+
+/// `s` quoted for the shell.
+inline std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s)
+    out += c == '\'' ? std::string{"'\\''"} : std::string(1, c);
+  return out + "'";
+}
+
+struct cli_run {
+  int code = -1;      ///< exit status, -1 if the process did not exit normally
+  std::string output; ///< stdout and stderr, interleaved
+};
+
+/// Runs the nettorrent binary (NETTORRENT_CLI) with `args` in a child
+/// process, its output into the file `log`; `env` ("NAME=value ...") is set
+/// for the child only.
+inline cli_run run_nettorrent(const std::vector<std::string>& args, const std::string& log,
+                              const std::string& env = "") {
+  std::string cmd = env.empty() ? "" : "env " + env + " ";
+  cmd += shell_quote(NETTORRENT_CLI);
+  for (const auto& a : args)
+    cmd += " " + shell_quote(a);
+  cmd += " >" + shell_quote(log) + " 2>&1 </dev/null";
+  const int status = std::system(cmd.c_str());
+  cli_run r;
+  if (status != -1 && WIFEXITED(status))
+    r.code = WEXITSTATUS(status);
+  r.output = read_file(log);
+  return r;
 }
 
 } // namespace test_support

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <memory>
 #include <string>
@@ -14,6 +15,7 @@
 #include "nettorrent/loss.hpp"
 #include "nettorrent/model.hpp"
 #include "nettorrent/optimizer.hpp"
+#include "nettorrent/run_checkpoint.hpp"
 #include "nettorrent/run_result.hpp"
 
 namespace nettorrent {
@@ -48,15 +50,34 @@ private:
   std::vector<matrix> dh_;
 };
 
+/// How a centralised run starts and what it hands out on the way; the
+/// defaults train from the start and hand out nothing.
+struct centralised_hooks {
+  /// Continue this saved run (checked against the configuration with
+  /// check_resume_compatible first) instead of starting afresh.
+  const run_state* resume = nullptr;
+  std::string resume_from; ///< the file `resume` came from, for messages
+  /// Receives the run's state every training.checkpoint_every validation
+  /// passes (if > 0) and at the end of training (before keep_best restores
+  /// the best pass), unless nothing was trained since the last call.
+  std::function<void(const run_state&)> checkpoint;
+};
+
 /// Trains on `data` until the target validation accuracy or max_epochs,
 /// printing progress to `out`; returns the model to save (the best
-/// validation pass with keep_best) and the run's figures. Writes nothing.
-run_result train_centralised(const run_config& cfg, const data_splits& data, std::ostream& out);
+/// validation pass with keep_best) and the run's figures. Writes nothing
+/// itself. A resumed run ends with the same model, optimizer state and
+/// curve (but for its seconds) as the run it continues would have.
+run_result train_centralised(const run_config& cfg, const data_splits& data, std::ostream& out,
+                             const centralised_hooks& hooks = {});
 
-/// Runs `nettorrent centralised`: checks the output directory, loads data,
-/// trains, then writes the outputs (test evaluation, checkpoint, curve,
-/// plot) and the summary through the same steps as the actor runs
+/// Runs `nettorrent centralised [--resume=PATH]`: checks the output
+/// directory (and the run checkpoint PATH names: a file or a directory's
+/// newest), loads data, trains writing run checkpoints into output_dir,
+/// then writes the outputs (test evaluation, checkpoint, curve, plot) and
+/// the summary through the same steps as the actor runs
 /// (nettorrent/session.hpp).
-run_result run_centralised(const run_config& cfg, std::ostream& out);
+run_result run_centralised(const run_config& cfg, std::ostream& out,
+                           const std::string& resume = "");
 
 } // namespace nettorrent

@@ -7,6 +7,7 @@
 //
 //   [placement]
 //   strategy = "by_swarm"        ; required: "round_robin", "by_swarm", "explicit"
+//   rebalance_on_rejoin = true   ; a rejoined node gets its actors back (default true)
 //   ; explicit only (all five required then, forbidden otherwise):
 //   coordinator = "n0"                         ; one node id
 //   leaders = ["n0", "n1", "n2"]               ; one per layer
@@ -88,6 +89,10 @@ struct node_group {
 /// then, an error otherwise).
 struct placement_config {
   placement_strategy strategy = placement_strategy::by_swarm;
+  /// After a lost node rejoins, move the actors re-placed away from it back
+  /// to where the plan of the full live set puts them (true), or leave them
+  /// where recovery put them (false).
+  bool rebalance_on_rejoin = true;
   std::string coordinator;                     ///< node id
   std::vector<std::string> leaders;            ///< [layer]
   std::vector<std::string> workers;            ///< [replica]
@@ -115,8 +120,8 @@ struct cluster_config {
   void validate() const;
 
   /// Everything nodes must agree on, as text: the lines of run.canonical(),
-  /// the placement strategy, the resolved placement of every actor and one
-  /// line per node, all lines sorted byte-wise together. Independent of the
+  /// the placement strategy and rebalance_on_rejoin, the resolved placement
+  /// of every actor and one line per node, all lines sorted byte-wise together. Independent of the
   /// order of sections, keys and list entries in the file.
   std::string canonical() const;
 

@@ -50,6 +50,11 @@ struct training_config {
   std::string output_dir = "runs/local";
   /// Seconds between progress lines within an epoch (0 = per epoch only).
   double progress_interval = 5;
+  /// Sync rounds (centralised: validation passes) between run checkpoints
+  /// in output_dir; 0 = one at the end of the run only.
+  std::size_t checkpoint_every = 0;
+  /// Run checkpoints kept in output_dir (the newest; >= 1).
+  std::size_t checkpoint_keep = 3;
 };
 
 /// How replicas exchange weights in a sync round.
@@ -125,20 +130,29 @@ struct run_config {
   std::uint64_t hash() const;
 };
 
-/// A command's arguments with the configuration file taken out.
+/// A command's arguments with the configuration file and the resume path
+/// taken out.
 struct command_line {
   std::string config_file;       ///< the PATH of `--config-file=PATH`; empty if not given
+  std::string resume;            ///< the PATH of `--resume=PATH`; empty if not given
   std::vector<std::string> rest; ///< every other argument, in order
 };
 
-/// The one reader of `--config-file=PATH`. Throws nettorrent::error for a
-/// second --config-file, an empty path, or `--config-file` without `=PATH`.
+/// The one reader of `--config-file=PATH` and `--resume=PATH`. Throws
+/// nettorrent::error for either flag given twice, an empty path, or a flag
+/// without `=PATH`.
 command_line split_command_line(const std::vector<std::string>& args);
 
 /// Parses command-line style arguments: `--config-file=PATH` (at most once)
 /// and `--section.key=value` overrides, applied after the file. Anything else
-/// in `args` is an error. Every key is checked against the schema.
+/// in `args` is an error, `--resume=PATH` too (commands that resume read it
+/// with split_command_line and call load_run_config_from). Every key is
+/// checked against the schema.
 run_config load_run_config(const std::vector<std::string>& args);
+
+/// The same for arguments already split; ignores cl.resume (the caller
+/// resumes).
+run_config load_run_config_from(const command_line& cl);
 
 /// Applies `--section.key=value` arguments on top of `cfg` (no validation:
 /// call cfg.validate() afterwards).

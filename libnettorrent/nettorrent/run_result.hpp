@@ -58,6 +58,7 @@ struct run_result {
   evaluation test;
   std::string checkpoint_path;
   std::string curve_path;
+  std::string run_checkpoint_path; ///< the last run checkpoint written ("" = none)
 };
 
 } // namespace nettorrent

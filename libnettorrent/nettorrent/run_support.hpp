@@ -35,8 +35,14 @@ struct curve_point {
 void write_curve_csv(const std::string& path, const std::vector<curve_point>& curve);
 
 /// Writes `content` to `path` atomically: a temp file in the same directory,
-/// fsync, rename. Creates missing parent directories. Throws on failure and
-/// removes the temp file.
+/// fsync, rename, fsync of the directory. Creates missing parent
+/// directories. Throws on failure and removes the temp file.
+///
+/// Test hook: with the environment variable
+/// NETTORRENT_TEST_CRASH_BEFORE_RENAME=1 the process exits at once with
+/// status 3 (`_exit`: no destructors, no flushing) after the temp file is
+/// written and fsynced and before the rename, as a process killed there
+/// would; the temp file stays behind, `path` is untouched. Tests only.
 void write_file_atomically(const std::string& path,
                            const std::function<void(std::ostream&)>& writer);
 

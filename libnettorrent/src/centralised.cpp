@@ -6,6 +6,7 @@
 #include <ostream>
 
 #include "nettorrent/error.hpp"
+#include "nettorrent/run_checkpoint.hpp"
 #include "nettorrent/run_support.hpp"
 #include "nettorrent/session.hpp"
 
@@ -81,13 +82,60 @@ std::string fmt(const char* format, double v) {
   return buf;
 }
 
+/// The centralised trainer's state, fresh or resumed: one data stream, the
+/// model in `trainer` (st.models stays empty but while a checkpoint is made).
+run_state start_state(const run_config& cfg, const centralised_hooks& hooks,
+                      centralised_trainer& trainer) {
+  if (hooks.resume == nullptr)
+    return initial_run_state(cfg, 1);
+  run_state st = *hooks.resume;
+  const auto fail = [&](const std::string& why) {
+    throw error(hooks.resume_from + ": cannot resume: " + why);
+  };
+  if (st.actor_run || st.positions.size() != 1)
+    fail("it is a run checkpoint of the actor pipeline (" + std::to_string(st.positions.size())
+         + " replicas); the centralised trainer continues only its own");
+  if (st.models.empty())
+    fail("it holds no model");
+  trainer.restore(st.model_of(0));
+  st.models.clear();
+  // The saved run continues under the configuration given now (it may
+  // differ in max_epochs, target_accuracy, ...): its checkpoints say so.
+  st.config_text = cfg.canonical();
+  st.config_hash = cfg.hash();
+  // Whether the (possibly changed) target is reached follows from the curve.
+  st.reached_target = false;
+  st.time_to_target = -1;
+  const double target = cfg.training.target_accuracy;
+  for (const auto& p : st.curve)
+    if (target > 0 && p.validation_accuracy >= target) {
+      st.reached_target = true;
+      st.time_to_target = p.seconds;
+      break;
+    }
+  return st;
+}
+
 } // namespace
 
-run_result train_centralised(const run_config& cfg, const data_splits& data, std::ostream& out) {
+run_result train_centralised(const run_config& cfg, const data_splits& data, std::ostream& out,
+                             const centralised_hooks& hooks) {
   const auto& tc = cfg.training;
   centralised_trainer trainer{cfg.model, cfg.optimizer, tc.seed};
+  run_state st = start_state(cfg, hooks, trainer);
+  data_position& pos = st.positions.front();
+  // The sample order: the training split shuffled in place every epoch.
   std::vector<std::uint32_t> order = data.train;
   rng gen = shard_rng(tc.seed, 0);
+  if (hooks.resume != nullptr) {
+    try {
+      data_order replayed = replay_data_order(data.train, gen, pos);
+      order = std::move(replayed.order);
+      gen = replayed.gen;
+    } catch (const error& e) {
+      throw error(hooks.resume_from + ": cannot resume: " + e.what());
+    }
+  }
   const std::size_t batch = tc.batch_size;
   const std::size_t batches_per_epoch =
       order.size() / batch; // the remainder waits for the next shuffle
@@ -95,115 +143,156 @@ run_result train_centralised(const run_config& cfg, const data_splits& data, std
 
   matrix x;
   std::vector<std::uint8_t> labels(batch);
-  std::vector<curve_point> curve;
-  run_result result;
-  double loss_acc = 0;
-  std::uint64_t loss_samples = 0;
-  std::uint64_t next_eval = eval_every;
+  // Validation pass k (1-based) comes once eval_every * k samples are trained.
+  std::uint64_t next_eval = (st.round + 1) * eval_every;
   const auto t0 = clock_type::now();
-  double last_progress = 0;
-  bool done = false;
-  std::vector<layer_state> best_layers; // keep_best: weights of the best validation pass
-  std::uint64_t best_samples = 0;
-  std::size_t best_epoch = 0;
-  rng::state_type best_rng{};
+  const double elapsed_before = st.elapsed_seconds;
+  const auto elapsed = [&] { return elapsed_before + seconds_since(t0); };
+  double last_progress = elapsed_before;
+  bool done = st.reached_target;
+  // Samples of the last run checkpoint: the end of training writes one
+  // unless nothing was trained since.
+  std::uint64_t checkpointed = hooks.resume != nullptr ? st.samples : ~std::uint64_t{0};
 
-  auto validate = [&](std::size_t epoch) {
+  auto checkpoint = [&] {
+    checkpointed = st.samples;
+    if (!hooks.checkpoint)
+      return;
+    st.elapsed_seconds = elapsed();
+    st.models.assign(1, trainer.layers());
+    hooks.checkpoint(st);
+    st.models.clear();
+  };
+
+  auto validate = [&] {
     const evaluation ev =
         evaluate_model(trainer.geometry(), trainer.params(), data.train_pool, &data.validation);
     curve_point p;
-    p.epoch = epoch;
-    p.samples = result.samples;
-    p.seconds = seconds_since(t0);
-    p.train_loss = loss_samples > 0 ? loss_acc / static_cast<double>(loss_samples) : 0;
+    p.epoch = static_cast<std::size_t>(st.epoch);
+    p.samples = st.samples;
+    p.seconds = elapsed();
+    p.train_loss = st.loss_samples > 0 ? st.loss_sum / static_cast<double>(st.loss_samples) : 0;
     p.validation_loss = ev.loss;
     p.validation_accuracy = ev.accuracy;
-    curve.push_back(p);
-    loss_acc = 0;
-    loss_samples = 0;
-    if (tc.keep_best && (best_layers.empty() || ev.accuracy > result.best_validation_accuracy)) {
-      best_layers = trainer.layers();
-      best_samples = result.samples;
-      best_epoch = epoch;
-      best_rng = gen.state();
+    st.curve.push_back(p);
+    st.round = st.curve.size();
+    st.loss_sum = 0;
+    st.loss_samples = 0;
+    if (tc.keep_best && (st.best_layers.empty() || ev.accuracy > st.best_validation_accuracy)) {
+      st.best_layers = trainer.layers();
+      st.best_samples = st.samples;
+      st.best_epoch = st.epoch;
+      st.best_rng = gen.state();
     }
-    result.best_validation_accuracy = std::max(result.best_validation_accuracy, ev.accuracy);
-    const double progress = static_cast<double>(result.samples)
+    st.best_validation_accuracy = std::max(st.best_validation_accuracy, ev.accuracy);
+    const double progress = static_cast<double>(st.samples)
                             / static_cast<double>(batches_per_epoch * batch * tc.max_epochs);
     const double eta = p.seconds / progress * (1 - progress);
-    out << "epoch " << epoch << '/' << tc.max_epochs << "  samples " << result.samples << "  "
-        << fmt("%.0f", static_cast<double>(result.samples) / p.seconds) << " samples/s  loss "
+    out << "epoch " << st.epoch << '/' << tc.max_epochs << "  samples " << st.samples << "  "
+        << fmt("%.0f", static_cast<double>(st.samples) / p.seconds) << " samples/s  loss "
         << fmt("%.4f", p.train_loss) << "  val loss " << fmt("%.4f", ev.loss) << "  val acc "
-        << fmt("%.4f", ev.accuracy) << " (best " << fmt("%.4f", result.best_validation_accuracy)
+        << fmt("%.4f", ev.accuracy) << " (best " << fmt("%.4f", st.best_validation_accuracy)
         << ")  elapsed " << format_duration(p.seconds) << "  ETA " << format_duration(eta)
         << std::endl;
     last_progress = p.seconds;
     if (tc.target_accuracy > 0 && ev.accuracy >= tc.target_accuracy) {
-      result.reached_target = true;
-      result.time_to_target = p.seconds;
+      st.reached_target = true;
+      st.time_to_target = p.seconds;
       out << "reached target validation accuracy " << tc.target_accuracy << " after "
           << format_duration(p.seconds) << std::endl;
       done = true;
     }
   };
 
-  for (std::size_t epoch = 1; epoch <= tc.max_epochs && !done; ++epoch) {
-    result.epochs = epoch;
-    shuffle(order, gen);
-    for (std::size_t b = 0; b < batches_per_epoch && !done; ++b) {
-      gather_batch(data.train_pool, order.data() + b * batch, batch, x, labels.data());
-      const loss_result res = trainer.train_batch(x, labels.data());
-      if (!std::isfinite(res.loss_sum))
-        throw error("training diverged in epoch " + std::to_string(epoch) + ", batch "
-                    + std::to_string(b + 1)
-                    + ": the loss is not finite (lower "
-                      "optimizer.learning_rate); nothing was written");
-      loss_acc += res.loss_sum;
-      loss_samples += batch;
-      result.samples += batch;
-      if (result.samples >= next_eval) {
-        next_eval += eval_every;
-        validate(epoch);
-      } else if (tc.progress_interval > 0
-                 && seconds_since(t0) - last_progress >= tc.progress_interval) {
-        last_progress = seconds_since(t0);
-        out << "  epoch " << epoch << " batch " << (b + 1) << '/' << batches_per_epoch << "  "
-            << fmt("%.0f", static_cast<double>(result.samples) / last_progress)
-            << " samples/s  loss " << fmt("%.4f", loss_acc / static_cast<double>(loss_samples))
-            << std::endl;
-      }
+  while (!done && batches_per_epoch > 0 && pos.epoch <= tc.max_epochs) {
+    if (pos.epoch == 0 || pos.cursor + batch > order.size()) {
+      if (pos.epoch >= tc.max_epochs)
+        break;
+      ++pos.epoch;
+      shuffle(order, gen);
+      pos.cursor = 0;
+      pos.rng_state = gen.state();
+      st.epoch = pos.epoch;
+    }
+    gather_batch(data.train_pool, order.data() + pos.cursor, batch, x, labels.data());
+    const loss_result res = trainer.train_batch(x, labels.data());
+    if (!std::isfinite(res.loss_sum))
+      throw error("training diverged in epoch " + std::to_string(pos.epoch) + ", batch "
+                  + std::to_string(pos.cursor / batch + 1)
+                  + ": the loss is not finite (lower "
+                    "optimizer.learning_rate); nothing was written");
+    pos.cursor += batch;
+    pos.samples += batch;
+    ++pos.next_batch;
+    st.samples = pos.samples;
+    st.loss_sum += res.loss_sum;
+    st.loss_samples += batch;
+    if (st.samples >= next_eval) {
+      next_eval += eval_every;
+      validate();
+      if (tc.checkpoint_every > 0 && st.round % tc.checkpoint_every == 0)
+        checkpoint();
+    } else if (tc.progress_interval > 0 && elapsed() - last_progress >= tc.progress_interval) {
+      last_progress = elapsed();
+      out << "  epoch " << pos.epoch << " batch " << (pos.cursor / batch) << '/'
+          << batches_per_epoch << "  "
+          << fmt("%.0f", static_cast<double>(st.samples) / last_progress) << " samples/s  loss "
+          << fmt("%.4f", st.loss_sum / static_cast<double>(st.loss_samples)) << std::endl;
     }
   }
-  result.seconds = seconds_since(t0);
+  // The end of training: the run as it stands (before keep_best below).
+  if (st.samples != checkpointed)
+    checkpoint();
+
+  run_result result;
+  result.samples = st.samples;
+  result.epochs = st.epoch;
+  result.seconds = elapsed();
   result.samples_per_second = static_cast<double>(result.samples) / result.seconds;
+  result.best_validation_accuracy = st.best_validation_accuracy;
+  result.reached_target = st.reached_target;
+  result.time_to_target = st.time_to_target;
   std::uint64_t saved_samples = result.samples;
   std::uint64_t saved_epoch = result.epochs;
   rng::state_type saved_rng = gen.state();
-  if (tc.keep_best && !best_layers.empty()) {
-    trainer.restore(best_layers);
-    saved_samples = best_samples;
-    saved_epoch = best_epoch;
-    saved_rng = best_rng;
-    out << "keeping the weights of the best validation pass (after " << best_samples
+  if (tc.keep_best && !st.best_layers.empty()) {
+    trainer.restore(st.best_layers);
+    saved_samples = st.best_samples;
+    saved_epoch = st.best_epoch;
+    saved_rng = st.best_rng;
+    out << "keeping the weights of the best validation pass (after " << st.best_samples
         << " samples)\n";
   }
 
   result.layers = trainer.layers();
-  result.kept_best = tc.keep_best && !best_layers.empty();
+  result.kept_best = tc.keep_best && !st.best_layers.empty();
   result.saved_samples = saved_samples;
   result.saved_epoch = saved_epoch;
   result.has_saved_rng = true;
   result.saved_rng = saved_rng;
-  result.curve = std::move(curve);
+  result.curve = std::move(st.curve);
   return result;
 }
 
-run_result run_centralised(const run_config& cfg, std::ostream& out) {
+run_result run_centralised(const run_config& cfg, std::ostream& out, const std::string& resume) {
   prepare_math_thread();
   check_output_dir(cfg.training.output_dir);
+  // A bad or incompatible checkpoint fails before the data is read.
+  run_checkpoint from;
+  centralised_hooks hooks;
+  if (!resume.empty()) {
+    from = load_resume_checkpoint(cfg, resume);
+    hooks.resume = &from.state;
+    hooks.resume_from = from.path;
+  }
   const data_splits data = load_run_data(cfg);
   print_banner(cfg, data, /*actor_run=*/false, out);
-  run_result r = train_centralised(cfg, data, out);
+  if (hooks.resume != nullptr)
+    print_resume(hooks.resume_from, from.state, out);
+  std::string last_checkpoint;
+  hooks.checkpoint = [&](const run_state& s) { last_checkpoint = save_run_state(cfg, s); };
+  run_result r = train_centralised(cfg, data, out, hooks);
+  r.run_checkpoint_path = last_checkpoint;
   write_outputs(cfg, data, r, out);
   print_summary(r, out);
   return r;

@@ -91,6 +91,14 @@ const std::vector<option<cluster_file>>& cluster_options() {
            return quote(std::string{to_string(f.cfg.placement.strategy)});
          },
          true, true},
+        {"placement.rebalance_on_rejoin", "boolean",
+         "after a lost node rejoins, move the actors recovery placed elsewhere back to it",
+         [](cluster_file& f, const ini_value& v) {
+           f.cfg.placement.rebalance_on_rejoin = read_bool(v);
+         },
+         [](const cluster_file& f) {
+           return std::string{f.cfg.placement.rebalance_on_rejoin ? "true" : "false"};
+         }},
         {"placement.coordinator", "string", "explicit: the coordinator's node id",
          [](cluster_file& f, const ini_value& v) { f.cfg.placement.coordinator = read_node_id(v); },
          [](const cluster_file& f) { return quote(f.cfg.placement.coordinator); }},
@@ -359,6 +367,9 @@ void cluster_config::validate() const {
 std::string cluster_config::canonical() const {
   std::vector<std::string> lines = split_lines(run.canonical());
   lines.push_back("placement.strategy=" + std::string{to_string(placement.strategy)});
+  // Every node derives the placement after a rejoin from the description.
+  lines.push_back("placement.rebalance_on_rejoin="
+                  + std::string{placement.rebalance_on_rejoin ? "true" : "false"});
   for (auto& l : split_lines(plan_placement(*this).canonical()))
     lines.push_back(std::move(l));
   for (const auto& n : nodes)

@@ -196,6 +196,20 @@ const std::vector<option_spec>& all_options() {
          c.training.progress_interval = read_real(v, 0, 86400);
        },
        [](const run_config& c) { return show(c.training.progress_interval); }, false},
+      {"training.checkpoint_every", "integer",
+       "sync rounds (centralised: validation passes) between run checkpoints (run-*.ckpt) in "
+       "output_dir; 0 = one at the end of the run only",
+       [](run_config& c, const ini_value& v) {
+         c.training.checkpoint_every = read_size(v, 0, max_count);
+       },
+       [](const run_config& c) { return show(c.training.checkpoint_every); }, false},
+      {"training.checkpoint_keep", "integer",
+       "run checkpoints kept in output_dir (the newest; older ones are deleted once a new one is "
+       "written)",
+       [](run_config& c, const ini_value& v) {
+         c.training.checkpoint_keep = read_size(v, 1, 1000000);
+       },
+       [](const run_config& c) { return show(c.training.checkpoint_keep); }, false},
       {"topology.replicas", "integer", "data-parallel replicas, one data shard each",
        [](run_config& c, const ini_value& v) { c.topology.replicas = read_size(v, 1, 1024); },
        [](const run_config& c) { return show(c.topology.replicas); }},
@@ -433,30 +447,46 @@ void apply_overrides(const std::vector<std::string>& args, run_config& cfg) {
     apply_entry(parse_override(arg), cfg, all_options());
 }
 
+namespace {
+
+/// If `arg` is `--NAME=VALUE` (or a malformed `--NAME...`), stores VALUE in
+/// `value` and returns true; throws for a repeated flag or a missing value.
+bool take_path_flag(const std::string& arg, const std::string& flag, std::string& value,
+                    bool& seen) {
+  if (arg.compare(0, flag.size(), flag) != 0
+      || (arg.size() > flag.size() && arg[flag.size()] != '='))
+    return false;
+  if (seen)
+    throw error("command line: " + flag + " given twice (\"" + value + "\" and \"" + arg + "\")");
+  if (arg.size() <= flag.size() + 1)
+    throw error("command line: \"" + arg + "\" needs a path: write " + flag + "=PATH");
+  value = arg.substr(flag.size() + 1);
+  seen = true;
+  return true;
+}
+
+} // namespace
+
 command_line split_command_line(const std::vector<std::string>& args) {
-  static const std::string flag = "--config-file";
   command_line out;
-  bool seen = false;
-  for (const auto& arg : args) {
-    if (arg.compare(0, flag.size(), flag) != 0
-        || (arg.size() > flag.size() && arg[flag.size()] != '=')) {
+  bool config_seen = false;
+  bool resume_seen = false;
+  for (const auto& arg : args)
+    if (!take_path_flag(arg, "--config-file", out.config_file, config_seen)
+        && !take_path_flag(arg, "--resume", out.resume, resume_seen))
       out.rest.push_back(arg);
-      continue;
-    }
-    if (seen)
-      throw error("command line: --config-file given twice (\"" + out.config_file + "\" and \""
-                  + arg + "\")");
-    if (arg.size() <= flag.size() + 1)
-      throw error("command line: \"" + arg + "\" needs a path: write --config-file=PATH");
-    out.config_file = arg.substr(flag.size() + 1);
-    seen = true;
-  }
   return out;
 }
 
 run_config load_run_config(const std::vector<std::string>& args) {
-  run_config cfg;
   const command_line cl = split_command_line(args);
+  if (!cl.resume.empty())
+    throw error("command line: --resume=" + cl.resume + " is not accepted by this command");
+  return load_run_config_from(cl);
+}
+
+run_config load_run_config_from(const command_line& cl) {
+  run_config cfg;
   const std::string& file = cl.config_file;
   std::vector<ini_entry> overrides;
   for (const auto& arg : cl.rest)

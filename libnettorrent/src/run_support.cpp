@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <sstream>
@@ -100,6 +101,11 @@ void write_file_atomically(const std::string& path,
     ::unlink(tmp.c_str());
     throw error(path + ": close failed: " + reason);
   }
+  // Test hook: die as a process killed between the temp write and the
+  // rename would (see run_support.hpp).
+  if (const char* crash = std::getenv("NETTORRENT_TEST_CRASH_BEFORE_RENAME");
+      crash != nullptr && std::strcmp(crash, "1") == 0)
+    ::_exit(3);
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const std::string reason = std::strerror(errno);
     ::unlink(tmp.c_str());

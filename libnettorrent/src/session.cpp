@@ -47,13 +47,19 @@ std::vector<std::uint32_t> test_selection(const run_config& cfg, const image_set
   return idx;
 }
 
+checkpoint_header checkpoint_header_of(const run_config& cfg) {
+  checkpoint_header h;
+  h.layers.assign(cfg.model.layers.begin(), cfg.model.layers.end());
+  for (const auto& g : model_geometry(cfg.model))
+    h.activations.push_back(g.act);
+  h.optimizer = cfg.optimizer.kind;
+  h.config_hash = cfg.hash();
+  return h;
+}
+
 model_checkpoint make_checkpoint(const run_config& cfg, const run_result& r) {
   model_checkpoint ck;
-  ck.header.layers.assign(cfg.model.layers.begin(), cfg.model.layers.end());
-  for (const auto& g : model_geometry(cfg.model))
-    ck.header.activations.push_back(g.act);
-  ck.header.optimizer = cfg.optimizer.kind;
-  ck.header.config_hash = cfg.hash();
+  ck.header = checkpoint_header_of(cfg);
   ck.header.samples = r.saved_samples;
   ck.header.step = r.saved_samples / cfg.training.batch_size;
   ck.header.epoch = r.saved_epoch;
@@ -61,6 +67,29 @@ model_checkpoint make_checkpoint(const run_config& cfg, const run_result& r) {
     ck.header.rng_state = r.saved_rng;
   ck.layers = r.layers;
   return ck;
+}
+
+run_checkpoint load_resume_checkpoint(const run_config& cfg, const std::string& path) {
+  const std::string file = resolve_resume_path(path);
+  run_checkpoint ck = load_run_checkpoint(file);
+  check_resume_compatible(cfg, ck.state, file);
+  return ck;
+}
+
+void print_resume(const std::string& path, const run_state& s, std::ostream& out) {
+  out << "resuming " << path << ": round " << s.round << ", " << s.samples << " samples, epoch "
+      << s.epoch << ", " << format_duration(s.elapsed_seconds) << " trained" << std::endl;
+}
+
+std::string save_run_state(const run_config& cfg, const run_state& state) {
+  checkpoint_header h = checkpoint_header_of(cfg);
+  h.samples = state.samples;
+  h.epoch = state.epoch;
+  if (!state.positions.empty())
+    h.step = state.positions.front().samples / cfg.training.batch_size;
+  if (state.positions.size() == 1)
+    h.rng_state = state.positions.front().rng_state;
+  return write_run_checkpoint(cfg.training.output_dir, cfg.training.checkpoint_keep, h, state);
 }
 
 void write_outputs(const run_config& cfg, const data_splits& data, run_result& r,
@@ -112,6 +141,9 @@ void print_summary(const run_result& r, std::ostream& out) {
     out << "]\n";
   }
   out << "wrote " << r.checkpoint_path << " and " << r.curve_path << std::endl;
+  if (!r.run_checkpoint_path.empty())
+    out << "run checkpoint " << r.run_checkpoint_path << " (--resume=" << r.run_checkpoint_path
+        << " continues the run)" << std::endl;
 }
 
 } // namespace nettorrent

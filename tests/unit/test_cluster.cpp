@@ -354,6 +354,8 @@ std::vector<cluster_error_case> cluster_error_cases() {
        "placement", "placement.slices", "replica 1 layer 0 has 1 node ids, but 2 slices"},
       {"explicit without workers", explicit_cluster().erase("placement", "workers"), "",
        "placement.workers", "missing; placement.strategy \"explicit\" needs"},
+      {"rebalance not a boolean", with("placement", "rebalance_on_rejoin", "1"), "placement",
+       "placement.rebalance_on_rejoin", "expected true or false"},
       {"lists without explicit", with("placement", "leaders", "[\"n0\", \"n1\", \"n2\"]"),
        "placement", "placement.leaders", "only read by placement.strategy \"explicit\""},
   };
@@ -633,7 +635,9 @@ TEST_F(ClusterFiles, TheHashCoversWhatNodesMustAgreeOn) {
   EXPECT_NE(hash_with("optimizer", "learning_rate", "0.05"), c.hash());
   EXPECT_NE(hash_with("topology", "slices", "[2, 3, 2]"), c.hash());
   EXPECT_NE(hash_with("placement", "strategy", "\"round_robin\""), c.hash());
-  EXPECT_NE(hash_with("nodes", "ports", "[4200, 4202, 4201]"), c.hash()); // n0 and n1 swapped
+  EXPECT_NE(hash_with("placement", "rebalance_on_rejoin", "false"), c.hash());
+  EXPECT_EQ(hash_with("placement", "rebalance_on_rejoin", "true"), c.hash()); // the default
+  EXPECT_NE(hash_with("nodes", "ports", "[4200, 4202, 4201]"), c.hash());     // n0 and n1 swapped
   EXPECT_NE(hash_with("nodes", "metrics_ports", "[9201, 9202, 9203]"), c.hash());
   EXPECT_NE(hash_with("nodes", "hosts", "[\"127.0.0.1\", \"127.0.0.1\", \"127.0.0.2\"]"), c.hash());
   // ... settings of one process's output do not.
@@ -644,6 +648,7 @@ TEST_F(ClusterFiles, TheHashCoversWhatNodesMustAgreeOn) {
   for (const auto& line : lines_of(c.run.canonical()))
     EXPECT_CONTAINS(text, line + "\n");
   EXPECT_CONTAINS(text, "placement.strategy=by_swarm\n");
+  EXPECT_CONTAINS(text, "placement.rebalance_on_rejoin=true\n");
   EXPECT_CONTAINS(text, "placement.slice r1 l1 i2=n1\n");
   EXPECT_CONTAINS(text, "nodes.n2=127.0.0.1:4202 metrics 9202\n");
 }
@@ -661,8 +666,9 @@ TEST_F(ClusterFiles, CanonicalLinesAreSortedAndUniqueAndHashed) {
     for (const auto& l : lines)
       keys.push_back(l.substr(0, l.find('=')));
     EXPECT_TRUE(std::adjacent_find(keys.begin(), keys.end()) == keys.end()) << text;
-    // The run's lines, the strategy, one line per actor and one per node.
-    EXPECT_EQ(lines.size(), lines_of(c.run.canonical()).size() + 1
+    // The run's lines, the strategy and rebalance_on_rejoin, one line per
+    // actor and one per node.
+    EXPECT_EQ(lines.size(), lines_of(c.run.canonical()).size() + 2
                                 + nt::plan_placement(c).actors().size() + c.nodes.size());
     EXPECT_EQ(c.hash(), nt::fnv1a64(text));
   }
@@ -806,6 +812,7 @@ TEST(ExampleCluster, ClusterAndNodeFilesLoadAndAgree) {
   EXPECT_EQ(c.run.model.layers, (std::vector<std::size_t>{784, 256, 128, 10}));
   EXPECT_EQ(c.run.topology.replicas, 2u);
   EXPECT_EQ(c.placement.strategy, nt::placement_strategy::by_swarm);
+  EXPECT_TRUE(c.placement.rebalance_on_rejoin);
   const std::vector<nt::node_address> want = {{"n0", "127.0.0.1", 4200, 9200},
                                               {"n1", "127.0.0.1", 4201, 9201},
                                               {"n2", "127.0.0.1", 4202, 9202}};
@@ -842,10 +849,11 @@ TEST(ExampleCluster, EveryKeyOfTheExamplesIsDescribed) {
     for (const auto& e : doc.entries)
       EXPECT_CONTAINS(keys, "  " + e.name() + " (");
   }
-  for (const char* k : {"placement.strategy", "placement.coordinator", "placement.leaders",
-                        "placement.workers", "placement.relays", "placement.slices", "nodes.ids",
-                        "nodes.hosts", "nodes.ports", "nodes.metrics_ports", "node.cluster_file",
-                        "node.id", "node.bind", "node.port", "node.metrics_port"})
+  for (const char* k :
+       {"placement.strategy", "placement.rebalance_on_rejoin", "placement.coordinator",
+        "placement.leaders", "placement.workers", "placement.relays", "placement.slices",
+        "nodes.ids", "nodes.hosts", "nodes.ports", "nodes.metrics_ports", "node.cluster_file",
+        "node.id", "node.bind", "node.port", "node.metrics_port"})
     EXPECT_CONTAINS(keys, std::string{"  "} + k + " (");
   EXPECT_CONTAINS(keys, "  nodes.ids (list of strings, required)");
 }

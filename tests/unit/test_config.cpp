@@ -269,6 +269,8 @@ TEST_F(ConfigFiles, LocalIniHoldsTheDocumentedDefaults) {
   EXPECT_EQ(c.training.seed, 1u);
   EXPECT_EQ(c.training.output_dir, "runs/local");
   EXPECT_EQ(c.training.progress_interval, 1.0); // the demo prints a line a second
+  EXPECT_EQ(c.training.checkpoint_every, 0u);
+  EXPECT_EQ(c.training.checkpoint_keep, 3u);
   EXPECT_EQ(c.optimizer.kind, nt::optimizer_kind::adam);
   EXPECT_FLOAT_EQ(c.optimizer.learning_rate, 0.001f);
   EXPECT_EQ(c.topology.replicas, 2u);
@@ -474,6 +476,35 @@ TEST(SplitCommandLine, RefusesASecondFileAndAnEmptyPath) {
   }
 }
 
+TEST(SplitCommandLine, TakesOutTheResumePathOnceAndOnlyThere) {
+  nt::command_line cl =
+      nt::split_command_line({"--a.b=1", "--resume=runs/x", "--config-file=c.ini", "--c.d=2"});
+  EXPECT_EQ(cl.resume, "runs/x");
+  EXPECT_EQ(cl.config_file, "c.ini");
+  EXPECT_EQ(cl.rest, (std::vector<std::string>{"--a.b=1", "--c.d=2"}));
+  EXPECT_EQ(nt::split_command_line({"--a.b=1"}).resume, "");
+  // Look-alikes stay for the caller to refuse.
+  cl = nt::split_command_line({"--resumes=a", "-resume=b", "--resume.x=c"});
+  EXPECT_EQ(cl.resume, "");
+  EXPECT_EQ(cl.rest.size(), 3u);
+  std::string msg = error_of([] { nt::split_command_line({"--resume=a", "--resume=b"}); });
+  EXPECT_CONTAINS(msg, "--resume given twice");
+  EXPECT_CONTAINS(msg, "\"a\"");
+  for (const char* empty : {"--resume=", "--resume"}) {
+    SCOPED_TRACE(empty);
+    msg = error_of([&] { nt::split_command_line({empty}); });
+    EXPECT_CONTAINS(msg, "needs a path");
+    EXPECT_CONTAINS(msg, "--resume=PATH");
+  }
+  // Commands that do not resume refuse it; the split form leaves it to the
+  // caller.
+  msg = error_of([] { nt::load_run_config({"--resume=runs/x", "--training.seed=3"}); });
+  EXPECT_CONTAINS(msg, "--resume=runs/x is not accepted");
+  const nt::run_config c =
+      nt::load_run_config_from(nt::split_command_line({"--resume=runs/x", "--training.seed=3"}));
+  EXPECT_EQ(c.training.seed, 3u);
+}
+
 TEST_F(ConfigFiles, CommandLineOverridesApplyOverTheFile) {
   const nt::run_config c = nt::load_run_config(
       {"--training.max_epochs=3", "--config-file=" + local_ini, "--optimizer.kind=sgd",
@@ -517,6 +548,9 @@ TEST_F(ConfigFiles, CommandLineOverridesAreChecked) {
   EXPECT_CONTAINS(msg, "expected an integer");
   msg = error_of([&] { nt::load_run_config({"--model.layers=[784]"}); });
   EXPECT_CONTAINS(msg, "model.layers");
+  msg = error_of([&] { nt::load_run_config({"--training.checkpoint_keep=0"}); });
+  EXPECT_CONTAINS(msg, "training.checkpoint_keep");
+  EXPECT_CONTAINS(msg, "out of range [1, ");
 }
 
 // ---------------------------------------------------------------------------
@@ -548,6 +582,8 @@ TEST(RunConfigHash, StableAndSensitiveToResultAffectingKeys) {
   // Output location and display settings do not affect the result.
   EXPECT_FALSE(changed([](nt::run_config& c) { c.training.output_dir = "elsewhere"; }));
   EXPECT_FALSE(changed([](nt::run_config& c) { c.training.progress_interval = 0; }));
+  EXPECT_FALSE(changed([](nt::run_config& c) { c.training.checkpoint_every = 7; }));
+  EXPECT_FALSE(changed([](nt::run_config& c) { c.training.checkpoint_keep = 1; }));
   EXPECT_EQ(base.canonical().find("output_dir"), std::string::npos);
   EXPECT_EQ(base.canonical().find("progress_interval"), std::string::npos);
 }
@@ -593,7 +629,8 @@ TEST(RunConfigHash, CanonicalLinesAreSortedAndUniqueAndHashed) {
 
 TEST(RunConfigHash, CoversExactlyTheResultAffectingKeys) {
   // Every key `nettorrent keys` lists is in the canonical text, except the
-  // output location, the display and the process settings.
+  // output location, the display, the run-checkpoint cadence and the
+  // process settings.
   const std::string described = nt::describe_config_keys();
   std::vector<std::string> want;
   std::istringstream is{described};
@@ -601,6 +638,7 @@ TEST(RunConfigHash, CoversExactlyTheResultAffectingKeys) {
     if (line.rfind("  ", 0) == 0 && line[2] != ' ') {
       const std::string key = line.substr(2, line.find(' ', 2) - 2);
       if (key != "training.output_dir" && key != "training.progress_interval"
+          && key != "training.checkpoint_every" && key != "training.checkpoint_keep"
           && key.rfind("system.", 0) != 0)
         want.push_back(key);
     }
