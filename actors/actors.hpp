@@ -144,6 +144,14 @@ using swarm_leader_actor = caf::typed_actor<
     /// Returns the swarm's counters summed over its slices.
     caf::replies_to<atom::stats>::with<slice_stats>>;
 
+/// Writes run checkpoints, so that no file is written in the coordinator's handlers.
+using checkpoint_writer_actor = caf::typed_actor<
+    /// Writes a run checkpoint of `state` into training.output_dir (keeps the newest
+    /// training.checkpoint_keep).
+    caf::reacts_to<atom::save, run_state_ref>,
+    /// Quits once every checkpoint before this message is written.
+    caf::reacts_to<atom::stop>>;
+
 /// The coordinator: the actor around the run's state machine.
 using coordinator_actor = barrier_sink_actor::extend<
     /// Starts the run once everything registered and was wired; replies when it ends.

@@ -42,5 +42,6 @@ using pause = caf::atom_constant<caf::atom("pause")>;     ///< a worker stops fe
 using seek = caf::atom_constant<caf::atom("seek")>;       ///< a worker moves to a position
 using restore = caf::atom_constant<caf::atom("restore")>; ///< a leader restores a replica's layer
 using settled = caf::atom_constant<caf::atom("settled")>; ///< the losses of a recovery settled
+using save = caf::atom_constant<caf::atom("save")>;       ///< write a run checkpoint
 
 } // namespace nettorrent::atom

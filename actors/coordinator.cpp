@@ -2,6 +2,7 @@
 
 #include <caf/all.hpp>
 
+#include "checkpoint_writer.hpp"
 #include "nettorrent/cluster.hpp"
 
 namespace nettorrent {
@@ -193,6 +194,13 @@ public:
     self_->delayed_send(self_, std::chrono::milliseconds(250), atom::settled::value, step);
   }
 
+  void save(std::shared_ptr<const run_state> state) override {
+    auto& s = st();
+    if (!s.writer)
+      s.writer = self_->spawn(checkpoint_writer, s.spec.cfg);
+    self_->send(s.writer, atom::save::value, run_state_ref{std::move(state)});
+  }
+
   void recovered(const recovery_summary& r) override {
     if (const auto* m = st().spec.metrics) {
       m->recoveries->Increment();
@@ -268,6 +276,15 @@ public:
 
   void finished(run_result&& result) override {
     const bool ok = result.ok;
+    if (ok && result.end_state) {
+      // The run checkpoint at the end: the last round's state (resuming
+      // from it replays the last interval, exactly).
+      result.run_checkpoint_path =
+          st().spec.cfg.training.output_dir + "/" + run_checkpoint_name(result.end_state->round);
+      save(result.end_state);
+    }
+    if (st().writer) // after the checkpoints it still has to write
+      self_->send(st().writer, atom::stop::value);
     st().promise.deliver(std::move(result));
     // Nodes that watch the coordinator see `normal` only when the run succeeded.
     if (ok)
@@ -323,6 +340,8 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
   s.machine = std::make_unique<run_machine>(s.spec.cfg, *s.backend, steady_seconds, s.spec.verbose,
                                             s.spec.placement, s.spec.nodes);
   s.machine->set_rebalance_on_rejoin(s.spec.rebalance_on_rejoin);
+  if (s.spec.resume)
+    s.machine->resume_from(*s.spec.resume);
   s.handles.resize(s.machine->layout().size());
   s.nodes.resize(s.spec.nodes.size());
   self->delayed_send(self,

@@ -32,6 +32,8 @@ struct coordinator_spec {
   std::vector<std::string> nodes;
   std::vector<std::size_t> placement;
   bool rebalance_on_rejoin = true; ///< placement.rebalance_on_rejoin
+  /// --resume: the run checkpoint's state to continue from (null: a new run).
+  std::shared_ptr<const run_state> resume;
 };
 
 struct coordinator_state {
@@ -46,6 +48,7 @@ struct coordinator_state {
   std::unordered_map<caf::actor_addr, std::size_t> node_of;
   std::set<caf::node_id> admitted; ///< only they (and this process) may register actors
   caf::typed_response_promise<run_result> promise;
+  checkpoint_writer_actor writer; ///< spawned at the first periodic checkpoint
 };
 
 coordinator_actor::behavior_type

@@ -144,6 +144,18 @@ typename Inspector::result_type inspect(Inspector& f, exchange_result& r) {
   return f(caf::meta::type_name("exchange_result"), r.post, r.bytes);
 }
 
+/// A run state shared within one process (the coordinator hands its last
+/// round's state to the checkpoint writer without a copy). Never sent to
+/// another node: it serialises to nothing.
+struct run_state_ref {
+  std::shared_ptr<const run_state> ptr;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, run_state_ref&) {
+  return f(caf::meta::type_name("run_state_ref"));
+}
+
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, worker_position& p) {
   return f(caf::meta::type_name("worker_position"), p.epoch, p.cursor, p.samples, p.next_batch);

@@ -71,6 +71,17 @@ void configure(caf::actor_system_config& sys_cfg, const run_config& cfg, bool ne
   sys_cfg.set("middleman.connection-timeout", seconds(cfg.system.connection_timeout));
 }
 
+/// The state a --resume continues from (null without --resume). Throws
+/// naming the file and every key that must not differ.
+std::shared_ptr<const run_state> resume_state(const run_config& cfg, const std::string& resume,
+                                              std::ostream& out) {
+  if (resume.empty())
+    return nullptr;
+  run_checkpoint ck = load_resume_checkpoint(cfg, resume);
+  print_resume(ck.path, ck.state, out);
+  return std::make_shared<const run_state>(std::move(ck.state));
+}
+
 coordinator_spec make_coordinator_spec(const run_config& cfg, bool verbose, std::uint64_t hash,
                                        const process_resources& res, std::vector<std::string> nodes,
                                        std::vector<std::size_t> placement) {
@@ -176,7 +187,8 @@ coordinator_actor connect(caf::actor_system& sys, caf::scoped_actor& self, const
 
 } // namespace
 
-run_result run_embedded(const run_config& cfg, std::ostream& out, bool verbose) {
+run_result run_embedded(const run_config& cfg, std::ostream& out, bool verbose,
+                        const std::string& resume) {
   const process_resources res =
       prepare(cfg, "local", static_cast<std::uint16_t>(cfg.system.metrics_port),
               /*coordinator=*/true, /*needs_data=*/true, verbose, out, "");
@@ -186,9 +198,10 @@ run_result run_embedded(const run_config& cfg, std::ostream& out, bool verbose) 
   caf::scoped_actor self{sys};
   // A one-node cluster: every actor of the layout on node "local".
   const run_layout layout{cfg};
-  auto coord =
-      sys.spawn(coordinator, make_coordinator_spec(cfg, verbose, 0, res, {"local"},
-                                                   std::vector<std::size_t>(layout.size(), 0)));
+  auto spec = make_coordinator_spec(cfg, verbose, 0, res, {"local"},
+                                    std::vector<std::size_t>(layout.size(), 0));
+  spec.resume = resume_state(cfg, resume, out);
+  auto coord = sys.spawn(coordinator, std::move(spec));
   const run_result r =
       coordinate(self, coord, spawn_node(sys, "local", 0, cfg, res), cfg, res, verbose, out);
   if (res.m)
@@ -196,7 +209,8 @@ run_result run_embedded(const run_config& cfg, std::ostream& out, bool verbose) 
   return r;
 }
 
-int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
+int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
+             const std::string& resume) {
   const cluster_config& cc = nc.cluster;
   const run_config& cfg = cc.run;
   const placement_plan plan = plan_placement(cc);
@@ -217,6 +231,11 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
            "*** Only do this on a network you trust completely."
         << std::endl;
 
+  if (!resume.empty() && !is_coordinator) {
+    err << me << ": error: --resume is for the coordinator's node (node " << coord_id
+        << "); start the other nodes as usual" << std::endl;
+    return 1;
+  }
   bool needs_data = false;
   for (const auto& key : mine)
     needs_data = needs_data || key.kind == actor_kind::shard_worker;
@@ -232,8 +251,10 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
     std::vector<std::size_t> placement;
     for (const auto& a : plan.actors())
       placement.push_back(plan.node_index(a));
-    auto coord =
-        sys.spawn(coordinator, make_coordinator_spec(cfg, true, hash, res, plan.nodes, placement));
+    auto spec = make_coordinator_spec(cfg, true, hash, res, plan.nodes, placement);
+    spec.rebalance_on_rejoin = cc.placement.rebalance_on_rejoin;
+    spec.resume = resume_state(cfg, resume, out);
+    auto coord = sys.spawn(coordinator, std::move(spec));
     auto port = sys.middleman().publish(coord, nc.port, nc.bind.c_str(), true);
     if (!port) {
       err << me << ": error: cannot listen on " << nc.bind << ':' << nc.port << ": "
@@ -284,7 +305,10 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err) {
   self->send_exit(local, caf::exit_reason::user_shutdown);
   if (reason && reason != caf::exit_reason::normal) {
     err << me << ": error: the run ended abnormally: " << sys.render(reason)
-        << " (see the coordinator's log on node " << coord_id << ")" << std::endl;
+        << " (lost the coordinator's node " << coord_id << ", or see its log); its run checkpoints "
+        << "are in " << cfg.training.output_dir << " on node " << coord_id << ": restart node "
+        << coord_id << " with --resume=" << cfg.training.output_dir
+        << " and the other nodes as before" << std::endl;
     return 1;
   }
   out << me << ": the run is over" << std::endl;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <iosfwd>
+#include <string>
 
 #include "nettorrent/cluster.hpp"
 #include "nettorrent/config.hpp"
@@ -17,7 +18,11 @@ namespace nettorrent {
 /// directory, loads the data, starts the metrics exporter and the actor
 /// system, runs, writes the outputs, prints the summary (when `verbose`) and
 /// lingers for a last scrape. Returns the result (ok = false with error).
-run_result run_embedded(const run_config& cfg, std::ostream& out, bool verbose = true);
+/// With `resume` (a run checkpoint or a directory holding them), the run
+/// continues from it (refused, naming the keys, if the configuration
+/// differs in what must not change).
+run_result run_embedded(const run_config& cfg, std::ostream& out, bool verbose = true,
+                        const std::string& resume = "");
 
 /// `nettorrent node`: one node of a cluster. The coordinator's node does
 /// what run_embedded does, with its coordinator published on its port; every
@@ -25,6 +30,9 @@ run_result run_embedded(const run_config& cfg, std::ostream& out, bool verbose =
 /// joins through its node actor (refused if its cluster description hashes
 /// differently), hosts what the coordinator asks it to spawn, and waits for
 /// the run to end. Returns the process exit status (0 ok, 1 failure).
-int run_node(const node_config& nc, std::ostream& out, std::ostream& err);
+/// `resume` is for the coordinator's node only (the others are told what to
+/// host by the coordinator).
+int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
+             const std::string& resume = "");
 
 } // namespace nettorrent

@@ -94,8 +94,9 @@ int cmd_centralised(const std::vector<std::string>& args) {
 
 int cmd_train(const std::vector<std::string>& args) {
   note_defaults(args);
-  const nt::run_config cfg = nt::load_run_config(args);
-  const nt::run_result r = nt::run_embedded(cfg, std::cout);
+  const nt::command_line cl = nt::split_command_line(args);
+  const nt::run_config cfg = nt::load_run_config_from(cl);
+  const nt::run_result r = nt::run_embedded(cfg, std::cout, true, cl.resume);
   if (!r.ok) {
     std::cerr << "nettorrent train: error: " << r.error << '\n';
     return 1;
@@ -107,8 +108,6 @@ int cmd_node(const std::vector<std::string>& args) {
   const nt::command_line cl = nt::split_command_line(args);
   if (cl.config_file.empty())
     throw nt::error("node: --config-file=NODE_FILE is required");
-  if (!cl.resume.empty())
-    throw nt::error("node: --resume is not supported yet");
   nt::node_config nc = nt::load_node_config(cl.config_file);
   // Overrides change the shared description: give every node the same ones,
   // or the coordinator refuses the nodes whose hash differs.
@@ -118,7 +117,7 @@ int cmd_node(const std::vector<std::string>& args) {
   } catch (const nt::error& e) {
     throw nt::error(nc.cluster_file + " (with command-line overrides): " + e.what());
   }
-  return nt::run_node(nc, std::cout, std::cerr);
+  return nt::run_node(nc, std::cout, std::cerr, cl.resume);
 }
 
 int cmd_plot(const std::vector<std::string>& args) {
@@ -246,15 +245,18 @@ const std::vector<command>& commands() {
   static const std::string centralised_options =
       std::string{run_options} + std::string{resume_option};
   static const std::vector<command> all = {
-      {"train", "[--config-file=FILE] [--section.key=value ...]",
+      {"train", "[--config-file=FILE] [--resume=PATH] [--section.key=value ...]",
        "train with the actor pipeline, every actor in this process",
        "Trains with the actor pipeline (replicas, swarms of neuron slices, gradient\n"
        "relays, a coordinator), every actor in this process. Prints a line per\n"
-       "validation pass and a summary, and writes model.ckpt, curve.csv and\n"
-       "curve.png into training.output_dir.\n",
-       run_options, "  nettorrent train --config-file=config/local.ini --topology.replicas=4\n",
+       "validation pass and a summary, and writes model.ckpt, curve.csv,\n"
+       "curve.png and run checkpoints (every training.checkpoint_every sync rounds\n"
+       "and at the end) into training.output_dir. A lost actor is recovered from.\n",
+       centralised_options,
+       "  nettorrent train --config-file=config/local.ini --topology.replicas=4\n"
+       "  nettorrent train --config-file=config/local.ini --resume=runs/local\n",
        cmd_train},
-      {"node", "--config-file=NODE_FILE [--section.key=value ...]",
+      {"node", "--config-file=NODE_FILE [--resume=PATH] [--section.key=value ...]",
        "run one node of a cluster (see config/cluster/)",
        "Runs one node of a cluster: reads the node file and the cluster file it\n"
        "names, spawns the actors the placement puts on this node and joins the\n"
@@ -262,7 +264,9 @@ const std::vector<command>& commands() {
        "  --config-file=NODE_FILE\n"
        "                        this node's file ([node] id, cluster_file, bind)\n"
        "  --section.key=value   override a run key of the cluster file; give every\n"
-       "                        node the same ones, or the cluster hashes differ\n",
+       "                        node the same ones, or the cluster hashes differ\n"
+       "  --resume=PATH         the coordinator's node only: continue the run of a\n"
+       "                        run checkpoint, or of the newest one in directory PATH\n",
        "  nettorrent node --config-file=config/cluster/node-0.ini\n"
        "  (scripts/launch-cluster.sh starts every node of config/cluster/)\n",
        cmd_node},

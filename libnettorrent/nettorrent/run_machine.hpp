@@ -42,6 +42,7 @@
 
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/config.hpp"
+#include "nettorrent/run_checkpoint.hpp"
 #include "nettorrent/run_layout.hpp"
 #include "nettorrent/run_result.hpp"
 #include "nettorrent/slice_ops.hpp"
@@ -164,6 +165,8 @@ public:
   virtual void settle(std::uint64_t step) = 0;
   /// A recovery finished.
   virtual void recovered(const recovery_summary& r) = 0;
+  /// Write a run checkpoint of `state` (every training.checkpoint_every rounds).
+  virtual void save(std::shared_ptr<const run_state> state) = 0;
   /// Ask actor `a` for its counters.
   virtual void query_stats(std::uint64_t step, const actor_key& a) = 0;
   /// A sync round ended (progress output and metrics).
@@ -230,6 +233,13 @@ public:
   void on_failure(const std::string& what);
   /// Actor `a` went down (`reason` rendered).
   void on_lost(const actor_key& a, const std::string& reason);
+
+  /// Continue from a run checkpoint's state (before the run starts): every
+  /// replica is restored to it when training starts.
+  void resume_from(const run_state& s);
+
+  /// The state of the last sync round, as a run checkpoint holds it.
+  std::shared_ptr<const run_state> committed_state() const { return committed_; }
 
   /// placement.rebalance_on_rejoin: after the first round that follows a
   /// rejoin, actors go back to the nodes the plan gives them (default on).
@@ -363,7 +373,11 @@ private:
   } mark_;
   bool rebalance_on_rejoin_ = true; ///< move actors back to a node that rejoined
   bool rebalance_pending_ = false;
-  bool rebalancing_ = false;         ///< the current "recovery" moves live actors back
+  bool rebalancing_ = false; ///< the current "recovery" moves live actors back
+  bool resuming_ = false;    ///< the current "recovery" restores a run checkpoint
+  double resumed_elapsed_ = 0;
+  std::shared_ptr<const run_state> committed_; ///< the last round's state
+  void commit_state();
   bool best_moved_ = false;          ///< mark_.best_layers holds the layers a collect replaced
   std::vector<bool> redone_counted_; ///< per replica, in the current recovery
   enum class after_recovery { train, apply } after_ = after_recovery::train;

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,10 @@ struct run_result {
   std::string checkpoint_path;
   std::string curve_path;
   std::string run_checkpoint_path; ///< the last run checkpoint written ("" = none)
+  /// Actor runs: the state of the last sync round (what a run checkpoint at
+  /// the end holds; resuming from it replays the last interval). In-process
+  /// only: not serialised.
+  std::shared_ptr<const struct run_state> end_state;
 };
 
 } // namespace nettorrent

@@ -113,6 +113,82 @@ run_machine::run_machine(run_config cfg, run_backend& backend, std::function<dou
     initial->push_back(std::move(ls));
   }
   snapshot_.assign(R, initial);
+  commit_state();
+}
+
+void run_machine::commit_state() {
+  auto st = std::make_shared<run_state>();
+  st->config_hash = cfg_.hash();
+  st->config_text = cfg_.canonical();
+  st->actor_run = true;
+  st->round = snapshot_round_;
+  for (const auto& p : positions_) {
+    st->samples += p.samples;
+    st->epoch = std::max(st->epoch, p.epoch);
+    data_position d;
+    d.epoch = p.epoch;
+    d.cursor = p.cursor;
+    d.samples = p.samples;
+    d.next_batch = p.next_batch;
+    st->positions.push_back(d); // the order is replayed from the seed (epoch shuffles)
+  }
+  st->curve.assign(result_.curve.begin(),
+                   result_.curve.begin()
+                       + static_cast<std::ptrdiff_t>(std::min(
+                           result_.curve.size(), static_cast<std::size_t>(snapshot_round_))));
+  st->elapsed_seconds = st->curve.empty() ? 0 : st->curve.back().seconds;
+  for (const auto& p : st->curve) {
+    st->best_validation_accuracy = std::max(st->best_validation_accuracy, p.validation_accuracy);
+    if (!st->reached_target && cfg_.training.target_accuracy > 0
+        && p.validation_accuracy >= cfg_.training.target_accuracy) {
+      st->reached_target = true;
+      st->time_to_target = p.seconds;
+    }
+  }
+  st->best_layers = best_layers_;
+  st->best_samples = best_samples_;
+  st->best_epoch = best_epoch_;
+  bool shared = true;
+  for (const auto& x : snapshot_)
+    shared = shared && x == snapshot_.front();
+  if (shared)
+    st->models.push_back(*snapshot_.front());
+  else
+    for (const auto& x : snapshot_)
+      st->models.push_back(*x);
+  committed_ = std::move(st);
+}
+
+void run_machine::resume_from(const run_state& st) {
+  const std::size_t R = layout_.replicas();
+  if (st.positions.size() != R || (st.models.size() != 1 && st.models.size() != R))
+    throw error("run checkpoint: it holds " + std::to_string(st.positions.size())
+                + " data positions and " + std::to_string(st.models.size())
+                + " models; this run has " + std::to_string(R) + " replicas");
+  for (const auto& m : st.models)
+    if (m.size() != layout_.layers())
+      throw error("run checkpoint: a model of " + std::to_string(m.size())
+                  + " layers; this run has " + std::to_string(layout_.layers()));
+  for (std::size_t r = 0; r < R; ++r) {
+    snapshot_[r] = std::make_shared<const std::vector<layer_state>>(st.model_of(r));
+    const auto& d = st.positions[r];
+    positions_[r] = worker_position{d.epoch, d.cursor, d.samples, d.next_batch};
+  }
+  round_positions_ = positions_;
+  snapshot_round_ = st.round;
+  result_.sync_rounds = st.round;
+  result_.curve = st.curve;
+  result_.samples = st.samples;
+  result_.epochs = st.epoch;
+  result_.best_validation_accuracy = st.best_validation_accuracy;
+  result_.reached_target = st.reached_target;
+  result_.time_to_target = st.time_to_target;
+  best_layers_ = st.best_layers;
+  best_samples_ = st.best_samples;
+  best_epoch_ = st.best_epoch;
+  resumed_elapsed_ = st.elapsed_seconds;
+  resuming_ = true;
+  commit_state();
 }
 
 void run_machine::say(const std::string& line) {
@@ -255,9 +331,17 @@ void run_machine::maybe_start_training() {
   if (phase_ != phase::ready || !run_requested_ || over())
     return;
   phase_ = phase::training;
-  t0_ = clock_();
+  t0_ = clock_() - resumed_elapsed_;
   say("coordinator: " + std::to_string(expected()) + " actors registered and wired; training "
       + std::to_string(layout_.replicas()) + " replicas");
+  if (resuming_) { // put every replica where the run checkpoint left it
+    phase_ = phase::recovering;
+    hit_.assign(layout_.replicas(), true);
+    barriers_.assign(layout_.replicas(), std::nullopt);
+    at_barrier_ = 0;
+    start_restoring();
+    return;
+  }
   resume_all();
 }
 
@@ -491,6 +575,10 @@ void run_machine::start_snapshot() {
 void run_machine::commit_round() {
   positions_ = round_positions_;
   snapshot_round_ = result_.sync_rounds;
+  commit_state();
+  const auto every = cfg_.training.checkpoint_every;
+  if (every > 0 && snapshot_round_ % every == 0)
+    backend_.save(committed_);
 }
 
 void run_machine::start_apply() {
@@ -931,6 +1019,13 @@ void run_machine::on_seeked(std::uint64_t step, std::uint32_t replica) {
 }
 
 void run_machine::finish_recovery() {
+  if (resuming_) {
+    resuming_ = false;
+    hit_.assign(layout_.replicas(), false);
+    recovery_step_ = recovery_step::none;
+    resume_all();
+    return;
+  }
   if (rebalancing_) {
     rebalancing_ = false;
     say("coordinator: rebalanced: " + std::to_string(recovery_.moved) + " actors moved, "
@@ -996,6 +1091,8 @@ void run_machine::deliver() {
     return;
   delivered_ = true;
   phase_ = phase::done;
+  if (result_.ok)
+    result_.end_state = committed_;
   if (result_.ok)
     backend_.stop_all();
   backend_.finished(std::move(result_));

@@ -92,6 +92,7 @@ struct run_spec {
   double registration_timeout = 30;
   double heartbeat_interval = 1;
   double connection_timeout = 10;
+  int checkpoint_every = 0;
 
   std::string run_sections(const std::string& output_dir) const {
     std::ostringstream os;
@@ -101,7 +102,8 @@ struct run_spec {
        << "[training]\nbatch_size = 64\nmax_epochs = " << max_epochs
        << "\ntarget_accuracy = 0.0\nkeep_best = " << (keep_best ? "true" : "false")
        << "\nseed = " << seed << "\noutput_dir = \"" << output_dir
-       << "\"\nprogress_interval = 0\n\n"
+       << "\"\nprogress_interval = 0\ncheckpoint_every = " << checkpoint_every
+       << "\ncheckpoint_keep = 100\n\n"
        << "[optimizer]\nkind = \"adam\"\nlearning_rate = " << learning_rate << "\n\n"
        << "[topology]\nreplicas = " << replicas << "\nslices = " << slices
        << "\nmax_in_flight = " << max_in_flight << "\nsync_every = " << sync_every
@@ -578,17 +580,31 @@ TEST_F(LostNode, TwoNodesLostOneAfterTheOtherInAFourNodeRun) {
   expect_bit_identical_to_reference();
 }
 
-TEST_F(LostNode, LosingTheCoordinatorsNodeEndsTheRunOnEveryNodeNamingIt) {
-  const run_spec spec = recovery_spec(0.2, 1.5);
+TEST_F(LostNode, LosingTheCoordinatorsNodeEndsTheRunAndResumeFinishesIt) {
+  run_spec spec = recovery_spec(0.2, 1.5);
+  spec.checkpoint_every = 1;
+  ASSERT_NO_FATAL_FAILURE(run_reference(spec));
   ASSERT_NO_FATAL_FAILURE(start_cluster(spec, 3, 3));
+  ASSERT_TRUE(prints_within(*nodes_[0], "checkpoint: wrote", 30s));
   const auto t = clock_type::now();
   nodes_[0]->signal(SIGKILL);
   for (std::size_t i : {1u, 2u}) {
     ASSERT_TRUE(exits_within(*nodes_[i], 10s));
     EXPECT_FALSE(nodes_[i]->exited_ok()) << nodes_[i]->log();
-    EXPECT_CONTAINS(nodes_[i]->err(), "node n0");
+    EXPECT_CONTAINS(nodes_[i]->err(), "coordinator's node n0");
+    EXPECT_CONTAINS(nodes_[i]->err(), "--resume=" + path("out"));
   }
   std::cout << "the other nodes ended " << seconds_since(t) << " s after the coordinator's\n";
+  // The documented restart: the coordinator's node with --resume, the others as before.
+  child_process& n0 = start_node("node-0.ini", "n0-resumed", {"--resume=" + path("out")});
+  child_process& n1 = start_node("node-1.ini", "n1-again");
+  child_process& n2 = start_node("node-2.ini", "n2-again");
+  for (auto* c : {&n0, &n1, &n2}) {
+    ASSERT_TRUE(exits_within(*c, 90s));
+    EXPECT_TRUE(c->exited_ok()) << c->log();
+  }
+  EXPECT_CONTAINS(n0.out(), "resuming ");
+  expect_bit_identical_to_reference();
 }
 
 // --- scripts/launch-cluster.sh ---------------------------------------------

@@ -431,3 +431,90 @@ TEST_F(ResumeCli, ACrashBeforeTheRenameKeepsTheLastGoodCheckpoint) {
 }
 
 } // namespace
+
+namespace {
+
+/// A small actor run: 2 replicas, average every 160 samples per replica,
+/// max_in_flight 1 (deterministic), keep_best off.
+std::vector<std::string> train_args(const std::string& out, std::size_t epochs,
+                                    std::vector<std::string> extra = {}) {
+  std::vector<std::string> a = {"train",
+                                "--model.layers=[784, 32, 16, 10]",
+                                "--data.train_limit=1280",
+                                "--data.validation_size=500",
+                                "--data.test_limit=500",
+                                "--training.batch_size=32",
+                                "--training.max_epochs=" + std::to_string(epochs),
+                                "--training.keep_best=false",
+                                "--training.progress_interval=0",
+                                "--training.checkpoint_keep=100",
+                                "--topology.replicas=2",
+                                "--topology.sync_every=160",
+                                "--topology.max_in_flight=1",
+                                "--topology.sync_policy=average",
+                                "--system.metrics=false",
+                                "--training.output_dir=" + out};
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
+}
+
+TEST_F(ResumeCli, TrainResumedFromARoundEndsAsTheStraightRunBitForBit) {
+  const auto straight = run(train_args(path("a"), 2, {"--training.checkpoint_every=3"}));
+  ASSERT_EQ(straight.code, 0) << straight.output;
+  const auto files = run_files(path("a"));
+  ASSERT_GE(files.size(), 2u) << straight.output;
+  EXPECT_EQ(files.front(), "run-00000003.ckpt");
+  const std::string from = path("a") + "/run-00000003.ckpt";
+  const auto resumed = run(train_args(path("b"), 2, {"--resume=" + from}));
+  ASSERT_EQ(resumed.code, 0) << resumed.output;
+  EXPECT_CONTAINS(resumed.output, "resuming " + from + ": round 3");
+  EXPECT_EQ(read_file(path("b") + "/model.ckpt"), read_file(path("a") + "/model.ckpt"))
+      << "the resumed run's model differs from the straight run's";
+  EXPECT_EQ(curve_without_seconds(path("b") + "/curve.csv"),
+            curve_without_seconds(path("a") + "/curve.csv"));
+  EXPECT_EQ(line_with(resumed.output, "test: accuracy"),
+            line_with(straight.output, "test: accuracy"));
+}
+
+TEST_F(ResumeCli, TrainStoppedThenResumedWithMoreEpochsEndsAsTheLongerRun) {
+  const auto longer = run(train_args(path("a"), 3));
+  ASSERT_EQ(longer.code, 0) << longer.output;
+  const auto shorter = run(train_args(path("b"), 1));
+  ASSERT_EQ(shorter.code, 0) << shorter.output;
+  EXPECT_CONTAINS(shorter.output, "run checkpoint " + path("b") + "/run-");
+  const auto resumed = run(train_args(path("b"), 3, {"--resume=" + path("b")}));
+  ASSERT_EQ(resumed.code, 0) << resumed.output;
+  EXPECT_EQ(read_file(path("b") + "/model.ckpt"), read_file(path("a") + "/model.ckpt"));
+}
+
+TEST_F(ResumeCli, TrainResumedOnThreeSlicesPerLayerContinuesWithinFloatRounding) {
+  const auto straight = run(train_args(path("a"), 2, {"--training.checkpoint_every=3"}));
+  ASSERT_EQ(straight.code, 0) << straight.output;
+  const std::string from = path("a") + "/run-00000003.ckpt";
+  const auto resumed = run(train_args(path("b"), 2, {"--resume=" + from, "--topology.slices=3"}));
+  ASSERT_EQ(resumed.code, 0) << resumed.output;
+  // It continued (rounds 4 on), rather than training again from the start.
+  EXPECT_CONTAINS(resumed.output, "resuming " + from + ": round 3");
+  EXPECT_CONTAINS(resumed.output, "round 4  elapsed");
+  EXPECT_EQ(resumed.output.find("round 2  elapsed"), std::string::npos) << resumed.output;
+  const nt::model_checkpoint a = nt::load_checkpoint(path("a") + "/model.ckpt");
+  const nt::model_checkpoint b = nt::load_checkpoint(path("b") + "/model.ckpt");
+  ASSERT_EQ(a.layers.size(), b.layers.size());
+  for (std::size_t l = 0; l < a.layers.size(); ++l) {
+    const auto& x = a.layers[l].params.w;
+    const auto& y = b.layers[l].params.w;
+    const double rel = (x - y).norm() / x.norm();
+    EXPECT_LE(rel, 1e-4) << "layer " << l + 1;
+    std::cout << "layer " << l + 1 << ": |dW|/|W| = " << rel << "\n";
+  }
+}
+
+TEST_F(ResumeCli, TrainRefusesARunCheckpointOfAnotherRun) {
+  ASSERT_EQ(run(train_args(path("a"), 1)).code, 0);
+  const auto r =
+      run(train_args(path("b"), 1, {"--resume=" + path("a"), "--optimizer.learning_rate=0.01"}));
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_CONTAINS(r.output, "optimizer.learning_rate");
+}
+
+} // namespace

@@ -35,6 +35,7 @@ public:
   std::optional<nt::run_result> result;
   std::vector<nt::worker_position> seeks;
   std::vector<nt::recovery_summary> recoveries;
+  std::vector<std::shared_ptr<const nt::run_state>> saved;
   int finished_calls = 0;
   int stops = 0;
 
@@ -68,6 +69,7 @@ public:
   void stop(const nt::actor_key& a) override { commands.push_back({"stop", 0, a}); }
   void settle(std::uint64_t s) override { commands.push_back({"settle", s, {}}); }
   void recovered(const nt::recovery_summary& r) override { recoveries.push_back(r); }
+  void save(std::shared_ptr<const nt::run_state> st) override { saved.push_back(std::move(st)); }
   void round_done(const nt::round_summary& r, bool) override { rounds.push_back(r); }
   void log(const std::string& line) override { lines.push_back(line); }
   void finished(nt::run_result&& r) override {
@@ -679,6 +681,64 @@ TEST_F(RunMachine, ANodeThatRejoinsGetsItsActorsBackAfterTheNextRound) {
   EXPECT_EQ(m->result().recoveries, 1u) << "moving back is no recovery";
   EXPECT_EQ(rec.recoveries.size(), 1u);
   EXPECT_EQ(m->result().samples_redone, 0u);
+}
+
+TEST_F(RunMachine, ARunCheckpointIsKeptEveryKRoundsAfterTheExchange) {
+  auto c = small_config(2);
+  c.training.checkpoint_every = 2;
+  make(c);
+  start();
+  for (std::uint64_t round = 1; round <= 4; ++round) {
+    barrier_all_at(500 * round, false, {0, 1});
+    score({0.5, 0.6});
+    EXPECT_EQ(rec.saved.size(), (round - 1) / 2) << "nothing is written before the exchange";
+    exchange_all();
+    rec.take("resume");
+  }
+  ASSERT_EQ(rec.saved.size(), 2u);
+  const auto& st = *rec.saved[1];
+  EXPECT_EQ(st.round, 4u);
+  EXPECT_EQ(st.curve.size(), 4u);
+  ASSERT_EQ(st.models.size(), 1u) << "average: every replica holds the same layers";
+  EXPECT_EQ(st.models[0][0].params.w(0, 0), 9.0f) << "the exchanged layers";
+  ASSERT_EQ(st.positions.size(), 2u);
+  EXPECT_EQ(st.positions[1].samples, 2000u);
+  EXPECT_EQ(st.samples, 4000u);
+  EXPECT_EQ(st.config_hash, c.hash());
+}
+
+TEST_F(RunMachine, AResumedRunRestoresEveryReplicaBeforeTraining) {
+  auto c = small_config(2);
+  nt::run_state st = nt::initial_run_state(c, 2);
+  st.models.push_back({some_layer(4.0f), some_layer(5.0f)});
+  st.round = 3;
+  st.samples = 3000;
+  st.curve.resize(3);
+  st.positions[0].samples = st.positions[1].samples = 1500;
+  st.positions[1].cursor = 7;
+  make(c);
+  m->resume_from(st);
+  register_all();
+  for (const auto& w : rec.take("wire"))
+    m->on_wired(w.step, w.key);
+  m->on_run_requested();
+  EXPECT_TRUE(rec.take("resume").empty()) << "not before the replicas are restored";
+  auto restores = rec.take("restore");
+  auto seeks = rec.take("seek");
+  EXPECT_EQ(restores.size(), 4u);
+  ASSERT_EQ(seeks.size(), 2u);
+  EXPECT_EQ(rec.seeks[1].cursor, 7u);
+  for (const auto& r : restores)
+    m->on_restored(r.step, r.layer, r.replica, 1);
+  for (const auto& sk : seeks)
+    m->on_seeked(sk.step, sk.replica);
+  EXPECT_EQ(m->current_phase(), phase::training);
+  EXPECT_EQ(rec.take("resume").size(), 2u);
+  EXPECT_EQ(m->result().recoveries, 0u) << "a resume is no recovery";
+  barrier_all_at(2000, false, {0, 1});
+  score({0.5, 0.6});
+  EXPECT_EQ(m->result().sync_rounds, 4u) << "rounds continue from the checkpoint";
+  EXPECT_EQ(m->result().curve.size(), 4u);
 }
 
 TEST_F(RunMachine, DivergenceEndsTheRunAndUnexpectedBarriersAreIgnored) {
