@@ -205,7 +205,9 @@ typename Inspector::result_type inspect(Inspector& f, run_result& r) {
            r.seconds, r.samples_per_second, r.best_validation_accuracy, r.time_to_target,
            r.reached_target, r.sync_rounds, r.sync_bytes, r.best_replica, r.max_staleness,
            r.staleness, r.dropped, r.stale_dropped, r.late_replies, r.curve, r.layers, r.kept_best,
-           r.saved_samples, r.saved_epoch, r.has_saved_rng, rng[0], rng[1], rng[2], rng[3]);
+           r.saved_samples, r.saved_epoch, r.has_saved_rng, rng[0], rng[1], rng[2], rng[3],
+           r.recoveries, r.recovery_seconds, r.samples_redone, r.replicas_rolled_back,
+           r.actors_moved, r.actors_restarted, r.run_checkpoint_path);
 }
 
 } // namespace nettorrent

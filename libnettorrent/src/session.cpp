@@ -139,6 +139,16 @@ void print_summary(const run_result& r, std::ostream& out) {
     for (std::size_t k = 0; k < r.staleness.size(); ++k)
       out << (k > 0 ? ", " : "") << r.staleness[k];
     out << "]\n";
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "failures: %llu recoveries (%llu replicas rolled back), %llu samples redone, "
+                  "%.2f s recovering, %llu actors moved, %llu restarted\n",
+                  static_cast<unsigned long long>(r.recoveries),
+                  static_cast<unsigned long long>(r.replicas_rolled_back),
+                  static_cast<unsigned long long>(r.samples_redone), r.recovery_seconds,
+                  static_cast<unsigned long long>(r.actors_moved),
+                  static_cast<unsigned long long>(r.actors_restarted));
+    out << line;
   }
   out << "wrote " << r.checkpoint_path << " and " << r.curve_path << std::endl;
   if (!r.run_checkpoint_path.empty())

@@ -538,6 +538,43 @@ TEST_F(LostNode, AKilledNodeIsRecoveredFromAndTheRunEndsBitIdentical) {
   expect_bit_identical_to_reference();
 }
 
+TEST_F(LostNode, WithTheClustersDefaultSettingsAKilledNodeCostsUnderHalfAPoint) {
+  // config/cluster as shipped (max_in_flight 2: not deterministic), 3 epochs.
+  const std::string cdir = copy_shipped_cluster("cluster");
+  auto run_once = [&](const std::string& out, bool kill) -> double {
+    const std::vector<std::string> over{"--training.max_epochs=3", "--training.output_dir=" + out,
+                                        "--system.metrics=false", "--training.progress_interval=0"};
+    std::vector<child_process*> n;
+    for (int i = 0; i < 3; ++i)
+      n.push_back(&start("n" + std::to_string(i) + "-" + (kill ? "fault" : "clean"), [&] {
+        std::vector<std::string> argv{
+            cli, "node", "--config-file=" + cdir + "/node-" + std::to_string(i) + ".ini"};
+        argv.insert(argv.end(), over.begin(), over.end());
+        return argv;
+      }()));
+    if (kill) {
+      EXPECT_TRUE(prints_within(*n[0], "\nepoch 2/", 60s));
+      n[2]->signal(SIGKILL);
+    }
+    for (int i = 0; i < (kill ? 2 : 3); ++i) {
+      EXPECT_TRUE(exits_within(*n[static_cast<std::size_t>(i)], 90s));
+      EXPECT_TRUE(n[static_cast<std::size_t>(i)]->exited_ok())
+          << n[static_cast<std::size_t>(i)]->log();
+    }
+    const std::string o = n[0]->out();
+    const auto at = o.find("test: accuracy ");
+    EXPECT_NE(at, std::string::npos) << o;
+    if (kill) {
+      EXPECT_CONTAINS(o, "recovered in");
+    }
+    return at == std::string::npos ? -1 : std::stod(o.substr(at + 15, 6));
+  };
+  const double clean = run_once(path("clean"), false);
+  const double fault = run_once(path("fault"), true);
+  std::cout << "test accuracy without the fault " << clean << ", with it " << fault << '\n';
+  EXPECT_LE(std::abs(clean - fault), 0.005);
+}
+
 TEST_F(LostNode, AFrozenNodeIsCaughtByHeartbeatsAndRecoveredFrom) {
   const run_spec spec = recovery_spec(0.2, 1.5);
   ASSERT_NO_FATAL_FAILURE(run_reference(spec));
