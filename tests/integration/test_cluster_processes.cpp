@@ -539,10 +539,11 @@ TEST_F(LostNode, AKilledNodeIsRecoveredFromAndTheRunEndsBitIdentical) {
 }
 
 TEST_F(LostNode, WithTheClustersDefaultSettingsAKilledNodeCostsUnderHalfAPoint) {
-  // config/cluster as shipped (max_in_flight 2: not deterministic), 3 epochs.
+  // config/cluster as shipped: 20 epochs, max_in_flight 2 (not deterministic:
+  // two fault-free runs differ a little too), keep_best.
   const std::string cdir = copy_shipped_cluster("cluster");
   auto run_once = [&](const std::string& out, bool kill) -> double {
-    const std::vector<std::string> over{"--training.max_epochs=3", "--training.output_dir=" + out,
+    const std::vector<std::string> over{"--training.output_dir=" + out,
                                         "--system.metrics=false", "--training.progress_interval=0"};
     std::vector<child_process*> n;
     for (int i = 0; i < 3; ++i)
@@ -553,7 +554,7 @@ TEST_F(LostNode, WithTheClustersDefaultSettingsAKilledNodeCostsUnderHalfAPoint) 
         return argv;
       }()));
     if (kill) {
-      EXPECT_TRUE(prints_within(*n[0], "\nepoch 2/", 60s));
+      EXPECT_TRUE(prints_within(*n[0], "\nepoch 3/", 60s));
       n[2]->signal(SIGKILL);
     }
     for (int i = 0; i < (kill ? 2 : 3); ++i) {
