@@ -539,15 +539,17 @@ TEST_F(LostNode, AKilledNodeIsRecoveredFromAndTheRunEndsBitIdentical) {
 }
 
 TEST_F(LostNode, WithTheClustersDefaultSettingsAKilledNodeCostsUnderHalfAPoint) {
-  // config/cluster as shipped: 20 epochs, max_in_flight 2 (not deterministic:
-  // two fault-free runs differ a little too), keep_best.
+  // config/cluster as shipped but for 10 epochs instead of 20: max_in_flight
+  // 2, so runs are not deterministic and two fault-free runs differ a little
+  // too. The fault may cost at most half a point beyond that measured noise.
+  deadline_ = t0_ + 300s; // three runs
   const std::string cdir = copy_shipped_cluster("cluster");
   auto run_once = [&](const std::string& out, bool kill) -> double {
-    const std::vector<std::string> over{"--training.output_dir=" + out,
+    const std::vector<std::string> over{"--training.output_dir=" + out, "--training.max_epochs=10",
                                         "--system.metrics=false", "--training.progress_interval=0"};
     std::vector<child_process*> n;
     for (int i = 0; i < 3; ++i)
-      n.push_back(&start("n" + std::to_string(i) + "-" + (kill ? "fault" : "clean"), [&] {
+      n.push_back(&start("n" + std::to_string(i) + "-" + fs::path(out).filename().string(), [&] {
         std::vector<std::string> argv{
             cli, "node", "--config-file=" + cdir + "/node-" + std::to_string(i) + ".ini"};
         argv.insert(argv.end(), over.begin(), over.end());
@@ -571,9 +573,12 @@ TEST_F(LostNode, WithTheClustersDefaultSettingsAKilledNodeCostsUnderHalfAPoint) 
     return at == std::string::npos ? -1 : std::stod(o.substr(at + 15, 6));
   };
   const double clean = run_once(path("clean"), false);
+  const double again = run_once(path("again"), false);
   const double fault = run_once(path("fault"), true);
-  std::cout << "test accuracy without the fault " << clean << ", with it " << fault << '\n';
-  EXPECT_LE(std::abs(clean - fault), 0.005);
+  const double noise = std::abs(clean - again);
+  std::cout << "test accuracy without the fault " << clean << " and " << again << ", with it "
+            << fault << '\n';
+  EXPECT_LE(std::abs(fault - (clean + again) / 2), 0.005 + noise);
 }
 
 TEST_F(LostNode, AFrozenNodeIsCaughtByHeartbeatsAndRecoveredFrom) {
