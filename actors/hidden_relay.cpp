@@ -34,12 +34,10 @@ hidden_relay(hidden_relay_actor::stateful_pointer<hidden_relay_state> self, rela
       // Swarm k's slice `slice` sends its output columns.
       [=](atom::block, std::uint32_t inc, std::uint64_t batch, bool train, std::uint32_t slice,
           const shared_matrix& h) {
-        auto& s = self->state;
-        if (drop_if_stale(self, s.counts.stale, inc, s.spec.incarnation, "block", batch,
-                          s.spec.metrics))
-          return;
-        if (shared_matrix full = gather_block(self, batch, train, slice, h))
-          forward_gathered(self, batch, train, std::move(full));
+        on_block(self, inc, batch, train, slice, h,
+                 [](auto* me, std::uint64_t b, bool t, shared_matrix&& full) {
+                   forward_gathered(me, b, t, std::move(full));
+                 });
       },
       // Swarm k+1's slice `slice` sends its partial dX.
       [=](atom::grad, std::uint32_t inc, std::uint64_t batch, std::uint32_t slice,

@@ -64,12 +64,10 @@ loss_relay(loss_relay_actor::stateful_pointer<loss_relay_state> self, relay_spec
       // Swarm L's slice `slice` sends its logit columns.
       [=](atom::block, std::uint32_t inc, std::uint64_t batch, bool train, std::uint32_t slice,
           const shared_matrix& h) {
-        auto& s = self->state;
-        if (drop_if_stale(self, s.counts.stale, inc, s.spec.incarnation, "block", batch,
-                          s.spec.metrics))
-          return;
-        if (shared_matrix full = gather_block(self, batch, train, slice, h))
-          logits_gathered(self, batch, train, std::move(full));
+        on_block(self, inc, batch, train, slice, h,
+                 [](auto* me, std::uint64_t b, bool t, shared_matrix&& full) {
+                   logits_gathered(me, b, t, std::move(full));
+                 });
       },
       // A batch's labels from the shard worker.
       [=](atom::labels, std::uint32_t inc, std::uint64_t batch, bool train,

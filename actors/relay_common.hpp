@@ -162,4 +162,17 @@ shared_matrix gather_block(Self self, std::uint64_t batch, bool train, std::uint
   return out;
 }
 
+/// The `block` handler of the hidden and the loss relay: drops a stale
+/// block, gathers the others, and hands the complete H to `gathered(self,
+/// batch, train, H)`.
+template <class Self, class Gathered>
+void on_block(Self self, std::uint32_t inc, std::uint64_t batch, bool train, std::uint32_t slice,
+              const shared_matrix& h, Gathered gathered) {
+  auto& s = self->state;
+  if (drop_if_stale(self, s.counts.stale, inc, s.spec.incarnation, "block", batch, s.spec.metrics))
+    return;
+  if (shared_matrix full = gather_block(self, batch, train, slice, h))
+    gathered(self, batch, train, std::move(full));
+}
+
 } // namespace nettorrent

@@ -267,6 +267,10 @@ public:
 private:
   /// Counts a reply the current step does not expect.
   void late();
+  /// The verdict on a reply for `slot` of fan-out `f` at `step` when the
+  /// machine expects one (`open`); nullopt (counted as late) otherwise, and
+  /// for a late or duplicate reply.
+  std::optional<fanout::verdict> take(fanout& f, bool open, std::uint64_t step, std::size_t slot);
   void start_wiring();
   void maybe_start_training();
   void resume_all();

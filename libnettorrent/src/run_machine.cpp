@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <limits>
 
 #include "nettorrent/error.hpp"
 #include "nettorrent/model.hpp"
@@ -76,6 +77,23 @@ fanout::verdict fanout::reply(std::uint64_t step, std::size_t slot) {
 }
 
 // --- run_machine ------------------------------------------------------------
+
+namespace {
+
+/// A slot no fan-out has: a reply for it is late.
+constexpr std::size_t no_slot = std::numeric_limits<std::size_t>::max();
+
+} // namespace
+
+std::optional<fanout::verdict> run_machine::take(fanout& f, bool open, std::uint64_t step,
+                                                 std::size_t slot) {
+  const auto v = open ? f.reply(step, slot) : fanout::verdict::late;
+  if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
+    late();
+    return std::nullopt;
+  }
+  return v;
+}
 
 run_machine::run_machine(run_config cfg, run_backend& backend, std::function<double()> clock,
                          bool verbose, std::vector<std::size_t> placement,
@@ -247,11 +265,9 @@ void run_machine::on_node_joined(std::size_t node) {
 void run_machine::on_spawned(std::uint64_t step, const actor_key& a) {
   const auto i = layout_.find(a);
   if (phase_ == phase::recovering && recovery_step_ == recovery_step::respawning) {
-    const auto v = i ? recovering_.reply(step, *i) : fanout::verdict::late;
-    if (v == fanout::verdict::complete)
+    if (const auto v = take(recovering_, i.has_value(), step, i.value_or(no_slot));
+        v == fanout::verdict::complete)
       start_recovery_wiring();
-    else if (v != fanout::verdict::counted)
-      late();
     return;
   }
   if (!i || spawns_.reply(step, *i) == fanout::verdict::late)
@@ -297,19 +313,15 @@ void run_machine::start_wiring() {
 void run_machine::on_wired(std::uint64_t step, const actor_key& a) {
   const auto i = layout_.find(a);
   if (phase_ == phase::recovering) {
-    const auto v = i && recovery_step_ == recovery_step::wiring ? recovering_.reply(step, *i)
-                                                                : fanout::verdict::late;
-    if (v == fanout::verdict::complete)
+    if (const auto v = take(recovering_, i && recovery_step_ == recovery_step::wiring, step,
+                            i.value_or(no_slot));
+        v == fanout::verdict::complete)
       start_restoring();
-    else if (v != fanout::verdict::counted)
-      late();
     return;
   }
-  const auto v = i && phase_ == phase::wiring ? wires_.reply(step, *i) : fanout::verdict::late;
-  if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
-    late();
+  const auto v = take(wires_, i && phase_ == phase::wiring, step, i.value_or(no_slot));
+  if (!v)
     return;
-  }
   if (v == fanout::verdict::complete && !over()) {
     phase_ = phase::ready;
     maybe_start_training();
@@ -436,13 +448,10 @@ void run_machine::start_round() {
 }
 
 void run_machine::on_scored(std::uint64_t step, std::uint32_t replica, const replica_score& s) {
-  const auto v = phase_ == phase::sync_round && round_step_ == round_step::scoring
-                     ? scores_.reply(step, replica)
-                     : fanout::verdict::late;
-  if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
-    late();
+  const auto v = take(scores_, phase_ == phase::sync_round && round_step_ == round_step::scoring,
+                      step, replica);
+  if (!v)
     return;
-  }
   scores_v_[replica] = s;
   if (v == fanout::verdict::complete && !over())
     scored();
@@ -518,11 +527,9 @@ void run_machine::on_collected(std::uint64_t step, std::uint32_t layer, std::uin
                     || (phase_ == phase::sync_round && round_step_ == round_step::keeping_best)
                     || (phase_ == phase::finishing && collecting_final_);
   const std::size_t slot = snapshotting ? replica * layout_.layers() + layer : layer;
-  const auto v = open ? collects_.reply(step, slot) : fanout::verdict::late;
-  if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
-    late();
+  const auto v = take(collects_, open, step, slot);
+  if (!v)
     return;
-  }
   if (snapshotting) {
     post_[slot] = std::move(ls);
     if (v != fanout::verdict::complete || over())
@@ -615,13 +622,11 @@ void run_machine::start_exchange() {
 
 void run_machine::on_exchanged(std::uint64_t step, std::uint32_t layer, layer_state&& post,
                                std::uint64_t bytes) {
-  const auto v = phase_ == phase::sync_round && round_step_ == round_step::exchanging
-                     ? exchanges_.reply(step, layer)
-                     : fanout::verdict::late;
-  if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
-    late();
+  const auto v =
+      take(exchanges_, phase_ == phase::sync_round && round_step_ == round_step::exchanging, step,
+           layer);
+  if (!v)
     return;
-  }
   result_.sync_bytes += bytes;
   post_[layer] = std::move(post);
   if (v != fanout::verdict::complete || over())
@@ -638,22 +643,16 @@ void run_machine::on_restored(std::uint64_t step, std::uint32_t layer, std::uint
                               std::uint64_t bytes) {
   const std::size_t L = layout_.layers();
   if (phase_ == phase::recovering) {
-    const auto v = recovery_step_ == recovery_step::restoring
-                       ? recovering_.reply(step, replica * (L + 1) + layer)
-                       : fanout::verdict::late;
-    if (v == fanout::verdict::complete)
+    if (const auto v = take(recovering_, recovery_step_ == recovery_step::restoring, step,
+                            replica * (L + 1) + layer);
+        v == fanout::verdict::complete)
       finish_recovery();
-    else if (v != fanout::verdict::counted)
-      late();
     return;
   }
-  const auto v = phase_ == phase::sync_round && round_step_ == round_step::applying
-                     ? applies_.reply(step, replica * L + layer)
-                     : fanout::verdict::late;
-  if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
-    late();
+  const auto v = take(applies_, phase_ == phase::sync_round && round_step_ == round_step::applying,
+                      step, replica * L + layer);
+  if (!v)
     return;
-  }
   result_.sync_bytes += bytes;
   if (v == fanout::verdict::complete && !over())
     resume_all();
@@ -704,11 +703,9 @@ void run_machine::start_stats() {
 
 void run_machine::on_stats(std::uint64_t step, const actor_key& a, const peer_counters& c) {
   const auto i = layout_.find(a);
-  const auto v = i && phase_ == phase::finishing ? stats_.reply(step, *i) : fanout::verdict::late;
-  if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
-    late();
+  const auto v = take(stats_, i && phase_ == phase::finishing, step, i.value_or(no_slot));
+  if (!v)
     return;
-  }
   result_.dropped += c.dropped;
   result_.stale_dropped += c.stale;
   result_.max_staleness = std::max(result_.max_staleness, c.max_staleness);
@@ -922,13 +919,11 @@ void run_machine::plan_recovery() {
 }
 
 void run_machine::on_paused(std::uint64_t step, std::uint32_t replica, const worker_position& p) {
-  const auto v = phase_ == phase::recovering && recovery_step_ == recovery_step::pausing
-                     ? recovering_.reply(step, replica)
-                     : fanout::verdict::late;
-  if (v == fanout::verdict::late || v == fanout::verdict::duplicate) {
-    late();
+  const auto v =
+      take(recovering_, phase_ == phase::recovering && recovery_step_ == recovery_step::pausing,
+           step, replica);
+  if (!v)
     return;
-  }
   if (!redone_counted_[replica]) {
     redone_counted_[replica] = true;
     recovery_.samples_redone += p.samples - positions_[replica].samples;
@@ -1009,13 +1004,11 @@ void run_machine::start_restoring() {
 
 void run_machine::on_seeked(std::uint64_t step, std::uint32_t replica) {
   const std::size_t L = layout_.layers();
-  const auto v = phase_ == phase::recovering && recovery_step_ == recovery_step::restoring
-                     ? recovering_.reply(step, replica * (L + 1) + L)
-                     : fanout::verdict::late;
-  if (v == fanout::verdict::complete)
+  if (const auto v = take(recovering_,
+                          phase_ == phase::recovering && recovery_step_ == recovery_step::restoring,
+                          step, replica * (L + 1) + L);
+      v == fanout::verdict::complete)
     finish_recovery();
-  else if (v != fanout::verdict::counted)
-    late();
 }
 
 void run_machine::finish_recovery() {
