@@ -236,9 +236,9 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
         << "); start the other nodes as usual" << std::endl;
     return 1;
   }
-  bool needs_data = false;
-  for (const auto& key : mine)
-    needs_data = needs_data || key.kind == actor_kind::shard_worker;
+  // Every node reads the data set itself, whatever the plan gives it now: a
+  // shard worker re-placed after a loss can land on any node.
+  const bool needs_data = true;
   const process_resources res =
       prepare(cfg, nc.id, nc.metrics_port, is_coordinator, needs_data, true, out, me + ": ");
   caf::actor_system_config sys_cfg;

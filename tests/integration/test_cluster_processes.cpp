@@ -623,6 +623,20 @@ TEST_F(LostNode, TwoNodesLostOneAfterTheOtherInAFourNodeRun) {
   expect_bit_identical_to_reference();
 }
 
+TEST_F(LostNode, ALostShardWorkerMovesToANodeThatHostedNoWorker) {
+  // round_robin on 4 nodes puts the two shard workers on n0 and n1; losing
+  // n1 sends worker 1 to n2, which hosted no worker before: every node reads
+  // the data set itself.
+  run_spec spec = recovery_spec(0.5, 3);
+  spec.strategy = "round_robin";
+  ASSERT_NO_FATAL_FAILURE(run_reference(spec));
+  ASSERT_NO_FATAL_FAILURE(start_cluster(spec, 4, 11));
+  nodes_[1]->signal(SIGKILL);
+  expect_run_completes({0, 2, 3}, 2);
+  EXPECT_CONTAINS(nodes_[0]->out(), "shard worker (replica 1) -> n2");
+  expect_bit_identical_to_reference();
+}
+
 TEST_F(LostNode, LosingTheCoordinatorsNodeEndsTheRunAndResumeFinishesIt) {
   run_spec spec = recovery_spec(0.2, 1.5);
   spec.checkpoint_every = 1;
