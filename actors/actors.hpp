@@ -163,9 +163,12 @@ using coordinator_actor = barrier_sink_actor::extend<
     caf::reacts_to<atom::deadline>,
     /// Recovery timer: the losses of step `step` have settled.
     caf::reacts_to<atom::settled, std::uint64_t /*step*/>,
-    /// A node's node actor joins with its id and cluster-description hash;
-    /// refused if the hash differs or the id is not in the description.
-    caf::replies_to<atom::hello, std::string /*node*/, std::uint64_t /*hash*/>::with<atom::ok>>;
+    /// A node's node actor joins with its id, cluster-description hash, wire
+    /// format version and byte-order mark; refused if the hash, wire format or
+    /// byte order differ or the id is not in the description.
+    caf::replies_to<atom::hello, std::string /*node*/, std::uint64_t /*hash*/,
+                    std::uint32_t /*wire version*/,
+                    std::vector<std::uint8_t> /*byte-order mark*/>::with<atom::ok>>;
 
 /// The node actor of a process: spawns, on the coordinator's request, any
 /// actor of the run, and reports and stops what it hosts.

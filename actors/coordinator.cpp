@@ -4,6 +4,7 @@
 
 #include "checkpoint_writer.hpp"
 #include "nettorrent/cluster.hpp"
+#include "nettorrent/wire.hpp"
 
 namespace nettorrent {
 
@@ -366,12 +367,15 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
     // Otherwise an actor the coordinator stopped itself (a rolled-back replica's).
   });
   return {
-      [=](atom::hello, const std::string& node, std::uint64_t hash) -> caf::result<atom::ok> {
+      [=](atom::hello, const std::string& node, std::uint64_t hash, std::uint32_t version,
+          const std::vector<std::uint8_t>& mark) -> caf::result<atom::ok> {
         auto& st = self->state;
         const auto refuse = [&](std::string msg) -> caf::result<atom::ok> {
           caf::aout(self) << "coordinator: " << msg << std::endl;
           return caf::make_error(caf::sec::invalid_argument, std::move(msg));
         };
+        if (const std::string why = check_wire(version, mark); !why.empty())
+          return refuse("refused node " + node + ": " + why);
         if (hash != st.spec.cluster_hash)
           return refuse("refused node " + node + ": its cluster description hashes to "
                         + hash_hex(hash) + ", the coordinator's to "

@@ -2,6 +2,7 @@
 // coordinator's admission of nodes, on the deterministic test coordinator.
 #include "fixture.hpp"
 
+#include "nettorrent/wire.hpp"
 #include "node_actor.hpp"
 
 namespace actor_tests {
@@ -22,7 +23,9 @@ nt::coordinator_actor::behavior_type fake_coordinator(nt::coordinator_actor::poi
     ADD_FAILURE() << "fake coordinator received an unexpected " << what << " message";
   };
   return {
-      [=](nt::atom::hello, const std::string& id, std::uint64_t hash) {
+      [=](nt::atom::hello, const std::string& id, std::uint64_t hash, std::uint32_t version,
+          const std::vector<std::uint8_t>& mark) {
+        EXPECT_EQ(nt::check_wire(version, mark), "") << "the node actor announces this build";
         log->hellos.emplace_back(id, hash);
         return nt::atom::ok::value;
       },
@@ -181,6 +184,22 @@ TEST_F(Admission, ANodeWithAnotherHashOrAnUnknownIdIsRefused) {
   EXPECT_CONTAINS(other, nt::hash_hex(0x1234));
   EXPECT_CONTAINS(ask_error(make_node("z", 0x1234), nt::atom::join::value, coord),
                   "not in the cluster description");
+}
+
+TEST_F(Admission, APeerOfAnotherByteOrderOrWireFormatIsRefused) {
+  auto mark = nt::byte_order_mark();
+  std::vector<std::uint8_t> reversed(mark.rbegin(), mark.rend());
+  EXPECT_CONTAINS(ask_error(coord, nt::atom::hello::value, std::string{"a"}, std::uint64_t{0x1234},
+                            nt::wire_version, reversed),
+                  "other byte order");
+  EXPECT_CONTAINS(ask_error(coord, nt::atom::hello::value, std::string{"a"}, std::uint64_t{0x1234},
+                            nt::wire_version + 1, mark),
+                  "wire format");
+  EXPECT_CONTAINS(ask_error(coord, nt::atom::hello::value, std::string{"a"}, std::uint64_t{0x1234},
+                            nt::wire_version, std::vector<std::uint8_t>{1, 2}),
+                  "malformed");
+  // The same hello with this build's identity is admitted.
+  EXPECT_TRUE(ask_ok(make_node("a", 0x1234), nt::atom::join::value, coord));
 }
 
 TEST_F(Admission, EachNodeIsAskedForWhatThePlacementPutsOnItAndTheRunCompletes) {
