@@ -100,7 +100,7 @@ using hidden_relay_actor = block_sink_actor::extend_with<grad_sink_actor>::exten
 using loss_relay_actor = block_sink_actor::extend<
     /// A batch's labels from the shard worker.
     caf::reacts_to<atom::labels, std::uint32_t /*incarnation*/, std::uint64_t /*batch*/,
-                   bool /*train*/, std::vector<std::uint8_t>>,
+                   bool /*train*/, label_batch>,
     /// Connects the relay to swarm L's slices and to its shard worker.
     caf::replies_to<atom::wire, std::vector<neuron_slice_actor> /*prev*/,
                     batch_sink_actor>::with<atom::ok>,
@@ -166,9 +166,8 @@ using coordinator_actor = barrier_sink_actor::extend<
     /// A node's node actor joins with its id, cluster-description hash, wire
     /// format version and byte-order mark; refused if the hash, wire format or
     /// byte order differ or the id is not in the description.
-    caf::replies_to<atom::hello, std::string /*node*/, std::uint64_t /*hash*/,
-                    std::uint32_t /*wire version*/,
-                    std::vector<std::uint8_t> /*byte-order mark*/>::with<atom::ok>>;
+    caf::replies_to<atom::hello, node_name /*node*/, std::uint64_t /*hash*/,
+                    std::uint32_t /*wire version*/, byte_mark>::with<atom::ok>>;
 
 /// The node actor of a process: spawns, on the coordinator's request, any
 /// actor of the run, and reports and stops what it hosts.

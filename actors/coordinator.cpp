@@ -367,14 +367,15 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
     // Otherwise an actor the coordinator stopped itself (a rolled-back replica's).
   });
   return {
-      [=](atom::hello, const std::string& node, std::uint64_t hash, std::uint32_t version,
-          const std::vector<std::uint8_t>& mark) -> caf::result<atom::ok> {
+      [=](atom::hello, const node_name& name, std::uint64_t hash, std::uint32_t version,
+          const byte_mark& mark) -> caf::result<atom::ok> {
+        const std::string node = to_string(name);
         auto& st = self->state;
         const auto refuse = [&](std::string msg) -> caf::result<atom::ok> {
           caf::aout(self) << "coordinator: " << msg << std::endl;
           return caf::make_error(caf::sec::invalid_argument, std::move(msg));
         };
-        if (const std::string why = check_wire(version, mark); !why.empty())
+        if (const std::string why = check_wire(version, mark.data); !why.empty())
           return refuse("refused node " + node + ": " + why);
         if (hash != st.spec.cluster_hash)
           return refuse("refused node " + node + ": its cluster description hashes to "

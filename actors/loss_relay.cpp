@@ -70,8 +70,8 @@ loss_relay(loss_relay_actor::stateful_pointer<loss_relay_state> self, relay_spec
                  });
       },
       // A batch's labels from the shard worker.
-      [=](atom::labels, std::uint32_t inc, std::uint64_t batch, bool train,
-          std::vector<std::uint8_t>& ys) {
+      [=](atom::labels, std::uint32_t inc, std::uint64_t batch, bool train, label_batch& lb) {
+        std::vector<std::uint8_t>& ys = lb.data;
         auto& s = self->state;
         if (drop_if_stale(self, s.counts.stale, inc, s.spec.incarnation, "labels", batch,
                           s.spec.metrics))

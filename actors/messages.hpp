@@ -132,6 +132,50 @@ typename Inspector::result_type inspect(Inspector& f, drop_stats& s) {
 
 // barrier_report is declared with the state machine that consumes it
 // (nettorrent/run_machine.hpp).
+/// Bytes from a peer with a bound on how many it may announce: CAF's own
+/// byte-vector and string deserialisers allocate whatever size the input
+/// announces, so every byte sequence that crosses nodes travels in this
+/// (labels, the byte-order mark, node names).
+template <std::size_t Limit>
+struct bounded_bytes {
+  std::vector<std::uint8_t> data;
+};
+
+template <class Inspector, std::size_t Limit>
+typename Inspector::result_type inspect(Inspector& f, bounded_bytes<Limit>& x) {
+  using result = typename Inspector::result_type;
+  if constexpr (std::is_same<result, void>::value) {
+    f(caf::meta::type_name("bytes"), x.data);
+  } else if constexpr (Inspector::reads_state) {
+    auto n = static_cast<std::uint64_t>(x.data.size());
+    if (auto err = f(caf::meta::type_name("bytes"), n))
+      return err;
+    return n > 0 ? f.apply_raw(x.data.size(), x.data.data()) : result{};
+  } else {
+    std::uint64_t n = 0;
+    if (auto err = f(caf::meta::type_name("bytes"), n))
+      return err;
+    if (n > Limit) // refused before allocating
+      return caf::make_error(caf::sec::invalid_argument);
+    x.data.resize(static_cast<std::size_t>(n));
+    return n > 0 ? f.apply_raw(x.data.size(), x.data.data()) : result{};
+  }
+}
+
+/// A batch's labels (at most 2^20: far above any batch the config allows).
+using label_batch = bounded_bytes<(std::size_t{1} << 20)>;
+/// The byte-order mark of a hello.
+using byte_mark = bounded_bytes<16>;
+/// A node id in a hello, as bytes (at most 256).
+using node_name = bounded_bytes<256>;
+
+inline node_name to_node_name(const std::string& s) {
+  return node_name{std::vector<std::uint8_t>(s.begin(), s.end())};
+}
+inline std::string to_string(const node_name& n) {
+  return std::string(n.data.begin(), n.data.end());
+}
+
 /// A swarm leader's answer to `sync`: the layer every replica holds after
 /// the exchange, and the bytes read to compute it.
 struct exchange_result {

@@ -39,8 +39,8 @@ node_actor::behavior_type node(node_actor::stateful_pointer<node_state> self, no
         st.coordinator = coord;
         self->monitor(coord);
         auto rp = self->make_response_promise<atom::ok>();
-        self->request(coord, caf::infinite, atom::hello::value, st.spec.id, st.spec.cluster_hash,
-                      wire_version, byte_order_mark())
+        self->request(coord, caf::infinite, atom::hello::value, to_node_name(st.spec.id),
+                      st.spec.cluster_hash, wire_version, byte_mark{byte_order_mark()})
             .then([rp](atom::ok) mutable { rp.deliver(atom::ok::value); },
                   [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
         return rp;

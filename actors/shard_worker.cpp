@@ -19,8 +19,9 @@ void send_batch(self_ptr self, std::uint64_t id, bool train, const std::uint32_t
   auto& s = self->state;
   const image_set& set = s.spec.data->train_pool;
   matrix x;
-  std::vector<std::uint8_t> labels(n);
-  gather_batch(set, idx, n, x, labels.data());
+  label_batch labels;
+  labels.data.resize(n);
+  gather_batch(set, idx, n, x, labels.data.data());
   if (const auto* m = s.spec.metrics) {
     m->sent_msg(msg_kind::labels, n);
     m->sent_msg(msg_kind::forward, payload_bytes(x));

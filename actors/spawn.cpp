@@ -155,7 +155,9 @@ void register_message_types(caf::actor_system_config& c) {
   c.add_message_type<curve_point>("nettorrent::curve_point");
   c.add_message_type<std::vector<curve_point>>("std::vector<nettorrent::curve_point>");
   c.add_message_type<std::vector<layer_state>>("std::vector<nettorrent::layer_state>");
-  c.add_message_type<std::vector<std::uint8_t>>("std::vector<uint8_t>");
+  c.add_message_type<label_batch>("nettorrent::label_batch");
+  c.add_message_type<byte_mark>("nettorrent::byte_mark");
+  c.add_message_type<node_name>("nettorrent::node_name");
   c.add_message_type<block_sink_actor>("nettorrent::block_sink_actor");
   c.add_message_type<grad_sink_actor>("nettorrent::grad_sink_actor");
   c.add_message_type<ack_sink_actor>("nettorrent::ack_sink_actor");

@@ -83,8 +83,20 @@ std::vector<std::uint8_t> read_idx(const std::string& path, std::size_t expected
     if (total > (std::size_t{1} << 34))
       throw error(path + ": IDX dimensions announce more than 16 GiB of data");
   }
-  std::vector<std::uint8_t> data(total);
-  const std::size_t got = read_some(f.get(), data.data(), total, path);
+  // Grow the buffer as data really arrives (at most 64 MiB ahead of it), so a
+  // header that announces more than the file holds cannot make the reader
+  // allocate what it announces.
+  std::vector<std::uint8_t> data;
+  std::size_t got = 0;
+  while (got < total) {
+    const std::size_t step = std::min<std::size_t>(total - got, std::size_t{1} << 26);
+    data.resize(got + step);
+    const std::size_t n = read_some(f.get(), data.data() + got, step, path);
+    got += n;
+    if (n < step)
+      break;
+  }
+  data.resize(got);
   if (got != total)
     throw error(path + ": truncated IDX data: header announces " + std::to_string(total)
                 + " bytes, file holds " + std::to_string(got));

@@ -218,18 +218,21 @@ TEST_F(StaleMessageValidation, LossRelayDropsStaleMessagesMidBatch) {
     return relay;
   };
   auto script = [&](const nt::loss_relay_actor& relay, bool stale) {
-    deliver(relay, nt::atom::labels::value, inc, b1, true, std::vector<std::uint8_t>{2, 0, 1});
+    deliver(relay, nt::atom::labels::value, inc, b1, true,
+            nt::label_batch{std::vector<std::uint8_t>{2, 0, 1}});
     deliver(relay, nt::atom::block::value, inc, b1, true, std::uint32_t{1},
             share(filled(3, 1, -0.3f)));
     if (stale) {
       // Would be a duplicate; would complete the logits; would be reported as divergence.
-      deliver(relay, nt::atom::labels::value, old, b1, true, std::vector<std::uint8_t>{0, 0, 0});
+      deliver(relay, nt::atom::labels::value, old, b1, true,
+              nt::label_batch{std::vector<std::uint8_t>{0, 0, 0}});
       deliver(relay, nt::atom::block::value, old, b1, true, std::uint32_t{0},
               share(filled(3, 2, 9.f)));
       deliver(relay, nt::atom::block::value, newer, b1, true, std::uint32_t{0},
               share(with_nan(filled(3, 2, 0.f))));
       // A whole validation batch of another incarnation: no loss for it.
-      deliver(relay, nt::atom::labels::value, newer, b2, false, std::vector<std::uint8_t>{1});
+      deliver(relay, nt::atom::labels::value, newer, b2, false,
+              nt::label_batch{std::vector<std::uint8_t>{1}});
       deliver(relay, nt::atom::block::value, newer, b2, false, std::uint32_t{0},
               share(filled(1, 2, 0.f)));
       deliver(relay, nt::atom::block::value, newer, b2, false, std::uint32_t{1},

@@ -23,10 +23,10 @@ nt::coordinator_actor::behavior_type fake_coordinator(nt::coordinator_actor::poi
     ADD_FAILURE() << "fake coordinator received an unexpected " << what << " message";
   };
   return {
-      [=](nt::atom::hello, const std::string& id, std::uint64_t hash, std::uint32_t version,
-          const std::vector<std::uint8_t>& mark) {
-        EXPECT_EQ(nt::check_wire(version, mark), "") << "the node actor announces this build";
-        log->hellos.emplace_back(id, hash);
+      [=](nt::atom::hello, const nt::node_name& id, std::uint64_t hash, std::uint32_t version,
+          const nt::byte_mark& mark) {
+        EXPECT_EQ(nt::check_wire(version, mark.data), "") << "the node actor announces this build";
+        log->hellos.emplace_back(nt::to_string(id), hash);
         return nt::atom::ok::value;
       },
       [=](nt::atom::reg, const nt::actor_key& key, std::uint32_t incarnation, caf::actor& a) {
@@ -189,14 +189,15 @@ TEST_F(Admission, ANodeWithAnotherHashOrAnUnknownIdIsRefused) {
 TEST_F(Admission, APeerOfAnotherByteOrderOrWireFormatIsRefused) {
   auto mark = nt::byte_order_mark();
   std::vector<std::uint8_t> reversed(mark.rbegin(), mark.rend());
-  EXPECT_CONTAINS(ask_error(coord, nt::atom::hello::value, std::string{"a"}, std::uint64_t{0x1234},
-                            nt::wire_version, reversed),
+  EXPECT_CONTAINS(ask_error(coord, nt::atom::hello::value, nt::to_node_name("a"),
+                            std::uint64_t{0x1234}, nt::wire_version, nt::byte_mark{reversed}),
                   "other byte order");
-  EXPECT_CONTAINS(ask_error(coord, nt::atom::hello::value, std::string{"a"}, std::uint64_t{0x1234},
-                            nt::wire_version + 1, mark),
+  EXPECT_CONTAINS(ask_error(coord, nt::atom::hello::value, nt::to_node_name("a"),
+                            std::uint64_t{0x1234}, nt::wire_version + 1, nt::byte_mark{mark}),
                   "wire format");
-  EXPECT_CONTAINS(ask_error(coord, nt::atom::hello::value, std::string{"a"}, std::uint64_t{0x1234},
-                            nt::wire_version, std::vector<std::uint8_t>{1, 2}),
+  EXPECT_CONTAINS(ask_error(coord, nt::atom::hello::value, nt::to_node_name("a"),
+                            std::uint64_t{0x1234}, nt::wire_version,
+                            nt::byte_mark{std::vector<std::uint8_t>{1, 2}}),
                   "malformed");
   // The same hello with this build's identity is admitted.
   EXPECT_TRUE(ask_ok(make_node("a", 0x1234), nt::atom::join::value, coord));

@@ -244,7 +244,8 @@ TEST_F(RelayValidation, HiddenRelayDropsMalformedMessagesAndKeepsWorking) {
   const auto untyped = caf::actor_cast<caf::actor>(relay);
   deliver(untyped, nt::atom::ack::value, inc, b1, std::uint32_t{0});
   deliver(untyped, nt::atom::forward::value, inc, b1, true, share(filled(3, 4, 0.f)));
-  deliver(untyped, nt::atom::labels::value, inc, b1, true, std::vector<std::uint8_t>{0, 1, 2});
+  deliver(untyped, nt::atom::labels::value, inc, b1, true,
+          nt::label_batch{std::vector<std::uint8_t>{0, 1, 2}});
   expected_drops += 8;
   // A request of another actor type is answered with an error (a requester
   // must not wait forever), and counted.
@@ -400,11 +401,12 @@ TEST_F(RelayValidation, LossRelayDropsMalformedMessagesAndKeepsWorking) {
   std::uint64_t expected_drops = 0;
 
   // Labels: none, too many; a label out of range (found once the logits are here).
-  deliver(relay, nt::atom::labels::value, inc, std::uint64_t{1}, true, std::vector<std::uint8_t>{});
   deliver(relay, nt::atom::labels::value, inc, std::uint64_t{1}, true,
-          std::vector<std::uint8_t>(9, 0));
+          nt::label_batch{std::vector<std::uint8_t>{}});
+  deliver(relay, nt::atom::labels::value, inc, std::uint64_t{1}, true,
+          nt::label_batch{std::vector<std::uint8_t>(9, 0)});
   deliver(relay, nt::atom::labels::value, inc, std::uint64_t{2}, true,
-          std::vector<std::uint8_t>{0, 7, 1});
+          nt::label_batch{std::vector<std::uint8_t>{0, 7, 1}});
   deliver(relay, nt::atom::block::value, inc, std::uint64_t{2}, true, std::uint32_t{0},
           share(filled(3, 2, 0.f)));
   deliver(relay, nt::atom::block::value, inc, std::uint64_t{2}, true, std::uint32_t{1},
@@ -413,7 +415,7 @@ TEST_F(RelayValidation, LossRelayDropsMalformedMessagesAndKeepsWorking) {
   deliver(relay, nt::atom::block::value, inc, std::uint64_t{3}, true, std::uint32_t{1},
           share(filled(3, 2, 0.f)));
   deliver(relay, nt::atom::labels::value, inc, std::uint64_t{4}, true,
-          std::vector<std::uint8_t>{0, 1});
+          nt::label_batch{std::vector<std::uint8_t>{0, 1}});
   deliver(relay, nt::atom::block::value, inc, std::uint64_t{4}, true, std::uint32_t{0},
           share(filled(3, 2, 0.f)));
   deliver(relay, nt::atom::block::value, inc, std::uint64_t{4}, true, std::uint32_t{1},
@@ -430,7 +432,7 @@ TEST_F(RelayValidation, LossRelayDropsMalformedMessagesAndKeepsWorking) {
   deliver(relay, nt::atom::block::value, inc, std::uint64_t{5}, true, std::uint32_t{1}, share(l1));
   deliver(relay, nt::atom::block::value, inc, std::uint64_t{5}, true, std::uint32_t{0}, share(l0));
   EXPECT_TRUE(rig.sink_log->empty());
-  deliver(relay, nt::atom::labels::value, inc, std::uint64_t{5}, true, ys);
+  deliver(relay, nt::atom::labels::value, inc, std::uint64_t{5}, true, nt::label_batch{ys});
   nt::matrix logits(3, 3);
   logits << l0, l1;
   nt::matrix grad;

@@ -49,10 +49,9 @@ nt::loss_relay_actor::behavior_type fake_loss_relay(nt::loss_relay_actor::pointe
   return {
       [=](nt::atom::block, std::uint32_t, std::uint64_t, bool, std::uint32_t,
           const nt::shared_matrix&) { unexpected("block"); },
-      [=](nt::atom::labels, std::uint32_t incarnation, std::uint64_t, bool,
-          std::vector<std::uint8_t>& ys) {
+      [=](nt::atom::labels, std::uint32_t incarnation, std::uint64_t, bool, nt::label_batch& ys) {
         EXPECT_EQ(incarnation, inc);
-        EXPECT_EQ(ys.size(), 8u);
+        EXPECT_EQ(ys.data.size(), 8u);
       },
       [=](nt::atom::wire, std::vector<nt::neuron_slice_actor>&, nt::batch_sink_actor) {
         unexpected("wire");
