@@ -16,7 +16,7 @@
 #                           of this checkout)
 #   NETTORRENT_BIN          the nettorrent binary (default: build/bin/nettorrent
 #                           of this checkout, built with scripts/build.sh if
-#                           missing)
+#                           missing; for an installed copy: nettorrent on PATH)
 #   NETTORRENT_KILL_GRACE   seconds between SIGTERM and SIGKILL when stopping
 #                           nodes (default 5)
 #   NETTORRENT_DRAIN_TIMEOUT seconds the other nodes get to finish after the
@@ -129,6 +129,9 @@ fi
 if [[ -n ${NETTORRENT_BIN:-} ]]; then
   bin=$NETTORRENT_BIN
   [[ -x $bin ]] || die "NETTORRENT_BIN=$bin is not an executable file"
+elif [[ ! -x $root/scripts/build.sh ]]; then
+  # An installed copy (share/nettorrent/scripts): the installed binary.
+  bin=$(command -v nettorrent) || die "nettorrent is not on PATH; set NETTORRENT_BIN"
 else
   bin=$root/build/bin/nettorrent
   if [[ ! -x $bin ]]; then
