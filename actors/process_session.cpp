@@ -7,6 +7,7 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 #include "coordinator.hpp"
 #include "metrics.hpp"
@@ -60,13 +61,27 @@ process_resources prepare(const run_config& cfg, const std::string& node_id,
 
 /// The actor system of every process: scheduler from cfg.system, the message
 /// types of the protocol, and (clusters) the middleman with heartbeats.
-void configure(caf::actor_system_config& sys_cfg, const run_config& cfg, bool networked) {
+void configure(caf::actor_system_config& sys_cfg, const run_config& cfg, bool networked,
+               const tls_config* tls = nullptr) {
   configure_actor_system(sys_cfg, cfg);
   register_message_types(sys_cfg);
   if (!networked)
     return;
   sys_cfg.load<caf::io::middleman>();
-  sys_cfg.set("middleman.enable-automatic-connections", true);
+  const bool secure = tls != nullptr && tls->enabled;
+  if (secure) {
+    // Mutual TLS: certificate, key and CA set (load_node_config checked
+    // them), so caf_openssl verifies every peer against the CA.
+    sys_cfg.load<caf::openssl::manager>();
+    sys_cfg.set("openssl.certificate", tls->certificate);
+    sys_cfg.set("openssl.key", tls->key);
+    sys_cfg.set("openssl.cafile", tls->ca_file);
+    if (!tls->passphrase.empty())
+      sys_cfg.set("openssl.passphrase", tls->passphrase);
+  }
+  // CAF's automatic connections open plain TCP: with TLS, nodes connect to
+  // each other explicitly instead.
+  sys_cfg.set("middleman.enable-automatic-connections", !secure);
   sys_cfg.set("middleman.heartbeat-interval", seconds(cfg.system.heartbeat_interval));
   sys_cfg.set("middleman.connection-timeout", seconds(cfg.system.connection_timeout));
 }
@@ -162,21 +177,24 @@ run_result coordinate(caf::scoped_actor& self, const coordinator_actor& coord,
 
 /// Connects to the coordinator published at `addr`, retrying until
 /// `deadline`. Returns an invalid handle and sets `why` on failure.
-coordinator_actor connect(caf::actor_system& sys, caf::scoped_actor& self, const node_address& addr,
-                          clock_type::time_point deadline, std::string& why) {
-  auto mm = sys.middleman().actor_handle();
-  const auto expected = sys.message_types<coordinator_actor>();
+template <class Handle = coordinator_actor>
+Handle connect(caf::actor_system& sys, caf::scoped_actor& self, const node_address& addr,
+               clock_type::time_point deadline, std::string& why, bool secure) {
+  auto mm = secure ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
+  const auto expected = sys.message_types<Handle>();
   for (;;) {
-    coordinator_actor result;
+    Handle result;
     self->request(mm, std::chrono::seconds(5), caf::connect_atom::value, addr.host, addr.port)
         .receive(
             [&](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>& ifs) {
               if (!ptr)
                 why = "nothing is published at " + addr.endpoint();
               else if (ifs != expected)
-                why = addr.endpoint() + " is not a NetTorrent coordinator (its interface differs)";
+                why = addr.endpoint()
+                      + " is not a NetTorrent node of this kind (its interface "
+                        "differs)";
               else
-                result = caf::actor_cast<coordinator_actor>(std::move(ptr));
+                result = caf::actor_cast<Handle>(std::move(ptr));
             },
             [&](caf::error& err) { why = sys.render(err); });
     if (result || clock_type::now() >= deadline)
@@ -224,12 +242,6 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
   out << me << ": cluster " << nc.cluster_file << " (hash " << hash_hex(hash) << "), "
       << mine.size() << " actors here, listening on " << nc.bind << ':' << nc.port << '\n'
       << describe(plan) << std::flush;
-  if (nc.binds_beyond_loopback())
-    err << "*** WARNING: " << me << " listens on " << nc.bind
-        << ", beyond loopback, WITHOUT TLS. Any host that reaches this port can make the\n"
-           "*** node allocate whatever frame size it announces and send it messages.\n"
-           "*** Only do this on a network you trust completely."
-        << std::endl;
 
   if (!resume.empty() && !is_coordinator) {
     err << me << ": error: --resume is for the coordinator's node (node " << coord_id
@@ -241,8 +253,9 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
   const bool needs_data = true;
   const process_resources res =
       prepare(cfg, nc.id, nc.metrics_port, is_coordinator, needs_data, true, out, me + ": ");
+  const bool secure = cc.tls.enabled;
   caf::actor_system_config sys_cfg;
-  configure(sys_cfg, cfg, /*networked=*/true);
+  configure(sys_cfg, cfg, /*networked=*/true, &cc.tls);
   caf::actor_system sys{sys_cfg};
   caf::scoped_actor self{sys};
   const auto deadline = clock_type::now() + seconds(cfg.system.registration_timeout);
@@ -255,7 +268,8 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
     spec.rebalance_on_rejoin = cc.placement.rebalance_on_rejoin;
     spec.resume = resume_state(cfg, resume, out);
     auto coord = sys.spawn(coordinator, std::move(spec));
-    auto port = sys.middleman().publish(coord, nc.port, nc.bind.c_str(), true);
+    auto port = secure ? caf::openssl::publish(coord, nc.port, nc.bind.c_str(), true)
+                       : sys.middleman().publish(coord, nc.port, nc.bind.c_str(), true);
     if (!port) {
       err << me << ": error: cannot listen on " << nc.bind << ':' << nc.port << ": "
           << sys.render(port.error()) << std::endl;
@@ -273,21 +287,27 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
     return 0;
   }
 
-  // Peers connect here directly once they learn of this node's actors.
-  if (auto port = sys.middleman().open(nc.port, nc.bind.c_str(), true); !port) {
+  // Peers connect here directly: without TLS once they learn of this node's
+  // actors (automatic connections); with TLS to this node's node actor,
+  // published on the port (the explicit mesh below).
+  auto local = spawn_node(sys, nc.id, hash, cfg, res);
+  if (auto port = secure ? caf::openssl::publish(local, nc.port, nc.bind.c_str(), true)
+                         : sys.middleman().open(nc.port, nc.bind.c_str(), true);
+      !port) {
     err << me << ": error: cannot listen on " << nc.bind << ':' << nc.port << ": "
         << sys.render(port.error()) << std::endl;
+    self->send_exit(local, caf::exit_reason::user_shutdown);
     return 1;
   }
   std::string why;
-  const coordinator_actor coord = connect(sys, self, *coord_addr, deadline, why);
+  const coordinator_actor coord = connect(sys, self, *coord_addr, deadline, why, secure);
   if (!coord) {
     err << me << ": error: cannot reach the coordinator (node " << coord_id << ") at "
         << coord_addr->endpoint() << " within " << cfg.system.registration_timeout << "s: " << why
         << std::endl;
+    self->send_exit(local, caf::exit_reason::user_shutdown);
     return 1;
   }
-  auto local = spawn_node(sys, nc.id, hash, cfg, res);
   self->monitor(coord);
   if (why = join_run(self, local, coord, std::chrono::seconds(10)); !why.empty()) {
     err << me << ": error: the coordinator at " << coord_addr->endpoint()
@@ -298,6 +318,22 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
     return 1;
   }
   out << me << ": admitted by the coordinator at " << coord_addr->endpoint() << std::endl;
+  if (secure) {
+    // The explicit mesh: a TLS connection to every other node whose id sorts
+    // before this one (the coordinator's is up already), so pipeline traffic
+    // between nodes goes direct, and authenticated.
+    for (const auto& peer : cc.nodes) {
+      if (peer.id >= nc.id || peer.id == coord_id)
+        continue;
+      std::string peer_why;
+      if (!connect<node_actor>(sys, self, peer, deadline, peer_why, true))
+        err << me << ": warning: no direct TLS link to node " << peer.id << " at "
+            << peer.endpoint() << " (" << peer_why << "); its traffic goes through the "
+            << "coordinator's node" << std::endl;
+      else
+        out << me << ": TLS link to node " << peer.id << " at " << peer.endpoint() << std::endl;
+    }
+  }
 
   // Wait for the coordinator to end the run; it stops every actor first.
   caf::error reason;

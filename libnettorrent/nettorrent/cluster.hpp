@@ -101,10 +101,20 @@ struct placement_config {
 };
 
 /// A validated cluster description: the same on every node.
+/// Mutual TLS between nodes ([tls]; paths may be overridden per node file).
+struct tls_config {
+  bool enabled = false;    ///< every port and connection through caf_openssl
+  std::string certificate; ///< this node's certificate (PEM)
+  std::string key;         ///< its private key (PEM)
+  std::string ca_file;     ///< the CA every peer's certificate must chain to
+  std::string passphrase;  ///< of the key, if it has one
+};
+
 struct cluster_config {
   std::string path; ///< the file it was read from (for messages; not hashed)
   run_config run;
   placement_config placement;
+  tls_config tls; ///< tls.enabled is hashed, the paths are not (they differ per node)
   /// The [nodes] list in canonical order: sorted by id, whatever order the
   /// file gave.
   std::vector<node_address> nodes;
@@ -147,7 +157,7 @@ struct node_config {
   cluster_config cluster;
 
   /// True unless `bind` is a loopback address (127.0.0.0/8, ::1, localhost):
-  /// callers warn, since BASP frames are not bounded before TLS.
+  /// such a node must run with TLS (load_node_config refuses it otherwise).
   bool binds_beyond_loopback() const;
 };
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 
@@ -99,6 +100,22 @@ const std::vector<option<cluster_file>>& cluster_options() {
          [](const cluster_file& f) {
            return std::string{f.cfg.placement.rebalance_on_rejoin ? "true" : "false"};
          }},
+        {"tls.enabled", "boolean",
+         "mutual TLS (caf_openssl) on every port and connection; required beyond loopback",
+         [](cluster_file& f, const ini_value& v) { f.cfg.tls.enabled = read_bool(v); },
+         [](const cluster_file& f) { return std::string{f.cfg.tls.enabled ? "true" : "false"}; }},
+        {"tls.certificate", "string", "this node's certificate (PEM); a node file may override it",
+         [](cluster_file& f, const ini_value& v) { f.cfg.tls.certificate = read_string(v); },
+         [](const cluster_file& f) { return quote(f.cfg.tls.certificate); }, false},
+        {"tls.key", "string", "the certificate's private key (PEM); a node file may override it",
+         [](cluster_file& f, const ini_value& v) { f.cfg.tls.key = read_string(v); },
+         [](const cluster_file& f) { return quote(f.cfg.tls.key); }, false},
+        {"tls.ca_file", "string", "the CA every peer's certificate must chain to (PEM)",
+         [](cluster_file& f, const ini_value& v) { f.cfg.tls.ca_file = read_string(v); },
+         [](const cluster_file& f) { return quote(f.cfg.tls.ca_file); }, false},
+        {"tls.passphrase", "string", "the key's passphrase, if it has one",
+         [](cluster_file& f, const ini_value& v) { f.cfg.tls.passphrase = read_string(v); },
+         [](const cluster_file&) { return std::string{"(not shown)"}; }, false},
         {"placement.coordinator", "string", "explicit: the coordinator's node id",
          [](cluster_file& f, const ini_value& v) { f.cfg.placement.coordinator = read_node_id(v); },
          [](const cluster_file& f) { return quote(f.cfg.placement.coordinator); }},
@@ -275,7 +292,26 @@ struct node_file {
   node_config cfg;
   std::size_t port = 0;
   std::size_t metrics_port = 0;
+  std::string tls_certificate; ///< overrides of the cluster's tls paths
+  std::string tls_key;
+  std::string tls_ca_file;
 };
+
+/// With TLS on, the certificate, key and CA file must be set and readable.
+void check_tls_files(const tls_config& t, const std::string& where) {
+  if (!t.enabled)
+    return;
+  const std::pair<const char*, const std::string*> files[] = {
+      {"tls.certificate", &t.certificate}, {"tls.key", &t.key}, {"tls.ca_file", &t.ca_file}};
+  for (const auto& [key, file] : files) {
+    if (file->empty())
+      throw error(where + ": tls.enabled = true needs " + key
+                  + " (a PEM file; scripts/make-certs.sh makes test ones)");
+    std::ifstream in{*file};
+    if (!in)
+      throw error(where + ": " + key + " = \"" + *file + "\": cannot read it");
+  }
+}
 
 const std::vector<option<node_file>>& node_options() {
   static const std::vector<option<node_file>> specs = {
@@ -290,8 +326,17 @@ const std::vector<option<node_file>>& node_options() {
       {"node.id", "string", "this node's id: one of the cluster file's nodes.ids",
        [](node_file& f, const ini_value& v) { f.cfg.id = read_node_id(v); },
        [](const node_file& f) { return quote(f.cfg.id); }, true, true},
+      {"node.tls_certificate", "string", "this node's certificate, instead of tls.certificate",
+       [](node_file& f, const ini_value& v) { f.tls_certificate = read_string(v); },
+       [](const node_file& f) { return quote(f.tls_certificate); }},
+      {"node.tls_key", "string", "this node's private key, instead of tls.key",
+       [](node_file& f, const ini_value& v) { f.tls_key = read_string(v); },
+       [](const node_file& f) { return quote(f.tls_key); }},
+      {"node.tls_ca_file", "string", "the CA file, instead of tls.ca_file",
+       [](node_file& f, const ini_value& v) { f.tls_ca_file = read_string(v); },
+       [](const node_file& f) { return quote(f.tls_ca_file); }},
       {"node.bind", "string",
-       "address the node listens on; anything but loopback needs TLS (warned about)",
+       "address the node listens on; anything but loopback requires tls.enabled = true",
        [](node_file& f, const ini_value& v) { f.cfg.bind = read_host(v); },
        [](const node_file& f) { return quote(f.cfg.bind); }},
       {"node.port", "integer", "optional check: must equal this node's entry in nodes.ports",
@@ -367,6 +412,7 @@ void cluster_config::validate() const {
 std::string cluster_config::canonical() const {
   std::vector<std::string> lines = split_lines(run.canonical());
   lines.push_back("placement.strategy=" + std::string{to_string(placement.strategy)});
+  lines.push_back("tls.enabled=" + std::string{tls.enabled ? "true" : "false"});
   // Every node derives the placement after a rejoin from the description.
   lines.push_back("placement.rebalance_on_rejoin="
                   + std::string{placement.rebalance_on_rejoin ? "true" : "false"});
@@ -425,6 +471,26 @@ node_config load_node_config(const std::string& path) {
                  "nodes.metrics_ports", c);
   c.port = self->port;
   c.metrics_port = self->metrics_port;
+  // This node's TLS files: the node file's, else the cluster file's; a
+  // relative path starts at the directory of the file that gave it.
+  tls_config& t = c.cluster.tls;
+  const auto pick = [&](std::string& into, const std::string& own) {
+    if (!own.empty())
+      into = resolve_relative(doc.path, own);
+    else if (!into.empty())
+      into = resolve_relative(c.cluster_file, into);
+  };
+  pick(t.certificate, f.tls_certificate);
+  pick(t.key, f.tls_key);
+  pick(t.ca_file, f.tls_ca_file);
+  check_tls_files(t, path);
+  if (c.binds_beyond_loopback() && !t.enabled)
+    throw error(origin_of(doc, "node.bind") + ": node.bind = \"" + c.bind
+                + "\" listens beyond loopback, which requires mutual TLS: set tls.enabled = true "
+                  "and tls.certificate, tls.key, tls.ca_file in "
+                + c.cluster_file
+                + " (or node.tls_* in this node file; scripts/make-certs.sh makes a test CA and "
+                  "certificates), or bind to 127.0.0.1");
   return std::move(f.cfg);
 }
 

@@ -462,14 +462,47 @@ TEST_F(NodeFiles, NodeFileNamesItsClusterRelativeToItsDirectory) {
   EXPECT_EQ(n.cluster.hash(), load(base_cluster()).hash());
 
   // An absolute path works too, and from any working directory.
-  const node_setup a = setup("cluster_file = \"" + s.cluster_path
-                                 + "\"\nid = \"n2\"\n"
-                                   "bind = \"0.0.0.0\"\n",
-                             "abs.ini");
+  const node_setup a = setup("cluster_file = \"" + s.cluster_path + "\"\nid = \"n2\"\n", "abs.ini");
   const nt::node_config m = nt::load_node_config(a.node_path);
   EXPECT_EQ(m.cluster_file, s.cluster_path);
   EXPECT_EQ(m.port, 4202);
-  EXPECT_TRUE(m.binds_beyond_loopback());
+  EXPECT_FALSE(m.binds_beyond_loopback());
+}
+
+TEST_F(NodeFiles, BindingBeyondLoopbackRequiresTls) {
+  // Without TLS a node that listens beyond loopback is refused at start,
+  // with an error that says how to turn TLS on.
+  const std::string err = node_error("cluster_file = \"../cluster/cluster.ini\"\nid = \"n2\"\n"
+                                     "bind = \"0.0.0.0\"\n");
+  EXPECT_CONTAINS(err, "node.bind = \"0.0.0.0\" listens beyond loopback");
+  EXPECT_CONTAINS(err, "tls.enabled = true");
+  EXPECT_CONTAINS(err, "make-certs.sh");
+  // With TLS and readable files it is accepted; relative paths start at the
+  // file that names them.
+  write("cluster/ca.pem", "ca");
+  write("cluster/cert.pem", "cert");
+  write("nodes/n2-key.pem", "key");
+  ini_model tls = base_cluster();
+  tls.set("tls", "enabled", "true")
+      .set("tls", "certificate", "\"cert.pem\"")
+      .set("tls", "key", "\"missing-key.pem\"")
+      .set("tls", "ca_file", "\"ca.pem\"");
+  const node_setup ok = setup("cluster_file = \"../cluster/cluster.ini\"\nid = \"n2\"\n"
+                              "bind = \"0.0.0.0\"\ntls_key = \"n2-key.pem\"\n",
+                              "tls.ini", tls);
+  const nt::node_config n = nt::load_node_config(ok.node_path);
+  EXPECT_TRUE(n.binds_beyond_loopback());
+  EXPECT_TRUE(n.cluster.tls.enabled);
+  EXPECT_EQ(n.cluster.tls.key, (dir_ / "nodes/n2-key.pem").lexically_normal().string());
+  EXPECT_EQ(n.cluster.tls.ca_file, (dir_ / "cluster/ca.pem").lexically_normal().string());
+  // A missing or unreadable file is refused, naming it.
+  const std::string missing =
+      node_error("cluster_file = \"../cluster/cluster.ini\"\nid = \"n2\"\n", tls);
+  EXPECT_CONTAINS(missing, "tls.key");
+  EXPECT_CONTAINS(missing, "missing-key.pem");
+  EXPECT_CONTAINS(missing, "cannot read it");
+  // tls.enabled is part of the cluster hash: every node must agree on it.
+  EXPECT_NE(load(tls).hash(), load(base_cluster()).hash());
 }
 
 struct node_error_case {
@@ -490,7 +523,8 @@ TEST_F(NodeFiles, EveryBadNodeFileNamesFileKeyAndLine) {
       {"metrics port differs", cf + "id = \"n2\"\nmetrics_port = 9201\n", 5, "node.metrics_port",
        "9201 differs from 9202"},
       {"unknown key", cf + "id = \"n1\"\nhost = \"127.0.0.1\"\n", 5, "node.host",
-       "unknown key node.host (known keys in [node]: cluster_file, id, bind, port, metrics_port)"},
+       "unknown key node.host (known keys in [node]: cluster_file, id, tls_certificate, tls_key, "
+       "tls_ca_file, bind, port, metrics_port)"},
       {"unknown section", cf + "id = \"n1\"\n[cluster]\nfile = \"x\"\n", 6, "cluster.file",
        "unknown section [cluster] (known: node)"},
       {"integer id", cf + "id = 1\n", 4, "node.id", "expected a quoted string"},
@@ -666,9 +700,9 @@ TEST_F(ClusterFiles, CanonicalLinesAreSortedAndUniqueAndHashed) {
     for (const auto& l : lines)
       keys.push_back(l.substr(0, l.find('=')));
     EXPECT_TRUE(std::adjacent_find(keys.begin(), keys.end()) == keys.end()) << text;
-    // The run's lines, the strategy and rebalance_on_rejoin, one line per
-    // actor and one per node.
-    EXPECT_EQ(lines.size(), lines_of(c.run.canonical()).size() + 2
+    // The run's lines, the strategy, rebalance_on_rejoin and tls.enabled,
+    // one line per actor and one per node.
+    EXPECT_EQ(lines.size(), lines_of(c.run.canonical()).size() + 3
                                 + nt::plan_placement(c).actors().size() + c.nodes.size());
     EXPECT_EQ(c.hash(), nt::fnv1a64(text));
   }
