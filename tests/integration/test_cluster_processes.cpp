@@ -276,6 +276,26 @@ protected:
     return to.string();
   }
 
+  /// `nettorrent train` on `spec`'s run sections, into `out`; must succeed.
+  void run_embedded(const run_spec& spec, const std::string& out) {
+    ASSERT_NO_FATAL_FAILURE(write_file(path("run.ini"), spec.run_sections(out)));
+    child_process& embedded = start("embedded", {cli, "train", "--config-file=" + path("run.ini")});
+    ASSERT_TRUE(exits_within(embedded, 60s));
+    ASSERT_TRUE(embedded.exited_ok()) << embedded.log();
+  }
+
+  /// Starts node-0.ini .. node-(n-1).ini and waits until every one exited 0.
+  std::vector<child_process*> run_nodes(int n) {
+    std::vector<child_process*> nodes;
+    for (int i = 0; i < n; ++i)
+      nodes.push_back(&start_node("node-" + std::to_string(i) + ".ini", "n" + std::to_string(i)));
+    for (auto* c : nodes)
+      EXPECT_TRUE(exits_within(*c, 60s));
+    for (auto* c : nodes)
+      EXPECT_TRUE(c->exited_ok()) << c->log();
+    return nodes;
+  }
+
   child_process::env_changes launcher_env(const std::optional<std::string>& cluster_dir) const {
     return {{"NETTORRENT_BIN", cli},
             {"NETTORRENT_CLUSTER_DIR", cluster_dir},
@@ -308,8 +328,6 @@ TEST_F(ClusterProcesses, ThreeNodeRunIsBitIdenticalToTheEmbeddedRun) {
   ASSERT_NO_FATAL_FAILURE(pick_ports(3, ports, metrics));
   run_spec spec; // round_robin, 1 replica, 3 slices per layer, max_in_flight 1, 20 batches
   ASSERT_NO_FATAL_FAILURE(write_cluster(spec, ports, metrics, path("cluster-out")));
-  ASSERT_NO_FATAL_FAILURE(write_file(path("run.ini"), spec.run_sections(path("embedded-out"))));
-
   // The point of the test: each layer's slices sit on three different
   // processes, so every layer's forward and backward pass crosses the wire.
   const nt::cluster_config cc = nt::load_cluster_config(path("cluster.ini"));
@@ -322,18 +340,11 @@ TEST_F(ClusterProcesses, ThreeNodeRunIsBitIdenticalToTheEmbeddedRun) {
         << "layer " << l << "'s slices share a node";
   }
 
-  child_process& embedded = start("embedded", {cli, "train", "--config-file=" + path("run.ini")});
-  ASSERT_TRUE(exits_within(embedded, 60s));
-  ASSERT_TRUE(embedded.exited_ok()) << embedded.log();
+  ASSERT_NO_FATAL_FAILURE(run_embedded(spec, path("embedded-out")));
 
   const auto t = clock_type::now();
-  std::vector<child_process*> nodes;
-  for (int i = 0; i < 3; ++i)
-    nodes.push_back(&start_node("node-" + std::to_string(i) + ".ini", "n" + std::to_string(i)));
-  for (auto* n : nodes)
-    ASSERT_TRUE(exits_within(*n, 60s));
-  for (auto* n : nodes)
-    EXPECT_TRUE(n->exited_ok()) << n->log();
+  const std::vector<child_process*> nodes = run_nodes(3);
+  ASSERT_FALSE(HasFailure());
   std::cout << "3-node run: " << seconds_since(t) << " s\n";
   EXPECT_CONTAINS(nodes[0]->out(), "test: accuracy");
   EXPECT_CONTAINS(nodes[1]->out(), "node n1: the run is over");
@@ -401,17 +412,9 @@ TEST_F(ClusterProcesses, ThreeNodeRunWithMutualTlsIsBitIdenticalToTheEmbeddedRun
   run_spec spec; // round_robin, 1 replica, 3 slices per layer, max_in_flight 1, 20 batches
   ASSERT_NO_FATAL_FAILURE(write_cluster(spec, ports, metrics, path("cluster-out")));
   ASSERT_NO_FATAL_FAILURE(enable_tls(dir_.string(), "cluster.ini", 3));
-  ASSERT_NO_FATAL_FAILURE(write_file(path("run.ini"), spec.run_sections(path("embedded-out"))));
-  child_process& embedded = start("embedded", {cli, "train", "--config-file=" + path("run.ini")});
-  ASSERT_TRUE(exits_within(embedded, 60s));
-  ASSERT_TRUE(embedded.exited_ok()) << embedded.log();
-  std::vector<child_process*> nodes;
-  for (int i = 0; i < 3; ++i)
-    nodes.push_back(&start_node("node-" + std::to_string(i) + ".ini", "n" + std::to_string(i)));
-  for (auto* n : nodes)
-    ASSERT_TRUE(exits_within(*n, 60s));
-  for (auto* n : nodes)
-    EXPECT_TRUE(n->exited_ok()) << n->log();
+  ASSERT_NO_FATAL_FAILURE(run_embedded(spec, path("embedded-out")));
+  const std::vector<child_process*> nodes = run_nodes(3);
+  ASSERT_FALSE(HasFailure());
   EXPECT_CONTAINS(nodes[2]->out(), "node n2: TLS link to node n1");
   EXPECT_EQ(read_file(path("cluster-out/model.ckpt")), read_file(path("embedded-out/model.ckpt")))
       << "the TLS cluster's model differs from the embedded run's";
@@ -542,12 +545,7 @@ protected:
   }
 
   /// Runs the embedded reference of `spec` into <dir>/reference.
-  void run_reference(const run_spec& spec) {
-    ASSERT_NO_FATAL_FAILURE(write_file(path("run.ini"), spec.run_sections(path("reference"))));
-    child_process& e = start("embedded", {cli, "train", "--config-file=" + path("run.ini")});
-    ASSERT_TRUE(exits_within(e, 60s));
-    ASSERT_TRUE(e.exited_ok()) << e.log();
-  }
+  void run_reference(const run_spec& spec) { run_embedded(spec, path("reference")); }
 
   /// Starts `n` nodes of `spec` and waits for the coordinator's first
   /// progress line, then a seeded random moment (0-400 ms) more.
