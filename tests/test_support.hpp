@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "nettorrent/centralised.hpp"
+#include "nettorrent/data.hpp"
 #include "nettorrent/error.hpp"
 
 /// Expects `haystack` (anything a std::string can be built from) to contain `needle`.
@@ -116,6 +118,25 @@ inline cli_run run_nettorrent(const std::vector<std::string>& args, const std::s
     r.code = WEXITSTATUS(status);
   r.output = read_file(log);
   return r;
+}
+
+/// Trains `trainer` on `batches` consecutive batches of `batch` samples of
+/// synthetic data (its model's input and class counts, `noise`, `seed`), so
+/// weights and optimizer state are non-trivial.
+inline void train_on_synthetic(nettorrent::centralised_trainer& trainer, int batches,
+                               std::size_t batch, float noise, std::uint64_t seed) {
+  const auto& g = trainer.geometry();
+  const nettorrent::image_set set = nettorrent::make_synthetic(
+      batch * static_cast<std::size_t>(batches), g.front().fan_in, g.back().fan_out, noise, seed);
+  nettorrent::matrix x;
+  std::vector<std::uint8_t> labels(batch);
+  std::vector<std::uint32_t> idx(batch);
+  for (int b = 0; b < batches; ++b) {
+    for (std::size_t i = 0; i < batch; ++i)
+      idx[i] = static_cast<std::uint32_t>(static_cast<std::size_t>(b) * batch + i);
+    nettorrent::gather_batch(set, idx.data(), idx.size(), x, labels.data());
+    trainer.train_batch(x, labels.data());
+  }
 }
 
 } // namespace test_support

@@ -78,17 +78,7 @@ nt::model_checkpoint trained_checkpoint(std::vector<std::size_t> layers = {20, 1
   opt.kind = nt::optimizer_kind::adam;
   opt.learning_rate = 1e-2f;
   nt::centralised_trainer trainer{m, opt, 99};
-  const nt::image_set set = nt::make_synthetic(32 * static_cast<std::size_t>(batches),
-                                               layers.front(), layers.back(), 0.2f, 5);
-  nt::matrix x;
-  std::vector<std::uint8_t> labels(32);
-  for (int b = 0; b < batches; ++b) {
-    std::vector<std::uint32_t> idx(32);
-    for (std::uint32_t i = 0; i < 32; ++i)
-      idx[i] = static_cast<std::uint32_t>(b) * 32 + i;
-    nt::gather_batch(set, idx.data(), idx.size(), x, labels.data());
-    trainer.train_batch(x, labels.data());
-  }
+  test_support::train_on_synthetic(trainer, batches, 32, 0.2f, 5);
   nt::model_checkpoint ck;
   ck.header.layers.assign(layers.begin(), layers.end());
   for (const auto& g : trainer.geometry())

@@ -47,17 +47,7 @@ nt::run_config small_config() {
 std::vector<nt::layer_state> trained_layers(int batches, std::uint64_t seed) {
   const nt::run_config cfg = small_config();
   nt::centralised_trainer trainer{cfg.model, cfg.optimizer, seed};
-  const nt::image_set set =
-      nt::make_synthetic(16 * static_cast<std::size_t>(batches), 12, 3, 0.3f, seed);
-  nt::matrix x;
-  std::vector<std::uint8_t> labels(16);
-  for (int b = 0; b < batches; ++b) {
-    std::vector<std::uint32_t> idx(16);
-    for (std::uint32_t i = 0; i < 16; ++i)
-      idx[i] = static_cast<std::uint32_t>(b) * 16 + i;
-    nt::gather_batch(set, idx.data(), idx.size(), x, labels.data());
-    trainer.train_batch(x, labels.data());
-  }
+  test_support::train_on_synthetic(trainer, batches, 16, 0.3f, seed);
   return trainer.layers();
 }
 
