@@ -77,6 +77,15 @@ protected:
   }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
 
+  /// Paths of everything below the temp dir, relative to it, sorted.
+  std::vector<std::string> recursive_listing() const {
+    std::vector<std::string> out;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir_))
+      out.push_back(std::filesystem::relative(e.path(), dir_).string());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
   /// Names of the entries of `sub` (the temp dir itself by default), sorted.
   std::vector<std::string> listing(const std::string& sub = "") const {
     std::vector<std::string> out;

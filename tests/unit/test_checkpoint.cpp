@@ -36,34 +36,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class temp_dir_test : public ::testing::Test {
-protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path()
-           / ("nettorrent-test_checkpoint-" + std::string{info->name()} + "-"
-              + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    fs::remove_all(dir_);
-    ASSERT_TRUE(fs::create_directories(dir_));
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  // Names of the regular files and directories in the temp dir (recursively).
-  std::vector<std::string> listing() const {
-    std::vector<std::string> out;
-    for (const auto& e : fs::recursive_directory_iterator(dir_))
-      out.push_back(fs::relative(e.path(), dir_).string());
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-
-  fs::path dir_;
-};
+using test_support::temp_dir_test;
 
 constexpr std::size_t prefix_bytes = 8 + 4 + 8; // magic, version, payload size
 
@@ -382,13 +355,13 @@ using AtomicWrite = temp_dir_test;
 TEST_F(AtomicWrite, NoTemporaryFileIsLeftBehind) {
   nt::save_checkpoint(path("model.ckpt"), trained_checkpoint());
   nt::save_checkpoint(path("model.ckpt"), trained_checkpoint());
-  EXPECT_EQ(listing(), (std::vector<std::string>{"model.ckpt"}));
+  EXPECT_EQ(recursive_listing(), (std::vector<std::string>{"model.ckpt"}));
 }
 
 TEST_F(AtomicWrite, CreatesMissingParentDirectories) {
   nt::save_checkpoint(path("a/b/model.ckpt"), trained_checkpoint());
   EXPECT_NO_THROW(nt::load_checkpoint(path("a/b/model.ckpt")));
-  EXPECT_EQ(listing(), (std::vector<std::string>{"a", "a/b", "a/b/model.ckpt"}));
+  EXPECT_EQ(recursive_listing(), (std::vector<std::string>{"a", "a/b", "a/b/model.ckpt"}));
 }
 
 TEST_F(AtomicWrite, ParentIsARegularFile) {
@@ -400,12 +373,12 @@ TEST_F(AtomicWrite, ParentIsARegularFile) {
     nt::save_checkpoint(target, trained_checkpoint({20, 8, 4}));
   });
   EXPECT_CONTAINS(msg, target);
-  EXPECT_EQ(listing(), (std::vector<std::string>{"model.ckpt", "plain"}));
+  EXPECT_EQ(recursive_listing(), (std::vector<std::string>{"model.ckpt", "plain"}));
   EXPECT_EQ(read_file(path("plain")), "I am a file\n");
   EXPECT_EQ(read_file(path("model.ckpt")), before);
   // Deeper below the file, too.
   EXPECT_THROW(nt::save_checkpoint(path("plain/x/y/model.ckpt"), trained_checkpoint()), nt::error);
-  EXPECT_EQ(listing(), (std::vector<std::string>{"model.ckpt", "plain"}));
+  EXPECT_EQ(recursive_listing(), (std::vector<std::string>{"model.ckpt", "plain"}));
 }
 
 TEST_F(AtomicWrite, FailedSaveLeavesThePreviousCheckpointIntact) {
@@ -430,7 +403,7 @@ TEST_F(AtomicWrite, FailedSaveLeavesThePreviousCheckpointIntact) {
                                          }),
                nt::error);
   EXPECT_EQ(read_file(path("model.ckpt")), before);
-  EXPECT_EQ(listing(), (std::vector<std::string>{"model.ckpt"}));
+  EXPECT_EQ(recursive_listing(), (std::vector<std::string>{"model.ckpt"}));
 }
 
 TEST_F(AtomicWrite, OverwriteReplacesTheWholeFile) {
@@ -450,7 +423,7 @@ TEST_F(AtomicWrite, TargetIsADirectory) {
   const std::string msg =
       error_of([&] { nt::save_checkpoint(path("model.ckpt"), trained_checkpoint()); });
   EXPECT_CONTAINS(msg, path("model.ckpt"));
-  EXPECT_EQ(listing(), (std::vector<std::string>{"model.ckpt", "model.ckpt/inside"}));
+  EXPECT_EQ(recursive_listing(), (std::vector<std::string>{"model.ckpt", "model.ckpt/inside"}));
 }
 
 // ---------------------------------------------------------------------------
@@ -467,7 +440,7 @@ TEST_F(CurveCsv, HeaderAndOneRowPerPoint) {
             "epoch,samples,seconds,train_loss,validation_loss,validation_accuracy\n"
             "1,640,0.5,2.25,1.5,0.75\n"
             "2,1280,1.25,1,0.875,0.8125\n");
-  EXPECT_EQ(listing(), (std::vector<std::string>{"out", "out/curve.csv"}));
+  EXPECT_EQ(recursive_listing(), (std::vector<std::string>{"out", "out/curve.csv"}));
 }
 
 TEST_F(CurveCsv, EmptyCurveHasOnlyTheHeader) {

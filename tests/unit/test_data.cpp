@@ -31,26 +31,7 @@ namespace {
 
 using bytes = std::vector<std::uint8_t>;
 
-// A fresh directory per test, removed afterwards.
-class temp_dir_test : public ::testing::Test {
-protected:
-  void SetUp() override {
-    static std::atomic<int> counter{0};
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path()
-           / ("nettorrent-test_data-" + std::string{info->name()} + "-" + std::to_string(::getpid())
-              + "-" + std::to_string(counter++));
-    fs::remove_all(dir_);
-    ASSERT_TRUE(fs::create_directories(dir_));
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  fs::path dir_;
-};
+using test_support::temp_dir_test;
 
 void put_be32(bytes& out, std::uint32_t v) {
   out.push_back(static_cast<std::uint8_t>(v >> 24));
