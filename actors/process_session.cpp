@@ -17,6 +17,7 @@
 #include "nettorrent/session.hpp"
 #include "node_actor.hpp"
 #include "spawn.hpp"
+#include "tls_audit.hpp"
 
 namespace nettorrent {
 
@@ -254,6 +255,16 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
   const process_resources res =
       prepare(cfg, nc.id, nc.metrics_port, is_coordinator, needs_data, true, out, me + ": ");
   const bool secure = cc.tls.enabled;
+  // Handshakes this node refuses (or that a peer refuses) are logged with
+  // the peer's address and OpenSSL's reason; the sink goes before `err`.
+  struct refusal_log {
+    refusal_log(bool on, std::ostream& err, const std::string& me) {
+      if (on)
+        set_tls_refusal_sink(
+            [&err, me](const std::string& line) { err << me << ": " << line << std::endl; });
+    }
+    ~refusal_log() { set_tls_refusal_sink({}); }
+  } refusals{secure, err, me};
   caf::actor_system_config sys_cfg;
   configure(sys_cfg, cfg, /*networked=*/true, &cc.tls);
   caf::actor_system sys{sys_cfg};

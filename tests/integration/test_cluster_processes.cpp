@@ -11,6 +11,7 @@
 #include "test_support.hpp"
 
 #include "child_process.hpp"
+#include "process_test.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -52,19 +53,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-using clock_type = std::chrono::steady_clock;
+using integration::clock_type;
+using integration::enable_tls;
+using integration::run_spec;
+using integration::seconds_since;
 using namespace std::chrono_literals;
 
 const std::string cli = NETTORRENT_CLI;
 const std::string source_dir = NETTORRENT_SOURCE_DIR;
 const std::string launcher = source_dir + "/scripts/launch-cluster.sh";
-
-/// No test may take longer than this; every child is killed after it.
-constexpr auto test_budget = 120s;
-
-double seconds_since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
 
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
   for (std::size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
@@ -76,86 +73,9 @@ using integration::child_process;
 using integration::describe_status;
 using integration::free_ports;
 
-/// The result-affecting keys of a run: written once for the cluster file
-/// and once for the embedded run's file, so both describe the same run.
-struct run_spec {
-  std::string strategy = "round_robin";
-  int replicas = 1;
-  int slices = 3;
-  int max_in_flight = 1;
-  int train_limit = 1280;
-  int max_epochs = 1;
-  bool keep_best = false;
-  int sync_every = 100000;
-  int seed = 11;
-  std::string learning_rate = "0.001";
-  double registration_timeout = 30;
-  double heartbeat_interval = 1;
-  double connection_timeout = 10;
-  int checkpoint_every = 0;
-
-  std::string run_sections(const std::string& output_dir) const {
-    std::ostringstream os;
-    os << "[model]\nlayers = [784, 256, 128, 10]\nactivation = \"relu\"\n\n"
-       << "[data]\ndir = \"\"\nvalidation_size = 5000\ntrain_limit = " << train_limit
-       << "\ntest_limit = 2000\n\n"
-       << "[training]\nbatch_size = 64\nmax_epochs = " << max_epochs
-       << "\ntarget_accuracy = 0.0\nkeep_best = " << (keep_best ? "true" : "false")
-       << "\nseed = " << seed << "\noutput_dir = \"" << output_dir
-       << "\"\nprogress_interval = 0\ncheckpoint_every = " << checkpoint_every
-       << "\ncheckpoint_keep = 100\n\n"
-       << "[optimizer]\nkind = \"adam\"\nlearning_rate = " << learning_rate << "\n\n"
-       << "[topology]\nreplicas = " << replicas << "\nslices = " << slices
-       << "\nmax_in_flight = " << max_in_flight << "\nsync_every = " << sync_every
-       << "\nsync_policy = \"best\"\n\n"
-       << "[system]\nscheduler_threads = 1\nregistration_timeout = " << registration_timeout
-       << "\nheartbeat_interval = " << heartbeat_interval
-       << "\nconnection_timeout = " << connection_timeout << "\n";
-    return os.str();
-  }
-};
-
-class ClusterProcesses : public ::testing::Test {
+class ClusterProcesses : public integration::process_test {
 protected:
-  void SetUp() override {
-    static int counter = 0;
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path()
-           / ("nettorrent-cluster-" + std::string{info->name()} + "-" + std::to_string(::getpid())
-              + "-" + std::to_string(counter++));
-    fs::remove_all(dir_);
-    ASSERT_TRUE(fs::create_directories(dir_));
-    t0_ = clock_type::now();
-    deadline_ = t0_ + test_budget;
-  }
-
-  void TearDown() override {
-    for (auto& c : children_)
-      c->kill_all();
-    if (HasFailure()) {
-      // Keep the logs of a failed test.
-      std::cerr << "test files and logs kept in " << dir_.string() << '\n';
-      for (const auto& c : children_)
-        std::cerr << c->log() << '\n';
-    } else {
-      std::error_code ec;
-      fs::remove_all(dir_, ec);
-    }
-    children_.clear();
-  }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  /// Starts a child with stdout and stderr in <name>.out / <name>.err
-  /// (one file, <name>.log, if `merged`).
-  child_process& start(const std::string& name, std::vector<std::string> argv,
-                       const child_process::env_changes& env = {}, bool merged = false) {
-    const std::string out = path(name + (merged ? ".log" : ".out"));
-    const std::string err = merged ? out : path(name + ".err");
-    children_.push_back(
-        std::make_unique<child_process>(name, std::move(argv), dir_.string(), out, err, env));
-    return *children_.back();
-  }
+  ClusterProcesses() : process_test("nettorrent-cluster-") {}
 
   child_process& start_node(const std::string& node_file, const std::string& name,
                             std::vector<std::string> overrides = {}) {
@@ -170,20 +90,10 @@ protected:
   void write_cluster(const run_spec& spec, const std::vector<std::uint16_t>& ports,
                      const std::vector<std::uint16_t>& metrics, const std::string& output_dir,
                      const std::string& file = "cluster.ini", bool node_files = true) {
-    std::ostringstream os;
-    os << spec.run_sections(output_dir) << "\n[placement]\nstrategy = \"" << spec.strategy
-       << "\"\n\n[nodes]\n";
-    auto list = [&](const char* key, auto item) {
-      os << key << " = [";
-      for (std::size_t i = 0; i < ports.size(); ++i)
-        os << (i ? ", " : "") << item(i);
-      os << "]\n";
-    };
-    list("ids", [](std::size_t i) { return "\"n" + std::to_string(i) + "\""; });
-    list("hosts", [](std::size_t) { return std::string{"\"127.0.0.1\""}; });
-    list("ports", [&](std::size_t i) { return std::to_string(ports[i]); });
-    list("metrics_ports", [&](std::size_t i) { return std::to_string(metrics[i]); });
-    write_file(path(file), os.str());
+    std::vector<integration::test_node> nodes;
+    for (std::size_t i = 0; i < ports.size(); ++i)
+      nodes.push_back({"127.0.0.1", ports[i], metrics[i]});
+    write_file(path(file), integration::cluster_description(spec, nodes, output_dir));
     if (node_files)
       for (std::size_t i = 0; i < ports.size(); ++i)
         write_node_file("node-" + std::to_string(i) + ".ini", file, i, ports[i]);
@@ -191,9 +101,7 @@ protected:
 
   void write_node_file(const std::string& name, const std::string& cluster_file, std::size_t i,
                        std::uint16_t port) {
-    write_file(path(name), "[node]\ncluster_file = \"" + cluster_file + "\"\nid = \"n"
-                               + std::to_string(i)
-                               + "\"\nbind = \"127.0.0.1\"\nport = " + std::to_string(port) + "\n");
+    write_file(path(name), integration::node_file(cluster_file, i, "127.0.0.1", port));
   }
 
   /// 2n free ports: n middleman ports, then n metrics ports.
@@ -203,43 +111,6 @@ protected:
     ASSERT_EQ(all.size(), 2 * n) << "cannot find free ports on 127.0.0.1";
     ports.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(n));
     metrics.assign(all.begin() + static_cast<std::ptrdiff_t>(n), all.end());
-  }
-
-  /// The earlier of now + `limit` and the test's budget.
-  clock_type::time_point within(std::chrono::duration<double> limit) const {
-    return std::min(deadline_,
-                    clock_type::now() + std::chrono::duration_cast<clock_type::duration>(limit));
-  }
-
-  /// Waits for `c` to exit within `limit`; a timeout is a test failure.
-  ::testing::AssertionResult exits_within(child_process& c, std::chrono::duration<double> limit) {
-    const auto t = clock_type::now();
-    if (c.wait_until(within(limit)))
-      return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure()
-           << c.name() << " still runs after " << seconds_since(t) << " s\n"
-           << c.log();
-  }
-
-  /// Waits until `c`'s stdout (`from_err`: stderr) contains `needle`.
-  ::testing::AssertionResult prints_within(child_process& c, const std::string& needle,
-                                           std::chrono::duration<double> limit,
-                                           bool from_err = false) {
-    const auto until = within(limit);
-    for (;;) {
-      const bool was_running = c.running();
-      if ((from_err ? c.err() : c.out()).find(needle) != std::string::npos)
-        return ::testing::AssertionSuccess();
-      if (!was_running)
-        return ::testing::AssertionFailure()
-               << c.name() << " ended without printing \"" << needle << "\"\n"
-               << c.log();
-      if (clock_type::now() >= until)
-        return ::testing::AssertionFailure()
-               << c.name() << " did not print \"" << needle << "\" in time\n"
-               << c.log();
-      std::this_thread::sleep_for(20ms);
-    }
   }
 
   /// A copy of config/cluster in <dir>/<sub>, with every middleman and
@@ -276,14 +147,6 @@ protected:
     return to.string();
   }
 
-  /// `nettorrent train` on `spec`'s run sections, into `out`; must succeed.
-  void run_embedded(const run_spec& spec, const std::string& out) {
-    ASSERT_NO_FATAL_FAILURE(write_file(path("run.ini"), spec.run_sections(out)));
-    child_process& embedded = start("embedded", {cli, "train", "--config-file=" + path("run.ini")});
-    ASSERT_TRUE(exits_within(embedded, 60s));
-    ASSERT_TRUE(embedded.exited_ok()) << embedded.log();
-  }
-
   /// Starts node-0.ini .. node-(n-1).ini and waits until every one exited 0.
   std::vector<child_process*> run_nodes(int n) {
     std::vector<child_process*> nodes;
@@ -302,10 +165,6 @@ protected:
             {"NETTORRENT_KILL_GRACE", std::string{"5"}}};
   }
 
-  fs::path dir_;
-  clock_type::time_point t0_;
-  clock_type::time_point deadline_;
-  std::vector<std::unique_ptr<child_process>> children_;
 };
 
 bool bytes_equal(const float* a, const float* b, std::size_t n) {
@@ -386,26 +245,6 @@ TEST_F(ClusterProcesses, ThreeNodeRunIsBitIdenticalToTheEmbeddedRun) {
   }
 }
 
-/// Writes certificates for n0..n(N-1) into <dir>/certs (scripts/make-certs.sh),
-/// a [tls] section into `cluster`, and each node file's own certificate and key.
-void enable_tls(const std::string& dir, const std::string& cluster, std::size_t n,
-                const std::string& ca_dir = "certs") {
-  std::string cmd = source_dir + "/scripts/make-certs.sh " + dir + "/" + ca_dir;
-  for (std::size_t i = 0; i < n; ++i)
-    cmd += " n" + std::to_string(i);
-  ASSERT_EQ(std::system((cmd + " >/dev/null").c_str()), 0) << cmd;
-  ASSERT_NO_FATAL_FAILURE(write_file(
-      dir + "/" + cluster,
-      read_file(dir + "/" + cluster) + "\n[tls]\nenabled = true\nca_file = \"certs/ca.pem\"\n"));
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::string f = dir + "/node-" + std::to_string(i) + ".ini";
-    const std::string id = "n" + std::to_string(i);
-    ASSERT_NO_FATAL_FAILURE(write_file(f, read_file(f) + "tls_certificate = \"" + ca_dir + "/" + id
-                                              + ".pem\"\ntls_key = \"" + ca_dir + "/" + id
-                                              + "-key.pem\"\n"));
-  }
-}
-
 TEST_F(ClusterProcesses, ThreeNodeRunWithMutualTlsIsBitIdenticalToTheEmbeddedRun) {
   std::vector<std::uint16_t> ports, metrics;
   ASSERT_NO_FATAL_FAILURE(pick_ports(3, ports, metrics));
@@ -457,6 +296,10 @@ TEST_F(ClusterProcesses, APeerWithACertificateOfAnotherCaIsRefusedAndTheRunGoesO
   ASSERT_TRUE(exits_within(rogue, 30s));
   EXPECT_FALSE(rogue.exited_ok()) << rogue.log();
   EXPECT_CONTAINS(rogue.err(), "cannot reach the coordinator");
+  // Both sides say why: the coordinator's node logs the refused handshake.
+  EXPECT_CONTAINS(n0.err(), "node n0: refused a TLS connection from 127.0.0.1:");
+  // (The rogue, verifying n0's certificate against its own CA, aborts first.)
+  EXPECT_CONTAINS(n0.err(), "alert unknown ca");
   // The real nodes still join and the run completes.
   child_process& n1 = start_node("node-1.ini", "n1");
   child_process& n2 = start_node("node-2.ini", "n2");

@@ -1,0 +1,137 @@
+// The base of the integration tests that start real processes: a fresh
+// temp directory per test, children started in process groups of their own
+// with their output in files, waits bounded by the test's budget, and every
+// child killed (SIGKILL) and reaped in TearDown, whatever failed. The logs
+// and files of a failed test are kept.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "child_process.hpp"
+#include "cluster_files.hpp"
+#include "test_support.hpp"
+
+namespace integration {
+
+using clock_type = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+inline double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+class process_test : public ::testing::Test {
+protected:
+  /// No test may take longer than this (unless it moves deadline_); every
+  /// child is killed after it.
+  static constexpr auto test_budget = 120s;
+
+  /// `prefix` names the temp directories: <tmp>/<prefix><test>-<pid>-<n>.
+  explicit process_test(std::string prefix) : prefix_(std::move(prefix)) {}
+
+  void SetUp() override {
+    static int counter = 0;
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::filesystem::temp_directory_path()
+           / (prefix_ + std::string{info->name()} + "-" + std::to_string(::getpid())
+              + "-" + std::to_string(counter++));
+    std::filesystem::remove_all(dir_);
+    ASSERT_TRUE(std::filesystem::create_directories(dir_));
+    t0_ = clock_type::now();
+    deadline_ = t0_ + test_budget;
+  }
+
+  void TearDown() override {
+    for (auto& c : children_)
+      c->kill_all();
+    if (HasFailure()) {
+      // Keep the logs of a failed test.
+      std::cerr << "test files and logs kept in " << dir_.string() << '\n';
+      for (const auto& c : children_)
+        std::cerr << c->log() << '\n';
+    } else {
+      std::error_code ec;
+      std::filesystem::remove_all(dir_, ec);
+    }
+    children_.clear();
+  }
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  /// Starts a child with stdout and stderr in <name>.out / <name>.err
+  /// (one file, <name>.log, if `merged`).
+  child_process& start(const std::string& name, std::vector<std::string> argv,
+                       const child_process::env_changes& env = {}, bool merged = false) {
+    const std::string out = path(name + (merged ? ".log" : ".out"));
+    const std::string err = merged ? out : path(name + ".err");
+    children_.push_back(
+        std::make_unique<child_process>(name, std::move(argv), dir_.string(), out, err, env));
+    return *children_.back();
+  }
+
+  /// The earlier of now + `limit` and the test's budget.
+  clock_type::time_point within(std::chrono::duration<double> limit) const {
+    return std::min(deadline_,
+                    clock_type::now() + std::chrono::duration_cast<clock_type::duration>(limit));
+  }
+
+  /// Waits for `c` to exit within `limit`; a timeout is a test failure.
+  ::testing::AssertionResult exits_within(child_process& c, std::chrono::duration<double> limit) {
+    const auto t = clock_type::now();
+    if (c.wait_until(within(limit)))
+      return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure()
+           << c.name() << " still runs after " << seconds_since(t) << " s\n"
+           << c.log();
+  }
+
+  /// Waits until `c`'s stdout (`from_err`: stderr) contains `needle`.
+  ::testing::AssertionResult prints_within(child_process& c, const std::string& needle,
+                                           std::chrono::duration<double> limit,
+                                           bool from_err = false) {
+    const auto until = within(limit);
+    for (;;) {
+      const bool was_running = c.running();
+      if ((from_err ? c.err() : c.out()).find(needle) != std::string::npos)
+        return ::testing::AssertionSuccess();
+      if (!was_running)
+        return ::testing::AssertionFailure()
+               << c.name() << " ended without printing \"" << needle << "\"\n"
+               << c.log();
+      if (clock_type::now() >= until)
+        return ::testing::AssertionFailure()
+               << c.name() << " did not print \"" << needle << "\" in time\n"
+               << c.log();
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+
+  /// `nettorrent train` on `spec`'s run sections, into `out`; must succeed.
+  void run_embedded(const run_spec& spec, const std::string& out) {
+    ASSERT_NO_FATAL_FAILURE(test_support::write_file(path("run.ini"), spec.run_sections(out)));
+    child_process& embedded = start("embedded", {cli, "train", "--config-file=" + path("run.ini")});
+    ASSERT_TRUE(exits_within(embedded, 60s));
+    ASSERT_TRUE(embedded.exited_ok()) << embedded.log();
+  }
+
+  const std::string cli = NETTORRENT_CLI;
+  const std::string source_dir = NETTORRENT_SOURCE_DIR;
+  std::string prefix_;
+  std::filesystem::path dir_;
+  clock_type::time_point t0_;
+  clock_type::time_point deadline_;
+  std::vector<std::unique_ptr<child_process>> children_;
+};
+
+} // namespace integration
