@@ -17,7 +17,7 @@
 #include "nettorrent/session.hpp"
 #include "node_actor.hpp"
 #include "spawn.hpp"
-#include "tls_audit.hpp"
+#include "tls_shim.hpp"
 
 namespace nettorrent {
 

@@ -5,7 +5,10 @@
 # repeats; prints medians, their ratio, and the bytes that crossed the
 # loopback interface per training batch during the cluster run (read from
 # /proc/net/dev: all loopback traffic, BASP framing included, so nothing
-# else should talk on lo while it runs).
+# else should talk on lo while it runs). The same cluster runs a second
+# time in each repeat with mutual TLS on (a copy of config/cluster/ with a
+# [tls] section and certificates from scripts/make-certs.sh), for the cost
+# of TLS as a ratio of the two.
 # usage: bench/bench-cluster.sh [EPOCHS] [REPEATS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,23 +24,42 @@ rate() { sed -n 's/^.*done: \([0-9]*\) samples in .* (\([0-9]*\) samples\/s).*/\
 samples() { sed -n 's/^.*done: \([0-9]*\) samples in .*/\1/p' "$1" | tail -1; }
 common=(--training.max_epochs="$epochs" --training.progress_interval=1000)
 
-emb=(); clu=(); bpb=()
-for r in $(seq "$repeats"); do
-  "$bin" train --config-file=config/local.ini "${common[@]}" --training.output_dir="$out/e" > "$out/e.log"
-  emb+=("$(rate "$out/e.log")")
+# The TLS copy of the cluster: same description plus [tls], certificates
+# per node (tls.enabled is hashed, so every node reads the same copy).
+mkdir -p "$out/tls"
+cp config/cluster/*.ini "$out/tls/"
+scripts/make-certs.sh "$out/tls/certs" n0 n1 n2 > /dev/null
+printf '\n[tls]\nenabled = true\nca_file = "certs/ca.pem"\n' >> "$out/tls/cluster.ini"
+for i in 0 1 2; do
+  printf 'tls_certificate = "certs/n%s.pem"\ntls_key = "certs/n%s-key.pem"\n' "$i" "$i" >> "$out/tls/node-$i.ini"
+done
+
+# run_cluster DIR TAG: the three nodes of DIR; appends samples/s and bytes
+# per batch to the arrays named TAG_rate and TAG_bpb.
+run_cluster() {
+  local dir=$1 tag=$2 before after n
   before=$(lo_bytes)
   for i in 0 1 2; do
-    "$bin" node --config-file=config/cluster/node-$i.ini "${common[@]}" \
-      --training.output_dir="$out/c" > "$out/n$i.log" 2>&1 &
+    "$bin" node --config-file="$dir/node-$i.ini" "${common[@]}" \
+      --training.output_dir="$out/$tag" > "$out/$tag-n$i.log" 2>&1 &
   done
   wait
   after=$(lo_bytes)
-  clu+=("$(rate "$out/n0.log")")
-  n=$(samples "$out/n0.log")
-  bpb+=("$(( (after - before) / (n / 64) ))")
+  n=$(samples "$out/$tag-n0.log")
+  eval "${tag}_rate+=(\"$(rate "$out/$tag-n0.log")\")"
+  eval "${tag}_bpb+=(\"$(( (after - before) / (n / 64) ))\")"
+}
+
+emb=(); plain_rate=(); plain_bpb=(); tls_rate=(); tls_bpb=()
+for r in $(seq "$repeats"); do
+  "$bin" train --config-file=config/local.ini "${common[@]}" --training.output_dir="$out/e" > "$out/e.log"
+  emb+=("$(rate "$out/e.log")")
+  run_cluster config/cluster plain
+  run_cluster "$out/tls" tls
 done
 median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
-e=$(median "${emb[@]}"); c=$(median "${clu[@]}"); b=$(median "${bpb[@]}")
+e=$(median "${emb[@]}"); c=$(median "${plain_rate[@]}"); b=$(median "${plain_bpb[@]}")
+t=$(median "${tls_rate[@]}"); tb=$(median "${tls_bpb[@]}")
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 echo "cpu:             $cpu, $(nproc) cores"
 echo "workload:        784-256-128-10, Adam, batch 64, 2 replicas, $epochs epochs; median of $repeats interleaved repeats"
@@ -45,3 +67,5 @@ echo "embedded:        $e samples/s (1 process, config/local.ini)"
 echo "3-node cluster:  $c samples/s (3 processes on loopback, config/cluster/, placement by_swarm)"
 awk -v c="$c" -v e="$e" 'BEGIN { printf "ratio:           %.3f cluster / embedded (target >= 0.5: %s)\n", c / e, (c / e >= 0.5 ? "met" : "NOT met") }'
 awk -v b="$b" 'BEGIN { printf "loopback bytes:  %.0f per training batch (%.1f KB; includes validation passes, weight sync and BASP framing)\n", b, b / 1024 }'
+echo "3-node TLS:      $t samples/s (the same cluster with mutual TLS)"
+awk -v t="$t" -v c="$c" -v b="$tb" 'BEGIN { printf "TLS cost:        %.3f TLS / plain samples/s; %.1f KB per training batch with TLS\n", t / c, b / 1024 }'

@@ -1,4 +1,4 @@
-#include "tls_audit.hpp"
+#include "tls_shim.hpp"
 
 #include <arpa/inet.h>
 #include <dlfcn.h>
