@@ -66,6 +66,6 @@ echo "workload:        784-256-128-10, Adam, batch 64, 2 replicas, $epochs epoch
 echo "embedded:        $e samples/s (1 process, config/local.ini)"
 echo "3-node cluster:  $c samples/s (3 processes on loopback, config/cluster/, placement by_swarm)"
 awk -v c="$c" -v e="$e" 'BEGIN { printf "ratio:           %.3f cluster / embedded (target >= 0.5: %s)\n", c / e, (c / e >= 0.5 ? "met" : "NOT met") }'
-awk -v b="$b" 'BEGIN { printf "loopback bytes:  %.0f per training batch (%.1f KB; includes validation passes, weight sync and BASP framing)\n", b, b / 1024 }'
+awk -v b="$b" 'BEGIN { printf "loopback bytes:  %.0f per training batch (%.1f KiB; includes validation passes, weight sync and BASP framing)\n", b, b / 1024 }'
 echo "3-node TLS:      $t samples/s (the same cluster with mutual TLS)"
-awk -v t="$t" -v c="$c" -v b="$tb" 'BEGIN { printf "TLS cost:        %.3f TLS / plain samples/s; %.1f KB per training batch with TLS\n", t / c, b / 1024 }'
+awk -v t="$t" -v c="$c" -v b="$tb" 'BEGIN { printf "TLS cost:        %.3f TLS / plain samples/s; %.1f KiB per training batch with TLS\n", t / c, b / 1024 }'
