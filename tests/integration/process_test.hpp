@@ -1,5 +1,5 @@
 // The base of the integration tests that start real processes: a fresh
-// temp directory per test, children started in process groups of their own
+// temp directory per test (test_support::temp_dir_test), children started in process groups of their own
 // with their output in files, waits bounded by the test's budget, and every
 // child killed (SIGKILL) and reaped in TearDown, whatever failed. The logs
 // and files of a failed test are kept.
@@ -31,23 +31,14 @@ inline double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
-class process_test : public ::testing::Test {
+class process_test : public test_support::temp_dir_test {
 protected:
   /// No test may take longer than this (unless it moves deadline_); every
   /// child is killed after it.
   static constexpr auto test_budget = 120s;
 
-  /// `prefix` names the temp directories: <tmp>/<prefix><test>-<pid>-<n>.
-  explicit process_test(std::string prefix) : prefix_(std::move(prefix)) {}
-
   void SetUp() override {
-    static int counter = 0;
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = std::filesystem::temp_directory_path()
-           / (prefix_ + std::string{info->name()} + "-" + std::to_string(::getpid())
-              + "-" + std::to_string(counter++));
-    std::filesystem::remove_all(dir_);
-    ASSERT_TRUE(std::filesystem::create_directories(dir_));
+    temp_dir_test::SetUp();
     t0_ = clock_type::now();
     deadline_ = t0_ + test_budget;
   }
@@ -56,18 +47,15 @@ protected:
     for (auto& c : children_)
       c->kill_all();
     if (HasFailure()) {
-      // Keep the logs of a failed test.
+      // Keep the files and logs of a failed test.
       std::cerr << "test files and logs kept in " << dir_.string() << '\n';
       for (const auto& c : children_)
         std::cerr << c->log() << '\n';
     } else {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
+      temp_dir_test::TearDown();
     }
     children_.clear();
   }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
 
   /// Starts a child with stdout and stderr in <name>.out / <name>.err
   /// (one file, <name>.log, if `merged`).
@@ -127,8 +115,6 @@ protected:
 
   const std::string cli = NETTORRENT_CLI;
   const std::string source_dir = NETTORRENT_SOURCE_DIR;
-  std::string prefix_;
-  std::filesystem::path dir_;
   clock_type::time_point t0_;
   clock_type::time_point deadline_;
   std::vector<std::unique_ptr<child_process>> children_;

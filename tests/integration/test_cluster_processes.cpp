@@ -75,8 +75,6 @@ using integration::free_ports;
 
 class ClusterProcesses : public integration::process_test {
 protected:
-  ClusterProcesses() : process_test("nettorrent-cluster-") {}
-
   child_process& start_node(const std::string& node_file, const std::string& name,
                             std::vector<std::string> overrides = {}) {
     std::vector<std::string> argv{cli, "node", "--config-file=" + path(node_file)};

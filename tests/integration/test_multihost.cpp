@@ -42,7 +42,7 @@ namespace {
 
 const std::string rogue_peer = NETTORRENT_ROGUE_PEER;
 
-/// A figure from a node's summary: "done: N samples in Xs (Y samples/s)".
+/// A figure from a node's summary: "done: N samples in 1m05s (Y samples/s)".
 struct run_summary {
   double samples = -1;
   double samples_per_second = -1;
@@ -52,7 +52,7 @@ struct run_summary {
 run_summary summary_of(const std::string& out) {
   run_summary s;
   std::smatch m;
-  if (std::regex_search(out, m, std::regex{R"(done: ([0-9]+) samples in [0-9.]+s \(([0-9.]+) samples/s\))"})) {
+  if (std::regex_search(out, m, std::regex{R"(done: ([0-9]+) samples in [^ ]+ \(([0-9.]+) samples/s\))"})) {
     s.samples = std::stod(m[1]);
     s.samples_per_second = std::stod(m[2]);
   }
@@ -72,8 +72,6 @@ long rss_bytes(pid_t pid) {
 
 class Multihost : public integration::process_test {
 protected:
-  Multihost() : process_test("nettorrent-multihost-") {}
-
   void SetUp() override {
     if (const std::string why = network_lab::unavailable(); !why.empty())
       GTEST_SKIP() << "cannot build separate network hosts here: " << why;

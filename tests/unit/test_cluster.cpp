@@ -875,6 +875,42 @@ TEST(ExampleCluster, ClusterAndNodeFilesLoadAndAgree) {
   }
 }
 
+// config/hosts: the README's 3-host example is config/cluster's run with
+// TLS on and one address per host.
+class ExampleHosts : public test_support::temp_dir_test {};
+
+TEST_F(ExampleHosts, TheThreeHostExampleIsTheLoopbackRunWithTlsOnThreeAddresses) {
+  const std::string hosts_dir = std::string{NETTORRENT_SOURCE_DIR} + "/config/hosts";
+  for (const char* f : {"cluster.ini", "node-0.ini", "node-1.ini", "node-2.ini"})
+    fs::copy_file(hosts_dir + "/" + f, path(f));
+  // The README's first step; without certificates the TLS files are missing.
+  EXPECT_CONTAINS(error_of([&] { nt::load_node_config(path("node-0.ini")); }), "certs/n0.pem");
+  ASSERT_EQ(std::system((std::string{NETTORRENT_SOURCE_DIR} + "/scripts/make-certs.sh "
+                         + path("certs") + " n0 n1 n2 >/dev/null")
+                            .c_str()),
+            0);
+  const nt::cluster_config loopback = nt::load_cluster_config(example_dir + "/cluster.ini");
+  const nt::cluster_config c = nt::load_cluster_config(path("cluster.ini"));
+  EXPECT_TRUE(c.tls.enabled);
+  // Only the output directory differs in the run sections.
+  nt::run_config run = c.run;
+  run.training.output_dir = loopback.run.training.output_dir;
+  EXPECT_EQ(run.canonical(), loopback.run.canonical());
+  EXPECT_EQ(c.placement.strategy, loopback.placement.strategy);
+  for (int i = 0; i < 3; ++i) {
+    SCOPED_TRACE(i);
+    const nt::node_config n = nt::load_node_config(path("node-" + std::to_string(i) + ".ini"));
+    EXPECT_EQ(n.id, "n" + std::to_string(i));
+    EXPECT_EQ(n.bind, "10.213.0." + std::to_string(i + 1));
+    EXPECT_EQ(c.find_node(n.id)->host, n.bind);
+    EXPECT_TRUE(n.binds_beyond_loopback());
+    EXPECT_EQ(n.cluster.hash(), c.hash());
+    EXPECT_EQ(nt::plan_placement(n.cluster), nt::plan_placement(loopback));
+    EXPECT_EQ(fs::canonical(n.cluster.tls.certificate),
+              fs::canonical(path("certs/n" + std::to_string(i) + ".pem")));
+  }
+}
+
 TEST(ExampleCluster, EveryKeyOfTheExamplesIsDescribed) {
   const std::string keys = nt::describe_cluster_keys();
   for (const std::string f : {"cluster.ini", "node-0.ini", "node-1.ini", "node-2.ini"}) {
