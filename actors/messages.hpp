@@ -1,8 +1,12 @@
 // Message payload types and their CAF inspectors. Matrices travel as shape +
 // raw float data (native byte order: fine between x86 nodes; a big-endian
-// peer would need a byte swap here).
+// peer would need a byte swap here). The data-flow matrices (activations:
+// shared_matrix; gradients: owned_matrix) carry a precision tag and travel as binary32
+// or, with system.wire_precision = "bf16", as bfloat16; CAF serialises only
+// what crosses nodes, so in-process messages are never rounded.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <type_traits>
@@ -12,12 +16,23 @@
 #include <caf/meta/type_name.hpp>
 #include <caf/sec.hpp>
 
+#include "nettorrent/bf16.hpp"
 #include "nettorrent/checkpoint.hpp"
+#include "nettorrent/config.hpp"
 #include "nettorrent/run_machine.hpp"
 #include "nettorrent/slice_ops.hpp"
 #include "nettorrent/tensor.hpp"
 
 namespace nettorrent {
+
+/// Refuses absurd shapes before allocating (64 Mi floats = 256 MiB). Each
+/// factor first: rows * cols could wrap around for huge values.
+template <class Mat>
+bool plausible_shape(std::uint64_t rows, std::uint64_t cols) {
+  constexpr std::uint64_t limit = std::uint64_t{1} << 26;
+  return rows <= limit && cols <= limit && rows * cols <= limit
+         && (Mat::RowsAtCompileTime != 1 || rows == 1);
+}
 
 template <class Inspector, class Mat>
 typename Inspector::result_type inspect_matrix(Inspector& f, Mat& m, const char* name) {
@@ -34,14 +49,63 @@ typename Inspector::result_type inspect_matrix(Inspector& f, Mat& m, const char*
   } else {
     if (auto err = f(caf::meta::type_name(name), rows, cols))
       return err;
-    // Refuse absurd shapes before allocating (64 Mi floats = 256 MiB).
-    // Each factor first: rows * cols could wrap around for huge values.
-    constexpr std::uint64_t limit = std::uint64_t{1} << 26;
-    if (rows > limit || cols > limit || rows * cols > limit
-        || (Mat::RowsAtCompileTime == 1 && rows != 1))
+    if (!plausible_shape<Mat>(rows, cols))
       return caf::make_error(caf::sec::invalid_argument);
     m.resize(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
     return f.apply_raw(static_cast<std::size_t>(m.size()) * sizeof(float), m.data());
+  }
+}
+
+/// The precision this process serialises activations and gradients in:
+/// set once from system.wire_precision before the actor system starts.
+inline std::atomic<wire_precision>& wire_precision_setting() {
+  static std::atomic<wire_precision> p{wire_precision::f32};
+  return p;
+}
+
+/// A per-thread buffer for bfloat16 payloads: grows to the largest matrix
+/// seen, then serialising allocates nothing.
+inline std::vector<std::uint16_t>& bf16_scratch(std::size_t n) {
+  thread_local std::vector<std::uint16_t> buf;
+  if (buf.size() < n)
+    buf.resize(n);
+  return buf;
+}
+
+/// Activations and gradients: shape, precision tag (0 = binary32,
+/// 1 = bfloat16), raw payload.
+template <class Inspector>
+typename Inspector::result_type inspect_tagged_matrix(Inspector& f, matrix& m, const char* name) {
+  using result = typename Inspector::result_type;
+  auto rows = static_cast<std::uint64_t>(m.rows());
+  auto cols = static_cast<std::uint64_t>(m.cols());
+  const auto n = static_cast<std::size_t>(m.size());
+  if constexpr (std::is_same<result, void>::value) {
+    f(caf::meta::type_name(name), rows, cols);
+  } else if constexpr (Inspector::reads_state) {
+    auto tag = static_cast<std::uint8_t>(wire_precision_setting().load(std::memory_order_relaxed));
+    if (auto err = f(caf::meta::type_name(name), rows, cols, tag))
+      return err;
+    if (tag == static_cast<std::uint8_t>(wire_precision::f32))
+      return f.apply_raw(n * sizeof(float), m.data());
+    auto& buf = bf16_scratch(n);
+    encode_bf16(m.data(), n, buf.data());
+    return f.apply_raw(n * sizeof(std::uint16_t), buf.data());
+  } else {
+    std::uint8_t tag = 0;
+    if (auto err = f(caf::meta::type_name(name), rows, cols, tag))
+      return err;
+    if (!plausible_shape<matrix>(rows, cols) || tag > static_cast<std::uint8_t>(wire_precision::bf16))
+      return caf::make_error(caf::sec::invalid_argument);
+    m.resize(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
+    const auto size = static_cast<std::size_t>(m.size());
+    if (tag == static_cast<std::uint8_t>(wire_precision::f32))
+      return f.apply_raw(size * sizeof(float), m.data());
+    auto& buf = bf16_scratch(size);
+    if (auto err = f.apply_raw(size * sizeof(std::uint16_t), buf.data()))
+      return err;
+    decode_bf16(buf.data(), size, m.data());
+    return result{};
   }
 }
 
@@ -55,10 +119,10 @@ typename Inspector::result_type inspect(Inspector& f, shared_matrix& x) {
     // Serialising or printing: read through the const pointer.
     static const matrix empty;
     auto& m = const_cast<matrix&>(x.ptr ? *x.ptr : empty);
-    return inspect_matrix(f, m, "shared_matrix");
+    return inspect_tagged_matrix(f, m, "shared_matrix");
   } else {
     matrix tmp;
-    auto res = inspect_matrix(f, tmp, "shared_matrix");
+    auto res = inspect_tagged_matrix(f, tmp, "shared_matrix");
     x = shared_matrix{std::move(tmp)};
     return res;
   }
@@ -78,7 +142,7 @@ struct owned_matrix {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, owned_matrix& x) {
-  return inspect_matrix(f, x.value, "owned_matrix");
+  return inspect_tagged_matrix(f, x.value, "owned_matrix");
 }
 
 /// A non-owning view for inspecting an Eigen member of a larger struct.

@@ -68,6 +68,9 @@ void configure(caf::actor_system_config& sys_cfg, const run_config& cfg, bool ne
   register_message_types(sys_cfg);
   if (!networked)
     return;
+  // What crosses nodes is serialised: activations and gradients in the
+  // cluster's wire precision (part of the cluster hash, so every node agrees).
+  wire_precision_setting().store(cfg.system.wire);
   sys_cfg.load<caf::io::middleman>();
   const bool secure = tls != nullptr && tls->enabled;
   if (secure) {
@@ -241,7 +244,9 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
   const std::uint64_t hash = cc.hash();
 
   out << me << ": cluster " << nc.cluster_file << " (hash " << hash_hex(hash) << "), "
-      << mine.size() << " actors here, listening on " << nc.bind << ':' << nc.port << '\n'
+      << mine.size() << " actors here, listening on " << nc.bind << ':' << nc.port
+      << (cc.tls.enabled ? " (TLS)" : "") << ", wire precision " << to_string(cfg.system.wire)
+      << '\n'
       << describe(plan) << std::flush;
 
   if (!resume.empty() && !is_coordinator) {

@@ -89,6 +89,13 @@ struct topology_config {
 };
 
 /// Settings of the process running actors.
+/// How activations and gradients travel between nodes (never in-process,
+/// never the weights of a sync round): raw binary32, or bfloat16 (half the
+/// bytes, 8 significant bits).
+enum class wire_precision : std::uint8_t { f32 = 0, bf16 = 1 };
+
+std::string_view to_string(wire_precision p) noexcept;
+
 struct system_config {
   /// CAF scheduler threads (0 = one per core).
   std::size_t scheduler_threads = 0;
@@ -107,6 +114,9 @@ struct system_config {
   std::size_t metrics_port = 9470;
   /// Seconds the exporter stays up after the run ends (for a last scrape).
   double metrics_linger = 0;
+  /// Cluster runs: precision of activations and gradients on the wire.
+  /// Changes results, so it is part of the cluster hash (not of a run's).
+  wire_precision wire = wire_precision::f32;
 };
 
 struct run_config {

@@ -413,6 +413,9 @@ std::string cluster_config::canonical() const {
   std::vector<std::string> lines = split_lines(run.canonical());
   lines.push_back("placement.strategy=" + std::string{to_string(placement.strategy)});
   lines.push_back("tls.enabled=" + std::string{tls.enabled ? "true" : "false"});
+  // Not part of a run's hash (an embedded run never serialises), but nodes
+  // must agree: it changes what every cross-node matrix rounds to.
+  lines.push_back("system.wire_precision=" + std::string{to_string(run.system.wire)});
   // Every node derives the placement after a rejoin from the description.
   lines.push_back("placement.rebalance_on_rejoin="
                   + std::string{placement.rebalance_on_rejoin ? "true" : "false"});

@@ -275,6 +275,20 @@ const std::vector<option_spec>& all_options() {
        "seconds the metrics exporter stays up after the run ends, for a last scrape",
        [](run_config& c, const ini_value& v) { c.system.metrics_linger = read_real(v, 0, 86400); },
        [](const run_config& c) { return show(c.system.metrics_linger); }, false},
+      {"system.wire_precision", "string",
+       "cluster runs: activations and gradients between nodes as \"f32\" or \"bf16\" (half the "
+       "bytes; sync-round weights stay f32); part of the cluster hash",
+       [](run_config& c, const ini_value& v) {
+         const std::string p = read_string(v);
+         if (p == "f32")
+           c.system.wire = wire_precision::f32;
+         else if (p == "bf16")
+           c.system.wire = wire_precision::bf16;
+         else
+           throw error("unknown wire precision \"" + p + "\" (expected f32 or bf16)");
+       },
+       [](const run_config& c) { return "\"" + std::string{to_string(c.system.wire)} + "\""; },
+       false},
       {"system.heartbeat_interval", "number",
        "cluster runs: seconds between BASP heartbeats to every connected node",
        [](run_config& c, const ini_value& v) {
@@ -387,6 +401,10 @@ std::string_view to_string(sync_policy p) noexcept {
     return "none";
   }
   return "?";
+}
+
+std::string_view to_string(wire_precision p) noexcept {
+  return p == wire_precision::bf16 ? "bf16" : "f32";
 }
 
 sync_policy parse_sync_policy(std::string_view name) {

@@ -212,9 +212,20 @@ TEST_F(Fuzz, MessagesThatCrossNodes) {
   b.replica = 1;
   b.samples = 640;
   b.position.epoch = 2;
-  fuzz("shared_matrix", {w.encode(nt::shared_matrix{nt::matrix::Constant(4, 3, 1.0f)})},
+  // Activations and gradients also as bfloat16 (system.wire_precision = "bf16").
+  const auto as_bf16 = [&](auto x) {
+    nt::wire_precision_setting().store(nt::wire_precision::bf16);
+    bytes seed = w.encode(std::move(x));
+    nt::wire_precision_setting().store(nt::wire_precision::f32);
+    return seed;
+  };
+  fuzz("shared_matrix",
+       {w.encode(nt::shared_matrix{nt::matrix::Constant(4, 3, 1.0f)}),
+        as_bf16(nt::shared_matrix{nt::matrix::Constant(4, 3, 1.0f)})},
        [&](const bytes& x) { w.decode<nt::shared_matrix>(x); });
-  fuzz("owned_matrix", {w.encode(nt::owned_matrix{nt::matrix::Constant(2, 5, 2.0f)})},
+  fuzz("owned_matrix",
+       {w.encode(nt::owned_matrix{nt::matrix::Constant(2, 5, 2.0f)}),
+        as_bf16(nt::owned_matrix{nt::matrix::Constant(2, 5, 2.0f)})},
        [&](const bytes& x) { w.decode<nt::owned_matrix>(x); });
   fuzz("layer_state", {w.encode(some_layer(3, 4))},
        [&](const bytes& x) { w.decode<nt::layer_state>(x); });

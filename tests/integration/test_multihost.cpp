@@ -196,6 +196,50 @@ TEST_F(Multihost, AThreeHostTlsRunIsBitIdenticalToTheEmbeddedRun) {
       << "the 3-host TLS cluster's model differs from the embedded run's";
 }
 
+TEST_F(Multihost, Bf16OnTheWireHalvesTheBytesBetweenHosts) {
+  ASSERT_NO_FATAL_FAILURE(make_lab(3));
+  run_spec spec; // 1 replica x 3 slices over 3 hosts: every layer crosses hosts
+  spec.train_limit = 6400; // 100 batches, no sync round (one replica)
+  ASSERT_NO_FATAL_FAILURE(write_tls_cluster(spec, 3, path("unused")));
+  struct measured {
+    double bytes_per_batch = 0;
+    run_summary s;
+  };
+  auto run = [&](const std::string& precision) {
+    measured m;
+    std::uint64_t before = 0;
+    for (std::size_t i = 0; i < 3; ++i)
+      before += lab_->link_bytes(i);
+    const auto nodes = start_nodes(3,
+                                   {"--system.wire_precision=" + precision,
+                                    "--training.output_dir=" + path("out-" + precision)},
+                                   "-" + precision);
+    expect_all_exit_ok(nodes, 60s);
+    std::uint64_t after = 0;
+    for (std::size_t i = 0; i < 3; ++i)
+      after += lab_->link_bytes(i);
+    m.s = summary_of(nodes[0]->out());
+    // Each byte crosses two links (sender's and receiver's): halve the sum.
+    m.bytes_per_batch = static_cast<double>(after - before) / 2 / (m.s.samples / 64);
+    EXPECT_CONTAINS(nodes[0]->out(), "wire precision " + precision);
+    return m;
+  };
+  const measured f32 = run("f32");
+  const measured bf16 = run("bf16");
+  ASSERT_FALSE(HasFailure());
+  std::cout << "bytes per batch between hosts: f32 " << f32.bytes_per_batch / 1e3 << " KB, bf16 "
+            << bf16.bytes_per_batch / 1e3 << " KB (ratio " << bf16.bytes_per_batch / f32.bytes_per_batch
+            << "); test accuracy f32 " << f32.s.test_accuracy << ", bf16 " << bf16.s.test_accuracy
+            << '\n';
+  // Activations and gradients are nearly all the traffic here; framing,
+  // TLS records and validation labels are not halved.
+  EXPECT_LE(bf16.bytes_per_batch, 0.6 * f32.bytes_per_batch);
+  EXPECT_GE(bf16.bytes_per_batch, 0.4 * f32.bytes_per_batch);
+  // The rounding shows in the model, and costs little accuracy.
+  EXPECT_NE(read_file(path("out-f32/model.ckpt")), read_file(path("out-bf16/model.ckpt")));
+  EXPECT_NEAR(bf16.s.test_accuracy, f32.s.test_accuracy, 0.02);
+}
+
 TEST_F(Multihost, RoguePeersFromAFourthHostAreRefusedAndTheRunIsUnchanged) {
   deadline_ = t0_ + 180s;
   ASSERT_NO_FATAL_FAILURE(make_lab(4)); // hosts 0-2: the cluster; host 3: the rogue
