@@ -15,10 +15,10 @@ namespace nettorrent {
 inline std::uint16_t to_bf16(float x) noexcept {
   std::uint32_t u = 0;
   std::memcpy(&u, &x, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) // NaN: keep the sign, force quiet
-    return static_cast<std::uint16_t>((u >> 16) | 0x0040u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<std::uint16_t>(u >> 16);
+  // Branch-free (a select), so the loops below vectorise.
+  const std::uint32_t nan = (u >> 16) | 0x0040u; // NaN: keep the sign, force quiet
+  const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
 }
 
 /// Exact: every bfloat16 is a binary32.

@@ -677,6 +677,16 @@ TEST_F(ClusterFiles, TheHashCoversWhatNodesMustAgreeOn) {
   // ... settings of one process's output do not.
   EXPECT_EQ(hash_with("training", "output_dir", "\"elsewhere\""), c.hash());
   EXPECT_EQ(hash_with("system", "scheduler_threads", "2"), c.hash());
+  // ... but the wire precision does (it changes what every node computes),
+  // while the run's own hash (in checkpoints) does not.
+  EXPECT_NE(hash_with("system", "wire_precision", "\"bf16\""), c.hash());
+  EXPECT_EQ(hash_with("system", "wire_precision", "\"f32\""), c.hash()); // the default
+  EXPECT_EQ(load(base_cluster().set("system", "wire_precision", "\"bf16\"")).run.hash(),
+            c.run.hash());
+  const std::string bad =
+      error_of([&] { load(base_cluster().set("system", "wire_precision", "\"bf8\"")); });
+  EXPECT_CONTAINS(bad, "system.wire_precision");
+  EXPECT_CONTAINS(bad, "unknown wire precision \"bf8\" (expected f32 or bf16)");
   // The canonical text holds the run, the strategy, every actor and every node.
   const std::string text = c.canonical();
   for (const auto& line : lines_of(c.run.canonical()))
@@ -700,9 +710,9 @@ TEST_F(ClusterFiles, CanonicalLinesAreSortedAndUniqueAndHashed) {
     for (const auto& l : lines)
       keys.push_back(l.substr(0, l.find('=')));
     EXPECT_TRUE(std::adjacent_find(keys.begin(), keys.end()) == keys.end()) << text;
-    // The run's lines, the strategy, rebalance_on_rejoin and tls.enabled,
-    // one line per actor and one per node.
-    EXPECT_EQ(lines.size(), lines_of(c.run.canonical()).size() + 3
+    // The run's lines, the strategy, rebalance_on_rejoin, tls.enabled and
+    // system.wire_precision, one line per actor and one per node.
+    EXPECT_EQ(lines.size(), lines_of(c.run.canonical()).size() + 4
                                 + nt::plan_placement(c).actors().size() + c.nodes.size());
     EXPECT_EQ(c.hash(), nt::fnv1a64(text));
   }
