@@ -395,16 +395,17 @@ TEST_F(Multihost, OverABandwidthLimitedLinkTheRunCompletes) {
   ASSERT_NO_FATAL_FAILURE(make_lab(3));
   ASSERT_NO_FATAL_FAILURE(copy_shipped_hosts_cluster());
   // The README's 3-host cluster for 2 epochs, first on free links, then
-  // with n1's link (both directions) limited to 100 Mbit/s.
+  // with n1's link (both directions) limited to 100 Mbit/s, in f32 and bf16.
   const std::vector<std::string> over{"--training.max_epochs=2", "--system.metrics=false"};
   struct measured {
     run_summary s;
     double seconds = 0;
     double link_bytes = 0; // through n1's link
   };
-  auto run = [&](const std::string& tag) {
+  auto run = [&](const std::string& tag, const std::string& precision = "f32") {
     measured m;
     std::vector<std::string> args = over;
+    args.push_back("--system.wire_precision=" + precision);
     args.push_back("--training.output_dir=" + path("out-" + tag));
     const double bytes0 = static_cast<double>(lab_->link_bytes(1));
     const auto t = integration::clock_type::now();
@@ -422,8 +423,10 @@ TEST_F(Multihost, OverABandwidthLimitedLinkTheRunCompletes) {
   ASSERT_NO_FATAL_FAILURE(lab_->limit_rate(1, "100mbit"));
   std::cout << "n1's link: " << lab_->qdisc(1);
   const measured slow = run("100mbit");
+  const measured slow_bf16 = run("100mbit-bf16", "bf16");
   ASSERT_FALSE(HasFailure());
-  for (const auto& [name, m] : {std::pair{"free links", free}, std::pair{"n1 at 100 Mbit/s", slow}}) {
+  for (const auto& [name, m] : {std::pair{"free links", free}, std::pair{"n1 at 100 Mbit/s", slow},
+                                std::pair{"n1 at 100 Mbit/s, bf16", slow_bf16}}) {
     const double batches = m.s.samples / 64;
     std::cout << name << ": " << m.s.samples_per_second << " samples/s, " << m.seconds
               << " s for the whole run, " << m.link_bytes / batches / 1e3
@@ -432,7 +435,10 @@ TEST_F(Multihost, OverABandwidthLimitedLinkTheRunCompletes) {
               << m.s.test_accuracy << '\n';
   }
   std::cout << "throughput ratio limited / free: "
-            << slow.s.samples_per_second / free.s.samples_per_second << '\n';
+            << slow.s.samples_per_second / free.s.samples_per_second << "; limited, bf16 / f32: "
+            << slow_bf16.s.samples_per_second / slow.s.samples_per_second << '\n';
+  // bf16 halves what crosses the slow link (framing aside).
+  EXPECT_LE(slow_bf16.link_bytes / slow_bf16.s.samples, 0.6 * slow.link_bytes / slow.s.samples);
   // The limit was in force: n1's link carried at most 100 Mbit/s each way,
   // i.e. 200 Mbit/s both ways together, averaged over the run.
   EXPECT_LE(slow.link_bytes * 8 / slow.seconds, 2 * 100e6 * 1.05);
