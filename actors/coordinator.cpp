@@ -1,5 +1,7 @@
 #include "coordinator.hpp"
 
+#include <array>
+
 #include <caf/all.hpp>
 
 #include "checkpoint_writer.hpp"
@@ -264,6 +266,15 @@ public:
       m->epoch->Set(static_cast<double>(r.point.epoch));
       if (r.reached_target)
         m->time_to_target->Set(r.time_to_target);
+      // Counters take increments: the growth of each step since last time.
+      const auto& t = r.round_time;
+      const std::array<double, 6> now{t.draining,   t.scoring,  t.keeping_best,
+                                      t.exchanging, t.applying, t.snapshotting};
+      for (std::size_t i = 0; i < now.size(); ++i)
+        if (now[i] > exported_round_time_[i]) {
+          m->round_step_seconds[i]->Increment(now[i] - exported_round_time_[i]);
+          exported_round_time_[i] = now[i];
+        }
     }
     if (print) {
       const auto& tc = s.spec.cfg.training;
@@ -301,6 +312,9 @@ public:
   }
 
 private:
+  /// The round-step seconds already added to the metrics' counters.
+  std::array<double, 6> exported_round_time_{};
+
   coordinator_state& st() { return self_->state; }
 
   const caf::actor& raw(const actor_key& a) {

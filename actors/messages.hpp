@@ -315,7 +315,9 @@ typename Inspector::result_type inspect(Inspector& f, run_result& r) {
            r.staleness, r.dropped, r.stale_dropped, r.late_replies, r.curve, r.layers, r.kept_best,
            r.saved_samples, r.saved_epoch, r.has_saved_rng, rng[0], rng[1], rng[2], rng[3],
            r.recoveries, r.recovery_seconds, r.samples_redone, r.replicas_rolled_back,
-           r.actors_moved, r.actors_restarted, r.run_checkpoint_path);
+           r.actors_moved, r.actors_restarted, r.run_checkpoint_path, r.round_time.draining,
+           r.round_time.scoring, r.round_time.keeping_best, r.round_time.exchanging,
+           r.round_time.applying, r.round_time.snapshotting);
 }
 
 } // namespace nettorrent

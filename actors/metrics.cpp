@@ -171,6 +171,16 @@ metrics::metrics(std::string node, const run_layout& layout)
                                .Add({{"node", node}}, recovery_buckets);
   run_.nodes_alive =
       gauge("nettorrent_nodes_alive", "Nodes of the run alive, as the coordinator sees them");
+  auto& steps = BuildCounter()
+                    .Name("nettorrent_round_step_seconds_total")
+                    .Help("Seconds the sync rounds spent per step: draining (replicas waiting "
+                          "at the barrier), scoring, keeping_best, exchanging, applying, "
+                          "snapshotting")
+                    .Register(reg);
+  const char* step_names[] = {"draining",   "scoring",  "keeping_best",
+                              "exchanging", "applying", "snapshotting"};
+  for (std::size_t i = 0; i < run_.round_step_seconds.size(); ++i)
+    run_.round_step_seconds[i] = &steps.Add({{"node", node}, {"step", step_names[i]}});
   auto& val = BuildGauge()
                   .Name("nettorrent_validation_accuracy")
                   .Help("Last validation accuracy of each replica")

@@ -77,6 +77,9 @@ struct run_metrics {
   prometheus::Histogram* recovery_seconds = nullptr; ///< noticing a loss -> training again
   prometheus::Counter* samples_redone = nullptr;     ///< samples trained again after recoveries
   prometheus::Gauge* nodes_alive = nullptr;          ///< coordinator's process: nodes; others 0
+  /// Seconds of sync rounds per step (draining, scoring, keeping_best,
+  /// exchanging, applying, snapshotting: run_result::round_timing's order).
+  std::array<prometheus::Counter*, 6> round_step_seconds{};
 };
 
 /// The metrics of one process.

@@ -96,6 +96,8 @@ struct round_summary {
   bool reached_target = false;
   double time_to_target = -1;
   double elapsed = 0; ///< seconds since training started, when the round ended
+  /// Round time per step so far (every finished step of every round).
+  run_result::round_timing round_time;
 };
 
 /// What one recovery cost, for the operator and the metrics.
@@ -295,6 +297,9 @@ private:
   void fail(const std::string& what);
   bool over() const noexcept { return phase_ == phase::done || !result_.ok; }
   double now() const { return clock_() - t0_; }
+  /// Moves the round to `next`, adding the time spent in the current step
+  /// to result_.round_time.
+  void step_to(round_step next);
   void say(const std::string& line);
 
   run_config cfg_;
@@ -308,6 +313,8 @@ private:
 
   phase phase_ = phase::registering;
   round_step round_step_ = round_step::none;
+  double step_t0_ = 0;  ///< when round_step_ was entered
+  double drain_t0_ = 0; ///< when this round's first barrier report arrived
   bool run_requested_ = false;
   bool delivered_ = false;
   std::uint64_t next_step_ = 1;

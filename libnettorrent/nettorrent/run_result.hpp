@@ -36,6 +36,24 @@ struct run_result {
   std::uint64_t late_replies = 0;       ///< replies of an earlier step the coordinator ignored
   std::vector<curve_point> curve;
 
+  /// Where the sync rounds' time went (actor runs), seconds summed over
+  /// every round: replicas waiting at the barrier for the last one
+  /// (draining), scoring them on validation data, collecting the best
+  /// replica (keep_best), computing the exchange, applying it, and
+  /// collecting every replica's layers under policy none (snapshotting).
+  struct round_timing {
+    double draining = 0;
+    double scoring = 0;
+    double keeping_best = 0;
+    double exchanging = 0;
+    double applying = 0;
+    double snapshotting = 0;
+    double total() const {
+      return draining + scoring + keeping_best + exchanging + applying + snapshotting;
+    }
+  };
+  round_timing round_time;
+
   // What failures cost (actor runs).
   std::uint64_t recoveries = 0;     ///< recoveries from lost actors or nodes
   double recovery_seconds = 0;      ///< from the first loss to training again, summed

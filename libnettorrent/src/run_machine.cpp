@@ -357,9 +357,35 @@ void run_machine::maybe_start_training() {
   resume_all();
 }
 
+void run_machine::step_to(round_step next) {
+  const double t = now();
+  auto& rt = result_.round_time;
+  switch (round_step_) {
+  case round_step::none:
+    break;
+  case round_step::scoring:
+    rt.scoring += t - step_t0_;
+    break;
+  case round_step::keeping_best:
+    rt.keeping_best += t - step_t0_;
+    break;
+  case round_step::exchanging:
+    rt.exchanging += t - step_t0_;
+    break;
+  case round_step::applying:
+    rt.applying += t - step_t0_;
+    break;
+  case round_step::snapshotting:
+    rt.snapshotting += t - step_t0_;
+    break;
+  }
+  round_step_ = next;
+  step_t0_ = t;
+}
+
 void run_machine::resume_all() {
   phase_ = phase::training;
-  round_step_ = round_step::none;
+  step_to(round_step::none);
   barriers_.assign(layout_.replicas(), std::nullopt);
   at_barrier_ = 0;
   // After a round every replica holds the round's state: the moment to move
@@ -407,8 +433,12 @@ void run_machine::on_barrier(const barrier_report& b) {
     return;
   }
   barriers_[b.replica] = b;
-  if (++at_barrier_ == layout_.replicas() && phase_ == phase::training)
+  if (at_barrier_ == 0)
+    drain_t0_ = now();
+  if (++at_barrier_ == layout_.replicas() && phase_ == phase::training) {
+    result_.round_time.draining += now() - drain_t0_;
     start_round();
+  }
 }
 
 void run_machine::start_round() {
@@ -427,7 +457,7 @@ void run_machine::start_round() {
   mark_.last_progress = last_progress_;
   best_moved_ = false;
   phase_ = phase::sync_round;
-  round_step_ = round_step::scoring;
+  step_to(round_step::scoring);
   all_finished_ = true;
   for (std::size_t r = 0; r < layout_.replicas(); ++r)
     round_positions_[r] = barriers_[r]->position;
@@ -493,6 +523,7 @@ void run_machine::scored() {
   r.time_to_target = result_.time_to_target;
   const double t = now();
   r.elapsed = t;
+  r.round_time = result_.round_time;
   const bool print =
       verbose_
       && (stop_after_round_ || last_progress_ < 0 || t - last_progress_ >= tc.progress_interval);
@@ -508,7 +539,7 @@ void run_machine::scored() {
     best_moved_ = true;
     best_samples_ = result_.samples;
     best_epoch_ = result_.epochs;
-    round_step_ = round_step::keeping_best;
+    step_to(round_step::keeping_best);
     collecting_final_ = false;
     collect_into_.assign(layout_.layers(), layer_state{});
     const std::uint64_t step = next_step_++;
@@ -569,7 +600,7 @@ void run_machine::after_keep_best() {
 
 void run_machine::start_snapshot() {
   // Nothing is exchanged: keep every replica's own layers as its rollback state.
-  round_step_ = round_step::snapshotting;
+  step_to(round_step::snapshotting);
   const std::size_t L = layout_.layers();
   post_.assign(layout_.replicas() * L, layer_state{});
   const std::uint64_t step = next_step_++;
@@ -589,7 +620,7 @@ void run_machine::commit_round() {
 }
 
 void run_machine::start_apply() {
-  round_step_ = round_step::applying;
+  step_to(round_step::applying);
   const std::size_t L = layout_.layers();
   const std::uint64_t step = next_step_++;
   applies_.start(step, layout_.replicas() * L);
@@ -612,7 +643,7 @@ void run_machine::start_apply() {
 }
 
 void run_machine::start_exchange() {
-  round_step_ = round_step::exchanging;
+  step_to(round_step::exchanging);
   post_.assign(layout_.layers(), layer_state{});
   const std::uint64_t step = next_step_++;
   exchanges_.start(step, layout_.layers());
@@ -660,7 +691,7 @@ void run_machine::on_restored(std::uint64_t step, std::uint32_t layer, std::uint
 
 void run_machine::finish() {
   phase_ = phase::finishing;
-  round_step_ = round_step::none;
+  step_to(round_step::none);
   result_.seconds = now();
   result_.samples_per_second = static_cast<double>(result_.samples) / result_.seconds;
   result_.best_replica = best_;
@@ -805,7 +836,7 @@ void run_machine::lose(const std::vector<std::size_t>& actors, const std::string
       collecting_final_ = false;
     }
     phase_ = phase::recovering;
-    round_step_ = round_step::none;
+    step_to(round_step::none);
   }
   // More losses may follow at once (a node's actors go down one by one):
   // wait a moment, then plan with all of them.
@@ -1059,7 +1090,7 @@ void run_machine::finish_recovery() {
     return;
   }
   phase_ = phase::training;
-  round_step_ = round_step::none;
+  step_to(round_step::none);
   for (std::size_t r = 0; r < layout_.replicas(); ++r)
     if (hit[r])
       backend_.resume(static_cast<std::uint32_t>(r));
@@ -1073,7 +1104,7 @@ void run_machine::fail(const std::string& what) {
   result_.layers.clear();
   say("coordinator: error: " + what);
   phase_ = phase::done;
-  round_step_ = round_step::none;
+  step_to(round_step::none);
   backend_.stop_all();
   if (run_requested_)
     deliver();

@@ -149,6 +149,18 @@ void print_summary(const run_result& r, std::ostream& out) {
                   static_cast<unsigned long long>(r.actors_moved),
                   static_cast<unsigned long long>(r.actors_restarted));
     out << line;
+    // Where the rounds' time went, per round on average.
+    const auto& t = r.round_time;
+    const double per = r.sync_rounds > 0 ? 1e3 / static_cast<double>(r.sync_rounds) : 0;
+    std::snprintf(line, sizeof line,
+                  "round time: %.2f s in %llu rounds (%.1f%% of the run); per round: draining "
+                  "%.1f ms, scoring %.1f ms, keeping best %.1f ms, exchanging %.1f ms, applying "
+                  "%.1f ms, snapshotting %.1f ms\n",
+                  t.total(), static_cast<unsigned long long>(r.sync_rounds),
+                  r.seconds > 0 ? 100 * t.total() / r.seconds : 0.0, t.draining * per,
+                  t.scoring * per, t.keeping_best * per, t.exchanging * per, t.applying * per,
+                  t.snapshotting * per);
+    out << line;
   }
   out << "wrote " << r.checkpoint_path << " and " << r.curve_path << std::endl;
   if (!r.run_checkpoint_path.empty())

@@ -57,6 +57,7 @@ const std::map<std::string, std::set<std::string>> families = {
     {"nettorrent_recovery_seconds_bucket", {"node", "le"}},
     {"nettorrent_samples_redone_total", {"node"}},
     {"nettorrent_nodes_alive", {"node"}},
+    {"nettorrent_round_step_seconds_total", {"node", "step"}},
 };
 
 class Prometheus : public ::testing::Test {
@@ -216,6 +217,9 @@ TEST_F(Prometheus, ScrapesEmbeddedAndClusterRunsAndAnswersEveryDashboardQuery) {
   EXPECT_EQ(series("nettorrent_nodes_alive{node=\"local\"} == 1"), 1u);
   EXPECT_EQ(series("nettorrent_nodes_alive{node=\"n0\"} == 2"), 1u);
   EXPECT_EQ(series("nettorrent_nodes_alive{node=\"n1\"} == 0"), 1u);
+  // The coordinator's process accounts the rounds' time; scoring takes some.
+  EXPECT_EQ(series("nettorrent_round_step_seconds_total{node=\"local\"}"), 6u);
+  EXPECT_EQ(series("nettorrent_round_step_seconds_total{node=\"local\",step=\"scoring\"} > 0"), 1u);
 
   // 2. Counters only grow: no resets of any counter series over the run.
   for (const auto& [name, labels] : families) {

@@ -275,6 +275,50 @@ TEST_F(RunMachine, WalksEveryPhaseOfARunInOrder) {
   EXPECT_GE(rec.stops, 1);
 }
 
+TEST_F(RunMachine, RoundTimeIsAttributedToEachStep) {
+  auto c = small_config(2);
+  c.training.keep_best = true;
+  make(c);
+  start();
+  // Replica 0 reaches the barrier at 101 s, replica 1 at 104: 3 s draining.
+  clock = 101;
+  nt::barrier_report b;
+  b.samples = 500;
+  b.epoch = 1;
+  b.position.samples = 500;
+  m->on_barrier(b);
+  clock = 104;
+  b.replica = 1;
+  m->on_barrier(b);
+  ASSERT_EQ(m->current_round_step(), step::scoring);
+  clock = 106; // 2 s scoring
+  score({0.5, 0.7});
+  ASSERT_EQ(m->current_round_step(), step::keeping_best);
+  clock = 106.5; // 0.5 s collecting the best replica
+  answer_collects();
+  ASSERT_EQ(m->current_round_step(), step::exchanging);
+  clock = 107.5; // 1 s computing the exchange
+  for (const auto& e : rec.take("exchange"))
+    m->on_exchanged(e.step, e.layer, some_layer(9.0f), 1);
+  ASSERT_EQ(m->current_round_step(), step::applying);
+  clock = 107.75; // 0.25 s applying
+  for (const auto& r : rec.take("restore"))
+    m->on_restored(r.step, r.layer, r.replica, 1);
+  ASSERT_EQ(m->current_phase(), phase::training);
+  clock = 120; // training time is no round time
+  barrier_all(1000, true);
+  clock = 121;
+  score({0.6, 0.6}); // the last round: its summary goes to the metrics
+  ASSERT_EQ(rec.rounds.size(), 2u);
+  const auto& t = rec.rounds.back().round_time; // as the metrics see it
+  EXPECT_DOUBLE_EQ(t.draining, 3.0);
+  EXPECT_DOUBLE_EQ(t.keeping_best, 0.5);
+  EXPECT_DOUBLE_EQ(t.exchanging, 1.0);
+  EXPECT_DOUBLE_EQ(t.applying, 0.25);
+  EXPECT_DOUBLE_EQ(t.scoring, 2.0) << "the second round's scoring is not over yet";
+  EXPECT_DOUBLE_EQ(t.snapshotting, 0.0);
+}
+
 TEST_F(RunMachine, ALateReplyOfAnEarlierStepIsIgnoredAndCounted) {
   make(small_config(2));
   start();
