@@ -266,15 +266,7 @@ public:
       m->epoch->Set(static_cast<double>(r.point.epoch));
       if (r.reached_target)
         m->time_to_target->Set(r.time_to_target);
-      // Counters take increments: the growth of each step since last time.
-      const auto& t = r.round_time;
-      const std::array<double, 6> now{t.draining,   t.scoring,  t.keeping_best,
-                                      t.exchanging, t.applying, t.snapshotting};
-      for (std::size_t i = 0; i < now.size(); ++i)
-        if (now[i] > exported_round_time_[i]) {
-          m->round_step_seconds[i]->Increment(now[i] - exported_round_time_[i]);
-          exported_round_time_[i] = now[i];
-        }
+      export_round_time(*m, r.round_time);
     }
     if (print) {
       const auto& tc = s.spec.cfg.training;
@@ -288,6 +280,8 @@ public:
 
   void finished(run_result&& result) override {
     const bool ok = result.ok;
+    if (const auto* m = st().spec.metrics) // the last round's later steps
+      export_round_time(*m, result.round_time);
     if (ok && result.end_state) {
       // The run checkpoint at the end: the last round's state (resuming
       // from it replays the last interval, exactly).
@@ -314,6 +308,17 @@ public:
 private:
   /// The round-step seconds already added to the metrics' counters.
   std::array<double, 6> exported_round_time_{};
+
+  /// Counters take increments: adds the growth of each step since last time.
+  void export_round_time(const run_metrics& m, const run_result::round_timing& t) {
+    const std::array<double, 6> now{t.draining,   t.scoring,  t.keeping_best,
+                                    t.exchanging, t.applying, t.snapshotting};
+    for (std::size_t i = 0; i < now.size(); ++i)
+      if (now[i] > exported_round_time_[i]) {
+        m.round_step_seconds[i]->Increment(now[i] - exported_round_time_[i]);
+        exported_round_time_[i] = now[i];
+      }
+  }
 
   coordinator_state& st() { return self_->state; }
 

@@ -6,6 +6,7 @@
 // what crosses nodes, so in-process messages are never rounded.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -63,14 +64,10 @@ inline std::atomic<wire_precision>& wire_precision_setting() {
   return p;
 }
 
-/// A per-thread buffer for bfloat16 payloads: grows to the largest matrix
-/// seen, then serialising allocates nothing.
-inline std::vector<std::uint16_t>& bf16_scratch(std::size_t n) {
-  thread_local std::vector<std::uint16_t> buf;
-  if (buf.size() < n)
-    buf.resize(n);
-  return buf;
-}
+/// bfloat16 payloads are converted through a buffer on the stack, this many
+/// elements at a time: nothing is allocated, however large the matrix (or
+/// however large a size a peer announces).
+inline constexpr std::size_t bf16_chunk = 4096;
 
 /// Activations and gradients: shape, precision tag (0 = binary32,
 /// 1 = bfloat16), raw payload.
@@ -88,9 +85,14 @@ typename Inspector::result_type inspect_tagged_matrix(Inspector& f, matrix& m, c
       return err;
     if (tag == static_cast<std::uint8_t>(wire_precision::f32))
       return f.apply_raw(n * sizeof(float), m.data());
-    auto& buf = bf16_scratch(n);
-    encode_bf16(m.data(), n, buf.data());
-    return f.apply_raw(n * sizeof(std::uint16_t), buf.data());
+    std::uint16_t buf[bf16_chunk];
+    for (std::size_t at = 0; at < n; at += bf16_chunk) {
+      const std::size_t k = std::min(bf16_chunk, n - at);
+      encode_bf16(m.data() + at, k, buf);
+      if (auto err = f.apply_raw(k * sizeof(std::uint16_t), buf))
+        return err;
+    }
+    return result{};
   } else {
     std::uint8_t tag = 0;
     if (auto err = f(caf::meta::type_name(name), rows, cols, tag))
@@ -101,10 +103,13 @@ typename Inspector::result_type inspect_tagged_matrix(Inspector& f, matrix& m, c
     const auto size = static_cast<std::size_t>(m.size());
     if (tag == static_cast<std::uint8_t>(wire_precision::f32))
       return f.apply_raw(size * sizeof(float), m.data());
-    auto& buf = bf16_scratch(size);
-    if (auto err = f.apply_raw(size * sizeof(std::uint16_t), buf.data()))
-      return err;
-    decode_bf16(buf.data(), size, m.data());
+    std::uint16_t buf[bf16_chunk];
+    for (std::size_t at = 0; at < size; at += bf16_chunk) {
+      const std::size_t k = std::min(bf16_chunk, size - at);
+      if (auto err = f.apply_raw(k * sizeof(std::uint16_t), buf))
+        return err;
+      decode_bf16(buf, k, m.data() + at);
+    }
     return result{};
   }
 }

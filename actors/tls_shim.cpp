@@ -10,6 +10,8 @@
 #include <openssl/x509.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 
 namespace nettorrent {
@@ -17,7 +19,7 @@ namespace {
 
 std::mutex sink_mutex;
 std::function<void(const std::string&)> sink; // guarded by sink_mutex
-std::atomic<unsigned long> refusals{0};
+std::atomic<unsigned long> failures{0}; ///< failed handshakes, both directions
 
 /// Lines after this many refusals are thinned out (every 100th), so a peer
 /// that retries in a loop cannot flood the log.
@@ -104,7 +106,7 @@ void report(SSL* ssl, int ret, bool accepting) {
     return;
   if (record != nullptr)
     record->reported = true;
-  const unsigned long n = ++refusals;
+  const unsigned long n = ++failures;
   if (n > log_every_refusal_up_to && n % 100 != 0)
     return;
   std::string line = std::string{accepting ? "refused a TLS connection from "
@@ -112,7 +114,7 @@ void report(SSL* ssl, int ret, bool accepting) {
                      + (record != nullptr ? record->address : address_of_socket(ssl))
                      + (accepting ? ": " : " failed: ") + reason_of(ssl, error);
   if (n > log_every_refusal_up_to)
-    line += " (" + std::to_string(n) + " refused so far; logging every 100th)";
+    line += " (" + std::to_string(n) + " failed handshakes so far; logging every 100th)";
   std::lock_guard<std::mutex> guard{sink_mutex};
   if (sink)
     sink(line);
@@ -131,10 +133,6 @@ void set_tls_refusal_sink(std::function<void(const std::string&)> s) {
   sink = std::move(s);
 }
 
-unsigned long tls_refusals() {
-  return refusals.load();
-}
-
 } // namespace nettorrent
 
 // The interposed definitions: C linkage and OpenSSL's exact signatures.
@@ -147,14 +145,18 @@ unsigned long tls_refusals() {
 // taken for a failure, and that connection closed. Emptying the queue
 // before each call leaves every failure of the call itself in place for
 // caf_openssl's SSL_get_error. If dlsym finds no later definition (cannot
-// happen while libssl is linked), the call fails as a bad call would.
+// happen while libssl is linked), the process stops with a message.
 namespace {
 
 /// Calls `real` (OpenSSL's definition) with an empty error queue.
 template <class Fn, class... Args>
 int call_real(Fn* real, Args... args) {
-  if (real == nullptr)
-    return -1;
+  if (real == nullptr) {
+    // Cannot happen while libssl is linked; say so rather than fail every
+    // connection silently.
+    std::fputs("nettorrent: fatal: OpenSSL's TLS functions not found (dlsym)\n", stderr);
+    std::abort();
+  }
   ERR_clear_error();
   return real(args...);
 }
@@ -163,6 +165,7 @@ int call_real(Fn* real, Args... args) {
 
 extern "C" int SSL_accept(SSL* ssl) {
   static auto* const real = nettorrent::next_definition<int(SSL*)>("SSL_accept");
+  nettorrent::record_of(ssl); // the address, while the peer is still connected
   const int ret = call_real(real, ssl);
   if (ret <= 0)
     nettorrent::report(ssl, ret, true);
@@ -171,6 +174,7 @@ extern "C" int SSL_accept(SSL* ssl) {
 
 extern "C" int SSL_connect(SSL* ssl) {
   static auto* const real = nettorrent::next_definition<int(SSL*)>("SSL_connect");
+  nettorrent::record_of(ssl);
   const int ret = call_real(real, ssl);
   if (ret <= 0)
     nettorrent::report(ssl, ret, false);

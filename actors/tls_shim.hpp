@@ -22,10 +22,9 @@
 namespace nettorrent {
 
 /// Where refused handshakes are reported (one line each, no newline);
-/// replaces the previous sink. An empty function turns reporting off.
+/// replaces the previous sink. An empty function turns reporting off. The
+/// sink runs on the network thread under a lock: it must not block for
+/// long, nor call set_tls_refusal_sink.
 void set_tls_refusal_sink(std::function<void(const std::string&)> sink);
-
-/// Handshakes refused so far in this process (accepting and connecting).
-unsigned long tls_refusals();
 
 } // namespace nettorrent

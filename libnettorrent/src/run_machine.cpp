@@ -523,6 +523,7 @@ void run_machine::scored() {
   r.time_to_target = result_.time_to_target;
   const double t = now();
   r.elapsed = t;
+  step_to(round_step_); // charge this round's scoring so far
   r.round_time = result_.round_time;
   const bool print =
       verbose_
@@ -973,6 +974,9 @@ void run_machine::start_respawn() {
   at_barrier_ = 0;
   for (const auto& b : barriers_)
     at_barrier_ += b ? 1 : 0;
+  // The recovery is not draining (it has its own seconds): the replicas
+  // still waiting start draining again when training resumes.
+  drain_t0_ = now();
   recovery_step_ = recovery_step::respawning;
   const std::uint64_t step = next_step_++;
   recovering_.start(step, all.size());
@@ -1094,8 +1098,10 @@ void run_machine::finish_recovery() {
   for (std::size_t r = 0; r < layout_.replicas(); ++r)
     if (hit[r])
       backend_.resume(static_cast<std::uint32_t>(r));
-  if (at_barrier_ == layout_.replicas()) // nobody was hit (a lost leader only)
+  if (at_barrier_ == layout_.replicas()) { // nobody was hit (a lost leader only)
+    result_.round_time.draining += now() - drain_t0_;
     start_round();
+  }
 }
 
 void run_machine::fail(const std::string& what) {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -169,6 +170,9 @@ private:
     // their peers on the bridge.
     for (const auto& n : namespaces_)
       shell(ip_ + " netns del " + n);
+    // A veth pair whose host end never reached its namespace is still here.
+    for (std::size_t i = 0; i < hosts_; ++i)
+      shell(ip_ + " link del " + bridge_if(i));
     namespaces_.clear();
     if (made_bridge_)
       shell(ip_ + " link del " + bridge());
@@ -189,7 +193,8 @@ private:
     std::istringstream ns_lines{list};
     for (std::string line; std::getline(ns_lines, line);) {
       const std::string name = line.substr(0, line.find(' '));
-      if (name.rfind("ntmh-", 0) == 0 && dead(name, 5))
+      if ((name.rfind("ntmh-", 0) == 0 && dead(name, 5))
+          || (name.rfind("ntprobe", 0) == 0 && dead(name + ".", 7)))
         shell(ip_ + " netns del " + name);
     }
     shell(ip_ + " -o link show", &list);

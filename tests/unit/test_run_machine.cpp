@@ -315,7 +315,7 @@ TEST_F(RunMachine, RoundTimeIsAttributedToEachStep) {
   EXPECT_DOUBLE_EQ(t.keeping_best, 0.5);
   EXPECT_DOUBLE_EQ(t.exchanging, 1.0);
   EXPECT_DOUBLE_EQ(t.applying, 0.25);
-  EXPECT_DOUBLE_EQ(t.scoring, 2.0) << "the second round's scoring is not over yet";
+  EXPECT_DOUBLE_EQ(t.scoring, 3.0) << "both rounds' scoring (2 s, then 1 s)";
   EXPECT_DOUBLE_EQ(t.snapshotting, 0.0);
 }
 
