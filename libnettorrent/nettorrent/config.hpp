@@ -79,6 +79,11 @@ struct topology_config {
   /// Validation samples used to score replicas in a sync round (0 = the whole
   /// validation split).
   std::size_t validation_subset = 0;
+  /// Score the replicas every this many sync rounds (the last round always):
+  /// the other rounds only exchange. Above 1 only without a winner to pick
+  /// (policy average or none). The learning curve, keep_best and the
+  /// target check see the scored rounds.
+  std::size_t validate_every = 1;
   /// Keep forward-time weights for the backward pass.
   bool weight_stashing = false;
 

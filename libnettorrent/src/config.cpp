@@ -241,6 +241,13 @@ const std::vector<option_spec>& all_options() {
          c.topology.validation_subset = read_size(v, 0, max_count);
        },
        [](const run_config& c) { return show(c.topology.validation_subset); }},
+      {"topology.validate_every", "integer",
+       "score the replicas every this many sync rounds (and always in the last); 1 = every "
+       "round. Above 1 only with sync_policy average or none (best needs a winner each round)",
+       [](run_config& c, const ini_value& v) {
+         c.topology.validate_every = read_size(v, 1, max_count);
+       },
+       [](const run_config& c) { return show(c.topology.validate_every); }, true, false, "1"},
       {"topology.weight_stashing", "boolean", "use forward-time weights in the backward pass",
        [](run_config& c, const ini_value& v) { c.topology.weight_stashing = read_bool(v); },
        [](const run_config& c) {
@@ -366,6 +373,10 @@ void run_config::validate() const {
   if (model.layers.back() > 256)
     throw error("model.layers: at most 256 classes are supported (labels are bytes)");
   optimizer.validate();
+  if (topology.validate_every > 1 && topology.policy == sync_policy::best && topology.replicas > 1)
+    throw error("topology.validate_every = " + std::to_string(topology.validate_every)
+                + " needs sync_policy \"average\" or \"none\": \"best\" scores every replica "
+                  "in every round to pick the winner");
   const std::size_t n_layers = model.layers.size() - 1;
   if (topology.slices.empty())
     throw error("topology.slices: needs at least one value");
@@ -416,9 +427,13 @@ sync_policy parse_sync_policy(std::string_view name) {
 
 std::string run_config::canonical() const {
   std::vector<std::string> lines;
-  for (const auto& s : all_options())
-    if (s.affects_result)
-      lines.push_back(std::string{s.name} + "=" + s.get(*this));
+  for (const auto& s : all_options()) {
+    if (!s.affects_result)
+      continue;
+    const std::string value = s.get(*this);
+    if (s.unhashed_default == nullptr || value != s.unhashed_default)
+      lines.push_back(std::string{s.name} + "=" + value);
+  }
   return sorted_lines(std::move(lines));
 }
 

@@ -83,6 +83,10 @@ struct option {
   std::function<std::string(const Config&)> get;
   bool affects_result = true; ///< part of run_config::canonical() and its hash
   bool required = false;      ///< a file must set it
+  /// A result-affecting key added after hashes were first written: left out
+  /// of canonical() while get() returns this, so every earlier hash (in
+  /// checkpoints, cluster admission) stays what it was.
+  const char* unhashed_default = nullptr;
 };
 
 /// The options of a run configuration ([model], [data], [training],
@@ -101,7 +105,7 @@ std::vector<option<Outer>> lift(const std::vector<option<run_config>>& specs, Ac
     out.push_back({s.name, s.type, s.help,
                    [set = s.set, access](Outer& o, const ini_value& v) { set(access(o), v); },
                    [get = s.get, access](const Outer& o) { return get(access(o)); },
-                   s.affects_result, s.required});
+                   s.affects_result, s.required, s.unhashed_default});
   return out;
 }
 

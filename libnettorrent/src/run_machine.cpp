@@ -470,6 +470,17 @@ void run_machine::start_round() {
     all_finished_ = all_finished_ && b->finished;
   }
   result_.samples = samples;
+  // topology.validate_every: only every k-th round is scored (the last one
+  // always); the others go straight to the exchange. Their training loss
+  // carries into the next scored round's curve point.
+  const std::uint64_t k = cfg_.topology.validate_every;
+  if (k > 1 && !all_finished_ && (result_.sync_rounds + 1) % k != 0) {
+    ++result_.sync_rounds;
+    improved_ = false;
+    stop_after_round_ = false;
+    after_keep_best();
+    return;
+  }
   scores_v_.assign(layout_.replicas(), replica_score{});
   const std::uint64_t step = next_step_++;
   scores_.start(step, layout_.replicas());

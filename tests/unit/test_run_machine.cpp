@@ -319,6 +319,36 @@ TEST_F(RunMachine, RoundTimeIsAttributedToEachStep) {
   EXPECT_DOUBLE_EQ(t.snapshotting, 0.0);
 }
 
+TEST_F(RunMachine, ValidateEveryKRoundsScoresOnlyThoseAndTheLast) {
+  auto c = small_config(2);
+  c.topology.validate_every = 2;
+  make(c);
+  start();
+  barrier_all(500, false); // round 1: not scored, straight to the exchange
+  EXPECT_TRUE(rec.take("validate").empty());
+  EXPECT_EQ(m->current_round_step(), step::exchanging);
+  exchange_all();
+  ASSERT_EQ(m->current_phase(), phase::training);
+  EXPECT_TRUE(rec.rounds.empty()) << "no curve point, no progress line";
+  barrier_all(1000, false); // round 2: scored
+  EXPECT_EQ(m->current_round_step(), step::scoring);
+  score({0.5, 0.6});
+  exchange_all();
+  ASSERT_EQ(rec.rounds.size(), 1u);
+  EXPECT_EQ(rec.rounds[0].round, 2u);
+  EXPECT_DOUBLE_EQ(rec.rounds[0].point.train_loss, 0.1) << "both rounds' loss, averaged";
+  barrier_all(1500, true); // round 3: the last, scored although 3 % 2 != 0
+  EXPECT_EQ(m->current_round_step(), step::scoring);
+  score({0.7, 0.6});
+  EXPECT_EQ(m->current_phase(), phase::finishing);
+  answer_collects();
+  answer_stats();
+  ASSERT_TRUE(rec.result);
+  EXPECT_EQ(rec.result->sync_rounds, 3u);
+  EXPECT_EQ(rec.result->curve.size(), 2u);
+  EXPECT_DOUBLE_EQ(rec.result->best_validation_accuracy, 0.7);
+}
+
 TEST_F(RunMachine, ALateReplyOfAnEarlierStepIsIgnoredAndCounted) {
   make(small_config(2));
   start();
