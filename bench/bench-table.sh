@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# One table from one run: every way NetTorrent trains the default model
+# (784-256-128-10, Adam, batch 64, Fashion-MNIST), each until TARGET
+# validation accuracy (default 0.88) or its epoch limit, on this machine:
+#   - the centralised trainer, and two of them side by side (the 2-core
+#     ceiling: their summed samples/s, measured, not assumed);
+#   - the embedded actor run with 1, 2, 4 replicas x 1, 2, 4 slices per
+#     layer (config/local.ini otherwise);
+#   - the default config as shipped, and the seed's example;
+#   - the 3-node loopback cluster (config/cluster/) in f32 and bf16.
+# Columns: samples/s, ratio to the centralised trainer, share of the
+# ceiling, seconds to TARGET (from the run's own summary), test accuracy
+# at the stop, peak RSS (GNU time; the cluster: the largest node), and for
+# the cluster the bytes through loopback per training batch (/proc/net/dev:
+# keep other loopback traffic away while it runs).
+# usage: bench/bench-table.sh [TARGET]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=${1:-0.88}
+bin=build/bin/nettorrent
+[ -x "$bin" ] || scripts/build.sh
+[ -x /usr/bin/time ] || { echo "bench-table: needs GNU time (apt-get install time)" >&2; exit 2; }
+out=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
+common=(--training.target_accuracy="$target" --training.progress_interval=1000
+        --system.metrics=false)
+
+rate() { sed -n 's/^.*done: [0-9]* samples in [^ ]* (\([0-9]*\) samples\/s).*/\1/p' "$1" | tail -1; }
+samples() { sed -n 's/^.*done: \([0-9]*\) samples in .*/\1/p' "$1" | tail -1; }
+to_target() { sed -n 's/^.*time to target: \(.*\)$/\1/p' "$1" | tail -1; }
+accuracy() { sed -n 's/^.*test: accuracy \([0-9.]*\).*/\1/p' "$1" | tail -1; }
+rss_mb() { awk '/Maximum resident set size/ { printf "%.0f", $NF / 1024 }' "$1"; }
+lo_bytes() { awk '$1 == "lo:" { print $10 }' /proc/net/dev; }
+
+rows=()
+# row NAME LOG RSS_MB [BYTES_PER_BATCH]
+row() { rows+=("$1|$(rate "$2")|$(to_target "$2")|$(accuracy "$2")|$3|${4:--}"); }
+
+# run NAME TIMELOG ARGS...: one process under GNU time.
+run() {
+  local name=$1 tag=$2
+  shift 2
+  /usr/bin/time -v "$bin" "$@" "${common[@]}" --training.output_dir="$out/$tag" \
+    > "$out/$tag.log" 2> "$out/$tag.time"
+  row "$name" "$out/$tag.log" "$(rss_mb "$out/$tag.time")"
+}
+
+echo "bench-table: running (a few minutes)..." >&2
+run "centralised trainer" central centralised --config-file=config/local.ini
+# The ceiling: two centralised trainers at once, samples/s summed.
+for i in 1 2; do
+  /usr/bin/time -v "$bin" centralised --config-file=config/local.ini "${common[@]}" \
+    --training.output_dir="$out/pair$i" > "$out/pair$i.log" 2> "$out/pair$i.time" &
+done
+wait
+ceiling=$(( $(rate "$out/pair1.log") + $(rate "$out/pair2.log") ))
+central=$(rate "$out/central.log")
+for r in 1 2 4; do
+  for p in 1 2 4; do
+    run "embedded, $r replicas x $p slices" "emb-$r-$p" train --config-file=config/local.ini \
+      --topology.replicas="$r" --topology.slices="$p"
+  done
+done
+run "default (config/local.ini as shipped)" default train --config-file=config/local.ini
+run "seed example (10 swarms x 100 peers)" seed train --config-file=config/seed-example.ini
+
+cluster() {
+  local name=$1 tag=$2 before after n peak=0 m
+  shift 2
+  before=$(lo_bytes)
+  for i in 0 1 2; do
+    /usr/bin/time -v "$bin" node --config-file=config/cluster/node-$i.ini "${common[@]}" "$@" \
+      --training.output_dir="$out/$tag" > "$out/$tag-n$i.log" 2> "$out/$tag-n$i.time" &
+  done
+  wait
+  after=$(lo_bytes)
+  for i in 0 1 2; do
+    m=$(rss_mb "$out/$tag-n$i.time")
+    [ "$m" -gt "$peak" ] && peak=$m
+  done
+  n=$(samples "$out/$tag-n0.log")
+  row "$name" "$out/$tag-n0.log" "$peak" "$(( (after - before) / (n / 64) / 1024 )) KiB"
+}
+cluster "3-node loopback cluster, f32" clu-f32 --system.wire_precision=f32
+cluster "3-node loopback cluster, bf16" clu-bf16 --system.wire_precision=bf16
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+echo "cpu: $cpu, $(nproc) cores; until $target validation accuracy or the epoch limit"
+echo "two centralised trainers side by side: $(rate "$out/pair1.log") + $(rate "$out/pair2.log") = $ceiling samples/s (the ceiling)"
+echo
+echo "| run | samples/s | x centralised | share of ceiling | time to $target | test accuracy | peak RSS | loopback bytes/batch |"
+echo "|---|---|---|---|---|---|---|---|"
+for r in "${rows[@]}"; do
+  IFS='|' read -r name rs tt acc rss bpb <<< "$r"
+  awk -v n="$name" -v r="$rs" -v c="$central" -v k="$ceiling" -v t="$tt" -v a="$acc" -v m="$rss" -v b="$bpb" \
+    'BEGIN { printf "| %s | %d | %.2f | %.2f | %s | %s | %s MB | %s |\n", n, r, r / c, r / k, t, a, m, b }'
+done
