@@ -307,16 +307,14 @@ public:
 
 private:
   /// The round-step seconds already added to the metrics' counters.
-  std::array<double, 6> exported_round_time_{};
+  std::array<double, run_result::round_timing::parts> exported_round_time_{};
 
   /// Counters take increments: adds the growth of each step since last time.
   void export_round_time(const run_metrics& m, const run_result::round_timing& t) {
-    const std::array<double, 6> now{t.draining,   t.scoring,  t.keeping_best,
-                                    t.exchanging, t.applying, t.snapshotting};
-    for (std::size_t i = 0; i < now.size(); ++i)
-      if (now[i] > exported_round_time_[i]) {
-        m.round_step_seconds[i]->Increment(now[i] - exported_round_time_[i]);
-        exported_round_time_[i] = now[i];
+    for (std::size_t i = 0; i < t.seconds.size(); ++i)
+      if (t.seconds[i] > exported_round_time_[i]) {
+        m.round_step_seconds[i]->Increment(t.seconds[i] - exported_round_time_[i]);
+        exported_round_time_[i] = t.seconds[i];
       }
   }
 

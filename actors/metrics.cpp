@@ -177,10 +177,9 @@ metrics::metrics(std::string node, const run_layout& layout)
                           "at the barrier), scoring, keeping_best, exchanging, applying, "
                           "snapshotting")
                     .Register(reg);
-  const char* step_names[] = {"draining",   "scoring",  "keeping_best",
-                              "exchanging", "applying", "snapshotting"};
   for (std::size_t i = 0; i < run_.round_step_seconds.size(); ++i)
-    run_.round_step_seconds[i] = &steps.Add({{"node", node}, {"step", step_names[i]}});
+    run_.round_step_seconds[i] =
+        &steps.Add({{"node", node}, {"step", run_result::round_timing::name(i)}});
   auto& val = BuildGauge()
                   .Name("nettorrent_validation_accuracy")
                   .Help("Last validation accuracy of each replica")

@@ -19,6 +19,7 @@
 #include <prometheus/registry.h>
 
 #include "nettorrent/run_layout.hpp"
+#include "nettorrent/run_result.hpp"
 
 namespace nettorrent {
 
@@ -77,9 +78,8 @@ struct run_metrics {
   prometheus::Histogram* recovery_seconds = nullptr; ///< noticing a loss -> training again
   prometheus::Counter* samples_redone = nullptr;     ///< samples trained again after recoveries
   prometheus::Gauge* nodes_alive = nullptr;          ///< coordinator's process: nodes; others 0
-  /// Seconds of sync rounds per step (draining, scoring, keeping_best,
-  /// exchanging, applying, snapshotting: run_result::round_timing's order).
-  std::array<prometheus::Counter*, 6> round_step_seconds{};
+  /// Seconds of sync rounds per step, indexed by run_result::round_timing::part.
+  std::array<prometheus::Counter*, run_result::round_timing::parts> round_step_seconds{};
 };
 
 /// The metrics of one process.

@@ -24,9 +24,7 @@ bin=build/bin/nettorrent
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 
-lo_bytes() { awk '$1 == "lo:" { print $10 }' /proc/net/dev; }
-rate() { sed -n 's/^.*done: \([0-9]*\) samples in .* (\([0-9]*\) samples\/s).*/\2/p' "$1" | tail -1; }
-samples() { sed -n 's/^.*done: \([0-9]*\) samples in .*/\1/p' "$1" | tail -1; }
+. bench/lib.sh
 common=(--training.max_epochs="$epochs" --training.progress_interval=1000)
 
 # The TLS copy of the cluster: same description plus [tls], certificates
@@ -64,19 +62,17 @@ for r in $(seq "$repeats"); do
   run_cluster "$out/tls" tls
   run_cluster config/cluster bf16 --system.wire_precision=bf16
 done
-median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 e=$(median "${emb[@]}"); c=$(median "${plain_rate[@]}"); b=$(median "${plain_bpb[@]}")
 t=$(median "${tls_rate[@]}"); tb=$(median "${tls_bpb[@]}")
 h=$(median "${bf16_rate[@]}"); hb=$(median "${bf16_bpb[@]}")
 
 # The accuracy cost of bf16, deterministic: 1 replica, max_in_flight 1.
-accuracy() { sed -n 's/^test: accuracy \([0-9.]*\).*/\1/p' "$1" | tail -1; }
 common=(--training.max_epochs="$acc_epochs" --training.progress_interval=1000
         --topology.replicas=1 --topology.max_in_flight=1)
 run_cluster config/cluster accf32 --system.wire_precision=f32
 run_cluster config/cluster accbf16 --system.wire_precision=bf16
 af=$(accuracy "$out/accf32-n0.log"); ab=$(accuracy "$out/accbf16-n0.log")
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+cpu=$(cpu_name)
 echo "cpu:             $cpu, $(nproc) cores"
 echo "workload:        784-256-128-10, Adam, batch 64, 2 replicas, $epochs epochs; median of $repeats interleaved repeats"
 echo "embedded:        $e samples/s (1 process, config/local.ini)"

@@ -25,18 +25,14 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 common=(--training.target_accuracy="$target" --training.progress_interval=1000
         --system.metrics=false)
 
-rate() { sed -n 's/^.*done: [0-9]* samples in [^ ]* (\([0-9]*\) samples\/s).*/\1/p' "$1" | tail -1; }
-samples() { sed -n 's/^.*done: \([0-9]*\) samples in .*/\1/p' "$1" | tail -1; }
-to_target() { sed -n 's/^.*time to target: \(.*\)$/\1/p' "$1" | tail -1; }
-accuracy() { sed -n 's/^.*test: accuracy \([0-9.]*\).*/\1/p' "$1" | tail -1; }
+. bench/lib.sh
 rss_mb() { awk '/Maximum resident set size/ { printf "%.0f", $NF / 1024 }' "$1"; }
-lo_bytes() { awk '$1 == "lo:" { print $10 }' /proc/net/dev; }
 
 rows=()
 # row NAME LOG RSS_MB [BYTES_PER_BATCH]
 row() { rows+=("$1|$(rate "$2")|$(to_target "$2")|$(accuracy "$2")|$3|${4:--}"); }
 
-# run NAME TIMELOG ARGS...: one process under GNU time.
+# run NAME TAG ARGS...: one process under GNU time.
 run() {
   local name=$1 tag=$2
   shift 2
@@ -84,7 +80,7 @@ cluster() {
 cluster "3-node loopback cluster, f32" clu-f32 --system.wire_precision=f32
 cluster "3-node loopback cluster, bf16" clu-bf16 --system.wire_precision=bf16
 
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+cpu=$(cpu_name)
 echo "cpu: $cpu, $(nproc) cores; until $target validation accuracy or the epoch limit"
 echo "two centralised trainers side by side: $(rate "$out/pair1.log") + $(rate "$out/pair2.log") = $ceiling samples/s (the ceiling)"
 echo

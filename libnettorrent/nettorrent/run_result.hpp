@@ -42,14 +42,30 @@ struct run_result {
   /// replica (keep_best), computing the exchange, applying it, and
   /// collecting every replica's layers under policy none (snapshotting).
   struct round_timing {
-    double draining = 0;
-    double scoring = 0;
-    double keeping_best = 0;
-    double exchanging = 0;
-    double applying = 0;
-    double snapshotting = 0;
+    /// The parts, in this order everywhere (summary, metrics labels). The
+    /// run machine's round steps scoring..snapshotting share these values.
+    enum part : std::size_t {
+      draining,
+      scoring,
+      keeping_best,
+      exchanging,
+      applying,
+      snapshotting,
+      parts
+    };
+    std::array<double, parts> seconds{};
+
+    /// "draining", "scoring", "keeping_best", ... (the metrics' step label).
+    static const char* name(std::size_t p) {
+      static constexpr const char* names[parts] = {"draining",   "scoring",  "keeping_best",
+                                                   "exchanging", "applying", "snapshotting"};
+      return names[p];
+    }
     double total() const {
-      return draining + scoring + keeping_best + exchanging + applying + snapshotting;
+      double sum = 0;
+      for (double s : seconds)
+        sum += s;
+      return sum;
     }
   };
   round_timing round_time;

@@ -358,27 +358,16 @@ void run_machine::maybe_start_training() {
 }
 
 void run_machine::step_to(round_step next) {
+  using rt = run_result::round_timing;
+  static_assert(static_cast<std::size_t>(round_step::scoring) == rt::scoring
+                    && static_cast<std::size_t>(round_step::keeping_best) == rt::keeping_best
+                    && static_cast<std::size_t>(round_step::exchanging) == rt::exchanging
+                    && static_cast<std::size_t>(round_step::applying) == rt::applying
+                    && static_cast<std::size_t>(round_step::snapshotting) == rt::snapshotting,
+                "round steps index round_timing::seconds");
   const double t = now();
-  auto& rt = result_.round_time;
-  switch (round_step_) {
-  case round_step::none:
-    break;
-  case round_step::scoring:
-    rt.scoring += t - step_t0_;
-    break;
-  case round_step::keeping_best:
-    rt.keeping_best += t - step_t0_;
-    break;
-  case round_step::exchanging:
-    rt.exchanging += t - step_t0_;
-    break;
-  case round_step::applying:
-    rt.applying += t - step_t0_;
-    break;
-  case round_step::snapshotting:
-    rt.snapshotting += t - step_t0_;
-    break;
-  }
+  if (round_step_ != round_step::none)
+    result_.round_time.seconds[static_cast<std::size_t>(round_step_)] += t - step_t0_;
   round_step_ = next;
   step_t0_ = t;
 }
@@ -436,7 +425,7 @@ void run_machine::on_barrier(const barrier_report& b) {
   if (at_barrier_ == 0)
     drain_t0_ = now();
   if (++at_barrier_ == layout_.replicas() && phase_ == phase::training) {
-    result_.round_time.draining += now() - drain_t0_;
+    result_.round_time.seconds[run_result::round_timing::draining] += now() - drain_t0_;
     start_round();
   }
 }
@@ -1110,7 +1099,7 @@ void run_machine::finish_recovery() {
     if (hit[r])
       backend_.resume(static_cast<std::uint32_t>(r));
   if (at_barrier_ == layout_.replicas()) { // nobody was hit (a lost leader only)
-    result_.round_time.draining += now() - drain_t0_;
+    result_.round_time.seconds[run_result::round_timing::draining] += now() - drain_t0_;
     start_round();
   }
 }

@@ -152,15 +152,16 @@ void print_summary(const run_result& r, std::ostream& out) {
     // Where the rounds' time went, per round on average.
     const auto& t = r.round_time;
     const double per = r.sync_rounds > 0 ? 1e3 / static_cast<double>(r.sync_rounds) : 0;
-    std::snprintf(line, sizeof line,
-                  "round time: %.2f s in %llu rounds (%.1f%% of the run); per round: draining "
-                  "%.1f ms, scoring %.1f ms, keeping best %.1f ms, exchanging %.1f ms, applying "
-                  "%.1f ms, snapshotting %.1f ms\n",
+    std::snprintf(line, sizeof line, "round time: %.2f s in %llu rounds (%.1f%% of the run); per round:",
                   t.total(), static_cast<unsigned long long>(r.sync_rounds),
-                  r.seconds > 0 ? 100 * t.total() / r.seconds : 0.0, t.draining * per,
-                  t.scoring * per, t.keeping_best * per, t.exchanging * per, t.applying * per,
-                  t.snapshotting * per);
+                  r.seconds > 0 ? 100 * t.total() / r.seconds : 0.0);
     out << line;
+    for (std::size_t p = 0; p < t.seconds.size(); ++p) {
+      std::snprintf(line, sizeof line, "%s %s %.1f ms", p > 0 ? "," : "", t.name(p),
+                    t.seconds[p] * per);
+      out << line;
+    }
+    out << '\n';
   }
   out << "wrote " << r.checkpoint_path << " and " << r.curve_path << std::endl;
   if (!r.run_checkpoint_path.empty())

@@ -89,6 +89,15 @@ inline std::string node_file(const std::string& cluster_file, std::size_t i,
          + "\"\nbind = \"" + bind + "\"\nport = " + std::to_string(port) + "\n";
 }
 
+/// scripts/make-certs.sh: a test CA and a certificate and key per node id
+/// in `out_dir`; must succeed.
+inline void make_certs(const std::string& out_dir, const std::vector<std::string>& ids) {
+  std::string cmd = std::string{NETTORRENT_SOURCE_DIR} + "/scripts/make-certs.sh " + out_dir;
+  for (const auto& id : ids)
+    cmd += " " + id;
+  ASSERT_EQ(std::system((cmd + " >/dev/null").c_str()), 0) << cmd;
+}
+
 /// Writes certificates for n0..n(N-1) into <dir>/<ca_dir>
 /// (scripts/make-certs.sh), a [tls] section into <dir>/<cluster>, and each
 /// <dir>/node-<i>.ini's own certificate and key.
@@ -96,10 +105,10 @@ inline void enable_tls(const std::string& dir, const std::string& cluster, std::
                        const std::string& ca_dir = "certs") {
   using test_support::read_file;
   using test_support::write_file;
-  std::string cmd = std::string{NETTORRENT_SOURCE_DIR} + "/scripts/make-certs.sh " + dir + "/" + ca_dir;
+  std::vector<std::string> ids;
   for (std::size_t i = 0; i < n; ++i)
-    cmd += " n" + std::to_string(i);
-  ASSERT_EQ(std::system((cmd + " >/dev/null").c_str()), 0) << cmd;
+    ids.push_back("n" + std::to_string(i));
+  ASSERT_NO_FATAL_FAILURE(make_certs(dir + "/" + ca_dir, ids));
   ASSERT_NO_FATAL_FAILURE(write_file(
       dir + "/" + cluster,
       read_file(dir + "/" + cluster) + "\n[tls]\nenabled = true\nca_file = \"" + ca_dir + "/ca.pem\"\n"));

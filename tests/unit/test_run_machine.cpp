@@ -310,13 +310,14 @@ TEST_F(RunMachine, RoundTimeIsAttributedToEachStep) {
   clock = 121;
   score({0.6, 0.6}); // the last round: its summary goes to the metrics
   ASSERT_EQ(rec.rounds.size(), 2u);
+  using rt = nt::run_result::round_timing;
   const auto& t = rec.rounds.back().round_time; // as the metrics see it
-  EXPECT_DOUBLE_EQ(t.draining, 3.0);
-  EXPECT_DOUBLE_EQ(t.keeping_best, 0.5);
-  EXPECT_DOUBLE_EQ(t.exchanging, 1.0);
-  EXPECT_DOUBLE_EQ(t.applying, 0.25);
-  EXPECT_DOUBLE_EQ(t.scoring, 3.0) << "both rounds' scoring (2 s, then 1 s)";
-  EXPECT_DOUBLE_EQ(t.snapshotting, 0.0);
+  EXPECT_DOUBLE_EQ(t.seconds[rt::draining], 3.0);
+  EXPECT_DOUBLE_EQ(t.seconds[rt::keeping_best], 0.5);
+  EXPECT_DOUBLE_EQ(t.seconds[rt::exchanging], 1.0);
+  EXPECT_DOUBLE_EQ(t.seconds[rt::applying], 0.25);
+  EXPECT_DOUBLE_EQ(t.seconds[rt::scoring], 3.0) << "both rounds' scoring (2 s, then 1 s)";
+  EXPECT_DOUBLE_EQ(t.seconds[rt::snapshotting], 0.0);
 }
 
 TEST_F(RunMachine, ValidateEveryKRoundsScoresOnlyThoseAndTheLast) {
