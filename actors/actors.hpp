@@ -133,10 +133,11 @@ using shard_worker_actor = batch_sink_actor::extend<
 using swarm_leader_actor = caf::typed_actor<
     /// Hands the leader its swarm: R x P slices, replica-major.
     caf::replies_to<atom::wire, std::vector<neuron_slice_actor>>::with<atom::ok>,
-    /// Computes the exchange for `best` under `policy` (best, average) without
-    /// changing any slice: returns the post-exchange layer and bytes read.
-    caf::replies_to<atom::sync, std::uint32_t /*best*/,
-                    std::uint8_t /*policy*/>::with<exchange_result>,
+    /// Computes the exchange for `best` under `policy` (best, average, outer
+    /// with the layer's outer state) without changing any slice: returns the
+    /// post-exchange state(s) and bytes read.
+    caf::replies_to<atom::sync, std::uint32_t /*best*/, std::uint8_t /*policy*/,
+                    outer_request>::with<exchange_result>,
     /// Sets replica r's slices to the columns of a whole layer; returns bytes sent.
     caf::replies_to<atom::restore, std::uint32_t /*replica*/, layer_state>::with<std::uint64_t>,
     /// Returns a replica's whole layer, its slices glued together.

@@ -20,6 +20,7 @@
 #include "nettorrent/bf16.hpp"
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/config.hpp"
+#include "nettorrent/outer.hpp"
 #include "nettorrent/run_machine.hpp"
 #include "nettorrent/slice_ops.hpp"
 #include "nettorrent/tensor.hpp"
@@ -247,14 +248,37 @@ inline std::string to_string(const node_name& n) {
 
 /// A swarm leader's answer to `sync`: the layer every replica holds after
 /// the exchange, and the bytes read to compute it.
+/// What a leader's exchange computed for its layer: the state every replica
+/// takes (one entry), or one per replica (policy outer with local moments);
+/// under outer the layer's new outer momentum; the bytes read from slices.
 struct exchange_result {
-  layer_state post;
+  std::vector<layer_state> post;
+  dense_params velocity;
   std::uint64_t bytes = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, exchange_result& r) {
-  return f(caf::meta::type_name("exchange_result"), r.post, r.bytes);
+  matrix_view<matrix> vw{&r.velocity.w};
+  matrix_view<row_vector> vb{&r.velocity.b};
+  return f(caf::meta::type_name("exchange_result"), r.post, vw, vb, r.bytes);
+}
+
+/// The sync request's outer-optimizer part (policy outer; empty otherwise):
+/// the hyper-parameters and the layer's outer state from the last round.
+struct outer_request {
+  outer_config cfg;
+  outer_state state;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, outer_request& r) {
+  matrix_view<matrix> tw{&r.state.theta.w};
+  matrix_view<row_vector> tb{&r.state.theta.b};
+  matrix_view<matrix> vw{&r.state.velocity.w};
+  matrix_view<row_vector> vb{&r.state.velocity.b};
+  return f(caf::meta::type_name("outer_request"), r.cfg.learning_rate, r.cfg.momentum,
+           r.cfg.nesterov, r.cfg.average_moments, tw, tb, vw, vb);
 }
 
 /// A run state shared within one process (the coordinator hands its last

@@ -1,6 +1,7 @@
 #include "swarm_leader.hpp"
 
 #include <memory>
+#include <string>
 
 #include <caf/all.hpp>
 
@@ -33,11 +34,25 @@ struct exchange_tracker {
 
 /// Policy best: the best replica's slices, glued. Policy average: per slice
 /// i, the element-wise mean over replicas of weights and optimizer moments
-/// (summed in replica order), glued.
-layer_state post_exchange(const swarm_leader_state& s, std::vector<layer_state>& states,
-                          std::size_t best, sync_policy p) {
+/// (summed in replica order), glued. Policy outer: every replica's slices
+/// glued, then the outer step on the whole layer (nettorrent/outer.hpp).
+exchange_result post_exchange(const swarm_leader_state& s, std::vector<layer_state>& states,
+                              std::size_t best, sync_policy p, outer_request& outer) {
   const std::size_t R = s.spec.replicas();
   const std::size_t P = s.spec.slices();
+  exchange_result out;
+  if (p == sync_policy::outer) {
+    std::vector<layer_state> whole(R);
+    std::vector<const layer_state*> ptrs;
+    for (std::size_t r = 0; r < R; ++r) {
+      whole[r] = glue_slices({std::make_move_iterator(states.begin() + static_cast<std::ptrdiff_t>(r * P)),
+                              std::make_move_iterator(states.begin() + static_cast<std::ptrdiff_t>((r + 1) * P))});
+      ptrs.push_back(&whole[r]);
+    }
+    out.post = outer_exchange(outer.cfg, ptrs, outer.state);
+    out.velocity = std::move(outer.state.velocity);
+    return out;
+  }
   std::vector<layer_state> parts(P);
   for (std::size_t i = 0; i < P; ++i) {
     if (p == sync_policy::best) {
@@ -49,7 +64,23 @@ layer_state post_exchange(const swarm_leader_state& s, std::vector<layer_state>&
       ptrs.push_back(&states[r * P + i]);
     parts[i] = average_states(ptrs);
   }
-  return glue_slices(parts);
+  out.post.push_back(glue_slices(parts));
+  return out;
+}
+
+/// The outer request's hyper-parameters and shapes (a request may come over
+/// the network; the layer's shape is checked by the outer step): "" if
+/// fine, else what is wrong.
+std::string check_outer(const outer_request& o) {
+  const auto& c = o.cfg;
+  if (!(c.learning_rate > 0 && c.learning_rate <= 10) || !(c.momentum >= 0 && c.momentum < 1))
+    return "sync: outer learning rate or momentum out of range";
+  const auto& t = o.state.theta;
+  const auto& v = o.state.velocity;
+  if (t.w.cols() != t.b.size() || v.w.rows() != t.w.rows() || v.w.cols() != t.w.cols()
+      || v.b.size() != t.b.size() || t.w.size() == 0)
+    return "sync: the outer state's weights, bias and momentum do not match";
+  return {};
 }
 
 } // namespace
@@ -87,11 +118,15 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
           self->monitor(sl);
         return atom::ok::value;
       },
-      [=](atom::sync, std::uint32_t best, std::uint8_t policy) -> caf::result<exchange_result> {
+      [=](atom::sync, std::uint32_t best, std::uint8_t policy,
+          outer_request& outer) -> caf::result<exchange_result> {
         auto& s = self->state;
-        if (best >= s.spec.replicas() || policy > static_cast<std::uint8_t>(sync_policy::none))
+        if (best >= s.spec.replicas() || policy > static_cast<std::uint8_t>(sync_policy::outer))
           return caf::make_error(caf::sec::invalid_argument, "sync: bad replica or policy");
         const auto p = static_cast<sync_policy>(policy);
+        if (p == sync_policy::outer)
+          if (auto why = check_outer(outer); !why.empty())
+            return caf::make_error(caf::sec::invalid_argument, std::move(why));
         if (const auto* m = s.spec.metrics) {
           m->sync_rounds->Increment();
           m->sync_winner->Set(best);
@@ -103,11 +138,12 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
         const std::size_t P = s.spec.slices();
         auto t = std::make_shared<exchange_tracker>();
         t->promise = self->make_response_promise<exchange_result>();
-        // best reads the best replica only; average reads every replica.
+        // best reads the best replica only; average and outer every replica.
         std::vector<std::size_t> read;
         for (std::size_t r = 0; r < R; ++r)
-          if (p == sync_policy::average || r == best)
+          if (p != sync_policy::best || r == best)
             read.push_back(r);
+        auto request = std::make_shared<outer_request>(std::move(outer));
         t->states.resize(R * P);
         t->pending = read.size() * P;
         for (std::size_t r : read)
@@ -119,8 +155,14 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
                       t->states[r * P + i] = std::move(st);
                       if (--t->pending > 0 || t->failed)
                         return;
-                      t->promise.deliver(exchange_result{
-                          post_exchange(self->state, t->states, best, p), t->bytes});
+                      try {
+                        auto x = post_exchange(self->state, t->states, best, p, *request);
+                        x.bytes = t->bytes;
+                        t->promise.deliver(std::move(x));
+                      } catch (const std::exception& e) { // slices of mismatched shapes
+                        t->fail(caf::make_error(caf::sec::invalid_argument,
+                                                std::string{"sync: "} + e.what()));
+                      }
                     },
                     [t](caf::error& err) { t->fail(err); });
         return t->promise;

@@ -57,8 +57,10 @@ struct training_config {
   std::size_t checkpoint_keep = 3;
 };
 
-/// How replicas exchange weights in a sync round.
-enum class sync_policy { best, average, none };
+/// How replicas exchange weights in a sync round: the best replica's state,
+/// the mean of every replica's state, nothing, or an outer optimizer step on
+/// the replicas' mean change (DiLoCo; see nettorrent/outer.hpp).
+enum class sync_policy { best, average, none, outer };
 
 std::string_view to_string(sync_policy p) noexcept;
 sync_policy parse_sync_policy(std::string_view name);
@@ -81,9 +83,16 @@ struct topology_config {
   std::size_t validation_subset = 0;
   /// Score the replicas every this many sync rounds (the last round always):
   /// the other rounds only exchange. Above 1 only without a winner to pick
-  /// (policy average or none). The learning curve, keep_best and the
+  /// (policy average, outer or none). The learning curve, keep_best and the
   /// target check see the scored rounds.
   std::size_t validate_every = 1;
+  /// sync_policy outer: the outer step size, the outer momentum, Nesterov's
+  /// form, and whether the replicas' optimizer moments are averaged too (by
+  /// default every replica keeps its own).
+  float outer_learning_rate = 0.7f;
+  float outer_momentum = 0.9f;
+  bool outer_nesterov = true;
+  bool outer_average_moments = false;
   /// Keep forward-time weights for the backward pass.
   bool weight_stashing = false;
 

@@ -70,6 +70,10 @@ struct run_state {
   std::vector<std::vector<layer_state>> models;
   /// Per replica (positions.size() = replicas), where its data stream stands.
   std::vector<data_position> positions;
+  /// sync_policy outer: the outer momentum of every layer (empty for the
+  /// other policies). The outer weights theta are the model's weights, which
+  /// every replica shares after an outer round.
+  std::vector<dense_params> outer_velocity;
 
   /// The model of `replica`, whether stored once or per replica.
   const std::vector<layer_state>& model_of(std::size_t replica) const {

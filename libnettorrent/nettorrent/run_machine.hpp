@@ -42,6 +42,7 @@
 
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/config.hpp"
+#include "nettorrent/outer.hpp"
 #include "nettorrent/run_checkpoint.hpp"
 #include "nettorrent/run_layout.hpp"
 #include "nettorrent/run_result.hpp"
@@ -96,6 +97,7 @@ struct round_summary {
   bool reached_target = false;
   double time_to_target = -1;
   double elapsed = 0; ///< seconds since training started, when the round ended
+  bool synced = false; ///< the score is the synced model's (policy outer), not a replica's
   /// Round time per step so far (every finished step of every round).
   run_result::round_timing round_time;
 };
@@ -151,9 +153,10 @@ public:
   virtual void validate(std::uint64_t step, std::uint32_t replica) = 0;
   /// Have layer l's leader gather replica r's slices into one layer.
   virtual void collect(std::uint64_t step, std::uint32_t layer, std::uint32_t replica) = 0;
-  /// Have layer l's leader compute the exchange (policy, best replica).
+  /// Have layer l's leader compute the exchange (policy, best replica; under
+  /// policy outer the layer's outer state from the last round, else empty).
   virtual void exchange(std::uint64_t step, std::uint32_t layer, std::uint32_t best,
-                        sync_policy policy) = 0;
+                        sync_policy policy, outer_state outer) = 0;
   /// Have layer l's leader set replica r's slices to `state`.
   virtual void restore(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
                        const layer_state& state) = 0;
@@ -218,6 +221,11 @@ public:
   void on_scored(std::uint64_t step, std::uint32_t replica, const replica_score& s);
   void on_collected(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
                     layer_state&& ls);
+  /// Layer `layer`'s exchange: the state every replica takes (one entry) or
+  /// one per replica; under policy outer the layer's new outer momentum.
+  void on_exchanged(std::uint64_t step, std::uint32_t layer, std::vector<layer_state>&& post,
+                    dense_params&& velocity, std::uint64_t bytes);
+  /// The same with one shared state and no outer momentum.
   void on_exchanged(std::uint64_t step, std::uint32_t layer, layer_state&& post,
                     std::uint64_t bytes);
   void on_restored(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
@@ -282,7 +290,15 @@ private:
   void start_exchange();
   void start_apply();
   void start_snapshot();
-  void commit_round();
+  /// Keeps the round's result as the rollback state (positions, round).
+  void keep_round();
+  /// Builds the run state of the kept round; writes it when a checkpoint is due.
+  void publish_round();
+  void commit_round(); ///< keep_round() and publish_round()
+  /// The round's result is applied: training goes on, or (outer) the synced
+  /// model is scored.
+  void after_apply();
+  void end_synced_round();
   void finish();
   // Recovery.
   void lose(const std::vector<std::size_t>& actors, const std::string& why);
@@ -358,7 +374,22 @@ private:
   std::vector<worker_position> positions_;
   std::vector<worker_position> round_positions_; ///< at this round's barrier
   std::uint64_t snapshot_round_ = 0;
-  std::vector<layer_state> post_; ///< this round's post-exchange layers
+  std::vector<layer_state> post_; ///< this round's collected layers (snapshotting)
+  /// This round's exchange results, [layer] -> one shared state or one per replica.
+  std::vector<std::vector<layer_state>> exchanged_;
+  /// Policy outer: every layer's outer momentum after the last round, and
+  /// this round's (kept with the round's result). Theta is the snapshot's
+  /// weights, which every replica shares after an outer round.
+  std::vector<dense_params> outer_v_;
+  std::vector<dense_params> outer_v_next_;
+  bool outer_active() const noexcept {
+    return cfg_.topology.policy == sync_policy::outer && layout_.replicas() > 1;
+  }
+  /// The round exchanges first and then scores the synced model once (every
+  /// replica holds the same weights after it), instead of scoring every
+  /// replica to pick a winner first.
+  bool scores_synced() const noexcept { return outer_active(); }
+  bool score_this_round_ = true; ///< scores_synced(): validate_every picks this round
   std::vector<std::uint32_t> incarnation_;
   std::vector<std::size_t> node_of_; ///< node of every layout actor now
   std::vector<bool> alive_;          ///< per node

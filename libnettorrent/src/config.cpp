@@ -230,7 +230,7 @@ const std::vector<option_spec>& all_options() {
          c.topology.sync_every = read_size(v, 1, max_count);
        },
        [](const run_config& c) { return show(c.topology.sync_every); }},
-      {"topology.sync_policy", "string", "best, average or none",
+      {"topology.sync_policy", "string", "best, average, outer or none",
        [](run_config& c, const ini_value& v) {
          c.topology.policy = parse_sync_policy(read_string(v));
        },
@@ -243,11 +243,36 @@ const std::vector<option_spec>& all_options() {
        [](const run_config& c) { return show(c.topology.validation_subset); }},
       {"topology.validate_every", "integer",
        "score the replicas every this many sync rounds (and always in the last); 1 = every "
-       "round. Above 1 only with sync_policy average or none (best needs a winner each round)",
+       "round. Above 1 only with sync_policy average, outer or none (best needs a winner each "
+       "round)",
        [](run_config& c, const ini_value& v) {
          c.topology.validate_every = read_size(v, 1, max_count);
        },
        [](const run_config& c) { return show(c.topology.validate_every); }, true, false, "1"},
+      {"topology.outer_learning_rate", "number",
+       "sync_policy outer: step size of the outer optimizer, (0, 10]",
+       [](run_config& c, const ini_value& v) {
+         c.topology.outer_learning_rate = static_cast<float>(read_real(v, 1e-12, 10));
+       },
+       [](const run_config& c) { return show(c.topology.outer_learning_rate); }, true, false,
+       "0.7"},
+      {"topology.outer_momentum", "number",
+       "sync_policy outer: momentum of the outer optimizer, [0, 1)",
+       [](run_config& c, const ini_value& v) {
+         c.topology.outer_momentum = static_cast<float>(read_real(v, 0, 0.999999));
+       },
+       [](const run_config& c) { return show(c.topology.outer_momentum); }, true, false, "0.9"},
+      {"topology.outer_nesterov", "boolean", "sync_policy outer: Nesterov's form of the momentum",
+       [](run_config& c, const ini_value& v) { c.topology.outer_nesterov = read_bool(v); },
+       [](const run_config& c) { return std::string{c.topology.outer_nesterov ? "true" : "false"}; },
+       true, false, "true"},
+      {"topology.outer_average_moments", "boolean",
+       "sync_policy outer: average the replicas' optimizer moments too (false: each keeps its own)",
+       [](run_config& c, const ini_value& v) { c.topology.outer_average_moments = read_bool(v); },
+       [](const run_config& c) {
+         return std::string{c.topology.outer_average_moments ? "true" : "false"};
+       },
+       true, false, "false"},
       {"topology.weight_stashing", "boolean", "use forward-time weights in the backward pass",
        [](run_config& c, const ini_value& v) { c.topology.weight_stashing = read_bool(v); },
        [](const run_config& c) {
@@ -375,7 +400,8 @@ void run_config::validate() const {
   optimizer.validate();
   if (topology.validate_every > 1 && topology.policy == sync_policy::best && topology.replicas > 1)
     throw error("topology.validate_every = " + std::to_string(topology.validate_every)
-                + " needs sync_policy \"average\" or \"none\": \"best\" scores every replica "
+                + " needs sync_policy \"average\", \"outer\" or \"none\": \"best\" scores every "
+                  "replica "
                   "in every round to pick the winner");
   const std::size_t n_layers = model.layers.size() - 1;
   if (topology.slices.empty())
@@ -410,6 +436,8 @@ std::string_view to_string(sync_policy p) noexcept {
     return "average";
   case sync_policy::none:
     return "none";
+  case sync_policy::outer:
+    return "outer";
   }
   return "?";
 }
@@ -419,10 +447,11 @@ std::string_view to_string(wire_precision p) noexcept {
 }
 
 sync_policy parse_sync_policy(std::string_view name) {
-  for (auto p : {sync_policy::best, sync_policy::average, sync_policy::none})
+  for (auto p : {sync_policy::best, sync_policy::average, sync_policy::outer, sync_policy::none})
     if (name == to_string(p))
       return p;
-  throw error("unknown sync policy \"" + std::string{name} + "\" (expected best, average or none)");
+  throw error("unknown sync policy \"" + std::string{name}
+              + "\" (expected best, average, outer or none)");
 }
 
 std::string run_config::canonical() const {

@@ -23,7 +23,9 @@
 //   u64 m (models: 1 = shared by every replica), the layers of models 1..m-1
 //     (model 0 is the model section's),
 //   u64 r (replicas), r data positions (u64 epoch, cursor, samples,
-//     next_batch, 4 x u64 rng).
+//     next_batch, 4 x u64 rng),
+//   only when there is an outer momentum (sync_policy outer): u8 1, then per
+//     layer its W and b (shapes as the layer's).
 // Layers are written as in the model section (W, b, optimizer state of W and
 // b), their shapes given by the model section's widths.
 
@@ -57,6 +59,14 @@ std::string encode_run_state(const run_state& s) {
     ar(static_cast<std::uint64_t>(s.positions.size()));
     for (const auto& p : s.positions)
       ar(p.epoch, p.cursor, p.samples, p.next_batch, p.rng_state);
+    // Absent for the other policies, so their files are what they were.
+    if (!s.outer_velocity.empty()) {
+      ar(std::uint8_t{1});
+      for (const auto& v : s.outer_velocity) {
+        save_matrix(ar, v.w);
+        save_matrix(ar, v.b);
+      }
+    }
   }
   return os.str();
 }
@@ -113,8 +123,25 @@ void decode_run_state(const std::string& payload, const model_checkpoint& model,
     throw error(std::to_string(s.models.size()) + " models for "
                 + std::to_string(s.positions.size())
                 + " replicas (want one shared model or one per replica)");
+  if (is.peek() == std::char_traits<char>::eof())
+    return;
+  if (!load_flag(ar, "outer-momentum"))
+    throw error("an outer-momentum section marked absent");
+  const std::uint64_t max_elems = size / sizeof(float) + 1;
+  s.outer_velocity.resize(widths.size() - 1);
+  for (std::size_t i = 0; i < s.outer_velocity.size(); ++i) {
+    auto& v = s.outer_velocity[i];
+    load_matrix(ar, v.w, max_elems);
+    load_matrix(ar, v.b, max_elems);
+    const auto& w = s.models[0][i].params.w;
+    if (v.w.rows() != w.rows() || v.w.cols() != w.cols() || v.b.size() != w.cols())
+      throw error("the outer momentum of layer " + std::to_string(i) + " has shape "
+                  + std::to_string(v.w.rows()) + " x " + std::to_string(v.w.cols())
+                  + ", the layer is " + std::to_string(w.rows()) + " x "
+                  + std::to_string(w.cols()));
+  }
   if (is.peek() != std::char_traits<char>::eof())
-    throw error("unexpected bytes after the last data position");
+    throw error("unexpected bytes after the outer momentum");
 }
 
 // The run checkpoints in `dir` by round, highest first.
@@ -183,6 +210,9 @@ void save_run_checkpoint(const std::string& path, const checkpoint_header& heade
   if (!state.best_layers.empty() && state.best_layers.size() != layers)
     fail("best pass of " + std::to_string(state.best_layers.size()) + " layers, header has "
          + std::to_string(layers));
+  if (!state.outer_velocity.empty() && state.outer_velocity.size() != layers)
+    fail("outer momentum of " + std::to_string(state.outer_velocity.size())
+         + " layers, header has " + std::to_string(layers));
   model_checkpoint model{header, state.models.front()};
   const std::string file = frame(checkpoint_magic, header.version, encode_model(model))
                            + frame(run_state_magic, run_state_version, encode_run_state(state));

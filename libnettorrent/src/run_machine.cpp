@@ -49,7 +49,9 @@ std::string progress_line(const round_summary& r, std::size_t max_epochs, double
   return "epoch " + std::to_string(p.epoch) + "/" + std::to_string(max_epochs) + "  samples "
          + std::to_string(p.samples) + "  " + fmt("%.0f", static_cast<double>(p.samples) / elapsed)
          + " samples/s  loss " + fmt("%.4f", p.train_loss) + "  val acc "
-         + fmt("%.4f", p.validation_accuracy) + " (replica " + std::to_string(r.best) + ", best "
+         + fmt("%.4f", p.validation_accuracy)
+         + (r.synced ? std::string{" (synced model, best "}
+                     : " (replica " + std::to_string(r.best) + ", best ")
          + fmt("%.4f", r.best_validation_accuracy) + ")  round " + std::to_string(r.round)
          + "  elapsed " + format_duration(elapsed) + "  ETA "
          + format_duration(done > 0 ? elapsed / done * (1 - done) : -1);
@@ -131,6 +133,9 @@ run_machine::run_machine(run_config cfg, run_backend& backend, std::function<dou
     initial->push_back(std::move(ls));
   }
   snapshot_.assign(R, initial);
+  if (outer_active())
+    for (const auto& ls : *initial)
+      outer_v_.push_back(zero_velocity(ls.params));
   commit_state();
 }
 
@@ -174,6 +179,7 @@ void run_machine::commit_state() {
   else
     for (const auto& x : snapshot_)
       st->models.push_back(*x);
+  st->outer_velocity = outer_v_;
   committed_ = std::move(st);
 }
 
@@ -187,6 +193,26 @@ void run_machine::resume_from(const run_state& st) {
     if (m.size() != layout_.layers())
       throw error("run checkpoint: a model of " + std::to_string(m.size())
                   + " layers; this run has " + std::to_string(layout_.layers()));
+  if (outer_active() != !st.outer_velocity.empty())
+    throw error(std::string{"run checkpoint: "}
+                + (st.outer_velocity.empty() ? "no outer momentum for this run's sync_policy outer"
+                                             : "an outer momentum, but this run's sync_policy is "
+                                                   + std::string{to_string(cfg_.topology.policy)}
+                                                   + " with "
+                                                   + std::to_string(R) + " replicas"));
+  if (outer_active()) {
+    if (st.outer_velocity.size() != layout_.layers())
+      throw error("run checkpoint: an outer momentum of " + std::to_string(st.outer_velocity.size())
+                  + " layers; this run has " + std::to_string(layout_.layers()));
+    for (std::size_t l = 0; l < layout_.layers(); ++l) {
+      const auto& v = st.outer_velocity[l];
+      const auto& w = st.models.front()[l].params.w;
+      if (v.w.rows() != w.rows() || v.w.cols() != w.cols() || v.b.size() != w.cols())
+        throw error("run checkpoint: the outer momentum of layer " + std::to_string(l + 1)
+                    + " does not match the layer's shape");
+    }
+    outer_v_ = st.outer_velocity;
+  }
   for (std::size_t r = 0; r < R; ++r) {
     snapshot_[r] = std::make_shared<const std::vector<layer_state>>(st.model_of(r));
     const auto& d = st.positions[r];
@@ -463,7 +489,17 @@ void run_machine::start_round() {
   // always); the others go straight to the exchange. Their training loss
   // carries into the next scored round's curve point.
   const std::uint64_t k = cfg_.topology.validate_every;
-  if (k > 1 && !all_finished_ && (result_.sync_rounds + 1) % k != 0) {
+  const bool scored_round = k <= 1 || all_finished_ || (result_.sync_rounds + 1) % k == 0;
+  if (scores_synced()) {
+    // Every replica holds the same weights after the exchange: score that
+    // synced model once, after applying it (after_apply()).
+    score_this_round_ = scored_round;
+    improved_ = false;
+    stop_after_round_ = false;
+    start_exchange();
+    return;
+  }
+  if (!scored_round) {
     ++result_.sync_rounds;
     improved_ = false;
     stop_after_round_ = false;
@@ -489,10 +525,13 @@ void run_machine::on_scored(std::uint64_t step, std::uint32_t replica, const rep
 
 void run_machine::scored() {
   const auto& tc = cfg_.training;
+  const bool synced = scores_synced(); // the round was counted at its exchange
   best_ = static_cast<std::uint32_t>(pick_best(scores_v_));
   const double acc = scores_v_[best_].accuracy;
-  improved_ = result_.sync_rounds == 0 || acc > result_.best_validation_accuracy;
-  ++result_.sync_rounds;
+  const std::uint64_t before = synced ? result_.sync_rounds - 1 : result_.sync_rounds;
+  improved_ = before == 0 || acc > result_.best_validation_accuracy;
+  if (!synced)
+    ++result_.sync_rounds;
   result_.best_replica = best_;
   result_.best_validation_accuracy = std::max(result_.best_validation_accuracy, acc);
   curve_point p;
@@ -521,6 +560,7 @@ void run_machine::scored() {
   r.samples_per_second = static_cast<double>(result_.samples) / std::max(p.seconds, 1e-9);
   r.reached_target = result_.reached_target;
   r.time_to_target = result_.time_to_target;
+  r.synced = synced;
   const double t = now();
   r.elapsed = t;
   step_to(round_step_); // charge this round's scoring so far
@@ -535,6 +575,17 @@ void run_machine::scored() {
     say("reached target validation accuracy " + fmt("%g", tc.target_accuracy) + " in sync round "
         + std::to_string(result_.sync_rounds) + " after " + format_duration(p.seconds));
 
+  if (synced) {
+    // Replica 0 holds the round's result, which the snapshot has already:
+    // keep_best and the final model need no collecting.
+    if (tc.keep_best && improved_) {
+      best_layers_ = *snapshot_.front();
+      best_samples_ = result_.samples;
+      best_epoch_ = result_.epochs;
+    }
+    end_synced_round();
+    return;
+  }
   if (tc.keep_best && improved_) {
     mark_.best_layers = std::move(best_layers_);
     best_moved_ = true;
@@ -611,13 +662,46 @@ void run_machine::start_snapshot() {
       backend_.collect(step, static_cast<std::uint32_t>(l), static_cast<std::uint32_t>(r));
 }
 
-void run_machine::commit_round() {
+void run_machine::keep_round() {
   positions_ = round_positions_;
   snapshot_round_ = result_.sync_rounds;
+}
+
+void run_machine::publish_round() {
   commit_state();
   const auto every = cfg_.training.checkpoint_every;
   if (every > 0 && snapshot_round_ % every == 0)
     backend_.save(committed_);
+}
+
+void run_machine::commit_round() {
+  keep_round();
+  publish_round();
+}
+
+void run_machine::after_apply() {
+  if (!scores_synced()) {
+    resume_all();
+    return;
+  }
+  if (!score_this_round_) {
+    end_synced_round();
+    return;
+  }
+  step_to(round_step::scoring);
+  scores_v_.assign(1, replica_score{});
+  const std::uint64_t step = next_step_++;
+  scores_.start(step, 1);
+  backend_.validate(step, 0);
+}
+
+void run_machine::end_synced_round() {
+  publish_round(); // with this round's curve point and best pass
+  if (stop_after_round_) {
+    finish();
+    return;
+  }
+  resume_all();
 }
 
 void run_machine::start_apply() {
@@ -636,7 +720,7 @@ void run_machine::start_apply() {
       todo.emplace_back(static_cast<std::uint32_t>(l), static_cast<std::uint32_t>(r));
     }
   if (!applies_.active()) {
-    resume_all();
+    after_apply();
     return;
   }
   for (const auto& [l, r] : todo)
@@ -645,29 +729,82 @@ void run_machine::start_apply() {
 
 void run_machine::start_exchange() {
   step_to(round_step::exchanging);
-  post_.assign(layout_.layers(), layer_state{});
+  const std::size_t L = layout_.layers();
+  exchanged_.assign(L, {});
+  outer_v_next_.assign(outer_active() ? L : 0, dense_params{});
   const std::uint64_t step = next_step_++;
-  exchanges_.start(step, layout_.layers());
-  for (std::size_t l = 0; l < layout_.layers(); ++l)
-    backend_.exchange(step, static_cast<std::uint32_t>(l), best_, cfg_.topology.policy);
+  exchanges_.start(step, L);
+  for (std::size_t l = 0; l < L; ++l) {
+    outer_state o;
+    if (outer_active()) // theta: the last round's weights, the same in every replica
+      o = outer_state{(*snapshot_.front())[l].params, outer_v_[l]};
+    backend_.exchange(step, static_cast<std::uint32_t>(l), best_, cfg_.topology.policy,
+                      std::move(o));
+  }
 }
 
 void run_machine::on_exchanged(std::uint64_t step, std::uint32_t layer, layer_state&& post,
+                               std::uint64_t bytes) {
+  std::vector<layer_state> one;
+  one.push_back(std::move(post));
+  on_exchanged(step, layer, std::move(one), dense_params{}, bytes);
+}
+
+void run_machine::on_exchanged(std::uint64_t step, std::uint32_t layer,
+                               std::vector<layer_state>&& post, dense_params&& velocity,
                                std::uint64_t bytes) {
   const auto v =
       take(exchanges_, phase_ == phase::sync_round && round_step_ == round_step::exchanging, step,
            layer);
   if (!v)
     return;
+  const std::size_t R = layout_.replicas();
+  if (post.size() != 1 && post.size() != R) {
+    fail("the swarm leader of layer " + std::to_string(layer + 1) + " answered the sync round with "
+         + std::to_string(post.size()) + " states for " + std::to_string(R) + " replicas");
+    return;
+  }
+  if (outer_active() && velocity.w.size() == 0) {
+    fail("the swarm leader of layer " + std::to_string(layer + 1)
+         + " answered an outer round without the outer momentum");
+    return;
+  }
   result_.sync_bytes += bytes;
-  post_[layer] = std::move(post);
+  exchanged_[layer] = std::move(post);
+  if (outer_active())
+    outer_v_next_[layer] = std::move(velocity);
   if (v != fanout::verdict::complete || over())
     return;
-  // Every replica holds the same layers after the round: keep them, then apply.
-  auto shared = std::make_shared<const std::vector<layer_state>>(std::move(post_));
-  post_.clear();
-  snapshot_.assign(layout_.replicas(), shared);
-  commit_round();
+  // Keep the round's result (the rollback state), then apply it.
+  const std::size_t L = layout_.layers();
+  bool shared = true;
+  for (const auto& x : exchanged_)
+    shared = shared && x.size() == 1;
+  if (shared) { // every replica holds the same layers after the round
+    auto all = std::make_shared<std::vector<layer_state>>();
+    for (auto& x : exchanged_)
+      all->push_back(std::move(x.front()));
+    snapshot_.assign(R, std::move(all));
+  } else {
+    for (std::size_t r = 0; r < R; ++r) {
+      auto mine = std::make_shared<std::vector<layer_state>>();
+      for (std::size_t l = 0; l < L; ++l)
+        mine->push_back(exchanged_[l].size() == 1 ? exchanged_[l].front()
+                                                  : std::move(exchanged_[l][r]));
+      snapshot_[r] = std::move(mine);
+    }
+  }
+  exchanged_.clear();
+  if (outer_active())
+    outer_v_ = std::move(outer_v_next_);
+  if (scores_synced()) {
+    // The round counts from here; its curve point comes after the scoring,
+    // so the run state is published at the round's end.
+    ++result_.sync_rounds;
+    keep_round();
+  } else {
+    commit_round();
+  }
   start_apply();
 }
 
@@ -687,7 +824,7 @@ void run_machine::on_restored(std::uint64_t step, std::uint32_t layer, std::uint
     return;
   result_.sync_bytes += bytes;
   if (v == fanout::verdict::complete && !over())
-    resume_all();
+    after_apply();
 }
 
 void run_machine::finish() {
@@ -704,6 +841,11 @@ void run_machine::finish() {
     say("keeping the weights of the best validation pass (after " + std::to_string(best_samples_)
         + " samples)");
     result_.layers = best_layers_;
+    start_stats();
+    return;
+  }
+  if (scores_synced()) { // replica 0 holds the last round's result
+    result_.layers = *snapshot_.front();
     start_stats();
     return;
   }
@@ -815,8 +957,11 @@ void run_machine::lose(const std::vector<std::size_t>& actors, const std::string
     if (!rebalancing_)
       ++result_.recoveries;
     after_ = after_recovery::train;
-    if (phase_ == phase::sync_round && round_step_ == round_step::applying) {
-      after_ = after_recovery::apply; // the round's result is kept: finish applying it
+    if (phase_ == phase::sync_round
+        && (round_step_ == round_step::applying
+            || (round_step_ == round_step::scoring && scores_synced()))) {
+      // The round's result is kept: finish applying it (and score it again).
+      after_ = after_recovery::apply;
     } else if (phase_ == phase::sync_round || phase_ == phase::finishing) {
       // Undo the interrupted round; it runs again once every replica is back.
       result_.sync_rounds = mark_.sync_rounds;

@@ -1,6 +1,7 @@
 #include "nettorrent/slice_ops.hpp"
 
 #include "nettorrent/error.hpp"
+#include "nettorrent/outer.hpp"
 
 namespace nettorrent {
 
@@ -39,14 +40,13 @@ layer_state average_states(const std::vector<const layer_state*>& states) {
     throw error("average_states: no states");
   for (const auto* s : states)
     require_same_shape(*states[0], *s);
-  layer_state out = *states[0];
-  const float inv = 1.0f / static_cast<float>(states.size());
-  for (std::size_t i = 1; i < states.size(); ++i) {
-    out.params.w += states[i]->params.w;
-    out.params.b += states[i]->params.b;
-  }
-  out.params.w *= inv;
-  out.params.b *= inv;
+  layer_state out;
+  std::vector<const dense_params*> ps;
+  for (const auto* s : states)
+    ps.push_back(&s->params);
+  out.params = mean_params(ps);
+  out.w_state = states[0]->w_state;
+  out.b_state = states[0]->b_state;
   auto moments = [&](auto member_state, auto member_vec) {
     std::vector<const std::vector<float>*> xs;
     for (const auto* s : states)

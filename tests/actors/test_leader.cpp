@@ -1,5 +1,7 @@
-// The swarm leader on its own: sync rounds under `best`, `average` and
-// `none` over 3 replicas x 3 slices of real neuron slices, and `collect`.
+// The swarm leader on its own: sync rounds under `best`, `average`, `outer`
+// and `none` over 3 replicas x 3 slices of real neuron slices, and `collect`.
+// This file is compiled with -ffp-contract=off (tests/CMakeLists.txt), so the
+// outer step worked out here rounds every operation as the leader's does.
 #include "fixture.hpp"
 
 namespace actor_tests {
@@ -85,12 +87,14 @@ protected:
   /// sets every replica to it (the best one keeps its own under best).
   /// Returns the bytes read and written.
   std::uint64_t sync(const nt::swarm_leader_actor& leader, std::uint32_t best,
-                     nt::sync_policy policy) {
+                     nt::sync_policy policy, nt::outer_request outer = {},
+                     nt::exchange_result* result = nullptr) {
     const auto before = all_states();
     auto x = ask<nt::exchange_result>(leader, nt::atom::sync::value, best,
-                                      static_cast<std::uint8_t>(policy));
+                                      static_cast<std::uint8_t>(policy), std::move(outer));
     if (!x)
       return 0;
+    EXPECT_TRUE(x->post.size() == 1 || x->post.size() == R);
     const auto untouched = all_states();
     for (std::size_t r = 0; r < R; ++r)
       for (std::size_t i = 0; i < P; ++i)
@@ -99,7 +103,11 @@ protected:
     std::uint64_t bytes = x->bytes;
     for (std::uint32_t r = 0; r < R; ++r)
       if (policy != nt::sync_policy::best || r != best)
-        bytes += ask<std::uint64_t>(leader, nt::atom::restore::value, r, x->post).value_or(0);
+        bytes += ask<std::uint64_t>(leader, nt::atom::restore::value, r,
+                                    x->post.size() == 1 ? x->post.front() : x->post[r])
+                     .value_or(0);
+    if (result)
+      *result = std::move(*x);
     return bytes;
   }
 
@@ -180,6 +188,162 @@ TEST_F(Leader, AverageGivesEveryReplicaTheElementWiseMean) {
   EXPECT_TRUE(no_message_waiting());
 }
 
+/// An outer state for the whole layer (12 x 8) unlike any replica: theta
+/// near replica 0's weights, a momentum of mixed signs.
+nt::outer_request outer_of(const std::vector<nt::layer_state>& replica0, float eta, float mu,
+                           bool nesterov, bool average_moments) {
+  nt::outer_request o;
+  o.cfg = nt::outer_config{eta, mu, nesterov, average_moments};
+  o.state.theta = nt::glue_slices(replica0).params;
+  o.state.velocity = nt::zero_velocity(o.state.theta);
+  for (Eigen::Index k = 0; k < o.state.theta.w.size(); ++k) {
+    o.state.theta.w.data()[k] += 0.003f * static_cast<float>(k % 5) - 0.004f;
+    o.state.velocity.w.data()[k] = 0.002f * static_cast<float>((k % 9) - 4);
+  }
+  for (Eigen::Index k = 0; k < o.state.theta.b.size(); ++k) {
+    o.state.theta.b.data()[k] = 0.05f - 0.01f * static_cast<float>(k);
+    o.state.velocity.b.data()[k] = -0.001f * static_cast<float>(k);
+  }
+  return o;
+}
+
+/// The outer step worked out here on plain arrays, one rounded operation at
+/// a time: delta = theta - mean, v = mu v + delta, theta' = mean + (delta -
+/// eta (delta + mu v)) (Nesterov) or mean + (delta - eta v); mean = the sum
+/// in replica order times 1/3.
+void expected_outer(const std::vector<const float*>& replicas, float* theta, float* v,
+                    std::size_t n, float eta, float mu, bool nesterov) {
+  const float third = 1.0f / 3.0f;
+  for (std::size_t k = 0; k < n; ++k) {
+    float mean = replicas[0][k];
+    mean += replicas[1][k];
+    mean += replicas[2][k];
+    mean *= third;
+    const float delta = theta[k] - mean;
+    v[k] = mu * v[k] + delta;
+    const float move = nesterov ? delta - eta * (delta + mu * v[k]) : delta - eta * v[k];
+    theta[k] = mean + move;
+  }
+}
+
+class LeaderOuter : public Leader, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(LeaderOuter, OneRoundIsTheFormulaBitForBitAndKeepsEachReplicasMoments) {
+  const bool nesterov = GetParam();
+  spawn_slices(true);
+  auto leader = spawn_leader();
+  const auto before = all_states();
+  std::vector<nt::layer_state> whole; // every replica's layer, glued
+  for (const auto& rep : before)
+    whole.push_back(nt::glue_slices(rep));
+  const nt::outer_request req = outer_of(before[0], 0.7f, 0.9f, nesterov, false);
+  // Worked out here.
+  nt::dense_params theta = req.state.theta;
+  nt::dense_params v = req.state.velocity;
+  expected_outer({whole[0].params.w.data(), whole[1].params.w.data(), whole[2].params.w.data()},
+                 theta.w.data(), v.w.data(), static_cast<std::size_t>(theta.w.size()), 0.7f, 0.9f,
+                 nesterov);
+  expected_outer({whole[0].params.b.data(), whole[1].params.b.data(), whole[2].params.b.data()},
+                 theta.b.data(), v.b.data(), static_cast<std::size_t>(theta.b.size()), 0.7f, 0.9f,
+                 nesterov);
+  // Not trivially the mean or the old theta.
+  const auto avg = nt::mean_params({&whole[0].params, &whole[1].params, &whole[2].params});
+  EXPECT_FALSE(same_bits(theta.w, avg.w));
+  EXPECT_FALSE(same_bits(theta.w, req.state.theta.w));
+  nt::exchange_result x;
+  EXPECT_GT(sync(leader, 0, nt::sync_policy::outer, req, &x), 0u);
+  ASSERT_EQ(x.post.size(), R) << "local moments: one state per replica";
+  EXPECT_TRUE(same_bits(x.velocity.w, v.w));
+  EXPECT_TRUE(same_bits(x.velocity.b, v.b));
+  const auto after = all_states();
+  const auto cols = nt::split_columns(8, P);
+  for (std::size_t r = 0; r < R; ++r) {
+    EXPECT_TRUE(same_bits(x.post[r].params.w, theta.w)) << "replica " << r;
+    EXPECT_TRUE(same_bits(x.post[r].params.b, theta.b)) << "replica " << r;
+    // The replica's own Adam moments, untouched.
+    EXPECT_TRUE(same_bits(x.post[r].w_state.m, whole[r].w_state.m)) << "replica " << r;
+    EXPECT_TRUE(same_bits(x.post[r].w_state.v, whole[r].w_state.v)) << "replica " << r;
+    EXPECT_TRUE(same_bits(x.post[r].b_state.m, whole[r].b_state.m)) << "replica " << r;
+    for (std::size_t i = 0; i < P; ++i) {
+      nt::layer_state want = nt::cut_slice(whole[r], cols[i]);
+      want.params = nt::cut_slice(nt::layer_state{theta, {}, {}}, cols[i]).params;
+      expect_same_state(after[r][i], want,
+                        "replica " + std::to_string(r) + " slice " + std::to_string(i));
+    }
+  }
+  EXPECT_TRUE(no_message_waiting());
+}
+
+INSTANTIATE_TEST_SUITE_P(NesterovOrNot, LeaderOuter, ::testing::Bool());
+
+TEST_F(Leader, OuterWithRateOneAndNoMomentumIsAveragingTheWeights) {
+  spawn_slices(true);
+  auto leader = spawn_leader();
+  const auto before = all_states();
+  nt::exchange_result outer;
+  sync(leader, 0, nt::sync_policy::outer, outer_of(before[0], 1.0f, 0.0f, true, false), &outer);
+  ASSERT_EQ(outer.post.size(), R);
+  // Back to the states before, then the average policy on the same input.
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t i = 0; i < P; ++i)
+      EXPECT_TRUE(ask_ok(at(r, i), nt::atom::set_state::value, before[r][i]));
+  nt::exchange_result average;
+  sync(leader, 0, nt::sync_policy::average, {}, &average);
+  ASSERT_EQ(average.post.size(), 1u);
+  for (std::size_t r = 0; r < R; ++r) {
+    EXPECT_TRUE(same_bits(outer.post[r].params.w, average.post[0].params.w)) << "replica " << r;
+    EXPECT_TRUE(same_bits(outer.post[r].params.b, average.post[0].params.b)) << "replica " << r;
+  }
+  // ... while the moments stay each replica's (average takes their mean).
+  EXPECT_FALSE(same_bits(outer.post[0].w_state.m, average.post[0].w_state.m));
+}
+
+TEST_F(Leader, OuterCanAverageTheMomentsToo) {
+  spawn_slices(true);
+  auto leader = spawn_leader();
+  const auto before = all_states();
+  std::vector<nt::layer_state> whole;
+  for (const auto& rep : before)
+    whole.push_back(nt::glue_slices(rep));
+  nt::exchange_result x;
+  sync(leader, 0, nt::sync_policy::outer, outer_of(before[0], 0.7f, 0.9f, true, true), &x);
+  ASSERT_EQ(x.post.size(), 1u) << "one shared state";
+  const auto mean = nt::average_states({&whole[0], &whole[1], &whole[2]});
+  EXPECT_TRUE(same_bits(x.post[0].w_state.m, mean.w_state.m));
+  EXPECT_TRUE(same_bits(x.post[0].b_state.v, mean.b_state.v));
+  EXPECT_FALSE(same_bits(x.post[0].params.w, mean.params.w)) << "weights: the outer step's";
+  const auto after = all_states();
+  for (std::size_t i = 0; i < P; ++i)
+    expect_same_state(after[1][i], after[0][i], "slice " + std::to_string(i));
+}
+
+TEST_F(Leader, OuterRefusesABadOuterState) {
+  spawn_slices(false);
+  auto leader = spawn_leader();
+  const auto before = all_states();
+  const auto outer = static_cast<std::uint8_t>(nt::sync_policy::outer);
+  auto bad_rate = outer_of(before[0], 0.7f, 0.9f, true, false);
+  bad_rate.cfg.learning_rate = -1;
+  EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, outer, bad_rate),
+                  "out of range");
+  auto bad_momentum = outer_of(before[0], 0.7f, 1.0f, true, false);
+  EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, outer, bad_momentum),
+                  "out of range");
+  EXPECT_CONTAINS(
+      ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, outer, nt::outer_request{}),
+      "do not match");
+  auto wrong_shape = outer_of(before[0], 0.7f, 0.9f, true, false);
+  wrong_shape.state.theta.w.conservativeResize(12, 7);
+  wrong_shape.state.theta.b.conservativeResize(7);
+  wrong_shape.state.velocity = nt::zero_velocity(wrong_shape.state.theta);
+  EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, outer, wrong_shape),
+                  "outer state");
+  const auto after = all_states();
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t i = 0; i < P; ++i)
+      expect_same_state(after[r][i], before[r][i], "replica " + std::to_string(r));
+}
+
 TEST_F(Leader, NoneAndOneReplicaMoveNothing) {
   // Under none there is nothing to compute: the coordinator never asks,
   // and a leader that is asked refuses and changes nothing.
@@ -187,7 +351,7 @@ TEST_F(Leader, NoneAndOneReplicaMoveNothing) {
   auto leader = spawn_leader();
   const auto before = all_states();
   EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0},
-                            static_cast<std::uint8_t>(nt::sync_policy::none)),
+                            static_cast<std::uint8_t>(nt::sync_policy::none), nt::outer_request{}),
                   "nothing to exchange");
   const auto after = all_states();
   for (std::size_t r = 0; r < R; ++r)
@@ -199,9 +363,10 @@ TEST_F(Leader, SyncRefusesABadReplicaOrPolicy) {
   spawn_slices(false);
   auto leader = spawn_leader();
   EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{3},
-                            static_cast<std::uint8_t>(nt::sync_policy::best)),
+                            static_cast<std::uint8_t>(nt::sync_policy::best), nt::outer_request{}),
                   "bad replica or policy");
-  EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, std::uint8_t{7}),
+  EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, std::uint8_t{7},
+                            nt::outer_request{}),
                   "bad replica or policy");
   EXPECT_CONTAINS(ask_error(leader, nt::atom::collect::value, std::uint32_t{3}), "no such replica");
 }

@@ -235,5 +235,56 @@ TEST_F(Recovery, NonePolicyRollsBackToTheReplicasOwnState) {
       {nt::actor_key::slice_of(1, 1, 0)}, "policy none, slice r1 l1 i0");
 }
 
+// Policy outer: the rollback state is every replica's own state (its own
+// moments) and the outer momentum; the round scores the synced model after
+// applying it.
+TEST_F(Recovery, OuterPolicyASliceLostMidInterval) {
+  cfg.topology.policy = nt::sync_policy::outer;
+  expect_recovers_bit_identically(
+      [&] {
+        return phase() == machine::phase::training && rounds() >= 2
+               && !slice(1, 1, 0)->state.stash.empty();
+      },
+      {nt::actor_key::slice_of(1, 1, 0)}, "policy outer, slice r1 l1 i0");
+}
+
+TEST_F(Recovery, OuterPolicyASliceLostDuringTheExchange) {
+  cfg.topology.policy = nt::sync_policy::outer;
+  expect_recovers_bit_identically(
+      [&] {
+        return rounds() >= 1 && phase() == machine::phase::sync_round
+               && round_step() == machine::round_step::exchanging;
+      },
+      {nt::actor_key::slice_of(0, 2, 1)}, "policy outer, during the exchange");
+}
+
+TEST_F(Recovery, OuterPolicyASliceLostWhileTheSyncedModelIsScored) {
+  cfg.topology.policy = nt::sync_policy::outer;
+  expect_recovers_bit_identically(
+      [&] {
+        return rounds() >= 2 && phase() == machine::phase::sync_round
+               && round_step() == machine::round_step::scoring;
+      },
+      {nt::actor_key::slice_of(0, 0, 0)}, "policy outer, during the synced model's validation");
+}
+
+TEST_F(Recovery, OuterPolicyALeaderLostDuringTheExchange) {
+  cfg.topology.policy = nt::sync_policy::outer;
+  const nt::run_result ref = fault_free();
+  bool fired = false;
+  const nt::run_result r = run_with_fault(
+      [&] {
+        return rounds() >= 1 && phase() == machine::phase::sync_round
+               && round_step() == machine::round_step::exchanging;
+      },
+      {nt::actor_key::leader(0)}, fired);
+  ASSERT_TRUE(fired);
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_EQ(r.recoveries, 1u);
+  EXPECT_EQ(r.replicas_rolled_back, 0u) << "the outer state is the coordinator's, not the leader's";
+  for (std::size_t l = 0; l < r.layers.size(); ++l)
+    expect_same_state(r.layers[l], ref.layers[l], "layer " + std::to_string(l + 1));
+}
+
 } // namespace
 } // namespace actor_tests

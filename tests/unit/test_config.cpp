@@ -422,7 +422,18 @@ TEST_F(ConfigFiles, WholeConfigValidationNamesTheFile) {
   EXPECT_CONTAINS(msg, "model.layers");
   // validate_every skips scoring, which best needs to pick its winner.
   msg = config_error("[topology]\nsync_policy = \"best\"\nvalidate_every = 3\n");
-  EXPECT_CONTAINS(msg, "topology.validate_every = 3 needs sync_policy \"average\" or \"none\"");
+  EXPECT_CONTAINS(msg, "topology.validate_every = 3 needs sync_policy \"average\", \"outer\" or "
+                       "\"none\"");
+  // The outer optimizer's keys are checked like any other.
+  msg = config_error("[topology]\nouter_learning_rate = 0\n");
+  EXPECT_CONTAINS(msg, "topology.outer_learning_rate");
+  EXPECT_CONTAINS(msg, "out of range");
+  msg = config_error("[topology]\nouter_momentum = 1.0\n");
+  EXPECT_CONTAINS(msg, "topology.outer_momentum");
+  msg = config_error("[topology]\nouter_nesterov = 1\n");
+  EXPECT_CONTAINS(msg, "topology.outer_nesterov");
+  msg = config_error("[topology]\nsync_policy = \"dilocco\"\n");
+  EXPECT_CONTAINS(msg, "expected best, average, outer or none");
   msg = config_error("[topology]\nvalidate_every = 0\n");
   EXPECT_CONTAINS(msg, "topology.validate_every");
 }
@@ -436,6 +447,19 @@ TEST_F(ConfigFiles, KeysAddedLaterLeaveEarlierHashesAlone) {
   const nt::run_config k = nt::load_run_config({"--topology.validate_every=4"});
   EXPECT_CONTAINS(k.canonical(), "topology.validate_every=4\n");
   EXPECT_NE(k.hash(), c.hash());
+  // So are the outer optimizer's keys (policy outer came later).
+  for (const char* key : {"outer_learning_rate", "outer_momentum", "outer_nesterov",
+                          "outer_average_moments"})
+    EXPECT_EQ(c.canonical().find(std::string{"topology."} + key), std::string::npos) << key;
+  const nt::run_config o = nt::load_run_config(
+      {"--topology.sync_policy=outer", "--topology.outer_learning_rate=0.5",
+       "--topology.outer_momentum=0.8", "--topology.outer_nesterov=false",
+       "--topology.outer_average_moments=true"});
+  EXPECT_CONTAINS(o.canonical(), "topology.outer_learning_rate=0.5\n");
+  EXPECT_CONTAINS(o.canonical(), "topology.outer_momentum=0.8\n");
+  EXPECT_CONTAINS(o.canonical(), "topology.outer_nesterov=false\n");
+  EXPECT_CONTAINS(o.canonical(), "topology.outer_average_moments=true\n");
+  EXPECT_NE(o.hash(), nt::load_run_config({"--topology.sync_policy=outer"}).hash());
 }
 
 TEST_F(ConfigFiles, MissingFileAndCommandLineMistakes) {
@@ -663,6 +687,10 @@ TEST(RunConfigHash, CoversExactlyTheResultAffectingKeys) {
   // default (topology.validate_every: see KeysAddedLaterLeaveEarlierHashesAlone).
   nt::run_config c;
   c.topology.validate_every = 2;
+  c.topology.outer_learning_rate = 0.5f;
+  c.topology.outer_momentum = 0.5f;
+  c.topology.outer_nesterov = false;
+  c.topology.outer_average_moments = true;
   EXPECT_EQ(canonical_keys(c.canonical()), want);
 }
 

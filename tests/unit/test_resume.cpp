@@ -476,6 +476,30 @@ TEST_F(ResumeCli, TrainResumedFromARoundEndsAsTheStraightRunBitForBit) {
             line_with(straight.output, "test: accuracy"));
 }
 
+TEST_F(ResumeCli, TrainUnderOuterResumedFromARoundEndsAsTheStraightRunBitForBit) {
+  // The run checkpoint holds every replica's own moments and the outer momentum.
+  const std::vector<std::string> outer = {"--topology.sync_policy=outer"};
+  auto with = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), outer.begin(), outer.end());
+    return more;
+  };
+  const auto straight = run(train_args(path("a"), 2, with({"--training.checkpoint_every=3"})));
+  ASSERT_EQ(straight.code, 0) << straight.output;
+  EXPECT_CONTAINS(straight.output, "synced model");
+  const std::string from = path("a") + "/run-00000003.ckpt";
+  const auto resumed = run(train_args(path("b"), 2, with({"--resume=" + from})));
+  ASSERT_EQ(resumed.code, 0) << resumed.output;
+  EXPECT_EQ(read_file(path("b") + "/model.ckpt"), read_file(path("a") + "/model.ckpt"))
+      << "the resumed run's model differs from the straight run's";
+  EXPECT_EQ(curve_without_seconds(path("b") + "/curve.csv"),
+            curve_without_seconds(path("a") + "/curve.csv"));
+  // The same run without its outer momentum would differ: the checkpoint is
+  // refused by an average run (the config hash differs).
+  const auto other = run(train_args(path("c"), 2, {"--resume=" + from}));
+  EXPECT_NE(other.code, 0);
+  EXPECT_CONTAINS(other.output, "topology.sync_policy");
+}
+
 TEST_F(ResumeCli, TrainStoppedThenResumedWithMoreEpochsEndsAsTheLongerRun) {
   const auto longer = run(train_args(path("a"), 3));
   ASSERT_EQ(longer.code, 0) << longer.output;

@@ -143,6 +143,16 @@ void expect_same_state(const nt::run_state& a, const nt::run_state& b) {
     SCOPED_TRACE("model " + std::to_string(m));
     expect_same_layers(a.models[m], b.models[m]);
   }
+  ASSERT_EQ(a.outer_velocity.size(), b.outer_velocity.size());
+  for (std::size_t l = 0; l < a.outer_velocity.size(); ++l) {
+    const auto& x = a.outer_velocity[l];
+    const auto& y = b.outer_velocity[l];
+    ASSERT_EQ(x.w.rows(), y.w.rows());
+    ASSERT_EQ(x.w.cols(), y.w.cols());
+    ASSERT_EQ(x.b.size(), y.b.size());
+    EXPECT_EQ(std::memcmp(x.w.data(), y.w.data(), static_cast<std::size_t>(x.w.size()) * 4), 0);
+    EXPECT_EQ(std::memcmp(x.b.data(), y.b.data(), static_cast<std::size_t>(x.b.size()) * 4), 0);
+  }
   ASSERT_EQ(a.positions.size(), b.positions.size());
   for (std::size_t r = 0; r < a.positions.size(); ++r) {
     EXPECT_EQ(a.positions[r].epoch, b.positions[r].epoch);
@@ -184,6 +194,42 @@ TEST_F(RunCheckpoint, EveryFieldOfEveryReplicaIsBitExact) {
   nt::save_run_checkpoint(path("run.ckpt"), h, s);
   EXPECT_EQ(read_file(path("run.ckpt")), bytes);
   EXPECT_EQ(listing(), (std::vector<std::string>{"run.ckpt"}));
+}
+
+/// full_state() of a run under sync_policy outer: an outer momentum per
+/// layer (the trained layers' weights stand in for it, so it is non-trivial).
+nt::run_state outer_state() {
+  nt::run_state s = full_state();
+  for (const auto& l : trained_layers(6, 9))
+    s.outer_velocity.push_back(l.params);
+  return s;
+}
+
+TEST_F(RunCheckpoint, TheOuterMomentumIsBitExactAndAbsentForOtherPolicies) {
+  const nt::run_state s = outer_state();
+  nt::save_run_checkpoint(path("outer.ckpt"), header_for(s), s);
+  expect_same_state(nt::load_run_checkpoint(path("outer.ckpt")).state, s);
+  // Without one the file is byte for byte what it was before the section
+  // existed: the outer file is that plus the section.
+  nt::save_run_checkpoint(path("plain.ckpt"), header_for(full_state()), full_state());
+  const std::string plain = read_file(path("plain.ckpt"));
+  const std::string outer = read_file(path("outer.ckpt"));
+  std::size_t section = 1; // the flag
+  for (const auto& v : s.outer_velocity)
+    section += 2 * 16 + static_cast<std::size_t>(v.w.size() + v.b.size()) * 4;
+  EXPECT_EQ(outer.size(), plain.size() + section);
+  // A momentum of the wrong shape or count is refused, reading and writing.
+  nt::run_state bad = s;
+  bad.outer_velocity.pop_back();
+  EXPECT_CONTAINS(error_of([&] { nt::save_run_checkpoint(path("bad.ckpt"), header_for(bad), bad); }),
+                  "outer momentum of 1 layers, header has 2");
+  bad = s;
+  bad.outer_velocity[1].w.resize(8, 2);
+  bad.outer_velocity[1].b.resize(2);
+  nt::save_run_checkpoint(path("shape.ckpt"), header_for(bad), bad);
+  const std::string msg = error_of([&] { nt::load_run_checkpoint(path("shape.ckpt")); });
+  EXPECT_CONTAINS(msg, path("shape.ckpt"));
+  EXPECT_CONTAINS(msg, "the outer momentum of layer 1 has shape 8 x 2, the layer is 8 x 3");
 }
 
 TEST_F(RunCheckpoint, LoadCheckpointReadsReplicaZerosModel) {

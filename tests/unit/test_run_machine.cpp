@@ -16,6 +16,7 @@ namespace {
 
 using phase = nt::run_machine::phase;
 using step = nt::run_machine::round_step;
+using test_support::error_of;
 
 /// One command the machine issued.
 struct command {
@@ -34,6 +35,8 @@ public:
   std::vector<nt::round_summary> rounds;
   std::optional<nt::run_result> result;
   std::vector<nt::worker_position> seeks;
+  std::vector<nt::outer_state> outer_in; ///< the outer state of every exchange command
+  std::vector<nt::layer_state> restored; ///< the state of every restore command
   std::vector<nt::recovery_summary> recoveries;
   std::vector<std::shared_ptr<const nt::run_state>> saved;
   int finished_calls = 0;
@@ -52,14 +55,18 @@ public:
   void collect(std::uint64_t s, std::uint32_t l, std::uint32_t r) override {
     commands.push_back({"collect", s, {}, r, l});
   }
-  void exchange(std::uint64_t s, std::uint32_t l, std::uint32_t best, nt::sync_policy) override {
+  void exchange(std::uint64_t s, std::uint32_t l, std::uint32_t best, nt::sync_policy,
+                nt::outer_state o) override {
     commands.push_back({"exchange", s, {}, best, l});
+    outer_in.push_back(std::move(o));
   }
   void query_stats(std::uint64_t s, const nt::actor_key& a) override {
     commands.push_back({"stats", s, a});
   }
-  void restore(std::uint64_t s, std::uint32_t l, std::uint32_t r, const nt::layer_state&) override {
+  void restore(std::uint64_t s, std::uint32_t l, std::uint32_t r,
+               const nt::layer_state& st) override {
     commands.push_back({"restore", s, {}, r, l});
+    restored.push_back(st);
   }
   void pause(std::uint64_t s, std::uint32_t r) override { commands.push_back({"pause", s, {}, r}); }
   void seek(std::uint64_t s, std::uint32_t r, const nt::worker_position& p) override {
@@ -814,6 +821,213 @@ TEST_F(RunMachine, AResumedRunRestoresEveryReplicaBeforeTraining) {
   score({0.5, 0.6});
   EXPECT_EQ(m->result().sync_rounds, 4u) << "rounds continue from the checkpoint";
   EXPECT_EQ(m->result().curve.size(), 4u);
+}
+
+/// The outer-policy run of small_config(2): keep_best, a run checkpoint
+/// every round.
+nt::run_config outer_config() {
+  auto c = small_config(2);
+  c.topology.policy = nt::sync_policy::outer;
+  c.training.keep_best = true;
+  c.training.checkpoint_every = 1;
+  return c;
+}
+
+class OuterRunMachine : public RunMachine {
+protected:
+  /// Answers every pending exchange as an outer leader: replica r's state
+  /// of layer l is some_layer(base + 10 r + l), the new momentum
+  /// some_layer(vel + l).
+  void outer_exchange_all(float base, float vel) {
+    for (const auto& e : rec.take("exchange")) {
+      std::vector<nt::layer_state> post;
+      for (std::size_t r = 0; r < 2; ++r)
+        post.push_back(some_layer(base + 10.0f * static_cast<float>(r) + static_cast<float>(e.layer)));
+      m->on_exchanged(e.step, e.layer, std::move(post),
+                      some_layer(vel + static_cast<float>(e.layer)).params, 1);
+    }
+  }
+  void restore_all() {
+    for (const auto& r : rec.take("restore"))
+      m->on_restored(r.step, r.layer, r.replica, 1);
+  }
+};
+
+TEST_F(OuterRunMachine, ExchangesFirstThenScoresTheSyncedModelOnce) {
+  make(outer_config());
+  start();
+  rec.take("resume");
+  barrier_all(500, false);
+  EXPECT_TRUE(rec.take("validate").empty()) << "no replica is scored before the exchange";
+  EXPECT_EQ(m->current_round_step(), step::exchanging);
+  ASSERT_EQ(rec.outer_in.size(), 2u) << "one outer state per layer";
+  // Round 1: theta is the initial weights, the momentum zero.
+  const auto geo = nt::model_geometry(cfg.model);
+  for (std::size_t l = 0; l < 2; ++l) {
+    const auto init = nt::init_dense(cfg.training.seed, geo[l]);
+    EXPECT_TRUE(rec.outer_in[l].theta.w == init.w) << "layer " << l;
+    EXPECT_EQ(rec.outer_in[l].velocity.w.rows(), init.w.rows());
+    EXPECT_EQ(rec.outer_in[l].velocity.w.cols(), init.w.cols());
+    EXPECT_EQ(rec.outer_in[l].velocity.w.cwiseAbs().maxCoeff(), 0.0f);
+  }
+  outer_exchange_all(100, 0.5f);
+  EXPECT_EQ(m->current_round_step(), step::applying);
+  auto restores = rec.take("restore");
+  ASSERT_EQ(restores.size(), 4u) << "every replica takes its own state";
+  for (std::size_t k = 0; k < restores.size(); ++k)
+    EXPECT_EQ(rec.restored[k].params.w(0, 0),
+              100.0f + 10.0f * static_cast<float>(restores[k].replica)
+                  + static_cast<float>(restores[k].layer));
+  EXPECT_TRUE(rec.saved.empty()) << "the run state waits for the round's score";
+  for (const auto& r : restores)
+    m->on_restored(r.step, r.layer, r.replica, 1);
+  EXPECT_EQ(m->current_round_step(), step::scoring);
+  auto v = rec.take("validate");
+  ASSERT_EQ(v.size(), 1u) << "the synced model is scored once";
+  EXPECT_EQ(v[0].replica, 0u);
+  m->on_scored(v[0].step, 0, nt::replica_score{0.4, 0.8});
+  EXPECT_EQ(m->current_phase(), phase::training);
+  ASSERT_EQ(rec.rounds.size(), 1u);
+  EXPECT_TRUE(rec.rounds[0].synced);
+  EXPECT_EQ(rec.rounds[0].round, 1u);
+  EXPECT_EQ(m->result().sync_rounds, 1u);
+  ASSERT_EQ(rec.saved.size(), 1u);
+  const auto& st = *rec.saved[0];
+  EXPECT_EQ(st.round, 1u);
+  ASSERT_EQ(st.curve.size(), 1u) << "the checkpoint has the round's curve point";
+  EXPECT_DOUBLE_EQ(st.curve[0].validation_accuracy, 0.8);
+  ASSERT_EQ(st.models.size(), 2u) << "replicas keep their own moments: one model each";
+  EXPECT_EQ(st.models[1][0].params.w(0, 0), 110.0f);
+  ASSERT_EQ(st.outer_velocity.size(), 2u);
+  EXPECT_EQ(st.outer_velocity[1].w(0, 0), 1.5f);
+  ASSERT_EQ(st.best_layers.size(), 2u) << "keep_best: the synced model";
+  EXPECT_EQ(st.best_layers[1].params.w(0, 0), 101.0f);
+  // Round 2 starts from round 1's result.
+  rec.take("resume");
+  rec.outer_in.clear();
+  barrier_all(1000, true);
+  ASSERT_EQ(rec.outer_in.size(), 2u);
+  EXPECT_EQ(rec.outer_in[1].theta.w(0, 0), 101.0f);
+  EXPECT_EQ(rec.outer_in[1].velocity.w(0, 0), 1.5f);
+  outer_exchange_all(200, 2.0f);
+  restore_all();
+  v = rec.take("validate");
+  ASSERT_EQ(v.size(), 1u);
+  m->on_scored(v[0].step, 0, nt::replica_score{0.5, 0.7}); // worse: the best pass stays
+  EXPECT_EQ(m->current_phase(), phase::finishing);
+  EXPECT_TRUE(rec.take("collect").empty()) << "the final model is in hand";
+  answer_stats();
+  ASSERT_TRUE(rec.result);
+  ASSERT_TRUE(rec.result->ok) << rec.result->error;
+  ASSERT_EQ(rec.result->layers.size(), 2u);
+  EXPECT_EQ(rec.result->layers[0].params.w(0, 0), 100.0f) << "keep_best: round 1's model";
+  ASSERT_TRUE(rec.result->end_state);
+  EXPECT_EQ(rec.result->end_state->outer_velocity[0].w(0, 0), 2.0f);
+  EXPECT_EQ(rec.result->end_state->round, 2u);
+}
+
+TEST_F(OuterRunMachine, AnInterruptedRoundKeepsTheLastMomentumAndScoresOnce) {
+  make(outer_config());
+  start();
+  rec.take("resume");
+  barrier_all(500, false);
+  outer_exchange_all(100, 0.5f);
+  restore_all();
+  auto v = rec.take("validate");
+  ASSERT_EQ(v.size(), 1u);
+  m->on_scored(v[0].step, 0, nt::replica_score{0.4, 0.8});
+  rec.take("resume");
+  // Round 2: one layer answers, then replica 1 loses a slice.
+  rec.outer_in.clear();
+  barrier_all(1000, false);
+  auto ex = rec.take("exchange");
+  ASSERT_EQ(ex.size(), 2u);
+  m->on_exchanged(ex[0].step, 0, {some_layer(7.0f), some_layer(7.0f)}, some_layer(9.0f).params, 1);
+  m->on_lost(nt::actor_key::slice_of(1, 1, 0), "remote_link_unreachable");
+  recover(*m, rec, 900);
+  EXPECT_EQ(m->result().sync_rounds, 1u) << "round 2 is undone";
+  rec.take("resume");
+  barrier_all_at(1000, false, {1});
+  ASSERT_EQ(rec.outer_in.size(), 4u) << "round 2 asked again";
+  EXPECT_EQ(rec.outer_in[2].velocity.w(0, 0), 0.5f) << "the kept momentum, not the undone one";
+  EXPECT_EQ(rec.outer_in[2].theta.w(0, 0), 100.0f);
+  outer_exchange_all(200, 1.0f);
+  restore_all();
+  // A loss while the synced model is scored: the round's result is kept,
+  // applied again and scored again, and counted once.
+  v = rec.take("validate");
+  ASSERT_EQ(v.size(), 1u);
+  m->on_lost(nt::actor_key::relay(1, 1), "remote_link_unreachable");
+  recover(*m, rec, 1000);
+  EXPECT_EQ(m->result().sync_rounds, 2u);
+  restore_all(); // applying the kept result again
+  auto again = rec.take("validate");
+  ASSERT_EQ(again.size(), 1u) << "scored again";
+  m->on_scored(v[0].step, 0, nt::replica_score{0.1, 0.99}); // the old step: late
+  EXPECT_EQ(m->late_replies(), 1u);
+  m->on_scored(again[0].step, 0, nt::replica_score{0.3, 0.85});
+  EXPECT_EQ(m->current_phase(), phase::training);
+  EXPECT_EQ(m->result().curve.size(), 2u);
+  EXPECT_EQ(m->result().sync_rounds, 2u);
+  ASSERT_FALSE(rec.saved.empty());
+  EXPECT_EQ(rec.saved.back()->round, 2u);
+  EXPECT_EQ(rec.saved.back()->outer_velocity[0].w(0, 0), 1.0f);
+}
+
+TEST_F(OuterRunMachine, ValidateEverySkipsTheScoreButNotTheExchange) {
+  auto c = outer_config();
+  c.topology.validate_every = 2;
+  make(c);
+  start();
+  rec.take("resume");
+  barrier_all(500, false);
+  outer_exchange_all(100, 0.5f);
+  restore_all();
+  EXPECT_TRUE(rec.take("validate").empty()) << "round 1 is not scored";
+  EXPECT_EQ(m->current_phase(), phase::training);
+  EXPECT_EQ(m->result().sync_rounds, 1u);
+  ASSERT_EQ(rec.saved.size(), 1u) << "its checkpoint is written all the same";
+  EXPECT_TRUE(rec.saved[0]->curve.empty());
+  rec.take("resume");
+  barrier_all(1000, false);
+  outer_exchange_all(200, 1.0f);
+  restore_all();
+  EXPECT_EQ(rec.take("validate").size(), 1u) << "round 2 is";
+}
+
+TEST_F(OuterRunMachine, AResumeTakesTheMomentumFromTheRunCheckpoint) {
+  auto c = outer_config();
+  nt::run_state st = nt::initial_run_state(c, 2);
+  st.models.push_back({some_layer(4.0f), some_layer(5.0f)});
+  st.round = 3;
+  make(c);
+  EXPECT_CONTAINS(error_of([&] { m->resume_from(st); }), "no outer momentum");
+  st.outer_velocity = {some_layer(0.25f).params};
+  EXPECT_CONTAINS(error_of([&] { m->resume_from(st); }), "outer momentum of 1 layers");
+  st.outer_velocity.push_back(some_layer(0.75f).params);
+  st.outer_velocity[1].w.conservativeResize(2, 1);
+  EXPECT_CONTAINS(error_of([&] { m->resume_from(st); }), "layer 2 does not match");
+  st.outer_velocity[1] = some_layer(0.75f).params;
+  m->resume_from(st);
+  register_all();
+  for (const auto& w : rec.take("wire"))
+    m->on_wired(w.step, w.key);
+  m->on_run_requested();
+  restore_all();
+  for (const auto& sk : rec.take("seek"))
+    m->on_seeked(sk.step, sk.replica);
+  ASSERT_EQ(m->current_phase(), phase::training);
+  barrier_all(500, false);
+  ASSERT_EQ(rec.outer_in.size(), 2u);
+  EXPECT_EQ(rec.outer_in[1].velocity.w(0, 0), 0.75f);
+  EXPECT_EQ(rec.outer_in[1].theta.w(0, 0), 5.0f);
+  // An average run refuses a checkpoint with an outer momentum.
+  auto a = small_config(2);
+  nt::run_state sa = nt::initial_run_state(a, 2);
+  sa.models.push_back({some_layer(4.0f), some_layer(5.0f)});
+  sa.outer_velocity = st.outer_velocity;
+  nt::run_machine other(a, rec, [] { return 0.0; });
+  EXPECT_CONTAINS(error_of([&] { other.resume_from(sa); }), "sync_policy is average");
 }
 
 TEST_F(RunMachine, DivergenceEndsTheRunAndUnexpectedBarriersAreIgnored) {
