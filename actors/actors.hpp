@@ -124,8 +124,10 @@ using shard_worker_actor = batch_sink_actor::extend<
     /// Moves a fresh worker to `position` (a replica rolled back to its last
     /// sync round); the pipeline must be empty.
     caf::replies_to<atom::seek, worker_position>::with<atom::ok>,
-    /// Scores the replica on the validation subset (pipeline must be drained).
-    caf::replies_to<atom::validate>::with<replica_score>,
+    /// Scores the replica on part `part` of `parts` equal, contiguous parts of
+    /// the validation subset (1 part: all of it; pipeline must be drained).
+    caf::replies_to<atom::validate, std::uint32_t /*part*/,
+                    std::uint32_t /*parts*/>::with<replica_score>,
     /// Returns the dropped- and stale-message counters.
     caf::replies_to<atom::stats>::with<drop_stats>>;
 

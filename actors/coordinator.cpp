@@ -122,10 +122,11 @@ public:
     self_->send(handle<shard_worker_actor>(actor_key::worker(replica)), atom::resume::value);
   }
 
-  void validate(std::uint64_t step, std::uint32_t replica) override {
+  void validate(std::uint64_t step, std::uint32_t replica, std::uint32_t part,
+                std::uint32_t parts) override {
     self_
         ->request(handle<shard_worker_actor>(actor_key::worker(replica)), caf::infinite,
-                  atom::validate::value)
+                  atom::validate::value, part, parts)
         .then([s = self_, step,
                replica](replica_score& x) { s->state.machine->on_scored(step, replica, x); },
               failure_handler(self_, "validation pass"));

@@ -171,7 +171,8 @@ typename Inspector::result_type inspect(Inspector& f, layer_state& s) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, replica_score& s) {
-  return f(caf::meta::type_name("replica_score"), s.loss, s.accuracy);
+  return f(caf::meta::type_name("replica_score"), s.loss, s.accuracy, s.loss_sum, s.correct,
+           s.samples);
 }
 
 /// What a slice reports about itself.

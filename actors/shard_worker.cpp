@@ -147,9 +147,10 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
         s.eval_loss += loss_sum;
         s.eval_correct += correct;
         if (s.eval_pending.empty()) {
-          const auto n = static_cast<double>(s.spec.validation.size());
-          s.eval_promise.deliver(
-              replica_score{s.eval_loss / n, static_cast<double>(s.eval_correct) / n});
+          const auto n = static_cast<double>(s.eval_samples);
+          s.eval_promise.deliver(replica_score{s.eval_loss / n,
+                                               static_cast<double>(s.eval_correct) / n,
+                                               s.eval_loss, s.eval_correct, s.eval_samples});
         }
       },
       [=](atom::wire, input_relay_actor input, loss_relay_actor loss_relay,
@@ -195,16 +196,24 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
         s.loss_samples = 0;
         return atom::ok::value;
       },
-      [=](atom::validate) -> caf::result<replica_score> {
+      [=](atom::validate, std::uint32_t part,
+          std::uint32_t parts) -> caf::result<replica_score> {
         auto& s = self->state;
         if (!s.in_flight.empty() || !s.awaiting_loss.empty() || !s.eval_pending.empty())
           return caf::make_error(caf::sec::invalid_argument,
                                  "validate: the pipeline is not drained");
+        const auto& v = s.spec.validation;
+        if (parts == 0 || part >= parts || parts > v.size())
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "validate: part " + std::to_string(part) + " of "
+                                     + std::to_string(parts) + " of " + std::to_string(v.size())
+                                     + " validation samples");
         s.eval_loss = 0;
         s.eval_correct = 0;
-        const auto& v = s.spec.validation;
-        for (std::size_t start = 0; start < v.size(); start += s.spec.eval_batch_size) {
-          const std::size_t n = std::min(s.spec.eval_batch_size, v.size() - start);
+        const column_range range = split_columns(v.size(), parts)[part];
+        s.eval_samples = range.size();
+        for (std::size_t start = range.begin; start < range.end; start += s.spec.eval_batch_size) {
+          const std::size_t n = std::min(s.spec.eval_batch_size, range.end - start);
           const std::uint64_t id = s.next_batch++;
           s.eval_pending.insert(id);
           send_batch(self, id, false, v.data() + start, n);

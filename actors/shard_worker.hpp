@@ -59,6 +59,7 @@ struct shard_worker_state {
   std::unordered_set<std::uint64_t> eval_pending;
   double eval_loss = 0;
   std::uint64_t eval_correct = 0;
+  std::uint64_t eval_samples = 0; ///< samples of the validation pass in progress
   caf::typed_response_promise<replica_score> eval_promise;
 };
 

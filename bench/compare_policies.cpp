@@ -1,7 +1,8 @@
-// The seed's claim, measured: the weight-sharing policies best, average and
-// none for R = 1, 2, 4 replicas and two sync intervals, next to the
-// centralised trainer, on the same data, model and number of epochs.
-// Prints a table (test accuracy, time to a validation accuracy, samples/s)
+// The seed's claim, measured: the weight-sharing policies best, average,
+// outer and none for R = 2, 4 replicas (and one replica, where there is
+// nothing to share) and two sync intervals, next to the centralised trainer,
+// on the same data, model and number of epochs. Prints a table (test
+// accuracy, time and training samples to a validation accuracy, samples/s)
 // and writes it as CSV.
 //
 // Every run validates on the whole validation split (5000 samples); the
@@ -10,6 +11,7 @@
 //
 // usage: compare_policies [--epochs=N] [--target=0.88] [--csv=PATH] [--seed=N]
 #include <cstdio>
+#include <utility>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -32,12 +34,14 @@ struct row {
   std::size_t sync_every = 0;
   double test_accuracy = 0;
   double time_to_target = -1; ///< seconds, from the learning curve; -1 = never
+  double samples_to_target = -1; ///< training samples (all replicas) by then; -1 = never
   double seconds = 0;
   double samples_per_second = 0;
 };
 
-/// First time the curve's validation accuracy reaches `target`.
-double time_to(const std::string& curve_csv, double target) {
+/// The curve's first point whose validation accuracy reaches `target`:
+/// its seconds and its training samples ({-1, -1}: never).
+std::pair<double, double> time_to(const std::string& curve_csv, double target) {
   std::ifstream in{curve_csv};
   std::string line;
   std::getline(in, line); // header
@@ -48,9 +52,9 @@ double time_to(const std::string& curve_csv, double target) {
     while (std::getline(ss, x, ','))
       f.push_back(x);
     if (f.size() == 6 && std::stod(f[5]) >= target)
-      return std::stod(f[2]);
+      return {std::stod(f[2]), std::stod(f[1])};
   }
-  return -1;
+  return {-1, -1};
 }
 
 nt::run_config base(std::size_t epochs, std::uint64_t seed, const std::string& dir) {
@@ -95,14 +99,18 @@ int main(int argc, char** argv) {
       cfg.training.eval_every = 2 * sync_values[0];
       std::ostringstream sink;
       const nt::run_result s = nt::run_centralised(cfg, sink);
-      rows.push_back({"centralised", "-", 1, cfg.training.eval_every, s.test.accuracy,
-                      time_to(s.curve_path, target), s.seconds, s.samples_per_second});
+      const auto [t, n] = time_to(s.curve_path, target);
+      rows.push_back({"centralised", "-", 1, cfg.training.eval_every, s.test.accuracy, t, n,
+                      s.seconds, s.samples_per_second});
       std::fprintf(stderr, "centralised done\n");
     }
     for (std::size_t replicas : {1, 2, 4})
       for (std::size_t sync : sync_values)
-        for (auto policy :
-             {nt::sync_policy::best, nt::sync_policy::average, nt::sync_policy::none}) {
+        for (auto policy : {nt::sync_policy::best, nt::sync_policy::average,
+                            nt::sync_policy::outer, nt::sync_policy::none}) {
+          // One replica has nothing to share: every policy is the same run.
+          if (replicas == 1 && policy != nt::sync_policy::none)
+            continue;
           nt::run_config cfg = base(epochs, seed, dir);
           cfg.topology.replicas = replicas;
           cfg.topology.sync_every = sync;
@@ -111,31 +119,38 @@ int main(int argc, char** argv) {
           const nt::run_result r = nt::run_embedded(cfg, sink, false);
           if (!r.ok)
             throw std::runtime_error(r.error);
-          rows.push_back({"actors", std::string{nt::to_string(policy)}, replicas, sync,
-                          r.test.accuracy, time_to(r.curve_path, target), r.seconds,
+          const auto [t, n] = time_to(r.curve_path, target);
+          rows.push_back({"actors", replicas == 1 ? "-" : std::string{nt::to_string(policy)},
+                          replicas, sync, r.test.accuracy, t, n, r.seconds,
                           r.samples_per_second});
           std::fprintf(stderr, "R=%zu sync_every=%zu %s done\n", replicas, sync,
                        std::string{nt::to_string(policy)}.c_str());
         }
-    std::printf("cpu: %s (%s), %zu epochs, seed %llu, Adam lr 1e-3, batch 64, max_in_flight 2\n",
+    const nt::run_config shown = base(epochs, seed, dir);
+    std::printf("cpu: %s (%s), %zu epochs, seed %llu, %s lr %g, batch %zu, max_in_flight %zu\n",
                 nt::bench::cpu_model().c_str(), nt::bench::cpu_isa().c_str(), epochs,
-                static_cast<unsigned long long>(seed));
-    std::printf("| run | policy | R | sync_every | test acc | time to %.0f%% val acc | run time | "
-                "samples/s |\n",
+                static_cast<unsigned long long>(seed),
+                std::string{nt::to_string(shown.optimizer.kind)}.c_str(),
+                static_cast<double>(shown.optimizer.learning_rate), shown.training.batch_size,
+                shown.topology.max_in_flight);
+    std::printf("| run | policy | R | sync_every | test acc | time to %.0f%% val acc | samples by "
+                "then | run time | samples/s |\n",
                 target * 100);
-    std::printf("|---|---|---|---|---|---|---|---|\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|\n");
     for (const auto& r : rows)
-      std::printf("| %s | %s | %zu | %zu | %.4f | %s | %s | %.0f |\n", r.name.c_str(),
+      std::printf("| %s | %s | %zu | %zu | %.4f | %s | %s | %s | %.0f |\n", r.name.c_str(),
                   r.policy.c_str(), r.replicas, r.sync_every, r.test_accuracy,
                   r.time_to_target < 0 ? "never" : nt::format_duration(r.time_to_target).c_str(),
+                  r.samples_to_target < 0 ? "-" : std::to_string(static_cast<long long>(
+                                                      r.samples_to_target)).c_str(),
                   nt::format_duration(r.seconds).c_str(), r.samples_per_second);
     nt::write_file_atomically(csv, [&](std::ostream& os) {
-      os << "run,policy,replicas,sync_every,test_accuracy,time_to_target_s,seconds,samples_per_"
-            "second\n";
+      os << "run,policy,replicas,sync_every,test_accuracy,time_to_target_s,samples_to_target,"
+            "seconds,samples_per_second\n";
       for (const auto& r : rows)
         os << r.name << ',' << r.policy << ',' << r.replicas << ',' << r.sync_every << ','
-           << r.test_accuracy << ',' << r.time_to_target << ',' << r.seconds << ','
-           << r.samples_per_second << '\n';
+           << r.test_accuracy << ',' << r.time_to_target << ',' << r.samples_to_target << ','
+           << r.seconds << ',' << r.samples_per_second << '\n';
     });
     std::printf("wrote %s\n", csv.c_str());
     return 0;

@@ -77,7 +77,7 @@ struct topology_config {
   std::size_t max_in_flight = 1;
   /// Samples per replica between sync rounds.
   std::size_t sync_every = 5000;
-  sync_policy policy = sync_policy::average;
+  sync_policy policy = sync_policy::outer;
   /// Validation samples used to score replicas in a sync round (0 = the whole
   /// validation split).
   std::size_t validation_subset = 0;

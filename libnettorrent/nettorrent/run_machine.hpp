@@ -149,8 +149,10 @@ public:
   virtual void wire(std::uint64_t step, const actor_key& a) = 0;
   /// Let replica r's shard worker feed until its next sync point.
   virtual void resume(std::uint32_t replica) = 0;
-  /// Score replica r on the validation subset.
-  virtual void validate(std::uint64_t step, std::uint32_t replica) = 0;
+  /// Score replica r on part `part` of `parts` of the validation subset
+  /// (one part: all of it).
+  virtual void validate(std::uint64_t step, std::uint32_t replica, std::uint32_t part,
+                        std::uint32_t parts) = 0;
   /// Have layer l's leader gather replica r's slices into one layer.
   virtual void collect(std::uint64_t step, std::uint32_t layer, std::uint32_t replica) = 0;
   /// Have layer l's leader compute the exchange (policy, best replica; under
@@ -387,7 +389,8 @@ private:
   }
   /// The round exchanges first and then scores the synced model once (every
   /// replica holds the same weights after it), instead of scoring every
-  /// replica to pick a winner first.
+  /// replica to pick a winner first; replica r scores part r of R of the
+  /// validation subset, so the pass runs on every replica's core.
   bool scores_synced() const noexcept { return outer_active(); }
   bool score_this_round_ = true; ///< scores_synced(): validate_every picks this round
   std::vector<std::uint32_t> incarnation_;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "nettorrent/checkpoint.hpp"
@@ -12,14 +13,22 @@
 
 namespace nettorrent {
 
-/// A replica's score in a sync round.
+/// A replica's score in a sync round (or a part of the validation subset's).
 struct replica_score {
-  double loss = 0;     ///< mean validation loss
-  double accuracy = 0; ///< validation accuracy
+  double loss = 0;          ///< mean validation loss
+  double accuracy = 0;      ///< validation accuracy
+  double loss_sum = 0;      ///< summed validation loss
+  std::uint64_t correct = 0; ///< samples classified correctly
+  std::uint64_t samples = 0; ///< samples scored
 };
 
 /// The replica with the lowest loss; ties go to the lowest replica id.
 std::size_t pick_best(const std::vector<replica_score>& scores);
+
+/// The score of one model from the scores of disjoint parts of the
+/// validation subset (in part order): summed losses and counts over all
+/// samples. Throws nettorrent::error when no sample was scored.
+replica_score combine_parts(const std::vector<replica_score>& parts);
 
 /// Element-wise mean of weights and optimizer moments, summed in the order
 /// given (callers pass replica-id order). Step counters must be equal and

@@ -510,7 +510,7 @@ void run_machine::start_round() {
   const std::uint64_t step = next_step_++;
   scores_.start(step, layout_.replicas());
   for (std::size_t r = 0; r < layout_.replicas(); ++r)
-    backend_.validate(step, static_cast<std::uint32_t>(r));
+    backend_.validate(step, static_cast<std::uint32_t>(r), 0, 1);
 }
 
 void run_machine::on_scored(std::uint64_t step, std::uint32_t replica, const replica_score& s) {
@@ -526,6 +526,8 @@ void run_machine::on_scored(std::uint64_t step, std::uint32_t replica, const rep
 void run_machine::scored() {
   const auto& tc = cfg_.training;
   const bool synced = scores_synced(); // the round was counted at its exchange
+  if (synced) // the replicas scored parts of the subset on the same model
+    scores_v_ = {combine_parts(scores_v_)};
   best_ = static_cast<std::uint32_t>(pick_best(scores_v_));
   const double acc = scores_v_[best_].accuracy;
   const std::uint64_t before = synced ? result_.sync_rounds - 1 : result_.sync_rounds;
@@ -689,10 +691,13 @@ void run_machine::after_apply() {
     return;
   }
   step_to(round_step::scoring);
-  scores_v_.assign(1, replica_score{});
+  const std::size_t R = layout_.replicas();
+  scores_v_.assign(R, replica_score{});
   const std::uint64_t step = next_step_++;
-  scores_.start(step, 1);
-  backend_.validate(step, 0);
+  scores_.start(step, R);
+  for (std::size_t r = 0; r < R; ++r)
+    backend_.validate(step, static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(r),
+                      static_cast<std::uint32_t>(R));
 }
 
 void run_machine::end_synced_round() {

@@ -15,6 +15,21 @@ std::size_t pick_best(const std::vector<replica_score>& scores) {
   return best;
 }
 
+replica_score combine_parts(const std::vector<replica_score>& parts) {
+  replica_score out;
+  for (const auto& p : parts) {
+    out.loss_sum += p.loss_sum;
+    out.correct += p.correct;
+    out.samples += p.samples;
+  }
+  if (out.samples == 0)
+    throw error("combine_parts: no validation sample was scored");
+  const auto n = static_cast<double>(out.samples);
+  out.loss = out.loss_sum / n;
+  out.accuracy = static_cast<double>(out.correct) / n;
+  return out;
+}
+
 namespace {
 
 void require_same_shape(const layer_state& a, const layer_state& b) {

@@ -38,10 +38,30 @@ fake_input_relay(nt::input_relay_actor::pointer self,
   };
 }
 
+/// Stands in for the input relay during validation passes: records each
+/// forward's batch id and rows (never a training batch).
+nt::input_relay_actor::behavior_type
+validation_input_relay(nt::input_relay_actor::pointer self,
+                       std::shared_ptr<std::vector<std::pair<std::uint64_t, long>>> fed) {
+  fail_on_unexpected(self, "validation input relay");
+  return {
+      [=](nt::atom::forward, std::uint32_t, std::uint64_t batch, bool train,
+          const nt::shared_matrix& x) {
+        EXPECT_FALSE(train);
+        fed->emplace_back(batch, static_cast<long>(x.get().rows()));
+      },
+      [=](nt::atom::ack, std::uint32_t, std::uint64_t, std::uint32_t) { ADD_FAILURE(); },
+      [=](nt::atom::wire, std::vector<nt::neuron_slice_actor>&, nt::batch_sink_actor) {
+        return nt::atom::ok::value;
+      },
+      [=](nt::atom::stats) -> nt::drop_stats { return {}; },
+  };
+}
+
 /// Stands in for the loss relay as seen by a shard worker (labels of
-/// incarnation `inc`).
+/// incarnation `inc`, `rows` per batch; 0: any).
 nt::loss_relay_actor::behavior_type fake_loss_relay(nt::loss_relay_actor::pointer self,
-                                                    std::uint32_t inc) {
+                                                    std::uint32_t inc, std::size_t rows) {
   fail_on_unexpected(self, "fake loss relay");
   auto unexpected = [](const char* what) {
     ADD_FAILURE() << "fake loss relay received an unexpected " << what << " message";
@@ -51,7 +71,8 @@ nt::loss_relay_actor::behavior_type fake_loss_relay(nt::loss_relay_actor::pointe
           const nt::shared_matrix&) { unexpected("block"); },
       [=](nt::atom::labels, std::uint32_t incarnation, std::uint64_t, bool, nt::label_batch& ys) {
         EXPECT_EQ(incarnation, inc);
-        EXPECT_EQ(ys.data.size(), 8u);
+        if (rows > 0)
+          EXPECT_EQ(ys.data.size(), rows);
       },
       [=](nt::atom::wire, std::vector<nt::neuron_slice_actor>&, nt::batch_sink_actor) {
         unexpected("wire");
@@ -91,7 +112,7 @@ protected:
     w.incarnation = inc;
     worker = spawn(nt::shard_worker, w);
     auto input = spawn(fake_input_relay, fed, inc);
-    auto loss = spawn(fake_loss_relay, inc);
+    auto loss = spawn(fake_loss_relay, inc, std::size_t{8});
     auto coord = spawn(fake_coordinator, reports);
     EXPECT_TRUE(ask_ok(worker, nt::atom::wire::value, input, loss, nt::barrier_sink_actor{coord}));
   }
@@ -194,6 +215,54 @@ TEST_F(StaleWorker, StaleDoneAndLossAreDroppedAndTheBatchesCompleteAsWithout) {
   const nt::drop_stats c = counts();
   EXPECT_EQ(c.dropped, 0u) << "stale messages are not malformed ones";
   EXPECT_EQ(c.stale, 5u);
+  EXPECT_TRUE(no_message_waiting());
+}
+
+TEST_F(Worker, AValidationPartScoresItsShareOfTheSubsetAndReportsCounts) {
+  // Policy outer scores the synced model once: replica r takes part r of R.
+  auto fed_eval = std::make_shared<std::vector<std::pair<std::uint64_t, long>>>();
+  auto w = spawn(nt::shard_worker, [&] {
+    nt::worker_spec spec;
+    spec.data = data;
+    spec.shard = data->train;
+    spec.validation = data->validation; // 16 samples
+    spec.batch_size = 8;
+    spec.eval_batch_size = 5;
+    spec.sync_every = 32;
+    spec.max_epochs = 1;
+    return spec;
+  }());
+  auto coord = spawn(fake_coordinator, reports);
+  EXPECT_TRUE(ask_ok(w, nt::atom::wire::value, spawn(validation_input_relay, fed_eval),
+                     spawn(fake_loss_relay, 0u, std::size_t{0}), nt::barrier_sink_actor{coord}));
+  EXPECT_CONTAINS(ask_error(w, nt::atom::validate::value, std::uint32_t{2}, std::uint32_t{2}),
+                  "part 2 of 2 of 16 validation samples");
+  EXPECT_CONTAINS(ask_error(w, nt::atom::validate::value, std::uint32_t{0}, std::uint32_t{0}),
+                  "part 0 of 0");
+  EXPECT_CONTAINS(ask_error(w, nt::atom::validate::value, std::uint32_t{0}, std::uint32_t{17}),
+                  "part 0 of 17");
+  // Part 1 of 2: samples 8..15 in batches of at most 5 (5 + 3 rows).
+  self->send(w, nt::atom::validate::value, std::uint32_t{1}, std::uint32_t{2});
+  sched.run();
+  ASSERT_EQ(fed_eval->size(), 2u);
+  EXPECT_EQ((*fed_eval)[0].second, 5);
+  EXPECT_EQ((*fed_eval)[1].second, 3);
+  ActorTest::deliver(w, nt::atom::loss::value, 0u, std::uint64_t{(*fed_eval)[1].first}, false, 1.5, std::uint64_t{2});
+  ActorTest::deliver(w, nt::atom::loss::value, 0u, std::uint64_t{(*fed_eval)[0].first}, false, 2.5, std::uint64_t{4});
+  std::optional<nt::replica_score> got;
+  self->receive([&](nt::replica_score& x) { got = x; },
+                caf::after(std::chrono::milliseconds(0)) >> [&] { ADD_FAILURE() << "no score"; });
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->samples, 8u);
+  EXPECT_EQ(got->correct, 6u);
+  EXPECT_DOUBLE_EQ(got->loss_sum, 4.0);
+  EXPECT_DOUBLE_EQ(got->loss, 0.5);
+  EXPECT_DOUBLE_EQ(got->accuracy, 0.75);
+  // Combined with part 0's, the whole subset's score.
+  const auto all = nt::combine_parts({nt::replica_score{0, 0, 4.0, 2, 8}, *got});
+  EXPECT_EQ(all.samples, 16u);
+  EXPECT_DOUBLE_EQ(all.accuracy, 0.5);
+  EXPECT_DOUBLE_EQ(all.loss, 0.5);
   EXPECT_TRUE(no_message_waiting());
 }
 

@@ -277,7 +277,12 @@ TEST_F(ConfigFiles, LocalIniHoldsTheDocumentedDefaults) {
   EXPECT_EQ(c.topology.slices, (std::vector<std::size_t>{1}));
   EXPECT_EQ(c.topology.max_in_flight, 1u);
   EXPECT_EQ(c.topology.sync_every, 5000u);
-  EXPECT_EQ(c.topology.policy, nt::sync_policy::average);
+  // The default became outer when it measured ahead of average (README, Sync policies).
+  EXPECT_EQ(c.topology.policy, nt::sync_policy::outer);
+  EXPECT_FLOAT_EQ(c.topology.outer_learning_rate, 0.7f);
+  EXPECT_FLOAT_EQ(c.topology.outer_momentum, 0.9f);
+  EXPECT_TRUE(c.topology.outer_nesterov);
+  EXPECT_FALSE(c.topology.outer_average_moments);
   EXPECT_EQ(c.topology.validation_subset, 0u);
   EXPECT_FLOAT_EQ(c.optimizer.momentum, 0.9f);
   EXPECT_FALSE(c.optimizer.nesterov);

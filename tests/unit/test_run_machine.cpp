@@ -37,6 +37,7 @@ public:
   std::vector<nt::worker_position> seeks;
   std::vector<nt::outer_state> outer_in; ///< the outer state of every exchange command
   std::vector<nt::layer_state> restored; ///< the state of every restore command
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> validate_parts; ///< (part, parts)
   std::vector<nt::recovery_summary> recoveries;
   std::vector<std::shared_ptr<const nt::run_state>> saved;
   int finished_calls = 0;
@@ -49,8 +50,10 @@ public:
     commands.push_back({"wire", s, a});
   }
   void resume(std::uint32_t r) override { commands.push_back({"resume", 0, {}, r}); }
-  void validate(std::uint64_t s, std::uint32_t r) override {
+  void validate(std::uint64_t s, std::uint32_t r, std::uint32_t part,
+                std::uint32_t parts) override {
     commands.push_back({"validate", s, {}, r});
+    validate_parts.emplace_back(part, parts);
   }
   void collect(std::uint64_t s, std::uint32_t l, std::uint32_t r) override {
     commands.push_back({"collect", s, {}, r, l});
@@ -851,6 +854,18 @@ protected:
     for (const auto& r : rec.take("restore"))
       m->on_restored(r.step, r.layer, r.replica, 1);
   }
+  /// Answers the pending validations (one part of the subset per replica)
+  /// of `v`: part r scores 100 samples, `correct[r]` of them right, loss
+  /// sum 100 - correct[r].
+  void score_parts(const std::vector<command>& v, const std::vector<std::uint64_t>& correct) {
+    for (const auto& c : v) {
+      const auto k = correct[c.replica];
+      m->on_scored(c.step, c.replica,
+                   nt::replica_score{1.0 - static_cast<double>(k) / 100.0,
+                                     static_cast<double>(k) / 100.0,
+                                     100.0 - static_cast<double>(k), k, 100});
+    }
+  }
 };
 
 TEST_F(OuterRunMachine, ExchangesFirstThenScoresTheSyncedModelOnce) {
@@ -883,12 +898,19 @@ TEST_F(OuterRunMachine, ExchangesFirstThenScoresTheSyncedModelOnce) {
     m->on_restored(r.step, r.layer, r.replica, 1);
   EXPECT_EQ(m->current_round_step(), step::scoring);
   auto v = rec.take("validate");
-  ASSERT_EQ(v.size(), 1u) << "the synced model is scored once";
-  EXPECT_EQ(v[0].replica, 0u);
-  m->on_scored(v[0].step, 0, nt::replica_score{0.4, 0.8});
+  ASSERT_EQ(v.size(), 2u) << "the synced model is scored once: one half of the subset per replica";
+  ASSERT_EQ(rec.validate_parts.size(), 2u);
+  for (std::size_t k = 0; k < 2; ++k)
+    EXPECT_EQ(rec.validate_parts[k], (std::pair<std::uint32_t, std::uint32_t>{v[k].replica, 2}));
+  score_parts({v[0]}, {70, 90});
+  EXPECT_EQ(m->current_round_step(), step::scoring) << "half the subset is not a score";
+  score_parts({v[1]}, {70, 90});
   EXPECT_EQ(m->current_phase(), phase::training);
   ASSERT_EQ(rec.rounds.size(), 1u);
   EXPECT_TRUE(rec.rounds[0].synced);
+  ASSERT_EQ(rec.rounds[0].scores.size(), 1u);
+  EXPECT_DOUBLE_EQ(rec.rounds[0].point.validation_accuracy, 0.8) << "160 of 200";
+  EXPECT_DOUBLE_EQ(rec.rounds[0].point.validation_loss, 0.2) << "40 / 200";
   EXPECT_EQ(rec.rounds[0].round, 1u);
   EXPECT_EQ(m->result().sync_rounds, 1u);
   ASSERT_EQ(rec.saved.size(), 1u);
@@ -912,8 +934,8 @@ TEST_F(OuterRunMachine, ExchangesFirstThenScoresTheSyncedModelOnce) {
   outer_exchange_all(200, 2.0f);
   restore_all();
   v = rec.take("validate");
-  ASSERT_EQ(v.size(), 1u);
-  m->on_scored(v[0].step, 0, nt::replica_score{0.5, 0.7}); // worse: the best pass stays
+  ASSERT_EQ(v.size(), 2u);
+  score_parts(v, {70, 70}); // worse: the best pass stays
   EXPECT_EQ(m->current_phase(), phase::finishing);
   EXPECT_TRUE(rec.take("collect").empty()) << "the final model is in hand";
   answer_stats();
@@ -934,8 +956,8 @@ TEST_F(OuterRunMachine, AnInterruptedRoundKeepsTheLastMomentumAndScoresOnce) {
   outer_exchange_all(100, 0.5f);
   restore_all();
   auto v = rec.take("validate");
-  ASSERT_EQ(v.size(), 1u);
-  m->on_scored(v[0].step, 0, nt::replica_score{0.4, 0.8});
+  ASSERT_EQ(v.size(), 2u);
+  score_parts(v, {80, 80});
   rec.take("resume");
   // Round 2: one layer answers, then replica 1 loses a slice.
   rec.outer_in.clear();
@@ -956,16 +978,17 @@ TEST_F(OuterRunMachine, AnInterruptedRoundKeepsTheLastMomentumAndScoresOnce) {
   // A loss while the synced model is scored: the round's result is kept,
   // applied again and scored again, and counted once.
   v = rec.take("validate");
-  ASSERT_EQ(v.size(), 1u);
+  ASSERT_EQ(v.size(), 2u);
+  score_parts({v[0]}, {99, 99}); // one half answers, then the other replica loses a relay
   m->on_lost(nt::actor_key::relay(1, 1), "remote_link_unreachable");
   recover(*m, rec, 1000);
   EXPECT_EQ(m->result().sync_rounds, 2u);
   restore_all(); // applying the kept result again
   auto again = rec.take("validate");
-  ASSERT_EQ(again.size(), 1u) << "scored again";
-  m->on_scored(v[0].step, 0, nt::replica_score{0.1, 0.99}); // the old step: late
+  ASSERT_EQ(again.size(), 2u) << "scored again";
+  score_parts({v[1]}, {99, 99}); // the old step: late
   EXPECT_EQ(m->late_replies(), 1u);
-  m->on_scored(again[0].step, 0, nt::replica_score{0.3, 0.85});
+  score_parts(again, {85, 85});
   EXPECT_EQ(m->current_phase(), phase::training);
   EXPECT_EQ(m->result().curve.size(), 2u);
   EXPECT_EQ(m->result().sync_rounds, 2u);
@@ -992,7 +1015,7 @@ TEST_F(OuterRunMachine, ValidateEverySkipsTheScoreButNotTheExchange) {
   barrier_all(1000, false);
   outer_exchange_all(200, 1.0f);
   restore_all();
-  EXPECT_EQ(rec.take("validate").size(), 1u) << "round 2 is";
+  EXPECT_EQ(rec.take("validate").size(), 2u) << "round 2 is";
 }
 
 TEST_F(OuterRunMachine, AResumeTakesTheMomentumFromTheRunCheckpoint) {
