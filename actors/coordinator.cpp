@@ -262,8 +262,12 @@ public:
     const auto& s = st();
     if (const auto* m = s.spec.metrics) {
       m->training_loss->Set(r.point.train_loss);
-      for (std::size_t i = 0; i < r.scores.size() && i < m->validation_accuracy.size(); ++i)
-        m->validation_accuracy[i]->Set(r.scores[i].accuracy);
+      // Under outer every replica holds the synced model: its one score is each replica's.
+      for (std::size_t i = 0; i < m->validation_accuracy.size(); ++i)
+        if (r.synced && !r.scores.empty())
+          m->validation_accuracy[i]->Set(r.scores.front().accuracy);
+        else if (i < r.scores.size())
+          m->validation_accuracy[i]->Set(r.scores[i].accuracy);
       m->best_validation_accuracy->Set(r.best_validation_accuracy);
       m->samples_per_second->Set(r.samples_per_second);
       m->epoch->Set(static_cast<double>(r.point.epoch));

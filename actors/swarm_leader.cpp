@@ -73,13 +73,19 @@ exchange_result post_exchange(const swarm_leader_state& s, std::vector<layer_sta
 /// fine, else what is wrong.
 std::string check_outer(const outer_request& o) {
   const auto& c = o.cfg;
-  if (!(c.learning_rate > 0 && c.learning_rate <= 10) || !(c.momentum >= 0 && c.momentum < 1))
-    return "sync: outer learning rate or momentum out of range";
+  if (!(c.learning_rate > 0 && c.learning_rate <= 10))
+    return "sync: outer learning rate " + std::to_string(c.learning_rate)
+           + " is out of range (0, 10]";
+  if (!(c.momentum >= 0 && c.momentum < 1))
+    return "sync: outer momentum " + std::to_string(c.momentum) + " is out of range [0, 1)";
   const auto& t = o.state.theta;
   const auto& v = o.state.velocity;
   if (t.w.cols() != t.b.size() || v.w.rows() != t.w.rows() || v.w.cols() != t.w.cols()
       || v.b.size() != t.b.size() || t.w.size() == 0)
-    return "sync: the outer state's weights, bias and momentum do not match";
+    return "sync: the outer state's weights (" + std::to_string(t.w.rows()) + " x "
+           + std::to_string(t.w.cols()) + ", bias " + std::to_string(t.b.size())
+           + ") and momentum (" + std::to_string(v.w.rows()) + " x " + std::to_string(v.w.cols())
+           + ", bias " + std::to_string(v.b.size()) + ") do not match";
   return {};
 }
 
@@ -143,6 +149,8 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
         for (std::size_t r = 0; r < R; ++r)
           if (p != sync_policy::best || r == best)
             read.push_back(r);
+        const std::uint64_t request_bytes =
+            params_bytes(outer.state.theta) + params_bytes(outer.state.velocity);
         auto request = std::make_shared<outer_request>(std::move(outer));
         t->states.resize(R * P);
         t->pending = read.size() * P;
@@ -157,7 +165,13 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
                         return;
                       try {
                         auto x = post_exchange(self->state, t->states, best, p, *request);
-                        x.bytes = t->bytes;
+                        // Bytes the round moves through this leader: the slices'
+                        // states read, the outer state it was sent (policy outer)
+                        // and the result it sends back.
+                        x.bytes = t->bytes + request_bytes;
+                        for (const auto& done : x.post)
+                          x.bytes += state_bytes(done);
+                        x.bytes += params_bytes(x.velocity);
                         t->promise.deliver(std::move(x));
                       } catch (const std::exception& e) { // slices of mismatched shapes
                         t->fail(caf::make_error(caf::sec::invalid_argument,

@@ -80,6 +80,21 @@ cluster() {
 cluster "3-node loopback cluster, f32" clu-f32 --system.wire_precision=f32
 cluster "3-node loopback cluster, bf16" clu-bf16 --system.wire_precision=bf16
 
+# Time to target, the default against the centralised trainer: 3 pairs,
+# interleaved (centralised, default, centralised, ...), the median ratio.
+secs() { to_target "$1" | sed -n 's/^\([0-9.]*\)s$/\1/p'; }
+c_t=() d_t=() ratios=()
+for i in 1 2 3; do
+  "$bin" centralised --config-file=config/local.ini "${common[@]}" \
+    --training.output_dir="$out/tc$i" > "$out/tc$i.log" 2>&1
+  "$bin" train --config-file=config/local.ini "${common[@]}" \
+    --training.output_dir="$out/td$i" > "$out/td$i.log" 2>&1
+  c=$(secs "$out/tc$i.log") d=$(secs "$out/td$i.log")
+  [ -n "$c" ] && [ -n "$d" ] || { echo "bench-table: a pair did not reach $target" >&2; exit 1; }
+  c_t+=("$c") d_t+=("$d")
+  ratios+=("$(awk -v c="$c" -v d="$d" 'BEGIN { printf "%.3f", d / c }')")
+done
+
 cpu=$(cpu_name)
 echo "cpu: $cpu, $(nproc) cores; until $target validation accuracy or the epoch limit"
 echo "two centralised trainers side by side: $(rate "$out/pair1.log") + $(rate "$out/pair2.log") = $ceiling samples/s (the ceiling)"
@@ -91,3 +106,6 @@ for r in "${rows[@]}"; do
   awk -v n="$name" -v r="$rs" -v c="$central" -v k="$ceiling" -v t="$tt" -v a="$acc" -v m="$rss" -v b="$bpb" \
     'BEGIN { printf "| %s | %d | %.2f | %.2f | %s | %s | %s MB | %s |\n", n, r, r / c, r / k, t, a, m, b }'
 done
+echo
+echo "time to $target, 3 interleaved pairs: centralised ${c_t[*]} s, default ${d_t[*]} s;" \
+  "ratios ${ratios[*]}; median $(median "${ratios[@]}")"

@@ -44,4 +44,7 @@ layer_state glue_slices(const std::vector<layer_state>& slices);
 /// Bytes of parameters and optimizer state in `s` (what a sync sends).
 std::size_t state_bytes(const layer_state& s);
 
+/// Bytes of the weights and bias in `p`.
+std::size_t params_bytes(const dense_params& p);
+
 } // namespace nettorrent

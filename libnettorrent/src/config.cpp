@@ -403,6 +403,18 @@ void run_config::validate() const {
                 + " needs sync_policy \"average\", \"outer\" or \"none\": \"best\" scores every "
                   "replica "
                   "in every round to pick the winner");
+  if (topology.policy == sync_policy::outer && topology.replicas > 1) {
+    // The synced model is scored in one part of the subset per replica.
+    const std::size_t scored = topology.validation_subset == 0
+                                   ? data.validation_size
+                                   : std::min(topology.validation_subset, data.validation_size);
+    if (scored < topology.replicas)
+      throw error("sync_policy \"outer\" scores the synced model on " + std::to_string(scored)
+                  + " validation samples (topology.validation_subset, data.validation_size), "
+                    "fewer than its "
+                  + std::to_string(topology.replicas)
+                  + " replicas (topology.replicas): each replica scores a part");
+  }
   const std::size_t n_layers = model.layers.size() - 1;
   if (topology.slices.empty())
     throw error("topology.slices: needs at least one value");

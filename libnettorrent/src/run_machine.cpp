@@ -1,6 +1,7 @@
 #include "nettorrent/run_machine.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <limits>
 
@@ -84,6 +85,12 @@ namespace {
 
 /// A slot no fan-out has: a reply for it is late.
 constexpr std::size_t no_slot = std::numeric_limits<std::size_t>::max();
+
+/// "r x c (bias n)", for messages about a layer's parameters.
+std::string shape_of(const dense_params& p) {
+  return std::to_string(p.w.rows()) + " x " + std::to_string(p.w.cols()) + " (bias "
+         + std::to_string(p.b.size()) + ")";
+}
 
 } // namespace
 
@@ -208,8 +215,9 @@ void run_machine::resume_from(const run_state& st) {
       const auto& v = st.outer_velocity[l];
       const auto& w = st.models.front()[l].params.w;
       if (v.w.rows() != w.rows() || v.w.cols() != w.cols() || v.b.size() != w.cols())
-        throw error("run checkpoint: the outer momentum of layer " + std::to_string(l + 1)
-                    + " does not match the layer's shape");
+        throw error("run checkpoint: the outer momentum of layer " + std::to_string(l + 1) + " is "
+                    + shape_of(v) + ", the layer " + std::to_string(w.rows()) + " x "
+                    + std::to_string(w.cols()));
     }
     outer_v_ = st.outer_velocity;
   }
@@ -518,6 +526,15 @@ void run_machine::on_scored(std::uint64_t step, std::uint32_t replica, const rep
                       step, replica);
   if (!v)
     return;
+  // A score comes from a worker, possibly on another node: its counts must
+  // add up before they are combined or compared.
+  if (!std::isfinite(s.loss) || !std::isfinite(s.accuracy) || !std::isfinite(s.loss_sum)
+      || s.correct > s.samples || (scores_synced() && s.samples == 0)) {
+    fail("replica " + std::to_string(replica) + " sent an inconsistent validation score (loss "
+         + fmt("%g", s.loss) + ", accuracy " + fmt("%g", s.accuracy) + ", "
+         + std::to_string(s.correct) + " of " + std::to_string(s.samples) + " samples right)");
+    return;
+  }
   scores_v_[replica] = s;
   if (v == fanout::verdict::complete && !over())
     scored();
@@ -748,6 +765,37 @@ void run_machine::start_exchange() {
   }
 }
 
+namespace {
+
+bool same_weights(const dense_params& a, const dense_params& b) {
+  return a.w.rows() == b.w.rows() && a.w.cols() == b.w.cols() && a.b.size() == b.b.size()
+         && std::equal(a.w.data(), a.w.data() + a.w.size(), b.w.data())
+         && std::equal(a.b.data(), a.b.data() + a.b.size(), b.b.data());
+}
+
+} // namespace
+
+std::string run_machine::check_exchange(std::uint32_t layer, const std::vector<layer_state>& post,
+                                        const dense_params& velocity) const {
+  if (!outer_active())
+    return {};
+  const auto g = model_geometry(cfg_.model).at(layer);
+  const auto in = static_cast<Eigen::Index>(g.fan_in);
+  const auto out = static_cast<Eigen::Index>(g.fan_out);
+  for (const auto& st : post)
+    if (st.params.w.rows() != in || st.params.w.cols() != out || st.params.b.size() != out)
+      return "weights of " + shape_of(st.params) + " for a layer of " + std::to_string(in) + " x "
+             + std::to_string(out);
+  if (velocity.w.rows() != in || velocity.w.cols() != out || velocity.b.size() != out)
+    return "an outer momentum of " + shape_of(velocity) + " for a layer of " + std::to_string(in)
+           + " x " + std::to_string(out);
+  // Theta: every replica continues from the same weights.
+  for (const auto& st : post)
+    if (!same_weights(st.params, post.front().params))
+      return "different weights for different replicas (an outer round gives all the same)";
+  return {};
+}
+
 void run_machine::on_exchanged(std::uint64_t step, std::uint32_t layer, layer_state&& post,
                                std::uint64_t bytes) {
   std::vector<layer_state> one;
@@ -769,9 +817,9 @@ void run_machine::on_exchanged(std::uint64_t step, std::uint32_t layer,
          + std::to_string(post.size()) + " states for " + std::to_string(R) + " replicas");
     return;
   }
-  if (outer_active() && velocity.w.size() == 0) {
-    fail("the swarm leader of layer " + std::to_string(layer + 1)
-         + " answered an outer round without the outer momentum");
+  if (const std::string why = check_exchange(layer, post, velocity); !why.empty()) {
+    fail("the swarm leader of layer " + std::to_string(layer + 1) + " answered the sync round with "
+         + why);
     return;
   }
   result_.sync_bytes += bytes;

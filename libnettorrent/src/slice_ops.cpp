@@ -162,6 +162,10 @@ layer_state glue_slices(const std::vector<layer_state>& slices) {
   return out;
 }
 
+std::size_t params_bytes(const dense_params& p) {
+  return static_cast<std::size_t>(p.w.size() + p.b.size()) * sizeof(float);
+}
+
 std::size_t state_bytes(const layer_state& s) {
   return sizeof(float)
          * (static_cast<std::size_t>(s.params.w.size() + s.params.b.size()) + s.w_state.m.size()

@@ -325,13 +325,13 @@ TEST_F(Leader, OuterRefusesABadOuterState) {
   auto bad_rate = outer_of(before[0], 0.7f, 0.9f, true, false);
   bad_rate.cfg.learning_rate = -1;
   EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, outer, bad_rate),
-                  "out of range");
+                  "outer learning rate -1.000000 is out of range (0, 10]");
   auto bad_momentum = outer_of(before[0], 0.7f, 1.0f, true, false);
   EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, outer, bad_momentum),
-                  "out of range");
+                  "outer momentum 1.000000 is out of range [0, 1)");
   EXPECT_CONTAINS(
       ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, outer, nt::outer_request{}),
-      "do not match");
+      "the outer state's weights (0 x 0, bias 0) and momentum (0 x 0, bias 0) do not match");
   auto wrong_shape = outer_of(before[0], 0.7f, 0.9f, true, false);
   wrong_shape.state.theta.w.conservativeResize(12, 7);
   wrong_shape.state.theta.b.conservativeResize(7);

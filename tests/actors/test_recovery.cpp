@@ -282,6 +282,10 @@ TEST_F(Recovery, OuterPolicyALeaderLostDuringTheExchange) {
   ASSERT_TRUE(r.ok) << r.error;
   EXPECT_EQ(r.recoveries, 1u);
   EXPECT_EQ(r.replicas_rolled_back, 0u) << "the outer state is the coordinator's, not the leader's";
+  EXPECT_EQ(r.sync_rounds, ref.sync_rounds);
+  ASSERT_EQ(r.curve.size(), ref.curve.size());
+  for (std::size_t k = 0; k < r.curve.size(); ++k)
+    EXPECT_EQ(r.curve[k].validation_loss, ref.curve[k].validation_loss) << "round " << k;
   for (std::size_t l = 0; l < r.layers.size(); ++l)
     expect_same_state(r.layers[l], ref.layers[l], "layer " + std::to_string(l + 1));
 }

@@ -71,8 +71,9 @@ nt::loss_relay_actor::behavior_type fake_loss_relay(nt::loss_relay_actor::pointe
           const nt::shared_matrix&) { unexpected("block"); },
       [=](nt::atom::labels, std::uint32_t incarnation, std::uint64_t, bool, nt::label_batch& ys) {
         EXPECT_EQ(incarnation, inc);
-        if (rows > 0)
+        if (rows > 0) {
           EXPECT_EQ(ys.data.size(), rows);
+        }
       },
       [=](nt::atom::wire, std::vector<nt::neuron_slice_actor>&, nt::batch_sink_actor) {
         unexpected("wire");

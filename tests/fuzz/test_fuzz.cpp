@@ -297,12 +297,16 @@ TEST_F(Fuzz, CheckpointReaders) {
   st.curve.resize(2);
   nt::save_run_checkpoint(path("run.ckpt"), ck.header, st);
   const bytes run = file(path("run.ckpt"));
+  // A run of sync_policy outer: its outer momentum follows the data positions.
+  st.outer_velocity = {some_layer(4, 3).params, some_layer(3, 2).params};
+  nt::save_run_checkpoint(path("outer.ckpt"), ck.header, st);
+  const bytes outer = file(path("outer.ckpt"));
   const std::string p = path("fuzzed.ckpt");
   fuzz("checkpoint", {model, run}, [&](const bytes& x) {
     write(p, x);
     nt::load_checkpoint(p);
   });
-  fuzz("run checkpoint", {run}, [&](const bytes& x) {
+  fuzz("run checkpoint", {run, outer}, [&](const bytes& x) {
     write(p, x);
     nt::load_run_checkpoint(p);
   });

@@ -437,6 +437,9 @@ TEST_F(ConfigFiles, WholeConfigValidationNamesTheFile) {
   EXPECT_CONTAINS(msg, "topology.outer_momentum");
   msg = config_error("[topology]\nouter_nesterov = 1\n");
   EXPECT_CONTAINS(msg, "topology.outer_nesterov");
+  msg = config_error("[topology]\nreplicas = 4\nvalidation_subset = 3\n");
+  EXPECT_CONTAINS(msg, "scores the synced model on 3 validation samples");
+  EXPECT_CONTAINS(msg, "fewer than its 4 replicas");
   msg = config_error("[topology]\nsync_policy = \"dilocco\"\n");
   EXPECT_CONTAINS(msg, "expected best, average, outer or none");
   msg = config_error("[topology]\nvalidate_every = 0\n");

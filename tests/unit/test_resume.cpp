@@ -493,8 +493,9 @@ TEST_F(ResumeCli, TrainUnderOuterResumedFromARoundEndsAsTheStraightRunBitForBit)
       << "the resumed run's model differs from the straight run's";
   EXPECT_EQ(curve_without_seconds(path("b") + "/curve.csv"),
             curve_without_seconds(path("a") + "/curve.csv"));
-  // The same run without its outer momentum would differ: the checkpoint is
-  // refused by an average run (the config hash differs).
+  // An average run refuses the checkpoint, naming the key (the config hash
+  // differs). That the resumed run really needs the stored momentum is
+  // OuterRunMachine.AResumeTakesTheMomentumFromTheRunCheckpoint's part.
   const auto other = run(train_args(path("c"), 2, {"--resume=" + from}));
   EXPECT_NE(other.code, 0);
   EXPECT_CONTAINS(other.output, "topology.sync_policy");

@@ -838,16 +838,29 @@ nt::run_config outer_config() {
 
 class OuterRunMachine : public RunMachine {
 protected:
+  /// A state of layer l of small_config (16-8-4) with every weight `w` and
+  /// every first moment `m`.
+  static nt::layer_state layer_of(std::uint32_t l, float w, float m = 0) {
+    const Eigen::Index in = l == 0 ? 16 : 8;
+    const Eigen::Index out = l == 0 ? 8 : 4;
+    nt::layer_state s;
+    s.params.w = nt::matrix::Constant(in, out, w);
+    s.params.b = nt::row_vector::Constant(out, w);
+    s.w_state.m.assign(static_cast<std::size_t>(in * out), m);
+    return s;
+  }
+
   /// Answers every pending exchange as an outer leader: replica r's state
-  /// of layer l is some_layer(base + 10 r + l), the new momentum
-  /// some_layer(vel + l).
+  /// of layer l has weights base + l (the same for every replica) and
+  /// moments 10 r (its own); the new momentum is vel + l.
   void outer_exchange_all(float base, float vel) {
     for (const auto& e : rec.take("exchange")) {
       std::vector<nt::layer_state> post;
       for (std::size_t r = 0; r < 2; ++r)
-        post.push_back(some_layer(base + 10.0f * static_cast<float>(r) + static_cast<float>(e.layer)));
+        post.push_back(layer_of(e.layer, base + static_cast<float>(e.layer),
+                                10.0f * static_cast<float>(r)));
       m->on_exchanged(e.step, e.layer, std::move(post),
-                      some_layer(vel + static_cast<float>(e.layer)).params, 1);
+                      layer_of(e.layer, vel + static_cast<float>(e.layer)).params, 1);
     }
   }
   void restore_all() {
@@ -889,10 +902,11 @@ TEST_F(OuterRunMachine, ExchangesFirstThenScoresTheSyncedModelOnce) {
   EXPECT_EQ(m->current_round_step(), step::applying);
   auto restores = rec.take("restore");
   ASSERT_EQ(restores.size(), 4u) << "every replica takes its own state";
-  for (std::size_t k = 0; k < restores.size(); ++k)
-    EXPECT_EQ(rec.restored[k].params.w(0, 0),
-              100.0f + 10.0f * static_cast<float>(restores[k].replica)
-                  + static_cast<float>(restores[k].layer));
+  for (std::size_t k = 0; k < restores.size(); ++k) {
+    EXPECT_EQ(rec.restored[k].params.w(0, 0), 100.0f + static_cast<float>(restores[k].layer));
+    EXPECT_EQ(rec.restored[k].w_state.m[0], 10.0f * static_cast<float>(restores[k].replica))
+        << "each replica keeps its own moments";
+  }
   EXPECT_TRUE(rec.saved.empty()) << "the run state waits for the round's score";
   for (const auto& r : restores)
     m->on_restored(r.step, r.layer, r.replica, 1);
@@ -919,7 +933,8 @@ TEST_F(OuterRunMachine, ExchangesFirstThenScoresTheSyncedModelOnce) {
   ASSERT_EQ(st.curve.size(), 1u) << "the checkpoint has the round's curve point";
   EXPECT_DOUBLE_EQ(st.curve[0].validation_accuracy, 0.8);
   ASSERT_EQ(st.models.size(), 2u) << "replicas keep their own moments: one model each";
-  EXPECT_EQ(st.models[1][0].params.w(0, 0), 110.0f);
+  EXPECT_EQ(st.models[1][0].params.w(0, 0), 100.0f);
+  EXPECT_EQ(st.models[1][0].w_state.m[0], 10.0f);
   ASSERT_EQ(st.outer_velocity.size(), 2u);
   EXPECT_EQ(st.outer_velocity[1].w(0, 0), 1.5f);
   ASSERT_EQ(st.best_layers.size(), 2u) << "keep_best: the synced model";
@@ -964,7 +979,8 @@ TEST_F(OuterRunMachine, AnInterruptedRoundKeepsTheLastMomentumAndScoresOnce) {
   barrier_all(1000, false);
   auto ex = rec.take("exchange");
   ASSERT_EQ(ex.size(), 2u);
-  m->on_exchanged(ex[0].step, 0, {some_layer(7.0f), some_layer(7.0f)}, some_layer(9.0f).params, 1);
+  m->on_exchanged(ex[0].step, 0, {layer_of(0, 7.0f), layer_of(0, 7.0f)}, layer_of(0, 9.0f).params,
+                  1);
   m->on_lost(nt::actor_key::slice_of(1, 1, 0), "remote_link_unreachable");
   recover(*m, rec, 900);
   EXPECT_EQ(m->result().sync_rounds, 1u) << "round 2 is undone";
@@ -995,6 +1011,54 @@ TEST_F(OuterRunMachine, AnInterruptedRoundKeepsTheLastMomentumAndScoresOnce) {
   ASSERT_FALSE(rec.saved.empty());
   EXPECT_EQ(rec.saved.back()->round, 2u);
   EXPECT_EQ(rec.saved.back()->outer_velocity[0].w(0, 0), 1.0f);
+}
+
+TEST_F(OuterRunMachine, AnExchangeThatBreaksTheOuterRoundEndsTheRunNamingIt) {
+  struct bad_case {
+    const char* what;
+    std::vector<nt::layer_state> post;
+    nt::dense_params velocity;
+  };
+  const std::vector<bad_case> cases = {
+      {"different weights for different replicas",
+       {layer_of(0, 1.0f), layer_of(0, 2.0f)}, layer_of(0, 0.5f).params},
+      {"weights of 8 x 4 (bias 4) for a layer of 16 x 8",
+       {layer_of(1, 1.0f), layer_of(1, 1.0f)}, layer_of(0, 0.5f).params},
+      {"an outer momentum of 0 x 0 (bias 0) for a layer of 16 x 8",
+       {layer_of(0, 1.0f), layer_of(0, 1.0f)}, nt::dense_params{}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    rec = recorder{};
+    make(outer_config());
+    start();
+    barrier_all(500, false);
+    auto ex = rec.take("exchange");
+    ASSERT_EQ(ex.size(), 2u);
+    auto post = c.post;
+    auto vel = c.velocity;
+    m->on_exchanged(ex[0].step, 0, std::move(post), std::move(vel), 1);
+    ASSERT_TRUE(rec.result);
+    EXPECT_FALSE(rec.result->ok);
+    EXPECT_CONTAINS(rec.result->error, "the swarm leader of layer 1 answered the sync round with");
+    EXPECT_CONTAINS(rec.result->error, c.what);
+  }
+}
+
+TEST_F(OuterRunMachine, AScoreWhoseCountsDoNotAddUpEndsTheRun) {
+  make(outer_config());
+  start();
+  barrier_all(500, false);
+  outer_exchange_all(100, 0.5f);
+  restore_all();
+  auto v = rec.take("validate");
+  ASSERT_EQ(v.size(), 2u);
+  m->on_scored(v[0].step, 0, nt::replica_score{0.5, 0.5, 50, 120, 100});
+  ASSERT_TRUE(rec.result);
+  EXPECT_FALSE(rec.result->ok);
+  EXPECT_CONTAINS(rec.result->error,
+                  "replica 0 sent an inconsistent validation score (loss 0.5, accuracy 0.5, 120 of "
+                  "100 samples right)");
 }
 
 TEST_F(OuterRunMachine, ValidateEverySkipsTheScoreButNotTheExchange) {
@@ -1029,7 +1093,8 @@ TEST_F(OuterRunMachine, AResumeTakesTheMomentumFromTheRunCheckpoint) {
   EXPECT_CONTAINS(error_of([&] { m->resume_from(st); }), "outer momentum of 1 layers");
   st.outer_velocity.push_back(some_layer(0.75f).params);
   st.outer_velocity[1].w.conservativeResize(2, 1);
-  EXPECT_CONTAINS(error_of([&] { m->resume_from(st); }), "layer 2 does not match");
+  EXPECT_CONTAINS(error_of([&] { m->resume_from(st); }),
+                  "the outer momentum of layer 2 is 2 x 1 (bias 2), the layer 2 x 2");
   st.outer_velocity[1] = some_layer(0.75f).params;
   m->resume_from(st);
   register_all();
