@@ -10,9 +10,11 @@
 #   - the 3-node loopback cluster (config/cluster/) in f32 and bf16.
 # Columns: samples/s, ratio to the centralised trainer, share of the
 # ceiling, seconds to TARGET (from the run's own summary), test accuracy
-# at the stop, peak RSS (GNU time; the cluster: the largest node), and for
+# at the stop, peak RSS (GNU time; the cluster: the largest node), for
 # the cluster the bytes through loopback per training batch (/proc/net/dev:
-# keep other loopback traffic away while it runs).
+# keep other loopback traffic away while it runs), and for the embedded
+# actor runs the data-flow messages per training batch (from a second run
+# with the Prometheus metrics on).
 # usage: bench/bench-table.sh [TARGET]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,16 +31,41 @@ common=(--training.target_accuracy="$target" --training.progress_interval=1000
 rss_mb() { awk '/Maximum resident set size/ { printf "%.0f", $NF / 1024 }' "$1"; }
 
 rows=()
-# row NAME LOG RSS_MB [BYTES_PER_BATCH]
-row() { rows+=("$1|$(rate "$2")|$(to_target "$2")|$(accuracy "$2")|$3|${4:--}"); }
+# row NAME LOG RSS_MB [BYTES_PER_BATCH] [MESSAGES_PER_BATCH]
+row() { rows+=("$1|$(rate "$2")|$(to_target "$2")|$(accuracy "$2")|$3|${4:--}|${5:--}"); }
 
-# run NAME TAG ARGS...: one process under GNU time.
+# messages TAG ARGS...: the same actor run once more with the metrics on
+# (the timed run keeps them off), scraped while the exporter lingers: the
+# data-flow messages sent (every kind, validation passes and rounds
+# included) per training batch.
+messages() {
+  local tag=$1 port=$((19470 + RANDOM % 500)) log n b
+  shift
+  log="$out/$tag-msg.log"
+  "$bin" "$@" "${common[@]}" --system.metrics=true --system.metrics_bind=127.0.0.1 \
+    --system.metrics_port="$port" --system.metrics_linger=20 \
+    --training.output_dir="$out/$tag-msg" > "$log" 2>&1 &
+  local pid=$!
+  until grep -q "^metrics: the exporter stays up" "$log"; do
+    kill -0 "$pid" 2>/dev/null || { echo "bench-table: the $tag metrics run ended early" >&2; return 1; }
+    sleep 0.2
+  done
+  n=$(curl -s "http://127.0.0.1:$port/metrics" \
+        | awk '/^nettorrent_messages_sent_total\{/ { s += $NF } END { printf "%.0f", s }')
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  b=$(( $(samples "$log") / 64 ))
+  awk -v n="$n" -v b="$b" 'BEGIN { printf "%.1f", n / b }'
+}
+
+# run NAME TAG ARGS...: one process under GNU time (actor runs: and the
+# messages per batch of the same run).
 run() {
-  local name=$1 tag=$2
+  local name=$1 tag=$2 per=-
   shift 2
   /usr/bin/time -v "$bin" "$@" "${common[@]}" --training.output_dir="$out/$tag" \
     > "$out/$tag.log" 2> "$out/$tag.time"
-  row "$name" "$out/$tag.log" "$(rss_mb "$out/$tag.time")"
+  [ "$1" = train ] && per=$(messages "$tag" "$@")
+  row "$name" "$out/$tag.log" "$(rss_mb "$out/$tag.time")" - "$per"
 }
 
 echo "bench-table: running (a few minutes)..." >&2
@@ -82,14 +109,17 @@ cluster "3-node loopback cluster, bf16" clu-bf16 --system.wire_precision=bf16
 
 # Time to target, the default against the centralised trainer: 3 pairs,
 # interleaved (centralised, default, centralised, ...), the median ratio.
-secs() { to_target "$1" | sed -n 's/^\([0-9.]*\)s$/\1/p'; }
+# Seconds (ms resolution) of the first curve point at or above the target.
+secs() {
+  awk -F, -v t="$target" 'NR > 1 && $6 >= t { printf "%.3f", $3; exit }' "$1/curve.csv"
+}
 c_t=() d_t=() ratios=()
 for i in 1 2 3; do
   "$bin" centralised --config-file=config/local.ini "${common[@]}" \
     --training.output_dir="$out/tc$i" > "$out/tc$i.log" 2>&1
   "$bin" train --config-file=config/local.ini "${common[@]}" \
     --training.output_dir="$out/td$i" > "$out/td$i.log" 2>&1
-  c=$(secs "$out/tc$i.log") d=$(secs "$out/td$i.log")
+  c=$(secs "$out/tc$i") d=$(secs "$out/td$i")
   [ -n "$c" ] && [ -n "$d" ] || { echo "bench-table: a pair did not reach $target" >&2; exit 1; }
   c_t+=("$c") d_t+=("$d")
   ratios+=("$(awk -v c="$c" -v d="$d" 'BEGIN { printf "%.3f", d / c }')")
@@ -99,12 +129,12 @@ cpu=$(cpu_name)
 echo "cpu: $cpu, $(nproc) cores; until $target validation accuracy or the epoch limit"
 echo "two centralised trainers side by side: $(rate "$out/pair1.log") + $(rate "$out/pair2.log") = $ceiling samples/s (the ceiling)"
 echo
-echo "| run | samples/s | x centralised | share of ceiling | time to $target | test accuracy | peak RSS | loopback bytes/batch |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| run | samples/s | x centralised | share of ceiling | time to $target | test accuracy | peak RSS | loopback bytes/batch | messages/batch |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for r in "${rows[@]}"; do
-  IFS='|' read -r name rs tt acc rss bpb <<< "$r"
-  awk -v n="$name" -v r="$rs" -v c="$central" -v k="$ceiling" -v t="$tt" -v a="$acc" -v m="$rss" -v b="$bpb" \
-    'BEGIN { printf "| %s | %d | %.2f | %.2f | %s | %s | %s MB | %s |\n", n, r, r / c, r / k, t, a, m, b }'
+  IFS='|' read -r name rs tt acc rss bpb mpb <<< "$r"
+  awk -v n="$name" -v r="$rs" -v c="$central" -v k="$ceiling" -v t="$tt" -v a="$acc" -v m="$rss" -v b="$bpb" -v p="$mpb" \
+    'BEGIN { printf "| %s | %d | %.2f | %.2f | %s | %s | %s MB | %s | %s |\n", n, r, r / c, r / k, t, a, m, b, p }'
 done
 echo
 echo "time to $target, 3 interleaved pairs: centralised ${c_t[*]} s, default ${d_t[*]} s;" \
