@@ -31,6 +31,22 @@ void send_batch(self_ptr self, std::uint64_t id, bool train, const std::uint32_t
   self->send(s.input, atom::forward::value, inc, id, train, shared_matrix{std::move(x)});
 }
 
+/// Sends the validation batches of part `part` of `parts` of the subset.
+void start_validation(self_ptr self, std::uint32_t part, std::uint32_t parts) {
+  auto& s = self->state;
+  const auto& v = s.spec.validation;
+  s.eval_loss = 0;
+  s.eval_correct = 0;
+  const column_range range = split_columns(v.size(), parts)[part];
+  s.eval_samples = range.size();
+  for (std::size_t start = range.begin; start < range.end; start += s.spec.eval_batch_size) {
+    const std::size_t n = std::min(s.spec.eval_batch_size, range.end - start);
+    const std::uint64_t id = s.next_batch++;
+    s.eval_pending.insert(id);
+    send_batch(self, id, false, v.data() + start, n);
+  }
+}
+
 worker_position position_of(const shard_worker_state& s) {
   return {s.epoch, s.cursor, s.samples, s.next_batch};
 }
@@ -151,6 +167,12 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
           s.eval_promise.deliver(replica_score{s.eval_loss / n,
                                                static_cast<double>(s.eval_correct) / n,
                                                s.eval_loss, s.eval_correct, s.eval_samples});
+          if (s.eval_queued) { // asked again while this pass ran (after a recovery)
+            auto q = std::move(*s.eval_queued);
+            s.eval_queued.reset();
+            start_validation(self, q.part, q.parts);
+            s.eval_promise = std::move(q.promise);
+          }
         }
       },
       [=](atom::wire, input_relay_actor input, loss_relay_actor loss_relay,
@@ -199,7 +221,7 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
       [=](atom::validate, std::uint32_t part,
           std::uint32_t parts) -> caf::result<replica_score> {
         auto& s = self->state;
-        if (!s.in_flight.empty() || !s.awaiting_loss.empty() || !s.eval_pending.empty())
+        if (!s.in_flight.empty() || !s.awaiting_loss.empty())
           return caf::make_error(caf::sec::invalid_argument,
                                  "validate: the pipeline is not drained");
         const auto& v = s.spec.validation;
@@ -208,16 +230,17 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
                                  "validate: part " + std::to_string(part) + " of "
                                      + std::to_string(parts) + " of " + std::to_string(v.size())
                                      + " validation samples");
-        s.eval_loss = 0;
-        s.eval_correct = 0;
-        const column_range range = split_columns(v.size(), parts)[part];
-        s.eval_samples = range.size();
-        for (std::size_t start = range.begin; start < range.end; start += s.spec.eval_batch_size) {
-          const std::size_t n = std::min(s.spec.eval_batch_size, range.end - start);
-          const std::uint64_t id = s.next_batch++;
-          s.eval_pending.insert(id);
-          send_batch(self, id, false, v.data() + start, n);
+        if (!s.eval_pending.empty()) {
+          // The coordinator asks again after a recovery while an earlier pass
+          // (its answer now late) still runs: this one starts when it ends.
+          if (s.eval_queued)
+            return caf::make_error(caf::sec::invalid_argument,
+                                   "validate: two validation passes are already asked for");
+          s.eval_queued = shard_worker_state::queued{part, parts,
+                                            self->make_response_promise<replica_score>()};
+          return s.eval_queued->promise;
         }
+        start_validation(self, part, parts);
         s.eval_promise = self->make_response_promise<replica_score>();
         return s.eval_promise;
       },

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <unordered_set>
 #include <vector>
 
@@ -61,6 +62,13 @@ struct shard_worker_state {
   std::uint64_t eval_correct = 0;
   std::uint64_t eval_samples = 0; ///< samples of the validation pass in progress
   caf::typed_response_promise<replica_score> eval_promise;
+  /// A validation asked for while a pass was still running.
+  struct queued {
+    std::uint32_t part = 0;
+    std::uint32_t parts = 1;
+    caf::typed_response_promise<replica_score> promise;
+  };
+  std::optional<queued> eval_queued;
 };
 
 shard_worker_actor::behavior_type

@@ -259,6 +259,31 @@ TEST_F(Worker, AValidationPartScoresItsShareOfTheSubsetAndReportsCounts) {
   EXPECT_DOUBLE_EQ(got->loss_sum, 4.0);
   EXPECT_DOUBLE_EQ(got->loss, 0.5);
   EXPECT_DOUBLE_EQ(got->accuracy, 0.75);
+  // Asked again while a pass runs (the coordinator after a recovery): the
+  // second pass waits for the first, each gets its own answer, and a third
+  // request meanwhile is refused.
+  fed_eval->clear();
+  self->send(w, nt::atom::validate::value, std::uint32_t{0}, std::uint32_t{2});
+  self->send(w, nt::atom::validate::value, std::uint32_t{1}, std::uint32_t{2});
+  sched.run();
+  ASSERT_EQ(fed_eval->size(), 2u) << "only the first pass is fed";
+  EXPECT_CONTAINS(ask_error(w, nt::atom::validate::value, std::uint32_t{0}, std::uint32_t{2}),
+                  "two validation passes are already asked for");
+  for (const auto& [id, rows] : std::vector<std::pair<std::uint64_t, long>>(*fed_eval))
+    ActorTest::deliver(w, nt::atom::loss::value, 0u, std::uint64_t{id}, false, 1.0,
+                       std::uint64_t{1});
+  ASSERT_EQ(fed_eval->size(), 4u) << "the queued pass starts when the first ends";
+  for (std::size_t k = 2; k < 4; ++k)
+    ActorTest::deliver(w, nt::atom::loss::value, 0u, std::uint64_t{(*fed_eval)[k].first}, false,
+                       0.5, std::uint64_t{3});
+  std::vector<nt::replica_score> answers;
+  for (int k = 0; k < 2; ++k)
+    self->receive([&](nt::replica_score& x) { answers.push_back(x); },
+                  caf::after(std::chrono::milliseconds(0)) >> [&] { ADD_FAILURE() << "no answer"; });
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_EQ(answers[0].correct, 2u) << "the first pass's own losses";
+  EXPECT_EQ(answers[1].correct, 6u) << "the second pass's own losses";
+  EXPECT_EQ(answers[1].samples, 8u);
   // Combined with part 0's, the whole subset's score.
   const auto all = nt::combine_parts({nt::replica_score{0, 0, 4.0, 2, 8}, *got});
   EXPECT_EQ(all.samples, 16u);
