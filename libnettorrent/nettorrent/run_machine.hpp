@@ -395,7 +395,11 @@ private:
   /// replica holds the same weights after it), instead of scoring every
   /// replica to pick a winner first; replica r scores part r of R of the
   /// validation subset, so the pass runs on every replica's core.
-  bool scores_synced() const noexcept { return outer_active(); }
+  bool scores_synced() const noexcept {
+    return layout_.replicas() > 1
+           && (cfg_.topology.policy == sync_policy::outer
+               || cfg_.topology.policy == sync_policy::average);
+  }
   bool score_this_round_ = true; ///< scores_synced(): validate_every picks this round
   std::vector<std::uint32_t> incarnation_;
   std::vector<std::size_t> node_of_; ///< node of every layout actor now

@@ -99,13 +99,16 @@ public:
   }
 };
 
-/// 2 layers (16-8-4), `replicas` replicas, one slice per layer.
+/// 2 layers (16-8-4), `replicas` replicas, one slice per layer, policy
+/// best: the round that scores every replica first and then exchanges
+/// (average and outer score the synced model after the exchange:
+/// OuterRunMachine, AverageRunMachine).
 nt::run_config small_config(std::size_t replicas) {
   nt::run_config c;
   c.model.layers = {16, 8, 4};
   c.topology.replicas = replicas;
   c.topology.slices = {1};
-  c.topology.policy = nt::sync_policy::average;
+  c.topology.policy = nt::sync_policy::best;
   c.training.keep_best = false;
   c.training.target_accuracy = 0;
   c.training.progress_interval = 0;
@@ -245,7 +248,9 @@ TEST_F(RunMachine, WalksEveryPhaseOfARunInOrder) {
   m->on_exchanged(ex[1].step, 1, some_layer(2.0f), 50);
   EXPECT_EQ(m->current_round_step(), step::applying) << "the result is kept, then applied";
   auto restores = rec.take("restore");
-  ASSERT_EQ(restores.size(), 4u) << "2 replicas x 2 layers (average applies to every replica)";
+  ASSERT_EQ(restores.size(), 2u) << "2 layers of replica 0 (best: replica 1 holds the result)";
+  for (const auto& r : restores)
+    EXPECT_EQ(r.replica, 0u);
   for (std::size_t i = 0; i + 1 < restores.size(); ++i)
     m->on_restored(restores[i].step, restores[i].layer, restores[i].replica, 10);
   EXPECT_EQ(m->current_phase(), phase::sync_round);
@@ -273,7 +278,7 @@ TEST_F(RunMachine, WalksEveryPhaseOfARunInOrder) {
   const auto& r = *rec.result;
   EXPECT_TRUE(r.ok) << r.error;
   EXPECT_EQ(r.sync_rounds, 2u);
-  EXPECT_EQ(r.sync_bytes, 150u + 4u * 10u);
+  EXPECT_EQ(r.sync_bytes, 150u + 2u * 10u) << "the exchange and the two restores";
   EXPECT_EQ(r.samples, 2000u);
   EXPECT_EQ(r.dropped, 10u);
   EXPECT_DOUBLE_EQ(r.best_validation_accuracy, 0.8);
@@ -331,20 +336,23 @@ TEST_F(RunMachine, RoundTimeIsAttributedToEachStep) {
 }
 
 TEST_F(RunMachine, ValidateEveryKRoundsScoresOnlyThoseAndTheLast) {
+  // Policy none: every replica scored, nothing exchanged (for average and
+  // outer see AverageRunMachine and OuterRunMachine).
   auto c = small_config(2);
+  c.topology.policy = nt::sync_policy::none;
   c.topology.validate_every = 2;
   make(c);
   start();
-  barrier_all(500, false); // round 1: not scored, straight to the exchange
+  barrier_all(500, false); // round 1: not scored, straight to keeping the replicas' state
   EXPECT_TRUE(rec.take("validate").empty());
-  EXPECT_EQ(m->current_round_step(), step::exchanging);
-  exchange_all();
+  EXPECT_EQ(m->current_round_step(), step::snapshotting);
+  answer_collects();
   ASSERT_EQ(m->current_phase(), phase::training);
   EXPECT_TRUE(rec.rounds.empty()) << "no curve point, no progress line";
   barrier_all(1000, false); // round 2: scored
   EXPECT_EQ(m->current_round_step(), step::scoring);
   score({0.5, 0.6});
-  exchange_all();
+  answer_collects();
   ASSERT_EQ(rec.rounds.size(), 1u);
   EXPECT_EQ(rec.rounds[0].round, 2u);
   EXPECT_DOUBLE_EQ(rec.rounds[0].point.train_loss, 0.1) << "both rounds' loss, averaged";
@@ -689,7 +697,7 @@ TEST_F(RunMachine, ALossWhileApplyingTheExchangeFinishesApplyingIt) {
   EXPECT_EQ(m->current_round_step(), step::applying);
   EXPECT_EQ(rec.seeks.back().samples, 500u) << "the rolled-back worker goes to this round";
   auto again = rec.take("restore");
-  EXPECT_EQ(again.size(), 4u);
+  EXPECT_EQ(again.size(), 2u) << "best: the replica that was not best, both layers";
   for (const auto& r : again)
     m->on_restored(r.step, r.layer, r.replica, 1);
   EXPECT_EQ(m->current_phase(), phase::training);
@@ -1111,11 +1119,63 @@ TEST_F(OuterRunMachine, AResumeTakesTheMomentumFromTheRunCheckpoint) {
   EXPECT_EQ(rec.outer_in[1].theta.w(0, 0), 5.0f);
   // An average run refuses a checkpoint with an outer momentum.
   auto a = small_config(2);
+  a.topology.policy = nt::sync_policy::average;
   nt::run_state sa = nt::initial_run_state(a, 2);
   sa.models.push_back({some_layer(4.0f), some_layer(5.0f)});
   sa.outer_velocity = st.outer_velocity;
   nt::run_machine other(a, rec, [] { return 0.0; });
   EXPECT_CONTAINS(error_of([&] { other.resume_from(sa); }), "sync_policy is average");
+}
+
+using AverageRunMachine = OuterRunMachine;
+
+TEST_F(AverageRunMachine, ExchangesFirstThenScoresTheSyncedModelOnceAndStoresItOnce) {
+  auto c = small_config(2);
+  c.topology.policy = nt::sync_policy::average;
+  c.training.keep_best = true;
+  c.training.checkpoint_every = 1;
+  make(c);
+  start();
+  rec.take("resume");
+  barrier_all(500, false);
+  EXPECT_TRUE(rec.take("validate").empty()) << "no replica is scored before the exchange";
+  EXPECT_EQ(m->current_round_step(), step::exchanging);
+  for (const auto& e : rec.take("exchange"))
+    m->on_exchanged(e.step, e.layer, layer_of(e.layer, 5.0f + static_cast<float>(e.layer), 1.0f),
+                    1);
+  ASSERT_EQ(m->current_round_step(), step::applying);
+  auto restores = rec.take("restore");
+  EXPECT_EQ(restores.size(), 4u) << "every replica takes the mean";
+  for (const auto& r : restores)
+    m->on_restored(r.step, r.layer, r.replica, 1);
+  auto v = rec.take("validate");
+  ASSERT_EQ(v.size(), 2u) << "the synced model, half the subset on each replica";
+  score_parts(v, {80, 60});
+  ASSERT_EQ(rec.rounds.size(), 1u);
+  EXPECT_TRUE(rec.rounds[0].synced);
+  EXPECT_DOUBLE_EQ(rec.rounds[0].point.validation_accuracy, 0.7);
+  ASSERT_EQ(rec.saved.size(), 1u);
+  EXPECT_EQ(rec.saved[0]->models.size(), 1u) << "every replica holds the same state: stored once";
+  EXPECT_TRUE(rec.saved[0]->outer_velocity.empty());
+  ASSERT_EQ(rec.saved[0]->curve.size(), 1u);
+  EXPECT_EQ(rec.saved[0]->best_layers.at(1).params.w(0, 0), 6.0f);
+  // The last round: exchanged, applied, scored, then the run ends with the
+  // synced model in hand.
+  rec.take("resume");
+  barrier_all(1000, true);
+  EXPECT_EQ(m->current_round_step(), step::exchanging) << "the last round exchanges too";
+  for (const auto& e : rec.take("exchange"))
+    m->on_exchanged(e.step, e.layer, layer_of(e.layer, 7.0f, 1.0f), 1);
+  for (const auto& r : rec.take("restore"))
+    m->on_restored(r.step, r.layer, r.replica, 1);
+  score_parts(rec.take("validate"), {90, 90});
+  EXPECT_EQ(m->current_phase(), phase::finishing);
+  EXPECT_TRUE(rec.take("collect").empty());
+  answer_stats();
+  ASSERT_TRUE(rec.result);
+  ASSERT_TRUE(rec.result->ok) << rec.result->error;
+  EXPECT_EQ(rec.result->layers.at(0).params.w(0, 0), 7.0f) << "keep_best: the better last round";
+  EXPECT_EQ(rec.result->sync_rounds, 2u);
 }
 
 TEST_F(RunMachine, DivergenceEndsTheRunAndUnexpectedBarriersAreIgnored) {
