@@ -78,8 +78,9 @@ struct topology_config {
   /// Samples per replica between sync rounds.
   std::size_t sync_every = 5000;
   sync_policy policy = sync_policy::outer;
-  /// Validation samples used to score replicas in a sync round (0 = the whole
-  /// validation split).
+  /// Validation samples that score a sync round (0 = the whole validation
+  /// split): every replica on all of them (best, none), or the synced model
+  /// with one part per replica (average, outer).
   std::size_t validation_subset = 0;
   /// Score the replicas every this many sync rounds (the last round always):
   /// the other rounds only exchange. Above 1 only without a winner to pick

@@ -236,7 +236,8 @@ const std::vector<option_spec>& all_options() {
        },
        [](const run_config& c) { return "\"" + std::string{to_string(c.topology.policy)} + "\""; }},
       {"topology.validation_subset", "integer",
-       "validation samples that score replicas in a sync round (0 = all)",
+       "validation samples that score a sync round (0 = all): each replica (best, none) or the "
+       "synced model, split among the replicas (average, outer)",
        [](run_config& c, const ini_value& v) {
          c.topology.validation_subset = read_size(v, 0, max_count);
        },
@@ -403,13 +404,15 @@ void run_config::validate() const {
                 + " needs sync_policy \"average\", \"outer\" or \"none\": \"best\" scores every "
                   "replica "
                   "in every round to pick the winner");
-  if (topology.policy == sync_policy::outer && topology.replicas > 1) {
+  if ((topology.policy == sync_policy::outer || topology.policy == sync_policy::average)
+      && topology.replicas > 1) {
     // The synced model is scored in one part of the subset per replica.
     const std::size_t scored = topology.validation_subset == 0
                                    ? data.validation_size
                                    : std::min(topology.validation_subset, data.validation_size);
     if (scored < topology.replicas)
-      throw error("sync_policy \"outer\" scores the synced model on " + std::to_string(scored)
+      throw error("sync_policy \"" + std::string{to_string(topology.policy)}
+                  + "\" scores the synced model on " + std::to_string(scored)
                   + " validation samples (topology.validation_subset, data.validation_size), "
                     "fewer than its "
                   + std::to_string(topology.replicas)

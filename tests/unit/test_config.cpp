@@ -440,6 +440,13 @@ TEST_F(ConfigFiles, WholeConfigValidationNamesTheFile) {
   msg = config_error("[topology]\nreplicas = 4\nvalidation_subset = 3\n");
   EXPECT_CONTAINS(msg, "scores the synced model on 3 validation samples");
   EXPECT_CONTAINS(msg, "fewer than its 4 replicas");
+  msg = config_error("[topology]\nsync_policy = \"average\"\nreplicas = 3\n"
+                     "validation_subset = 2\n");
+  EXPECT_CONTAINS(msg, "sync_policy \"average\" scores the synced model on 2 validation samples");
+  // best scores every replica on the whole subset: no parts.
+  EXPECT_NO_THROW(nt::load_run_config(
+      {"--config-file=" + ini("best.ini", "[topology]\nsync_policy = \"best\"\nreplicas = 3\n"
+                                          "validation_subset = 2\n")}));
   msg = config_error("[topology]\nsync_policy = \"dilocco\"\n");
   EXPECT_CONTAINS(msg, "expected best, average, outer or none");
   msg = config_error("[topology]\nvalidate_every = 0\n");
