@@ -343,7 +343,8 @@ typename Inspector::result_type inspect(Inspector& f, run_result& r) {
   static_assert(std::tuple_size<std::decay_t<decltype(t)>>::value == 6);
   return f(caf::meta::type_name("run_result"), r.ok, r.error, r.actor_run, r.samples, r.epochs,
            r.seconds, r.samples_per_second, r.best_validation_accuracy, r.time_to_target,
-           r.reached_target, r.sync_rounds, r.sync_bytes, r.best_replica, r.max_staleness,
+           r.reached_target, r.sync_rounds, r.sync_bytes, r.best_replica, r.synced_model,
+           r.max_staleness,
            r.staleness, r.dropped, r.stale_dropped, r.late_replies, r.curve, r.layers, r.kept_best,
            r.saved_samples, r.saved_epoch, r.has_saved_rng, rng[0], rng[1], rng[2], rng[3],
            r.recoveries, r.recovery_seconds, r.samples_redone, r.replicas_rolled_back,

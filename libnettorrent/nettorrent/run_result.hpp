@@ -29,6 +29,9 @@ struct run_result {
   std::uint64_t sync_rounds = 0;
   std::uint64_t sync_bytes = 0;
   std::uint32_t best_replica = 0;
+  /// The scores were the synced model's (sync_policy average, outer): no
+  /// replica was best.
+  bool synced_model = false;
   std::uint64_t max_staleness = 0;
   std::vector<std::uint64_t> staleness; ///< histogram over all slices
   std::uint64_t dropped = 0;            ///< malformed messages dropped by peers

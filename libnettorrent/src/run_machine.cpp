@@ -886,6 +886,7 @@ void run_machine::finish() {
   result_.seconds = now();
   result_.samples_per_second = static_cast<double>(result_.samples) / result_.seconds;
   result_.best_replica = best_;
+  result_.synced_model = scores_synced();
   const bool from_best_pass = cfg_.training.keep_best && !best_layers_.empty();
   result_.kept_best = from_best_pass;
   result_.saved_samples = from_best_pass ? best_samples_ : result_.samples;

@@ -115,7 +115,13 @@ void print_summary(const run_result& r, std::ostream& out) {
                 static_cast<unsigned long long>(r.samples), format_duration(r.seconds).c_str(),
                 r.samples_per_second);
   out << buf;
-  if (r.actor_run) {
+  if (r.actor_run && r.synced_model) {
+    std::snprintf(buf, sizeof buf,
+                  ", %llu sync rounds (%.1f MB exchanged)\n"
+                  "the synced model's best validation accuracy %.4f\n",
+                  static_cast<unsigned long long>(r.sync_rounds),
+                  static_cast<double>(r.sync_bytes) / 1e6, r.best_validation_accuracy);
+  } else if (r.actor_run) {
     std::snprintf(buf, sizeof buf,
                   ", %llu sync rounds (%.1f MB exchanged)\n"
                   "best replica %u, best validation accuracy %.4f\n",
