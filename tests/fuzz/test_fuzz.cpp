@@ -240,6 +240,8 @@ TEST_F(Fuzz, MessagesThatCrossNodes) {
                                                    nt::zero_velocity(some_layer(3, 2).params)}})},
        [&](const bytes& x) { w.decode<nt::outer_request>(x); });
   fuzz("barrier_report", {w.encode(b)}, [&](const bytes& x) { w.decode<nt::barrier_report>(x); });
+  fuzz("replica_score", {w.encode(nt::replica_score{0.5, 0.75, 4.0, 6, 8})},
+       [&](const bytes& x) { w.decode<nt::replica_score>(x); });
   fuzz("actor_key", {w.encode(nt::actor_key::slice_of(1, 2, 3))},
        [&](const bytes& x) { w.decode<nt::actor_key>(x); });
   fuzz("worker_position", {w.encode(nt::worker_position{1, 2, 3, 4})},
