@@ -262,7 +262,8 @@ public:
     const auto& s = st();
     if (const auto* m = s.spec.metrics) {
       m->training_loss->Set(r.point.train_loss);
-      // Under outer every replica holds the synced model: its one score is each replica's.
+      // Under average and outer every replica holds the synced model: its
+      // one score is each replica's.
       for (std::size_t i = 0; i < m->validation_accuracy.size(); ++i)
         if (r.synced && !r.scores.empty())
           m->validation_accuracy[i]->Set(r.scores.front().accuracy);

@@ -233,11 +233,12 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
         if (!s.eval_pending.empty()) {
           // The coordinator asks again after a recovery while an earlier pass
           // (its answer now late) still runs: this one starts when it ends.
+          // A request queued before it is superseded: it gets an empty score,
+          // which the coordinator counts as a late reply of its old step.
           if (s.eval_queued)
-            return caf::make_error(caf::sec::invalid_argument,
-                                   "validate: two validation passes are already asked for");
+            s.eval_queued->promise.deliver(replica_score{});
           s.eval_queued = shard_worker_state::queued{part, parts,
-                                            self->make_response_promise<replica_score>()};
+                                                     self->make_response_promise<replica_score>()};
           return s.eval_queued->promise;
         }
         start_validation(self, part, parts);

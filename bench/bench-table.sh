@@ -38,33 +38,42 @@ row() { rows+=("$1|$(rate "$2")|$(to_target "$2")|$(accuracy "$2")|$3|${4:--}|${
 # (the timed run keeps them off), scraped while the exporter lingers: the
 # data-flow messages sent (every kind, validation passes and rounds
 # included) per training batch.
+# Prints "?" when the count cannot be had (the port taken, a failed scrape).
 messages() {
-  local tag=$1 port=$((19470 + RANDOM % 500)) log n b
+  local tag=$1 port=$((19470 + RANDOM % 500)) log n s
   shift
   log="$out/$tag-msg.log"
   "$bin" "$@" "${common[@]}" --system.metrics=true --system.metrics_bind=127.0.0.1 \
     --system.metrics_port="$port" --system.metrics_linger=20 \
     --training.output_dir="$out/$tag-msg" > "$log" 2>&1 &
-  local pid=$!
+  msg_pid=$! # global: the trap below runs after this function returns
+  local pid=$msg_pid
+  trap 'kill "$msg_pid" 2>/dev/null' EXIT # this runs in $(...): the script's trap does not see it
   until grep -q "^metrics: the exporter stays up" "$log"; do
-    kill -0 "$pid" 2>/dev/null || { echo "bench-table: the $tag metrics run ended early" >&2; return 1; }
+    kill -0 "$pid" 2>/dev/null || { echo "bench-table: the $tag metrics run ended early" >&2; echo "?"; return 0; }
     sleep 0.2
   done
-  n=$(curl -s "http://127.0.0.1:$port/metrics" \
-        | awk '/^nettorrent_messages_sent_total\{/ { s += $NF } END { printf "%.0f", s }')
+  n=$(curl -sf --max-time 10 "http://127.0.0.1:$port/metrics" \
+        | awk '/^nettorrent_messages_sent_total\{/ { s += $NF } END { printf "%.0f", s }') || n=0
   kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
-  b=$(( $(samples "$log") / 64 ))
-  awk -v n="$n" -v b="$b" 'BEGIN { printf "%.1f", n / b }'
+  s=$(samples "$log")
+  if [ "${n:-0}" -gt 0 ] && [ -n "$s" ]; then
+    # training batches: samples / training.batch_size (64 in every config run here)
+    awk -v n="$n" -v b="$(( s / 64 ))" 'BEGIN { printf "%.1f", n / b }'
+  else
+    echo "bench-table: no message count for $tag" >&2
+    echo "?"
+  fi
 }
 
-# run NAME TAG ARGS...: one process under GNU time (actor runs: and the
-# messages per batch of the same run).
+# run NAME TAG ARGS...: one process under GNU time (actor runs: then a
+# second run of the same configuration for its messages per batch).
 run() {
   local name=$1 tag=$2 per=-
   shift 2
   /usr/bin/time -v "$bin" "$@" "${common[@]}" --training.output_dir="$out/$tag" \
     > "$out/$tag.log" 2> "$out/$tag.time"
-  [ "$1" = train ] && per=$(messages "$tag" "$@")
+  if [ "$1" = train ]; then per=$(messages "$tag" "$@"); fi
   row "$name" "$out/$tag.log" "$(rss_mb "$out/$tag.time")" - "$per"
 }
 

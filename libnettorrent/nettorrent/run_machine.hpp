@@ -300,8 +300,9 @@ private:
   /// The round's result is applied: training goes on, or (outer) the synced
   /// model is scored.
   void after_apply();
-  /// Policy outer: "" if layer `layer`'s exchange result fits the model
-  /// and gives every replica the same weights, else what is wrong.
+  /// Policies average and outer: "" if layer `layer`'s exchange result fits
+  /// the model and gives every replica the same weights (average: one
+  /// state), else what is wrong.
   std::string check_exchange(std::uint32_t layer, const std::vector<layer_state>& post,
                              const dense_params& velocity) const;
   void end_synced_round();

@@ -777,7 +777,7 @@ bool same_weights(const dense_params& a, const dense_params& b) {
 
 std::string run_machine::check_exchange(std::uint32_t layer, const std::vector<layer_state>& post,
                                         const dense_params& velocity) const {
-  if (!outer_active())
+  if (!scores_synced())
     return {};
   const auto g = model_geometry(cfg_.model).at(layer);
   const auto in = static_cast<Eigen::Index>(g.fan_in);
@@ -786,6 +786,10 @@ std::string run_machine::check_exchange(std::uint32_t layer, const std::vector<l
     if (st.params.w.rows() != in || st.params.w.cols() != out || st.params.b.size() != out)
       return "weights of " + shape_of(st.params) + " for a layer of " + std::to_string(in) + " x "
              + std::to_string(out);
+  if (!outer_active()) // average: one mean for every replica
+    return post.size() == 1 ? std::string{}
+                            : std::to_string(post.size())
+                                  + " states (an average round gives every replica one)";
   if (velocity.w.rows() != in || velocity.w.cols() != out || velocity.b.size() != out)
     return "an outer momentum of " + shape_of(velocity) + " for a layer of " + std::to_string(in)
            + " x " + std::to_string(out);

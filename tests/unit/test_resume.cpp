@@ -485,7 +485,8 @@ TEST_F(ResumeCli, TrainUnderOuterResumedFromARoundEndsAsTheStraightRunBitForBit)
   };
   const auto straight = run(train_args(path("a"), 2, with({"--training.checkpoint_every=3"})));
   ASSERT_EQ(straight.code, 0) << straight.output;
-  EXPECT_CONTAINS(straight.output, "synced model");
+  EXPECT_CONTAINS(straight.output, "(synced model, best ");
+  EXPECT_CONTAINS(straight.output, "the synced model's best validation accuracy 0.");
   const std::string from = path("a") + "/run-00000003.ckpt";
   const auto resumed = run(train_args(path("b"), 2, with({"--resume=" + from})));
   ASSERT_EQ(resumed.code, 0) << resumed.output;

@@ -1168,14 +1168,31 @@ TEST_F(AverageRunMachine, ExchangesFirstThenScoresTheSyncedModelOnceAndStoresItO
     m->on_exchanged(e.step, e.layer, layer_of(e.layer, 7.0f, 1.0f), 1);
   for (const auto& r : rec.take("restore"))
     m->on_restored(r.step, r.layer, r.replica, 1);
-  score_parts(rec.take("validate"), {90, 90});
+  score_parts(rec.take("validate"), {50, 50}); // worse than round 1
   EXPECT_EQ(m->current_phase(), phase::finishing);
   EXPECT_TRUE(rec.take("collect").empty());
   answer_stats();
   ASSERT_TRUE(rec.result);
   ASSERT_TRUE(rec.result->ok) << rec.result->error;
-  EXPECT_EQ(rec.result->layers.at(0).params.w(0, 0), 7.0f) << "keep_best: the better last round";
+  EXPECT_EQ(rec.result->layers.at(0).params.w(0, 0), 5.0f) << "keep_best: round 1's synced model";
+  EXPECT_TRUE(rec.result->synced_model);
   EXPECT_EQ(rec.result->sync_rounds, 2u);
+  ASSERT_TRUE(rec.result->end_state);
+  EXPECT_EQ(rec.result->end_state->model_of(1).at(0).params.w(0, 0), 7.0f)
+      << "the run state is the last round's";
+}
+
+TEST_F(AverageRunMachine, AReplyWithAStatePerReplicaEndsTheRun) {
+  auto c = small_config(2);
+  c.topology.policy = nt::sync_policy::average;
+  make(c);
+  start();
+  barrier_all(500, false);
+  auto ex = rec.take("exchange");
+  ASSERT_EQ(ex.size(), 2u);
+  m->on_exchanged(ex[0].step, 0, {layer_of(0, 1.0f), layer_of(0, 2.0f)}, nt::dense_params{}, 1);
+  ASSERT_TRUE(rec.result);
+  EXPECT_CONTAINS(rec.result->error, "2 states (an average round gives every replica one)");
 }
 
 TEST_F(RunMachine, DivergenceEndsTheRunAndUnexpectedBarriersAreIgnored) {
