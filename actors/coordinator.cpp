@@ -151,8 +151,8 @@ public:
                   atom::sync::value, best, static_cast<std::uint8_t>(policy), std::move(req))
         .then(
             [s = self_, step, layer](exchange_result& x) {
-              s->state.machine->on_exchanged(step, layer, std::move(x.post),
-                                             std::move(x.velocity), x.bytes);
+              s->state.machine->on_exchanged(step, layer, std::move(x.post), std::move(x.velocity),
+                                             x.bytes);
             },
             failure_handler(self_, "sync round"));
   }

@@ -98,7 +98,8 @@ typename Inspector::result_type inspect_tagged_matrix(Inspector& f, matrix& m, c
     std::uint8_t tag = 0;
     if (auto err = f(caf::meta::type_name(name), rows, cols, tag))
       return err;
-    if (!plausible_shape<matrix>(rows, cols) || tag > static_cast<std::uint8_t>(wire_precision::bf16))
+    if (!plausible_shape<matrix>(rows, cols)
+        || tag > static_cast<std::uint8_t>(wire_precision::bf16))
       return caf::make_error(caf::sec::invalid_argument);
     m.resize(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
     const auto size = static_cast<std::size_t>(m.size());
@@ -344,12 +345,11 @@ typename Inspector::result_type inspect(Inspector& f, run_result& r) {
   return f(caf::meta::type_name("run_result"), r.ok, r.error, r.actor_run, r.samples, r.epochs,
            r.seconds, r.samples_per_second, r.best_validation_accuracy, r.time_to_target,
            r.reached_target, r.sync_rounds, r.sync_bytes, r.best_replica, r.synced_model,
-           r.max_staleness,
-           r.staleness, r.dropped, r.stale_dropped, r.late_replies, r.curve, r.layers, r.kept_best,
-           r.saved_samples, r.saved_epoch, r.has_saved_rng, rng[0], rng[1], rng[2], rng[3],
-           r.recoveries, r.recovery_seconds, r.samples_redone, r.replicas_rolled_back,
-           r.actors_moved, r.actors_restarted, r.run_checkpoint_path, t[0], t[1], t[2], t[3],
-           t[4], t[5]);
+           r.max_staleness, r.staleness, r.dropped, r.stale_dropped, r.late_replies, r.curve,
+           r.layers, r.kept_best, r.saved_samples, r.saved_epoch, r.has_saved_rng, rng[0], rng[1],
+           rng[2], rng[3], r.recoveries, r.recovery_seconds, r.samples_redone,
+           r.replicas_rolled_back, r.actors_moved, r.actors_restarted, r.run_checkpoint_path, t[0],
+           t[1], t[2], t[3], t[4], t[5]);
 }
 
 } // namespace nettorrent

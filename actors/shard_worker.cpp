@@ -165,8 +165,8 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
         if (s.eval_pending.empty()) {
           const auto n = static_cast<double>(s.eval_samples);
           s.eval_promise.deliver(replica_score{s.eval_loss / n,
-                                               static_cast<double>(s.eval_correct) / n,
-                                               s.eval_loss, s.eval_correct, s.eval_samples});
+                                               static_cast<double>(s.eval_correct) / n, s.eval_loss,
+                                               s.eval_correct, s.eval_samples});
           if (s.eval_queued) { // asked again while this pass ran (after a recovery)
             auto q = std::move(*s.eval_queued);
             s.eval_queued.reset();
@@ -218,8 +218,7 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
         s.loss_samples = 0;
         return atom::ok::value;
       },
-      [=](atom::validate, std::uint32_t part,
-          std::uint32_t parts) -> caf::result<replica_score> {
+      [=](atom::validate, std::uint32_t part, std::uint32_t parts) -> caf::result<replica_score> {
         auto& s = self->state;
         if (!s.in_flight.empty() || !s.awaiting_loss.empty())
           return caf::make_error(caf::sec::invalid_argument,
@@ -237,8 +236,8 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
           // which the coordinator counts as a late reply of its old step.
           if (s.eval_queued)
             s.eval_queued->promise.deliver(replica_score{});
-          s.eval_queued = shard_worker_state::queued{part, parts,
-                                                     self->make_response_promise<replica_score>()};
+          s.eval_queued =
+              shard_worker_state::queued{part, parts, self->make_response_promise<replica_score>()};
           return s.eval_queued->promise;
         }
         start_validation(self, part, parts);

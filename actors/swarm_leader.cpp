@@ -45,8 +45,9 @@ exchange_result post_exchange(const swarm_leader_state& s, std::vector<layer_sta
     std::vector<layer_state> whole(R);
     std::vector<const layer_state*> ptrs;
     for (std::size_t r = 0; r < R; ++r) {
-      whole[r] = glue_slices({std::make_move_iterator(states.begin() + static_cast<std::ptrdiff_t>(r * P)),
-                              std::make_move_iterator(states.begin() + static_cast<std::ptrdiff_t>((r + 1) * P))});
+      whole[r] = glue_slices(
+          {std::make_move_iterator(states.begin() + static_cast<std::ptrdiff_t>(r * P)),
+           std::make_move_iterator(states.begin() + static_cast<std::ptrdiff_t>((r + 1) * P))});
       ptrs.push_back(&whole[r]);
     }
     out.post = outer_exchange(outer.cfg, ptrs, outer.state);
@@ -80,8 +81,7 @@ std::string check_outer(const outer_request& o) {
     return "sync: outer momentum " + std::to_string(c.momentum) + " is out of range [0, 1)";
   const auto& t = o.state.theta;
   const auto& v = o.state.velocity;
-  if (t.w.cols() != t.b.size() || v.w.rows() != t.w.rows() || v.w.cols() != t.w.cols()
-      || v.b.size() != t.b.size() || t.w.size() == 0)
+  if (t.w.cols() != t.b.size() || !same_shape(t, v) || t.w.size() == 0)
     return "sync: the outer state's weights (" + std::to_string(t.w.rows()) + " x "
            + std::to_string(t.w.cols()) + ", bias " + std::to_string(t.b.size())
            + ") and momentum (" + std::to_string(v.w.rows()) + " x " + std::to_string(v.w.cols())

@@ -19,7 +19,7 @@ namespace {
 
 std::mutex sink_mutex;
 std::function<void(const std::string&)> sink; // guarded by sink_mutex
-std::atomic<unsigned long> failures{0}; ///< failed handshakes, both directions
+std::atomic<unsigned long> failures{0};       ///< failed handshakes, both directions
 
 /// Lines after this many refusals are thinned out (every 100th), so a peer
 /// that retries in a loop cannot flood the log.
@@ -109,10 +109,10 @@ void report(SSL* ssl, int ret, bool accepting) {
   const unsigned long n = ++failures;
   if (n > log_every_refusal_up_to && n % 100 != 0)
     return;
-  std::string line = std::string{accepting ? "refused a TLS connection from "
-                                           : "TLS handshake with "}
-                     + (record != nullptr ? record->address : address_of_socket(ssl))
-                     + (accepting ? ": " : " failed: ") + reason_of(ssl, error);
+  std::string line =
+      std::string{accepting ? "refused a TLS connection from " : "TLS handshake with "}
+      + (record != nullptr ? record->address : address_of_socket(ssl))
+      + (accepting ? ": " : " failed: ") + reason_of(ssl, error);
   if (n > log_every_refusal_up_to)
     line += " (" + std::to_string(n) + " failed handshakes so far; logging every 100th)";
   std::lock_guard<std::mutex> guard{sink_mutex};

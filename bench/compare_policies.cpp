@@ -11,11 +11,11 @@
 //
 // usage: compare_policies [--epochs=N] [--target=0.88] [--csv=PATH] [--seed=N]
 #include <cstdio>
-#include <utility>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cpu_info.hpp"
@@ -106,8 +106,8 @@ int main(int argc, char** argv) {
     }
     for (std::size_t replicas : {1, 2, 4})
       for (std::size_t sync : sync_values)
-        for (auto policy : {nt::sync_policy::best, nt::sync_policy::average,
-                            nt::sync_policy::outer, nt::sync_policy::none}) {
+        for (auto policy : {nt::sync_policy::best, nt::sync_policy::average, nt::sync_policy::outer,
+                            nt::sync_policy::none}) {
           // One replica has nothing to share: every policy is the same run.
           if (replicas == 1 && policy != nt::sync_policy::none)
             continue;
@@ -121,8 +121,7 @@ int main(int argc, char** argv) {
             throw std::runtime_error(r.error);
           const auto [t, n] = time_to(r.curve_path, target);
           rows.push_back({"actors", replicas == 1 ? "-" : std::string{nt::to_string(policy)},
-                          replicas, sync, r.test.accuracy, t, n, r.seconds,
-                          r.samples_per_second});
+                          replicas, sync, r.test.accuracy, t, n, r.seconds, r.samples_per_second});
           std::fprintf(stderr, "R=%zu sync_every=%zu %s done\n", replicas, sync,
                        std::string{nt::to_string(policy)}.c_str());
         }
@@ -141,8 +140,9 @@ int main(int argc, char** argv) {
       std::printf("| %s | %s | %zu | %zu | %.4f | %s | %s | %s | %.0f |\n", r.name.c_str(),
                   r.policy.c_str(), r.replicas, r.sync_every, r.test_accuracy,
                   r.time_to_target < 0 ? "never" : nt::format_duration(r.time_to_target).c_str(),
-                  r.samples_to_target < 0 ? "-" : std::to_string(static_cast<long long>(
-                                                      r.samples_to_target)).c_str(),
+                  r.samples_to_target < 0
+                      ? "-"
+                      : std::to_string(static_cast<long long>(r.samples_to_target)).c_str(),
                   nt::format_duration(r.seconds).c_str(), r.samples_per_second);
     nt::write_file_atomically(csv, [&](std::ostream& os) {
       os << "run,policy,replicas,sync_every,test_accuracy,time_to_target_s,samples_to_target,"

@@ -67,6 +67,11 @@ struct dense_grads {
 /// Biases start at zero.
 dense_params init_dense(std::uint64_t seed, const slice_geometry& g);
 
+/// True if `a` and `b` have the same weight and bias shapes.
+inline bool same_shape(const dense_params& a, const dense_params& b) {
+  return a.w.rows() == b.w.rows() && a.w.cols() == b.w.cols() && a.b.size() == b.b.size();
+}
+
 /// Sizes `grads` for the slice (no-op when already sized).
 void resize_grads(const dense_params& p, dense_grads& grads);
 

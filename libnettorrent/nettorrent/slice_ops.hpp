@@ -15,9 +15,9 @@ namespace nettorrent {
 
 /// A replica's score in a sync round (or a part of the validation subset's).
 struct replica_score {
-  double loss = 0;          ///< mean validation loss
-  double accuracy = 0;      ///< validation accuracy
-  double loss_sum = 0;      ///< summed validation loss
+  double loss = 0;           ///< mean validation loss
+  double accuracy = 0;       ///< validation accuracy
+  double loss_sum = 0;       ///< summed validation loss
   std::uint64_t correct = 0; ///< samples classified correctly
   std::uint64_t samples = 0; ///< samples scored
 };

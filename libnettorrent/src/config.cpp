@@ -265,7 +265,9 @@ const std::vector<option_spec>& all_options() {
        [](const run_config& c) { return show(c.topology.outer_momentum); }, true, false, "0.9"},
       {"topology.outer_nesterov", "boolean", "sync_policy outer: Nesterov's form of the momentum",
        [](run_config& c, const ini_value& v) { c.topology.outer_nesterov = read_bool(v); },
-       [](const run_config& c) { return std::string{c.topology.outer_nesterov ? "true" : "false"}; },
+       [](const run_config& c) {
+         return std::string{c.topology.outer_nesterov ? "true" : "false"};
+       },
        true, false, "true"},
       {"topology.outer_average_moments", "boolean",
        "sync_policy outer: average the replicas' optimizer moments too (false: each keeps its own)",

@@ -13,11 +13,8 @@ namespace nettorrent {
 
 namespace {
 
-bool same_shape(const dense_params& a, const dense_params& b) {
-  return a.w.rows() == b.w.rows() && a.w.cols() == b.w.cols() && a.b.size() == b.b.size();
-}
-
-void step_block(const outer_config& cfg, const float* mean, float* theta, float* v, Eigen::Index n) {
+void step_block(const outer_config& cfg, const float* mean, float* theta, float* v,
+                Eigen::Index n) {
   const float eta = cfg.learning_rate;
   const float mu = cfg.momentum;
   for (Eigen::Index k = 0; k < n; ++k) {
@@ -71,16 +68,17 @@ std::vector<layer_state> outer_exchange(const outer_config& cfg,
                                         outer_state& s) {
   if (replicas.empty())
     throw error("outer exchange: no replicas");
+  std::vector<layer_state> out;
+  if (cfg.average_moments) { // the mean of weights and moments, then the outer step
+    out.push_back(average_states(replicas));
+    outer_step(cfg, out.back().params, s);
+    out.back().params = s.theta;
+    return out;
+  }
   std::vector<const dense_params*> ps;
   for (const auto* r : replicas)
     ps.push_back(&r->params);
   outer_step(cfg, mean_params(ps), s);
-  std::vector<layer_state> out;
-  if (cfg.average_moments) {
-    out.push_back(average_states(replicas));
-    out.back().params = s.theta;
-    return out;
-  }
   out.reserve(replicas.size());
   for (const auto* r : replicas)
     out.push_back(layer_state{s.theta, r->w_state, r->b_state});

@@ -134,7 +134,7 @@ void decode_run_state(const std::string& payload, const model_checkpoint& model,
     load_matrix(ar, v.w, max_elems);
     load_matrix(ar, v.b, max_elems);
     const auto& w = s.models[0][i].params.w;
-    if (v.w.rows() != w.rows() || v.w.cols() != w.cols() || v.b.size() != w.cols())
+    if (!same_shape(v, s.models[0][i].params))
       throw error("the outer momentum of layer " + std::to_string(i) + " has shape "
                   + std::to_string(v.w.rows()) + " x " + std::to_string(v.w.cols())
                   + ", the layer is " + std::to_string(w.rows()) + " x "
@@ -211,8 +211,8 @@ void save_run_checkpoint(const std::string& path, const checkpoint_header& heade
     fail("best pass of " + std::to_string(state.best_layers.size()) + " layers, header has "
          + std::to_string(layers));
   if (!state.outer_velocity.empty() && state.outer_velocity.size() != layers)
-    fail("outer momentum of " + std::to_string(state.outer_velocity.size())
-         + " layers, header has " + std::to_string(layers));
+    fail("outer momentum of " + std::to_string(state.outer_velocity.size()) + " layers, header has "
+         + std::to_string(layers));
   model_checkpoint model{header, state.models.front()};
   const std::string file = frame(checkpoint_magic, header.version, encode_model(model))
                            + frame(run_state_magic, run_state_version, encode_run_state(state));

@@ -205,19 +205,17 @@ void run_machine::resume_from(const run_state& st) {
                 + (st.outer_velocity.empty() ? "no outer momentum for this run's sync_policy outer"
                                              : "an outer momentum, but this run's sync_policy is "
                                                    + std::string{to_string(cfg_.topology.policy)}
-                                                   + " with "
-                                                   + std::to_string(R) + " replicas"));
+                                                   + " with " + std::to_string(R) + " replicas"));
   if (outer_active()) {
     if (st.outer_velocity.size() != layout_.layers())
       throw error("run checkpoint: an outer momentum of " + std::to_string(st.outer_velocity.size())
                   + " layers; this run has " + std::to_string(layout_.layers()));
     for (std::size_t l = 0; l < layout_.layers(); ++l) {
       const auto& v = st.outer_velocity[l];
-      const auto& w = st.models.front()[l].params.w;
-      if (v.w.rows() != w.rows() || v.w.cols() != w.cols() || v.b.size() != w.cols())
+      const auto& p = st.models.front()[l].params;
+      if (!same_shape(v, p))
         throw error("run checkpoint: the outer momentum of layer " + std::to_string(l + 1) + " is "
-                    + shape_of(v) + ", the layer " + std::to_string(w.rows()) + " x "
-                    + std::to_string(w.cols()));
+                    + shape_of(v) + ", the layer " + shape_of(p));
     }
     outer_v_ = st.outer_velocity;
   }
@@ -543,7 +541,7 @@ void run_machine::on_scored(std::uint64_t step, std::uint32_t replica, const rep
 void run_machine::scored() {
   const auto& tc = cfg_.training;
   const bool synced = scores_synced(); // the round was counted at its exchange
-  if (synced) // the replicas scored parts of the subset on the same model
+  if (synced)                          // the replicas scored parts of the subset on the same model
     scores_v_ = {combine_parts(scores_v_)};
   best_ = static_cast<std::uint32_t>(pick_best(scores_v_));
   const double acc = scores_v_[best_].accuracy;
@@ -768,8 +766,7 @@ void run_machine::start_exchange() {
 namespace {
 
 bool same_weights(const dense_params& a, const dense_params& b) {
-  return a.w.rows() == b.w.rows() && a.w.cols() == b.w.cols() && a.b.size() == b.b.size()
-         && std::equal(a.w.data(), a.w.data() + a.w.size(), b.w.data())
+  return same_shape(a, b) && std::equal(a.w.data(), a.w.data() + a.w.size(), b.w.data())
          && std::equal(a.b.data(), a.b.data() + a.b.size(), b.b.data());
 }
 
@@ -779,20 +776,18 @@ std::string run_machine::check_exchange(std::uint32_t layer, const std::vector<l
                                         const dense_params& velocity) const {
   if (!scores_synced())
     return {};
-  const auto g = model_geometry(cfg_.model).at(layer);
-  const auto in = static_cast<Eigen::Index>(g.fan_in);
-  const auto out = static_cast<Eigen::Index>(g.fan_out);
+  // The kept state of the last round has the layer's shape.
+  const dense_params& layer_params = (*snapshot_.front())[layer].params;
   for (const auto& st : post)
-    if (st.params.w.rows() != in || st.params.w.cols() != out || st.params.b.size() != out)
-      return "weights of " + shape_of(st.params) + " for a layer of " + std::to_string(in) + " x "
-             + std::to_string(out);
+    if (!same_shape(st.params, layer_params))
+      return "weights of " + shape_of(st.params) + " for a layer of " + shape_of(layer_params);
   if (!outer_active()) // average: one mean for every replica
-    return post.size() == 1 ? std::string{}
-                            : std::to_string(post.size())
-                                  + " states (an average round gives every replica one)";
-  if (velocity.w.rows() != in || velocity.w.cols() != out || velocity.b.size() != out)
-    return "an outer momentum of " + shape_of(velocity) + " for a layer of " + std::to_string(in)
-           + " x " + std::to_string(out);
+    return post.size() == 1
+               ? std::string{}
+               : std::to_string(post.size()) + " states (an average round gives every replica one)";
+  if (!same_shape(velocity, layer_params))
+    return "an outer momentum of " + shape_of(velocity) + " for a layer of "
+           + shape_of(layer_params);
   // Theta: every replica continues from the same weights.
   for (const auto& st : post)
     if (!same_weights(st.params, post.front().params))

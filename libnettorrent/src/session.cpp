@@ -158,8 +158,9 @@ void print_summary(const run_result& r, std::ostream& out) {
     // Where the rounds' time went, per round on average.
     const auto& t = r.round_time;
     const double per = r.sync_rounds > 0 ? 1e3 / static_cast<double>(r.sync_rounds) : 0;
-    std::snprintf(line, sizeof line, "round time: %.2f s in %llu rounds (%.1f%% of the run); per round:",
-                  t.total(), static_cast<unsigned long long>(r.sync_rounds),
+    std::snprintf(line, sizeof line,
+                  "round time: %.2f s in %llu rounds (%.1f%% of the run); per round:", t.total(),
+                  static_cast<unsigned long long>(r.sync_rounds),
                   r.seconds > 0 ? 100 * t.total() / r.seconds : 0.0);
     out << line;
     for (std::size_t p = 0; p < t.seconds.size(); ++p) {

@@ -84,6 +84,33 @@ protected:
   machine::phase phase() const { return impl->state.machine->current_phase(); }
   machine::round_step round_step() const { return impl->state.machine->current_round_step(); }
 
+  /// The moment a sync round is in step `st`, once `after` rounds are done.
+  std::function<bool()> at_step(machine::round_step st, std::uint64_t after = 0) const {
+    return [this, st, after] {
+      return rounds() >= after && phase() == machine::phase::sync_round && round_step() == st;
+    };
+  }
+
+  /// Kills leader `layer` while the leaders compute an exchange: nothing is
+  /// rolled back or redone and the run ends as the fault-free one.
+  void expect_a_lost_leader_costs_nothing(std::uint32_t layer, const std::string& why) {
+    const nt::run_result ref = fault_free();
+    bool fired = false;
+    const nt::run_result r = run_with_fault(at_step(machine::round_step::exchanging, 1),
+                                            {nt::actor_key::leader(layer)}, fired);
+    ASSERT_TRUE(fired);
+    ASSERT_TRUE(r.ok) << r.error;
+    EXPECT_EQ(r.recoveries, 1u);
+    EXPECT_EQ(r.replicas_rolled_back, 0u) << why;
+    EXPECT_EQ(r.samples_redone, 0u);
+    EXPECT_EQ(r.sync_rounds, ref.sync_rounds);
+    ASSERT_EQ(r.curve.size(), ref.curve.size());
+    for (std::size_t k = 0; k < r.curve.size(); ++k)
+      EXPECT_EQ(r.curve[k].validation_loss, ref.curve[k].validation_loss) << "round " << k;
+    for (std::size_t l = 0; l < r.layers.size(); ++l)
+      expect_same_state(r.layers[l], ref.layers[l], "layer " + std::to_string(l + 1));
+  }
+
   /// Runs the fault-free reference once, then the faulty run, and compares.
   void expect_recovers_bit_identically(const std::function<bool()>& moment,
                                        const std::vector<nt::actor_key>& victims,
@@ -153,30 +180,21 @@ TEST_F(Recovery, ASliceLostDuringTheBackwardPass) {
 }
 
 TEST_F(Recovery, ASliceLostDuringAValidationPass) {
-  expect_recovers_bit_identically(
-      [&] {
-        return phase() == machine::phase::sync_round
-               && round_step() == machine::round_step::scoring;
-      },
-      {nt::actor_key::slice_of(1, 2, 0)}, "slice r1 l2 i0 while scoring");
+  expect_recovers_bit_identically(at_step(machine::round_step::scoring),
+                                  {nt::actor_key::slice_of(1, 2, 0)},
+                                  "slice r1 l2 i0 while scoring");
 }
 
 TEST_F(Recovery, ASliceLostDuringTheExchange) {
-  expect_recovers_bit_identically(
-      [&] {
-        return rounds() >= 1 && phase() == machine::phase::sync_round
-               && round_step() == machine::round_step::exchanging;
-      },
-      {nt::actor_key::slice_of(0, 2, 1)}, "slice r0 l2 i1 while the leaders compute");
+  expect_recovers_bit_identically(at_step(machine::round_step::exchanging, 1),
+                                  {nt::actor_key::slice_of(0, 2, 1)},
+                                  "slice r0 l2 i1 while the leaders compute");
 }
 
 TEST_F(Recovery, ASliceLostWhileTheExchangeIsApplied) {
-  expect_recovers_bit_identically(
-      [&] {
-        return phase() == machine::phase::sync_round
-               && round_step() == machine::round_step::applying;
-      },
-      {nt::actor_key::slice_of(1, 1, 1)}, "slice r1 l1 i1 while the result is applied");
+  expect_recovers_bit_identically(at_step(machine::round_step::applying),
+                                  {nt::actor_key::slice_of(1, 1, 1)},
+                                  "slice r1 l1 i1 while the result is applied");
 }
 
 TEST_F(Recovery, ARelayLost) {
@@ -208,21 +226,7 @@ TEST_F(Recovery, TwoActorsOfDifferentReplicasLostAtOnce) {
 }
 
 TEST_F(Recovery, ALeaderLostDuringTheExchange) {
-  const nt::run_result ref = fault_free();
-  bool fired = false;
-  const nt::run_result r = run_with_fault(
-      [&] {
-        return rounds() >= 1 && phase() == machine::phase::sync_round
-               && round_step() == machine::round_step::exchanging;
-      },
-      {nt::actor_key::leader(1)}, fired);
-  ASSERT_TRUE(fired);
-  ASSERT_TRUE(r.ok) << r.error;
-  EXPECT_EQ(r.recoveries, 1u);
-  EXPECT_EQ(r.replicas_rolled_back, 0u) << "a leader holds no training state";
-  EXPECT_EQ(r.samples_redone, 0u);
-  for (std::size_t l = 0; l < r.layers.size(); ++l)
-    expect_same_state(r.layers[l], ref.layers[l], "layer " + std::to_string(l + 1));
+  expect_a_lost_leader_costs_nothing(1, "a leader holds no training state");
 }
 
 TEST_F(Recovery, NonePolicyRollsBackToTheReplicasOwnState) {
@@ -250,44 +254,21 @@ TEST_F(Recovery, OuterPolicyASliceLostMidInterval) {
 
 TEST_F(Recovery, OuterPolicyASliceLostDuringTheExchange) {
   cfg.topology.policy = nt::sync_policy::outer;
-  expect_recovers_bit_identically(
-      [&] {
-        return rounds() >= 1 && phase() == machine::phase::sync_round
-               && round_step() == machine::round_step::exchanging;
-      },
-      {nt::actor_key::slice_of(0, 2, 1)}, "policy outer, during the exchange");
+  expect_recovers_bit_identically(at_step(machine::round_step::exchanging, 1),
+                                  {nt::actor_key::slice_of(0, 2, 1)},
+                                  "policy outer, during the exchange");
 }
 
 TEST_F(Recovery, OuterPolicyASliceLostWhileTheSyncedModelIsScored) {
   cfg.topology.policy = nt::sync_policy::outer;
-  expect_recovers_bit_identically(
-      [&] {
-        return rounds() >= 2 && phase() == machine::phase::sync_round
-               && round_step() == machine::round_step::scoring;
-      },
-      {nt::actor_key::slice_of(0, 0, 0)}, "policy outer, during the synced model's validation");
+  expect_recovers_bit_identically(at_step(machine::round_step::scoring, 2),
+                                  {nt::actor_key::slice_of(0, 0, 0)},
+                                  "policy outer, during the synced model's validation");
 }
 
 TEST_F(Recovery, OuterPolicyALeaderLostDuringTheExchange) {
   cfg.topology.policy = nt::sync_policy::outer;
-  const nt::run_result ref = fault_free();
-  bool fired = false;
-  const nt::run_result r = run_with_fault(
-      [&] {
-        return rounds() >= 1 && phase() == machine::phase::sync_round
-               && round_step() == machine::round_step::exchanging;
-      },
-      {nt::actor_key::leader(0)}, fired);
-  ASSERT_TRUE(fired);
-  ASSERT_TRUE(r.ok) << r.error;
-  EXPECT_EQ(r.recoveries, 1u);
-  EXPECT_EQ(r.replicas_rolled_back, 0u) << "the outer state is the coordinator's, not the leader's";
-  EXPECT_EQ(r.sync_rounds, ref.sync_rounds);
-  ASSERT_EQ(r.curve.size(), ref.curve.size());
-  for (std::size_t k = 0; k < r.curve.size(); ++k)
-    EXPECT_EQ(r.curve[k].validation_loss, ref.curve[k].validation_loss) << "round " << k;
-  for (std::size_t l = 0; l < r.layers.size(); ++l)
-    expect_same_state(r.layers[l], ref.layers[l], "layer " + std::to_string(l + 1));
+  expect_a_lost_leader_costs_nothing(0, "the outer state is the coordinator's, not the leader's");
 }
 
 } // namespace

@@ -47,8 +47,9 @@ protected:
 
 nt::matrix awkward_values() {
   nt::matrix m(3, 4);
-  const float v[] = {1.0f, -2.5f, 3.14159265f, 1e-20f, 65504.0f, -0.0f, 1.00390625f /* tie */,
-                     std::numeric_limits<float>::max(), 0.1f, -7.0e30f, 1.0f / 3.0f, 255.5f};
+  const float v[] = {1.0f,     -2.5f,    3.14159265f,           1e-20f,
+                     65504.0f, -0.0f,    1.00390625f /* tie */, std::numeric_limits<float>::max(),
+                     0.1f,     -7.0e30f, 1.0f / 3.0f,           255.5f};
   std::memcpy(m.data(), v, sizeof v);
   return m;
 }

@@ -248,8 +248,10 @@ TEST_F(Worker, AValidationPartScoresItsShareOfTheSubsetAndReportsCounts) {
   ASSERT_EQ(fed_eval->size(), 2u);
   EXPECT_EQ((*fed_eval)[0].second, 5);
   EXPECT_EQ((*fed_eval)[1].second, 3);
-  ActorTest::deliver(w, nt::atom::loss::value, 0u, std::uint64_t{(*fed_eval)[1].first}, false, 1.5, std::uint64_t{2});
-  ActorTest::deliver(w, nt::atom::loss::value, 0u, std::uint64_t{(*fed_eval)[0].first}, false, 2.5, std::uint64_t{4});
+  ActorTest::deliver(w, nt::atom::loss::value, 0u, std::uint64_t{(*fed_eval)[1].first}, false, 1.5,
+                     std::uint64_t{2});
+  ActorTest::deliver(w, nt::atom::loss::value, 0u, std::uint64_t{(*fed_eval)[0].first}, false, 2.5,
+                     std::uint64_t{4});
   std::optional<nt::replica_score> got;
   self->receive([&](nt::replica_score& x) { got = x; },
                 caf::after(std::chrono::milliseconds(0)) >> [&] { ADD_FAILURE() << "no score"; });
@@ -284,7 +286,8 @@ TEST_F(Worker, AValidationPartScoresItsShareOfTheSubsetAndReportsCounts) {
   std::vector<nt::replica_score> answers;
   for (int k = 0; k < 2; ++k)
     self->receive([&](nt::replica_score& x) { answers.push_back(x); },
-                  caf::after(std::chrono::milliseconds(0)) >> [&] { ADD_FAILURE() << "no answer"; });
+                  caf::after(std::chrono::milliseconds(0)) >>
+                      [&] { ADD_FAILURE() << "no answer"; });
   ASSERT_EQ(answers.size(), 2u);
   EXPECT_EQ(answers[0].correct, 2u) << "the first pass's own losses";
   EXPECT_EQ(answers[1].correct, 6u) << "the second pass's own losses";

@@ -231,13 +231,13 @@ TEST_F(Fuzz, MessagesThatCrossNodes) {
        [&](const bytes& x) { w.decode<nt::layer_state>(x); });
   fuzz("exchange_result",
        {w.encode(nt::exchange_result{{some_layer(2, 2)}, {}, 99}),
-        w.encode(nt::exchange_result{
-            {some_layer(2, 2), some_layer(2, 2)}, some_layer(2, 2).params, 7})},
+        w.encode(
+            nt::exchange_result{{some_layer(2, 2), some_layer(2, 2)}, some_layer(2, 2).params, 7})},
        [&](const bytes& x) { w.decode<nt::exchange_result>(x); });
   fuzz("outer_request",
-       {w.encode(nt::outer_request{nt::outer_config{},
-                                   nt::outer_state{some_layer(3, 2).params,
-                                                   nt::zero_velocity(some_layer(3, 2).params)}})},
+       {w.encode(nt::outer_request{
+           nt::outer_config{},
+           nt::outer_state{some_layer(3, 2).params, nt::zero_velocity(some_layer(3, 2).params)}})},
        [&](const bytes& x) { w.decode<nt::outer_request>(x); });
   fuzz("barrier_report", {w.encode(b)}, [&](const bytes& x) { w.decode<nt::barrier_report>(x); });
   fuzz("replica_score", {w.encode(nt::replica_score{0.5, 0.75, 4.0, 6, 8})},

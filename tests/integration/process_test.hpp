@@ -1,8 +1,7 @@
 // The base of the integration tests that start real processes: a fresh
-// temp directory per test (test_support::temp_dir_test), children started in process groups of their own
-// with their output in files, waits bounded by the test's budget, and every
-// child killed (SIGKILL) and reaped in TearDown, whatever failed. The logs
-// and files of a failed test are kept.
+// temp directory per test (test_support::temp_dir_test), children started in process groups of
+// their own with their output in files, waits bounded by the test's budget, and every child killed
+// (SIGKILL) and reaped in TearDown, whatever failed. The logs and files of a failed test are kept.
 #pragma once
 
 #include <gtest/gtest.h>

@@ -53,7 +53,8 @@ struct run_summary {
 run_summary summary_of(const std::string& out) {
   run_summary s;
   std::smatch m;
-  if (std::regex_search(out, m, std::regex{R"(done: ([0-9]+) samples in [^ ]+ \(([0-9.]+) samples/s\))"})) {
+  if (std::regex_search(out, m,
+                        std::regex{R"(done: ([0-9]+) samples in [^ ]+ \(([0-9.]+) samples/s\))"})) {
     s.samples = std::stod(m[1]);
     s.samples_per_second = std::stod(m[2]);
   }
@@ -196,7 +197,7 @@ TEST_F(Multihost, AThreeHostTlsRunIsBitIdenticalToTheEmbeddedRun) {
 
 TEST_F(Multihost, Bf16OnTheWireHalvesTheBytesBetweenHosts) {
   ASSERT_NO_FATAL_FAILURE(make_lab(3));
-  run_spec spec; // 1 replica x 3 slices over 3 hosts: every layer crosses hosts
+  run_spec spec;           // 1 replica x 3 slices over 3 hosts: every layer crosses hosts
   spec.train_limit = 6400; // 100 batches, no sync round (one replica)
   ASSERT_NO_FATAL_FAILURE(write_tls_cluster(spec, 3, path("unused")));
   struct measured {
@@ -226,9 +227,9 @@ TEST_F(Multihost, Bf16OnTheWireHalvesTheBytesBetweenHosts) {
   const measured bf16 = run("bf16");
   ASSERT_FALSE(HasFailure());
   std::cout << "bytes per batch between hosts: f32 " << f32.bytes_per_batch / 1e3 << " KB, bf16 "
-            << bf16.bytes_per_batch / 1e3 << " KB (ratio " << bf16.bytes_per_batch / f32.bytes_per_batch
-            << "); test accuracy f32 " << f32.s.test_accuracy << ", bf16 " << bf16.s.test_accuracy
-            << '\n';
+            << bf16.bytes_per_batch / 1e3 << " KB (ratio "
+            << bf16.bytes_per_batch / f32.bytes_per_batch << "); test accuracy f32 "
+            << f32.s.test_accuracy << ", bf16 " << bf16.s.test_accuracy << '\n';
   // Activations and gradients are nearly all the traffic here; framing,
   // TLS records and validation labels are not halved.
   EXPECT_LE(bf16.bytes_per_batch, 0.6 * f32.bytes_per_batch);

@@ -444,9 +444,10 @@ TEST_F(ConfigFiles, WholeConfigValidationNamesTheFile) {
                      "validation_subset = 2\n");
   EXPECT_CONTAINS(msg, "sync_policy \"average\" scores the synced model on 2 validation samples");
   // best scores every replica on the whole subset: no parts.
-  EXPECT_NO_THROW(nt::load_run_config(
-      {"--config-file=" + ini("best.ini", "[topology]\nsync_policy = \"best\"\nreplicas = 3\n"
-                                          "validation_subset = 2\n")}));
+  EXPECT_NO_THROW(
+      nt::load_run_config({"--config-file="
+                           + ini("best.ini", "[topology]\nsync_policy = \"best\"\nreplicas = 3\n"
+                                             "validation_subset = 2\n")}));
   msg = config_error("[topology]\nsync_policy = \"dilocco\"\n");
   EXPECT_CONTAINS(msg, "expected best, average, outer or none");
   msg = config_error("[topology]\nvalidate_every = 0\n");
@@ -463,13 +464,13 @@ TEST_F(ConfigFiles, KeysAddedLaterLeaveEarlierHashesAlone) {
   EXPECT_CONTAINS(k.canonical(), "topology.validate_every=4\n");
   EXPECT_NE(k.hash(), c.hash());
   // So are the outer optimizer's keys (policy outer came later).
-  for (const char* key : {"outer_learning_rate", "outer_momentum", "outer_nesterov",
-                          "outer_average_moments"})
+  for (const char* key :
+       {"outer_learning_rate", "outer_momentum", "outer_nesterov", "outer_average_moments"})
     EXPECT_EQ(c.canonical().find(std::string{"topology."} + key), std::string::npos) << key;
-  const nt::run_config o = nt::load_run_config(
-      {"--topology.sync_policy=outer", "--topology.outer_learning_rate=0.5",
-       "--topology.outer_momentum=0.8", "--topology.outer_nesterov=false",
-       "--topology.outer_average_moments=true"});
+  const nt::run_config o =
+      nt::load_run_config({"--topology.sync_policy=outer", "--topology.outer_learning_rate=0.5",
+                           "--topology.outer_momentum=0.8", "--topology.outer_nesterov=false",
+                           "--topology.outer_average_moments=true"});
   EXPECT_CONTAINS(o.canonical(), "topology.outer_learning_rate=0.5\n");
   EXPECT_CONTAINS(o.canonical(), "topology.outer_momentum=0.8\n");
   EXPECT_CONTAINS(o.canonical(), "topology.outer_nesterov=false\n");

@@ -221,8 +221,9 @@ TEST_F(RunCheckpoint, TheOuterMomentumIsBitExactAndAbsentForOtherPolicies) {
   // A momentum of the wrong shape or count is refused, reading and writing.
   nt::run_state bad = s;
   bad.outer_velocity.pop_back();
-  EXPECT_CONTAINS(error_of([&] { nt::save_run_checkpoint(path("bad.ckpt"), header_for(bad), bad); }),
-                  "outer momentum of 1 layers, header has 2");
+  EXPECT_CONTAINS(
+      error_of([&] { nt::save_run_checkpoint(path("bad.ckpt"), header_for(bad), bad); }),
+      "outer momentum of 1 layers, header has 2");
   bad = s;
   bad.outer_velocity[1].w.resize(8, 2);
   bad.outer_velocity[1].b.resize(2);

@@ -865,8 +865,8 @@ protected:
     for (const auto& e : rec.take("exchange")) {
       std::vector<nt::layer_state> post;
       for (std::size_t r = 0; r < 2; ++r)
-        post.push_back(layer_of(e.layer, base + static_cast<float>(e.layer),
-                                10.0f * static_cast<float>(r)));
+        post.push_back(
+            layer_of(e.layer, base + static_cast<float>(e.layer), 10.0f * static_cast<float>(r)));
       m->on_exchanged(e.step, e.layer, std::move(post),
                       layer_of(e.layer, vel + static_cast<float>(e.layer)).params, 1);
     }
@@ -883,8 +883,8 @@ protected:
       const auto k = correct[c.replica];
       m->on_scored(c.step, c.replica,
                    nt::replica_score{1.0 - static_cast<double>(k) / 100.0,
-                                     static_cast<double>(k) / 100.0,
-                                     100.0 - static_cast<double>(k), k, 100});
+                                     static_cast<double>(k) / 100.0, 100.0 - static_cast<double>(k),
+                                     k, 100});
     }
   }
 };
@@ -1029,11 +1029,14 @@ TEST_F(OuterRunMachine, AnExchangeThatBreaksTheOuterRoundEndsTheRunNamingIt) {
   };
   const std::vector<bad_case> cases = {
       {"different weights for different replicas",
-       {layer_of(0, 1.0f), layer_of(0, 2.0f)}, layer_of(0, 0.5f).params},
+       {layer_of(0, 1.0f), layer_of(0, 2.0f)},
+       layer_of(0, 0.5f).params},
       {"weights of 8 x 4 (bias 4) for a layer of 16 x 8",
-       {layer_of(1, 1.0f), layer_of(1, 1.0f)}, layer_of(0, 0.5f).params},
+       {layer_of(1, 1.0f), layer_of(1, 1.0f)},
+       layer_of(0, 0.5f).params},
       {"an outer momentum of 0 x 0 (bias 0) for a layer of 16 x 8",
-       {layer_of(0, 1.0f), layer_of(0, 1.0f)}, nt::dense_params{}},
+       {layer_of(0, 1.0f), layer_of(0, 1.0f)},
+       nt::dense_params{}},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.what);
