@@ -57,7 +57,9 @@ using neuron_slice_actor = caf::typed_actor<
     /// Replaces weights and optimizer state (a sync round's result).
     caf::replies_to<atom::set_state, layer_state>::with<atom::ok>,
     /// Returns update, staleness, dropped- and stale-message counters.
-    caf::replies_to<atom::stats>::with<slice_stats>>;
+    caf::replies_to<atom::stats>::with<slice_stats>,
+    /// What the actor is waiting for, one line (stall watchdog, SIGUSR1).
+    caf::replies_to<atom::status>::with<std::string>>;
 
 /// What a relay reports to its replica's shard worker.
 using batch_sink_actor = caf::typed_actor<
@@ -85,7 +87,9 @@ using input_relay_actor = ack_sink_actor::extend<
     caf::replies_to<atom::wire, std::vector<neuron_slice_actor> /*next*/,
                     batch_sink_actor>::with<atom::ok>,
     /// Returns the dropped- and stale-message counters.
-    caf::replies_to<atom::stats>::with<drop_stats>>;
+    caf::replies_to<atom::stats>::with<drop_stats>,
+    /// What the actor is waiting for, one line (stall watchdog, SIGUSR1).
+    caf::replies_to<atom::status>::with<std::string>>;
 
 /// A hidden relay of a replica (boundary 0 < k < L): blocks from swarm k,
 /// input gradients from swarm k+1.
@@ -94,7 +98,9 @@ using hidden_relay_actor = block_sink_actor::extend_with<grad_sink_actor>::exten
     caf::replies_to<atom::wire, std::vector<neuron_slice_actor> /*prev*/,
                     std::vector<neuron_slice_actor> /*next*/, batch_sink_actor>::with<atom::ok>,
     /// Returns the dropped- and stale-message counters.
-    caf::replies_to<atom::stats>::with<drop_stats>>;
+    caf::replies_to<atom::stats>::with<drop_stats>,
+    /// What the actor is waiting for, one line (stall watchdog, SIGUSR1).
+    caf::replies_to<atom::status>::with<std::string>>;
 
 /// The loss relay of a replica (boundary L): logits from swarm L, labels from the worker.
 using loss_relay_actor = block_sink_actor::extend<
@@ -105,7 +111,9 @@ using loss_relay_actor = block_sink_actor::extend<
     caf::replies_to<atom::wire, std::vector<neuron_slice_actor> /*prev*/,
                     batch_sink_actor>::with<atom::ok>,
     /// Returns the dropped- and stale-message counters.
-    caf::replies_to<atom::stats>::with<drop_stats>>;
+    caf::replies_to<atom::stats>::with<drop_stats>,
+    /// What the actor is waiting for, one line (stall watchdog, SIGUSR1).
+    caf::replies_to<atom::status>::with<std::string>>;
 
 /// What a shard worker reports to the coordinator.
 using barrier_sink_actor = caf::typed_actor<
@@ -129,7 +137,9 @@ using shard_worker_actor = batch_sink_actor::extend<
     caf::replies_to<atom::validate, std::uint32_t /*part*/,
                     std::uint32_t /*parts*/>::with<replica_score>,
     /// Returns the dropped- and stale-message counters.
-    caf::replies_to<atom::stats>::with<drop_stats>>;
+    caf::replies_to<atom::stats>::with<drop_stats>,
+    /// What the actor is waiting for, one line (stall watchdog, SIGUSR1).
+    caf::replies_to<atom::status>::with<std::string>>;
 
 /// A swarm leader: membership and the best-peer exchange of one layer.
 using swarm_leader_actor = caf::typed_actor<
@@ -145,7 +155,9 @@ using swarm_leader_actor = caf::typed_actor<
     /// Returns a replica's whole layer, its slices glued together.
     caf::replies_to<atom::collect, std::uint32_t /*replica*/>::with<layer_state>,
     /// Returns the swarm's counters summed over its slices.
-    caf::replies_to<atom::stats>::with<slice_stats>>;
+    caf::replies_to<atom::stats>::with<slice_stats>,
+    /// What the actor is waiting for, one line (stall watchdog, SIGUSR1).
+    caf::replies_to<atom::status>::with<std::string>>;
 
 /// Writes run checkpoints, so that no file is written in the coordinator's handlers.
 using checkpoint_writer_actor = caf::typed_actor<
@@ -166,6 +178,10 @@ using coordinator_actor = barrier_sink_actor::extend<
     caf::reacts_to<atom::deadline>,
     /// Recovery timer: the losses of step `step` have settled.
     caf::reacts_to<atom::settled, std::uint64_t /*step*/>,
+    /// Stall watchdog timer.
+    caf::reacts_to<atom::watchdog>,
+    /// Prints what the run and every actor are waiting for, without acting (SIGUSR1).
+    caf::reacts_to<atom::dump>,
     /// A node's node actor joins with its id, cluster-description hash, wire
     /// format version and byte-order mark; refused if the hash, wire format or
     /// byte order differ or the id is not in the description.
@@ -185,6 +201,8 @@ using node_actor = caf::typed_actor<
     /// The handle of hosted actor `key` (an error if this node does not host it).
     caf::replies_to<atom::hosts, actor_key>::with<caf::actor>,
     /// Stops every actor this node hosts.
-    caf::replies_to<atom::stop>::with<atom::ok>>;
+    caf::replies_to<atom::stop>::with<atom::ok>,
+    /// Prints what every actor this node hosts is waiting for (SIGUSR1).
+    caf::reacts_to<atom::dump>>;
 
 } // namespace nettorrent

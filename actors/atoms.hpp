@@ -44,4 +44,9 @@ using restore = caf::atom_constant<caf::atom("restore")>; ///< a leader restores
 using settled = caf::atom_constant<caf::atom("settled")>; ///< the losses of a recovery settled
 using save = caf::atom_constant<caf::atom("save")>;       ///< write a run checkpoint
 
+// Diagnosis.
+using status = caf::atom_constant<caf::atom("status")>; ///< what an actor is waiting for
+using watchdog = caf::atom_constant<caf::atom("watchdog")>; ///< the stall watchdog's tick
+using dump = caf::atom_constant<caf::atom("dump")>; ///< print every actor's status
+
 } // namespace nettorrent::atom

@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 
 #include "checkpoint_writer.hpp"
+#include "status.hpp"
 #include "nettorrent/cluster.hpp"
 #include "nettorrent/wire.hpp"
 
@@ -32,6 +33,13 @@ auto failure_handler(self_ptr self, std::string what) {
       return;
     self->state.machine->on_failure(what + ": " + caf::to_string(err));
   };
+}
+
+/// Seconds between the stall watchdog's ticks: a quarter of the timeout,
+/// within [0.25 s, 5 s].
+caf::timespan watchdog_period(const run_config& cfg) {
+  const double s = std::clamp(cfg.system.stall_timeout / 4, 0.25, 5.0);
+  return std::chrono::duration_cast<caf::timespan>(std::chrono::duration<double>(s));
 }
 
 /// The machine's commands as messages.
@@ -286,6 +294,12 @@ public:
 
   void log(const std::string& line) override { caf::aout(self_) << line << std::endl; }
 
+  void training_started() override {
+    st().watchdog.moved = steady_seconds();
+    st().watchdog.events = st().machine->events();
+    self_->delayed_send(self_, watchdog_period(st().spec.cfg), atom::watchdog::value);
+  }
+
   void finished(run_result&& result) override {
     const bool ok = result.ok;
     if (const auto* m = st().spec.metrics) // the last round's later steps
@@ -346,6 +360,122 @@ private:
 
   self_ptr self_;
 };
+
+/// Every registered actor of the run with its name and node, for a status query.
+std::vector<std::pair<std::string, caf::actor>> status_targets(self_ptr self, bool workers_only) {
+  auto& st = self->state;
+  const auto& lay = st.machine->layout();
+  std::vector<std::pair<std::string, caf::actor>> who;
+  for (std::size_t i = 1; i < lay.size(); ++i) {
+    const actor_key& a = lay.actors()[i];
+    if (workers_only && a.kind != actor_kind::shard_worker)
+      continue;
+    const std::size_t n = st.machine->node_of(a);
+    who.emplace_back(describe(a) + (n < st.spec.nodes.size() && st.spec.nodes.size() > 1
+                                        ? " on node " + st.spec.nodes[n]
+                                        : ""),
+                     st.handles[i]);
+  }
+  return who;
+}
+
+/// Prints what the run and every actor wait for. With `act` (a stall), the
+/// actors that do not answer are handed to the machine: a node none of whose
+/// actors answers is lost; otherwise the machine rolls the stuck replicas back.
+void dump_status(self_ptr self, bool act, const std::string& headline) {
+  if (self->state.watchdog.dumping)
+    return;
+  self->state.watchdog.dumping = true;
+  query_status(
+      self, status_targets(self, false), std::chrono::seconds(5),
+      [self, act, headline](std::vector<status_line>&& lines) {
+        auto& st = self->state;
+        st.watchdog.dumping = false;
+        st.watchdog.moved = steady_seconds();
+        if (st.machine->current_phase() == run_machine::phase::done)
+          return;
+        std::string out = "coordinator: " + headline + "\n" + st.machine->describe_state();
+        const auto& lay = st.machine->layout();
+        std::vector<std::size_t> silent;
+        std::vector<std::size_t> asked(st.spec.nodes.size(), 0);
+        std::vector<std::size_t> quiet(st.spec.nodes.size(), 0);
+        std::string waiting;
+        for (std::size_t k = 0; k < lines.size(); ++k) {
+          const std::size_t i = k + 1; // layout index (0 is the coordinator)
+          const std::size_t n = st.machine->node_of(lay.actors()[i]);
+          out += "  " + lines[k].who + ": " + lines[k].what + "\n";
+          if (n < asked.size())
+            ++asked[n];
+          if (!lines[k].answered && st.handles[i]) {
+            silent.push_back(i);
+            if (n < quiet.size())
+              ++quiet[n];
+            if (waiting.size() < 200)
+              waiting += (waiting.empty() ? "" : ", ") + lines[k].who;
+          }
+        }
+        std::vector<std::size_t> lost_nodes;
+        for (std::size_t n = 0; n < asked.size(); ++n)
+          if (asked[n] > 0 && quiet[n] == asked[n] && st.nodes[n]
+              && st.nodes[n]->node() != self->node())
+            lost_nodes.push_back(n);
+        if (!lost_nodes.empty()) {
+          out += "  not heard from:";
+          for (auto n : lost_nodes)
+            out += " node " + st.spec.nodes[n];
+          out += "\n";
+        }
+        caf::aout(self) << out << std::flush;
+        if (!act)
+          return;
+        if (!lost_nodes.empty()) {
+          for (auto n : lost_nodes) {
+            st.node_of.erase(st.nodes[n].address());
+            st.machine->on_node_lost(n, "no answer to the stall watchdog");
+          }
+          return;
+        }
+        st.machine->on_stalled(silent, waiting.empty() ? "the actors listed above" : waiting);
+      });
+}
+
+/// The stall watchdog's tick: polls every worker; when neither the machine
+/// nor any worker moved for system.stall_timeout, dumps and acts.
+void watchdog_tick(self_ptr self) {
+  auto& s = self->state;
+  const auto phase = s.machine->current_phase();
+  if (phase == run_machine::phase::done)
+    return;
+  self->delayed_send(self, watchdog_period(s.spec.cfg), atom::watchdog::value);
+  const double now = steady_seconds();
+  const bool watched = phase == run_machine::phase::training
+                       || phase == run_machine::phase::sync_round
+                       || phase == run_machine::phase::recovering
+                       || phase == run_machine::phase::finishing;
+  if (!watched || s.machine->events() != s.watchdog.events) {
+    s.watchdog.events = s.machine->events();
+    s.watchdog.moved = now;
+  }
+  const auto tick =
+      std::chrono::duration_cast<std::chrono::milliseconds>(watchdog_period(s.spec.cfg));
+  query_status(self, status_targets(self, true), tick,
+               [self](std::vector<status_line>&& lines) {
+                 auto& st = self->state;
+                 std::vector<std::string> now_status;
+                 for (auto& l : lines)
+                   now_status.push_back(l.answered ? std::move(l.what) : std::string{});
+                 if (now_status != st.watchdog.workers)
+                   st.watchdog.moved = steady_seconds();
+                 st.watchdog.workers = std::move(now_status);
+                 const double quiet = steady_seconds() - st.watchdog.moved;
+                 if (quiet >= st.spec.cfg.system.stall_timeout && !st.watchdog.dumping)
+                   dump_status(self, true,
+                               "stall watchdog: no progress for " + std::to_string(int(quiet))
+                                   + " s (system.stall_timeout = "
+                                   + std::to_string(int(st.spec.cfg.system.stall_timeout))
+                                   + "); what every actor waits for:");
+               });
+}
 
 /// Registrations come from this process, or (cluster runs) from a node that
 /// was admitted by `hello`; anonymous ones only in embedded runs.
@@ -471,6 +601,14 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
         self->state.machine->on_registration_deadline();
       },
       [=](atom::barrier, barrier_report& r) { self->state.machine->on_barrier(r); },
+      [=](atom::watchdog) {
+        if (self->current_sender() != self->ctrl()) // only our own timer
+          return;
+        watchdog_tick(self);
+      },
+      [=](atom::dump) {
+        dump_status(self, false, "status dump (SIGUSR1); what every actor waits for:");
+      },
       [=](atom::settled, std::uint64_t step) {
         if (self->current_sender() != self->ctrl()) // only our own timer
           return;

@@ -49,6 +49,14 @@ struct coordinator_state {
   std::set<caf::node_id> admitted; ///< only they (and this process) may register actors
   caf::typed_response_promise<run_result> promise;
   checkpoint_writer_actor writer; ///< spawned at the first periodic checkpoint
+
+  /// The stall watchdog: what it saw at its last tick, and when the run last moved.
+  struct watchdog_state {
+    std::uint64_t events = 0;          ///< run_machine::events() at the last tick
+    std::vector<std::string> workers;  ///< every worker's status at the last tick
+    double moved = 0;                  ///< steady seconds when progress was last seen
+    bool dumping = false;              ///< a stall dump is being gathered
+  } watchdog;
 };
 
 coordinator_actor::behavior_type

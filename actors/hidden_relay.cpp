@@ -2,6 +2,8 @@
 
 #include <caf/all.hpp>
 
+#include "status.hpp"
+
 #include "validation.hpp"
 
 namespace nettorrent {
@@ -79,6 +81,11 @@ hidden_relay(hidden_relay_actor::stateful_pointer<hidden_relay_state> self, rela
         return atom::ok::value;
       },
       [=](atom::stats) { return self->state.counts; },
+      [=](atom::status) {
+        return "gathering blocks of " + batch_list(self->state.forward)
+               + "; awaiting the next swarm's partial gradients for "
+               + batch_list(self->state.backward);
+      },
   };
 }
 

@@ -2,6 +2,8 @@
 
 #include <caf/all.hpp>
 
+#include "status.hpp"
+
 #include "validation.hpp"
 
 namespace nettorrent {
@@ -65,6 +67,9 @@ input_relay(input_relay_actor::stateful_pointer<input_relay_state> self, relay_s
         return atom::ok::value;
       },
       [=](atom::stats) { return self->state.counts; },
+      [=](atom::status) {
+        return "awaiting swarm-1 acks for " + batch_list(self->state.acks);
+      },
   };
 }
 

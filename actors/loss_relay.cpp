@@ -2,6 +2,8 @@
 
 #include <caf/all.hpp>
 
+#include "status.hpp"
+
 #include "nettorrent/loss.hpp"
 #include "validation.hpp"
 
@@ -103,6 +105,7 @@ loss_relay(loss_relay_actor::stateful_pointer<loss_relay_state> self, relay_spec
         return atom::ok::value;
       },
       [=](atom::stats) { return self->state.counts; },
+      [=](atom::status) { return "gathering blocks of " + batch_list(self->state.forward); },
   };
 }
 

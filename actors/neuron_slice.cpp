@@ -5,6 +5,8 @@
 
 #include <caf/all.hpp>
 
+#include "status.hpp"
+
 #include "validation.hpp"
 
 namespace nettorrent {
@@ -145,6 +147,10 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
         return atom::ok::value;
       },
       [=](atom::stats) { return self->state.stats; },
+      [=](atom::status) {
+        return std::to_string(self->state.stats.updates) + " updates; awaiting backward for "
+               + batch_list(self->state.stash);
+      },
   };
 }
 

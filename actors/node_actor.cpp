@@ -7,6 +7,7 @@
 #include "nettorrent/error.hpp"
 #include "nettorrent/wire.hpp"
 #include "spawn.hpp"
+#include "status.hpp"
 
 namespace nettorrent {
 
@@ -82,6 +83,20 @@ node_actor::behavior_type node(node_actor::stateful_pointer<node_state> self, no
       [=](atom::stop) {
         stop_hosted(self);
         return atom::ok::value;
+      },
+      [=](atom::dump) {
+        std::vector<std::pair<std::string, caf::actor>> who;
+        for (const auto& [key, a] : self->state.hosted)
+          who.emplace_back(describe(key), a);
+        const std::string me = "node " + self->state.spec.id;
+        query_status(self, who, std::chrono::seconds(5),
+                     [self, me](std::vector<status_line>&& lines) {
+                       std::string out = me + ": status of the " + std::to_string(lines.size())
+                                         + " actors hosted here:\n";
+                       for (const auto& l : lines)
+                         out += "  " + l.who + ": " + l.what + "\n";
+                       caf::aout(self) << out << std::flush;
+                     });
       },
   };
 }

@@ -83,9 +83,11 @@ void configure(caf::actor_system_config& sys_cfg, const run_config& cfg, bool ne
     if (!tls->passphrase.empty())
       sys_cfg.set("openssl.passphrase", tls->passphrase);
   }
-  // CAF's automatic connections open plain TCP: with TLS, nodes connect to
-  // each other explicitly instead.
-  sys_cfg.set("middleman.enable-automatic-connections", !secure);
+  // Nodes connect to each other explicitly (the mesh in run_node), with TLS
+  // or without. CAF 0.17's automatic connections open plain TCP, bypassing
+  // TLS, and connect both ways at once when two nodes learn of each other
+  // through a third: they stay off.
+  sys_cfg.set("middleman.enable-automatic-connections", false);
   sys_cfg.set("middleman.heartbeat-interval", seconds(cfg.system.heartbeat_interval));
   sys_cfg.set("middleman.connection-timeout", seconds(cfg.system.connection_timeout));
 }
@@ -303,12 +305,11 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
     return 0;
   }
 
-  // Peers connect here directly: without TLS once they learn of this node's
-  // actors (automatic connections); with TLS to this node's node actor,
-  // published on the port (the explicit mesh below).
+  // Peers connect here directly: this node's node actor is published on the
+  // port (the explicit mesh below).
   auto local = spawn_node(sys, nc.id, hash, cfg, res);
   if (auto port = secure ? caf::openssl::publish(local, nc.port, nc.bind.c_str(), true)
-                         : sys.middleman().open(nc.port, nc.bind.c_str(), true);
+                         : sys.middleman().publish(local, nc.port, nc.bind.c_str(), true);
       !port) {
     err << me << ": error: cannot listen on " << nc.bind << ':' << nc.port << ": "
         << sys.render(port.error()) << std::endl;
@@ -324,6 +325,23 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
     self->send_exit(local, caf::exit_reason::user_shutdown);
     return 1;
   }
+  // The explicit mesh, before this node joins (so no pipeline message is
+  // sent before its link exists): a connection to every other node whose id
+  // sorts before this one (the coordinator's is up already), so pipeline
+  // traffic between nodes goes direct and only one side ever connects. A
+  // peer that cannot be reached is routed through the coordinator's node.
+  for (const auto& peer : cc.nodes) {
+    if (peer.id >= nc.id || peer.id == coord_id)
+      continue;
+    std::string peer_why;
+    if (!connect<node_actor>(sys, self, peer, deadline, peer_why, secure))
+      err << me << ": warning: no direct link to node " << peer.id << " at " << peer.endpoint()
+          << " (" << peer_why << "); its traffic goes through the coordinator's node"
+          << std::endl;
+    else
+      out << me << ": " << (secure ? "TLS link" : "link") << " to node " << peer.id << " at "
+          << peer.endpoint() << std::endl;
+  }
   self->monitor(coord);
   if (why = join_run(self, local, coord, std::chrono::seconds(10)); !why.empty()) {
     err << me << ": error: the coordinator at " << coord_addr->endpoint()
@@ -334,23 +352,6 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
     return 1;
   }
   out << me << ": admitted by the coordinator at " << coord_addr->endpoint() << std::endl;
-  if (secure) {
-    // The explicit mesh: a TLS connection to every other node whose id sorts
-    // before this one (the coordinator's is up already), so pipeline traffic
-    // between nodes goes direct, and authenticated.
-    for (const auto& peer : cc.nodes) {
-      if (peer.id >= nc.id || peer.id == coord_id)
-        continue;
-      std::string peer_why;
-      if (!connect<node_actor>(sys, self, peer, deadline, peer_why, true))
-        err << me << ": warning: no direct TLS link to node " << peer.id << " at "
-            << peer.endpoint() << " (" << peer_why << "); its traffic goes through the "
-            << "coordinator's node" << std::endl;
-      else
-        out << me << ": TLS link to node " << peer.id << " at " << peer.endpoint() << std::endl;
-    }
-  }
-
   // Wait for the coordinator to end the run; it stops every actor first.
   caf::error reason;
   self->receive([&](caf::down_msg& d) { reason = d.reason; });

@@ -4,6 +4,8 @@
 
 #include <caf/all.hpp>
 
+#include "status.hpp"
+
 #include "validation.hpp"
 
 namespace nettorrent {
@@ -245,6 +247,16 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
         return s.eval_promise;
       },
       [=](atom::stats) { return self->state.counts; },
+      [=](atom::status) {
+        const auto& s = self->state;
+        return "epoch " + std::to_string(s.epoch) + " cursor " + std::to_string(s.cursor)
+               + ", " + std::to_string(s.samples) + " samples, " + std::to_string(s.since_sync)
+               + " of " + std::to_string(s.spec.sync_every) + " since the round, "
+               + (s.running ? "feeding" : s.finished ? "finished" : "at the barrier")
+               + "; in flight " + batch_list(s.in_flight) + ", loss due "
+               + batch_list(s.awaiting_loss) + ", validation batches due "
+               + batch_list(s.eval_pending);
+      },
   };
 }
 

@@ -5,6 +5,8 @@
 
 #include <caf/all.hpp>
 
+#include "status.hpp"
+
 #include "nettorrent/config.hpp"
 #include "nettorrent/slice_ops.hpp"
 
@@ -231,6 +233,11 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
                   },
                   [=](caf::error& err) mutable { rp.deliver(err); });
         return rp;
+      },
+      [=](atom::status) {
+        const auto& s = self->state;
+        return std::to_string(s.alive) + " of " + std::to_string(s.slices.size())
+               + " slices alive";
       },
       [=](atom::stats) -> caf::result<slice_stats> {
         auto& s = self->state;

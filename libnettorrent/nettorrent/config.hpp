@@ -121,6 +121,10 @@ struct system_config {
   /// Cluster runs: seconds without a message after which a node is lost
   /// (a frozen peer is noticed within this time).
   double connection_timeout = 10;
+  /// Seconds without any progress (no batch completed, no reply) after which
+  /// the coordinator prints what every actor waits for and rolls the stuck
+  /// replicas back.
+  double stall_timeout = 60;
   /// Export Prometheus metrics (one Exposer per process).
   bool metrics = false;
   /// Address the exporter listens on.

@@ -180,6 +180,9 @@ public:
   virtual void round_done(const round_summary& r, bool print) = 0;
   /// A line for the operator.
   virtual void log(const std::string& line) = 0;
+  /// Training started (every actor registered and wired): the stall
+  /// watchdog starts watching.
+  virtual void training_started() {}
   /// The run is over (ok or not): deliver it. Called exactly once.
   virtual void finished(run_result&& result) = 0;
   /// Stop every actor of the run.
@@ -249,6 +252,21 @@ public:
   /// Continue from a run checkpoint's state (before the run starts): every
   /// replica is restored to it when training starts.
   void resume_from(const run_state& s);
+
+  /// The stall watchdog saw no progress for system.stall_timeout. Actors
+  /// (layout indices) in `silent` did not answer its status request and are
+  /// treated as lost; with none silent, the replicas that hold work (not at
+  /// the barrier; in a round or recovery: all) are rolled back like ones that
+  /// lost an actor. The third stall without a round completed in between
+  /// ends the run, naming what it waited for.
+  void on_stalled(const std::vector<std::size_t>& silent, const std::string& waiting_for);
+  /// Accepted events so far (barriers, replies): the watchdog's progress measure.
+  std::uint64_t events() const noexcept { return events_; }
+  /// Stalls the watchdog reported.
+  std::uint64_t stalls() const noexcept { return stalls_; }
+  /// What the run waits for now: phase, step, open fan-outs and their
+  /// missing replies, replicas at the barrier, nodes alive. Several lines.
+  std::string describe_state() const;
 
   /// The state of the last sync round, as a run checkpoint holds it.
   std::shared_ptr<const run_state> committed_state() const { return committed_; }
@@ -437,6 +455,9 @@ private:
   enum class after_recovery { train, apply } after_ = after_recovery::train;
   recovery_step recovery_step_ = recovery_step::none;
   fanout recovering_; ///< the current recovery step's replies
+  std::uint64_t events_ = 0;             ///< accepted events (stall watchdog)
+  std::uint64_t stalls_ = 0;             ///< stalls reported by the watchdog
+  std::uint64_t stalls_since_round_ = 0; ///< ... since the last round was kept
   std::uint64_t settle_step_ = 0;
   recovery_summary recovery_;
   double recovery_t0_ = 0;

@@ -336,6 +336,12 @@ const std::vector<option_spec>& all_options() {
          c.system.connection_timeout = read_real(v, 0.05, 86400);
        },
        [](const run_config& c) { return show(c.system.connection_timeout); }, false},
+      {"system.stall_timeout", "number",
+       "seconds without progress after which the coordinator prints what every actor waits "
+       "for and rolls the stuck replicas back (the third time without a round between: the run "
+       "ends)",
+       [](run_config& c, const ini_value& v) { c.system.stall_timeout = read_real(v, 1, 86400); },
+       [](const run_config& c) { return show(c.system.stall_timeout); }, false},
       {"optimizer.kind", "string", "sgd, momentum, adagrad, rmsprop or adam",
        [](run_config& c, const ini_value& v) {
          c.optimizer.kind = parse_optimizer_kind(read_string(v));

@@ -101,6 +101,7 @@ std::optional<fanout::verdict> run_machine::take(fanout& f, bool open, std::uint
     late();
     return std::nullopt;
   }
+  ++events_;
   return v;
 }
 
@@ -378,6 +379,7 @@ void run_machine::maybe_start_training() {
   t0_ = clock_() - resumed_elapsed_;
   say("coordinator: " + std::to_string(expected()) + " actors registered and wired; training "
       + std::to_string(layout_.replicas()) + " replicas");
+  backend_.training_started();
   if (resuming_) { // put every replica where the run checkpoint left it
     phase_ = phase::recovering;
     hit_.assign(layout_.replicas(), true);
@@ -454,6 +456,7 @@ void run_machine::on_barrier(const barrier_report& b) {
     return;
   }
   barriers_[b.replica] = b;
+  ++events_;
   if (at_barrier_ == 0)
     drain_t0_ = now();
   if (++at_barrier_ == layout_.replicas() && phase_ == phase::training) {
@@ -685,6 +688,7 @@ void run_machine::keep_round() {
 }
 
 void run_machine::publish_round() {
+  stalls_since_round_ = 0;
   commit_state();
   const auto every = cfg_.training.checkpoint_every;
   if (every > 0 && snapshot_round_ % every == 0)
@@ -944,6 +948,59 @@ void run_machine::on_stats(std::uint64_t step, const actor_key& a, const peer_co
     phase_ = phase::done;
     deliver();
   }
+}
+
+std::string run_machine::describe_state() const {
+  static constexpr const char* round_steps[] = {"none",      "scoring",  "keeping best",
+                                                "exchanging", "applying", "snapshotting"};
+  static constexpr const char* recovery_steps[] = {"none",       "settling", "pausing",
+                                                   "respawning", "wiring",   "restoring"};
+  std::string out = "run: phase " + std::string{to_string(phase_)} + ", round step "
+                    + round_steps[static_cast<int>(round_step_)] + ", recovery step "
+                    + recovery_steps[static_cast<int>(recovery_step_)] + ", "
+                    + std::to_string(result_.sync_rounds) + " rounds done, "
+                    + std::to_string(result_.samples) + " samples\n";
+  const std::pair<const char*, const fanout*> fans[] = {
+      {"spawn", &spawns_},       {"wire", &wires_},           {"score", &scores_},
+      {"collect", &collects_},   {"exchange", &exchanges_},   {"apply", &applies_},
+      {"statistics", &stats_},   {"recovery step", &recovering_}};
+  for (const auto& [name, f] : fans)
+    if (f->active() && f->missing() > 0)
+      out += "  waiting for " + std::to_string(f->missing()) + " " + name + " replies (step "
+             + std::to_string(f->step()) + ")\n";
+  out += "  replicas at the barrier:";
+  for (std::size_t r = 0; r < barriers_.size(); ++r)
+    out += " " + std::to_string(r) + (barriers_[r] ? "=yes" : "=no");
+  out += "\n  nodes alive:";
+  for (std::size_t n = 0; n < alive_.size(); ++n)
+    out += " " + (n < node_names_.size() ? node_names_[n] : std::to_string(n))
+           + (alive_[n] ? "=yes" : "=no");
+  return out + "\n";
+}
+
+void run_machine::on_stalled(const std::vector<std::size_t>& silent,
+                             const std::string& waiting_for) {
+  if (over() || phase_ == phase::registering || phase_ == phase::wiring
+      || phase_ == phase::ready)
+    return;
+  ++stalls_;
+  if (++stalls_since_round_ > 2) {
+    fail("stalled: no progress for system.stall_timeout = " + fmt("%g", cfg_.system.stall_timeout)
+         + " s three times without a completed round (rolled back twice); waiting for "
+         + waiting_for);
+    return;
+  }
+  if (!silent.empty()) {
+    lose(silent, "stalled: no answer to the stall watchdog");
+    return;
+  }
+  std::vector<std::size_t> stuck;
+  for (std::size_t r = 0; r < layout_.replicas(); ++r)
+    if (phase_ != phase::training || !barriers_[r])
+      stuck.push_back(layout_.index(actor_key::worker(static_cast<std::uint32_t>(r))));
+  if (stuck.empty())
+    return;
+  lose(stuck, "stalled: no batch completed for " + fmt("%g", cfg_.system.stall_timeout) + " s");
 }
 
 void run_machine::on_failure(const std::string& what) {

@@ -176,6 +176,10 @@ inline nt::neuron_slice_actor::behavior_type fake_slice(nt::neuron_slice_actor::
         unexpected("stats");
         return caf::make_error(caf::sec::unexpected_message);
       },
+      [=](nt::atom::status) -> caf::result<std::string> {
+        unexpected("status");
+        return caf::make_error(caf::sec::unexpected_message);
+      },
   };
 }
 

@@ -39,6 +39,8 @@ nt::coordinator_actor::behavior_type fake_coordinator(nt::coordinator_actor::poi
       },
       [=](nt::atom::deadline) { unexpected("deadline"); },
       [=](nt::atom::settled, std::uint64_t) { unexpected("settled"); },
+      [=](nt::atom::watchdog) { unexpected("watchdog"); },
+      [=](nt::atom::dump) { unexpected("dump"); },
       [=](nt::atom::barrier, const nt::barrier_report&) { unexpected("barrier"); },
   };
 }

@@ -35,6 +35,10 @@ fake_input_relay(nt::input_relay_actor::pointer self,
         unexpected("stats");
         return {};
       },
+      [=](nt::atom::status) -> std::string {
+        unexpected("status");
+        return {};
+      },
   };
 }
 
@@ -55,6 +59,7 @@ validation_input_relay(nt::input_relay_actor::pointer self,
         return nt::atom::ok::value;
       },
       [=](nt::atom::stats) -> nt::drop_stats { return {}; },
+      [=](nt::atom::status) -> std::string { return {}; },
   };
 }
 
@@ -81,6 +86,10 @@ nt::loss_relay_actor::behavior_type fake_loss_relay(nt::loss_relay_actor::pointe
       },
       [=](nt::atom::stats) -> nt::drop_stats {
         unexpected("stats");
+        return {};
+      },
+      [=](nt::atom::status) -> std::string {
+        unexpected("status");
         return {};
       },
   };

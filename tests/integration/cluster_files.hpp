@@ -32,6 +32,7 @@ struct run_spec {
   double registration_timeout = 30;
   double heartbeat_interval = 1;
   double connection_timeout = 10;
+  double stall_timeout = 60;
   int checkpoint_every = 0;
 
   std::string run_sections(const std::string& output_dir) const {
@@ -50,7 +51,8 @@ struct run_spec {
        << "\nsync_policy = \"best\"\n\n"
        << "[system]\nscheduler_threads = 1\nregistration_timeout = " << registration_timeout
        << "\nheartbeat_interval = " << heartbeat_interval
-       << "\nconnection_timeout = " << connection_timeout << "\n";
+       << "\nconnection_timeout = " << connection_timeout << "\nstall_timeout = " << stall_timeout
+       << "\n";
     return os.str();
   }
 };

@@ -526,6 +526,25 @@ TEST_F(LostNode, AFrozenNodeIsCaughtByHeartbeatsAndRecoveredFrom) {
   // TearDown sends SIGKILL and SIGCONT to n2.
 }
 
+TEST_F(LostNode, ANodeFrozenBeyondTheHeartbeatTimeoutIsCaughtByTheStallWatchdog) {
+  // Heartbeats every 30 s and a 120 s connection timeout: only the stall
+  // watchdog (3 s) can notice that n2, which hosts relays and slices of the
+  // pipeline, stopped answering.
+  run_spec spec = recovery_spec(30, 120);
+  spec.stall_timeout = 3;
+  ASSERT_NO_FATAL_FAILURE(run_reference(spec));
+  ASSERT_NO_FATAL_FAILURE(start_cluster(spec, 3, 9));
+  nodes_[2]->signal(SIGSTOP);
+  EXPECT_TRUE(prints_within(*nodes_[0], "stall watchdog: no progress for", 30s));
+  EXPECT_TRUE(prints_within(*nodes_[0], "not heard from: node n2", 15s));
+  expect_run_completes({0, 1}, 2);
+  const std::string out = nodes_[0]->out();
+  EXPECT_CONTAINS(out, "no answer (");       // the frozen node's actors, named in the dump
+  EXPECT_CONTAINS(out, "replicas at the barrier:");
+  expect_bit_identical_to_reference(); // a rollback only: max_in_flight 1 repeats bit for bit
+  // TearDown sends SIGKILL and SIGCONT to n2.
+}
+
 TEST_F(LostNode, AKilledNodeStartedAgainRejoins) {
   const run_spec spec = recovery_spec(0.5, 3);
   ASSERT_NO_FATAL_FAILURE(run_reference(spec));
