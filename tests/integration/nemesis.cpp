@@ -243,6 +243,12 @@ struct run_outcome {
   std::string model;   ///< model.ckpt bytes
   std::map<fault_kind, int> applied;
   std::string dir;
+  /// Seconds from the latest fault's start to each "recovered in" line
+  /// (detection included), as seen while polling the coordinator's output.
+  std::vector<double> fault_to_recovered;
+  /// What faulted nodes did that no check forbids (e.g. a restarted node
+  /// that gave up), for the report.
+  std::vector<std::string> notes;
 };
 
 class cluster_run {
@@ -437,13 +443,17 @@ private:
     const auto at = [&](std::int64_t ms) { return *t0 + std::chrono::milliseconds(ms); };
     std::vector<int> state(faults.size(), 0); // 0 pending, 1 on, 2 done
     auto last_rss = clock_type::now();
+    std::optional<clock_type::time_point> last_fault;
+    std::size_t recovered_lines = 0;
     for (;;) {
       const auto now = clock_type::now();
       for (std::size_t k = 0; k < faults.size(); ++k) {
         if (state[k] == 0 && now >= at(faults[k].at_ms)) {
           state[k] = begin(faults[k]) ? 1 : 2;
-          if (state[k] == 1)
+          if (state[k] == 1) {
             ++r.applied[faults[k].kind];
+            last_fault = now;
+          }
         }
         if (state[k] == 1 && now >= at(faults[k].end_ms())) {
           end(faults[k]);
@@ -453,6 +463,14 @@ private:
       if (now - last_rss >= 250ms) {
         sample_rss(true);
         last_rss = now;
+        const std::string out = coordinator().out();
+        std::size_t n = 0;
+        for (auto p = out.find("coordinator: recovered in "); p != std::string::npos;
+             p = out.find("coordinator: recovered in ", p + 1))
+          ++n;
+        for (; recovered_lines < n; ++recovered_lines)
+          if (last_fault)
+            r.fault_to_recovered.push_back(seconds_between(*last_fault, now));
       }
       if (!coordinator().running())
         break;
@@ -484,15 +502,25 @@ private:
     if (coordinator().exited() && !r.report.summary)
       r.failures.push_back("the coordinator printed no summary (done: ..., test: accuracy ...)");
     if (!coordinator().exited()) {
-      const bool progressed = std::count(out.begin(), out.end(), '\n') > 0
-                              && std::regex_search(out, std::regex{R"(epoch [0-9]+/[0-9]+)"});
-      const std::string last = tail(out, 12);
+      const std::regex progress{R"(\nepoch [0-9]+/[0-9]+  samples ([0-9]+))"};
+      std::size_t lines = 0;
+      std::string first, last_samples;
+      for (auto it = std::sregex_iterator(out.begin(), out.end(), progress);
+           it != std::sregex_iterator(); ++it, ++lines) {
+        if (lines == 0)
+          first = (*it)[1];
+        last_samples = (*it)[1];
+      }
+      const auto lost = out.rfind("; recovering");
+      const auto recovered = out.rfind("coordinator: recovered in ");
+      const bool in_recovery =
+          lost != std::string::npos && (recovered == std::string::npos || recovered < lost);
       r.failures.push_back(
           std::string{"the coordinator hangs"}
-          + (r.report.recovery_seconds.size() < static_cast<std::size_t>(r.report.losses)
-                 ? " in a recovery (a loss without its recovered line)"
-                 : "")
-          + (progressed ? "" : " before any progress line") + "; its last lines:\n" + last);
+          + (in_recovery ? " in a recovery (a loss without its recovered line)" : "") + "; "
+          + std::to_string(lines) + " progress lines, samples " + first + " in the first, "
+          + last_samples + " in the last" + (first == last_samples ? " (no progress at all)" : "")
+          + "; its last lines:\n" + tail(out, 12));
     }
     // The other nodes of a finished run end too; faulted ones may end with
     // an error (they were dropped), never hang.
@@ -513,6 +541,10 @@ private:
       if (untouched(n) && coordinator().exited_ok() && p.child->exited() && !p.child->exited_ok())
         r.failures.push_back(n + " (no fault on it) failed: " + p.child->describe() + "\n"
                              + tail(p.child->err(), 8));
+      else if (p.child->exited() && !p.child->exited_ok()
+               && !(WIFSIGNALED(p.child->status()) && WTERMSIG(p.child->status()) == SIGKILL))
+        r.notes.push_back(n + " ended with " + p.child->describe() + ": "
+                          + tail(p.child->err(), 2));
     }
     for (auto& c : children_)
       c->kill_all();
@@ -559,11 +591,6 @@ private:
     } else if (r.report.summary) {
       r.failures.push_back("the summary has no failures: line");
     }
-    if (r.report.losses > 0
-        && r.report.recovery_seconds.size() < static_cast<std::size_t>(r.report.losses)
-        && r.report.summary)
-      say("note: " + std::to_string(r.report.losses) + " loss lines, "
-          + std::to_string(r.report.recovery_seconds.size()) + " recovered lines");
   }
 
   bool untouched(const std::string& name) const {
@@ -747,24 +774,31 @@ private:
     std::ostringstream t;
     t << "\n" << std::string(100, '-') << "\n";
     char line[256];
-    std::snprintf(line, sizeof line, "%-22s %-8s %5s %5s %5s %5s %5s %8s %6s %9s %8s %7s  %s\n",
+    // recov: recoveries; worst s: the longest "recovered in" (loss noticed
+    // to training again); fault->s: the longest time from the latest fault's
+    // start to a "recovered in" line (detection included).
+    std::snprintf(line, sizeof line, "%-22s %-8s %5s %5s %5s %5s %5s %8s %6s %8s %8s %8s %7s  %s\n",
                   "run", "settings", "kill", "stop", "link", "rate", "cpu", "time s", "recov",
-                  "worst s", "redone", "acc", "result");
+                  "worst s", "fault->s", "redone", "acc", "result");
     t << line;
     std::map<fault_kind, int> kinds;
     int failures = 0, schedules = 0;
-    double worst = -1;
+    double worst = -1, worst_from_fault = -1;
     long long redone = 0;
     for (const auto& r : outcomes_) {
       double w = -1;
       for (double x : r.report.recovery_seconds)
         w = std::max(w, x);
+      double wf = -1;
+      for (double x : r.fault_to_recovered)
+        wf = std::max(wf, x);
       const bool is_schedule = r.name.rfind("seed ", 0) == 0;
       if (is_schedule) {
         ++schedules;
         for (const auto& [k, n] : r.applied)
           kinds[k] += n;
         worst = std::max(worst, w);
+        worst_from_fault = std::max(worst_from_fault, wf);
         redone += std::max(0LL, r.report.redone);
       }
       failures += r.failures.empty() ? 0 : 1;
@@ -773,11 +807,12 @@ private:
         return it == r.applied.end() ? 0 : it->second;
       };
       std::snprintf(
-          line, sizeof line, "%-22s %-8s %5d %5d %5d %5d %5d %8.1f %6lld %9s %8lld %7.4f  %s\n",
+          line, sizeof line, "%-22s %-8s %5d %5d %5d %5d %5d %8.1f %6lld %8s %8s %8lld %7.4f  %s\n",
           r.name.c_str(), r.mode == settings::exact ? "exact" : "shipped", n(fault_kind::kill),
           n(fault_kind::stop), n(fault_kind::link), n(fault_kind::rate), n(fault_kind::cpu),
           r.seconds, std::max(0LL, r.report.recoveries), w < 0 ? "-" : fmt("%.1f", w).c_str(),
-          std::max(0LL, r.report.redone), r.report.accuracy, r.failures.empty() ? "ok" : "FAILED");
+          wf < 0 ? "-" : fmt("%.1f", wf).c_str(), std::max(0LL, r.report.redone), r.report.accuracy,
+          r.failures.empty() ? "ok" : "FAILED");
       t << line;
     }
     t << std::string(100, '-') << "\n";
@@ -785,10 +820,14 @@ private:
       << kinds[fault_kind::stop] << ", link-down " << kinds[fault_kind::link] << ", rate-1mbit "
       << kinds[fault_kind::rate] << ", cpu-hog " << kinds[fault_kind::cpu] << "; failed runs "
       << failures << "; worst recovery " << (worst < 0 ? std::string{"-"} : fmt("%.1f s", worst))
-      << "; samples redone " << redone << "\n";
+      << " (" << (worst_from_fault < 0 ? std::string{"-"} : fmt("%.1f s", worst_from_fault))
+      << " from the fault); samples redone " << redone << "\n";
     for (const auto& r : outcomes_)
       for (const auto& f : r.failures)
         t << "FAILED " << r.name << ": " << f << "\n";
+    for (const auto& r : outcomes_)
+      for (const auto& n : r.notes)
+        t << "note " << r.name << ": " << n << "\n";
     std::cout << t.str();
     std::ofstream(opts_.out_dir + "/table.txt") << t.str();
     std::cout << "table in " << opts_.out_dir << "/table.txt\n";
