@@ -212,9 +212,15 @@ coordinator_report read_coordinator(const std::string& out) {
 /// The last `n` lines of `text`.
 std::string tail(const std::string& text, std::size_t n) {
   std::size_t at = text.size();
-  for (std::size_t k = 0; k <= n && at > 0; ++k)
-    at = text.rfind('\n', at - 1);
-  return at == std::string::npos ? text : text.substr(at + 1);
+  if (at > 0 && text[at - 1] == '\n')
+    --at;
+  for (std::size_t k = 0; k < n; ++k) {
+    const auto p = at == 0 ? std::string::npos : text.rfind('\n', at - 1);
+    if (p == std::string::npos)
+      return text;
+    at = p;
+  }
+  return text.substr(at + 1);
 }
 
 // --- one run ----------------------------------------------------------------
