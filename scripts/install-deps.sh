@@ -10,7 +10,7 @@ packages=(
   zlib1g-dev libssl-dev
   dataset-fashion-mnist
   prometheus gnuplot-nox
-  openssl iproute2 dpkg-dev file time curl
+  openssl iproute2 dpkg-dev file time curl stress-ng
 )
 
 missing=()

@@ -7,7 +7,9 @@
 // The lab removes everything it made in its destructor — namespaces, veth
 // pairs, the bridge — also when a test fails, and at start removes what a
 // killed earlier run left behind (names carry the pid of the process that
-// made them; a name whose process is gone is stale).
+// made them; a name whose process is gone is stale). Each kind of lab has a
+// prefix of its own (lab_names), so labs of different tools running side by
+// side neither collide nor clean up each other's.
 #pragma once
 
 #include <signal.h>
@@ -51,6 +53,14 @@ inline std::string ip_binary() {
   return {};
 }
 
+/// The prefixes of a lab's names: its namespaces ("<ns><pid>.<n>-h<i>") and
+/// its links ("<link>b<pid>.<n>" for the bridge, "<link>v<pid>.<n>h<i>" and
+/// "...b<i>" for the veth ends; at most 15 characters, so `link` is short).
+struct lab_names {
+  std::string ns = "ntmh-";
+  std::string link = "nt";
+};
+
 class network_lab {
 public:
   /// Why no lab can be built here ("" if one can): not root, no `ip`, or
@@ -70,7 +80,8 @@ public:
 
   /// Builds `hosts` namespaces h0..h(n-1) with addresses 10.213.0.1.. on
   /// one bridge. Throws (after removing what it made) on any failure.
-  explicit network_lab(std::size_t hosts) : ip_(ip_binary()) {
+  explicit network_lab(std::size_t hosts, lab_names names = {})
+      : ip_(ip_binary()), names_(std::move(names)) {
     static int counter = 0;
     tag_ = std::to_string(::getpid()) + "." + std::to_string(counter++ % 10);
     remove_stale();
@@ -92,13 +103,19 @@ public:
 
   std::size_t hosts() const { return hosts_; }
   /// The namespace of host i.
-  std::string ns(std::size_t i) const { return "ntmh-" + tag_ + "-h" + std::to_string(i); }
+  std::string ns(std::size_t i) const { return names_.ns + tag_ + "-h" + std::to_string(i); }
   /// Host i's address (inside the lab only).
   static std::string address(std::size_t i) { return "10.213.0." + std::to_string(i + 1); }
   /// Host i's end of its link (inside its namespace) and the bridge's end.
-  std::string host_if(std::size_t i) const { return "ntv" + tag_ + "h" + std::to_string(i); }
-  std::string bridge_if(std::size_t i) const { return "ntv" + tag_ + "b" + std::to_string(i); }
-  std::string bridge() const { return "ntb" + tag_; }
+  std::string host_if(std::size_t i) const {
+    return names_.link + "v" + tag_ + "h" + std::to_string(i);
+  }
+  std::string bridge_if(std::size_t i) const {
+    return names_.link + "v" + tag_ + "b" + std::to_string(i);
+  }
+  std::string bridge() const { return names_.link + "b" + tag_; }
+  /// "<pid>.<n>": the part of every name that is this lab's own.
+  const std::string& tag() const { return tag_; }
 
   /// argv that runs `argv` inside host i's namespace.
   std::vector<std::string> in_host(std::size_t i, std::vector<std::string> argv) const {
@@ -115,6 +132,24 @@ public:
     run("netns exec " + ns(i) + " " + ip_ + " link show " + host_if(i)); // exists
     sh(tc() + " -n " + ns(i) + " qdisc add dev " + host_if(i) + tbf);
     sh(tc() + " qdisc add dev " + bridge_if(i) + tbf);
+  }
+
+  /// Removes the token buckets limit_rate put on host i's link.
+  void unlimit_rate(std::size_t i) {
+    sh(tc() + " -n " + ns(i) + " qdisc del dev " + host_if(i) + " root");
+    sh(tc() + " qdisc del dev " + bridge_if(i) + " root");
+  }
+
+  /// Takes host i's end of its link down (nothing goes in or out) or up.
+  void set_link(std::size_t i, bool up) {
+    run("-n " + ns(i) + " link set " + host_if(i) + (up ? " up" : " down"));
+  }
+
+  /// Pids of the processes inside host i's namespace (`ip netns pids`).
+  std::string pids_in(std::size_t i) const {
+    std::string out;
+    shell(ip_ + " netns pids " + ns(i), &out);
+    return out;
   }
 
   /// The qdisc line of host i's link (for the test log).
@@ -193,7 +228,7 @@ private:
     std::istringstream ns_lines{list};
     for (std::string line; std::getline(ns_lines, line);) {
       const std::string name = line.substr(0, line.find(' '));
-      if ((name.rfind("ntmh-", 0) == 0 && dead(name, 5))
+      if ((name.rfind(names_.ns, 0) == 0 && dead(name, names_.ns.size()))
           || (name.rfind("ntprobe", 0) == 0 && dead(name + ".", 7)))
         shell(ip_ + " netns del " + name);
     }
@@ -206,12 +241,15 @@ private:
         continue;
       std::string name = line.substr(colon + 2, line.find(':', colon + 2) - colon - 2);
       name = name.substr(0, name.find('@'));
-      if ((name.rfind("ntb", 0) == 0 || name.rfind("ntv", 0) == 0) && dead(name, 3))
+      const std::size_t n = names_.link.size();
+      if ((name.rfind(names_.link + "b", 0) == 0 || name.rfind(names_.link + "v", 0) == 0)
+          && dead(name, n + 1))
         shell(ip_ + " link del " + name);
     }
   }
 
   std::string ip_;
+  lab_names names_;
   std::string tag_;
   std::size_t hosts_ = 0;
   bool made_bridge_ = false;
