@@ -182,11 +182,18 @@ using coordinator_actor = barrier_sink_actor::extend<
     caf::reacts_to<atom::watchdog>,
     /// Prints what the run and every actor are waiting for, without acting (SIGUSR1).
     caf::reacts_to<atom::dump>,
+    /// Stops the run at its next sync round (SIGINT, SIGTERM), which is kept
+    /// as the run state; from this process only (the token of its spec).
+    caf::reacts_to<atom::halt, std::uint64_t /*token*/, std::string /*signal*/>,
     /// A node's node actor joins with its id, cluster-description hash, wire
     /// format version and byte-order mark; refused if the hash, wire format or
     /// byte order differ or the id is not in the description.
     caf::replies_to<atom::hello, node_name /*node*/, std::uint64_t /*hash*/,
-                    std::uint32_t /*wire version*/, byte_mark>::with<atom::ok>>;
+                    std::uint32_t /*wire version*/, byte_mark>::with<atom::ok>,
+    /// Every node's state (one peer_state byte each, in the description's
+    /// order) and whether training began: what a node about to join needs
+    /// to open its direct links.
+    caf::replies_to<atom::peers>::with<node_states, bool /*training began*/>>;
 
 /// The node actor of a process: spawns, on the coordinator's request, any
 /// actor of the run, and reports and stops what it hosts.

@@ -36,6 +36,7 @@ using join = caf::atom_constant<caf::atom("join")>;   ///< join a run: hello to 
 using spawn = caf::atom_constant<caf::atom("spawn")>; ///< spawn one actor of the run here
 using hosts = caf::atom_constant<caf::atom("hosts")>; ///< the actors this node hosts
 using stop = caf::atom_constant<caf::atom("stop")>;   ///< stop the actors this node hosts
+using peers = caf::atom_constant<caf::atom("peers")>; ///< which nodes a newcomer links to
 
 // Recovery.
 using pause = caf::atom_constant<caf::atom("pause")>;     ///< a worker stops feeding
@@ -48,5 +49,6 @@ using save = caf::atom_constant<caf::atom("save")>;       ///< write a run check
 using status = caf::atom_constant<caf::atom("status")>; ///< what an actor is waiting for
 using watchdog = caf::atom_constant<caf::atom("watchdog")>; ///< the stall watchdog's tick
 using dump = caf::atom_constant<caf::atom("dump")>; ///< print every actor's status
+using halt = caf::atom_constant<caf::atom("halt")>; ///< stop at the next sync round (SIGTERM)
 
 } // namespace nettorrent::atom

@@ -563,6 +563,15 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
         }
         return atom::ok::value;
       },
+      [=](atom::peers) -> caf::result<node_states, bool> {
+        const auto& m = *self->state.machine;
+        node_states v;
+        for (std::size_t n = 0; n < self->state.spec.nodes.size(); ++n)
+          v.data.push_back(static_cast<std::uint8_t>(
+              !m.node_ever_joined(n) ? peer_state::unseen
+                                     : m.node_alive(n) ? peer_state::alive : peer_state::lost));
+        return {std::move(v), m.training_began()};
+      },
       [=](atom::run) -> caf::result<run_result> {
         auto& st = self->state;
         if (st.machine->run_requested())
@@ -605,6 +614,14 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
         if (self->current_sender() != self->ctrl()) // only our own timer
           return;
         watchdog_tick(self);
+      },
+      [=](atom::halt, std::uint64_t token, const std::string& why) {
+        if (token != self->state.spec.halt_token || token == 0) {
+          caf::aout(self) << "coordinator: ignored a stop request without this process's token"
+                          << std::endl;
+          return;
+        }
+        self->state.machine->request_stop(why);
       },
       [=](atom::dump) {
         dump_status(self, false, "status dump (SIGUSR1); what every actor waits for:");

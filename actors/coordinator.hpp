@@ -34,6 +34,8 @@ struct coordinator_spec {
   bool rebalance_on_rejoin = true; ///< placement.rebalance_on_rejoin
   /// --resume: the run checkpoint's state to continue from (null: a new run).
   std::shared_ptr<const run_state> resume;
+  /// What a halt request must carry: only this process knows it.
+  std::uint64_t halt_token = 0;
 };
 
 struct coordinator_state {

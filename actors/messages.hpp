@@ -241,6 +241,16 @@ using byte_mark = bounded_bytes<16>;
 /// A node id in a hello, as bytes (at most 256).
 using node_name = bounded_bytes<256>;
 
+/// The coordinator's view of the nodes, one byte per node of the cluster
+/// description in its order (see `peer_state`).
+using node_states = bounded_bytes<65536>;
+/// What a node_states byte says of a node.
+enum class peer_state : std::uint8_t {
+  unseen = 0, ///< has not joined yet
+  alive = 1,  ///< joined and is up
+  lost = 2,   ///< joined once and was lost
+};
+
 inline node_name to_node_name(const std::string& s) {
   return node_name{std::vector<std::uint8_t>(s.begin(), s.end())};
 }
@@ -302,8 +312,8 @@ typename Inspector::result_type inspect(Inspector& f, worker_position& p) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, barrier_report& r) {
-  return f(caf::meta::type_name("barrier_report"), r.replica, r.incarnation, r.finished, r.samples,
-           r.epoch, r.loss_sum, r.loss_samples, r.diverged, r.position);
+  return f(caf::meta::type_name("barrier_report"), r.replica, r.incarnation, r.finished, r.on_grid,
+           r.samples, r.epoch, r.loss_sum, r.loss_samples, r.diverged, r.position);
 }
 
 template <class Inspector>

@@ -1,6 +1,8 @@
 #include "process_session.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <random>
 #include <ostream>
 #include <set>
 #include <thread>
@@ -15,6 +17,7 @@
 #include "nettorrent/placement.hpp"
 #include "nettorrent/run_support.hpp"
 #include "nettorrent/session.hpp"
+#include "nettorrent/signals.hpp"
 #include "node_actor.hpp"
 #include "spawn.hpp"
 #include "tls_shim.hpp"
@@ -119,6 +122,8 @@ coordinator_spec make_coordinator_spec(const run_config& cfg, bool verbose, std:
   spec.train_samples = res.data ? res.data->train.size() : 0;
   spec.nodes = std::move(nodes);
   spec.placement = std::move(placement);
+  std::random_device rd; // not training's randomness: the seed does not reach it
+  spec.halt_token = (std::uint64_t{rd()} << 32 | rd()) | 1;
   return spec;
 }
 
@@ -167,9 +172,17 @@ run_result run_to_end(caf::scoped_actor& self, const coordinator_actor& coord,
 /// The coordinator's process: its own node actor joins, the run goes to
 /// its end, the outputs are written; then the node actor leaves.
 run_result coordinate(caf::scoped_actor& self, const coordinator_actor& coord,
-                      const node_actor& local, const run_config& cfg, const process_resources& res,
-                      bool verbose, std::ostream& out) {
+                      std::uint64_t halt_token, const node_actor& local, const run_config& cfg,
+                      const process_resources& res, bool verbose, std::ostream& out) {
   run_result r;
+  // SIGINT / SIGTERM: the run stops at its next sync round; SIGUSR1: a dump.
+  on_stop_signal([coord, halt_token](const char* name) {
+    caf::anon_send(coord, atom::halt::value, halt_token, std::string{name});
+  });
+  on_dump_signal([coord] { caf::anon_send(coord, atom::dump::value); });
+  struct clear_on_exit {
+    ~clear_on_exit() { clear_signal_actions(); }
+  } clear;
   if (auto why = join_run(self, local, coord, caf::infinite); !why.empty()) {
     r.ok = false;
     r.error = "the coordinator's own node could not join the run: " + why;
@@ -225,9 +238,10 @@ run_result run_embedded(const run_config& cfg, std::ostream& out, bool verbose,
   auto spec = make_coordinator_spec(cfg, verbose, 0, res, {"local"},
                                     std::vector<std::size_t>(layout.size(), 0));
   spec.resume = resume_state(cfg, resume, out);
+  const std::uint64_t token = spec.halt_token;
   auto coord = sys.spawn(coordinator, std::move(spec));
-  const run_result r =
-      coordinate(self, coord, spawn_node(sys, "local", 0, cfg, res), cfg, res, verbose, out);
+  const run_result r = coordinate(self, coord, token, spawn_node(sys, "local", 0, cfg, res), cfg,
+                                  res, verbose, out);
   if (res.m)
     linger_for_scrapes(cfg.system.metrics_linger, out);
   return r;
@@ -285,6 +299,7 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
     auto spec = make_coordinator_spec(cfg, true, hash, res, plan.nodes, placement);
     spec.rebalance_on_rejoin = cc.placement.rebalance_on_rejoin;
     spec.resume = resume_state(cfg, resume, out);
+    const std::uint64_t token = spec.halt_token;
     auto coord = sys.spawn(coordinator, std::move(spec));
     auto port = secure ? caf::openssl::publish(coord, nc.port, nc.bind.c_str(), true)
                        : sys.middleman().publish(coord, nc.port, nc.bind.c_str(), true);
@@ -294,8 +309,8 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
       self->send_exit(coord, caf::exit_reason::user_shutdown);
       return 1;
     }
-    const run_result r =
-        coordinate(self, coord, spawn_node(sys, nc.id, hash, cfg, res), cfg, res, true, out);
+    const run_result r = coordinate(self, coord, token, spawn_node(sys, nc.id, hash, cfg, res), cfg,
+                                    res, true, out);
     if (!r.ok) {
       err << me << ": error: " << r.error << std::endl;
       return 1;
@@ -308,6 +323,12 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
   // Peers connect here directly: this node's node actor is published on the
   // port (the explicit mesh below).
   auto local = spawn_node(sys, nc.id, hash, cfg, res);
+  // SIGUSR1: what this node's actors wait for. SIGINT / SIGTERM end this
+  // process at once; the coordinator recovers as from any lost node.
+  on_dump_signal([local] { caf::anon_send(local, atom::dump::value); });
+  struct clear_on_exit {
+    ~clear_on_exit() { clear_signal_actions(); }
+  } clear;
   if (auto port = secure ? caf::openssl::publish(local, nc.port, nc.bind.c_str(), true)
                          : sys.middleman().publish(local, nc.port, nc.bind.c_str(), true);
       !port) {
@@ -326,15 +347,46 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
     return 1;
   }
   // The explicit mesh, before this node joins (so no pipeline message is
-  // sent before its link exists): a connection to every other node whose id
-  // sorts before this one (the coordinator's is up already), so pipeline
-  // traffic between nodes goes direct and only one side ever connects. A
-  // peer that cannot be reached is routed through the coordinator's node.
+  // sent before its link exists). Before training begins, every node links
+  // to each node whose id sorts before its own (the coordinator's link is up
+  // already), waiting for it as long as registration lasts: only one side of
+  // a pair ever connects. A node that joins once training began (restarted
+  // after a loss, or late) links to every node that is up; nodes the
+  // coordinator knows are lost are not waited for. Traffic to a node without
+  // a direct link goes through the coordinator's node.
+  node_states states;
+  bool began = false;
+  self->request(coord, std::chrono::seconds(10), atom::peers::value)
+      .receive(
+          [&](node_states& v, bool b) {
+            states = std::move(v);
+            began = b;
+          },
+          [&](caf::error& e) { why = sys.render(e); });
+  if (!why.empty()) {
+    err << me << ": error: the coordinator at " << coord_addr->endpoint()
+        << " did not say which nodes are up: " << why << std::endl;
+    self->send_exit(local, caf::exit_reason::user_shutdown);
+    return 1;
+  }
   for (const auto& peer : cc.nodes) {
-    if (peer.id >= nc.id || peer.id == coord_id)
+    if (peer.id == nc.id || peer.id == coord_id)
       continue;
+    const auto at = std::find(plan.nodes.begin(), plan.nodes.end(), peer.id);
+    const auto i = static_cast<std::size_t>(at - plan.nodes.begin());
+    const auto state = i < states.data.size() ? static_cast<peer_state>(states.data[i])
+                                              : peer_state::unseen;
+    if (state == peer_state::lost) {
+      out << me << ": node " << peer.id << " is down; its traffic goes through the coordinator's"
+          << " node until it links here" << std::endl;
+      continue;
+    }
+    if (began ? state != peer_state::alive : peer.id >= nc.id)
+      continue; // that node links to this one when it joins (or it did)
+    // A node that is up has published already: a short wait is enough.
+    const auto until = began ? std::min(deadline, clock_type::now() + seconds(5)) : deadline;
     std::string peer_why;
-    if (!connect<node_actor>(sys, self, peer, deadline, peer_why, secure))
+    if (!connect<node_actor>(sys, self, peer, until, peer_why, secure))
       err << me << ": warning: no direct link to node " << peer.id << " at " << peer.endpoint()
           << " (" << peer_why << "); its traffic goes through the coordinator's node"
           << std::endl;

@@ -94,6 +94,7 @@ void feed(self_ptr self) {
     r.incarnation = s.spec.incarnation;
     r.position = position_of(s);
     r.finished = s.finished || (s.epoch >= s.spec.max_epochs && s.cursor + b > s.order.size());
+    r.on_grid = s.since_sync >= s.spec.sync_every;
     r.samples = s.samples;
     r.epoch = s.epoch;
     r.loss_sum = s.loss_sum;

@@ -159,6 +159,7 @@ void register_message_types(caf::actor_system_config& c) {
   c.add_message_type<label_batch>("nettorrent::label_batch");
   c.add_message_type<byte_mark>("nettorrent::byte_mark");
   c.add_message_type<node_name>("nettorrent::node_name");
+  c.add_message_type<node_states>("nettorrent::node_states");
   c.add_message_type<block_sink_actor>("nettorrent::block_sink_actor");
   c.add_message_type<grad_sink_actor>("nettorrent::grad_sink_actor");
   c.add_message_type<ack_sink_actor>("nettorrent::ack_sink_actor");

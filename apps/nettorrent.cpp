@@ -16,6 +16,7 @@
 #include "nettorrent/plot.hpp"
 #include "nettorrent/run_support.hpp"
 #include "nettorrent/session.hpp"
+#include "nettorrent/signals.hpp"
 #include "nettorrent/version.hpp"
 #include "process_session.hpp"
 
@@ -343,8 +344,17 @@ int main(int argc, char** argv) {
     command_usage(*cmd, std::cout);
     return 0;
   }
+  // The long runs: SIGINT / SIGTERM stop them gracefully, SIGUSR1 dumps
+  // what their actors wait for. Before any thread starts.
+  const std::string_view name = cmd->name;
+  if (name == "train" || name == "centralised" || name == "node")
+    nt::watch_signals("nettorrent " + std::string{name});
   try {
-    return cmd->run(args);
+    const int code = cmd->run(args);
+    if (const std::string sig = nt::stop_signal_name(); code == 0 && !sig.empty())
+      std::cout << "nettorrent " << name << ": stopped early by " << sig
+                << "; --resume with the run checkpoint above continues the run" << std::endl;
+    return code;
   } catch (const nt::error& e) {
     std::cerr << "nettorrent " << cmd->name << ": error: " << e.what() << '\n';
     return 1;

@@ -2,6 +2,7 @@
 // whole model. It is the reference every distributed run is compared against.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -61,6 +62,9 @@ struct centralised_hooks {
   /// passes (if > 0) and at the end of training (before keep_best restores
   /// the best pass), unless nothing was trained since the last call.
   std::function<void(const run_state&)> checkpoint;
+  /// Set (from another thread, e.g. on SIGTERM): training ends after the
+  /// batch under way, as if max_epochs were reached there.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 /// Trains on `data` until the target validation accuracy or max_epochs,

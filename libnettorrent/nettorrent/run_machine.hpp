@@ -70,6 +70,9 @@ struct barrier_report {
   std::uint32_t replica = 0;
   std::uint32_t incarnation = 0; ///< of the worker that reports
   bool finished = false;         ///< no more epochs to run
+  /// A full sync_every samples since the last round (false: the end of the
+  /// epochs came first, off the sync grid).
+  bool on_grid = true;
   std::uint64_t samples = 0;     ///< training samples so far
   std::uint64_t epoch = 0;       ///< 1-based epoch in progress
   double loss_sum = 0;           ///< training loss summed since the last barrier
@@ -243,11 +246,25 @@ public:
   /// A node that was lost joined again: it takes actors at the next
   /// re-placement.
   bool node_alive(std::size_t node) const { return node < alive_.size() && alive_[node]; }
+  /// Node `node` joined the run at least once (it may have been lost since).
+  bool node_ever_joined(std::size_t node) const {
+    return node < node_joined_.size() && node_joined_[node];
+  }
+  /// Training began (the wiring is over); false while actors register.
+  bool training_began() const noexcept {
+    return phase_ != phase::registering && phase_ != phase::wiring && phase_ != phase::ready;
+  }
   void on_stats(std::uint64_t step, const actor_key& a, const peer_counters& c);
   /// An actor went down or a request failed: the run ends with `what`.
   void on_failure(const std::string& what);
   /// Actor `a` went down (`reason` rendered).
   void on_lost(const actor_key& a, const std::string& reason);
+
+  /// SIGINT / SIGTERM (`why` names it): the run ends after its next sync
+  /// round (the one under way, if any), which is kept as the run state
+  /// unless the policy's last round keeps none (best, none: the round
+  /// before). Before training began, the run fails at once.
+  void request_stop(const std::string& why);
 
   /// Continue from a run checkpoint's state (before the run starts): every
   /// replica is restored to it when training starts.
@@ -382,6 +399,10 @@ private:
   double loss_sum_ = 0;
   std::uint64_t loss_samples_ = 0;
   bool all_finished_ = false;
+  /// The last round ends the epochs off the sync grid: it is not committed
+  /// as the run state, so that a resumed run keeps the grid of a straight one.
+  bool final_off_grid_ = false;
+  bool stop_requested_ = false; ///< request_stop: end after this round
   bool stop_after_round_ = false;
   bool improved_ = false;
   std::uint32_t best_ = 0;

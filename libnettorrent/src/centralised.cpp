@@ -7,6 +7,7 @@
 
 #include "nettorrent/error.hpp"
 #include "nettorrent/run_checkpoint.hpp"
+#include "nettorrent/signals.hpp"
 #include "nettorrent/run_support.hpp"
 #include "nettorrent/session.hpp"
 
@@ -205,6 +206,10 @@ run_result train_centralised(const run_config& cfg, const data_splits& data, std
   };
 
   while (!done && batches_per_epoch > 0 && pos.epoch <= tc.max_epochs) {
+    if (hooks.stop != nullptr && hooks.stop->load(std::memory_order_relaxed)) {
+      out << "stopped in epoch " << pos.epoch << " after " << st.samples << " samples" << std::endl;
+      break;
+    }
     if (pos.epoch == 0 || pos.cursor + batch > order.size()) {
       if (pos.epoch >= tc.max_epochs)
         break;
@@ -291,6 +296,14 @@ run_result run_centralised(const run_config& cfg, std::ostream& out, const std::
     print_resume(hooks.resume_from, from.state, out);
   std::string last_checkpoint;
   hooks.checkpoint = [&](const run_state& s) { last_checkpoint = save_run_state(cfg, s); };
+  // SIGINT / SIGTERM: training ends after the batch under way; the run
+  // checkpoint at the end continues it exactly.
+  std::atomic<bool> stop{false};
+  hooks.stop = &stop;
+  on_stop_signal([&stop](const char*) { stop = true; });
+  struct clear_on_exit {
+    ~clear_on_exit() { clear_signal_actions(); }
+  } clear;
   run_result r = train_centralised(cfg, data, out, hooks);
   r.run_checkpoint_path = last_checkpoint;
   write_outputs(cfg, data, r, out);

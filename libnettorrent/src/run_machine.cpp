@@ -188,6 +188,10 @@ void run_machine::commit_state() {
     for (const auto& x : snapshot_)
       st->models.push_back(*x);
   st->outer_velocity = outer_v_;
+  // validate_every > 1: the training loss of unscored rounds since the last
+  // curve point.
+  st->loss_sum = loss_sum_;
+  st->loss_samples = loss_samples_;
   committed_ = std::move(st);
 }
 
@@ -238,6 +242,8 @@ void run_machine::resume_from(const run_state& st) {
   best_samples_ = st.best_samples;
   best_epoch_ = st.best_epoch;
   resumed_elapsed_ = st.elapsed_seconds;
+  loss_sum_ = st.loss_sum;
+  loss_samples_ = st.loss_samples;
   resuming_ = true;
   commit_state();
 }
@@ -483,6 +489,7 @@ void run_machine::start_round() {
   phase_ = phase::sync_round;
   step_to(round_step::scoring);
   all_finished_ = true;
+  bool on_grid = true;
   for (std::size_t r = 0; r < layout_.replicas(); ++r)
     round_positions_[r] = barriers_[r]->position;
   std::uint64_t samples = 0;
@@ -492,7 +499,9 @@ void run_machine::start_round() {
     loss_samples_ += b->loss_samples;
     result_.epochs = std::max(result_.epochs, b->epoch);
     all_finished_ = all_finished_ && b->finished;
+    on_grid = on_grid && b->on_grid;
   }
+  final_off_grid_ = all_finished_ && !on_grid;
   result_.samples = samples;
   // topology.validate_every: only every k-th round is scored (the last one
   // always); the others go straight to the exchange. Their training loss
@@ -569,7 +578,7 @@ void run_machine::scored() {
     result_.reached_target = true;
     result_.time_to_target = p.seconds;
   }
-  stop_after_round_ = reached || all_finished_;
+  stop_after_round_ = reached || all_finished_ || stop_requested_;
 
   round_summary r;
   r.round = result_.sync_rounds;
@@ -659,7 +668,7 @@ void run_machine::on_collected(std::uint64_t step, std::uint32_t layer, std::uin
 }
 
 void run_machine::after_keep_best() {
-  if (stop_after_round_) {
+  if (stop_after_round_ || stop_requested_) {
     finish();
     return;
   }
@@ -720,8 +729,13 @@ void run_machine::after_apply() {
 }
 
 void run_machine::end_synced_round() {
-  publish_round(); // with this round's curve point and best pass
-  if (stop_after_round_) {
+  // With this round's curve point and best pass; a last round off the sync
+  // grid is kept for rollbacks but not published: the run state stays the
+  // last round on the grid, which a resumed run with more epochs continues
+  // exactly as a straight run does.
+  if (!final_off_grid_)
+    publish_round();
+  if (stop_after_round_ || stop_requested_) {
     finish();
     return;
   }
@@ -1357,6 +1371,17 @@ void run_machine::finish_recovery() {
     result_.round_time.seconds[run_result::round_timing::draining] += now() - drain_t0_;
     start_round();
   }
+}
+
+void run_machine::request_stop(const std::string& why) {
+  if (over() || stop_requested_)
+    return;
+  if (!training_began()) {
+    fail("stopped by " + why + " before training began; nothing was written");
+    return;
+  }
+  stop_requested_ = true;
+  say("coordinator: " + why + ": stopping at the end of the next sync round");
 }
 
 void run_machine::fail(const std::string& what) {

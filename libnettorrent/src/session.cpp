@@ -172,8 +172,15 @@ void print_summary(const run_result& r, std::ostream& out) {
   }
   out << "wrote " << r.checkpoint_path << " and " << r.curve_path << std::endl;
   if (!r.run_checkpoint_path.empty())
+  {
     out << "run checkpoint " << r.run_checkpoint_path << " (--resume=" << r.run_checkpoint_path
         << " continues the run)" << std::endl;
+    if (r.end_state && r.end_state->round < r.sync_rounds)
+      out << "  it holds sync round " << r.end_state->round << " (" << r.end_state->samples
+          << " samples), the last on the sync grid; a resumed run trains the "
+          << (r.samples - r.end_state->samples)
+          << " samples after it again, as a straight run with more epochs would" << std::endl;
+  }
 }
 
 } // namespace nettorrent

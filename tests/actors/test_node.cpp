@@ -41,6 +41,11 @@ nt::coordinator_actor::behavior_type fake_coordinator(nt::coordinator_actor::poi
       [=](nt::atom::settled, std::uint64_t) { unexpected("settled"); },
       [=](nt::atom::watchdog) { unexpected("watchdog"); },
       [=](nt::atom::dump) { unexpected("dump"); },
+      [=](nt::atom::halt, std::uint64_t, const std::string&) { unexpected("halt"); },
+      [=](nt::atom::peers) -> caf::result<nt::node_states, bool> {
+        unexpected("peers");
+        return caf::make_error(caf::sec::unexpected_message);
+      },
       [=](nt::atom::barrier, const nt::barrier_report&) { unexpected("barrier"); },
   };
 }
@@ -174,6 +179,24 @@ protected:
     return spawn(nt::node, nt::node_spec{id, hash, cfg, data, nullptr});
   }
 
+  /// The coordinator's answer to `peers`: one state per node, and whether
+  /// training began ("u" unseen, "a" alive, "l" lost).
+  std::string peers() {
+    self->send(coord, nt::atom::peers::value);
+    sched.run();
+    std::string out = "(no reply)";
+    self->receive(
+        [&](const nt::node_states& v, bool began) {
+          out.clear();
+          for (const auto b : v.data)
+            out += b == 0 ? 'u' : b == 1 ? 'a' : b == 2 ? 'l' : '?';
+          out += began ? " training" : " registering";
+        },
+        [&](caf::error& err) { out = "error " + sys.render(err); },
+        caf::after(std::chrono::milliseconds(0)) >> [] {});
+    return out;
+  }
+
   nt::run_config cfg;
   std::shared_ptr<const nt::data_splits> data;
   nt::coordinator_actor coord;
@@ -206,9 +229,13 @@ TEST_F(Admission, APeerOfAnotherByteOrderOrWireFormatIsRefused) {
 }
 
 TEST_F(Admission, EachNodeIsAskedForWhatThePlacementPutsOnItAndTheRunCompletes) {
+  // `peers` tells a node about to join which nodes have (lost ones are "l":
+  // LostNode.ARestartedNodeDoesNotWaitForALostOneToLinkTo runs processes).
+  EXPECT_EQ(peers(), "uu registering");
   auto b = make_node("b", 0x1234);
   EXPECT_TRUE(ask_ok(b, nt::atom::join::value, coord));
   sched.run();
+  EXPECT_EQ(peers(), "ua registering");
   const auto on_b = ask<std::vector<nt::actor_key>>(b, nt::atom::hosts::value);
   ASSERT_TRUE(on_b);
   ASSERT_EQ(on_b->size(), 2u);
@@ -220,6 +247,7 @@ TEST_F(Admission, EachNodeIsAskedForWhatThePlacementPutsOnItAndTheRunCompletes) 
   const auto on_a = ask<std::vector<nt::actor_key>>(a, nt::atom::hosts::value);
   ASSERT_TRUE(on_a);
   EXPECT_EQ(on_a->size(), nt::run_layout{cfg}.size() - 1 - 2);
+  EXPECT_EQ(peers(), "aa registering");
   // Everything registered and was wired: the run goes through.
   self->send(coord, nt::atom::run::value);
   sched.run();

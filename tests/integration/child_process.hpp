@@ -25,6 +25,7 @@
 #include <optional>
 #include <sstream>
 #include <stdexcept>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -196,13 +197,18 @@ private:
 /// CAF links, other tests — would otherwise take a picked port before the
 /// process under test binds it. Each candidate is bound (all at once, so they
 /// differ) and released.
+/// A port is handed out at most once per test process: a process of an
+/// earlier step that still holds it cannot steal it from a later one.
 inline std::vector<std::uint16_t> free_ports(std::size_t n) {
   static unsigned state = static_cast<unsigned>(::getpid()) * 2654435761u;
+  static std::set<std::uint16_t> handed_out;
   std::vector<int> fds;
   std::vector<std::uint16_t> ports;
   for (int attempts = 0; ports.size() < n && attempts < 1000; ++attempts) {
     state = state * 1664525u + 1013904223u;
     const auto port = static_cast<std::uint16_t>(20000 + (state >> 8) % 12768);
+    if (handed_out.count(port) != 0)
+      continue;
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
       break;
@@ -219,6 +225,7 @@ inline std::vector<std::uint16_t> free_ports(std::size_t n) {
   }
   for (int fd : fds)
     ::close(fd);
+  handed_out.insert(ports.begin(), ports.end());
   return ports;
 }
 

@@ -34,6 +34,7 @@ struct run_spec {
   double connection_timeout = 10;
   double stall_timeout = 60;
   int checkpoint_every = 0;
+  std::string policy = "best";
 
   std::string run_sections(const std::string& output_dir) const {
     std::ostringstream os;
@@ -48,7 +49,7 @@ struct run_spec {
        << "[optimizer]\nkind = \"adam\"\nlearning_rate = " << learning_rate << "\n\n"
        << "[topology]\nreplicas = " << replicas << "\nslices = " << slices
        << "\nmax_in_flight = " << max_in_flight << "\nsync_every = " << sync_every
-       << "\nsync_policy = \"best\"\n\n"
+       << "\nsync_policy = \"" << policy << "\"\n\n"
        << "[system]\nscheduler_threads = 1\nregistration_timeout = " << registration_timeout
        << "\nheartbeat_interval = " << heartbeat_interval
        << "\nconnection_timeout = " << connection_timeout << "\nstall_timeout = " << stall_timeout

@@ -73,14 +73,56 @@ protected:
                     clock_type::now() + std::chrono::duration_cast<clock_type::duration>(limit));
   }
 
+  /// Every 15 s of a wait: one line saying what is awaited and the last
+  /// line each running child printed, so a log shows whether a run moved.
+  void report_wait(const std::string& what, clock_type::time_point since,
+                   clock_type::time_point& next) {
+    if (clock_type::now() < next)
+      return;
+    next += 15s;
+    std::cout << "[" << static_cast<int>(seconds_since(since)) << " s waiting for " << what << "]";
+    for (const auto& c : children_)
+      if (c->running())
+        std::cout << "\n    " << c->name() << ": " << last_line(c->out() + c->err());
+    std::cout << std::endl;
+  }
+
+  static std::string last_line(const std::string& text) {
+    auto end = text.find_last_not_of('\n');
+    if (end == std::string::npos)
+      return "(nothing printed)";
+    const auto begin = text.rfind('\n', end);
+    return text.substr(begin == std::string::npos ? 0 : begin + 1,
+                       end - (begin == std::string::npos ? 0 : begin + 1) + 1);
+  }
+
+  /// A wait failed: its step failed, so every child still running is
+  /// stopped (with its log printed by TearDown) before a next step could
+  /// start, and none keeps its ports.
+  void stop_children_of_failed_step() {
+    for (auto& c : children_)
+      if (c->running()) {
+        std::cout << "stopping " << c->name() << " (its step failed)" << std::endl;
+        c->kill_all();
+      }
+  }
+
   /// Waits for `c` to exit within `limit`; a timeout is a test failure.
   ::testing::AssertionResult exits_within(child_process& c, std::chrono::duration<double> limit) {
     const auto t = clock_type::now();
-    if (c.wait_until(within(limit)))
-      return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure()
-           << c.name() << " still runs after " << seconds_since(t) << " s\n"
-           << c.log();
+    const auto until = within(limit);
+    auto next = t + 15s;
+    while (!c.wait_until(std::min(until, next))) {
+      if (clock_type::now() >= until) {
+        auto failure = ::testing::AssertionFailure()
+                       << c.name() << " still runs after " << seconds_since(t) << " s\n"
+                       << c.log();
+        stop_children_of_failed_step();
+        return failure;
+      }
+      report_wait(c.name() + " to exit", t, next);
+    }
+    return ::testing::AssertionSuccess();
   }
 
   /// Waits until `c`'s stdout (`from_err`: stderr) contains `needle`.
@@ -88,7 +130,10 @@ protected:
                                            std::chrono::duration<double> limit,
                                            bool from_err = false) {
     const auto until = within(limit);
+    const auto t = clock_type::now();
+    auto next = t + 15s;
     for (;;) {
+      report_wait(c.name() + " to print \"" + needle + "\"", t, next);
       const bool was_running = c.running();
       if ((from_err ? c.err() : c.out()).find(needle) != std::string::npos)
         return ::testing::AssertionSuccess();
@@ -96,10 +141,13 @@ protected:
         return ::testing::AssertionFailure()
                << c.name() << " ended without printing \"" << needle << "\"\n"
                << c.log();
-      if (clock_type::now() >= until)
-        return ::testing::AssertionFailure()
-               << c.name() << " did not print \"" << needle << "\" in time\n"
-               << c.log();
+      if (clock_type::now() >= until) {
+        auto failure = ::testing::AssertionFailure()
+                       << c.name() << " did not print \"" << needle << "\" in time\n"
+                       << c.log();
+        stop_children_of_failed_step();
+        return failure;
+      }
       std::this_thread::sleep_for(20ms);
     }
   }

@@ -563,6 +563,30 @@ TEST_F(LostNode, AKilledNodeStartedAgainRejoins) {
   expect_bit_identical_to_reference();
 }
 
+TEST_F(LostNode, ARestartedNodeDoesNotWaitForALostOneToLinkTo) {
+  // n1 is killed for good, n2 killed and started again: n2 links to the
+  // nodes that are up (n0) and joins at once, instead of waiting for n1 (an
+  // id before its own) as long as registration lasts (30 s here), which
+  // would let the run end without it.
+  const run_spec spec = recovery_spec(0.5, 3);
+  ASSERT_NO_FATAL_FAILURE(run_reference(spec));
+  ASSERT_NO_FATAL_FAILURE(start_cluster(spec, 3, 5));
+  nodes_[1]->signal(SIGKILL);
+  nodes_[2]->signal(SIGKILL);
+  ASSERT_TRUE(exits_within(*nodes_[1], 5s));
+  ASSERT_TRUE(exits_within(*nodes_[2], 5s));
+  ASSERT_TRUE(prints_within(*nodes_[0], "recovered in", 30s));
+  const auto t = clock_type::now();
+  child_process& again = start_node("node-2.ini", "n2-again");
+  nodes_.push_back(&again);
+  ASSERT_TRUE(prints_within(again, "admitted by the coordinator", 10s));
+  std::cout << "n2 admitted " << seconds_since(t) << " s after its restart\n";
+  EXPECT_CONTAINS(again.out(), "node n1 is down");
+  expect_run_completes({0, 3}, 2);
+  EXPECT_CONTAINS(again.out(), "node n2: the run is over");
+  expect_bit_identical_to_reference();
+}
+
 TEST_F(LostNode, TwoNodesLostOneAfterTheOtherInAFourNodeRun) {
   run_spec spec = recovery_spec(0.5, 3);
   spec.strategy = "round_robin"; // by_swarm would leave the 4th node empty (3 swarms)
@@ -615,6 +639,70 @@ TEST_F(LostNode, LosingTheCoordinatorsNodeEndsTheRunAndResumeFinishesIt) {
     EXPECT_TRUE(c->exited_ok()) << c->log();
   }
   EXPECT_CONTAINS(n0.out(), "resuming ");
+  expect_bit_identical_to_reference();
+}
+
+TEST_F(LostNode, AClusterStoppedOffTheSyncGridThenResumedWithMoreEpochsEqualsTheLongerRun) {
+  // 6400 samples per replica and epoch, a round every 1536: epoch 1 ends
+  // 256 samples after round 4. The longer run is the embedded one, which a
+  // cluster run equals bit for bit (ThreeNodeRunIsBitIdenticalToTheEmbeddedRun).
+  run_spec spec = recovery_spec(1, 10);
+  spec.sync_every = 1536;
+  spec.policy = "outer";
+  ASSERT_NO_FATAL_FAILURE(run_reference(spec)); // 2 epochs
+  spec.max_epochs = 1;
+  std::vector<std::uint16_t> ports, metrics;
+  ASSERT_NO_FATAL_FAILURE(pick_ports(3, ports, metrics));
+  ASSERT_NO_FATAL_FAILURE(write_cluster(spec, ports, metrics, path("out")));
+  run_nodes(3);
+  ASSERT_FALSE(HasFailure());
+  EXPECT_CONTAINS(read_file(path("n0.out")), "it holds sync round 4 (12288 samples)");
+  std::vector<child_process*> again;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<std::string> o{"--training.max_epochs=2"};
+    if (i == 0)
+      o.push_back("--resume=" + path("out"));
+    again.push_back(&start_node("node-" + std::to_string(i) + ".ini",
+                                "n" + std::to_string(i) + "-resumed", o));
+  }
+  for (auto* c : again)
+    EXPECT_TRUE(exits_within(*c, 90s));
+  for (auto* c : again)
+    EXPECT_TRUE(c->exited_ok()) << c->log();
+  EXPECT_CONTAINS(again[0]->out(), "resuming " + path("out") + "/run-00000004.ckpt: round 4");
+  expect_bit_identical_to_reference();
+}
+
+TEST_F(LostNode, SigtermToTheCoordinatorsNodeStopsTheClusterAndResumeFinishesTheRun) {
+  run_spec spec = recovery_spec(1, 10);
+  spec.max_epochs = 4;
+  ASSERT_NO_FATAL_FAILURE(run_reference(spec));
+  std::vector<std::uint16_t> ports, metrics;
+  ASSERT_NO_FATAL_FAILURE(pick_ports(3, ports, metrics));
+  ASSERT_NO_FATAL_FAILURE(write_cluster(spec, ports, metrics, path("out")));
+  for (int i = 0; i < 3; ++i)
+    nodes_.push_back(&start_node("node-" + std::to_string(i) + ".ini", "n" + std::to_string(i)));
+  ASSERT_TRUE(prints_within(*nodes_[0], "round 3 ", 60s));
+  nodes_[0]->signal(SIGTERM);
+  for (auto* c : nodes_) {
+    EXPECT_TRUE(exits_within(*c, 60s));
+    EXPECT_TRUE(c->exited_ok()) << c->log();
+  }
+  ASSERT_FALSE(HasFailure());
+  EXPECT_CONTAINS(nodes_[0]->out(), "nettorrent node: stopped early by SIGTERM");
+  EXPECT_CONTAINS(nodes_[1]->out(), "node n1: the run is over");
+  EXPECT_EQ(nodes_[0]->out().find("round 20 "), std::string::npos) << "it did not stop early";
+  std::vector<child_process*> again;
+  for (int i = 0; i < 3; ++i)
+    again.push_back(&start_node("node-" + std::to_string(i) + ".ini",
+                                "n" + std::to_string(i) + "-resumed",
+                                i == 0 ? std::vector<std::string>{"--resume=" + path("out")}
+                                       : std::vector<std::string>{}));
+  for (auto* c : again)
+    EXPECT_TRUE(exits_within(*c, 90s));
+  for (auto* c : again)
+    EXPECT_TRUE(c->exited_ok()) << c->log();
+  EXPECT_CONTAINS(again[0]->out(), "resuming " + path("out") + "/run-");
   expect_bit_identical_to_reference();
 }
 

@@ -162,6 +162,42 @@ void expect_same_state(const nt::run_state& a, const nt::run_state& b) {
   expect_same_curve(a.curve, b.curve);
 }
 
+// An actor run's state: every replica's model and data position, the outer
+// momentum, the best pass and the curve (but the wall clock).
+void expect_same_actor_state(const nt::run_state& a, const nt::run_state& b) {
+  EXPECT_EQ(a.config_hash, b.config_hash);
+  EXPECT_EQ(a.round, b.round);
+  EXPECT_EQ(a.samples, b.samples);
+  EXPECT_EQ(a.epoch, b.epoch);
+  EXPECT_EQ(a.loss_sum, b.loss_sum);
+  EXPECT_EQ(a.loss_samples, b.loss_samples);
+  EXPECT_EQ(a.best_validation_accuracy, b.best_validation_accuracy);
+  expect_same_layers(a.best_layers, b.best_layers);
+  EXPECT_EQ(a.best_samples, b.best_samples);
+  ASSERT_EQ(a.models.size(), b.models.size());
+  for (std::size_t r = 0; r < a.models.size(); ++r)
+    expect_same_layers(a.models[r], b.models[r]);
+  ASSERT_EQ(a.positions.size(), b.positions.size());
+  for (std::size_t r = 0; r < a.positions.size(); ++r) {
+    SCOPED_TRACE("replica " + std::to_string(r));
+    EXPECT_EQ(a.positions[r].epoch, b.positions[r].epoch);
+    EXPECT_EQ(a.positions[r].cursor, b.positions[r].cursor);
+    EXPECT_EQ(a.positions[r].samples, b.positions[r].samples);
+    // next_batch numbers messages (validation batches too), not data: a
+    // resumed worker's numbering may differ; epoch, cursor and samples fix
+    // the data stream.
+  }
+  ASSERT_EQ(a.outer_velocity.size(), b.outer_velocity.size());
+  for (std::size_t l = 0; l < a.outer_velocity.size(); ++l) {
+    const auto& x = a.outer_velocity[l];
+    const auto& y = b.outer_velocity[l];
+    ASSERT_EQ(x.w.size(), y.w.size());
+    EXPECT_TRUE(same_floats(x.w.data(), y.w.data(), static_cast<std::size_t>(x.w.size())));
+    EXPECT_TRUE(same_floats(x.b.data(), y.b.data(), static_cast<std::size_t>(x.b.size())));
+  }
+  expect_same_curve(a.curve, b.curve);
+}
+
 // A state through a file and back, as --resume reads it.
 nt::run_state through_file(const nt::run_config& cfg, const nt::run_state& s,
                            const std::string& path) {
@@ -542,5 +578,48 @@ TEST_F(ResumeCli, TrainRefusesARunCheckpointOfAnotherRun) {
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_CONTAINS(r.output, "optimizer.learning_rate");
 }
+
+} // namespace
+
+namespace {
+
+// Epochs that do not end on a sync round: 640 samples per replica and epoch,
+// a round every 192 (at 192, 384, 576; the end of epoch 1 comes 64 samples
+// after the last round). The run checkpoint at the end keeps the last round
+// on the grid, so that the run resumed with more epochs keeps the straight
+// run's grid (768, 960, ...), under every sync policy.
+class TrainOffGrid : public ResumeCli, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(TrainOffGrid, StoppedOffTheSyncGridThenResumedWithMoreEpochsEndsAsTheLongerRun) {
+  const std::vector<std::string> extra = {"--topology.sync_every=192",
+                                          std::string{"--topology.sync_policy="} + GetParam(),
+                                          "--training.keep_best=true"};
+  const auto longer = run(train_args(path("a"), 3, extra));
+  ASSERT_EQ(longer.code, 0) << longer.output;
+  const auto shorter = run(train_args(path("b"), 1, extra));
+  ASSERT_EQ(shorter.code, 0) << shorter.output;
+  EXPECT_CONTAINS(shorter.output, "run checkpoint " + path("b") + "/run-00000003.ckpt");
+  EXPECT_CONTAINS(shorter.output, "it holds sync round 3 (1152 samples), the last on the sync "
+                                  "grid; a resumed run trains the 128 samples after it again");
+  auto more = extra;
+  more.push_back("--resume=" + path("b"));
+  const auto resumed = run(train_args(path("b"), 3, more));
+  ASSERT_EQ(resumed.code, 0) << resumed.output;
+  EXPECT_CONTAINS(resumed.output, "resuming " + path("b") + "/run-00000003.ckpt: round 3");
+  EXPECT_EQ(read_file(path("b") + "/model.ckpt"), read_file(path("a") + "/model.ckpt"))
+      << "the resumed run's model differs from the longer run's";
+  EXPECT_EQ(curve_without_seconds(path("b") + "/curve.csv"),
+            curve_without_seconds(path("a") + "/curve.csv"));
+  EXPECT_EQ(line_with(resumed.output, "test: accuracy"),
+            line_with(longer.output, "test: accuracy"));
+  // The end states agree too (weights, moments, positions, outer momentum).
+  const auto last = run_files(path("a")).back();
+  ASSERT_EQ(run_files(path("b")).back(), last);
+  expect_same_actor_state(nt::load_run_checkpoint(path("b") + "/" + last).state,
+                          nt::load_run_checkpoint(path("a") + "/" + last).state);
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, TrainOffGrid,
+                         ::testing::Values("outer", "average", "best", "none"));
 
 } // namespace

@@ -150,14 +150,16 @@ protected:
     ASSERT_EQ(m->current_phase(), phase::training);
   }
 
-  /// Every replica reports a barrier (finished = last).
-  void barrier_all(std::uint64_t samples, bool last) {
+  /// Every replica reports a barrier (finished = last; on_grid: a full
+  /// sync interval since the last round).
+  void barrier_all(std::uint64_t samples, bool last, bool on_grid = true) {
     for (std::uint32_t r = 0; r < cfg.topology.replicas; ++r) {
       nt::barrier_report b;
       b.replica = r;
       b.samples = samples;
       b.epoch = 1;
       b.finished = last;
+      b.on_grid = on_grid;
       b.loss_sum = 1.0;
       b.loss_samples = 10;
       b.position.samples = samples;
@@ -969,6 +971,64 @@ TEST_F(OuterRunMachine, ExchangesFirstThenScoresTheSyncedModelOnce) {
   ASSERT_TRUE(rec.result->end_state);
   EXPECT_EQ(rec.result->end_state->outer_velocity[0].w(0, 0), 2.0f);
   EXPECT_EQ(rec.result->end_state->round, 2u);
+}
+
+TEST_F(OuterRunMachine, ALastRoundOffTheSyncGridIsNotTheRunState) {
+  make(outer_config());
+  start();
+  barrier_all(500, false);
+  outer_exchange_all(100, 0.5f);
+  restore_all();
+  score_parts(rec.take("validate"), {70, 90});
+  ASSERT_EQ(rec.saved.size(), 1u);
+  // The epochs end 140 samples per replica after round 1, off the grid: the
+  // round gives the final model and its curve point, but the run state that
+  // a resumed run continues stays round 1 (a longer run has no round here).
+  barrier_all(640, true, /*on_grid=*/false);
+  outer_exchange_all(200, 2.0f);
+  restore_all();
+  score_parts(rec.take("validate"), {95, 95});
+  answer_stats();
+  ASSERT_TRUE(rec.result);
+  ASSERT_TRUE(rec.result->ok) << rec.result->error;
+  EXPECT_EQ(rec.result->sync_rounds, 2u);
+  EXPECT_EQ(rec.result->curve.size(), 2u);
+  EXPECT_EQ(rec.result->layers[0].params.w(0, 0), 200.0f) << "keep_best: round 2's model";
+  EXPECT_EQ(rec.saved.size(), 1u) << "no run checkpoint of the off-grid round";
+  ASSERT_TRUE(rec.result->end_state);
+  EXPECT_EQ(rec.result->end_state->round, 1u);
+  EXPECT_EQ(rec.result->end_state->samples, 1000u);
+  EXPECT_EQ(rec.result->end_state->curve.size(), 1u);
+  EXPECT_EQ(rec.result->end_state->outer_velocity[0].w(0, 0), 0.5f) << "round 1's momentum";
+}
+
+TEST_F(OuterRunMachine, AStopRequestEndsTheRunAfterTheNextRoundWhichIsTheRunState) {
+  make(outer_config());
+  start();
+  EXPECT_TRUE(m->training_began());
+  m->request_stop("SIGTERM");
+  EXPECT_EQ(rec.lines.back(), "coordinator: SIGTERM: stopping at the end of the next sync round");
+  EXPECT_EQ(m->current_phase(), phase::training) << "the round under way ends first";
+  barrier_all(500, false);
+  outer_exchange_all(100, 0.5f);
+  restore_all();
+  score_parts(rec.take("validate"), {70, 90});
+  EXPECT_EQ(m->current_phase(), phase::finishing);
+  answer_stats();
+  ASSERT_TRUE(rec.result);
+  ASSERT_TRUE(rec.result->ok) << rec.result->error;
+  EXPECT_EQ(rec.result->sync_rounds, 1u);
+  ASSERT_TRUE(rec.result->end_state);
+  EXPECT_EQ(rec.result->end_state->round, 1u) << "the round the run stopped at is kept";
+  EXPECT_EQ(rec.result->end_state->samples, 1000u);
+}
+
+TEST_F(RunMachine, AStopRequestBeforeTrainingBeganEndsTheRunAtOnce) {
+  make(small_config(2));
+  EXPECT_FALSE(m->training_began());
+  m->request_stop("SIGINT");
+  ASSERT_TRUE(m->failed());
+  EXPECT_CONTAINS(m->result().error, "stopped by SIGINT before training began; nothing was written");
 }
 
 TEST_F(OuterRunMachine, AnInterruptedRoundKeepsTheLastMomentumAndScoresOnce) {

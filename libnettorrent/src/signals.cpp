@@ -1,0 +1,122 @@
+#include "nettorrent/signals.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+namespace nettorrent {
+
+namespace {
+
+struct watcher {
+  std::mutex mx;
+  std::function<void(const char*)> stop;
+  std::function<void()> dump;
+  std::string program;
+  std::string stopped_by;
+  int stops = 0;
+  std::atomic<bool> quit{false};
+  std::thread thread;
+
+  ~watcher() {
+    quit = true;
+    if (thread.joinable())
+      thread.join();
+  }
+};
+
+watcher& the_watcher() {
+  static watcher w;
+  return w;
+}
+
+sigset_t watched() {
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, SIGINT);
+  sigaddset(&s, SIGTERM);
+  sigaddset(&s, SIGUSR1);
+  return s;
+}
+
+void take(int sig) {
+  auto& w = the_watcher();
+  const char* name = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGUSR1";
+  std::unique_lock<std::mutex> lock{w.mx};
+  if (sig == SIGUSR1) {
+    if (w.dump) {
+      auto dump = w.dump;
+      lock.unlock();
+      dump();
+    }
+    return;
+  }
+  if (++w.stops > 1 || !w.stop) {
+    std::cerr << w.program << ": caught " << name
+              << (w.stops > 1 ? " again: exiting at once" : ": exiting") << std::endl;
+    std::_Exit(128 + sig);
+  }
+  w.stopped_by = name;
+  auto stop = w.stop;
+  lock.unlock();
+  std::cerr << w.program << ": caught " << name
+            << ": stopping; the run writes a run checkpoint and its outputs, then exits (send "
+            << name << " again to exit at once)"
+            << std::endl;
+  stop(name);
+}
+
+} // namespace
+
+void watch_signals(const std::string& program) {
+  auto& w = the_watcher();
+  if (w.thread.joinable())
+    return;
+  w.program = program;
+  const sigset_t set = watched();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  w.thread = std::thread([set] {
+    auto& w = the_watcher();
+    const timespec tick{0, 100'000'000}; // looks at `quit` ten times a second
+    while (!w.quit) {
+      siginfo_t info;
+      const int sig = sigtimedwait(&set, &info, &tick);
+      if (sig > 0)
+        take(sig);
+    }
+  });
+}
+
+void on_stop_signal(std::function<void(const char*)> action) {
+  auto& w = the_watcher();
+  std::lock_guard<std::mutex> lock{w.mx};
+  w.stop = std::move(action);
+}
+
+void on_dump_signal(std::function<void()> action) {
+  auto& w = the_watcher();
+  std::lock_guard<std::mutex> lock{w.mx};
+  w.dump = std::move(action);
+}
+
+void clear_signal_actions() {
+  auto& w = the_watcher();
+  std::lock_guard<std::mutex> lock{w.mx};
+  w.stop = nullptr;
+  w.dump = nullptr;
+}
+
+std::string stop_signal_name() {
+  auto& w = the_watcher();
+  std::lock_guard<std::mutex> lock{w.mx};
+  return w.stopped_by;
+}
+
+} // namespace nettorrent

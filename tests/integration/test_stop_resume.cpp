@@ -1,0 +1,223 @@
+// Stopping and resuming real runs of the binary: SIGTERM / SIGINT end a run
+// at its next sync round with a run checkpoint and the outputs (exit 0), a
+// second signal ends it at once, SIGUSR1 prints the status dump; and a run
+// stopped anywhere (a signal, max_epochs off the sync grid) and resumed
+// equals the straight run: the same model.ckpt bytes and the same curve but
+// for its seconds. On small settings for every command and sync policy, and
+// on the shipped config/local.ini (2 epochs, then 4, against 4 straight).
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "process_test.hpp"
+
+namespace {
+
+using integration::child_process;
+using test_support::read_file;
+using namespace std::chrono_literals;
+
+/// The curve CSV without its seconds column (the third).
+std::string curve_without_seconds(const std::string& csv) {
+  std::istringstream in{read_file(csv)};
+  std::string out;
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> f;
+    std::stringstream ss{line};
+    for (std::string x; std::getline(ss, x, ',');)
+      f.push_back(x);
+    if (f.size() < 3)
+      return "malformed: " + line;
+    f.erase(f.begin() + 2);
+    for (const auto& x : f)
+      out += x + ",";
+    out += "\n";
+  }
+  return out;
+}
+
+std::string line_with(const std::string& text, const std::string& start) {
+  const auto pos = text.find(start);
+  if (pos == std::string::npos)
+    return "(no line with " + start + ")";
+  return text.substr(pos, text.find('\n', pos) - pos);
+}
+
+class StopResume : public integration::process_test {
+protected:
+  /// `nettorrent <args>` to its end; must exit 0 within `limit`.
+  child_process& run_to_end(const std::string& name, std::vector<std::string> args,
+                            std::chrono::duration<double> limit = 100s) {
+    args.insert(args.begin(), cli);
+    child_process& c = start(name, std::move(args));
+    EXPECT_TRUE(exits_within(c, limit));
+    EXPECT_TRUE(c.exited_ok()) << c.log();
+    return c;
+  }
+
+  /// The straight run's and the resumed run's outputs agree: model.ckpt
+  /// byte for byte, the curve but for its seconds, the test score.
+  void expect_same_outputs(const std::string& straight_dir, const child_process& straight,
+                           const std::string& resumed_dir, const child_process& resumed) {
+    const std::string a = read_file(straight_dir + "/model.ckpt");
+    ASSERT_FALSE(a.empty()) << "no " << straight_dir << "/model.ckpt";
+    EXPECT_TRUE(read_file(resumed_dir + "/model.ckpt") == a)
+        << "the resumed run's model.ckpt differs from the straight run's";
+    EXPECT_EQ(curve_without_seconds(resumed_dir + "/curve.csv"),
+              curve_without_seconds(straight_dir + "/curve.csv"));
+    EXPECT_EQ(line_with(resumed.out(), "test: accuracy"), line_with(straight.out(), "test: accuracy"));
+  }
+};
+
+/// A small actor run: 2 replicas, max_in_flight 1 (deterministic), 640
+/// samples per replica and epoch, a round every 192 (off the epoch's end).
+std::vector<std::string> small_train(const std::string& out, int epochs, const std::string& policy) {
+  return {"train",
+          "--model.layers=[784, 32, 16, 10]",
+          "--data.train_limit=1280",
+          "--data.validation_size=500",
+          "--data.test_limit=500",
+          "--training.batch_size=32",
+          "--training.max_epochs=" + std::to_string(epochs),
+          "--training.keep_best=true",
+          "--training.progress_interval=0",
+          "--topology.replicas=2",
+          "--topology.sync_every=192",
+          "--topology.max_in_flight=1",
+          "--topology.sync_policy=" + policy,
+          "--system.metrics=false",
+          "--training.output_dir=" + out};
+}
+
+class StopResumeTrain : public StopResume, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(StopResumeTrain, SigtermEndsTheRoundWritesACheckpointAndResumeEqualsTheStraightRun) {
+  const std::string policy = GetParam();
+  const int epochs = 100;
+  child_process& straight = run_to_end("straight", small_train(path("a"), epochs, policy));
+  std::vector<std::string> args = small_train(path("b"), epochs, policy);
+  args.insert(args.begin(), cli);
+  child_process& stopped = start("stopped", args);
+  ASSERT_TRUE(prints_within(stopped, "round 5 ", 60s));
+  stopped.signal(SIGTERM);
+  ASSERT_TRUE(exits_within(stopped, 60s));
+  ASSERT_TRUE(stopped.exited_ok()) << stopped.log();
+  EXPECT_CONTAINS(stopped.err(), "nettorrent train: caught SIGTERM: stopping");
+  EXPECT_CONTAINS(stopped.out(), "coordinator: SIGTERM: stopping at the end of the next sync round");
+  EXPECT_CONTAINS(stopped.out(), "nettorrent train: stopped early by SIGTERM");
+  EXPECT_CONTAINS(stopped.out(), "run checkpoint " + path("b") + "/run-");
+  EXPECT_CONTAINS(stopped.out(), "wrote " + path("b") + "/model.ckpt");
+  EXPECT_EQ(stopped.out().find("round 30 "), std::string::npos) << "it did not stop early";
+  args = small_train(path("b"), epochs, policy);
+  args.push_back("--resume=" + path("b"));
+  child_process& resumed = run_to_end("resumed", args);
+  EXPECT_CONTAINS(resumed.out(), "resuming " + path("b") + "/run-");
+  expect_same_outputs(path("a"), straight, path("b"), resumed);
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, StopResumeTrain,
+                         ::testing::Values("outer", "average", "best", "none"));
+
+TEST_F(StopResume, ASecondSignalEndsTheRunAtOnce) {
+  std::vector<std::string> args = small_train(path("a"), 400, "outer");
+  args.insert(args.begin(), cli);
+  child_process& c = start("twice", args);
+  ASSERT_TRUE(prints_within(c, "round 2 ", 60s));
+  c.signal(SIGINT);
+  ASSERT_TRUE(prints_within(c, "caught SIGINT: stopping", 10s, /*from_err=*/true));
+  c.signal(SIGINT);
+  ASSERT_TRUE(exits_within(c, 10s));
+  EXPECT_EQ(c.describe(), "exit status 130") << c.log();
+  EXPECT_CONTAINS(c.err(), "caught SIGINT again: exiting at once");
+}
+
+TEST_F(StopResume, SigusrOnePrintsTheStatusDumpAndTheRunGoesOn) {
+  std::vector<std::string> args = small_train(path("a"), 20, "outer");
+  args.insert(args.begin(), cli);
+  child_process& c = start("dumped", args);
+  ASSERT_TRUE(prints_within(c, "round 2 ", 60s));
+  c.signal(SIGUSR1);
+  ASSERT_TRUE(prints_within(c, "status dump (SIGUSR1)", 10s));
+  ASSERT_TRUE(exits_within(c, 60s));
+  EXPECT_TRUE(c.exited_ok()) << c.log();
+  EXPECT_CONTAINS(c.out(), "shard worker");
+  EXPECT_CONTAINS(c.out(), "test: accuracy");
+}
+
+TEST_F(StopResume, CentralisedStoppedBySigtermThenResumedEqualsTheStraightRun) {
+  auto args = [&](const std::string& out) {
+    return std::vector<std::string>{"centralised",
+                                    "--model.layers=[784, 32, 10]",
+                                    "--data.train_limit=1200",
+                                    "--data.validation_size=500",
+                                    "--data.test_limit=500",
+                                    "--training.batch_size=32",
+                                    "--training.max_epochs=150",
+                                    "--training.eval_every=320",
+                                    "--training.progress_interval=0",
+                                    "--training.output_dir=" + out};
+  };
+  child_process& straight = run_to_end("straight", args(path("a")));
+  auto a = args(path("b"));
+  a.insert(a.begin(), cli);
+  child_process& stopped = start("stopped", a);
+  ASSERT_TRUE(prints_within(stopped, "epoch 10/", 60s));
+  stopped.signal(SIGTERM);
+  ASSERT_TRUE(exits_within(stopped, 60s));
+  ASSERT_TRUE(stopped.exited_ok()) << stopped.log();
+  EXPECT_CONTAINS(stopped.out(), "stopped in epoch ");
+  EXPECT_CONTAINS(stopped.out(), "nettorrent centralised: stopped early by SIGTERM");
+  EXPECT_EQ(stopped.out().find("epoch 150/"), std::string::npos) << "it did not stop early";
+  a = args(path("b"));
+  a.push_back("--resume=" + path("b"));
+  child_process& resumed = run_to_end("resumed", a);
+  EXPECT_CONTAINS(resumed.out(), "resuming " + path("b") + "/run-");
+  expect_same_outputs(path("a"), straight, path("b"), resumed);
+}
+
+// --- the shipped config/local.ini ---------------------------------------------
+
+class ShippedLocal : public StopResume, public ::testing::WithParamInterface<const char*> {
+protected:
+  void SetUp() override {
+    StopResume::SetUp();
+    deadline_ = t0_ + 600s; // three real runs of the shipped configuration
+  }
+  std::vector<std::string> local(const std::string& command, const std::string& out, int epochs) {
+    return {command,
+            "--config-file=" + source_dir + "/config/local.ini",
+            "--training.max_epochs=" + std::to_string(epochs),
+            "--training.output_dir=" + out,
+            "--system.metrics=false"};
+  }
+};
+
+// 2 epochs, then --resume with 4, against 4 straight. The 2-epoch run ends
+// off the 5000-samples-per-replica grid (27 456 samples per replica and
+// epoch), so its last round is not the run state it leaves.
+TEST_P(ShippedLocal, TwoEpochsThenFourEqualFourStraight) {
+  const std::string command = GetParam()[0] == 'c' ? "centralised" : "train";
+  std::vector<std::string> policy;
+  if (command == "train")
+    policy = {"--topology.sync_policy=" + std::string{GetParam()}};
+  auto with = [&](std::vector<std::string> a) {
+    a.insert(a.end(), policy.begin(), policy.end());
+    return a;
+  };
+  child_process& straight = run_to_end("straight", with(local(command, path("a"), 4)), 300s);
+  run_to_end("shorter", with(local(command, path("b"), 2)), 300s);
+  auto more = with(local(command, path("b"), 4));
+  more.push_back("--resume=" + path("b"));
+  child_process& resumed = run_to_end("resumed", more, 300s);
+  EXPECT_CONTAINS(resumed.out(), "resuming " + path("b") + "/run-");
+  expect_same_outputs(path("a"), straight, path("b"), resumed);
+}
+
+INSTANTIATE_TEST_SUITE_P(Commands, ShippedLocal,
+                         ::testing::Values("outer", "average", "best", "none", "centralised"));
+
+} // namespace
