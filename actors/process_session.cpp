@@ -356,13 +356,18 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
   // a direct link goes through the coordinator's node.
   node_states states;
   bool began = false;
+  why.clear(); // connect() leaves the reason of its last failed attempt
   self->request(coord, std::chrono::seconds(10), atom::peers::value)
       .receive(
           [&](node_states& v, bool b) {
             states = std::move(v);
             began = b;
           },
-          [&](caf::error& e) { why = sys.render(e); });
+          [&](caf::error& e) {
+            why = e == caf::sec::request_receiver_down
+                      ? "it went away (its run may have ended)"
+                      : sys.render(e);
+          });
   if (!why.empty()) {
     err << me << ": error: the coordinator at " << coord_addr->endpoint()
         << " did not say which nodes are up: " << why << std::endl;
