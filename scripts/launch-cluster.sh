@@ -33,8 +33,12 @@
 #     the run goes on without it. With --restart-failed it is started again.
 # If the coordinator's node is unknown (no readable cluster file), every
 # failure stops the others.
-# Ctrl-C or SIGTERM stops every node (SIGTERM, then SIGKILL after the grace
-# period).
+# Ctrl-C or SIGTERM stops every node: SIGTERM to the coordinator's node
+# first, which finishes the sync round under way, writes a run checkpoint and
+# its outputs and ends the run (the other nodes then leave by themselves);
+# then SIGTERM to any node still running, and SIGKILL after the grace period.
+# The nodes ignore Ctrl-C themselves (background jobs of this script), so
+# the coordinator's node is not stopped twice.
 # Exit status: 0 if the coordinator's node exited 0 (the run completed) and
 # no node had to be stopped after it; every node that failed on the way is
 # still named, restarted or not. 1 if the coordinator's node failed, or nodes
@@ -151,14 +155,10 @@ alive() { kill -0 "$1" 2>/dev/null; }
 # any failure stops the run).
 runs_coordinator() { [[ -z $coordinator || ${ids[$1]} == "$coordinator" ]]; }
 
-# Stops every node still running: SIGTERM, then SIGKILL after $grace s.
-stop_nodes() {
+# True once no node is running, within $1 s.
+all_stopped_within() {
   local i t live
-  stopping=1
-  for ((i = 0; i < ${#pids[@]}; ++i)); do
-    [[ -z ${status[i]:-} ]] && alive "${pids[i]}" && kill -TERM "${pids[i]}" 2>/dev/null
-  done
-  for ((t = 0; t < grace * 10; ++t)); do
+  for ((t = 0; t < $1 * 10; ++t)); do
     live=0
     for ((i = 0; i < ${#pids[@]}; ++i)); do
       [[ -z ${status[i]:-} ]] && alive "${pids[i]}" && live=1
@@ -166,6 +166,25 @@ stop_nodes() {
     ((live)) || return 0
     sleep 0.1
   done
+  return 1
+}
+
+# Stops every node still running: the coordinator's node first (SIGTERM: it
+# ends the run at its next sync round, with a run checkpoint, and the others
+# leave), then SIGTERM to the rest, then SIGKILL after $grace s.
+stop_nodes() {
+  local i
+  stopping=1
+  for ((i = 0; i < ${#pids[@]}; ++i)); do
+    if [[ -n $coordinator && ${ids[i]} == "$coordinator" && -z ${status[i]:-} ]] && alive "${pids[i]}"; then
+      kill -TERM "${pids[i]}" 2>/dev/null
+      all_stopped_within "$grace" && return 0
+    fi
+  done
+  for ((i = 0; i < ${#pids[@]}; ++i)); do
+    [[ -z ${status[i]:-} ]] && alive "${pids[i]}" && kill -TERM "${pids[i]}" 2>/dev/null
+  done
+  all_stopped_within "$grace" && return 0
   for ((i = 0; i < ${#pids[@]}; ++i)); do
     if [[ -z ${status[i]:-} ]] && alive "${pids[i]}"; then
       say "node ${ids[i]} did not stop within ${grace}s of SIGTERM: sending SIGKILL"

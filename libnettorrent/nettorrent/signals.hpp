@@ -14,7 +14,9 @@
 namespace nettorrent {
 
 /// Blocks SIGINT, SIGTERM and SIGUSR1 in the calling thread, and so in every
-/// thread it starts afterwards, and starts the thread that takes them. Call
+/// thread it starts afterwards, and starts the thread that takes them. A
+/// signal the process was started with ignored (SIGINT of a script's
+/// background job) stays ignored. Call
 /// it first in main, before any other thread exists. `program` prefixes the
 /// lines it prints (e.g. "nettorrent train").
 void watch_signals(const std::string& program);

@@ -37,11 +37,18 @@ watcher& the_watcher() {
   return w;
 }
 
+/// The signals to take: SIGINT and SIGTERM unless this process was started
+/// with them ignored (a background job of a script, nohup: its parent
+/// decides how it is stopped), and SIGUSR1.
 sigset_t watched() {
   sigset_t s;
   sigemptyset(&s);
-  sigaddset(&s, SIGINT);
-  sigaddset(&s, SIGTERM);
+  for (int sig : {SIGINT, SIGTERM}) {
+    struct sigaction now {};
+    if (sigaction(sig, nullptr, &now) == 0 && now.sa_handler == SIG_IGN)
+      continue;
+    sigaddset(&s, sig);
+  }
   sigaddset(&s, SIGUSR1);
   return s;
 }

@@ -900,8 +900,15 @@ TEST_P(LauncherSignal, StopsEveryNode) {
   EXPECT_TRUE(WIFEXITED(l.status())) << l.describe();
   EXPECT_EQ(WEXITSTATUS(l.status()), ctrl_c ? 130 : 143) << out;
   EXPECT_CONTAINS(out, ctrl_c ? "caught SIGINT" : "caught SIGTERM");
+  // The coordinator's node was asked first: it ended the run at its next
+  // round with a run checkpoint and its outputs, and the others left.
+  EXPECT_CONTAINS(out, "[n0] nettorrent node: caught SIGTERM: stopping");
+  EXPECT_CONTAINS(out, "[n0] nettorrent node: stopped early by SIGTERM");
+  EXPECT_EQ(out.find("nettorrent node: caught SIGINT"), std::string::npos)
+      << "a node took Ctrl-C itself\n" << out;
   for (const char* n : {"n0", "n1", "n2"})
-    EXPECT_CONTAINS(out, "node " + std::string{n} + " stopped");
+    EXPECT_CONTAINS(out, "node " + std::string{n} + " finished");
+  EXPECT_TRUE(fs::exists(path("out/model.ckpt")));
   EXPECT_FALSE(l.group_alive()) << "the launcher left processes behind";
 }
 
