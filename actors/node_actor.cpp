@@ -34,15 +34,22 @@ node_actor::behavior_type node(node_actor::stateful_pointer<node_state> self, no
   return {
       [=](atom::join, coordinator_actor& coord) -> caf::result<atom::ok> {
         auto& st = self->state;
-        if (st.coordinator)
+        // A join may be asked again while its hello is unanswered (a slow
+        // link): the hello goes again, which the coordinator takes once.
+        if (st.admitted || (st.coordinator && st.coordinator != coord))
           return caf::make_error(caf::sec::invalid_argument,
                                  "node " + st.spec.id + " joined a run already");
-        st.coordinator = coord;
-        self->monitor(coord);
+        if (!st.coordinator) {
+          st.coordinator = coord;
+          self->monitor(coord);
+        }
         auto rp = self->make_response_promise<atom::ok>();
         self->request(coord, caf::infinite, atom::hello::value, to_node_name(st.spec.id),
                       st.spec.cluster_hash, wire_version, byte_mark{byte_order_mark()})
-            .then([rp](atom::ok) mutable { rp.deliver(atom::ok::value); },
+            .then([self, rp](atom::ok) mutable {
+                    self->state.admitted = true;
+                    rp.deliver(atom::ok::value);
+                  },
                   [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
         return rp;
       },

@@ -31,6 +31,7 @@ struct node_state {
   static inline const char* name = "node";
   node_spec spec;
   coordinator_actor coordinator;
+  bool admitted = false; ///< the coordinator answered the hello
   std::vector<std::pair<actor_key, caf::actor>> hosted;
 };
 

@@ -135,10 +135,15 @@ node_actor spawn_node(caf::actor_system& sys, const std::string& id, std::uint64
 /// Has the node actor join the coordinator. Empty on success, else why not.
 template <class Timeout>
 std::string join_run(caf::scoped_actor& self, const node_actor& n, const coordinator_actor& coord,
-                     Timeout timeout) {
+                     Timeout timeout, bool* timed_out = nullptr) {
   std::string why;
   self->request(n, timeout, atom::join::value, coord)
-      .receive([](atom::ok) {}, [&](caf::error& e) { why = self->system().render(e); });
+      .receive([](atom::ok) {},
+               [&](caf::error& e) {
+                 why = self->system().render(e);
+                 if (timed_out != nullptr)
+                   *timed_out = e == caf::sec::request_timeout;
+               });
   return why;
 }
 
@@ -400,11 +405,24 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
           << peer.endpoint() << std::endl;
   }
   self->monitor(coord);
-  if (why = join_run(self, local, coord, std::chrono::seconds(10)); !why.empty()) {
+  // No answer within 10 s (a slow or broken link): ask again, as long as
+  // registration lasts; the coordinator admits a node once.
+  for (;;) {
+    bool timed_out = false;
+    why = join_run(self, local, coord, std::chrono::seconds(10), &timed_out);
+    if (why.empty())
+      break;
+    if (timed_out && clock_type::now() < deadline) {
+      err << me << ": no answer from the coordinator at " << coord_addr->endpoint()
+          << " within 10 s; asking again" << std::endl;
+      continue;
+    }
     err << me << ": error: the coordinator at " << coord_addr->endpoint()
-        << " refused this node: " << why << "\n  (this node's cluster description "
-        << nc.cluster_file << " hashes to " << hash_hex(hash)
-        << "; every node must use the same description)" << std::endl;
+        << (timed_out ? " did not answer this node's hello: " : " refused this node: ") << why;
+    if (why.find("hashes to") != std::string::npos)
+      err << "\n  (this node's cluster description " << nc.cluster_file << " hashes to "
+          << hash_hex(hash) << "; every node must use the same description)";
+    err << std::endl;
     self->send_exit(local, caf::exit_reason::user_shutdown);
     return 1;
   }
