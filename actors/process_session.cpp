@@ -435,7 +435,7 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
     err << me << ": error: the run ended abnormally: " << sys.render(reason)
         << " (lost the coordinator's node " << coord_id << " or the link to it; see its log). "
         << "If node " << coord_id << " still runs, start this node again: it rejoins the run. "
-        << "If it stopped, its run checkpoints are in " << cfg.training.output_dir << " on node "
+        << "If it exited, its run checkpoints are in " << cfg.training.output_dir << " on node "
         << coord_id << ": restart node " << coord_id << " with --resume=" << cfg.training.output_dir
         << " and the other nodes as before" << std::endl;
     return 1;
