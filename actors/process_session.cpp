@@ -181,13 +181,11 @@ run_result coordinate(caf::scoped_actor& self, const coordinator_actor& coord,
                       const process_resources& res, bool verbose, std::ostream& out) {
   run_result r;
   // SIGINT / SIGTERM: the run stops at its next sync round; SIGUSR1: a dump.
-  on_stop_signal([coord, halt_token](const char* name) {
-    caf::anon_send(coord, atom::halt::value, halt_token, std::string{name});
-  });
-  on_dump_signal([coord] { caf::anon_send(coord, atom::dump::value); });
-  struct clear_on_exit {
-    ~clear_on_exit() { clear_signal_actions(); }
-  } clear;
+  const signal_actions signals{
+      [coord, halt_token](const char* name) {
+        caf::anon_send(coord, atom::halt::value, halt_token, std::string{name});
+      },
+      [coord] { caf::anon_send(coord, atom::dump::value); }};
   if (auto why = join_run(self, local, coord, caf::infinite); !why.empty()) {
     r.ok = false;
     r.error = "the coordinator's own node could not join the run: " + why;
@@ -330,10 +328,7 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
   auto local = spawn_node(sys, nc.id, hash, cfg, res);
   // SIGUSR1: what this node's actors wait for. SIGINT / SIGTERM end this
   // process at once; the coordinator recovers as from any lost node.
-  on_dump_signal([local] { caf::anon_send(local, atom::dump::value); });
-  struct clear_on_exit {
-    ~clear_on_exit() { clear_signal_actions(); }
-  } clear;
+  const signal_actions signals{nullptr, [local] { caf::anon_send(local, atom::dump::value); }};
   if (auto port = secure ? caf::openssl::publish(local, nc.port, nc.bind.c_str(), true)
                          : sys.middleman().publish(local, nc.port, nc.bind.c_str(), true);
       !port) {
@@ -419,7 +414,7 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
     }
     err << me << ": error: the coordinator at " << coord_addr->endpoint()
         << (timed_out ? " did not answer this node's hello: " : " refused this node: ") << why;
-    if (why.find("hashes to") != std::string::npos)
+    if (!timed_out)
       err << "\n  (this node's cluster description " << nc.cluster_file << " hashes to "
           << hash_hex(hash) << "; every node must use the same description)";
     err << std::endl;

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -146,6 +147,34 @@ inline void train_on_synthetic(nettorrent::centralised_trainer& trainer, int bat
     nettorrent::gather_batch(set, idx.data(), idx.size(), x, labels.data());
     trainer.train_batch(x, labels.data());
   }
+}
+
+/// A run's curve.csv without its seconds column (the third): what a resumed
+/// run must reproduce exactly.
+inline std::string curve_without_seconds(const std::string& csv) {
+  std::istringstream in{read_file(csv)};
+  std::string out;
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> f;
+    std::stringstream ss{line};
+    for (std::string x; std::getline(ss, x, ',');)
+      f.push_back(x);
+    if (f.size() != 6)
+      return "malformed: " + line;
+    f.erase(f.begin() + 2);
+    for (const auto& x : f)
+      out += x + ",";
+    out += "\n";
+  }
+  return out;
+}
+
+/// The line of `text` that starts at the first `start` (or says there is none).
+inline std::string line_with(const std::string& text, const std::string& start) {
+  const auto pos = text.find(start);
+  if (pos == std::string::npos)
+    return "(no line starting with " + start + ")";
+  return text.substr(pos, text.find('\n', pos) - pos);
 }
 
 } // namespace test_support

@@ -403,6 +403,8 @@ private:
   /// as the run state, so that a resumed run keeps the grid of a straight one.
   bool final_off_grid_ = false;
   bool stop_requested_ = false; ///< request_stop: end after this round
+  /// The round under way is the last: out of epochs, at the target, or asked to stop.
+  bool ends_after_round() const noexcept { return stop_after_round_ || stop_requested_; }
   bool stop_after_round_ = false;
   bool improved_ = false;
   std::uint32_t best_ = 0;

@@ -21,16 +21,19 @@ namespace nettorrent {
 /// lines it prints (e.g. "nettorrent train").
 void watch_signals(const std::string& program);
 
-/// What the first SIGINT or SIGTERM does (called on the signal thread with
-/// the signal's name). Without an action, or after a second signal, the
-/// process exits at once with status 128 + the signal's number.
-void on_stop_signal(std::function<void(const char* name)> action);
-
-/// What SIGUSR1 does (called on the signal thread); without one it is ignored.
-void on_dump_signal(std::function<void()> action);
-
-/// Drops both actions (before what they refer to goes away).
-void clear_signal_actions();
+/// The actions of the signals while it lives (it drops them when it goes,
+/// before what they refer to does). `stop`: what the first SIGINT or
+/// SIGTERM does, called on the signal thread with the signal's name;
+/// without one, or after a second signal, the process exits at once with
+/// status 128 + the signal's number. `dump`: what SIGUSR1 does; without
+/// one it is ignored.
+class signal_actions {
+public:
+  signal_actions(std::function<void(const char* name)> stop, std::function<void()> dump);
+  ~signal_actions();
+  signal_actions(const signal_actions&) = delete;
+  signal_actions& operator=(const signal_actions&) = delete;
+};
 
 /// The name of the signal that asked the run to stop ("" if none did).
 std::string stop_signal_name();

@@ -300,10 +300,7 @@ run_result run_centralised(const run_config& cfg, std::ostream& out, const std::
   // checkpoint at the end continues it exactly.
   std::atomic<bool> stop{false};
   hooks.stop = &stop;
-  on_stop_signal([&stop](const char*) { stop = true; });
-  struct clear_on_exit {
-    ~clear_on_exit() { clear_signal_actions(); }
-  } clear;
+  const signal_actions signals{[&stop](const char*) { stop = true; }, nullptr};
   run_result r = train_centralised(cfg, data, out, hooks);
   r.run_checkpoint_path = last_checkpoint;
   write_outputs(cfg, data, r, out);

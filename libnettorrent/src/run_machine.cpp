@@ -668,7 +668,7 @@ void run_machine::on_collected(std::uint64_t step, std::uint32_t layer, std::uin
 }
 
 void run_machine::after_keep_best() {
-  if (stop_after_round_ || stop_requested_) {
+  if (ends_after_round()) {
     finish();
     return;
   }
@@ -735,7 +735,7 @@ void run_machine::end_synced_round() {
   // exactly as a straight run does.
   if (!final_off_grid_)
     publish_round();
-  if (stop_after_round_ || stop_requested_) {
+  if (ends_after_round()) {
     finish();
     return;
   }

@@ -101,19 +101,15 @@ void watch_signals(const std::string& program) {
   });
 }
 
-void on_stop_signal(std::function<void(const char*)> action) {
+signal_actions::signal_actions(std::function<void(const char*)> stop,
+                               std::function<void()> dump) {
   auto& w = the_watcher();
   std::lock_guard<std::mutex> lock{w.mx};
-  w.stop = std::move(action);
+  w.stop = std::move(stop);
+  w.dump = std::move(dump);
 }
 
-void on_dump_signal(std::function<void()> action) {
-  auto& w = the_watcher();
-  std::lock_guard<std::mutex> lock{w.mx};
-  w.dump = std::move(action);
-}
-
-void clear_signal_actions() {
+signal_actions::~signal_actions() {
   auto& w = the_watcher();
   std::lock_guard<std::mutex> lock{w.mx};
   w.stop = nullptr;

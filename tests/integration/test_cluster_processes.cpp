@@ -448,6 +448,25 @@ protected:
     }
   }
 
+  /// The documented restart after a stop: the coordinator's node with
+  /// --resume=<dir>/out, the others as before, every one with `overrides`;
+  /// each must exit 0 within 90 s.
+  std::vector<child_process*> resume_cluster(const std::vector<std::string>& overrides = {}) {
+    std::vector<child_process*> again;
+    for (int i = 0; i < 3; ++i) {
+      std::vector<std::string> o = overrides;
+      if (i == 0)
+        o.push_back("--resume=" + path("out"));
+      again.push_back(&start_node("node-" + std::to_string(i) + ".ini",
+                                  "n" + std::to_string(i) + "-resumed", o));
+    }
+    for (auto* c : again)
+      EXPECT_TRUE(exits_within(*c, 90s));
+    for (auto* c : again)
+      EXPECT_TRUE(c->exited_ok()) << c->log();
+    return again;
+  }
+
   std::vector<child_process*> nodes_;
 };
 
@@ -639,14 +658,9 @@ TEST_F(LostNode, LosingTheCoordinatorsNodeEndsTheRunAndResumeFinishesIt) {
   }
   std::cout << "the other nodes ended " << seconds_since(t) << " s after the coordinator's\n";
   // The documented restart: the coordinator's node with --resume, the others as before.
-  child_process& n0 = start_node("node-0.ini", "n0-resumed", {"--resume=" + path("out")});
-  child_process& n1 = start_node("node-1.ini", "n1-again");
-  child_process& n2 = start_node("node-2.ini", "n2-again");
-  for (auto* c : {&n0, &n1, &n2}) {
-    ASSERT_TRUE(exits_within(*c, 90s));
-    EXPECT_TRUE(c->exited_ok()) << c->log();
-  }
-  EXPECT_CONTAINS(n0.out(), "resuming ");
+  const auto again = resume_cluster();
+  ASSERT_FALSE(HasFailure());
+  EXPECT_CONTAINS(again[0]->out(), "resuming ");
   expect_bit_identical_to_reference();
 }
 
@@ -665,18 +679,7 @@ TEST_F(LostNode, AClusterStoppedOffTheSyncGridThenResumedWithMoreEpochsEqualsThe
   run_nodes(3);
   ASSERT_FALSE(HasFailure());
   EXPECT_CONTAINS(read_file(path("n0.out")), "it holds sync round 4 (12288 samples)");
-  std::vector<child_process*> again;
-  for (int i = 0; i < 3; ++i) {
-    std::vector<std::string> o{"--training.max_epochs=2"};
-    if (i == 0)
-      o.push_back("--resume=" + path("out"));
-    again.push_back(&start_node("node-" + std::to_string(i) + ".ini",
-                                "n" + std::to_string(i) + "-resumed", o));
-  }
-  for (auto* c : again)
-    EXPECT_TRUE(exits_within(*c, 90s));
-  for (auto* c : again)
-    EXPECT_TRUE(c->exited_ok()) << c->log();
+  const auto again = resume_cluster({"--training.max_epochs=2"});
   EXPECT_CONTAINS(again[0]->out(), "resuming " + path("out") + "/run-00000004.ckpt: round 4");
   expect_bit_identical_to_reference();
 }
@@ -700,16 +703,7 @@ TEST_F(LostNode, SigtermToTheCoordinatorsNodeStopsTheClusterAndResumeFinishesThe
   EXPECT_CONTAINS(nodes_[0]->out(), "nettorrent node: stopped early by SIGTERM");
   EXPECT_CONTAINS(nodes_[1]->out(), "node n1: the run is over");
   EXPECT_EQ(nodes_[0]->out().find("round 20 "), std::string::npos) << "it did not stop early";
-  std::vector<child_process*> again;
-  for (int i = 0; i < 3; ++i)
-    again.push_back(&start_node("node-" + std::to_string(i) + ".ini",
-                                "n" + std::to_string(i) + "-resumed",
-                                i == 0 ? std::vector<std::string>{"--resume=" + path("out")}
-                                       : std::vector<std::string>{}));
-  for (auto* c : again)
-    EXPECT_TRUE(exits_within(*c, 90s));
-  for (auto* c : again)
-    EXPECT_TRUE(c->exited_ok()) << c->log();
+  const auto again = resume_cluster();
   EXPECT_CONTAINS(again[0]->out(), "resuming " + path("out") + "/run-");
   expect_bit_identical_to_reference();
 }

@@ -80,7 +80,8 @@ TEST_F(Deploy, InstallPutsTheBinaryConfigsDashboardsScriptsAndTheUnitInPlace) {
         "share/nettorrent/grafana/dashboards/overview.json",
         "share/nettorrent/grafana/provisioning/datasources/nettorrent.yaml",
         "share/nettorrent/scripts/launch-cluster.sh", "share/nettorrent/scripts/make-certs.sh",
-        "share/doc/nettorrent/README.md", "lib/systemd/system/nettorrent-node@.service"})
+        "share/doc/nettorrent/README.md", "share/doc/nettorrent/docs/cluster.md",
+        "lib/systemd/system/nettorrent-node@.service"})
     EXPECT_TRUE(fs::is_regular_file(path("prefix/" + f))) << f;
   // The installed binary runs.
   EXPECT_EQ(run(path("prefix/bin/nettorrent") + " --version", out), 0) << out;

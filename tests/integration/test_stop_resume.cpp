@@ -18,42 +18,17 @@
 namespace {
 
 using integration::child_process;
+using test_support::curve_without_seconds;
+using test_support::line_with;
 using test_support::read_file;
 using namespace std::chrono_literals;
-
-/// The curve CSV without its seconds column (the third).
-std::string curve_without_seconds(const std::string& csv) {
-  std::istringstream in{read_file(csv)};
-  std::string out;
-  for (std::string line; std::getline(in, line);) {
-    std::vector<std::string> f;
-    std::stringstream ss{line};
-    for (std::string x; std::getline(ss, x, ',');)
-      f.push_back(x);
-    if (f.size() < 3)
-      return "malformed: " + line;
-    f.erase(f.begin() + 2);
-    for (const auto& x : f)
-      out += x + ",";
-    out += "\n";
-  }
-  return out;
-}
-
-std::string line_with(const std::string& text, const std::string& start) {
-  const auto pos = text.find(start);
-  if (pos == std::string::npos)
-    return "(no line with " + start + ")";
-  return text.substr(pos, text.find('\n', pos) - pos);
-}
 
 class StopResume : public integration::process_test {
 protected:
   /// `nettorrent <args>` to its end; must exit 0 within `limit`.
   child_process& run_to_end(const std::string& name, std::vector<std::string> args,
                             std::chrono::duration<double> limit = 100s) {
-    args.insert(args.begin(), cli);
-    child_process& c = start(name, std::move(args));
+    child_process& c = start_cli(name, std::move(args));
     EXPECT_TRUE(exits_within(c, limit));
     EXPECT_TRUE(c.exited_ok()) << c.log();
     return c;
@@ -61,6 +36,23 @@ protected:
 
   /// The straight run's and the resumed run's outputs agree: model.ckpt
   /// byte for byte, the curve but for its seconds, the test score.
+  /// Starts `nettorrent <args>`.
+  child_process& start_cli(const std::string& name, std::vector<std::string> args) {
+    args.insert(args.begin(), cli);
+    return start(name, std::move(args));
+  }
+
+  /// `nettorrent <args>`, sent SIGTERM once it printed `line`; it must end
+  /// with status 0 within 60 s.
+  child_process& stopped_after(const std::string& line, std::vector<std::string> args) {
+    child_process& c = start_cli("stopped", std::move(args));
+    EXPECT_TRUE(prints_within(c, line, 60s));
+    c.signal(SIGTERM);
+    EXPECT_TRUE(exits_within(c, 60s));
+    EXPECT_TRUE(c.exited_ok()) << c.log();
+    return c;
+  }
+
   void expect_same_outputs(const std::string& straight_dir, const child_process& straight,
                            const std::string& resumed_dir, const child_process& resumed) {
     const std::string a = read_file(straight_dir + "/model.ckpt");
@@ -99,20 +91,15 @@ TEST_P(StopResumeTrain, SigtermEndsTheRoundWritesACheckpointAndResumeEqualsTheSt
   const std::string policy = GetParam();
   const int epochs = 100;
   child_process& straight = run_to_end("straight", small_train(path("a"), epochs, policy));
-  std::vector<std::string> args = small_train(path("b"), epochs, policy);
-  args.insert(args.begin(), cli);
-  child_process& stopped = start("stopped", args);
-  ASSERT_TRUE(prints_within(stopped, "round 5 ", 60s));
-  stopped.signal(SIGTERM);
-  ASSERT_TRUE(exits_within(stopped, 60s));
-  ASSERT_TRUE(stopped.exited_ok()) << stopped.log();
+  child_process& stopped = stopped_after("round 5 ", small_train(path("b"), epochs, policy));
+  ASSERT_FALSE(HasFailure());
   EXPECT_CONTAINS(stopped.err(), "nettorrent train: caught SIGTERM: stopping");
   EXPECT_CONTAINS(stopped.out(), "coordinator: SIGTERM: stopping at the end of the next sync round");
   EXPECT_CONTAINS(stopped.out(), "nettorrent train: stopped early by SIGTERM");
   EXPECT_CONTAINS(stopped.out(), "run checkpoint " + path("b") + "/run-");
   EXPECT_CONTAINS(stopped.out(), "wrote " + path("b") + "/model.ckpt");
   EXPECT_EQ(stopped.out().find("round 30 "), std::string::npos) << "it did not stop early";
-  args = small_train(path("b"), epochs, policy);
+  auto args = small_train(path("b"), epochs, policy);
   args.push_back("--resume=" + path("b"));
   child_process& resumed = run_to_end("resumed", args);
   EXPECT_CONTAINS(resumed.out(), "resuming " + path("b") + "/run-");
@@ -123,9 +110,7 @@ INSTANTIATE_TEST_SUITE_P(Policies, StopResumeTrain,
                          ::testing::Values("outer", "average", "best", "none"));
 
 TEST_F(StopResume, ASecondSignalEndsTheRunAtOnce) {
-  std::vector<std::string> args = small_train(path("a"), 400, "outer");
-  args.insert(args.begin(), cli);
-  child_process& c = start("twice", args);
+  child_process& c = start_cli("twice", small_train(path("a"), 400, "outer"));
   ASSERT_TRUE(prints_within(c, "round 2 ", 60s));
   c.signal(SIGINT);
   ASSERT_TRUE(prints_within(c, "caught SIGINT: stopping", 10s, /*from_err=*/true));
@@ -136,9 +121,7 @@ TEST_F(StopResume, ASecondSignalEndsTheRunAtOnce) {
 }
 
 TEST_F(StopResume, SigusrOnePrintsTheStatusDumpAndTheRunGoesOn) {
-  std::vector<std::string> args = small_train(path("a"), 20, "outer");
-  args.insert(args.begin(), cli);
-  child_process& c = start("dumped", args);
+  child_process& c = start_cli("dumped", small_train(path("a"), 20, "outer"));
   ASSERT_TRUE(prints_within(c, "round 2 ", 60s));
   c.signal(SIGUSR1);
   ASSERT_TRUE(prints_within(c, "status dump (SIGUSR1)", 10s));
@@ -162,17 +145,12 @@ TEST_F(StopResume, CentralisedStoppedBySigtermThenResumedEqualsTheStraightRun) {
                                     "--training.output_dir=" + out};
   };
   child_process& straight = run_to_end("straight", args(path("a")));
-  auto a = args(path("b"));
-  a.insert(a.begin(), cli);
-  child_process& stopped = start("stopped", a);
-  ASSERT_TRUE(prints_within(stopped, "epoch 10/", 60s));
-  stopped.signal(SIGTERM);
-  ASSERT_TRUE(exits_within(stopped, 60s));
-  ASSERT_TRUE(stopped.exited_ok()) << stopped.log();
+  child_process& stopped = stopped_after("epoch 10/", args(path("b")));
+  ASSERT_FALSE(HasFailure());
   EXPECT_CONTAINS(stopped.out(), "stopped in epoch ");
   EXPECT_CONTAINS(stopped.out(), "nettorrent centralised: stopped early by SIGTERM");
   EXPECT_EQ(stopped.out().find("epoch 150/"), std::string::npos) << "it did not stop early";
-  a = args(path("b"));
+  auto a = args(path("b"));
   a.push_back("--resume=" + path("b"));
   child_process& resumed = run_to_end("resumed", a);
   EXPECT_CONTAINS(resumed.out(), "resuming " + path("b") + "/run-");

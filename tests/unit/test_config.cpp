@@ -277,7 +277,7 @@ TEST_F(ConfigFiles, LocalIniHoldsTheDocumentedDefaults) {
   EXPECT_EQ(c.topology.slices, (std::vector<std::size_t>{1}));
   EXPECT_EQ(c.topology.max_in_flight, 1u);
   EXPECT_EQ(c.topology.sync_every, 5000u);
-  // The default became outer when it measured ahead of average (README, Sync policies).
+  // The default became outer when it measured ahead of average (docs/results.md).
   EXPECT_EQ(c.topology.policy, nt::sync_policy::outer);
   EXPECT_FLOAT_EQ(c.topology.outer_learning_rate, 0.7f);
   EXPECT_FLOAT_EQ(c.topology.outer_momentum, 0.9f);

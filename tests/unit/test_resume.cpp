@@ -27,6 +27,8 @@
 
 namespace nt = nettorrent;
 using test_support::error_of;
+using test_support::curve_without_seconds;
+using test_support::line_with;
 using test_support::read_file;
 using test_support::run_nettorrent;
 namespace fs = std::filesystem;
@@ -138,7 +140,9 @@ void expect_same_result(const nt::run_result& a, const nt::run_result& b) {
 }
 
 // The state as it would continue: everything but the wall clock.
-void expect_same_state(const nt::run_state& a, const nt::run_state& b) {
+// What every run state holds: where the run stands, its loss since the last
+// curve point, its best pass.
+void expect_same_progress(const nt::run_state& a, const nt::run_state& b) {
   EXPECT_EQ(a.config_hash, b.config_hash);
   EXPECT_EQ(a.round, b.round);
   EXPECT_EQ(a.samples, b.samples);
@@ -148,6 +152,10 @@ void expect_same_state(const nt::run_state& a, const nt::run_state& b) {
   EXPECT_EQ(a.best_validation_accuracy, b.best_validation_accuracy);
   expect_same_layers(a.best_layers, b.best_layers);
   EXPECT_EQ(a.best_samples, b.best_samples);
+}
+
+void expect_same_state(const nt::run_state& a, const nt::run_state& b) {
+  expect_same_progress(a, b);
   EXPECT_EQ(a.best_rng, b.best_rng);
   ASSERT_EQ(a.models.size(), 1u);
   ASSERT_EQ(b.models.size(), 1u);
@@ -165,15 +173,7 @@ void expect_same_state(const nt::run_state& a, const nt::run_state& b) {
 // An actor run's state: every replica's model and data position, the outer
 // momentum, the best pass and the curve (but the wall clock).
 void expect_same_actor_state(const nt::run_state& a, const nt::run_state& b) {
-  EXPECT_EQ(a.config_hash, b.config_hash);
-  EXPECT_EQ(a.round, b.round);
-  EXPECT_EQ(a.samples, b.samples);
-  EXPECT_EQ(a.epoch, b.epoch);
-  EXPECT_EQ(a.loss_sum, b.loss_sum);
-  EXPECT_EQ(a.loss_samples, b.loss_samples);
-  EXPECT_EQ(a.best_validation_accuracy, b.best_validation_accuracy);
-  expect_same_layers(a.best_layers, b.best_layers);
-  EXPECT_EQ(a.best_samples, b.best_samples);
+  expect_same_progress(a, b);
   ASSERT_EQ(a.models.size(), b.models.size());
   for (std::size_t r = 0; r < a.models.size(); ++r)
     expect_same_layers(a.models[r], b.models[r]);
@@ -308,31 +308,6 @@ std::vector<std::string> run_args(const std::string& out, std::size_t epochs,
   return a;
 }
 
-// The curve CSV without its seconds column.
-std::string curve_without_seconds(const std::string& csv) {
-  std::istringstream in{read_file(csv)};
-  std::string out;
-  for (std::string line; std::getline(in, line);) {
-    std::vector<std::string> f;
-    std::stringstream ss{line};
-    for (std::string x; std::getline(ss, x, ',');)
-      f.push_back(x);
-    if (f.size() != 6)
-      return "malformed: " + line;
-    f.erase(f.begin() + 2);
-    for (const auto& x : f)
-      out += x + ",";
-    out += "\n";
-  }
-  return out;
-}
-
-std::string line_with(const std::string& text, const std::string& start) {
-  const auto pos = text.find(start);
-  if (pos == std::string::npos)
-    return "(no line starting with " + start + ")";
-  return text.substr(pos, text.find('\n', pos) - pos);
-}
 
 std::vector<std::string> run_files(const fs::path& dir) {
   std::vector<std::string> out;
