@@ -578,7 +578,7 @@ void run_machine::scored() {
     result_.reached_target = true;
     result_.time_to_target = p.seconds;
   }
-  stop_after_round_ = reached || all_finished_ || stop_requested_;
+  stop_after_round_ = reached || all_finished_;
 
   round_summary r;
   r.round = result_.sync_rounds;
@@ -596,7 +596,7 @@ void run_machine::scored() {
   r.round_time = result_.round_time;
   const bool print =
       verbose_
-      && (stop_after_round_ || last_progress_ < 0 || t - last_progress_ >= tc.progress_interval);
+      && (ends_after_round() || last_progress_ < 0 || t - last_progress_ >= tc.progress_interval);
   if (print)
     last_progress_ = t;
   backend_.round_done(r, print);

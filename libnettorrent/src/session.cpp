@@ -177,9 +177,9 @@ void print_summary(const run_result& r, std::ostream& out) {
         << " continues the run)" << std::endl;
     if (r.end_state && r.end_state->round < r.sync_rounds)
       out << "  it holds sync round " << r.end_state->round << " (" << r.end_state->samples
-          << " samples), the last on the sync grid; a resumed run trains the "
+          << " samples), the last kept as the run state; a resumed run trains the "
           << (r.samples - r.end_state->samples)
-          << " samples after it again, as a straight run with more epochs would" << std::endl;
+          << " samples after it again, as a straight longer run would" << std::endl;
   }
 }
 

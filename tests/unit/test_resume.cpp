@@ -574,8 +574,8 @@ TEST_P(TrainOffGrid, StoppedOffTheSyncGridThenResumedWithMoreEpochsEndsAsTheLong
   const auto shorter = run(train_args(path("b"), 1, extra));
   ASSERT_EQ(shorter.code, 0) << shorter.output;
   EXPECT_CONTAINS(shorter.output, "run checkpoint " + path("b") + "/run-00000003.ckpt");
-  EXPECT_CONTAINS(shorter.output, "it holds sync round 3 (1152 samples), the last on the sync "
-                                  "grid; a resumed run trains the 128 samples after it again");
+  EXPECT_CONTAINS(shorter.output, "it holds sync round 3 (1152 samples), the last kept as the "
+                                  "run state; a resumed run trains the 128 samples after it again");
   auto more = extra;
   more.push_back("--resume=" + path("b"));
   const auto resumed = run(train_args(path("b"), 3, more));
