@@ -677,6 +677,7 @@ private:
   /// config/hosts as shipped, with certificates (scripts/make-certs.sh).
   void prepare_config() {
     config_dir_ = opts_.out_dir + "/config";
+    fs::remove_all(config_dir_); // an earlier run into the same --out-dir (ctest run again)
     fs::create_directories(config_dir_);
     const std::string src = std::string{NETTORRENT_SOURCE_DIR} + "/config/hosts/";
     for (const auto* f : {"cluster.ini", "node-0.ini", "node-1.ini", "node-2.ini"})
