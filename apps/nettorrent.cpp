@@ -12,6 +12,7 @@
 #include "nettorrent/cluster.hpp"
 #include "nettorrent/config.hpp"
 #include "nettorrent/error.hpp"
+#include "nettorrent/memory.hpp"
 #include "nettorrent/model.hpp"
 #include "nettorrent/plot.hpp"
 #include "nettorrent/run_support.hpp"
@@ -347,8 +348,12 @@ int main(int argc, char** argv) {
   // The long runs: SIGINT / SIGTERM stop them gracefully, SIGUSR1 dumps
   // what their actors wait for. Before any thread starts.
   const std::string_view name = cmd->name;
-  if (name == "train" || name == "centralised" || name == "node")
+  // Few malloc arenas, so what a recovery or the end of a run frees is not
+  // kept by a dozen threads each (nettorrent/memory.hpp).
+  if (name == "train" || name == "centralised" || name == "node") {
     nt::watch_signals("nettorrent " + std::string{name});
+    nt::limit_malloc_arenas();
+  }
   try {
     const int code = cmd->run(args);
     if (const std::string sig = nt::stop_signal_name(); code == 0 && !sig.empty())

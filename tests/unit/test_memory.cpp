@@ -1,0 +1,57 @@
+// The malloc arena cap of the long-running commands (nettorrent/memory.hpp).
+// Its own binary: the cap is process-wide and the test counts arenas.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+#include "nettorrent/memory.hpp"
+
+namespace nt = nettorrent;
+
+namespace {
+
+// Starts `n` threads that allocate at the same moment, and joins them.
+void allocate_in_threads(int n) {
+  std::atomic<int> waiting{n};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i)
+    threads.emplace_back([&waiting] {
+      waiting.fetch_sub(1);
+      while (waiting.load() > 0)
+        std::this_thread::yield();
+      void* p = std::malloc(1 << 16);
+      volatile char* c = static_cast<char*>(p);
+      c[0] = 1;
+      std::free(p);
+    });
+  for (auto& t : threads)
+    t.join();
+}
+
+} // namespace
+
+TEST(MallocArenas, TheCapStopsNewThreadsFromMakingArenasOfTheirOwn) {
+  if (std::getenv("MALLOC_ARENA_MAX") != nullptr)
+    GTEST_SKIP() << "MALLOC_ARENA_MAX is set: the environment's cap holds";
+  if (nt::malloc_arenas_in_use() < 0)
+    GTEST_SKIP() << "this C library does not report its arenas";
+  // Uncapped, threads that allocate at once get arenas of their own (the
+  // count is real, not a constant).
+  const int before = nt::malloc_arenas_in_use();
+  allocate_in_threads(4);
+  const int uncapped = nt::malloc_arenas_in_use();
+  EXPECT_GT(uncapped, before);
+  EXPECT_GT(uncapped, nt::default_malloc_arenas);
+  // Capped below what exists, new threads share the arenas there are.
+  EXPECT_EQ(nt::limit_malloc_arenas(), nt::default_malloc_arenas);
+  allocate_in_threads(8);
+  EXPECT_EQ(nt::malloc_arenas_in_use(), uncapped);
+}
+
+TEST(MallocArenas, ANonsenseCapIsNotSet) {
+  EXPECT_EQ(nt::limit_malloc_arenas(0), 0);
+  EXPECT_EQ(nt::limit_malloc_arenas(-3), 0);
+}
