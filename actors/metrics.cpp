@@ -7,8 +7,38 @@
 #include <CivetServer.h>
 
 #include "nettorrent/error.hpp"
+#include "nettorrent/metric_families.hpp"
 
 namespace nettorrent {
+
+namespace {
+
+template <class T> struct builder_of;
+template <> struct builder_of<prometheus::Counter> {
+  static constexpr metric_type type = metric_type::counter;
+  static auto make() { return prometheus::BuildCounter(); }
+};
+template <> struct builder_of<prometheus::Gauge> {
+  static constexpr metric_type type = metric_type::gauge;
+  static auto make() { return prometheus::BuildGauge(); }
+};
+template <> struct builder_of<prometheus::Histogram> {
+  static constexpr metric_type type = metric_type::histogram;
+  static auto make() { return prometheus::BuildHistogram(); }
+};
+
+/// The family `name` of the one table (nettorrent/metric_families.hpp),
+/// registered with its help text.
+template <class T>
+prometheus::Family<T>& registered(prometheus::Registry& reg, std::string_view name) {
+  const metric_family& f = metric_family_of(name, builder_of<T>::type);
+  return builder_of<T>::make()
+      .Name(std::string{f.name})
+      .Help(std::string{f.help})
+      .Register(reg);
+}
+
+} // namespace
 
 const char* to_string(msg_kind k) noexcept {
   switch (k) {
@@ -38,71 +68,23 @@ metrics::metrics(std::string node, const run_layout& layout)
   const std::size_t replicas = layout.replicas();
   using namespace prometheus;
   auto& reg = *registry_;
-  auto& samples = BuildCounter()
-                      .Name("nettorrent_samples_total")
-                      .Help("Training samples through a swarm (per replica)")
-                      .Register(reg);
-  auto& batches = BuildCounter()
-                      .Name("nettorrent_batches_total")
-                      .Help("Training batches through a swarm (per replica)")
-                      .Register(reg);
-  auto& sent = BuildCounter()
-                   .Name("nettorrent_messages_sent_total")
-                   .Help("Messages sent, by kind")
-                   .Register(reg);
-  auto& received = BuildCounter()
-                       .Name("nettorrent_messages_received_total")
-                       .Help("Messages received, by kind")
-                       .Register(reg);
-  auto& bytes_sent = BuildCounter()
-                         .Name("nettorrent_bytes_sent_total")
-                         .Help("Matrix payload bytes sent, by kind")
-                         .Register(reg);
-  auto& bytes_received = BuildCounter()
-                             .Name("nettorrent_bytes_received_total")
-                             .Help("Matrix payload bytes received, by kind")
-                             .Register(reg);
-  auto& dropped = BuildCounter()
-                      .Name("nettorrent_dropped_messages_total")
-                      .Help("Malformed messages dropped, by kind")
-                      .Register(reg);
-  auto& stale = BuildCounter()
-                    .Name("nettorrent_stale_messages_total")
-                    .Help("Messages of another incarnation of the replica dropped (stale)")
-                    .Register(reg);
-  auto& forward = BuildHistogram()
-                      .Name("nettorrent_forward_seconds")
-                      .Help("Time of a slice's forward computation")
-                      .Register(reg);
-  auto& backward = BuildHistogram()
-                       .Name("nettorrent_backward_seconds")
-                       .Help("Time of a slice's backward computation and update")
-                       .Register(reg);
+  auto& samples = registered<Counter>(reg, "nettorrent_samples_total");
+  auto& batches = registered<Counter>(reg, "nettorrent_batches_total");
+  auto& sent = registered<Counter>(reg, "nettorrent_messages_sent_total");
+  auto& received = registered<Counter>(reg, "nettorrent_messages_received_total");
+  auto& bytes_sent = registered<Counter>(reg, "nettorrent_bytes_sent_total");
+  auto& bytes_received = registered<Counter>(reg, "nettorrent_bytes_received_total");
+  auto& dropped = registered<Counter>(reg, "nettorrent_dropped_messages_total");
+  auto& stale = registered<Counter>(reg, "nettorrent_stale_messages_total");
+  auto& forward = registered<Histogram>(reg, "nettorrent_forward_seconds");
+  auto& backward = registered<Histogram>(reg, "nettorrent_backward_seconds");
   auto& staleness =
-      BuildHistogram()
-          .Name("nettorrent_update_staleness")
-          .Help("Updates applied to a slice between a batch's forward and its backward")
-          .Register(reg);
-  auto& alive = BuildGauge()
-                    .Name("nettorrent_peers_alive")
-                    .Help("Slices of a swarm alive, as its leader sees them")
-                    .Register(reg);
-  auto& failures = BuildCounter()
-                       .Name("nettorrent_peer_failures_total")
-                       .Help("Slices of a swarm seen going down")
-                       .Register(reg);
-  auto& rounds = BuildCounter()
-                     .Name("nettorrent_sync_rounds_total")
-                     .Help("Sync rounds a swarm leader ran")
-                     .Register(reg);
-  auto& sync_bytes = BuildCounter()
-                         .Name("nettorrent_sync_bytes_total")
-                         .Help("Bytes of weights and optimizer state moved by sync rounds")
-                         .Register(reg);
-  auto& winner = BuildGauge()
-                     .Name("nettorrent_sync_winner_replica")
-                     .Help("Best replica of the last sync round")
-                     .Register(reg);
+      registered<Histogram>(reg, "nettorrent_update_staleness");
+  auto& alive = registered<Gauge>(reg, "nettorrent_peers_alive");
+  auto& failures = registered<Counter>(reg, "nettorrent_peer_failures_total");
+  auto& rounds = registered<Counter>(reg, "nettorrent_sync_rounds_total");
+  auto& sync_bytes = registered<Counter>(reg, "nettorrent_sync_bytes_total");
+  auto& winner = registered<Gauge>(reg, "nettorrent_sync_winner_replica");
   const Histogram::BucketBoundaries seconds_buckets{1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3,
                                                     1e-2, 3e-2, 0.1,  0.3,  1};
   const Histogram::BucketBoundaries staleness_buckets{0, 1, 2, 3, 4, 8, 16};
@@ -139,51 +121,37 @@ metrics::metrics(std::string node, const run_layout& layout)
     }
   }
 
-  auto gauge = [&](const char* name, const char* help) {
-    return &BuildGauge().Name(name).Help(help).Register(reg).Add({{"node", node}});
+  auto gauge = [&](const char* name) {
+    return &registered<Gauge>(reg, name).Add({{"node", node}});
   };
   run_.training_loss =
-      gauge("nettorrent_training_loss", "Mean training loss since the last sync round");
+      gauge("nettorrent_training_loss");
   run_.best_validation_accuracy =
-      gauge("nettorrent_best_validation_accuracy", "Best validation accuracy so far");
-  run_.test_accuracy = gauge("nettorrent_test_accuracy", "Test accuracy of the final model");
+      gauge("nettorrent_best_validation_accuracy");
+  run_.test_accuracy = gauge("nettorrent_test_accuracy");
   run_.samples_per_second =
-      gauge("nettorrent_samples_per_second", "Training samples per second since the start");
-  run_.epoch = gauge("nettorrent_epoch", "Epoch in progress");
-  run_.time_to_target = gauge("nettorrent_time_to_target_seconds",
-                              "Seconds to the target validation accuracy (-1 until reached)");
+      gauge("nettorrent_samples_per_second");
+  run_.epoch = gauge("nettorrent_epoch");
+  run_.time_to_target = gauge("nettorrent_time_to_target_seconds");
   run_.time_to_target->Set(-1);
-  auto counter = [&](const char* name, const char* help) {
-    return &BuildCounter().Name(name).Help(help).Register(reg).Add({{"node", node}});
+  auto counter = [&](const char* name) {
+    return &registered<Counter>(reg, name).Add({{"node", node}});
   };
-  run_.recoveries = counter("nettorrent_recoveries_total",
-                            "Lost nodes the run recovered from (their actors re-placed)");
-  run_.samples_redone = counter("nettorrent_samples_redone_total",
-                                "Training samples trained again because of recoveries");
+  run_.recoveries = counter("nettorrent_recoveries_total");
+  run_.samples_redone = counter("nettorrent_samples_redone_total");
   // From noticing a lost node (the connection timeout is not included) to
   // training again: re-placing and re-wiring actors takes from tens of
   // milliseconds (loopback) to tens of seconds.
   const Histogram::BucketBoundaries recovery_buckets{0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 60};
-  run_.recovery_seconds = &BuildHistogram()
-                               .Name("nettorrent_recovery_seconds")
-                               .Help("Time from noticing a lost node to training again")
-                               .Register(reg)
+  run_.recovery_seconds = &registered<Histogram>(reg, "nettorrent_recovery_seconds")
                                .Add({{"node", node}}, recovery_buckets);
   run_.nodes_alive =
-      gauge("nettorrent_nodes_alive", "Nodes of the run alive, as the coordinator sees them");
-  auto& steps = BuildCounter()
-                    .Name("nettorrent_round_step_seconds_total")
-                    .Help("Seconds the sync rounds spent per step: draining (replicas waiting "
-                          "at the barrier), scoring, keeping_best, exchanging, applying, "
-                          "snapshotting")
-                    .Register(reg);
+      gauge("nettorrent_nodes_alive");
+  auto& steps = registered<Counter>(reg, "nettorrent_round_step_seconds_total");
   for (std::size_t i = 0; i < run_.round_step_seconds.size(); ++i)
     run_.round_step_seconds[i] =
         &steps.Add({{"node", node}, {"step", run_result::round_timing::name(i)}});
-  auto& val = BuildGauge()
-                  .Name("nettorrent_validation_accuracy")
-                  .Help("Last validation accuracy of each replica")
-                  .Register(reg);
+  auto& val = registered<Gauge>(reg, "nettorrent_validation_accuracy");
   for (std::size_t r = 0; r < replicas; ++r)
     run_.validation_accuracy.push_back(&val.Add({{"node", node}, {"replica", std::to_string(r)}}));
 }

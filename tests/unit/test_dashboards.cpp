@@ -28,8 +28,10 @@
 #include <vector>
 
 #include "../integration/dashboard_queries.hpp"
+#include "nettorrent/metric_families.hpp"
 
 namespace fs = std::filesystem;
+namespace nt = nettorrent;
 
 namespace {
 
@@ -40,46 +42,25 @@ const fs::path providers_dir = source_dir / "grafana" / "provisioning" / "dashbo
 
 // --- what the dashboards may use ----------------------------------------------
 
-enum class family_type { counter, gauge, histogram };
-
 struct family {
-  family_type type;
+  nt::metric_type type;
   std::set<std::string> labels;
 };
 
-/// The metric families every NetTorrent process exports (actors/metrics.cpp,
-/// README "Observability") and their labels.
+/// The metric families every NetTorrent process exports and their labels,
+/// from the table actors/metrics.cpp registers them from.
 const std::map<std::string, family>& families() {
-  using t = family_type;
-  static const std::map<std::string, family> f = {
-      {"nettorrent_samples_total", {t::counter, {"node", "swarm", "replica"}}},
-      {"nettorrent_batches_total", {t::counter, {"node", "swarm", "replica"}}},
-      {"nettorrent_messages_sent_total", {t::counter, {"node", "swarm", "kind"}}},
-      {"nettorrent_messages_received_total", {t::counter, {"node", "swarm", "kind"}}},
-      {"nettorrent_bytes_sent_total", {t::counter, {"node", "swarm", "kind"}}},
-      {"nettorrent_bytes_received_total", {t::counter, {"node", "swarm", "kind"}}},
-      {"nettorrent_dropped_messages_total", {t::counter, {"node", "swarm", "kind"}}},
-      {"nettorrent_stale_messages_total", {t::counter, {"node", "swarm", "replica"}}},
-      {"nettorrent_sync_rounds_total", {t::counter, {"node", "swarm"}}},
-      {"nettorrent_sync_bytes_total", {t::counter, {"node", "swarm"}}},
-      {"nettorrent_peer_failures_total", {t::counter, {"node", "swarm"}}},
-      {"nettorrent_forward_seconds", {t::histogram, {"node", "swarm"}}},
-      {"nettorrent_backward_seconds", {t::histogram, {"node", "swarm"}}},
-      {"nettorrent_update_staleness", {t::histogram, {"node", "swarm"}}},
-      {"nettorrent_peers_alive", {t::gauge, {"node", "swarm"}}},
-      {"nettorrent_sync_winner_replica", {t::gauge, {"node", "swarm"}}},
-      {"nettorrent_training_loss", {t::gauge, {"node"}}},
-      {"nettorrent_validation_accuracy", {t::gauge, {"node", "replica"}}},
-      {"nettorrent_best_validation_accuracy", {t::gauge, {"node"}}},
-      {"nettorrent_test_accuracy", {t::gauge, {"node"}}},
-      {"nettorrent_samples_per_second", {t::gauge, {"node"}}},
-      {"nettorrent_epoch", {t::gauge, {"node"}}},
-      {"nettorrent_time_to_target_seconds", {t::gauge, {"node"}}},
-      {"nettorrent_recoveries_total", {t::counter, {"node"}}},
-      {"nettorrent_recovery_seconds", {t::histogram, {"node"}}},
-      {"nettorrent_samples_redone_total", {t::counter, {"node"}}},
-      {"nettorrent_nodes_alive", {t::gauge, {"node"}}},
-  };
+  static const std::map<std::string, family> f = [] {
+    std::map<std::string, family> m;
+    for (const auto& x : nt::metric_families) {
+      family& e = m[std::string{x.name}];
+      e.type = x.type;
+      for (auto l : x.labels)
+        if (!l.empty())
+          e.labels.emplace(l);
+    }
+    return m;
+  }();
   return f;
 }
 
@@ -91,7 +72,7 @@ bool series_labels(const std::string& name, std::set<std::string>& labels) {
   std::string base = name;
   bool bucket = false;
   if (auto it = f.find(name); it != f.end()) {
-    if (it->second.type == family_type::histogram)
+    if (it->second.type == nt::metric_type::histogram)
       return false; // a histogram is only queried through its _bucket/_sum/_count
   } else {
     bool found = false;
@@ -100,7 +81,7 @@ bool series_labels(const std::string& name, std::set<std::string>& labels) {
       if (name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) {
         base = name.substr(0, name.size() - s.size());
         const auto h = f.find(base);
-        if (h != f.end() && h->second.type == family_type::histogram) {
+        if (h != f.end() && h->second.type == nt::metric_type::histogram) {
           found = true;
           bucket = s == "_bucket";
         }

@@ -13,18 +13,20 @@ namespace nt = nettorrent;
 
 namespace {
 
-// Starts `n` threads that allocate at the same moment, and joins them.
+// Starts `n` threads that each allocate and hold the block until all of
+// them hold one (a thread that exits hands its arena to the next one), and
+// joins them.
 void allocate_in_threads(int n) {
-  std::atomic<int> waiting{n};
+  std::atomic<int> holding{0};
   std::vector<std::thread> threads;
   for (int i = 0; i < n; ++i)
-    threads.emplace_back([&waiting] {
-      waiting.fetch_sub(1);
-      while (waiting.load() > 0)
-        std::this_thread::yield();
+    threads.emplace_back([&holding, n] {
       void* p = std::malloc(1 << 16);
       volatile char* c = static_cast<char*>(p);
       c[0] = 1;
+      holding.fetch_add(1);
+      while (holding.load() < n)
+        std::this_thread::yield();
       std::free(p);
     });
   for (auto& t : threads)
