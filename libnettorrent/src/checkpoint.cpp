@@ -14,15 +14,17 @@ namespace nettorrent {
 
 namespace checkpoint_format {
 
-std::string frame(std::uint64_t magic, std::uint32_t version, const std::string& payload) {
-  std::string out;
-  out.reserve(payload.size() + prefix_bytes + 8);
-  put_le(out, magic);
-  put_le(out, version);
-  put_le(out, static_cast<std::uint64_t>(payload.size()));
-  out += payload;
-  put_le(out, fnv1a64(payload));
-  return out;
+void write_frame(std::ostream& os, std::uint64_t magic, std::uint32_t version,
+                 const std::string& payload) {
+  std::string prefix;
+  put_le(prefix, magic);
+  put_le(prefix, version);
+  put_le(prefix, static_cast<std::uint64_t>(payload.size()));
+  std::string checksum;
+  put_le(checksum, fnv1a64(payload));
+  os.write(prefix.data(), static_cast<std::streamsize>(prefix.size()));
+  os.write(payload.data(), static_cast<std::streamsize>(payload.size()));
+  os.write(checksum.data(), static_cast<std::streamsize>(checksum.size()));
 }
 
 namespace {
@@ -162,9 +164,8 @@ void decode_model(const std::string& payload, model_checkpoint& ck) {
 using namespace checkpoint_format;
 
 void save_checkpoint(const std::string& path, const model_checkpoint& ck) {
-  const std::string file = frame(checkpoint_magic, ck.header.version, encode_model(ck));
   write_file_atomically(path, [&](std::ostream& os) {
-    os.write(file.data(), static_cast<std::streamsize>(file.size()));
+    write_frame(os, checkpoint_magic, ck.header.version, encode_model(ck));
   });
 }
 

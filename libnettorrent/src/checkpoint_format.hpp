@@ -59,8 +59,9 @@ T get_le(const std::string& in, std::size_t pos) {
   return static_cast<T>(v);
 }
 
-/// One framed section: prefix, payload, checksum.
-std::string frame(std::uint64_t magic, std::uint32_t version, const std::string& payload);
+/// Writes one framed section to `os`: prefix, payload, checksum.
+void write_frame(std::ostream& os, std::uint64_t magic, std::uint32_t version,
+                 const std::string& payload);
 
 /// The payloads of a checkpoint file, each section's framing checked.
 struct file_sections {

@@ -213,11 +213,11 @@ void save_run_checkpoint(const std::string& path, const checkpoint_header& heade
   if (!state.outer_velocity.empty() && state.outer_velocity.size() != layers)
     fail("outer momentum of " + std::to_string(state.outer_velocity.size()) + " layers, header has "
          + std::to_string(layers));
-  model_checkpoint model{header, state.models.front()};
-  const std::string file = frame(checkpoint_magic, header.version, encode_model(model))
-                           + frame(run_state_magic, run_state_version, encode_run_state(state));
+  // Each section is encoded and written in turn: only one is in memory.
   write_file_atomically(path, [&](std::ostream& os) {
-    os.write(file.data(), static_cast<std::streamsize>(file.size()));
+    write_frame(os, checkpoint_magic, header.version,
+                encode_model(model_checkpoint{header, state.models.front()}));
+    write_frame(os, run_state_magic, run_state_version, encode_run_state(state));
   });
 }
 

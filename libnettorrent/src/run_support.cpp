@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <sstream>
+#include <streambuf>
 
 #include "nettorrent/error.hpp"
 
@@ -60,6 +61,64 @@ void write_curve_csv(const std::string& path, const std::vector<curve_point>& cu
   });
 }
 
+namespace {
+
+/// An output buffer straight into a file descriptor, so a file is written
+/// as it is produced instead of being built in memory first (a run
+/// checkpoint held two or three copies of itself before). A failed write
+/// keeps its errno and fails the stream.
+class fd_buf : public std::streambuf {
+public:
+  explicit fd_buf(int fd) : fd_(fd) { setp(buf_, buf_ + sizeof buf_); }
+  int saved_errno() const noexcept { return errno_; }
+
+protected:
+  int_type overflow(int_type c) override {
+    if (!drain())
+      return traits_type::eof();
+    if (!traits_type::eq_int_type(c, traits_type::eof())) {
+      *pptr() = traits_type::to_char_type(c);
+      pbump(1);
+    }
+    return traits_type::not_eof(c);
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    if (n >= static_cast<std::streamsize>(sizeof buf_)) { // large blocks skip the buffer
+      if (!drain() || !write_all(s, static_cast<std::size_t>(n)))
+        return 0;
+      return n;
+    }
+    return std::streambuf::xsputn(s, n);
+  }
+  int sync() override { return drain() ? 0 : -1; }
+
+private:
+  bool drain() {
+    const auto n = static_cast<std::size_t>(pptr() - pbase());
+    setp(buf_, buf_ + sizeof buf_);
+    return n == 0 || write_all(buf_, n);
+  }
+  bool write_all(const char* p, std::size_t n) {
+    while (n > 0) {
+      const ssize_t k = ::write(fd_, p, n);
+      if (k < 0) {
+        if (errno == EINTR)
+          continue;
+        errno_ = errno;
+        return false;
+      }
+      p += k;
+      n -= static_cast<std::size_t>(k);
+    }
+    return true;
+  }
+  int fd_;
+  int errno_ = 0;
+  char buf_[1 << 16];
+};
+
+} // namespace
+
 void write_file_atomically(const std::string& path,
                            const std::function<void(std::ostream&)>& writer) {
   namespace fs = std::filesystem;
@@ -71,31 +130,32 @@ void write_file_atomically(const std::string& path,
       throw error(path + ": cannot create directory " + target.parent_path().string() + ": "
                   + ec.message());
   }
-  std::ostringstream buf{std::ios::binary};
-  writer(buf);
-  const std::string bytes = buf.str();
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
     throw error(path + ": cannot create " + tmp + ": " + std::strerror(errno));
-  auto fail = [&](const char* what) {
-    const std::string reason = std::strerror(errno);
+  auto fail = [&](const char* what, int err) {
+    const std::string reason = std::strerror(err);
     ::close(fd);
     ::unlink(tmp.c_str());
     throw error(path + ": " + what + ": " + reason);
   };
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      fail("write failed");
+  {
+    fd_buf buf{fd};
+    std::ostream os{&buf};
+    try {
+      writer(os);
+    } catch (...) { // nothing half-written stays behind
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw;
     }
-    done += static_cast<std::size_t>(n);
+    os.flush();
+    if (!os)
+      fail("write failed", buf.saved_errno() != 0 ? buf.saved_errno() : EIO);
   }
   if (::fsync(fd) != 0)
-    fail("fsync failed");
+    fail("fsync failed", errno);
   if (::close(fd) != 0) {
     const std::string reason = std::strerror(errno);
     ::unlink(tmp.c_str());

@@ -294,6 +294,7 @@ private:
     clock_type::time_point started;
     long rss_base = -1;
     long rss_max = -1;
+    long rss_logged = 0; ///< 10 MB steps above the baseline logged so far
   };
 
   void say(const std::string& line) {
@@ -316,7 +317,7 @@ private:
     children_.push_back(std::make_unique<child_process>(
         name, lab_->in_host(static_cast<std::size_t>(i), argv), dir_, base + ".out", base + ".err",
         child_process::env_changes{}));
-    procs_.push_back({children_.back().get(), clock_type::now(), -1, -1});
+    procs_.push_back({children_.back().get(), clock_type::now(), -1, -1, 0});
     say("started " + name + " (pid " + std::to_string(children_.back()->pid()) + ") in "
         + lab_->ns(static_cast<std::size_t>(i)));
     return procs_.size() - 1;
@@ -338,6 +339,13 @@ private:
         if (training && seconds_between(p.started, clock_type::now()) >= 3)
           p.rss_base = p.rss_max = rss;
         continue;
+      }
+      // Each step of 10 MB above the baseline is logged, with its moment,
+      // so a growth can be told apart from the faults that came before it.
+      if (rss - p.rss_base >= (p.rss_logged + 1) * 10'000'000L) {
+        p.rss_logged = (rss - p.rss_base) / 10'000'000L;
+        say(p.child->name() + ": RSS " + fmt("%.1f", static_cast<double>(rss) / 1e6) + " MB, "
+            + fmt("%.1f", static_cast<double>(rss - p.rss_base) / 1e6) + " MB above its baseline");
       }
       p.rss_max = std::max(p.rss_max, rss);
     }
