@@ -9,6 +9,7 @@
 
 #include "nettorrent/config.hpp"
 #include "nettorrent/slice_ops.hpp"
+#include "nettorrent/sync_policy.hpp"
 
 namespace nettorrent {
 
@@ -34,61 +35,25 @@ struct exchange_tracker {
   }
 };
 
-/// Policy best: the best replica's slices, glued. Policy average: per slice
-/// i, the element-wise mean over replicas of weights and optimizer moments
-/// (summed in replica order), glued. Policy outer: every replica's slices
-/// glued, then the outer step on the whole layer (nettorrent/outer.hpp).
+/// The post-exchange layer: the read replicas' slices glued into whole
+/// layers (replica order), then the policy's exchange on them.
 exchange_result post_exchange(const swarm_leader_state& s, std::vector<layer_state>& states,
-                              std::size_t best, sync_policy p, outer_request& outer) {
+                              std::size_t best, const sync_policy_def& policy,
+                              outer_request& request) {
   const std::size_t R = s.spec.replicas();
   const std::size_t P = s.spec.slices();
-  exchange_result out;
-  if (p == sync_policy::outer) {
-    std::vector<layer_state> whole(R);
-    std::vector<const layer_state*> ptrs;
-    for (std::size_t r = 0; r < R; ++r) {
+  std::vector<layer_state> whole(R);
+  for (std::size_t r = 0; r < R; ++r)
+    if (!policy.picks_best || r == best)
       whole[r] = glue_slices(
           {std::make_move_iterator(states.begin() + static_cast<std::ptrdiff_t>(r * P)),
            std::make_move_iterator(states.begin() + static_cast<std::ptrdiff_t>((r + 1) * P))});
-      ptrs.push_back(&whole[r]);
-    }
-    out.post = outer_exchange(outer.cfg, ptrs, outer.state);
-    out.velocity = std::move(outer.state.velocity);
-    return out;
-  }
-  std::vector<layer_state> parts(P);
-  for (std::size_t i = 0; i < P; ++i) {
-    if (p == sync_policy::best) {
-      parts[i] = std::move(states[best * P + i]);
-      continue;
-    }
-    std::vector<const layer_state*> ptrs;
-    for (std::size_t r = 0; r < R; ++r)
-      ptrs.push_back(&states[r * P + i]);
-    parts[i] = average_states(ptrs);
-  }
-  out.post.push_back(glue_slices(parts));
+  exchange_input in{whole, best, request.cfg, request.state};
+  exchange_result out;
+  out.post = policy.exchange(in);
+  if (policy.keeps_state)
+    out.velocity = std::move(request.state.velocity);
   return out;
-}
-
-/// The outer request's hyper-parameters and shapes (a request may come over
-/// the network; the layer's shape is checked by the outer step): "" if
-/// fine, else what is wrong.
-std::string check_outer(const outer_request& o) {
-  const auto& c = o.cfg;
-  if (!(c.learning_rate > 0 && c.learning_rate <= 10))
-    return "sync: outer learning rate " + std::to_string(c.learning_rate)
-           + " is out of range (0, 10]";
-  if (!(c.momentum >= 0 && c.momentum < 1))
-    return "sync: outer momentum " + std::to_string(c.momentum) + " is out of range [0, 1)";
-  const auto& t = o.state.theta;
-  const auto& v = o.state.velocity;
-  if (t.w.cols() != t.b.size() || !same_shape(t, v) || t.w.size() == 0)
-    return "sync: the outer state's weights (" + std::to_string(t.w.rows()) + " x "
-           + std::to_string(t.w.cols()) + ", bias " + std::to_string(t.b.size())
-           + ") and momentum (" + std::to_string(v.w.rows()) + " x " + std::to_string(v.w.cols())
-           + ", bias " + std::to_string(v.b.size()) + ") do not match";
-  return {};
 }
 
 } // namespace
@@ -129,27 +94,27 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
       [=](atom::sync, std::uint32_t best, std::uint8_t policy,
           outer_request& outer) -> caf::result<exchange_result> {
         auto& s = self->state;
-        if (best >= s.spec.replicas() || policy > static_cast<std::uint8_t>(sync_policy::outer))
+        const sync_policy_def* def = policy_def_of_id(policy);
+        if (best >= s.spec.replicas() || def == nullptr)
           return caf::make_error(caf::sec::invalid_argument, "sync: bad replica or policy");
-        const auto p = static_cast<sync_policy>(policy);
-        if (p == sync_policy::outer)
-          if (auto why = check_outer(outer); !why.empty())
+        if (def->check_request != nullptr)
+          if (auto why = def->check_request(outer.cfg, outer.state); !why.empty())
             return caf::make_error(caf::sec::invalid_argument, std::move(why));
         if (const auto* m = s.spec.metrics) {
           m->sync_rounds->Increment();
           m->sync_winner->Set(best);
         }
-        if (s.spec.replicas() == 1 || p == sync_policy::none)
+        if (s.spec.replicas() == 1 || !def->exchanges)
           return caf::make_error(caf::sec::invalid_argument,
                                  "sync: nothing to exchange with one replica or policy none");
         const std::size_t R = s.spec.replicas();
         const std::size_t P = s.spec.slices();
         auto t = std::make_shared<exchange_tracker>();
         t->promise = self->make_response_promise<exchange_result>();
-        // best reads the best replica only; average and outer every replica.
+        // A policy that picks the best replica reads only that one.
         std::vector<std::size_t> read;
         for (std::size_t r = 0; r < R; ++r)
-          if (p != sync_policy::best || r == best)
+          if (!def->picks_best || r == best)
             read.push_back(r);
         const std::uint64_t request_bytes =
             params_bytes(outer.state.theta) + params_bytes(outer.state.velocity);
@@ -166,7 +131,7 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
                       if (--t->pending > 0 || t->failed)
                         return;
                       try {
-                        auto x = post_exchange(self->state, t->states, best, p, *request);
+                        auto x = post_exchange(self->state, t->states, best, *def, *request);
                         // Bytes the round moves through this leader: the slices'
                         // states read, the outer state it was sent (policy outer)
                         // and the result it sends back.

@@ -21,6 +21,7 @@
 #include "cpu_info.hpp"
 #include "nettorrent/centralised.hpp"
 #include "nettorrent/run_support.hpp"
+#include "nettorrent/sync_policy.hpp"
 #include "process_session.hpp"
 
 namespace nt = nettorrent;
@@ -106,10 +107,10 @@ int main(int argc, char** argv) {
     }
     for (std::size_t replicas : {1, 2, 4})
       for (std::size_t sync : sync_values)
-        for (auto policy : {nt::sync_policy::best, nt::sync_policy::average, nt::sync_policy::outer,
-                            nt::sync_policy::none}) {
+        for (const nt::sync_policy_def* def : nt::sync_policies()) {
+          const nt::sync_policy policy = def->id;
           // One replica has nothing to share: every policy is the same run.
-          if (replicas == 1 && policy != nt::sync_policy::none)
+          if (replicas == 1 && def->exchanges)
             continue;
           nt::run_config cfg = base(epochs, seed, dir);
           cfg.topology.replicas = replicas;

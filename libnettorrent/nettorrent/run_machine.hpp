@@ -43,6 +43,7 @@
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/config.hpp"
 #include "nettorrent/outer.hpp"
+#include "nettorrent/sync_policy.hpp"
 #include "nettorrent/run_checkpoint.hpp"
 #include "nettorrent/run_layout.hpp"
 #include "nettorrent/run_result.hpp"
@@ -430,17 +431,16 @@ private:
   /// weights, which every replica shares after an outer round.
   std::vector<dense_params> outer_v_;
   std::vector<dense_params> outer_v_next_;
-  bool outer_active() const noexcept {
-    return cfg_.topology.policy == sync_policy::outer && layout_.replicas() > 1;
+  const sync_policy_def& policy() const { return policy_def(cfg_.topology.policy); }
+  bool outer_active() const {
+    return policy().keeps_state && layout_.replicas() > 1;
   }
   /// The round exchanges first and then scores the synced model once (every
   /// replica holds the same weights after it), instead of scoring every
   /// replica to pick a winner first; replica r scores part r of R of the
   /// validation subset, so the pass runs on every replica's core.
-  bool scores_synced() const noexcept {
-    return layout_.replicas() > 1
-           && (cfg_.topology.policy == sync_policy::outer
-               || cfg_.topology.policy == sync_policy::average);
+  bool scores_synced() const {
+    return layout_.replicas() > 1 && policy().scores_synced_model;
   }
   bool score_this_round_ = true; ///< scores_synced(): validate_every picks this round
   std::vector<std::uint32_t> incarnation_;

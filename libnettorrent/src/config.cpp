@@ -11,6 +11,7 @@
 #include "nettorrent/error.hpp"
 #include "nettorrent/hash.hpp"
 #include "nettorrent/ini.hpp"
+#include "nettorrent/sync_policy.hpp"
 
 namespace nettorrent {
 
@@ -230,7 +231,7 @@ const std::vector<option_spec>& all_options() {
          c.topology.sync_every = read_size(v, 1, max_count);
        },
        [](const run_config& c) { return show(c.topology.sync_every); }},
-      {"topology.sync_policy", "string", "best, average, outer or none",
+      {"topology.sync_policy", "string", "best, average, none or outer",
        [](run_config& c, const ini_value& v) {
          c.topology.policy = parse_sync_policy(read_string(v));
        },
@@ -407,13 +408,14 @@ void run_config::validate() const {
   if (model.layers.back() > 256)
     throw error("model.layers: at most 256 classes are supported (labels are bytes)");
   optimizer.validate();
-  if (topology.validate_every > 1 && topology.policy == sync_policy::best && topology.replicas > 1)
+  const sync_policy_def& policy = policy_def(topology.policy);
+  if (topology.validate_every > 1 && policy.picks_best && topology.replicas > 1)
     throw error("topology.validate_every = " + std::to_string(topology.validate_every)
-                + " needs sync_policy \"average\", \"outer\" or \"none\": \"best\" scores every "
-                  "replica "
-                  "in every round to pick the winner");
-  if ((topology.policy == sync_policy::outer || topology.policy == sync_policy::average)
-      && topology.replicas > 1) {
+                + " needs sync_policy "
+                + policy_names([](const sync_policy_def& d) { return !d.picks_best; }) + ": \""
+                + std::string{policy.name}
+                + "\" scores every replica in every round to pick the winner");
+  if (policy.scores_synced_model && topology.replicas > 1) {
     // The synced model is scored in one part of the subset per replica.
     const std::size_t scored = topology.validation_subset == 0
                                    ? data.validation_size
@@ -451,30 +453,8 @@ void run_config::validate() const {
                 + " is smaller than training.batch_size = " + std::to_string(training.batch_size));
 }
 
-std::string_view to_string(sync_policy p) noexcept {
-  switch (p) {
-  case sync_policy::best:
-    return "best";
-  case sync_policy::average:
-    return "average";
-  case sync_policy::none:
-    return "none";
-  case sync_policy::outer:
-    return "outer";
-  }
-  return "?";
-}
-
 std::string_view to_string(wire_precision p) noexcept {
   return p == wire_precision::bf16 ? "bf16" : "f32";
-}
-
-sync_policy parse_sync_policy(std::string_view name) {
-  for (auto p : {sync_policy::best, sync_policy::average, sync_policy::outer, sync_policy::none})
-    if (name == to_string(p))
-      return p;
-  throw error("unknown sync policy \"" + std::string{name}
-              + "\" (expected best, average, outer or none)");
 }
 
 std::string run_config::canonical() const {

@@ -672,7 +672,7 @@ void run_machine::after_keep_best() {
     finish();
     return;
   }
-  if (cfg_.topology.policy == sync_policy::none || layout_.replicas() == 1) {
+  if (!policy().exchanges || layout_.replicas() == 1) {
     start_snapshot();
     return;
   }
@@ -750,8 +750,8 @@ void run_machine::start_apply() {
   std::vector<std::pair<std::uint32_t, std::uint32_t>> todo;
   for (std::size_t r = 0; r < layout_.replicas(); ++r)
     for (std::size_t l = 0; l < L; ++l) {
-      // Under best the best replica holds the result already.
-      if (cfg_.topology.policy == sync_policy::best && r == best_) {
+      // A policy that picks the best replica leaves that one as it is.
+      if (policy().picks_best && r == best_) {
         applies_.reply(step, r * L + l);
         continue;
       }

@@ -427,8 +427,8 @@ TEST_F(ConfigFiles, WholeConfigValidationNamesTheFile) {
   EXPECT_CONTAINS(msg, "model.layers");
   // validate_every skips scoring, which best needs to pick its winner.
   msg = config_error("[topology]\nsync_policy = \"best\"\nvalidate_every = 3\n");
-  EXPECT_CONTAINS(msg, "topology.validate_every = 3 needs sync_policy \"average\", \"outer\" or "
-                       "\"none\"");
+  EXPECT_CONTAINS(msg, "topology.validate_every = 3 needs sync_policy \"average\", \"none\" or "
+                       "\"outer\": \"best\" scores every replica");
   // The outer optimizer's keys are checked like any other.
   msg = config_error("[topology]\nouter_learning_rate = 0\n");
   EXPECT_CONTAINS(msg, "topology.outer_learning_rate");
@@ -449,7 +449,7 @@ TEST_F(ConfigFiles, WholeConfigValidationNamesTheFile) {
                            + ini("best.ini", "[topology]\nsync_policy = \"best\"\nreplicas = 3\n"
                                              "validation_subset = 2\n")}));
   msg = config_error("[topology]\nsync_policy = \"dilocco\"\n");
-  EXPECT_CONTAINS(msg, "expected best, average, outer or none");
+  EXPECT_CONTAINS(msg, "expected best, average, none or outer");
   msg = config_error("[topology]\nvalidate_every = 0\n");
   EXPECT_CONTAINS(msg, "topology.validate_every");
 }
