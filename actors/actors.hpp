@@ -141,7 +141,7 @@ using shard_worker_actor = batch_sink_actor::extend<
     /// What the actor is waiting for, one line (stall watchdog, SIGUSR1).
     caf::replies_to<atom::status>::with<std::string>>;
 
-/// A swarm leader: membership and the best-peer exchange of one layer.
+/// A swarm leader: membership and the sync exchange of one layer.
 using swarm_leader_actor = caf::typed_actor<
     /// Hands the leader its swarm: R x P slices, replica-major.
     caf::replies_to<atom::wire, std::vector<neuron_slice_actor>>::with<atom::ok>,

@@ -80,7 +80,7 @@ public:
                     barrier_sink_actor{self_})
           .then(ok, failure_handler(self_, what));
       break;
-    case actor_kind::gradient_relay: {
+    case actor_kind::relay: {
       const auto sink = batch_sink_actor{handle<shard_worker_actor>(actor_key::worker(a.replica))};
       switch (relay_role_of(a.boundary, L)) {
       case relay_role::input:
@@ -244,7 +244,7 @@ public:
       self_->request(handle<shard_worker_actor>(a), caf::infinite, atom::stats::value)
           .then(counted, failure_handler(self_, what));
       break;
-    case actor_kind::gradient_relay:
+    case actor_kind::relay:
       switch (relay_role_of(a.boundary, st().machine->layout().layers())) {
       case relay_role::input:
         self_->request(handle<input_relay_actor>(a), caf::infinite, atom::stats::value)

@@ -38,16 +38,6 @@ std::size_t max_batch_rows(const run_config& cfg) {
   return std::max(cfg.training.batch_size, eval_batch_size(cfg));
 }
 
-namespace {
-
-std::vector<std::uint32_t> validation_subset(const run_config& cfg, const data_splits& data) {
-  std::vector<std::uint32_t> v = data.validation;
-  if (cfg.topology.validation_subset != 0 && cfg.topology.validation_subset < v.size())
-    v.resize(cfg.topology.validation_subset);
-  return v;
-}
-
-} // namespace
 
 caf::actor spawn_run_actor(caf::actor_system& sys, const run_config& cfg,
                            const std::shared_ptr<const data_splits>& data, const actor_key& key,
@@ -70,7 +60,7 @@ caf::actor spawn_run_actor(caf::actor_system& sys, const run_config& cfg,
     w.incarnation = incarnation;
     w.data = data;
     w.shard = shard_indices(data->train, cfg.topology.replicas, key.replica);
-    w.validation = validation_subset(cfg, *data);
+    w.validation = validation_subset(data->validation, cfg.topology.validation_subset);
     w.batch_size = cfg.training.batch_size;
     w.eval_batch_size = eval_batch_size(cfg);
     w.max_in_flight = cfg.topology.max_in_flight;
@@ -80,7 +70,7 @@ caf::actor spawn_run_actor(caf::actor_system& sys, const run_config& cfg,
     w.metrics = sm;
     return caf::actor_cast<caf::actor>(sys.spawn(shard_worker, std::move(w)));
   }
-  case actor_kind::gradient_relay: {
+  case actor_kind::relay: {
     const std::uint32_t k = key.boundary;
     relay_spec rs;
     rs.replica = key.replica;

@@ -5,6 +5,7 @@
 
 #include <caf/all.hpp>
 
+#include "fan_in.hpp"
 #include "status.hpp"
 
 #include "nettorrent/config.hpp"
@@ -16,24 +17,6 @@ namespace nettorrent {
 namespace {
 
 using self_ptr = swarm_leader_actor::stateful_pointer<swarm_leader_state>;
-
-/// Gathers slice states of one exchange; when the last arrives, computes the
-/// post-exchange layer and answers the coordinator. Reads only: no slice is
-/// changed until the coordinator has the result and sends `restore`.
-struct exchange_tracker {
-  caf::typed_response_promise<exchange_result> promise;
-  std::vector<layer_state> states; ///< [r * P + i], as they arrive
-  std::size_t pending = 0;
-  std::uint64_t bytes = 0;
-  bool failed = false;
-
-  void fail(const caf::error& err) {
-    if (!failed) {
-      failed = true;
-      promise.deliver(err);
-    }
-  }
-};
 
 /// The post-exchange layer: the read replicas' slices glued into whole
 /// layers (replica order), then the policy's exchange on them.
@@ -109,44 +92,37 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
                                  "sync: nothing to exchange with one replica or policy none");
         const std::size_t R = s.spec.replicas();
         const std::size_t P = s.spec.slices();
-        auto t = std::make_shared<exchange_tracker>();
-        t->promise = self->make_response_promise<exchange_result>();
         // A policy that picks the best replica reads only that one.
-        std::vector<std::size_t> read;
+        std::vector<std::pair<std::size_t, std::size_t>> reads; // (replica, slice)
         for (std::size_t r = 0; r < R; ++r)
           if (!def->picks_best || r == best)
-            read.push_back(r);
+            for (std::size_t i = 0; i < P; ++i)
+              reads.emplace_back(r, i);
         const std::uint64_t request_bytes =
             params_bytes(outer.state.theta) + params_bytes(outer.state.velocity);
         auto request = std::make_shared<outer_request>(std::move(outer));
-        t->states.resize(R * P);
-        t->pending = read.size() * P;
-        for (std::size_t r : read)
-          for (std::size_t i = 0; i < P; ++i)
-            self->request(s.at(r, i), caf::infinite, atom::get_state::value)
-                .then(
-                    [=](layer_state& st) {
-                      t->bytes += state_bytes(st);
-                      t->states[r * P + i] = std::move(st);
-                      if (--t->pending > 0 || t->failed)
-                        return;
-                      try {
-                        auto x = post_exchange(self->state, t->states, best, *def, *request);
-                        // Bytes the round moves through this leader: the slices'
-                        // states read, the outer state it was sent (policy outer)
-                        // and the result it sends back.
-                        x.bytes = t->bytes + request_bytes;
-                        for (const auto& done : x.post)
-                          x.bytes += state_bytes(done);
-                        x.bytes += params_bytes(x.velocity);
-                        t->promise.deliver(std::move(x));
-                      } catch (const std::exception& e) { // slices of mismatched shapes
-                        t->fail(caf::make_error(caf::sec::invalid_argument,
-                                                std::string{"sync: "} + e.what()));
-                      }
-                    },
-                    [t](caf::error& err) { t->fail(err); });
-        return t->promise;
+        return fan_in<exchange_result, layer_state>(
+            self, reads.size(), "sync",
+            [=](std::size_t k) {
+              const auto [r, i] = reads[k];
+              return self->request(self->state.at(r, i), caf::infinite, atom::get_state::value);
+            },
+            [=](std::vector<layer_state>& got) {
+              // Bytes the round moves through this leader: the slices' states
+              // read, the outer state it was sent (policy outer) and the
+              // result it sends back.
+              std::uint64_t bytes = request_bytes;
+              std::vector<layer_state> states(R * P);
+              for (std::size_t k = 0; k < reads.size(); ++k) {
+                bytes += state_bytes(got[k]);
+                states[reads[k].first * P + reads[k].second] = std::move(got[k]);
+              }
+              exchange_result x = post_exchange(self->state, states, best, *def, *request);
+              for (const auto& done : x.post)
+                bytes += state_bytes(done);
+              x.bytes = bytes + params_bytes(x.velocity);
+              return x;
+            });
       },
       [=](atom::restore, std::uint32_t replica,
           const layer_state& full) -> caf::result<std::uint64_t> {
@@ -155,49 +131,36 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
         if (replica >= s.spec.replicas() || s.slices.empty())
           return caf::make_error(caf::sec::invalid_argument, "restore: no such replica");
         const auto cols = split_columns(static_cast<std::size_t>(full.params.w.cols()), P);
-        auto rp = self->make_response_promise<std::uint64_t>();
-        auto pending = std::make_shared<std::size_t>(P);
-        auto bytes = std::make_shared<std::uint64_t>(0);
-        auto failed = std::make_shared<bool>(false);
+        auto parts = std::make_shared<std::vector<layer_state>>();
+        std::uint64_t bytes = 0;
         for (std::size_t i = 0; i < P; ++i) {
-          layer_state part = cut_slice(full, cols[i]);
-          *bytes += state_bytes(part);
-          self->request(s.at(replica, i), caf::infinite, atom::set_state::value, std::move(part))
-              .then(
-                  [=](atom::ok) mutable {
-                    if (--*pending == 0 && !*failed) {
-                      if (const auto* m = self->state.spec.metrics)
-                        m->sync_bytes->Increment(static_cast<double>(*bytes));
-                      rp.deliver(*bytes);
-                    }
-                  },
-                  [=](caf::error& err) mutable {
-                    if (!*failed) {
-                      *failed = true;
-                      rp.deliver(err);
-                    }
-                  });
+          parts->push_back(cut_slice(full, cols[i]));
+          bytes += state_bytes(parts->back());
         }
-        return rp;
+        return fan_in<std::uint64_t, atom::ok>(
+            self, P, "restore",
+            [=](std::size_t i) {
+              return self->request(self->state.at(replica, i), caf::infinite,
+                                   atom::set_state::value, std::move((*parts)[i]));
+            },
+            [=](std::vector<atom::ok>&) {
+              if (const auto* m = self->state.spec.metrics)
+                m->sync_bytes->Increment(static_cast<double>(bytes));
+              return bytes;
+            });
       },
       [=](atom::collect, std::uint32_t replica) -> caf::result<layer_state> {
         auto& s = self->state;
         if (replica >= s.spec.replicas())
           return caf::make_error(caf::sec::invalid_argument, "collect: no such replica");
         const std::size_t P = s.spec.slices();
-        auto rp = self->make_response_promise<layer_state>();
-        auto parts = std::make_shared<std::vector<layer_state>>(P);
-        auto arrived = std::make_shared<std::size_t>(0);
-        for (std::size_t i = 0; i < P; ++i)
-          self->request(s.at(replica, i), caf::infinite, atom::get_state::value)
-              .then(
-                  [=](layer_state& st) mutable {
-                    (*parts)[i] = std::move(st);
-                    if (++*arrived == P)
-                      rp.deliver(glue_slices(*parts));
-                  },
-                  [=](caf::error& err) mutable { rp.deliver(err); });
-        return rp;
+        return fan_in<layer_state, layer_state>(
+            self, P, "collect",
+            [=](std::size_t i) {
+              return self->request(self->state.at(replica, i), caf::infinite,
+                                   atom::get_state::value);
+            },
+            [](std::vector<layer_state>& parts) { return glue_slices(parts); });
       },
       [=](atom::status) {
         const auto& s = self->state;
@@ -206,27 +169,25 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
       },
       [=](atom::stats) -> caf::result<slice_stats> {
         auto& s = self->state;
-        auto rp = self->make_response_promise<slice_stats>();
-        auto total = std::make_shared<slice_stats>();
-        auto arrived = std::make_shared<std::size_t>(0);
-        const std::size_t n = s.slices.size();
-        for (const auto& sl : s.slices)
-          self->request(sl, caf::infinite, atom::stats::value)
-              .then(
-                  [=](slice_stats& x) mutable {
-                    total->updates += x.updates;
-                    total->dropped += x.dropped;
-                    total->stale += x.stale;
-                    total->max_staleness = std::max(total->max_staleness, x.max_staleness);
-                    if (total->staleness.size() < x.staleness.size())
-                      total->staleness.resize(x.staleness.size(), 0);
-                    for (std::size_t k = 0; k < x.staleness.size(); ++k)
-                      total->staleness[k] += x.staleness[k];
-                    if (++*arrived == n)
-                      rp.deliver(*total);
-                  },
-                  [=](caf::error& err) mutable { rp.deliver(err); });
-        return rp;
+        return fan_in<slice_stats, slice_stats>(
+            self, s.slices.size(), "stats",
+            [=](std::size_t i) {
+              return self->request(self->state.slices[i], caf::infinite, atom::stats::value);
+            },
+            [](std::vector<slice_stats>& all) {
+              slice_stats total;
+              for (const auto& x : all) {
+                total.updates += x.updates;
+                total.dropped += x.dropped;
+                total.stale += x.stale;
+                total.max_staleness = std::max(total.max_staleness, x.max_staleness);
+                if (total.staleness.size() < x.staleness.size())
+                  total.staleness.resize(x.staleness.size(), 0);
+                for (std::size_t k = 0; k < x.staleness.size(); ++k)
+                  total.staleness[k] += x.staleness[k];
+              }
+              return total;
+            });
       },
   };
 }

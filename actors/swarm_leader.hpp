@@ -1,6 +1,7 @@
 // The swarm leader of one layer: knows (and monitors) the R x P slices of
-// its swarm, runs the best-peer exchange of a sync round for its layer, and
-// gathers a replica's slices into a whole layer for checkpoints.
+// its swarm, runs the exchange of a sync round for its layer (the policy's
+// function, sync_policy.hpp), and gathers a replica's slices into a whole
+// layer for checkpoints.
 #pragma once
 
 #include <cstdint>

@@ -62,6 +62,16 @@ void split_validation(std::size_t pool_size, std::size_t validation_size, std::s
                       std::uint64_t seed, std::vector<std::uint32_t>& train,
                       std::vector<std::uint32_t>& validation);
 
+/// The samples a sync round scores out of a validation split of
+/// `validation_size`: the first `limit` of it (topology.validation_subset;
+/// 0 = all of it).
+std::size_t validation_subset_size(std::size_t validation_size, std::size_t limit) noexcept;
+
+/// The first validation_subset_size(validation.size(), limit) indices of
+/// `validation`.
+std::vector<std::uint32_t> validation_subset(const std::vector<std::uint32_t>& validation,
+                                             std::size_t limit);
+
 /// Shard `r` of `R` of `indices`: a contiguous, near-equal part.
 std::vector<std::uint32_t> shard_indices(const std::vector<std::uint32_t>& indices,
                                          std::size_t replicas, std::size_t r);

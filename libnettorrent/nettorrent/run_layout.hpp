@@ -28,7 +28,9 @@ enum class actor_kind : std::uint8_t {
   coordinator,
   swarm_leader,
   shard_worker,
-  gradient_relay,
+  /// A relay at boundary k of a replica: the input relay (k = 0), a hidden
+  /// relay between two layers, or the loss relay after the last (k = L).
+  relay,
   neuron_slice,
 };
 
@@ -37,16 +39,16 @@ std::string_view to_string(actor_kind k) noexcept;
 /// Names one actor of a run. Fields a kind does not use stay 0.
 struct actor_key {
   actor_kind kind = actor_kind::coordinator;
-  std::uint32_t replica = 0;  ///< shard_worker, gradient_relay, neuron_slice
+  std::uint32_t replica = 0;  ///< shard_worker, relay, neuron_slice
   std::uint32_t layer = 0;    ///< swarm_leader, neuron_slice (0-based)
-  std::uint32_t boundary = 0; ///< gradient_relay: k = 0..L
+  std::uint32_t boundary = 0; ///< relay: k = 0..L
   std::uint32_t slice = 0;    ///< neuron_slice: index within (replica, layer)
 
   static actor_key coordinator() { return {}; }
   static actor_key leader(std::uint32_t l) { return {actor_kind::swarm_leader, 0, l, 0, 0}; }
   static actor_key worker(std::uint32_t r) { return {actor_kind::shard_worker, r, 0, 0, 0}; }
   static actor_key relay(std::uint32_t r, std::uint32_t k) {
-    return {actor_kind::gradient_relay, r, 0, k, 0};
+    return {actor_kind::relay, r, 0, k, 0};
   }
   static actor_key slice_of(std::uint32_t r, std::uint32_t l, std::uint32_t i) {
     return {actor_kind::neuron_slice, r, l, 0, i};

@@ -8,9 +8,17 @@
 //   wiring      --(every wire acknowledged)--> ready
 //   ready       --(run requested)--> training
 //   training    --(every replica at the barrier)--> sync round
-//   sync round: scoring (validate every replica) -> keeping_best (collect the
-//               best replica's layers, when keep_best and it improved) ->
-//               stop? finishing : exchanging (every leader) -> training
+//   sync round, in one of two orders (the policy's row, sync_policy.hpp):
+//     score first (best, none):   scoring (validate every replica) ->
+//               keeping_best (collect the best replica's layers, when
+//               keep_best and it improved) -> stop? finishing :
+//               exchanging (every leader; none: snapshotting) -> applying
+//               -> training
+//     synced (average, outer):    exchanging -> applying -> scoring (the
+//               synced model, replica r on part r of R of the validation
+//               subset, when validate_every picks the round; the kept best
+//               pass is the round's state, nothing to collect) ->
+//               stop? finishing : training
 //   finishing:  collecting (final layers) -> statistics -> done
 // The exchange reads first (leaders compute the post-exchange layers), the
 // machine keeps that result as the rollback state, then applies it.
@@ -101,7 +109,7 @@ struct round_summary {
   bool reached_target = false;
   double time_to_target = -1;
   double elapsed = 0; ///< seconds since training started, when the round ended
-  bool synced = false; ///< the score is the synced model's (policy outer), not a replica's
+  bool synced = false; ///< the score is the synced model's (average, outer), not a replica's
   /// Round time per step so far (every finished step of every round).
   run_result::round_timing round_time;
 };
@@ -396,7 +404,7 @@ private:
   double last_progress_ = -1;
   std::vector<std::optional<barrier_report>> barriers_;
   std::size_t at_barrier_ = 0;
-  std::vector<replica_score> scores_v_;
+  std::vector<replica_score> replica_scores_;
   double loss_sum_ = 0;
   std::uint64_t loss_samples_ = 0;
   bool all_finished_ = false;
@@ -423,7 +431,7 @@ private:
   std::vector<worker_position> positions_;
   std::vector<worker_position> round_positions_; ///< at this round's barrier
   std::uint64_t snapshot_round_ = 0;
-  std::vector<layer_state> post_; ///< this round's collected layers (snapshotting)
+  std::vector<layer_state> snapshot_layers_; ///< this round's collected layers (snapshotting)
   /// This round's exchange results, [layer] -> one shared state or one per replica.
   std::vector<std::vector<layer_state>> exchanged_;
   /// Policy outer: every layer's outer momentum after the last round, and
@@ -448,7 +456,7 @@ private:
   std::vector<bool> alive_;          ///< per node
   std::vector<bool> lost_;           ///< per layout actor, in the current recovery
   std::vector<bool> replaced_;       ///< per layout actor, respawned by the recovery
-  std::vector<bool> hit_;            ///< per replica, rolled back by the recovery
+  std::vector<bool> rolled_back_;            ///< per replica, rolled back by the recovery
 
   /// What a round had done before it started, to undo an interrupted one.
   struct round_mark {
@@ -465,7 +473,7 @@ private:
     std::uint64_t best_samples = 0;
     std::uint64_t best_epoch = 0;
     double last_progress = -1;
-  } mark_;
+  } round_start_;
   bool rebalance_on_rejoin_ = true; ///< move actors back to a node that rejoined
   bool rebalance_pending_ = false;
   bool rebalancing_ = false; ///< the current "recovery" moves live actors back
@@ -473,9 +481,9 @@ private:
   double resumed_elapsed_ = 0;
   std::shared_ptr<const run_state> committed_; ///< the last round's state
   void commit_state();
-  bool best_moved_ = false;          ///< mark_.best_layers holds the layers a collect replaced
+  bool best_moved_ = false;          ///< round_start_.best_layers holds the layers a collect replaced
   std::vector<bool> redone_counted_; ///< per replica, in the current recovery
-  enum class after_recovery { train, apply } after_ = after_recovery::train;
+  enum class after_recovery { train, apply } after_recovery_ = after_recovery::train;
   recovery_step recovery_step_ = recovery_step::none;
   fanout recovering_; ///< the current recovery step's replies
   std::uint64_t events_ = 0;             ///< accepted events (stall watchdog)

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "config_schema.hpp"
+#include "nettorrent/data.hpp"
 #include "nettorrent/error.hpp"
 #include "nettorrent/hash.hpp"
 #include "nettorrent/ini.hpp"
@@ -417,9 +418,8 @@ void run_config::validate() const {
                 + "\" scores every replica in every round to pick the winner");
   if (policy.scores_synced_model && topology.replicas > 1) {
     // The synced model is scored in one part of the subset per replica.
-    const std::size_t scored = topology.validation_subset == 0
-                                   ? data.validation_size
-                                   : std::min(topology.validation_subset, data.validation_size);
+    const std::size_t scored =
+        validation_subset_size(data.validation_size, topology.validation_subset);
     if (scored < topology.replicas)
       throw error("sync_policy \"" + std::string{to_string(topology.policy)}
                   + "\" scores the synced model on " + std::to_string(scored)

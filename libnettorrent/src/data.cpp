@@ -221,4 +221,14 @@ image_set make_synthetic(std::size_t samples, std::size_t features, std::size_t 
   return set;
 }
 
+std::size_t validation_subset_size(std::size_t validation_size, std::size_t limit) noexcept {
+  return limit == 0 ? validation_size : std::min(limit, validation_size);
+}
+
+std::vector<std::uint32_t> validation_subset(const std::vector<std::uint32_t>& validation,
+                                             std::size_t limit) {
+  const auto n = static_cast<std::ptrdiff_t>(validation_subset_size(validation.size(), limit));
+  return {validation.begin(), validation.begin() + n};
+}
+
 } // namespace nettorrent

@@ -23,7 +23,7 @@ auto* cell(Plan& p, const actor_key& a) {
     return in(a.layer, p.leader_nodes.size()) ? &p.leader_nodes[a.layer] : cell_ptr{nullptr};
   case actor_kind::shard_worker:
     return in(a.replica, p.worker_nodes.size()) ? &p.worker_nodes[a.replica] : cell_ptr{nullptr};
-  case actor_kind::gradient_relay:
+  case actor_kind::relay:
     return in(a.replica, p.relay_nodes.size()) && in(a.boundary, p.relay_nodes[a.replica].size())
                ? &p.relay_nodes[a.replica][a.boundary]
                : cell_ptr{nullptr};

@@ -13,7 +13,7 @@ std::string_view to_string(actor_kind k) noexcept {
     return "leader";
   case actor_kind::shard_worker:
     return "worker";
-  case actor_kind::gradient_relay:
+  case actor_kind::relay:
     return "relay";
   case actor_kind::neuron_slice:
     return "slice";
@@ -33,7 +33,7 @@ std::string to_string(const actor_key& a) {
   case actor_kind::shard_worker:
     s += num('r', a.replica);
     break;
-  case actor_kind::gradient_relay:
+  case actor_kind::relay:
     s += num('r', a.replica) + num('k', a.boundary);
     break;
   case actor_kind::neuron_slice:
@@ -52,7 +52,7 @@ std::string describe(const actor_key& a) {
     return "swarm leader (layer " + n(a.layer + 1) + ")";
   case actor_kind::shard_worker:
     return "shard worker (replica " + n(a.replica) + ")";
-  case actor_kind::gradient_relay:
+  case actor_kind::relay:
     return "gradient relay (replica " + n(a.replica) + ", boundary " + n(a.boundary) + ")";
   case actor_kind::neuron_slice:
     return "neuron slice (replica " + n(a.replica) + ", layer " + n(a.layer + 1) + ", slice "
@@ -110,7 +110,7 @@ std::optional<std::size_t> run_layout::find(const actor_key& a) const noexcept {
       return a.replica == 0 && a.boundary == 0 && a.slice == 0;
     case actor_kind::shard_worker:
       return a.layer == 0 && a.boundary == 0 && a.slice == 0;
-    case actor_kind::gradient_relay:
+    case actor_kind::relay:
       return a.layer == 0 && a.slice == 0;
     case actor_kind::neuron_slice:
       return a.boundary == 0;
@@ -130,7 +130,7 @@ std::optional<std::size_t> run_layout::find(const actor_key& a) const noexcept {
     if (a.replica < R)
       return workers + a.replica;
     break;
-  case actor_kind::gradient_relay:
+  case actor_kind::relay:
     if (a.replica < R && a.boundary <= L)
       return relays + a.replica * (L + 1) + a.boundary;
     break;
@@ -183,7 +183,7 @@ metrics_cell run_layout::metrics_of(const actor_key& a) const {
     return {a.layer + std::size_t{1}, 0};
   case actor_kind::shard_worker:
     return {0, a.replica};
-  case actor_kind::gradient_relay:
+  case actor_kind::relay:
     return {a.boundary, a.replica};
   case actor_kind::neuron_slice:
     return {a.layer + std::size_t{1}, a.replica};

@@ -125,7 +125,7 @@ run_machine::run_machine(run_config cfg, run_backend& backend, std::function<dou
   lost_.assign(layout_.size(), false);
   replaced_.assign(layout_.size(), false);
   const std::size_t R = layout_.replicas();
-  hit_.assign(R, false);
+  rolled_back_.assign(R, false);
   incarnation_.assign(R, 0);
   positions_.assign(R, worker_position{});
   round_positions_.assign(R, worker_position{});
@@ -388,7 +388,7 @@ void run_machine::maybe_start_training() {
   backend_.training_started();
   if (resuming_) { // put every replica where the run checkpoint left it
     phase_ = phase::recovering;
-    hit_.assign(layout_.replicas(), true);
+    rolled_back_.assign(layout_.replicas(), true);
     barriers_.assign(layout_.replicas(), std::nullopt);
     at_barrier_ = 0;
     start_restoring();
@@ -455,7 +455,7 @@ void run_machine::on_barrier(const barrier_report& b) {
     return;
   }
   const bool open = phase_ == phase::training
-                    || (phase_ == phase::recovering && b.replica < hit_.size() && !hit_[b.replica]);
+                    || (phase_ == phase::recovering && b.replica < rolled_back_.size() && !rolled_back_[b.replica]);
   if (!open || b.replica >= layout_.replicas() || barriers_[b.replica]) {
     backend_.log("coordinator: ignored an unexpected barrier report from replica "
                  + std::to_string(b.replica));
@@ -472,19 +472,19 @@ void run_machine::on_barrier(const barrier_report& b) {
 }
 
 void run_machine::start_round() {
-  mark_.sync_rounds = result_.sync_rounds;
-  mark_.best_validation_accuracy = result_.best_validation_accuracy;
-  mark_.reached_target = result_.reached_target;
-  mark_.time_to_target = result_.time_to_target;
-  mark_.curve = result_.curve.size();
-  mark_.loss_sum = loss_sum_;
-  mark_.loss_samples = loss_samples_;
-  mark_.epochs = result_.epochs;
-  mark_.samples = result_.samples;
-  mark_.best_layers.clear();
-  mark_.best_samples = best_samples_;
-  mark_.best_epoch = best_epoch_;
-  mark_.last_progress = last_progress_;
+  round_start_.sync_rounds = result_.sync_rounds;
+  round_start_.best_validation_accuracy = result_.best_validation_accuracy;
+  round_start_.reached_target = result_.reached_target;
+  round_start_.time_to_target = result_.time_to_target;
+  round_start_.curve = result_.curve.size();
+  round_start_.loss_sum = loss_sum_;
+  round_start_.loss_samples = loss_samples_;
+  round_start_.epochs = result_.epochs;
+  round_start_.samples = result_.samples;
+  round_start_.best_layers.clear();
+  round_start_.best_samples = best_samples_;
+  round_start_.best_epoch = best_epoch_;
+  round_start_.last_progress = last_progress_;
   best_moved_ = false;
   phase_ = phase::sync_round;
   step_to(round_step::scoring);
@@ -524,7 +524,7 @@ void run_machine::start_round() {
     after_keep_best();
     return;
   }
-  scores_v_.assign(layout_.replicas(), replica_score{});
+  replica_scores_.assign(layout_.replicas(), replica_score{});
   const std::uint64_t step = next_step_++;
   scores_.start(step, layout_.replicas());
   for (std::size_t r = 0; r < layout_.replicas(); ++r)
@@ -545,7 +545,7 @@ void run_machine::on_scored(std::uint64_t step, std::uint32_t replica, const rep
          + std::to_string(s.correct) + " of " + std::to_string(s.samples) + " samples right)");
     return;
   }
-  scores_v_[replica] = s;
+  replica_scores_[replica] = s;
   if (v == fanout::verdict::complete && !over())
     scored();
 }
@@ -554,9 +554,9 @@ void run_machine::scored() {
   const auto& tc = cfg_.training;
   const bool synced = scores_synced(); // the round was counted at its exchange
   if (synced)                          // the replicas scored parts of the subset on the same model
-    scores_v_ = {combine_parts(scores_v_)};
-  best_ = static_cast<std::uint32_t>(pick_best(scores_v_));
-  const double acc = scores_v_[best_].accuracy;
+    replica_scores_ = {combine_parts(replica_scores_)};
+  best_ = static_cast<std::uint32_t>(pick_best(replica_scores_));
+  const double acc = replica_scores_[best_].accuracy;
   const std::uint64_t before = synced ? result_.sync_rounds - 1 : result_.sync_rounds;
   improved_ = before == 0 || acc > result_.best_validation_accuracy;
   if (!synced)
@@ -568,7 +568,7 @@ void run_machine::scored() {
   p.samples = result_.samples;
   p.seconds = now();
   p.train_loss = loss_samples_ > 0 ? loss_sum_ / static_cast<double>(loss_samples_) : 0;
-  p.validation_loss = scores_v_[best_].loss;
+  p.validation_loss = replica_scores_[best_].loss;
   p.validation_accuracy = acc;
   result_.curve.push_back(p);
   loss_sum_ = 0;
@@ -584,7 +584,7 @@ void run_machine::scored() {
   r.round = result_.sync_rounds;
   r.best = best_;
   r.point = p;
-  r.scores = scores_v_;
+  r.scores = replica_scores_;
   r.best_validation_accuracy = result_.best_validation_accuracy;
   r.samples_per_second = static_cast<double>(result_.samples) / std::max(p.seconds, 1e-9);
   r.reached_target = result_.reached_target;
@@ -616,7 +616,7 @@ void run_machine::scored() {
     return;
   }
   if (tc.keep_best && improved_) {
-    mark_.best_layers = std::move(best_layers_);
+    round_start_.best_layers = std::move(best_layers_);
     best_moved_ = true;
     best_samples_ = result_.samples;
     best_epoch_ = result_.epochs;
@@ -643,14 +643,14 @@ void run_machine::on_collected(std::uint64_t step, std::uint32_t layer, std::uin
   if (!v)
     return;
   if (snapshotting) {
-    post_[slot] = std::move(ls);
+    snapshot_layers_[slot] = std::move(ls);
     if (v != fanout::verdict::complete || over())
       return;
     const std::size_t L = layout_.layers();
     for (std::size_t r = 0; r < layout_.replicas(); ++r)
       snapshot_[r] = std::make_shared<const std::vector<layer_state>>(
-          std::make_move_iterator(post_.begin() + static_cast<std::ptrdiff_t>(r * L)),
-          std::make_move_iterator(post_.begin() + static_cast<std::ptrdiff_t>((r + 1) * L)));
+          std::make_move_iterator(snapshot_layers_.begin() + static_cast<std::ptrdiff_t>(r * L)),
+          std::make_move_iterator(snapshot_layers_.begin() + static_cast<std::ptrdiff_t>((r + 1) * L)));
     commit_round();
     resume_all();
     return;
@@ -683,9 +683,9 @@ void run_machine::start_snapshot() {
   // Nothing is exchanged: keep every replica's own layers as its rollback state.
   step_to(round_step::snapshotting);
   const std::size_t L = layout_.layers();
-  post_.assign(layout_.replicas() * L, layer_state{});
+  snapshot_layers_.assign(layout_.replicas() * L, layer_state{});
   const std::uint64_t step = next_step_++;
-  collects_.start(step, post_.size());
+  collects_.start(step, snapshot_layers_.size());
   for (std::size_t r = 0; r < layout_.replicas(); ++r)
     for (std::size_t l = 0; l < L; ++l)
       backend_.collect(step, static_cast<std::uint32_t>(l), static_cast<std::uint32_t>(r));
@@ -720,7 +720,7 @@ void run_machine::after_apply() {
   }
   step_to(round_step::scoring);
   const std::size_t R = layout_.replicas();
-  scores_v_.assign(R, replica_score{});
+  replica_scores_.assign(R, replica_score{});
   const std::uint64_t step = next_step_++;
   scores_.start(step, R);
   for (std::size_t r = 0; r < R; ++r)
@@ -932,7 +932,7 @@ void run_machine::start_stats() {
   // Leaders report their swarm's slices; relays and workers themselves.
   stats_keys_.clear();
   for (const auto& a : layout_.actors())
-    if (a.kind == actor_kind::swarm_leader || a.kind == actor_kind::gradient_relay
+    if (a.kind == actor_kind::swarm_leader || a.kind == actor_kind::relay
         || a.kind == actor_kind::shard_worker)
       stats_keys_.push_back(a);
   const std::uint64_t step = next_step_++;
@@ -1080,29 +1080,29 @@ void run_machine::lose(const std::vector<std::size_t>& actors, const std::string
     redone_counted_.assign(layout_.replicas(), false);
     if (!rebalancing_)
       ++result_.recoveries;
-    after_ = after_recovery::train;
+    after_recovery_ = after_recovery::train;
     if (phase_ == phase::sync_round
         && (round_step_ == round_step::applying
             || (round_step_ == round_step::scoring && scores_synced()))) {
       // The round's result is kept: finish applying it (and score it again).
-      after_ = after_recovery::apply;
+      after_recovery_ = after_recovery::apply;
     } else if (phase_ == phase::sync_round || phase_ == phase::finishing) {
       // Undo the interrupted round; it runs again once every replica is back.
-      result_.sync_rounds = mark_.sync_rounds;
-      result_.best_validation_accuracy = mark_.best_validation_accuracy;
-      result_.reached_target = mark_.reached_target;
-      result_.time_to_target = mark_.time_to_target;
-      result_.curve.resize(mark_.curve);
-      loss_sum_ = mark_.loss_sum;
-      loss_samples_ = mark_.loss_samples;
-      result_.epochs = mark_.epochs;
-      result_.samples = mark_.samples;
+      result_.sync_rounds = round_start_.sync_rounds;
+      result_.best_validation_accuracy = round_start_.best_validation_accuracy;
+      result_.reached_target = round_start_.reached_target;
+      result_.time_to_target = round_start_.time_to_target;
+      result_.curve.resize(round_start_.curve);
+      loss_sum_ = round_start_.loss_sum;
+      loss_samples_ = round_start_.loss_samples;
+      result_.epochs = round_start_.epochs;
+      result_.samples = round_start_.samples;
       if (best_moved_)
-        best_layers_ = std::move(mark_.best_layers);
+        best_layers_ = std::move(round_start_.best_layers);
       best_moved_ = false;
-      best_samples_ = mark_.best_samples;
-      best_epoch_ = mark_.best_epoch;
-      last_progress_ = mark_.last_progress;
+      best_samples_ = round_start_.best_samples;
+      best_epoch_ = round_start_.best_epoch;
+      last_progress_ = round_start_.last_progress;
       collecting_final_ = false;
     }
     phase_ = phase::recovering;
@@ -1143,11 +1143,11 @@ void run_machine::plan_recovery() {
   const auto& all = layout_.actors();
   for (std::size_t i = 1; i < all.size(); ++i)
     if (lost_[i] && all[i].kind != actor_kind::swarm_leader)
-      hit_[all[i].replica] = true;
+      rolled_back_[all[i].replica] = true;
   std::vector<std::string> moved;
   recovery_.lost.clear();
   for (std::size_t i = 1; i < all.size(); ++i) {
-    replaced_[i] = lost_[i] || (all[i].kind != actor_kind::swarm_leader && hit_[all[i].replica]);
+    replaced_[i] = lost_[i] || (all[i].kind != actor_kind::swarm_leader && rolled_back_[all[i].replica]);
     if (!lost_[i])
       continue;
     recovery_.lost.push_back(all[i]);
@@ -1163,7 +1163,7 @@ void run_machine::plan_recovery() {
   }
   recovery_.rolled_back.clear();
   for (std::size_t r = 0; r < R; ++r)
-    if (hit_[r])
+    if (rolled_back_[r])
       recovery_.rolled_back.push_back(static_cast<std::uint32_t>(r));
   recovery_.round = snapshot_round_;
   recovery_.moved = recovery_.lost.size();
@@ -1200,8 +1200,8 @@ void run_machine::plan_recovery() {
   recovering_.start(step, R);
   for (std::size_t r = 0; r < R; ++r) {
     const std::size_t w = layout_.index(actor_key::worker(static_cast<std::uint32_t>(r)));
-    if (!hit_[r] || redone_counted_[r] || lost_[w] || !registered_[w]) {
-      if (hit_[r] && !redone_counted_[r]) {
+    if (!rolled_back_[r] || redone_counted_[r] || lost_[w] || !registered_[w]) {
+      if (rolled_back_[r] && !redone_counted_[r]) {
         redone_counted_[r] = true;
         if (barriers_[r]) {
           recovery_.samples_redone += barriers_[r]->samples - positions_[r].samples;
@@ -1236,7 +1236,7 @@ void run_machine::on_paused(std::uint64_t step, std::uint32_t replica, const wor
 void run_machine::start_respawn() {
   const auto& all = layout_.actors();
   for (std::size_t r = 0; r < layout_.replicas(); ++r)
-    if (hit_[r]) {
+    if (rolled_back_[r]) {
       ++incarnation_[r];
       barriers_[r].reset();
     }
@@ -1292,7 +1292,7 @@ void run_machine::start_restoring() {
   const std::uint64_t step = next_step_++;
   recovering_.start(step, R * (L + 1));
   for (std::size_t r = 0; r < R; ++r) {
-    if (!hit_[r]) {
+    if (!rolled_back_[r]) {
       for (std::size_t k = 0; k <= L; ++k)
         recovering_.reply(step, r * (L + 1) + k);
       continue;
@@ -1318,7 +1318,7 @@ void run_machine::on_seeked(std::uint64_t step, std::uint32_t replica) {
 void run_machine::finish_recovery() {
   if (resuming_) {
     resuming_ = false;
-    hit_.assign(layout_.replicas(), false);
+    rolled_back_.assign(layout_.replicas(), false);
     recovery_step_ = recovery_step::none;
     resume_all();
     return;
@@ -1331,8 +1331,8 @@ void run_machine::finish_recovery() {
     result_.actors_restarted += recovery_.restarted;
     lost_.assign(layout_.size(), false);
     replaced_.assign(layout_.size(), false);
-    const std::vector<bool> hit = hit_;
-    hit_.assign(layout_.replicas(), false);
+    const std::vector<bool> hit = rolled_back_;
+    rolled_back_.assign(layout_.replicas(), false);
     recovery_step_ = recovery_step::none;
     phase_ = phase::training;
     for (std::size_t r = 0; r < layout_.replicas(); ++r)
@@ -1352,12 +1352,12 @@ void run_machine::finish_recovery() {
       + (recovery_.redone_exact ? "" : " (at most)") + ", " + std::to_string(recovery_.moved)
       + " actors moved, " + std::to_string(recovery_.restarted) + " restarted");
   backend_.recovered(recovery_);
-  const std::vector<bool> hit = hit_;
+  const std::vector<bool> hit = rolled_back_;
   lost_.assign(layout_.size(), false);
   replaced_.assign(layout_.size(), false);
-  hit_.assign(layout_.replicas(), false);
+  rolled_back_.assign(layout_.replicas(), false);
   recovery_step_ = recovery_step::none;
-  if (after_ == after_recovery::apply) {
+  if (after_recovery_ == after_recovery::apply) {
     phase_ = phase::sync_round;
     start_apply();
     return;

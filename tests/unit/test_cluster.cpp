@@ -765,7 +765,7 @@ TEST_F(ClusterFiles, BySwarmPutsASwarmOnOneNode) {
   EXPECT_EQ(on_n2.size(), swarm2);
   for (const auto& a : on_n2)
     EXPECT_TRUE(a.kind == nt::actor_kind::swarm_leader || a.kind == nt::actor_kind::neuron_slice
-                || a.kind == nt::actor_kind::gradient_relay)
+                || a.kind == nt::actor_kind::relay)
         << nt::to_string(a);
 }
 

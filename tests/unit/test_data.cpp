@@ -442,6 +442,17 @@ TEST(SplitValidation, ValidationAtLeastPoolThrows) {
 // ---------------------------------------------------------------------------
 // Shards
 
+TEST(ValidationSubset, TheFirstLimitSamplesOrAllOfThem) {
+  const std::vector<std::uint32_t> v{3, 8, 9, 14, 20};
+  EXPECT_EQ(nt::validation_subset(v, 0), v) << "0 means the whole split";
+  EXPECT_EQ(nt::validation_subset(v, 2), (std::vector<std::uint32_t>{3, 8}));
+  EXPECT_EQ(nt::validation_subset(v, 5), v);
+  EXPECT_EQ(nt::validation_subset(v, 99), v) << "a limit above the split takes all of it";
+  EXPECT_EQ(nt::validation_subset_size(5000, 0), 5000u);
+  EXPECT_EQ(nt::validation_subset_size(5000, 1000), 1000u);
+  EXPECT_EQ(nt::validation_subset_size(500, 1000), 500u);
+}
+
 TEST(ShardIndices, ShardsPartitionInOrderWithNearEqualSizes) {
   std::vector<std::uint32_t> idx;
   for (std::uint32_t i = 0; i < 103; ++i)
