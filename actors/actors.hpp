@@ -149,7 +149,7 @@ using swarm_leader_actor = caf::typed_actor<
     /// with the layer's outer state) without changing any slice: returns the
     /// post-exchange state(s) and bytes read.
     caf::replies_to<atom::sync, std::uint32_t /*best*/, std::uint8_t /*policy*/,
-                    outer_request>::with<exchange_result>,
+                    sync_request>::with<exchange_result>,
     /// Sets replica r's slices to the columns of a whole layer; returns bytes sent.
     caf::replies_to<atom::restore, std::uint32_t /*replica*/, layer_state>::with<std::uint64_t>,
     /// Returns a replica's whole layer, its slices glued together.

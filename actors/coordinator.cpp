@@ -152,14 +152,14 @@ public:
   }
 
   void exchange(std::uint64_t step, std::uint32_t layer, std::uint32_t best, sync_policy policy,
-                outer_state outer) override {
-    outer_request req{outer_config::of(st().spec.cfg.topology), std::move(outer)};
+                dense_params theta, policy_state state) override {
+    sync_request req{outer_config::of(st().spec.cfg.topology), std::move(theta), std::move(state)};
     self_
         ->request(handle<swarm_leader_actor>(actor_key::leader(layer)), caf::infinite,
                   atom::sync::value, best, static_cast<std::uint8_t>(policy), std::move(req))
         .then(
             [s = self_, step, layer](exchange_result& x) {
-              s->state.machine->on_exchanged(step, layer, std::move(x.post), std::move(x.velocity),
+              s->state.machine->on_exchanged(step, layer, std::move(x.post), std::move(x.state),
                                              x.bytes);
             },
             failure_handler(self_, "sync round"));

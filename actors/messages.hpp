@@ -21,6 +21,7 @@
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/config.hpp"
 #include "nettorrent/outer.hpp"
+#include "nettorrent/policy_state.hpp"
 #include "nettorrent/run_machine.hpp"
 #include "nettorrent/slice_ops.hpp"
 #include "nettorrent/tensor.hpp"
@@ -258,39 +259,46 @@ inline std::string to_string(const node_name& n) {
   return std::string(n.data.begin(), n.data.end());
 }
 
-/// A swarm leader's answer to `sync`: the layer every replica holds after
-/// the exchange, and the bytes read to compute it.
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, dense_params& p) {
+  matrix_view<matrix> w{&p.w};
+  matrix_view<row_vector> b{&p.b};
+  return f(caf::meta::type_name("dense_params"), w, b);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, policy_state& s) {
+  return f(caf::meta::type_name("policy_state"), s.parts);
+}
+
 /// What a leader's exchange computed for its layer: the state every replica
 /// takes (one entry), or one per replica (policy outer with local moments);
-/// under outer the layer's new outer momentum; the bytes read from slices.
+/// the policy's new state of the layer (empty for a policy without one);
+/// the bytes the round moved through the leader.
 struct exchange_result {
   std::vector<layer_state> post;
-  dense_params velocity;
+  policy_state state;
   std::uint64_t bytes = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, exchange_result& r) {
-  matrix_view<matrix> vw{&r.velocity.w};
-  matrix_view<row_vector> vb{&r.velocity.b};
-  return f(caf::meta::type_name("exchange_result"), r.post, vw, vb, r.bytes);
+  return f(caf::meta::type_name("exchange_result"), r.post, r.state, r.bytes);
 }
 
-/// The sync request's outer-optimizer part (policy outer; empty otherwise):
-/// the hyper-parameters and the layer's outer state from the last round.
-struct outer_request {
+/// A sync request's policy part: the policies' hyper-parameters and, for a
+/// policy with a state (outer), the layer's weights after the last round
+/// and its state from then (empty otherwise).
+struct sync_request {
   outer_config cfg;
-  outer_state state;
+  dense_params theta;
+  policy_state state;
 };
 
 template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, outer_request& r) {
-  matrix_view<matrix> tw{&r.state.theta.w};
-  matrix_view<row_vector> tb{&r.state.theta.b};
-  matrix_view<matrix> vw{&r.state.velocity.w};
-  matrix_view<row_vector> vb{&r.state.velocity.b};
-  return f(caf::meta::type_name("outer_request"), r.cfg.learning_rate, r.cfg.momentum,
-           r.cfg.nesterov, r.cfg.average_moments, tw, tb, vw, vb);
+typename Inspector::result_type inspect(Inspector& f, sync_request& r) {
+  return f(caf::meta::type_name("sync_request"), r.cfg.learning_rate, r.cfg.momentum,
+           r.cfg.nesterov, r.cfg.average_moments, r.theta, r.state);
 }
 
 /// A run state shared within one process (the coordinator hands its last

@@ -138,7 +138,7 @@ void register_message_types(caf::actor_system_config& c) {
   c.add_message_type<barrier_report>("nettorrent::barrier_report");
   c.add_message_type<worker_position>("nettorrent::worker_position");
   c.add_message_type<exchange_result>("nettorrent::exchange_result");
-  c.add_message_type<outer_request>("nettorrent::outer_request");
+  c.add_message_type<sync_request>("nettorrent::sync_request");
   c.add_message_type<run_state_ref>("nettorrent::run_state_ref");
   c.add_message_type<run_result>("nettorrent::run_result");
   c.add_message_type<actor_key>("nettorrent::actor_key");

@@ -18,11 +18,18 @@ namespace {
 
 using self_ptr = swarm_leader_actor::stateful_pointer<swarm_leader_state>;
 
+std::uint64_t policy_state_bytes(const policy_state& s) {
+  std::uint64_t n = 0;
+  for (const auto& p : s.parts)
+    n += params_bytes(p);
+  return n;
+}
+
 /// The post-exchange layer: the read replicas' slices glued into whole
 /// layers (replica order), then the policy's exchange on them.
 exchange_result post_exchange(const swarm_leader_state& s, std::vector<layer_state>& states,
                               std::size_t best, const sync_policy_def& policy,
-                              outer_request& request) {
+                              sync_request& request) {
   const std::size_t R = s.spec.replicas();
   const std::size_t P = s.spec.slices();
   std::vector<layer_state> whole(R);
@@ -31,11 +38,11 @@ exchange_result post_exchange(const swarm_leader_state& s, std::vector<layer_sta
       whole[r] = glue_slices(
           {std::make_move_iterator(states.begin() + static_cast<std::ptrdiff_t>(r * P)),
            std::make_move_iterator(states.begin() + static_cast<std::ptrdiff_t>((r + 1) * P))});
-  exchange_input in{whole, best, request.cfg, request.state};
+  exchange_input in{whole, best, request.cfg, request.theta, request.state};
   exchange_result out;
   out.post = policy.exchange(in);
   if (policy.keeps_state)
-    out.velocity = std::move(request.state.velocity);
+    out.state = std::move(request.state);
   return out;
 }
 
@@ -75,13 +82,13 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
         return atom::ok::value;
       },
       [=](atom::sync, std::uint32_t best, std::uint8_t policy,
-          outer_request& outer) -> caf::result<exchange_result> {
+          sync_request& req) -> caf::result<exchange_result> {
         auto& s = self->state;
         const sync_policy_def* def = policy_def_of_id(policy);
         if (best >= s.spec.replicas() || def == nullptr)
           return caf::make_error(caf::sec::invalid_argument, "sync: bad replica or policy");
         if (def->check_request != nullptr)
-          if (auto why = def->check_request(outer.cfg, outer.state); !why.empty())
+          if (auto why = def->check_request(req.cfg, req.theta, req.state); !why.empty())
             return caf::make_error(caf::sec::invalid_argument, std::move(why));
         if (const auto* m = s.spec.metrics) {
           m->sync_rounds->Increment();
@@ -98,9 +105,8 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
           if (!def->picks_best || r == best)
             for (std::size_t i = 0; i < P; ++i)
               reads.emplace_back(r, i);
-        const std::uint64_t request_bytes =
-            params_bytes(outer.state.theta) + params_bytes(outer.state.velocity);
-        auto request = std::make_shared<outer_request>(std::move(outer));
+        const std::uint64_t request_bytes = params_bytes(req.theta) + policy_state_bytes(req.state);
+        auto request = std::make_shared<sync_request>(std::move(req));
         return fan_in<exchange_result, layer_state>(
             self, reads.size(), "sync",
             [=](std::size_t k) {
@@ -120,7 +126,7 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
               exchange_result x = post_exchange(self->state, states, best, *def, *request);
               for (const auto& done : x.post)
                 bytes += state_bytes(done);
-              x.bytes = bytes + params_bytes(x.velocity);
+              x.bytes = bytes + policy_state_bytes(x.state);
               return x;
             });
       },

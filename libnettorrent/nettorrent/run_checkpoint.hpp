@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "nettorrent/policy_state.hpp"
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/config.hpp"
 #include "nettorrent/rng.hpp"
@@ -70,10 +71,10 @@ struct run_state {
   std::vector<std::vector<layer_state>> models;
   /// Per replica (positions.size() = replicas), where its data stream stands.
   std::vector<data_position> positions;
-  /// sync_policy outer: the outer momentum of every layer (empty for the
-  /// other policies). The outer weights theta are the model's weights, which
-  /// every replica shares after an outer round.
-  std::vector<dense_params> outer_velocity;
+  /// A sync policy with a state (outer: the outer momentum): every layer's
+  /// state (empty for the other policies). The weights theta it works from
+  /// are the model's, which every replica shares after such a round.
+  std::vector<policy_state> policy_states;
 
   /// The model of `replica`, whether stored once or per replica.
   const std::vector<layer_state>& model_of(std::size_t replica) const {

@@ -51,6 +51,7 @@
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/config.hpp"
 #include "nettorrent/outer.hpp"
+#include "nettorrent/policy_state.hpp"
 #include "nettorrent/sync_policy.hpp"
 #include "nettorrent/run_checkpoint.hpp"
 #include "nettorrent/run_layout.hpp"
@@ -167,10 +168,11 @@ public:
                         std::uint32_t parts) = 0;
   /// Have layer l's leader gather replica r's slices into one layer.
   virtual void collect(std::uint64_t step, std::uint32_t layer, std::uint32_t replica) = 0;
-  /// Have layer l's leader compute the exchange (policy, best replica; under
-  /// policy outer the layer's outer state from the last round, else empty).
+  /// Have layer l's leader compute the exchange (policy, best replica; for
+  /// a policy with a state, the layer's weights after the last round and
+  /// its state from then, else both empty).
   virtual void exchange(std::uint64_t step, std::uint32_t layer, std::uint32_t best,
-                        sync_policy policy, outer_state outer) = 0;
+                        sync_policy policy, dense_params theta, policy_state state) = 0;
   /// Have layer l's leader set replica r's slices to `state`.
   virtual void restore(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
                        const layer_state& state) = 0;
@@ -239,10 +241,10 @@ public:
   void on_collected(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
                     layer_state&& ls);
   /// Layer `layer`'s exchange: the state every replica takes (one entry) or
-  /// one per replica; under policy outer the layer's new outer momentum.
+  /// one per replica; the policy's new state of the layer (if it has one).
   void on_exchanged(std::uint64_t step, std::uint32_t layer, std::vector<layer_state>&& post,
-                    dense_params&& velocity, std::uint64_t bytes);
-  /// The same with one shared state and no outer momentum.
+                    policy_state&& state, std::uint64_t bytes);
+  /// The same with one shared state and no policy state.
   void on_exchanged(std::uint64_t step, std::uint32_t layer, layer_state&& post,
                     std::uint64_t bytes);
   void on_restored(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
@@ -344,11 +346,12 @@ private:
   /// The round's result is applied: training goes on, or (outer) the synced
   /// model is scored.
   void after_apply();
-  /// Policies average and outer: "" if layer `layer`'s exchange result fits
-  /// the model and gives every replica the same weights (average: one
-  /// state), else what is wrong.
+  /// Policies that score the synced model: "" if layer `layer`'s exchange
+  /// result fits the model, gives every replica the same weights (one
+  /// state, unless the policy keeps a state) and carries a fitting policy
+  /// state, else what is wrong.
   std::string check_exchange(std::uint32_t layer, const std::vector<layer_state>& post,
-                             const dense_params& velocity) const;
+                             const policy_state& state) const;
   void end_synced_round();
   void finish();
   // Recovery.
@@ -434,13 +437,13 @@ private:
   std::vector<layer_state> snapshot_layers_; ///< this round's collected layers (snapshotting)
   /// This round's exchange results, [layer] -> one shared state or one per replica.
   std::vector<std::vector<layer_state>> exchanged_;
-  /// Policy outer: every layer's outer momentum after the last round, and
-  /// this round's (kept with the round's result). Theta is the snapshot's
-  /// weights, which every replica shares after an outer round.
-  std::vector<dense_params> outer_v_;
-  std::vector<dense_params> outer_v_next_;
+  /// A policy with a state (outer): every layer's state after the last
+  /// round, and this round's (kept with the round's result). Theta is the
+  /// snapshot's weights, which every replica shares after such a round.
+  std::vector<policy_state> policy_states_;
+  std::vector<policy_state> policy_states_next_;
   const sync_policy_def& policy() const { return policy_def(cfg_.topology.policy); }
-  bool outer_active() const {
+  bool keeps_policy_state() const {
     return policy().keeps_state && layout_.replicas() > 1;
   }
   /// The round exchanges first and then scores the synced model once (every

@@ -16,6 +16,7 @@
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/config.hpp"
 #include "nettorrent/outer.hpp"
+#include "nettorrent/policy_state.hpp"
 
 namespace nettorrent {
 
@@ -26,11 +27,11 @@ struct exchange_input {
   /// left empty.
   std::vector<layer_state>& replicas;
   std::size_t best = 0; ///< the best replica of the round (picks_best policies)
-  /// The policy's hyper-parameters and the layer's state from the last round
-  /// (keeps_state policies; the weights theta every replica shared after the
-  /// last round and the policy's own state), updated in place.
-  const outer_config& cfg;
-  outer_state& state;
+  const outer_config& cfg; ///< the policies' hyper-parameters (topology.outer_*)
+  /// The layer's weights after the last round, which every replica shared
+  /// (keeps_state policies; the exchange may take it).
+  dense_params& theta;
+  policy_state& state; ///< the layer's state from the last round, updated in place
 };
 
 /// One policy.
@@ -55,9 +56,16 @@ struct sync_policy_def {
   /// after the round, one shared by all or one per replica. Throws
   /// nettorrent::error on states of mismatched shapes.
   std::vector<layer_state> (*exchange)(exchange_input& in) = nullptr;
-  /// What is wrong with a sync request's hyper-parameters and state, or ""
-  /// (keeps_state policies; a request may come over the network).
-  std::string (*check_request)(const outer_config& cfg, const outer_state& state) = nullptr;
+  /// keeps_state policies: the state of a layer before the first round.
+  policy_state (*initial_state)(const dense_params& layer) = nullptr;
+  /// keeps_state policies: what is wrong with a layer's state (read from a
+  /// run checkpoint or a leader's answer) for a layer like `layer`, or "".
+  std::string (*check_state)(const policy_state& state, const dense_params& layer) = nullptr;
+  /// keeps_state policies: what is wrong with a sync request's
+  /// hyper-parameters, weights and state, or "" (a request may come over
+  /// the network).
+  std::string (*check_request)(const outer_config& cfg, const dense_params& theta,
+                               const policy_state& state) = nullptr;
 };
 
 /// Every policy, indexed by its `sync_policy` value.

@@ -24,8 +24,10 @@
 //     (model 0 is the model section's),
 //   u64 r (replicas), r data positions (u64 epoch, cursor, samples,
 //     next_batch, 4 x u64 rng),
-//   only when there is an outer momentum (sync_policy outer): u8 1, then per
-//     layer its W and b (shapes as the layer's).
+//   only when the sync policy keeps a state (outer: its momentum), either
+//     u8 1, then per layer one W and b (shapes as the layer's), when every
+//     layer's state is one such pair (the outer momentum), or
+//     u8 2, then per layer u64 k and k pairs of W and b.
 // Layers are written as in the model section (W, b, optimizer state of W and
 // b), their shapes given by the model section's widths.
 
@@ -60,11 +62,18 @@ std::string encode_run_state(const run_state& s) {
     for (const auto& p : s.positions)
       ar(p.epoch, p.cursor, p.samples, p.next_batch, p.rng_state);
     // Absent for the other policies, so their files are what they were.
-    if (!s.outer_velocity.empty()) {
-      ar(std::uint8_t{1});
-      for (const auto& v : s.outer_velocity) {
-        save_matrix(ar, v.w);
-        save_matrix(ar, v.b);
+    if (!s.policy_states.empty()) {
+      bool one_each = true;
+      for (const auto& st : s.policy_states)
+        one_each = one_each && st.parts.size() == 1;
+      ar(static_cast<std::uint8_t>(one_each ? 1 : 2));
+      for (const auto& st : s.policy_states) {
+        if (!one_each)
+          ar(static_cast<std::uint64_t>(st.parts.size()));
+        for (const auto& v : st.parts) {
+          save_matrix(ar, v.w);
+          save_matrix(ar, v.b);
+        }
       }
     }
   }
@@ -125,23 +134,29 @@ void decode_run_state(const std::string& payload, const model_checkpoint& model,
                 + " replicas (want one shared model or one per replica)");
   if (is.peek() == std::char_traits<char>::eof())
     return;
-  if (!load_flag(ar, "outer-momentum"))
-    throw error("an outer-momentum section marked absent");
+  std::uint8_t form = 0;
+  ar(form);
+  if (form != 1 && form != 2)
+    throw error("the sync policy state section has form " + std::to_string(form)
+                + " (1 or 2 expected)");
   const std::uint64_t max_elems = size / sizeof(float) + 1;
-  s.outer_velocity.resize(widths.size() - 1);
-  for (std::size_t i = 0; i < s.outer_velocity.size(); ++i) {
-    auto& v = s.outer_velocity[i];
-    load_matrix(ar, v.w, max_elems);
-    load_matrix(ar, v.b, max_elems);
+  s.policy_states.resize(widths.size() - 1);
+  for (std::size_t i = 0; i < s.policy_states.size(); ++i) {
+    auto& st = s.policy_states[i];
+    st.parts.resize(form == 1 ? 1 : load_count(ar, size, 2 * 16, "policy state parts"));
+    for (auto& v : st.parts) {
+      load_matrix(ar, v.w, max_elems);
+      load_matrix(ar, v.b, max_elems);
+    }
     const auto& w = s.models[0][i].params.w;
-    if (!same_shape(v, s.models[0][i].params))
-      throw error("the outer momentum of layer " + std::to_string(i) + " has shape "
-                  + std::to_string(v.w.rows()) + " x " + std::to_string(v.w.cols())
-                  + ", the layer is " + std::to_string(w.rows()) + " x "
-                  + std::to_string(w.cols()));
+    if (form == 1 && !same_shape(st.parts[0], s.models[0][i].params))
+      throw error("the sync policy state of layer " + std::to_string(i) + " has shape "
+                  + std::to_string(st.parts[0].w.rows()) + " x "
+                  + std::to_string(st.parts[0].w.cols()) + ", the layer is "
+                  + std::to_string(w.rows()) + " x " + std::to_string(w.cols()));
   }
   if (is.peek() != std::char_traits<char>::eof())
-    throw error("unexpected bytes after the outer momentum");
+    throw error("unexpected bytes after the sync policy state");
 }
 
 // The run checkpoints in `dir` by round, highest first.
@@ -210,9 +225,9 @@ void save_run_checkpoint(const std::string& path, const checkpoint_header& heade
   if (!state.best_layers.empty() && state.best_layers.size() != layers)
     fail("best pass of " + std::to_string(state.best_layers.size()) + " layers, header has "
          + std::to_string(layers));
-  if (!state.outer_velocity.empty() && state.outer_velocity.size() != layers)
-    fail("outer momentum of " + std::to_string(state.outer_velocity.size()) + " layers, header has "
-         + std::to_string(layers));
+  if (!state.policy_states.empty() && state.policy_states.size() != layers)
+    fail("sync policy state of " + std::to_string(state.policy_states.size())
+         + " layers, header has " + std::to_string(layers));
   // Each section is encoded and written in turn: only one is in memory.
   write_file_atomically(path, [&](std::ostream& os) {
     write_frame(os, checkpoint_magic, header.version,

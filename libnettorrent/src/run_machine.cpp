@@ -141,9 +141,9 @@ run_machine::run_machine(run_config cfg, run_backend& backend, std::function<dou
     initial->push_back(std::move(ls));
   }
   snapshot_.assign(R, initial);
-  if (outer_active())
+  if (keeps_policy_state())
     for (const auto& ls : *initial)
-      outer_v_.push_back(zero_velocity(ls.params));
+      policy_states_.push_back(policy().initial_state(ls.params));
   commit_state();
 }
 
@@ -187,7 +187,7 @@ void run_machine::commit_state() {
   else
     for (const auto& x : snapshot_)
       st->models.push_back(*x);
-  st->outer_velocity = outer_v_;
+  st->policy_states = policy_states_;
   // validate_every > 1: the training loss of unscored rounds since the last
   // curve point.
   st->loss_sum = loss_sum_;
@@ -205,24 +205,23 @@ void run_machine::resume_from(const run_state& st) {
     if (m.size() != layout_.layers())
       throw error("run checkpoint: a model of " + std::to_string(m.size())
                   + " layers; this run has " + std::to_string(layout_.layers()));
-  if (outer_active() != !st.outer_velocity.empty())
+  const std::string policy_name{to_string(cfg_.topology.policy)};
+  if (keeps_policy_state() != !st.policy_states.empty())
     throw error(std::string{"run checkpoint: "}
-                + (st.outer_velocity.empty() ? "no outer momentum for this run's sync_policy outer"
-                                             : "an outer momentum, but this run's sync_policy is "
-                                                   + std::string{to_string(cfg_.topology.policy)}
-                                                   + " with " + std::to_string(R) + " replicas"));
-  if (outer_active()) {
-    if (st.outer_velocity.size() != layout_.layers())
-      throw error("run checkpoint: an outer momentum of " + std::to_string(st.outer_velocity.size())
+                + (st.policy_states.empty()
+                       ? "no sync policy state for this run's sync_policy " + policy_name
+                       : "a sync policy state (an outer momentum), but this run's sync_policy is "
+                             + policy_name + " with " + std::to_string(R) + " replicas"));
+  if (keeps_policy_state()) {
+    if (st.policy_states.size() != layout_.layers())
+      throw error("run checkpoint: a sync policy state of " + std::to_string(st.policy_states.size())
                   + " layers; this run has " + std::to_string(layout_.layers()));
-    for (std::size_t l = 0; l < layout_.layers(); ++l) {
-      const auto& v = st.outer_velocity[l];
-      const auto& p = st.models.front()[l].params;
-      if (!same_shape(v, p))
-        throw error("run checkpoint: the outer momentum of layer " + std::to_string(l + 1) + " is "
-                    + shape_of(v) + ", the layer " + shape_of(p));
-    }
-    outer_v_ = st.outer_velocity;
+    for (std::size_t l = 0; l < layout_.layers(); ++l)
+      if (const std::string why =
+              policy().check_state(st.policy_states[l], st.models.front()[l].params);
+          !why.empty())
+        throw error("run checkpoint: layer " + std::to_string(l + 1) + " has " + why);
+    policy_states_ = st.policy_states;
   }
   for (std::size_t r = 0; r < R; ++r) {
     snapshot_[r] = std::make_shared<const std::vector<layer_state>>(st.model_of(r));
@@ -769,15 +768,18 @@ void run_machine::start_exchange() {
   step_to(round_step::exchanging);
   const std::size_t L = layout_.layers();
   exchanged_.assign(L, {});
-  outer_v_next_.assign(outer_active() ? L : 0, dense_params{});
+  policy_states_next_.assign(keeps_policy_state() ? L : 0, policy_state{});
   const std::uint64_t step = next_step_++;
   exchanges_.start(step, L);
   for (std::size_t l = 0; l < L; ++l) {
-    outer_state o;
-    if (outer_active()) // theta: the last round's weights, the same in every replica
-      o = outer_state{(*snapshot_.front())[l].params, outer_v_[l]};
+    dense_params theta;
+    policy_state state;
+    if (keeps_policy_state()) { // theta: the last round's weights, the same in every replica
+      theta = (*snapshot_.front())[l].params;
+      state = policy_states_[l];
+    }
     backend_.exchange(step, static_cast<std::uint32_t>(l), best_, cfg_.topology.policy,
-                      std::move(o));
+                      std::move(theta), std::move(state));
   }
 }
 
@@ -791,7 +793,7 @@ bool same_weights(const dense_params& a, const dense_params& b) {
 } // namespace
 
 std::string run_machine::check_exchange(std::uint32_t layer, const std::vector<layer_state>& post,
-                                        const dense_params& velocity) const {
+                                        const policy_state& state) const {
   if (!scores_synced())
     return {};
   // The kept state of the last round has the layer's shape.
@@ -799,13 +801,12 @@ std::string run_machine::check_exchange(std::uint32_t layer, const std::vector<l
   for (const auto& st : post)
     if (!same_shape(st.params, layer_params))
       return "weights of " + shape_of(st.params) + " for a layer of " + shape_of(layer_params);
-  if (!outer_active()) // average: one mean for every replica
+  if (!keeps_policy_state()) // average: one mean for every replica
     return post.size() == 1
                ? std::string{}
                : std::to_string(post.size()) + " states (an average round gives every replica one)";
-  if (!same_shape(velocity, layer_params))
-    return "an outer momentum of " + shape_of(velocity) + " for a layer of "
-           + shape_of(layer_params);
+  if (std::string why = policy().check_state(state, layer_params); !why.empty())
+    return why;
   // Theta: every replica continues from the same weights.
   for (const auto& st : post)
     if (!same_weights(st.params, post.front().params))
@@ -817,11 +818,11 @@ void run_machine::on_exchanged(std::uint64_t step, std::uint32_t layer, layer_st
                                std::uint64_t bytes) {
   std::vector<layer_state> one;
   one.push_back(std::move(post));
-  on_exchanged(step, layer, std::move(one), dense_params{}, bytes);
+  on_exchanged(step, layer, std::move(one), policy_state{}, bytes);
 }
 
 void run_machine::on_exchanged(std::uint64_t step, std::uint32_t layer,
-                               std::vector<layer_state>&& post, dense_params&& velocity,
+                               std::vector<layer_state>&& post, policy_state&& state,
                                std::uint64_t bytes) {
   const auto v =
       take(exchanges_, phase_ == phase::sync_round && round_step_ == round_step::exchanging, step,
@@ -834,15 +835,15 @@ void run_machine::on_exchanged(std::uint64_t step, std::uint32_t layer,
          + std::to_string(post.size()) + " states for " + std::to_string(R) + " replicas");
     return;
   }
-  if (const std::string why = check_exchange(layer, post, velocity); !why.empty()) {
+  if (const std::string why = check_exchange(layer, post, state); !why.empty()) {
     fail("the swarm leader of layer " + std::to_string(layer + 1) + " answered the sync round with "
          + why);
     return;
   }
   result_.sync_bytes += bytes;
   exchanged_[layer] = std::move(post);
-  if (outer_active())
-    outer_v_next_[layer] = std::move(velocity);
+  if (keeps_policy_state())
+    policy_states_next_[layer] = std::move(state);
   if (v != fanout::verdict::complete || over())
     return;
   // Keep the round's result (the rollback state), then apply it.
@@ -865,8 +866,8 @@ void run_machine::on_exchanged(std::uint64_t step, std::uint32_t layer,
     }
   }
   exchanged_.clear();
-  if (outer_active())
-    outer_v_ = std::move(outer_v_next_);
+  if (keeps_policy_state())
+    policy_states_ = std::move(policy_states_next_);
   if (scores_synced()) {
     // The round counts from here; its curve point comes after the scoring,
     // so the run state is published at the round's end.

@@ -87,7 +87,7 @@ protected:
   /// sets every replica to it (the best one keeps its own under best).
   /// Returns the bytes read and written.
   std::uint64_t sync(const nt::swarm_leader_actor& leader, std::uint32_t best,
-                     nt::sync_policy policy, nt::outer_request outer = {},
+                     nt::sync_policy policy, nt::sync_request outer = {},
                      nt::exchange_result* result = nullptr) {
     const auto before = all_states();
     auto x = ask<nt::exchange_result>(leader, nt::atom::sync::value, best,
@@ -190,19 +190,19 @@ TEST_F(Leader, AverageGivesEveryReplicaTheElementWiseMean) {
 
 /// An outer state for the whole layer (12 x 8) unlike any replica: theta
 /// near replica 0's weights, a momentum of mixed signs.
-nt::outer_request outer_of(const std::vector<nt::layer_state>& replica0, float eta, float mu,
+nt::sync_request outer_of(const std::vector<nt::layer_state>& replica0, float eta, float mu,
                            bool nesterov, bool average_moments) {
-  nt::outer_request o;
+  nt::sync_request o;
   o.cfg = nt::outer_config{eta, mu, nesterov, average_moments};
-  o.state.theta = nt::glue_slices(replica0).params;
-  o.state.velocity = nt::zero_velocity(o.state.theta);
-  for (Eigen::Index k = 0; k < o.state.theta.w.size(); ++k) {
-    o.state.theta.w.data()[k] += 0.003f * static_cast<float>(k % 5) - 0.004f;
-    o.state.velocity.w.data()[k] = 0.002f * static_cast<float>((k % 9) - 4);
+  o.theta = nt::glue_slices(replica0).params;
+  o.state.parts = {nt::zero_velocity(o.theta)};
+  for (Eigen::Index k = 0; k < o.theta.w.size(); ++k) {
+    o.theta.w.data()[k] += 0.003f * static_cast<float>(k % 5) - 0.004f;
+    o.state.parts[0].w.data()[k] = 0.002f * static_cast<float>((k % 9) - 4);
   }
-  for (Eigen::Index k = 0; k < o.state.theta.b.size(); ++k) {
-    o.state.theta.b.data()[k] = 0.05f - 0.01f * static_cast<float>(k);
-    o.state.velocity.b.data()[k] = -0.001f * static_cast<float>(k);
+  for (Eigen::Index k = 0; k < o.theta.b.size(); ++k) {
+    o.theta.b.data()[k] = 0.05f - 0.01f * static_cast<float>(k);
+    o.state.parts[0].b.data()[k] = -0.001f * static_cast<float>(k);
   }
   return o;
 }
@@ -236,10 +236,10 @@ TEST_P(LeaderOuter, OneRoundIsTheFormulaBitForBitAndKeepsEachReplicasMoments) {
   std::vector<nt::layer_state> whole; // every replica's layer, glued
   for (const auto& rep : before)
     whole.push_back(nt::glue_slices(rep));
-  const nt::outer_request req = outer_of(before[0], 0.7f, 0.9f, nesterov, false);
+  const nt::sync_request req = outer_of(before[0], 0.7f, 0.9f, nesterov, false);
   // Worked out here.
-  nt::dense_params theta = req.state.theta;
-  nt::dense_params v = req.state.velocity;
+  nt::dense_params theta = req.theta;
+  nt::dense_params v = req.state.parts[0];
   expected_outer({whole[0].params.w.data(), whole[1].params.w.data(), whole[2].params.w.data()},
                  theta.w.data(), v.w.data(), static_cast<std::size_t>(theta.w.size()), 0.7f, 0.9f,
                  nesterov);
@@ -249,12 +249,12 @@ TEST_P(LeaderOuter, OneRoundIsTheFormulaBitForBitAndKeepsEachReplicasMoments) {
   // Not trivially the mean or the old theta.
   const auto avg = nt::mean_params({&whole[0].params, &whole[1].params, &whole[2].params});
   EXPECT_FALSE(same_bits(theta.w, avg.w));
-  EXPECT_FALSE(same_bits(theta.w, req.state.theta.w));
+  EXPECT_FALSE(same_bits(theta.w, req.theta.w));
   nt::exchange_result x;
   EXPECT_GT(sync(leader, 0, nt::sync_policy::outer, req, &x), 0u);
   ASSERT_EQ(x.post.size(), R) << "local moments: one state per replica";
-  EXPECT_TRUE(same_bits(x.velocity.w, v.w));
-  EXPECT_TRUE(same_bits(x.velocity.b, v.b));
+  EXPECT_TRUE(same_bits(x.state.parts.at(0).w, v.w));
+  EXPECT_TRUE(same_bits(x.state.parts.at(0).b, v.b));
   const auto after = all_states();
   const auto cols = nt::split_columns(8, P);
   for (std::size_t r = 0; r < R; ++r) {
@@ -330,12 +330,12 @@ TEST_F(Leader, OuterRefusesABadOuterState) {
   EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, outer, bad_momentum),
                   "outer momentum 1.000000 is out of range [0, 1)");
   EXPECT_CONTAINS(
-      ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, outer, nt::outer_request{}),
+      ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, outer, nt::sync_request{}),
       "the outer state's weights (0 x 0, bias 0) and momentum (0 x 0, bias 0) do not match");
   auto wrong_shape = outer_of(before[0], 0.7f, 0.9f, true, false);
-  wrong_shape.state.theta.w.conservativeResize(12, 7);
-  wrong_shape.state.theta.b.conservativeResize(7);
-  wrong_shape.state.velocity = nt::zero_velocity(wrong_shape.state.theta);
+  wrong_shape.theta.w.conservativeResize(12, 7);
+  wrong_shape.theta.b.conservativeResize(7);
+  wrong_shape.state.parts = {nt::zero_velocity(wrong_shape.theta)};
   EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, outer, wrong_shape),
                   "outer state");
   const auto after = all_states();
@@ -351,7 +351,7 @@ TEST_F(Leader, NoneAndOneReplicaMoveNothing) {
   auto leader = spawn_leader();
   const auto before = all_states();
   EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0},
-                            static_cast<std::uint8_t>(nt::sync_policy::none), nt::outer_request{}),
+                            static_cast<std::uint8_t>(nt::sync_policy::none), nt::sync_request{}),
                   "nothing to exchange");
   const auto after = all_states();
   for (std::size_t r = 0; r < R; ++r)
@@ -363,10 +363,10 @@ TEST_F(Leader, SyncRefusesABadReplicaOrPolicy) {
   spawn_slices(false);
   auto leader = spawn_leader();
   EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{3},
-                            static_cast<std::uint8_t>(nt::sync_policy::best), nt::outer_request{}),
+                            static_cast<std::uint8_t>(nt::sync_policy::best), nt::sync_request{}),
                   "bad replica or policy");
   EXPECT_CONTAINS(ask_error(leader, nt::atom::sync::value, std::uint32_t{0}, std::uint8_t{7},
-                            nt::outer_request{}),
+                            nt::sync_request{}),
                   "bad replica or policy");
   EXPECT_CONTAINS(ask_error(leader, nt::atom::collect::value, std::uint32_t{3}), "no such replica");
 }

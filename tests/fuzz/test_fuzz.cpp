@@ -232,13 +232,13 @@ TEST_F(Fuzz, MessagesThatCrossNodes) {
   fuzz("exchange_result",
        {w.encode(nt::exchange_result{{some_layer(2, 2)}, {}, 99}),
         w.encode(
-            nt::exchange_result{{some_layer(2, 2), some_layer(2, 2)}, some_layer(2, 2).params, 7})},
+            nt::exchange_result{
+                {some_layer(2, 2), some_layer(2, 2)}, nt::policy_state{{some_layer(2, 2).params}}, 7})},
        [&](const bytes& x) { w.decode<nt::exchange_result>(x); });
-  fuzz("outer_request",
-       {w.encode(nt::outer_request{
-           nt::outer_config{},
-           nt::outer_state{some_layer(3, 2).params, nt::zero_velocity(some_layer(3, 2).params)}})},
-       [&](const bytes& x) { w.decode<nt::outer_request>(x); });
+  fuzz("sync_request",
+       {w.encode(nt::sync_request{nt::outer_config{}, some_layer(3, 2).params,
+                                  nt::policy_state{{nt::zero_velocity(some_layer(3, 2).params)}}})},
+       [&](const bytes& x) { w.decode<nt::sync_request>(x); });
   fuzz("barrier_report", {w.encode(b)}, [&](const bytes& x) { w.decode<nt::barrier_report>(x); });
   fuzz("replica_score", {w.encode(nt::replica_score{0.5, 0.75, 4.0, 6, 8})},
        [&](const bytes& x) { w.decode<nt::replica_score>(x); });
@@ -300,7 +300,8 @@ TEST_F(Fuzz, CheckpointReaders) {
   nt::save_run_checkpoint(path("run.ckpt"), ck.header, st);
   const bytes run = file(path("run.ckpt"));
   // A run of sync_policy outer: its outer momentum follows the data positions.
-  st.outer_velocity = {some_layer(4, 3).params, some_layer(3, 2).params};
+  st.policy_states = {nt::policy_state{{some_layer(4, 3).params}},
+                      nt::policy_state{{some_layer(3, 2).params}}};
   nt::save_run_checkpoint(path("outer.ckpt"), ck.header, st);
   const bytes outer = file(path("outer.ckpt"));
   const std::string p = path("fuzzed.ckpt");

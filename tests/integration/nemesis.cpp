@@ -231,6 +231,7 @@ struct run_settings {
   long sync_every = 5000;
   long max_in_flight = 2;
   long batch_size = 64;
+  long registration_timeout = 30; ///< seconds a node waits to reach the coordinator
 };
 
 long ini_integer(const std::string& text, const std::string& key) {
@@ -537,14 +538,18 @@ private:
           + "; its last lines:\n" + tail(out, 12));
     }
     // The other nodes of a finished run end too; faulted ones may end with
-    // an error (they were dropped), never hang.
-    const auto grace = clock_type::now() + 30s;
+    // an error (they were dropped), never hang. A node restarted as the run
+    // ends looks for the coordinator as long as registration lasts (each
+    // attempt up to 5 s), then gives up with an error: that is its bound.
+    const auto grace_s = rs_.registration_timeout + 15;
+    const auto grace = clock_type::now() + std::chrono::seconds(grace_s);
     for (auto& p : procs_) {
       if (p.child->name() == "cpu hog")
         continue;
       if (!p.child->wait_until(grace) && coordinator().exited())
-        r.failures.push_back(p.child->name()
-                             + " still runs 30 s after the coordinator's node ended");
+        r.failures.push_back(p.child->name() + " still runs " + std::to_string(grace_s)
+                             + " s after the coordinator's node ended (registration_timeout "
+                             + std::to_string(rs_.registration_timeout) + " s + 15 s)");
     }
     for (auto& p : procs_) {
       const std::string& n = p.child->name();
@@ -698,6 +703,7 @@ private:
     shipped_.sync_every = ini_integer(text, "sync_every");
     shipped_.max_in_flight = ini_integer(text, "max_in_flight");
     shipped_.batch_size = ini_integer(text, "batch_size");
+    shipped_.registration_timeout = ini_integer(text, "registration_timeout");
   }
 
   run_settings settings_of(settings mode) const {

@@ -143,15 +143,18 @@ void expect_same_state(const nt::run_state& a, const nt::run_state& b) {
     SCOPED_TRACE("model " + std::to_string(m));
     expect_same_layers(a.models[m], b.models[m]);
   }
-  ASSERT_EQ(a.outer_velocity.size(), b.outer_velocity.size());
-  for (std::size_t l = 0; l < a.outer_velocity.size(); ++l) {
-    const auto& x = a.outer_velocity[l];
-    const auto& y = b.outer_velocity[l];
+  ASSERT_EQ(a.policy_states.size(), b.policy_states.size());
+  for (std::size_t l = 0; l < a.policy_states.size(); ++l) {
+    ASSERT_EQ(a.policy_states[l].parts.size(), b.policy_states[l].parts.size());
+    for (std::size_t k = 0; k < a.policy_states[l].parts.size(); ++k) {
+    const auto& x = a.policy_states[l].parts[k];
+    const auto& y = b.policy_states[l].parts[k];
     ASSERT_EQ(x.w.rows(), y.w.rows());
     ASSERT_EQ(x.w.cols(), y.w.cols());
     ASSERT_EQ(x.b.size(), y.b.size());
     EXPECT_EQ(std::memcmp(x.w.data(), y.w.data(), static_cast<std::size_t>(x.w.size()) * 4), 0);
     EXPECT_EQ(std::memcmp(x.b.data(), y.b.data(), static_cast<std::size_t>(x.b.size()) * 4), 0);
+    }
   }
   ASSERT_EQ(a.positions.size(), b.positions.size());
   for (std::size_t r = 0; r < a.positions.size(); ++r) {
@@ -201,7 +204,7 @@ TEST_F(RunCheckpoint, EveryFieldOfEveryReplicaIsBitExact) {
 nt::run_state outer_state() {
   nt::run_state s = full_state();
   for (const auto& l : trained_layers(6, 9))
-    s.outer_velocity.push_back(l.params);
+    s.policy_states.push_back(nt::policy_state{{l.params}});
   return s;
 }
 
@@ -215,22 +218,35 @@ TEST_F(RunCheckpoint, TheOuterMomentumIsBitExactAndAbsentForOtherPolicies) {
   const std::string plain = read_file(path("plain.ckpt"));
   const std::string outer = read_file(path("outer.ckpt"));
   std::size_t section = 1; // the flag
-  for (const auto& v : s.outer_velocity)
-    section += 2 * 16 + static_cast<std::size_t>(v.w.size() + v.b.size()) * 4;
+  for (const auto& st : s.policy_states)
+    section += 2 * 16 + static_cast<std::size_t>(st.parts[0].w.size() + st.parts[0].b.size()) * 4;
   EXPECT_EQ(outer.size(), plain.size() + section);
   // A momentum of the wrong shape or count is refused, reading and writing.
   nt::run_state bad = s;
-  bad.outer_velocity.pop_back();
+  bad.policy_states.pop_back();
   EXPECT_CONTAINS(
       error_of([&] { nt::save_run_checkpoint(path("bad.ckpt"), header_for(bad), bad); }),
-      "outer momentum of 1 layers, header has 2");
+      "sync policy state of 1 layers, header has 2");
   bad = s;
-  bad.outer_velocity[1].w.resize(8, 2);
-  bad.outer_velocity[1].b.resize(2);
+  bad.policy_states[1].parts[0].w.resize(8, 2);
+  bad.policy_states[1].parts[0].b.resize(2);
   nt::save_run_checkpoint(path("shape.ckpt"), header_for(bad), bad);
   const std::string msg = error_of([&] { nt::load_run_checkpoint(path("shape.ckpt")); });
   EXPECT_CONTAINS(msg, path("shape.ckpt"));
-  EXPECT_CONTAINS(msg, "the outer momentum of layer 1 has shape 8 x 2, the layer is 8 x 3");
+  EXPECT_CONTAINS(msg, "the sync policy state of layer 1 has shape 8 x 2, the layer is 8 x 3");
+}
+
+TEST_F(RunCheckpoint, APolicyStateOfSeveralPartsPerLayerRoundTrips) {
+  // A policy whose state is more than one matrix per layer is stored in the
+  // general form, and read back bit for bit.
+  nt::run_state s = full_state();
+  for (const auto& l : trained_layers(6, 9))
+    s.policy_states.push_back(nt::policy_state{{l.params, l.params, l.params}});
+  s.policy_states[0].parts[1].w *= 0.5f;
+  nt::save_run_checkpoint(path("general.ckpt"), header_for(s), s);
+  expect_same_state(nt::load_run_checkpoint(path("general.ckpt")).state, s);
+  nt::save_run_checkpoint(path("one.ckpt"), header_for(outer_state()), outer_state());
+  EXPECT_GT(read_file(path("general.ckpt")).size(), read_file(path("one.ckpt")).size());
 }
 
 TEST_F(RunCheckpoint, LoadCheckpointReadsReplicaZerosModel) {

@@ -35,7 +35,14 @@ public:
   std::vector<nt::round_summary> rounds;
   std::optional<nt::run_result> result;
   std::vector<nt::worker_position> seeks;
-  std::vector<nt::outer_state> outer_in; ///< the outer state of every exchange command
+  /// The weights and the policy state (its one part, the outer momentum) of
+  /// every exchange command.
+  struct outer_command {
+    nt::dense_params theta;
+    nt::dense_params velocity;
+    std::size_t parts = 0;
+  };
+  std::vector<outer_command> outer_in;
   std::vector<nt::layer_state> restored; ///< the state of every restore command
   std::vector<std::pair<std::uint32_t, std::uint32_t>> validate_parts; ///< (part, parts)
   std::vector<nt::recovery_summary> recoveries;
@@ -59,9 +66,11 @@ public:
     commands.push_back({"collect", s, {}, r, l});
   }
   void exchange(std::uint64_t s, std::uint32_t l, std::uint32_t best, nt::sync_policy,
-                nt::outer_state o) override {
+                nt::dense_params theta, nt::policy_state st) override {
     commands.push_back({"exchange", s, {}, best, l});
-    outer_in.push_back(std::move(o));
+    const std::size_t parts = st.parts.size();
+    outer_in.push_back(
+        {std::move(theta), parts > 0 ? std::move(st.parts[0]) : nt::dense_params{}, parts});
   }
   void query_stats(std::uint64_t s, const nt::actor_key& a) override {
     commands.push_back({"stats", s, a});
@@ -870,7 +879,8 @@ protected:
         post.push_back(
             layer_of(e.layer, base + static_cast<float>(e.layer), 10.0f * static_cast<float>(r)));
       m->on_exchanged(e.step, e.layer, std::move(post),
-                      layer_of(e.layer, vel + static_cast<float>(e.layer)).params, 1);
+                      nt::policy_state{{layer_of(e.layer, vel + static_cast<float>(e.layer)).params}},
+                      1);
     }
   }
   void restore_all() {
@@ -945,8 +955,8 @@ TEST_F(OuterRunMachine, ExchangesFirstThenScoresTheSyncedModelOnce) {
   ASSERT_EQ(st.models.size(), 2u) << "replicas keep their own moments: one model each";
   EXPECT_EQ(st.models[1][0].params.w(0, 0), 100.0f);
   EXPECT_EQ(st.models[1][0].w_state.m[0], 10.0f);
-  ASSERT_EQ(st.outer_velocity.size(), 2u);
-  EXPECT_EQ(st.outer_velocity[1].w(0, 0), 1.5f);
+  ASSERT_EQ(st.policy_states.size(), 2u);
+  EXPECT_EQ(st.policy_states[1].parts[0].w(0, 0), 1.5f);
   ASSERT_EQ(st.best_layers.size(), 2u) << "keep_best: the synced model";
   EXPECT_EQ(st.best_layers[1].params.w(0, 0), 101.0f);
   // Round 2 starts from round 1's result.
@@ -969,7 +979,7 @@ TEST_F(OuterRunMachine, ExchangesFirstThenScoresTheSyncedModelOnce) {
   ASSERT_EQ(rec.result->layers.size(), 2u);
   EXPECT_EQ(rec.result->layers[0].params.w(0, 0), 100.0f) << "keep_best: round 1's model";
   ASSERT_TRUE(rec.result->end_state);
-  EXPECT_EQ(rec.result->end_state->outer_velocity[0].w(0, 0), 2.0f);
+  EXPECT_EQ(rec.result->end_state->policy_states[0].parts[0].w(0, 0), 2.0f);
   EXPECT_EQ(rec.result->end_state->round, 2u);
 }
 
@@ -999,7 +1009,7 @@ TEST_F(OuterRunMachine, ALastRoundOffTheSyncGridIsNotTheRunState) {
   EXPECT_EQ(rec.result->end_state->round, 1u);
   EXPECT_EQ(rec.result->end_state->samples, 1000u);
   EXPECT_EQ(rec.result->end_state->curve.size(), 1u);
-  EXPECT_EQ(rec.result->end_state->outer_velocity[0].w(0, 0), 0.5f) << "round 1's momentum";
+  EXPECT_EQ(rec.result->end_state->policy_states[0].parts[0].w(0, 0), 0.5f) << "round 1's momentum";
 }
 
 TEST_F(OuterRunMachine, AStopRequestEndsTheRunAfterTheNextRoundWhichIsTheRunState) {
@@ -1047,8 +1057,8 @@ TEST_F(OuterRunMachine, AnInterruptedRoundKeepsTheLastMomentumAndScoresOnce) {
   barrier_all(1000, false);
   auto ex = rec.take("exchange");
   ASSERT_EQ(ex.size(), 2u);
-  m->on_exchanged(ex[0].step, 0, {layer_of(0, 7.0f), layer_of(0, 7.0f)}, layer_of(0, 9.0f).params,
-                  1);
+  m->on_exchanged(ex[0].step, 0, {layer_of(0, 7.0f), layer_of(0, 7.0f)},
+                  nt::policy_state{{layer_of(0, 9.0f).params}}, 1);
   m->on_lost(nt::actor_key::slice_of(1, 1, 0), "remote_link_unreachable");
   recover(*m, rec, 900);
   EXPECT_EQ(m->result().sync_rounds, 1u) << "round 2 is undone";
@@ -1078,7 +1088,7 @@ TEST_F(OuterRunMachine, AnInterruptedRoundKeepsTheLastMomentumAndScoresOnce) {
   EXPECT_EQ(m->result().sync_rounds, 2u);
   ASSERT_FALSE(rec.saved.empty());
   EXPECT_EQ(rec.saved.back()->round, 2u);
-  EXPECT_EQ(rec.saved.back()->outer_velocity[0].w(0, 0), 1.0f);
+  EXPECT_EQ(rec.saved.back()->policy_states[0].parts[0].w(0, 0), 1.0f);
 }
 
 TEST_F(OuterRunMachine, AnExchangeThatBreaksTheOuterRoundEndsTheRunNamingIt) {
@@ -1107,7 +1117,7 @@ TEST_F(OuterRunMachine, AnExchangeThatBreaksTheOuterRoundEndsTheRunNamingIt) {
     auto ex = rec.take("exchange");
     ASSERT_EQ(ex.size(), 2u);
     auto post = c.post;
-    auto vel = c.velocity;
+    nt::policy_state vel{{c.velocity}};
     m->on_exchanged(ex[0].step, 0, std::move(post), std::move(vel), 1);
     ASSERT_TRUE(rec.result);
     EXPECT_FALSE(rec.result->ok);
@@ -1159,14 +1169,17 @@ TEST_F(OuterRunMachine, AResumeTakesTheMomentumFromTheRunCheckpoint) {
   st.models.push_back({some_layer(4.0f), some_layer(5.0f)});
   st.round = 3;
   make(c);
-  EXPECT_CONTAINS(error_of([&] { m->resume_from(st); }), "no outer momentum");
-  st.outer_velocity = {some_layer(0.25f).params};
-  EXPECT_CONTAINS(error_of([&] { m->resume_from(st); }), "outer momentum of 1 layers");
-  st.outer_velocity.push_back(some_layer(0.75f).params);
-  st.outer_velocity[1].w.conservativeResize(2, 1);
+  EXPECT_CONTAINS(error_of([&] { m->resume_from(st); }), "no sync policy state");
+  st.policy_states = {nt::policy_state{{some_layer(0.25f).params}}};
+  EXPECT_CONTAINS(error_of([&] { m->resume_from(st); }), "sync policy state of 1 layers");
+  st.policy_states.push_back(nt::policy_state{{some_layer(0.75f).params}});
+  st.policy_states[1].parts[0].w.conservativeResize(2, 1);
   EXPECT_CONTAINS(error_of([&] { m->resume_from(st); }),
-                  "the outer momentum of layer 2 is 2 x 1 (bias 2), the layer 2 x 2");
-  st.outer_velocity[1] = some_layer(0.75f).params;
+                  "layer 2 has an outer momentum of 2 x 1 (bias 2) for a layer of 2 x 2");
+  st.policy_states[1].parts.push_back(some_layer(0.75f).params);
+  EXPECT_CONTAINS(error_of([&] { m->resume_from(st); }),
+                  "an outer state of 2 matrices (the outer momentum is one)");
+  st.policy_states[1] = nt::policy_state{{some_layer(0.75f).params}};
   m->resume_from(st);
   register_all();
   for (const auto& w : rec.take("wire"))
@@ -1185,7 +1198,7 @@ TEST_F(OuterRunMachine, AResumeTakesTheMomentumFromTheRunCheckpoint) {
   a.topology.policy = nt::sync_policy::average;
   nt::run_state sa = nt::initial_run_state(a, 2);
   sa.models.push_back({some_layer(4.0f), some_layer(5.0f)});
-  sa.outer_velocity = st.outer_velocity;
+  sa.policy_states = st.policy_states;
   nt::run_machine other(a, rec, [] { return 0.0; });
   EXPECT_CONTAINS(error_of([&] { other.resume_from(sa); }), "sync_policy is average");
 }
@@ -1219,7 +1232,7 @@ TEST_F(AverageRunMachine, ExchangesFirstThenScoresTheSyncedModelOnceAndStoresItO
   EXPECT_DOUBLE_EQ(rec.rounds[0].point.validation_accuracy, 0.7);
   ASSERT_EQ(rec.saved.size(), 1u);
   EXPECT_EQ(rec.saved[0]->models.size(), 1u) << "every replica holds the same state: stored once";
-  EXPECT_TRUE(rec.saved[0]->outer_velocity.empty());
+  EXPECT_TRUE(rec.saved[0]->policy_states.empty());
   ASSERT_EQ(rec.saved[0]->curve.size(), 1u);
   EXPECT_EQ(rec.saved[0]->best_layers.at(1).params.w(0, 0), 6.0f);
   // The last round: exchanged, applied, scored, then the run ends with the
@@ -1253,7 +1266,7 @@ TEST_F(AverageRunMachine, AReplyWithAStatePerReplicaEndsTheRun) {
   barrier_all(500, false);
   auto ex = rec.take("exchange");
   ASSERT_EQ(ex.size(), 2u);
-  m->on_exchanged(ex[0].step, 0, {layer_of(0, 1.0f), layer_of(0, 2.0f)}, nt::dense_params{}, 1);
+  m->on_exchanged(ex[0].step, 0, {layer_of(0, 1.0f), layer_of(0, 2.0f)}, nt::policy_state{}, 1);
   ASSERT_TRUE(rec.result);
   EXPECT_CONTAINS(rec.result->error, "2 states (an average round gives every replica one)");
 }

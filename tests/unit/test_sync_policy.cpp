@@ -48,9 +48,10 @@ bool same_bits(const nt::layer_state& a, const nt::layer_state& b) {
 }
 
 std::vector<nt::layer_state> exchange(nt::sync_policy p, std::vector<nt::layer_state> replicas,
-                                      std::size_t best, nt::outer_state& state,
+                                      std::size_t best, nt::policy_state& state,
+                                      nt::dense_params theta = {},
                                       const nt::outer_config& cfg = {}) {
-  nt::exchange_input in{replicas, best, cfg, state};
+  nt::exchange_input in{replicas, best, cfg, theta, state};
   return nt::policy_def(p).exchange(in);
 }
 
@@ -70,6 +71,8 @@ TEST(SyncPolicyTable, EveryRowSitsAtItsIdAndItsNameParsesBack) {
     // A row that exchanges has the exchange; a row with a state checks it.
     EXPECT_EQ(d.exchanges, d.exchange != nullptr) << d.name;
     EXPECT_EQ(d.keeps_state, d.check_request != nullptr) << d.name;
+    EXPECT_EQ(d.keeps_state, d.initial_state != nullptr) << d.name;
+    EXPECT_EQ(d.keeps_state, d.check_state != nullptr) << d.name;
     // Picking the best replica and scoring the synced model exclude each other.
     EXPECT_FALSE(d.picks_best && d.scores_synced_model) << d.name;
   }
@@ -96,7 +99,7 @@ TEST(SyncPolicyTable, TheRowsSayWhatEachPolicyDoes) {
 }
 
 TEST(SyncPolicyExchange, BestGivesEveryReplicaTheBestOnesLayer) {
-  nt::outer_state unused;
+  nt::policy_state unused;
   // Only the best replica is read: the others may be left empty.
   const auto out = exchange(nt::sync_policy::best, {nt::layer_state{}, layer(2), nt::layer_state{}},
                             1, unused);
@@ -107,7 +110,7 @@ TEST(SyncPolicyExchange, BestGivesEveryReplicaTheBestOnesLayer) {
 
 TEST(SyncPolicyExchange, AverageOfWholeLayersEqualsTheGluedAverageOfTheirSlices) {
   const std::vector<nt::layer_state> replicas{layer(1), layer(2), layer(4)};
-  nt::outer_state unused;
+  nt::policy_state unused;
   const auto out = exchange(nt::sync_policy::average, replicas, 0, unused);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_TRUE(same_bits(out[0], nt::average_states({&replicas[0], &replicas[1], &replicas[2]})));
@@ -132,31 +135,43 @@ TEST(SyncPolicyExchange, AverageOfWholeLayersEqualsTheGluedAverageOfTheirSlices)
 TEST(SyncPolicyExchange, OuterIsTheOuterStepAndUpdatesTheLayersMomentum) {
   const std::vector<nt::layer_state> replicas{layer(1), layer(3)};
   nt::outer_config cfg;
-  nt::outer_state state{layer(2).params, nt::zero_velocity(layer(2).params)};
-  nt::outer_state expected_state = state;
-  const auto expected =
-      nt::outer_exchange(cfg, {&replicas[0], &replicas[1]}, expected_state);
-  const auto out = exchange(nt::sync_policy::outer, replicas, 0, state, cfg);
+  const nt::dense_params theta = layer(2).params;
+  nt::policy_state state = nt::sync::outer.initial_state(theta);
+  ASSERT_EQ(state.parts.size(), 1u);
+  EXPECT_EQ(state.parts[0].w.cwiseAbs().maxCoeff(), 0.0f) << "no momentum before round 1";
+  EXPECT_EQ(nt::sync::outer.check_state(state, theta), "");
+  nt::outer_state expected_state{theta, state.parts[0]};
+  const auto expected = nt::outer_exchange(cfg, {&replicas[0], &replicas[1]}, expected_state);
+  const auto out = exchange(nt::sync_policy::outer, replicas, 0, state, theta, cfg);
   ASSERT_EQ(out.size(), expected.size());
   for (std::size_t r = 0; r < out.size(); ++r)
     EXPECT_TRUE(same_bits(out[r], expected[r]));
-  EXPECT_TRUE(nt::same_shape(state.velocity, expected_state.velocity));
-  EXPECT_EQ(std::memcmp(state.velocity.w.data(), expected_state.velocity.w.data(),
-                        static_cast<std::size_t>(state.velocity.w.size()) * sizeof(float)),
+  ASSERT_EQ(state.parts.size(), 1u);
+  const nt::dense_params& v = state.parts[0];
+  EXPECT_TRUE(nt::same_shape(v, expected_state.velocity));
+  EXPECT_EQ(std::memcmp(v.w.data(), expected_state.velocity.w.data(),
+                        static_cast<std::size_t>(v.w.size()) * sizeof(float)),
             0);
-  EXPECT_GT(state.velocity.w.cwiseAbs().maxCoeff(), 0.0f) << "the momentum moved";
+  EXPECT_GT(v.w.cwiseAbs().maxCoeff(), 0.0f) << "the momentum moved";
 }
 
-TEST(SyncPolicyExchange, OuterRefusesARequestOutOfRange) {
-  const nt::outer_state ok{layer(2).params, nt::zero_velocity(layer(2).params)};
+TEST(SyncPolicyExchange, OuterRefusesARequestOrAStateThatDoesNotFit) {
+  const nt::dense_params theta = layer(2).params;
+  const nt::policy_state ok = nt::sync::outer.initial_state(theta);
   nt::outer_config cfg;
-  EXPECT_EQ(nt::sync::outer.check_request(cfg, ok), "");
+  EXPECT_EQ(nt::sync::outer.check_request(cfg, theta, ok), "");
   cfg.learning_rate = 0;
-  EXPECT_NE(nt::sync::outer.check_request(cfg, ok).find("outer learning rate"), std::string::npos);
+  EXPECT_NE(nt::sync::outer.check_request(cfg, theta, ok).find("outer learning rate"),
+            std::string::npos);
   cfg = {};
   cfg.momentum = 1;
-  EXPECT_NE(nt::sync::outer.check_request(cfg, ok).find("outer momentum"), std::string::npos);
-  nt::outer_state bad = ok;
-  bad.velocity.w.resize(2, 2);
-  EXPECT_NE(nt::sync::outer.check_request({}, bad).find("do not match"), std::string::npos);
+  EXPECT_NE(nt::sync::outer.check_request(cfg, theta, ok).find("outer momentum"),
+            std::string::npos);
+  nt::policy_state bad = ok;
+  bad.parts[0].w.resize(2, 2);
+  EXPECT_NE(nt::sync::outer.check_request({}, theta, bad).find("do not match"), std::string::npos);
+  EXPECT_NE(nt::sync::outer.check_state(bad, theta).find("an outer momentum of 2 x 2"),
+            std::string::npos);
+  EXPECT_NE(nt::sync::outer.check_state(nt::policy_state{}, theta).find("0 matrices"),
+            std::string::npos);
 }

@@ -20,8 +20,8 @@ std::vector<layer_state> mean_of_replicas(exchange_input& in) {
 } // namespace
 
 // id, name, exchanges, picks_best, scores_synced_model, keeps_state,
-// exchange, check_request (nettorrent/sync_policy.hpp).
+// exchange, initial_state, check_state, check_request (nettorrent/sync_policy.hpp).
 const sync_policy_def sync::average{
-    sync_policy::average, "average", true, false, true, false, mean_of_replicas, nullptr};
+    sync_policy::average, "average", true, false, true, false, mean_of_replicas, nullptr, nullptr, nullptr};
 
 } // namespace nettorrent

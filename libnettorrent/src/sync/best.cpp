@@ -19,8 +19,8 @@ std::vector<layer_state> take_best(exchange_input& in) {
 } // namespace
 
 // id, name, exchanges, picks_best, scores_synced_model, keeps_state,
-// exchange, check_request (nettorrent/sync_policy.hpp).
+// exchange, initial_state, check_state, check_request (nettorrent/sync_policy.hpp).
 const sync_policy_def sync::best{
-    sync_policy::best, "best", true, true, false, false, take_best, nullptr};
+    sync_policy::best, "best", true, true, false, false, take_best, nullptr, nullptr, nullptr};
 
 } // namespace nettorrent

@@ -5,8 +5,8 @@
 namespace nettorrent {
 
 // id, name, exchanges, picks_best, scores_synced_model, keeps_state,
-// exchange, check_request (nettorrent/sync_policy.hpp).
+// exchange, initial_state, check_state, check_request (nettorrent/sync_policy.hpp).
 const sync_policy_def sync::none{
-    sync_policy::none, "none", false, false, false, false, nullptr, nullptr};
+    sync_policy::none, "none", false, false, false, false, nullptr, nullptr, nullptr, nullptr};
 
 } // namespace nettorrent
