@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "nettorrent/centralised.hpp"
+#include "nettorrent/policy_state.hpp"
 #include "nettorrent/data.hpp"
 #include "nettorrent/error.hpp"
 
@@ -47,6 +49,26 @@ std::string error_of(F&& f) {
 }
 
 /// The whole content of a file ("" if unreadable).
+/// Two runs' sync policy states are the same, matrix by matrix, bit for bit.
+inline void expect_same_policy_states(const std::vector<nettorrent::policy_state>& a,
+                                      const std::vector<nettorrent::policy_state>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t l = 0; l < a.size(); ++l) {
+    ASSERT_EQ(a[l].parts.size(), b[l].parts.size()) << "layer " << l;
+    for (std::size_t k = 0; k < a[l].parts.size(); ++k) {
+      const auto& x = a[l].parts[k];
+      const auto& y = b[l].parts[k];
+      ASSERT_EQ(x.w.rows(), y.w.rows());
+      ASSERT_EQ(x.w.cols(), y.w.cols());
+      ASSERT_EQ(x.b.size(), y.b.size());
+      EXPECT_TRUE(std::equal(x.w.data(), x.w.data() + x.w.size(), y.w.data(),
+                             [](float p, float q) { return std::memcmp(&p, &q, 4) == 0; }));
+      EXPECT_TRUE(std::equal(x.b.data(), x.b.data() + x.b.size(), y.b.data(),
+                             [](float p, float q) { return std::memcmp(&p, &q, 4) == 0; }));
+    }
+  }
+}
+
 inline std::string read_file(const std::string& path) {
   std::ifstream is{path, std::ios::binary};
   return std::string{std::istreambuf_iterator<char>(is), std::istreambuf_iterator<char>()};

@@ -187,17 +187,7 @@ void expect_same_actor_state(const nt::run_state& a, const nt::run_state& b) {
     // resumed worker's numbering may differ; epoch, cursor and samples fix
     // the data stream.
   }
-  ASSERT_EQ(a.policy_states.size(), b.policy_states.size());
-  for (std::size_t l = 0; l < a.policy_states.size(); ++l) {
-    ASSERT_EQ(a.policy_states[l].parts.size(), b.policy_states[l].parts.size());
-    for (std::size_t k = 0; k < a.policy_states[l].parts.size(); ++k) {
-      const auto& x = a.policy_states[l].parts[k];
-      const auto& y = b.policy_states[l].parts[k];
-      ASSERT_EQ(x.w.size(), y.w.size());
-      EXPECT_TRUE(same_floats(x.w.data(), y.w.data(), static_cast<std::size_t>(x.w.size())));
-      EXPECT_TRUE(same_floats(x.b.data(), y.b.data(), static_cast<std::size_t>(x.b.size())));
-    }
-  }
+  test_support::expect_same_policy_states(a.policy_states, b.policy_states);
   expect_same_curve(a.curve, b.curve);
 }
 

@@ -143,19 +143,7 @@ void expect_same_state(const nt::run_state& a, const nt::run_state& b) {
     SCOPED_TRACE("model " + std::to_string(m));
     expect_same_layers(a.models[m], b.models[m]);
   }
-  ASSERT_EQ(a.policy_states.size(), b.policy_states.size());
-  for (std::size_t l = 0; l < a.policy_states.size(); ++l) {
-    ASSERT_EQ(a.policy_states[l].parts.size(), b.policy_states[l].parts.size());
-    for (std::size_t k = 0; k < a.policy_states[l].parts.size(); ++k) {
-    const auto& x = a.policy_states[l].parts[k];
-    const auto& y = b.policy_states[l].parts[k];
-    ASSERT_EQ(x.w.rows(), y.w.rows());
-    ASSERT_EQ(x.w.cols(), y.w.cols());
-    ASSERT_EQ(x.b.size(), y.b.size());
-    EXPECT_EQ(std::memcmp(x.w.data(), y.w.data(), static_cast<std::size_t>(x.w.size()) * 4), 0);
-    EXPECT_EQ(std::memcmp(x.b.data(), y.b.data(), static_cast<std::size_t>(x.b.size()) * 4), 0);
-    }
-  }
+  test_support::expect_same_policy_states(a.policy_states, b.policy_states);
   ASSERT_EQ(a.positions.size(), b.positions.size());
   for (std::size_t r = 0; r < a.positions.size(); ++r) {
     EXPECT_EQ(a.positions[r].epoch, b.positions[r].epoch);
