@@ -6,11 +6,18 @@
 //   relay             one per replica and boundary k = 0..L
 //                     (k = 0 input relay, 0 < k < L hidden relay, k = L loss relay)
 //   neuron slice      one per replica, layer and slice i = 0..P_l-1
-// in this canonical order: the coordinator, leaders by layer, workers by
-// replica, relays by (replica, boundary), slices by (replica, layer, slice).
-// Every actor has a dense index into that order. Placement, node actors,
-// the coordinator's registry, the swarm leaders and the metrics all use this
-// one enumeration; nothing else does index arithmetic over a run's actors.
+// in this canonical order, replica-major: the coordinator and the leaders by
+// layer stand outside the replicas; then one block per replica r, holding
+// its worker, its relays by boundary and its slices by (layer, slice).
+//
+//   [coordinator][leader 0 .. leader L-1][replica 0 block][replica 1 block]...
+//   replica block: [worker][relay k=0 .. k=L][slice l0 i0 .. slice l(L-1) i(P-1)]
+//
+// A replica appended at the end or removed from it moves no other actor's
+// index, key or metrics cell. Every actor has a dense index into that order.
+// Placement, node actors, the coordinator's registry, the swarm leaders and
+// the metrics all use this one enumeration; nothing else does index
+// arithmetic over a run's actors.
 #pragma once
 
 #include <cstddef>
@@ -64,7 +71,7 @@ struct actor_key {
 /// "coordinator", "leader l1", "worker r0", "relay r0 k2", "slice r1 l0 i3".
 std::string to_string(const actor_key& a);
 
-/// For errors: "neuron slice (replica 0, layer 2, slice 1)", "gradient relay
+/// For errors: "neuron slice (replica 0, layer 2, slice 1)", "relay
 /// (replica 0, boundary 1)", "shard worker (replica 1)", "swarm leader (layer 3)".
 std::string describe(const actor_key& a);
 
@@ -107,12 +114,15 @@ public:
   /// Position of slice (r, i) within swarm(layer).
   std::size_t swarm_position(std::size_t replica, std::size_t layer, std::size_t slice) const;
 
-  /// Number of metrics cells: (L + 1) swarms x R replicas.
+  /// Number of metrics cells: R replicas x (L + 1) swarms.
   std::size_t metrics_cells() const noexcept { return (layers() + 1) * replicas_; }
-  /// Dense index of a metrics cell.
+  /// Dense index of a metrics cell, replica-major: a replica appended at the
+  /// end moves no other cell.
   std::size_t metrics_index(metrics_cell c) const noexcept {
-    return c.swarm * replicas_ + c.replica;
+    return c.replica * (layers() + 1) + c.swarm;
   }
+  /// Actors in one replica's block: its worker, L + 1 relays, its slices.
+  std::size_t replica_block_size() const noexcept { return 1 + (layers() + 1) + slices_per_replica_; }
   /// The metrics cell actor `a` updates.
   metrics_cell metrics_of(const actor_key& a) const;
 

@@ -53,7 +53,7 @@ std::string describe(const actor_key& a) {
   case actor_kind::shard_worker:
     return "shard worker (replica " + n(a.replica) + ")";
   case actor_kind::relay:
-    return "gradient relay (replica " + n(a.replica) + ", boundary " + n(a.boundary) + ")";
+    return "relay (replica " + n(a.replica) + ", boundary " + n(a.boundary) + ")";
   case actor_kind::neuron_slice:
     return "neuron slice (replica " + n(a.replica) + ", layer " + n(a.layer + 1) + ", slice "
            + n(a.slice) + ")";
@@ -76,15 +76,14 @@ run_layout::run_layout(std::size_t replicas, std::vector<std::size_t> slices)
   actors_.push_back(actor_key::coordinator());
   for (std::uint32_t l = 0; l < L; ++l)
     actors_.push_back(actor_key::leader(l));
-  for (std::uint32_t r = 0; r < R; ++r)
+  for (std::uint32_t r = 0; r < R; ++r) {
     actors_.push_back(actor_key::worker(r));
-  for (std::uint32_t r = 0; r < R; ++r)
     for (std::uint32_t k = 0; k <= L; ++k)
       actors_.push_back(actor_key::relay(r, k));
-  for (std::uint32_t r = 0; r < R; ++r)
     for (std::uint32_t l = 0; l < L; ++l)
       for (std::uint32_t i = 0; i < slices_[l]; ++i)
         actors_.push_back(actor_key::slice_of(r, l, i));
+  }
 }
 
 run_layout::run_layout(const run_config& cfg)
@@ -99,9 +98,8 @@ std::optional<std::size_t> run_layout::find(const actor_key& a) const noexcept {
   const std::size_t L = layers();
   const std::size_t R = replicas_;
   const std::size_t leaders = 1;
-  const std::size_t workers = leaders + L;
-  const std::size_t relays = workers + R;
-  const std::size_t slices = relays + R * (L + 1);
+  // Replica r's block starts at block(r): its worker, its relays, its slices.
+  const auto block = [&](std::size_t r) { return leaders + L + r * replica_block_size(); };
   const bool unused_zero = [&] {
     switch (a.kind) {
     case actor_kind::coordinator:
@@ -128,15 +126,15 @@ std::optional<std::size_t> run_layout::find(const actor_key& a) const noexcept {
     break;
   case actor_kind::shard_worker:
     if (a.replica < R)
-      return workers + a.replica;
+      return block(a.replica);
     break;
   case actor_kind::relay:
     if (a.replica < R && a.boundary <= L)
-      return relays + a.replica * (L + 1) + a.boundary;
+      return block(a.replica) + 1 + a.boundary;
     break;
   case actor_kind::neuron_slice:
     if (a.replica < R && a.layer < L && a.slice < slices_[a.layer])
-      return slices + a.replica * slices_per_replica_ + slice_offset_[a.layer] + a.slice;
+      return block(a.replica) + 1 + (L + 1) + slice_offset_[a.layer] + a.slice;
     break;
   }
   return std::nullopt;

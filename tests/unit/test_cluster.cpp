@@ -773,13 +773,15 @@ TEST_F(ClusterFiles, RoundRobinDealsActorsInCanonicalOrder) {
   const nt::cluster_config c = load(base_cluster().set("placement", "strategy", "\"round_robin\""));
   const nt::placement_plan p = nt::plan_placement(c);
   const auto all = p.actors();
-  // The canonical order: coordinator, leaders, workers, relays, slices.
+  // The canonical order: coordinator, leaders, then each replica's block
+  // (worker, relays, slices).
   ASSERT_EQ(all.size(), 1u + 3 + 2 + 2 * 4 + 2 * 6);
   EXPECT_EQ(all[0], nt::actor_key::coordinator());
   EXPECT_EQ(all[1], nt::actor_key::leader(0));
   EXPECT_EQ(all[4], nt::actor_key::worker(0));
-  EXPECT_EQ(all[6], nt::actor_key::relay(0, 0));
-  EXPECT_EQ(all[14], nt::actor_key::slice_of(0, 0, 0));
+  EXPECT_EQ(all[5], nt::actor_key::relay(0, 0));
+  EXPECT_EQ(all[9], nt::actor_key::slice_of(0, 0, 0));
+  EXPECT_EQ(all[15], nt::actor_key::worker(1));
   EXPECT_EQ(all.back(), nt::actor_key::slice_of(1, 2, 0));
   for (std::size_t j = 0; j < all.size(); ++j)
     EXPECT_EQ(p.node_index(all[j]), j % 3) << nt::to_string(all[j]);

@@ -554,7 +554,7 @@ TEST_F(RunMachine, ALostActorBeforeTrainingEndsTheRunNamingIt) {
   m->on_lost(nt::actor_key::relay(1, 2), "remote_link_unreachable");
   ASSERT_EQ(rec.finished_calls, 1);
   EXPECT_FALSE(rec.result->ok);
-  EXPECT_CONTAINS(rec.result->error, "lost gradient relay (replica 1, boundary 2)");
+  EXPECT_CONTAINS(rec.result->error, "lost relay (replica 1, boundary 2)");
   EXPECT_CONTAINS(rec.result->error, "remote_link_unreachable");
   // Later events are ignored: the run is over.
   m->on_lost(nt::actor_key::worker(0), "x");
@@ -1309,9 +1309,12 @@ TEST(RunLayout, OneCanonicalOrderWithADenseIndex) {
     EXPECT_EQ(l.index(l.actors()[i]), i) << nt::to_string(l.actors()[i]);
   EXPECT_EQ(l.actors()[0], nt::actor_key::coordinator());
   EXPECT_EQ(l.actors()[1], nt::actor_key::leader(0));
+  // Replica-major: replica 0's block (worker, relays, slices), then replica 1's.
   EXPECT_EQ(l.actors()[3], nt::actor_key::worker(0));
-  EXPECT_EQ(l.actors()[5], nt::actor_key::relay(0, 0));
-  EXPECT_EQ(l.actors()[11], nt::actor_key::slice_of(0, 0, 0));
+  EXPECT_EQ(l.actors()[4], nt::actor_key::relay(0, 0));
+  EXPECT_EQ(l.actors()[7], nt::actor_key::slice_of(0, 0, 0));
+  EXPECT_EQ(l.actors()[10], nt::actor_key::worker(1));
+  EXPECT_EQ(l.replica_block_size(), 7u);
   EXPECT_EQ(l.actors().back(), nt::actor_key::slice_of(1, 1, 0));
   EXPECT_FALSE(l.find(nt::actor_key::slice_of(0, 1, 1)));
   EXPECT_FALSE(l.find(nt::actor_key::relay(0, 3)));
@@ -1331,6 +1334,25 @@ TEST(RunLayout, OneCanonicalOrderWithADenseIndex) {
       seen.at(l.metrics_index(l.metrics_of(a))) = true;
   for (std::size_t c = 0; c < seen.size(); ++c)
     EXPECT_TRUE(seen[c]) << "metrics cell " << c << " has no actor";
+}
+
+TEST(RunLayout, AnAppendedReplicaMovesNoOtherActorOrMetricsCell) {
+  const nt::run_layout two{2, {2, 1, 3}};
+  const nt::run_layout three{3, {2, 1, 3}};
+  ASSERT_EQ(three.size(), two.size() + two.replica_block_size());
+  for (std::size_t i = 0; i < two.size(); ++i) {
+    const auto& a = two.actors()[i];
+    EXPECT_EQ(three.actors()[i], a) << nt::to_string(a);
+    EXPECT_EQ(three.index(a), i) << nt::to_string(a);
+    EXPECT_EQ(three.metrics_index(three.metrics_of(a)), two.metrics_index(two.metrics_of(a)))
+        << nt::to_string(a);
+  }
+  // The new block holds exactly replica 2's actors.
+  for (std::size_t i = two.size(); i < three.size(); ++i) {
+    const auto& a = three.actors()[i];
+    EXPECT_NE(a.kind, nt::actor_kind::swarm_leader);
+    EXPECT_EQ(a.replica, 2u) << nt::to_string(a);
+  }
 }
 
 } // namespace
