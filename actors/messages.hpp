@@ -314,8 +314,19 @@ typename Inspector::result_type inspect(Inspector& f, run_state_ref&) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, replica_change& c) {
+  return f(caf::meta::type_name("replica_change"), c.from, c.cursors);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, epoch_deal& d) {
+  return f(caf::meta::type_name("epoch_deal"), d.epoch, d.changes);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, worker_position& p) {
-  return f(caf::meta::type_name("worker_position"), p.epoch, p.cursor, p.samples, p.next_batch);
+  return f(caf::meta::type_name("worker_position"), p.epoch, p.cursor, p.samples, p.next_batch,
+           p.deal);
 }
 
 template <class Inspector>

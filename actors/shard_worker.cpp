@@ -1,9 +1,12 @@
 #include "shard_worker.hpp"
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include <caf/all.hpp>
 
+#include "nettorrent/error.hpp"
 #include "status.hpp"
 
 #include "validation.hpp"
@@ -50,17 +53,58 @@ void start_validation(self_ptr self, std::uint32_t part, std::uint32_t parts) {
 }
 
 worker_position position_of(const shard_worker_state& s) {
-  return {s.epoch, s.cursor, s.samples, s.next_batch};
+  return {s.epoch, s.cursor, s.samples, s.next_batch, {}};
+}
+
+/// Puts the worker at the start of epoch `epoch`'s order: the shard
+/// shuffled `epoch` times, or, inside an epoch whose replica count changed,
+/// the order the deal gives this replica.
+void load_epoch(shard_worker_state& s, std::uint64_t epoch, const epoch_deal& deal) {
+  const auto& train = s.spec.data->train;
+  s.dealt = !deal.empty() && deal.epoch == epoch;
+  if (s.dealt)
+    s.order = dealt_order(train, s.spec.seed, s.spec.batch_size, s.spec.replicas, s.spec.replica,
+                          deal);
+  else
+    s.order = replica_epoch_order(train, s.spec.seed, s.spec.replicas, s.spec.replica, epoch,
+                                  &s.gen);
+  s.epoch = epoch;
+  s.cursor = 0;
 }
 
 /// Starts the next epoch; false when all epochs are done.
 bool next_epoch(shard_worker_state& s) {
   if (s.epoch >= s.spec.max_epochs)
     return false;
+  if (s.dealt) { // the deal covered the epoch that ends: replay the next one
+    load_epoch(s, s.epoch + 1, {});
+    return true;
+  }
   ++s.epoch;
   shuffle(s.order, s.gen);
   s.cursor = 0;
   return true;
+}
+
+/// NETTORRENT_SAMPLE_LOG=DIR: every trained sample is appended, as "epoch
+/// sample", to DIR/replica-R.txt (tests count with it that an epoch trains
+/// each sample once). Throws if the file cannot be opened.
+std::shared_ptr<std::FILE> open_sample_log(std::uint32_t replica) {
+  const char* dir = std::getenv("NETTORRENT_SAMPLE_LOG");
+  if (dir == nullptr || *dir == '\0')
+    return nullptr;
+  const std::string path = std::string{dir} + "/replica-" + std::to_string(replica) + ".txt";
+  std::FILE* f = std::fopen(path.c_str(), "a");
+  if (f == nullptr)
+    throw error("NETTORRENT_SAMPLE_LOG: cannot open " + path + " for appending");
+  return {f, [](std::FILE* p) { std::fclose(p); }};
+}
+
+void log_samples(const shard_worker_state& s, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i)
+    std::fprintf(s.sample_log.get(), "%llu %u\n", static_cast<unsigned long long>(s.epoch),
+                 static_cast<unsigned>(s.order[s.cursor + i]));
+  std::fflush(s.sample_log.get());
 }
 
 /// Fills the pipeline up to max_in_flight, and reports the barrier once the
@@ -70,15 +114,20 @@ void feed(self_ptr self) {
   const std::size_t b = s.spec.batch_size;
   while (s.running && !s.finished && s.in_flight.size() < s.spec.max_in_flight
          && s.since_sync < s.spec.sync_every) {
-    if (s.epoch == 0 || s.cursor + b > s.order.size()) {
+    while (s.epoch == 0 || s.cursor + b > s.order.size()) {
       // A shard smaller than one batch has nothing to feed (the run's
-      // configuration check refuses that; this keeps the worker safe).
-      if (s.order.size() < b || !next_epoch(s)) {
+      // configuration check refuses that; this keeps the worker safe). A
+      // dealt epoch may hold less than a batch: the next one follows.
+      if ((!s.dealt && s.order.size() < b) || !next_epoch(s)) {
         s.finished = true;
         break;
       }
     }
+    if (s.finished)
+      break;
     const std::uint64_t id = s.next_batch++;
+    if (s.sample_log)
+      log_samples(s, b);
     send_batch(self, id, true, s.order.data() + s.cursor, b);
     s.in_flight.insert(id);
     s.awaiting_loss.insert(id);
@@ -112,6 +161,7 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
   auto& st = self->state;
   st.gen = shard_rng(spec.seed, spec.replica);
   st.order = spec.shard;
+  st.sample_log = open_sample_log(spec.replica);
   st.spec = std::move(spec);
   return {
       [=](atom::done, std::uint32_t inc, std::uint64_t batch) {
@@ -201,16 +251,20 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
         auto& s = self->state;
         if (!s.in_flight.empty() || !s.awaiting_loss.empty() || !s.eval_pending.empty())
           return caf::make_error(caf::sec::invalid_argument, "seek: the pipeline is not empty");
-        if (p.epoch > s.spec.max_epochs || p.cursor > s.spec.shard.size())
+        if (p.epoch > s.spec.max_epochs)
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "seek: epoch " + std::to_string(p.epoch) + " of "
+                                     + std::to_string(s.spec.max_epochs));
+        try {
+          load_epoch(s, p.epoch, p.deal);
+        } catch (const std::exception& e) {
+          return caf::make_error(caf::sec::invalid_argument, std::string{"seek: "} + e.what());
+        }
+        if (p.cursor > s.order.size())
           return caf::make_error(caf::sec::invalid_argument,
                                  "seek: epoch " + std::to_string(p.epoch) + ", cursor "
-                                     + std::to_string(p.cursor) + " lies outside the shard");
-        // The epoch's order is the shard shuffled `epoch` times from the seed.
-        s.gen = shard_rng(s.spec.seed, s.spec.replica);
-        s.order = s.spec.shard;
-        for (std::uint64_t e = 0; e < p.epoch; ++e)
-          shuffle(s.order, s.gen);
-        s.epoch = p.epoch;
+                                     + std::to_string(p.cursor) + " lies outside the order of "
+                                     + std::to_string(s.order.size()) + " samples");
         s.cursor = static_cast<std::size_t>(p.cursor);
         s.samples = p.samples;
         s.next_batch = p.next_batch;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <unordered_set>
@@ -23,6 +24,7 @@ struct worker_spec {
   std::uint32_t incarnation = 0;           ///< stamped on what it sends; others are stale
   std::shared_ptr<const data_splits> data; ///< read-only, loaded by this node
   std::vector<std::uint32_t> shard;        ///< indices into data->train_pool
+  std::size_t replicas = 1;                ///< of the run: the data order depends on it
   std::vector<std::uint32_t> validation;   ///< the validation subset
   std::size_t batch_size = 64;
   std::size_t eval_batch_size = 1000;
@@ -42,6 +44,9 @@ struct shard_worker_state {
   barrier_sink_actor coordinator;
   std::vector<std::uint32_t> order; ///< this epoch's sample order
   rng gen{0};
+  bool dealt = false; ///< `order` is a dealt_order(): the next epoch is replayed
+  /// NETTORRENT_SAMPLE_LOG: "epoch sample" per trained sample (a diagnostic).
+  std::shared_ptr<std::FILE> sample_log;
   std::size_t cursor = 0;                          ///< next position in `order`
   std::uint64_t epoch = 0;                         ///< 1-based epoch in progress (0 = not started)
   std::uint64_t next_batch = 0;                    ///< batch ids, training and validation

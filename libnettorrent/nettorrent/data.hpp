@@ -80,6 +80,68 @@ std::vector<std::uint32_t> shard_indices(const std::vector<std::uint32_t>& indic
 /// seed. Shuffle the shard's index list with it at the start of every epoch.
 rng shard_rng(std::uint64_t seed, std::size_t shard);
 
+// --- the data order of an actor run --------------------------------------------
+//
+// The order of epoch e (1-based) is a function of the seed, the training
+// split and the replica count R: replica r's shard (shard_indices(train, R,
+// r)) shuffled e times by shard_rng(seed, r). Read as one global order of
+// the epoch, batch j of replica r stands at place j * R + r, and the deal
+// gives it to replica r. Every replica trains its order's whole batches, so
+// an epoch trains each sample at most once and leaves out, per replica, the
+// fewer than batch_size samples after its last whole batch.
+//
+// When R changes at a sync round inside epoch e (an elastic resume), the
+// samples of e not yet trained (each old replica's order from its cursor,
+// taken a batch from each replica in turn) are dealt again, a batch to each
+// new replica in turn; the epoch after is ordered for the new R. Only the
+// last, partial batch of such a deal is left out.
+
+/// The order of replica `r` of `replicas` in epoch `epoch`: its shard
+/// shuffled `epoch` times (epoch 0: the shard as it is). If `gen` is given,
+/// it is left as the generator after those shuffles, ready for epoch + 1.
+std::vector<std::uint32_t> replica_epoch_order(const std::vector<std::uint32_t>& train,
+                                               std::uint64_t seed, std::size_t replicas,
+                                               std::size_t r, std::uint64_t epoch,
+                                               rng* gen = nullptr);
+
+/// A change of the replica count inside an epoch: `from` replicas stood at
+/// `cursors` (one per replica, into their orders of the epoch).
+struct replica_change {
+  std::uint32_t from = 0;
+  std::vector<std::uint64_t> cursors;
+
+  friend bool operator==(const replica_change& a, const replica_change& b) {
+    return a.from == b.from && a.cursors == b.cursors;
+  }
+};
+
+/// The replica-count changes inside epoch `epoch`, in the order they came.
+/// Empty: the epoch is ordered for the run's R.
+struct epoch_deal {
+  std::uint64_t epoch = 0;
+  std::vector<replica_change> changes;
+
+  bool empty() const noexcept { return changes.empty(); }
+  friend bool operator==(const epoch_deal& a, const epoch_deal& b) {
+    return a.epoch == b.epoch && a.changes == b.changes;
+  }
+};
+
+/// The samples `orders` have not trained (each from its cursor), a batch of
+/// `batch` from each order in turn, dealt a batch to each of `to` replicas
+/// in turn. Throws nettorrent::error if the cursors do not fit the orders.
+std::vector<std::vector<std::uint32_t>>
+redeal(const std::vector<std::vector<std::uint32_t>>& orders,
+       const std::vector<std::uint64_t>& cursors, std::size_t batch, std::size_t to);
+
+/// Replica `r` of `replicas`: its order of epoch deal.epoch after the deal's
+/// changes (the last change deals to `replicas`). Throws nettorrent::error
+/// naming what does not fit (a change's cursor count, a cursor past its order).
+std::vector<std::uint32_t> dealt_order(const std::vector<std::uint32_t>& train,
+                                       std::uint64_t seed, std::size_t batch,
+                                       std::size_t replicas, std::size_t r,
+                                       const epoch_deal& deal);
+
 /// Fills `x` (n x features, floats in [0, 1]) and `labels` (n) from the
 /// samples `idx[0..n)` of `set`. `x` is resized only if its shape differs.
 void gather_batch(const image_set& set, const std::uint32_t* idx, std::size_t n, matrix& x,

@@ -22,6 +22,7 @@
 #include "nettorrent/policy_state.hpp"
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/config.hpp"
+#include "nettorrent/data.hpp"
 #include "nettorrent/rng.hpp"
 #include "nettorrent/run_support.hpp"
 
@@ -75,6 +76,12 @@ struct run_state {
   /// state (empty for the other policies). The weights theta it works from
   /// are the model's, which every replica shares after such a round.
   std::vector<policy_state> policy_states;
+  /// The replica count changed inside the current epoch (an elastic
+  /// resume): how its samples are dealt (data.hpp). Empty otherwise.
+  epoch_deal deal;
+  /// Samples trained by replicas that have retired since (they count in
+  /// `samples`, but no position holds them).
+  std::uint64_t retired_samples = 0;
 
   /// The model of `replica`, whether stored once or per replica.
   const std::vector<layer_state>& model_of(std::size_t replica) const {
@@ -123,7 +130,8 @@ std::string resolve_resume_path(const std::string& path);
 
 /// True for the keys a resumed run may set differently from the saved run:
 /// training.max_epochs, training.target_accuracy, training.output_dir,
-/// topology.slices, and every system., placement., nodes. and node. key.
+/// topology.slices, topology.replicas (an actor run; membership.hpp), and
+/// every system., placement., nodes. and node. key.
 bool may_change_on_resume(std::string_view key);
 
 /// Throws nettorrent::error naming `checkpoint` and every key whose value in

@@ -50,6 +50,7 @@
 
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/config.hpp"
+#include "nettorrent/data.hpp"
 #include "nettorrent/outer.hpp"
 #include "nettorrent/policy_state.hpp"
 #include "nettorrent/sync_policy.hpp"
@@ -68,10 +69,13 @@ struct worker_position {
   std::uint64_t cursor = 0;     ///< next position in the epoch's order
   std::uint64_t samples = 0;    ///< training samples fed so far
   std::uint64_t next_batch = 0; ///< next batch id
+  /// Set by the coordinator when it moves a worker into an epoch whose
+  /// replica count changed (data.hpp): that epoch's order is dealt_order().
+  epoch_deal deal;
 
   friend bool operator==(const worker_position& a, const worker_position& b) {
     return a.epoch == b.epoch && a.cursor == b.cursor && a.samples == b.samples
-           && a.next_batch == b.next_batch;
+           && a.next_batch == b.next_batch && a.deal == b.deal;
   }
 };
 
@@ -278,7 +282,9 @@ public:
   void request_stop(const std::string& why);
 
   /// Continue from a run checkpoint's state (before the run starts): every
-  /// replica is restored to it when training starts.
+  /// replica is restored to it when training starts. A state of another
+  /// replica count is fitted to this run's by change_replicas()
+  /// (membership.hpp).
   void resume_from(const run_state& s);
 
   /// The stall watchdog saw no progress for system.stall_timeout. Actors
@@ -434,6 +440,10 @@ private:
   std::vector<worker_position> positions_;
   std::vector<worker_position> round_positions_; ///< at this round's barrier
   std::uint64_t snapshot_round_ = 0;
+  /// The replica count changed inside an epoch (an elastic resume): how
+  /// that epoch is dealt, and the samples of replicas retired since.
+  epoch_deal deal_;
+  std::uint64_t retired_samples_ = 0;
   std::vector<layer_state> snapshot_layers_; ///< this round's collected layers (snapshotting)
   /// This round's exchange results, [layer] -> one shared state or one per replica.
   std::vector<std::vector<layer_state>> exchanged_;

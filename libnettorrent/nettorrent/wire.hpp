@@ -14,7 +14,7 @@ namespace nettorrent {
 /// Bumped whenever a message that crosses nodes changes its layout.
 // 3: shared matrices carry a precision tag; 4: sync requests carry the outer
 // optimizer's state, exchange results one state per replica.
-inline constexpr std::uint32_t wire_version = 4;
+inline constexpr std::uint32_t wire_version = 5;
 
 /// The four bytes of 0x01020304 in this machine's byte order.
 std::vector<std::uint8_t> byte_order_mark();

@@ -186,6 +186,78 @@ rng shard_rng(std::uint64_t seed, std::size_t shard) {
   return rng{hash_coords(seed, {0x7368617264ULL, shard})}; // "shard"
 }
 
+std::vector<std::uint32_t> replica_epoch_order(const std::vector<std::uint32_t>& train,
+                                               std::uint64_t seed, std::size_t replicas,
+                                               std::size_t r, std::uint64_t epoch, rng* gen) {
+  std::vector<std::uint32_t> order = shard_indices(train, replicas, r);
+  rng g = shard_rng(seed, r);
+  for (std::uint64_t e = 0; e < epoch; ++e)
+    shuffle(order, g);
+  if (gen != nullptr)
+    *gen = g;
+  return order;
+}
+
+std::vector<std::vector<std::uint32_t>>
+redeal(const std::vector<std::vector<std::uint32_t>>& orders,
+       const std::vector<std::uint64_t>& cursors, std::size_t batch, std::size_t to) {
+  if (cursors.size() != orders.size())
+    throw error("a replica change lists " + std::to_string(cursors.size()) + " cursors for "
+                + std::to_string(orders.size()) + " replicas");
+  if (batch == 0 || to == 0)
+    throw error("a replica change needs a batch size and replicas to deal to");
+  std::vector<std::uint32_t> rest;
+  std::vector<std::size_t> at(orders.size());
+  for (std::size_t q = 0; q < orders.size(); ++q) {
+    if (cursors[q] > orders[q].size())
+      throw error("replica " + std::to_string(q) + " stands at " + std::to_string(cursors[q])
+                  + " in an order of " + std::to_string(orders[q].size()) + " samples");
+    at[q] = static_cast<std::size_t>(cursors[q]);
+  }
+  for (bool more = true; more;) { // a batch from each order in turn
+    more = false;
+    for (std::size_t q = 0; q < orders.size(); ++q) {
+      const std::size_t n = std::min(batch, orders[q].size() - at[q]);
+      rest.insert(rest.end(), orders[q].begin() + static_cast<std::ptrdiff_t>(at[q]),
+                  orders[q].begin() + static_cast<std::ptrdiff_t>(at[q] + n));
+      at[q] += n;
+      more = more || at[q] < orders[q].size();
+    }
+  }
+  std::vector<std::vector<std::uint32_t>> out(to);
+  for (std::size_t j = 0; j * batch < rest.size(); ++j) { // a batch to each replica in turn
+    const auto begin = rest.begin() + static_cast<std::ptrdiff_t>(j * batch);
+    const auto end = rest.begin() + static_cast<std::ptrdiff_t>(std::min(rest.size(), (j + 1) * batch));
+    out[j % to].insert(out[j % to].end(), begin, end);
+  }
+  return out;
+}
+
+std::vector<std::uint32_t> dealt_order(const std::vector<std::uint32_t>& train,
+                                       std::uint64_t seed, std::size_t batch,
+                                       std::size_t replicas, std::size_t r,
+                                       const epoch_deal& deal) {
+  if (r >= replicas)
+    throw error("replica " + std::to_string(r) + " of " + std::to_string(replicas)
+                + " does not exist");
+  if (deal.empty())
+    return replica_epoch_order(train, seed, replicas, r, deal.epoch);
+  std::vector<std::vector<std::uint32_t>> orders;
+  const std::size_t first = deal.changes.front().from;
+  if (first == 0)
+    throw error("a replica change from 0 replicas");
+  for (std::size_t q = 0; q < first; ++q)
+    orders.push_back(replica_epoch_order(train, seed, first, q, deal.epoch));
+  for (std::size_t c = 0; c < deal.changes.size(); ++c) {
+    // Change c deals to the replicas change c + 1 starts from (the last: to
+    // `replicas`); redeal() refuses cursors that do not fit.
+    const auto& ch = deal.changes[c];
+    const std::size_t to = c + 1 < deal.changes.size() ? deal.changes[c + 1].from : replicas;
+    orders = redeal(orders, ch.cursors, batch, to);
+  }
+  return std::move(orders[r]);
+}
+
 void gather_batch(const image_set& set, const std::uint32_t* idx, std::size_t n, matrix& x,
                   std::uint8_t* labels) {
   const auto f = static_cast<Eigen::Index>(set.features);

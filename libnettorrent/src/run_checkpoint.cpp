@@ -28,6 +28,9 @@
 //     u8 1, then per layer one W and b (shapes as the layer's), when every
 //     layer's state is one such pair (the outer momentum), or
 //     u8 2, then per layer u64 k and k pairs of W and b.
+//   only when the replica count changed (an elastic resume): u8 3, u64
+//     retired_samples, u64 deal epoch, u64 c changes, each u64 from and
+//     `from` x u64 cursors.
 // Layers are written as in the model section (W, b, optimizer state of W and
 // b), their shapes given by the model section's widths.
 
@@ -76,6 +79,16 @@ std::string encode_run_state(const run_state& s) {
         }
       }
     }
+    // Absent unless the replica count changed.
+    if (!s.deal.empty() || s.retired_samples != 0) {
+      ar(std::uint8_t{3}, s.retired_samples, s.deal.epoch,
+         static_cast<std::uint64_t>(s.deal.changes.size()));
+      for (const auto& c : s.deal.changes) {
+        ar(static_cast<std::uint64_t>(c.from));
+        for (auto x : c.cursors)
+          ar(x);
+      }
+    }
   }
   return os.str();
 }
@@ -87,6 +100,44 @@ bool load_flag(Archive& ar, const char* what) {
   if (v > 1)
     throw error(std::string{what} + " flag holds " + std::to_string(v));
   return v == 1;
+}
+
+template <class Archive>
+void load_policy_states(Archive& ar, run_state& s, std::uint8_t form, std::size_t size) {
+  const std::uint64_t max_elems = size / sizeof(float) + 1;
+  s.policy_states.resize(s.models[0].size());
+  for (std::size_t i = 0; i < s.policy_states.size(); ++i) {
+    auto& st = s.policy_states[i];
+    st.parts.resize(form == 1 ? 1 : load_count(ar, size, 2 * 16, "policy state parts"));
+    for (auto& v : st.parts) {
+      load_matrix(ar, v.w, max_elems);
+      load_matrix(ar, v.b, max_elems);
+    }
+    const auto& w = s.models[0][i].params.w;
+    if (form == 1 && !same_shape(st.parts[0], s.models[0][i].params))
+      throw error("the sync policy state of layer " + std::to_string(i) + " has shape "
+                  + std::to_string(st.parts[0].w.rows()) + " x "
+                  + std::to_string(st.parts[0].w.cols()) + ", the layer is "
+                  + std::to_string(w.rows()) + " x " + std::to_string(w.cols()));
+  }
+}
+
+template <class Archive>
+void load_deal(Archive& ar, run_state& s, std::size_t size) {
+  ar(s.retired_samples, s.deal.epoch);
+  s.deal.changes.resize(load_count(ar, size, 8, "replica changes"));
+  for (auto& c : s.deal.changes) {
+    std::uint64_t from = 0;
+    ar(from);
+    if (from == 0 || from > size / 8)
+      throw error("a replica change from " + std::to_string(from) + " replicas");
+    c.from = static_cast<std::uint32_t>(from);
+    c.cursors.resize(c.from);
+    for (auto& x : c.cursors)
+      ar(x);
+  }
+  if (!s.deal.changes.empty() && s.deal.epoch == 0)
+    throw error("a replica change in epoch 0");
 }
 
 // Reads what encode_run_state wrote; model 0 comes from `model`.
@@ -132,33 +183,25 @@ void decode_run_state(const std::string& payload, const model_checkpoint& model,
     throw error(std::to_string(s.models.size()) + " models for "
                 + std::to_string(s.positions.size())
                 + " replicas (want one shared model or one per replica)");
-  if (is.peek() == std::char_traits<char>::eof())
-    return;
   std::uint8_t form = 0;
-  ar(form);
-  if (form != 1 && form != 2)
-    throw error("the sync policy state section has form " + std::to_string(form)
-                + " (1 or 2 expected)");
-  const std::uint64_t max_elems = size / sizeof(float) + 1;
-  s.policy_states.resize(widths.size() - 1);
-  for (std::size_t i = 0; i < s.policy_states.size(); ++i) {
-    auto& st = s.policy_states[i];
-    st.parts.resize(form == 1 ? 1 : load_count(ar, size, 2 * 16, "policy state parts"));
-    for (auto& v : st.parts) {
-      load_matrix(ar, v.w, max_elems);
-      load_matrix(ar, v.b, max_elems);
-    }
-    const auto& w = s.models[0][i].params.w;
-    if (form == 1 && !same_shape(st.parts[0], s.models[0][i].params))
-      throw error("the sync policy state of layer " + std::to_string(i) + " has shape "
-                  + std::to_string(st.parts[0].w.rows()) + " x "
-                  + std::to_string(st.parts[0].w.cols()) + ", the layer is "
-                  + std::to_string(w.rows()) + " x " + std::to_string(w.cols()));
+  const auto next_form = [&] {
+    form = 0;
+    if (is.peek() != std::char_traits<char>::eof())
+      ar(form);
+    return form;
+  };
+  if (next_form() == 1 || form == 2) {
+    load_policy_states(ar, s, form, size);
+    next_form();
   }
-  if (is.peek() != std::char_traits<char>::eof())
-    throw error("unexpected bytes after the sync policy state");
+  if (form == 3) {
+    load_deal(ar, s, size);
+    next_form();
+  }
+  if (form != 0)
+    throw error("unexpected bytes after the data positions (section form "
+                + std::to_string(form) + "; 1 or 2: sync policy state, 3: replica change)");
 }
-
 // The run checkpoints in `dir` by round, highest first.
 std::vector<std::pair<std::uint64_t, std::filesystem::path>>
 run_checkpoints_in(const std::filesystem::path& dir) {
@@ -298,7 +341,7 @@ std::string resolve_resume_path(const std::string& path) {
 
 bool may_change_on_resume(std::string_view key) {
   for (std::string_view k : {"training.max_epochs", "training.target_accuracy",
-                             "training.output_dir", "topology.slices"})
+                             "training.output_dir", "topology.slices", "topology.replicas"})
     if (key == k)
       return true;
   for (std::string_view prefix : {"system.", "placement.", "nodes.", "node."})
@@ -335,8 +378,8 @@ void check_resume_compatible(const run_config& now, const run_state& saved,
   throw error(checkpoint + ": cannot resume: the configuration differs from the run's in "
               + std::to_string(n) + (n == 1 ? " key: " : " keys: ") + differences
               + " (a resumed run may change only training.max_epochs, "
-                "training.target_accuracy, training.output_dir, topology.slices and the "
-                "system, placement and node settings)");
+                "training.target_accuracy, training.output_dir, topology.slices, "
+                "topology.replicas and the system, placement and node settings)");
 }
 
 data_order replay_data_order(std::vector<std::uint32_t> indices, rng gen,

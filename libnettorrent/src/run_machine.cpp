@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "nettorrent/error.hpp"
+#include "nettorrent/membership.hpp"
 #include "nettorrent/model.hpp"
 #include "nettorrent/optimizer.hpp"
 
@@ -153,7 +154,11 @@ void run_machine::commit_state() {
   st->config_text = cfg_.canonical();
   st->actor_run = true;
   st->round = snapshot_round_;
+  st->samples = retired_samples_;
+  st->retired_samples = retired_samples_;
   for (const auto& p : positions_) {
+    if (!deal_.empty() && p.epoch == deal_.epoch)
+      st->deal = deal_; // a replica still trains the dealt epoch
     st->samples += p.samples;
     st->epoch = std::max(st->epoch, p.epoch);
     data_position d;
@@ -195,8 +200,14 @@ void run_machine::commit_state() {
   committed_ = std::move(st);
 }
 
-void run_machine::resume_from(const run_state& st) {
+void run_machine::resume_from(const run_state& saved) {
   const std::size_t R = layout_.replicas();
+  // An elastic resume: the membership rules fit the kept round to R replicas.
+  const run_state st = saved.positions.size() == R || saved.positions.empty()
+                           ? saved
+                           : change_replicas(saved, R, policy());
+  if (st.positions.size() != saved.positions.size())
+    say("coordinator: resuming with " + describe_replica_change(saved, st));
   if (st.positions.size() != R || (st.models.size() != 1 && st.models.size() != R))
     throw error("run checkpoint: it holds " + std::to_string(st.positions.size())
                 + " data positions and " + std::to_string(st.models.size())
@@ -226,7 +237,7 @@ void run_machine::resume_from(const run_state& st) {
   for (std::size_t r = 0; r < R; ++r) {
     snapshot_[r] = std::make_shared<const std::vector<layer_state>>(st.model_of(r));
     const auto& d = st.positions[r];
-    positions_[r] = worker_position{d.epoch, d.cursor, d.samples, d.next_batch};
+    positions_[r] = worker_position{d.epoch, d.cursor, d.samples, d.next_batch, {}};
   }
   round_positions_ = positions_;
   snapshot_round_ = st.round;
@@ -241,6 +252,8 @@ void run_machine::resume_from(const run_state& st) {
   best_samples_ = st.best_samples;
   best_epoch_ = st.best_epoch;
   resumed_elapsed_ = st.elapsed_seconds;
+  deal_ = st.deal;
+  retired_samples_ = st.retired_samples;
   loss_sum_ = st.loss_sum;
   loss_samples_ = st.loss_samples;
   resuming_ = true;
@@ -501,7 +514,7 @@ void run_machine::start_round() {
     on_grid = on_grid && b->on_grid;
   }
   final_off_grid_ = all_finished_ && !on_grid;
-  result_.samples = samples;
+  result_.samples = samples + retired_samples_;
   // topology.validate_every: only every k-th round is scored (the last one
   // always); the others go straight to the exchange. Their training loss
   // carries into the next scored round's curve point.
@@ -1301,7 +1314,10 @@ void run_machine::start_restoring() {
     for (std::size_t l = 0; l < L; ++l)
       backend_.restore(step, static_cast<std::uint32_t>(l), static_cast<std::uint32_t>(r),
                        (*snapshot_[r])[l]);
-    backend_.seek(step, static_cast<std::uint32_t>(r), positions_[r]);
+    worker_position at = positions_[r];
+    if (!deal_.empty() && at.epoch == deal_.epoch)
+      at.deal = deal_;
+    backend_.seek(step, static_cast<std::uint32_t>(r), at);
   }
   if (!recovering_.active())
     finish_recovery();

@@ -244,7 +244,7 @@ TEST_F(Fuzz, MessagesThatCrossNodes) {
        [&](const bytes& x) { w.decode<nt::replica_score>(x); });
   fuzz("actor_key", {w.encode(nt::actor_key::slice_of(1, 2, 3))},
        [&](const bytes& x) { w.decode<nt::actor_key>(x); });
-  fuzz("worker_position", {w.encode(nt::worker_position{1, 2, 3, 4})},
+  fuzz("worker_position", {w.encode(nt::worker_position{1, 2, 3, 4, {}})},
        [&](const bytes& x) { w.decode<nt::worker_position>(x); });
   fuzz("slice_stats", {w.encode(nt::slice_stats{5, 1, 0, 2, {3, 2}})},
        [&](const bytes& x) { w.decode<nt::slice_stats>(x); });

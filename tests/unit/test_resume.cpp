@@ -14,6 +14,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -589,5 +591,109 @@ TEST_P(TrainOffGrid, StoppedOffTheSyncGridThenResumedWithMoreEpochsEndsAsTheLong
 
 INSTANTIATE_TEST_SUITE_P(Policies, TrainOffGrid,
                          ::testing::Values("outer", "average", "best", "none"));
+
+} // namespace
+
+namespace {
+
+// Elastic resume: a run checkpoint of R replicas resumed with another
+// topology.replicas (membership.hpp). 1280 training samples, batches of 32,
+// a round every 160 samples per replica; the resume comes inside epoch 1.
+// NETTORRENT_SAMPLE_LOG makes every worker list the samples it trains, so
+// the test counts how often each sample is trained in each epoch.
+struct elastic_case {
+  std::size_t from, to;
+  std::uint64_t round; ///< the run checkpoint resumed from
+  const char* policy;
+};
+
+class ElasticResume : public ResumeCli, public ::testing::WithParamInterface<elastic_case> {
+protected:
+  /// [epoch][sample] -> times trained, from the logs in `dir` of `replicas`
+  /// workers; with `upto`, only replica r's first upto[r] samples.
+  void count(const std::string& dir, std::size_t replicas, const std::vector<std::uint64_t>* upto) {
+    for (std::size_t r = 0; r < replicas; ++r) {
+      std::ifstream in{dir + "/replica-" + std::to_string(r) + ".txt"};
+      ASSERT_TRUE(in) << "no sample log of replica " << r << " in " << dir;
+      std::uint64_t epoch = 0, sample = 0, n = 0;
+      while (in >> epoch >> sample && (upto == nullptr || n < (*upto)[r])) {
+        ++times_[epoch][static_cast<std::uint32_t>(sample)];
+        ++n;
+      }
+    }
+  }
+  std::map<std::uint64_t, std::map<std::uint32_t, int>> times_;
+};
+
+std::size_t shard_size(std::size_t n, std::size_t replicas, std::size_t r) {
+  return n * (r + 1) / replicas - n * r / replicas;
+}
+
+TEST_P(ElasticResume, TheRunContinuesDeterministicallyAndAnEpochTrainsEverySampleOnce) {
+  const elastic_case c = GetParam();
+  const std::size_t n = 1280, b = 32;
+  const auto with = [&](std::size_t replicas, std::vector<std::string> more) {
+    more.push_back("--topology.replicas=" + std::to_string(replicas));
+    more.push_back(std::string{"--topology.sync_policy="} + c.policy);
+    return more;
+  };
+  for (const char* d : {"la", "lb", "lc"})
+    fs::create_directories(path(d));
+  const auto first = run(train_args(path("a"), 2, with(c.from, {"--training.checkpoint_every=1"})),
+                         "NETTORRENT_SAMPLE_LOG=" + path("la"));
+  ASSERT_EQ(first.code, 0) << first.output;
+  const std::string from = path("a") + "/" + nt::run_checkpoint_name(c.round);
+  const nt::run_state saved = nt::load_run_checkpoint(from).state;
+  ASSERT_EQ(saved.positions.size(), c.from);
+  const auto resumed = run(train_args(path("b"), 2, with(c.to, {"--resume=" + from})),
+                           "NETTORRENT_SAMPLE_LOG=" + path("lb"));
+  ASSERT_EQ(resumed.code, 0) << resumed.output;
+  EXPECT_CONTAINS(resumed.output, "resuming with " + std::to_string(c.to) + " replicas instead of "
+                                      + std::to_string(c.from));
+  EXPECT_CONTAINS(resumed.output, "training " + std::to_string(c.to) + " replicas");
+  // Deterministic: the same resume again gives the same bits.
+  const auto again = run(train_args(path("c"), 2, with(c.to, {"--resume=" + from})),
+                         "NETTORRENT_SAMPLE_LOG=" + path("lc"));
+  ASSERT_EQ(again.code, 0) << again.output;
+  EXPECT_EQ(read_file(path("b") + "/model.ckpt"), read_file(path("c") + "/model.ckpt"));
+  EXPECT_EQ(curve_without_seconds(path("b") + "/curve.csv"),
+            curve_without_seconds(path("c") + "/curve.csv"));
+  EXPECT_EQ(line_with(resumed.output, "test: accuracy"), line_with(again.output, "test: accuracy"));
+
+  // Count: what the first run trained up to the kept round, then the resumed run.
+  std::vector<std::uint64_t> upto;
+  for (const auto& p : saved.positions) {
+    EXPECT_EQ(p.epoch, 1u);
+    upto.push_back(p.samples);
+  }
+  count(path("la"), c.from, &upto);
+  count(path("lb"), c.to, nullptr);
+  ASSERT_EQ(times_.size(), 2u);
+  for (const auto& [epoch, samples] : times_)
+    for (const auto& [sample, times] : samples)
+      EXPECT_EQ(times, 1) << "sample " << sample << " trained " << times << " times in epoch "
+                          << epoch;
+  // Left out: in epoch 1 only the re-dealt rest's last partial batch; in
+  // epoch 2, per replica, what follows its last whole batch.
+  std::size_t rest = 0;
+  for (std::size_t r = 0; r < c.from; ++r)
+    rest += shard_size(n, c.from, r) - saved.positions[r].cursor;
+  std::size_t tail = 0;
+  for (std::size_t r = 0; r < c.to; ++r)
+    tail += shard_size(n, c.to, r) % b;
+  EXPECT_EQ(n - times_[1].size(), rest % b);
+  EXPECT_EQ(n - times_[2].size(), tail);
+  std::cout << c.from << " -> " << c.to << " replicas: epoch 1 trained " << times_[1].size()
+            << " of " << n << " samples once, epoch 2 " << times_[2].size() << "\n";
+}
+
+INSTANTIATE_TEST_SUITE_P(Replicas, ElasticResume,
+                         ::testing::Values(elastic_case{2, 3, 3, "average"},
+                                           elastic_case{3, 2, 2, "outer"}),
+                         [](const auto& info) {
+                           return "From" + std::to_string(info.param.from) + "To"
+                                  + std::to_string(info.param.to) + "Under"
+                                  + std::string{info.param.policy};
+                         });
 
 } // namespace

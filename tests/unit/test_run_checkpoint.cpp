@@ -138,6 +138,8 @@ void expect_same_state(const nt::run_state& a, const nt::run_state& b) {
   EXPECT_EQ(a.best_samples, b.best_samples);
   EXPECT_EQ(a.best_epoch, b.best_epoch);
   EXPECT_EQ(a.best_rng, b.best_rng);
+  EXPECT_EQ(a.deal, b.deal);
+  EXPECT_EQ(a.retired_samples, b.retired_samples);
   ASSERT_EQ(a.models.size(), b.models.size());
   for (std::size_t m = 0; m < a.models.size(); ++m) {
     SCOPED_TRACE("model " + std::to_string(m));
@@ -235,6 +237,30 @@ TEST_F(RunCheckpoint, APolicyStateOfSeveralPartsPerLayerRoundTrips) {
   expect_same_state(nt::load_run_checkpoint(path("general.ckpt")).state, s);
   nt::save_run_checkpoint(path("one.ckpt"), header_for(outer_state()), outer_state());
   EXPECT_GT(read_file(path("general.ckpt")).size(), read_file(path("one.ckpt")).size());
+}
+
+TEST_F(RunCheckpoint, AReplicaChangeRoundTripsAfterThePolicyStateAndIsAbsentOtherwise) {
+  nt::run_state s = outer_state();
+  s.deal = nt::epoch_deal{2, {{2, {64, 96}}, {4, {0, 32, 32, 0}}}};
+  s.retired_samples = 1234;
+  nt::save_run_checkpoint(path("dealt.ckpt"), header_for(s), s);
+  expect_same_state(nt::load_run_checkpoint(path("dealt.ckpt")).state, s);
+  nt::save_run_checkpoint(path("outer.ckpt"), header_for(outer_state()), outer_state());
+  // The flag, retired samples, epoch, count, and per change from + cursors.
+  EXPECT_EQ(read_file(path("dealt.ckpt")).size(),
+            read_file(path("outer.ckpt")).size() + 1 + 3 * 8 + (1 + 2) * 8 + (1 + 4) * 8);
+  // Without a policy state the section follows the positions directly.
+  nt::run_state plain = full_state();
+  plain.deal = s.deal;
+  nt::save_run_checkpoint(path("plain.ckpt"), header_for(plain), plain);
+  expect_same_state(nt::load_run_checkpoint(path("plain.ckpt")).state, plain);
+  // A change from no replicas is refused on reading.
+  plain.deal.changes[0].from = 0;
+  plain.deal.changes[0].cursors.clear();
+  nt::save_run_checkpoint(path("zero.ckpt"), header_for(plain), plain);
+  const std::string msg = error_of([&] { nt::load_run_checkpoint(path("zero.ckpt")); });
+  EXPECT_CONTAINS(msg, path("zero.ckpt"));
+  EXPECT_CONTAINS(msg, "a replica change from 0 replicas");
 }
 
 TEST_F(RunCheckpoint, LoadCheckpointReadsReplicaZerosModel) {
@@ -470,14 +496,15 @@ TEST(ResumeCheck, AllowedChangesPass) {
   now.training.checkpoint_every = 2;
   now.training.checkpoint_keep = 9;
   now.topology.slices = {2, 1};
+  now.topology.replicas = 2; // an elastic resume (membership.hpp)
   now.system.scheduler_threads = 7;
   now.system.metrics = true;
   EXPECT_NO_THROW(nt::check_resume_compatible(now, s, "f"));
   for (const char* k :
        {"training.max_epochs", "training.target_accuracy", "training.output_dir", "topology.slices",
-        "system.metrics", "placement.strategy", "nodes.ports", "node.id"})
+        "topology.replicas", "system.metrics", "placement.strategy", "nodes.ports", "node.id"})
     EXPECT_TRUE(nt::may_change_on_resume(k)) << k;
-  for (const char* k : {"training.seed", "training.batch_size", "topology.replicas",
+  for (const char* k : {"training.seed", "training.batch_size", "topology.sync_policy",
                         "topology.sync_every", "data.train_limit", "optimizer.kind", "systems.x"})
     EXPECT_FALSE(nt::may_change_on_resume(k)) << k;
 }
