@@ -57,6 +57,7 @@
 #include "nettorrent/run_checkpoint.hpp"
 #include "nettorrent/run_layout.hpp"
 #include "nettorrent/run_result.hpp"
+#include "nettorrent/score_ledger.hpp"
 #include "nettorrent/slice_ops.hpp"
 
 namespace nettorrent {
@@ -324,7 +325,10 @@ public:
   std::size_t expected() const noexcept { return layout_.size() - 1; }
   bool is_registered(const actor_key& a) const;
   const run_layout& layout() const noexcept { return layout_; }
+  /// The run's result; its curve, best and target are filled in when it is
+  /// delivered (scores() has them while the run goes on).
   const run_result& result() const noexcept { return result_; }
+  const score_ledger& scores() const noexcept { return ledger_; }
   /// "2 of 8 actors did not register: ..." (at most 20 named).
   std::string missing_actors() const;
 
@@ -339,7 +343,12 @@ private:
   void maybe_start_training();
   void resume_all();
   void start_round();
+  /// Every score of the round is in: book it, report it, keep the best pass.
   void scored();
+  void report_round(const curve_point& p, bool synced);
+  /// keep_best and an improved pass: keep its layers (synced: the snapshot;
+  /// else collect the best replica's), then go on with the round.
+  void keep_best_pass(bool synced);
   void after_keep_best();
   void start_exchange();
   void start_apply();
@@ -414,8 +423,9 @@ private:
   std::vector<std::optional<barrier_report>> barriers_;
   std::size_t at_barrier_ = 0;
   std::vector<replica_score> replica_scores_;
-  double loss_sum_ = 0;
-  std::uint64_t loss_samples_ = 0;
+  /// The curve, the best score, the target (result_'s copies are filled in
+  /// when the run ends).
+  score_ledger ledger_;
   bool all_finished_ = false;
   /// The last round ends the epochs off the sync grid: it is not committed
   /// as the run state, so that a resumed run keeps the grid of a straight one.
@@ -474,12 +484,7 @@ private:
   /// What a round had done before it started, to undo an interrupted one.
   struct round_mark {
     std::uint64_t sync_rounds = 0;
-    double best_validation_accuracy = 0;
-    bool reached_target = false;
-    double time_to_target = -1;
-    std::size_t curve = 0;
-    double loss_sum = 0;
-    std::uint64_t loss_samples = 0;
+    score_ledger::mark scores;
     std::uint64_t epochs = 0;
     std::uint64_t samples = 0;
     std::vector<layer_state> best_layers;

@@ -7,6 +7,7 @@
 
 #include "nettorrent/error.hpp"
 #include "nettorrent/run_checkpoint.hpp"
+#include "nettorrent/score_ledger.hpp"
 #include "nettorrent/signals.hpp"
 #include "nettorrent/run_support.hpp"
 #include "nettorrent/session.hpp"
@@ -104,16 +105,6 @@ run_state start_state(const run_config& cfg, const centralised_hooks& hooks,
   // differ in max_epochs, target_accuracy, ...): its checkpoints say so.
   st.config_text = cfg.canonical();
   st.config_hash = cfg.hash();
-  // Whether the (possibly changed) target is reached follows from the curve.
-  st.reached_target = false;
-  st.time_to_target = -1;
-  const double target = cfg.training.target_accuracy;
-  for (const auto& p : st.curve)
-    if (target > 0 && p.validation_accuracy >= target) {
-      st.reached_target = true;
-      st.time_to_target = p.seconds;
-      break;
-    }
   return st;
 }
 
@@ -124,6 +115,10 @@ run_result train_centralised(const run_config& cfg, const data_splits& data, std
   const auto& tc = cfg.training;
   centralised_trainer trainer{cfg.model, cfg.optimizer, tc.seed};
   run_state st = start_state(cfg, hooks, trainer);
+  // The curve, the best pass and the target (judged again with the target
+  // given now); st's copies are filled in for each checkpoint.
+  score_ledger ledger{tc.target_accuracy};
+  ledger.restore(st);
   data_position& pos = st.positions.front();
   // The sample order: the training split shuffled in place every epoch.
   std::vector<std::uint32_t> order = data.train;
@@ -150,7 +145,7 @@ run_result train_centralised(const run_config& cfg, const data_splits& data, std
   const double elapsed_before = st.elapsed_seconds;
   const auto elapsed = [&] { return elapsed_before + seconds_since(t0); };
   double last_progress = elapsed_before;
-  bool done = st.reached_target;
+  bool done = ledger.reached_target();
   // Samples of the last run checkpoint: the end of training writes one
   // unless nothing was trained since.
   std::uint64_t checkpointed = hooks.resume != nullptr ? st.samples : ~std::uint64_t{0};
@@ -160,6 +155,7 @@ run_result train_centralised(const run_config& cfg, const data_splits& data, std
     if (!hooks.checkpoint)
       return;
     st.elapsed_seconds = elapsed();
+    ledger.save(st, ledger.curve().size());
     st.models.assign(1, trainer.layers());
     hooks.checkpoint(st);
     st.models.clear();
@@ -168,39 +164,29 @@ run_result train_centralised(const run_config& cfg, const data_splits& data, std
   auto validate = [&] {
     const evaluation ev =
         evaluate_model(trainer.geometry(), trainer.params(), data.train_pool, &data.validation);
-    curve_point p;
-    p.epoch = static_cast<std::size_t>(st.epoch);
-    p.samples = st.samples;
-    p.seconds = elapsed();
-    p.train_loss = st.loss_samples > 0 ? st.loss_sum / static_cast<double>(st.loss_samples) : 0;
-    p.validation_loss = ev.loss;
-    p.validation_accuracy = ev.accuracy;
-    st.curve.push_back(p);
-    st.round = st.curve.size();
-    st.loss_sum = 0;
-    st.loss_samples = 0;
-    if (tc.keep_best && (st.best_layers.empty() || ev.accuracy > st.best_validation_accuracy)) {
+    const score_ledger::entry e = ledger.book(static_cast<std::size_t>(st.epoch), st.samples,
+                                              elapsed(), ev.loss, ev.accuracy);
+    st.round = ledger.curve().size();
+    if (tc.keep_best && e.improved) {
       st.best_layers = trainer.layers();
       st.best_samples = st.samples;
       st.best_epoch = st.epoch;
       st.best_rng = gen.state();
     }
-    st.best_validation_accuracy = std::max(st.best_validation_accuracy, ev.accuracy);
     const double progress = static_cast<double>(st.samples)
                             / static_cast<double>(batches_per_epoch * batch * tc.max_epochs);
-    const double eta = p.seconds / progress * (1 - progress);
+    const double seconds = e.point.seconds;
+    const double eta = seconds / progress * (1 - progress);
     out << "epoch " << st.epoch << '/' << tc.max_epochs << "  samples " << st.samples << "  "
-        << fmt("%.0f", static_cast<double>(st.samples) / p.seconds) << " samples/s  loss "
-        << fmt("%.4f", p.train_loss) << "  val loss " << fmt("%.4f", ev.loss) << "  val acc "
-        << fmt("%.4f", ev.accuracy) << " (best " << fmt("%.4f", st.best_validation_accuracy)
-        << ")  elapsed " << format_duration(p.seconds) << "  ETA " << format_duration(eta)
+        << fmt("%.0f", static_cast<double>(st.samples) / seconds) << " samples/s  loss "
+        << fmt("%.4f", e.point.train_loss) << "  val loss " << fmt("%.4f", ev.loss) << "  val acc "
+        << fmt("%.4f", ev.accuracy) << " (best " << fmt("%.4f", ledger.best())
+        << ")  elapsed " << format_duration(seconds) << "  ETA " << format_duration(eta)
         << std::endl;
-    last_progress = p.seconds;
-    if (tc.target_accuracy > 0 && ev.accuracy >= tc.target_accuracy) {
-      st.reached_target = true;
-      st.time_to_target = p.seconds;
+    last_progress = seconds;
+    if (e.meets_target) {
       out << "reached target validation accuracy " << tc.target_accuracy << " after "
-          << format_duration(p.seconds) << std::endl;
+          << format_duration(seconds) << std::endl;
       done = true;
     }
   };
@@ -230,8 +216,7 @@ run_result train_centralised(const run_config& cfg, const data_splits& data, std
     pos.samples += batch;
     ++pos.next_batch;
     st.samples = pos.samples;
-    st.loss_sum += res.loss_sum;
-    st.loss_samples += batch;
+    ledger.add_training_loss(res.loss_sum, batch);
     if (st.samples >= next_eval) {
       next_eval += eval_every;
       validate();
@@ -242,7 +227,8 @@ run_result train_centralised(const run_config& cfg, const data_splits& data, std
       out << "  epoch " << pos.epoch << " batch " << (pos.cursor / batch) << '/'
           << batches_per_epoch << "  "
           << fmt("%.0f", static_cast<double>(st.samples) / last_progress) << " samples/s  loss "
-          << fmt("%.4f", st.loss_sum / static_cast<double>(st.loss_samples)) << std::endl;
+          << fmt("%.4f", ledger.loss_sum() / static_cast<double>(ledger.loss_samples()))
+          << std::endl;
     }
   }
   // The end of training: the run as it stands (before keep_best below).
@@ -254,9 +240,9 @@ run_result train_centralised(const run_config& cfg, const data_splits& data, std
   result.epochs = st.epoch;
   result.seconds = elapsed();
   result.samples_per_second = static_cast<double>(result.samples) / result.seconds;
-  result.best_validation_accuracy = st.best_validation_accuracy;
-  result.reached_target = st.reached_target;
-  result.time_to_target = st.time_to_target;
+  result.best_validation_accuracy = ledger.best();
+  result.reached_target = ledger.reached_target();
+  result.time_to_target = ledger.time_to_target();
   std::uint64_t saved_samples = result.samples;
   std::uint64_t saved_epoch = result.epochs;
   rng::state_type saved_rng = gen.state();
@@ -275,7 +261,7 @@ run_result train_centralised(const run_config& cfg, const data_splits& data, std
   result.saved_epoch = saved_epoch;
   result.has_saved_rng = true;
   result.saved_rng = saved_rng;
-  result.curve = std::move(st.curve);
+  result.curve = ledger.curve();
   return result;
 }
 

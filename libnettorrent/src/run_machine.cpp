@@ -112,6 +112,7 @@ run_machine::run_machine(run_config cfg, run_backend& backend, std::function<dou
     : cfg_(std::move(cfg)), layout_(cfg_), backend_(backend), clock_(std::move(clock)),
       verbose_(verbose), placement_(std::move(placement)), node_names_(std::move(node_names)) {
   result_.actor_run = true;
+  ledger_ = score_ledger{cfg_.training.target_accuracy};
   registered_.assign(layout_.size(), false);
   registered_[0] = true; // the coordinator is there by construction
   node_joined_.assign(node_names_.size(), false);
@@ -168,19 +169,10 @@ void run_machine::commit_state() {
     d.next_batch = p.next_batch;
     st->positions.push_back(d); // the order is replayed from the seed (epoch shuffles)
   }
-  st->curve.assign(result_.curve.begin(),
-                   result_.curve.begin()
-                       + static_cast<std::ptrdiff_t>(std::min(
-                           result_.curve.size(), static_cast<std::size_t>(snapshot_round_))));
+  // The curve up to the kept round; validate_every > 1: the training loss
+  // of unscored rounds since its last point.
+  ledger_.save(*st, static_cast<std::size_t>(snapshot_round_));
   st->elapsed_seconds = st->curve.empty() ? 0 : st->curve.back().seconds;
-  for (const auto& p : st->curve) {
-    st->best_validation_accuracy = std::max(st->best_validation_accuracy, p.validation_accuracy);
-    if (!st->reached_target && cfg_.training.target_accuracy > 0
-        && p.validation_accuracy >= cfg_.training.target_accuracy) {
-      st->reached_target = true;
-      st->time_to_target = p.seconds;
-    }
-  }
   st->best_layers = best_layers_;
   st->best_samples = best_samples_;
   st->best_epoch = best_epoch_;
@@ -193,10 +185,6 @@ void run_machine::commit_state() {
     for (const auto& x : snapshot_)
       st->models.push_back(*x);
   st->policy_states = policy_states_;
-  // validate_every > 1: the training loss of unscored rounds since the last
-  // curve point.
-  st->loss_sum = loss_sum_;
-  st->loss_samples = loss_samples_;
   committed_ = std::move(st);
 }
 
@@ -242,20 +230,15 @@ void run_machine::resume_from(const run_state& saved) {
   round_positions_ = positions_;
   snapshot_round_ = st.round;
   result_.sync_rounds = st.round;
-  result_.curve = st.curve;
+  ledger_.restore(st);
   result_.samples = st.samples;
   result_.epochs = st.epoch;
-  result_.best_validation_accuracy = st.best_validation_accuracy;
-  result_.reached_target = st.reached_target;
-  result_.time_to_target = st.time_to_target;
   best_layers_ = st.best_layers;
   best_samples_ = st.best_samples;
   best_epoch_ = st.best_epoch;
   resumed_elapsed_ = st.elapsed_seconds;
   deal_ = st.deal;
   retired_samples_ = st.retired_samples;
-  loss_sum_ = st.loss_sum;
-  loss_samples_ = st.loss_samples;
   resuming_ = true;
   commit_state();
 }
@@ -485,12 +468,7 @@ void run_machine::on_barrier(const barrier_report& b) {
 
 void run_machine::start_round() {
   round_start_.sync_rounds = result_.sync_rounds;
-  round_start_.best_validation_accuracy = result_.best_validation_accuracy;
-  round_start_.reached_target = result_.reached_target;
-  round_start_.time_to_target = result_.time_to_target;
-  round_start_.curve = result_.curve.size();
-  round_start_.loss_sum = loss_sum_;
-  round_start_.loss_samples = loss_samples_;
+  round_start_.scores = ledger_.marked();
   round_start_.epochs = result_.epochs;
   round_start_.samples = result_.samples;
   round_start_.best_layers.clear();
@@ -507,8 +485,7 @@ void run_machine::start_round() {
   std::uint64_t samples = 0;
   for (const auto& b : barriers_) {
     samples += b->samples;
-    loss_sum_ += b->loss_sum;
-    loss_samples_ += b->loss_samples;
+    ledger_.add_training_loss(b->loss_sum, b->loss_samples);
     result_.epochs = std::max(result_.epochs, b->epoch);
     all_finished_ = all_finished_ && b->finished;
     on_grid = on_grid && b->on_grid;
@@ -563,59 +540,51 @@ void run_machine::on_scored(std::uint64_t step, std::uint32_t replica, const rep
 }
 
 void run_machine::scored() {
-  const auto& tc = cfg_.training;
   const bool synced = scores_synced(); // the round was counted at its exchange
   if (synced)                          // the replicas scored parts of the subset on the same model
     replica_scores_ = {combine_parts(replica_scores_)};
   best_ = static_cast<std::uint32_t>(pick_best(replica_scores_));
-  const double acc = replica_scores_[best_].accuracy;
-  const std::uint64_t before = synced ? result_.sync_rounds - 1 : result_.sync_rounds;
-  improved_ = before == 0 || acc > result_.best_validation_accuracy;
   if (!synced)
     ++result_.sync_rounds;
   result_.best_replica = best_;
-  result_.best_validation_accuracy = std::max(result_.best_validation_accuracy, acc);
-  curve_point p;
-  p.epoch = result_.epochs;
-  p.samples = result_.samples;
-  p.seconds = now();
-  p.train_loss = loss_samples_ > 0 ? loss_sum_ / static_cast<double>(loss_samples_) : 0;
-  p.validation_loss = replica_scores_[best_].loss;
-  p.validation_accuracy = acc;
-  result_.curve.push_back(p);
-  loss_sum_ = 0;
-  loss_samples_ = 0;
-  const bool reached = tc.target_accuracy > 0 && acc >= tc.target_accuracy;
-  if (reached && !result_.reached_target) {
-    result_.reached_target = true;
-    result_.time_to_target = p.seconds;
-  }
-  stop_after_round_ = reached || all_finished_;
+  const replica_score& s = replica_scores_[best_];
+  const score_ledger::entry e =
+      ledger_.book(result_.epochs, result_.samples, now(), s.loss, s.accuracy);
+  improved_ = e.improved;
+  stop_after_round_ = e.meets_target || all_finished_;
+  report_round(e.point, synced);
+  if (e.meets_target)
+    say("reached target validation accuracy " + fmt("%g", cfg_.training.target_accuracy)
+        + " in sync round " + std::to_string(result_.sync_rounds) + " after "
+        + format_duration(e.point.seconds));
+  keep_best_pass(synced);
+}
 
+void run_machine::report_round(const curve_point& p, bool synced) {
   round_summary r;
   r.round = result_.sync_rounds;
   r.best = best_;
   r.point = p;
   r.scores = replica_scores_;
-  r.best_validation_accuracy = result_.best_validation_accuracy;
+  r.best_validation_accuracy = ledger_.best();
   r.samples_per_second = static_cast<double>(result_.samples) / std::max(p.seconds, 1e-9);
-  r.reached_target = result_.reached_target;
-  r.time_to_target = result_.time_to_target;
+  r.reached_target = ledger_.reached_target();
+  r.time_to_target = ledger_.time_to_target();
   r.synced = synced;
   const double t = now();
   r.elapsed = t;
   step_to(round_step_); // charge this round's scoring so far
   r.round_time = result_.round_time;
-  const bool print =
-      verbose_
-      && (ends_after_round() || last_progress_ < 0 || t - last_progress_ >= tc.progress_interval);
+  const bool print = verbose_
+                     && (ends_after_round() || last_progress_ < 0
+                         || t - last_progress_ >= cfg_.training.progress_interval);
   if (print)
     last_progress_ = t;
   backend_.round_done(r, print);
-  if (reached)
-    say("reached target validation accuracy " + fmt("%g", tc.target_accuracy) + " in sync round "
-        + std::to_string(result_.sync_rounds) + " after " + format_duration(p.seconds));
+}
 
+void run_machine::keep_best_pass(bool synced) {
+  const auto& tc = cfg_.training;
   if (synced) {
     // Replica 0 holds the round's result, which the snapshot has already:
     // keep_best and the final model need no collecting.
@@ -1103,12 +1072,7 @@ void run_machine::lose(const std::vector<std::size_t>& actors, const std::string
     } else if (phase_ == phase::sync_round || phase_ == phase::finishing) {
       // Undo the interrupted round; it runs again once every replica is back.
       result_.sync_rounds = round_start_.sync_rounds;
-      result_.best_validation_accuracy = round_start_.best_validation_accuracy;
-      result_.reached_target = round_start_.reached_target;
-      result_.time_to_target = round_start_.time_to_target;
-      result_.curve.resize(round_start_.curve);
-      loss_sum_ = round_start_.loss_sum;
-      loss_samples_ = round_start_.loss_samples;
+      ledger_.undo(round_start_.scores);
       result_.epochs = round_start_.epochs;
       result_.samples = round_start_.samples;
       if (best_moved_)
@@ -1418,6 +1382,10 @@ void run_machine::deliver() {
     return;
   delivered_ = true;
   phase_ = phase::done;
+  result_.curve = ledger_.curve();
+  result_.best_validation_accuracy = ledger_.best();
+  result_.reached_target = ledger_.reached_target();
+  result_.time_to_target = ledger_.time_to_target();
   if (result_.ok)
     result_.end_state = committed_;
   if (result_.ok)

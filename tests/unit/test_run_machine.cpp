@@ -842,7 +842,7 @@ TEST_F(RunMachine, AResumedRunRestoresEveryReplicaBeforeTraining) {
   barrier_all_at(2000, false, {0, 1});
   score({0.5, 0.6});
   EXPECT_EQ(m->result().sync_rounds, 4u) << "rounds continue from the checkpoint";
-  EXPECT_EQ(m->result().curve.size(), 4u);
+  EXPECT_EQ(m->scores().curve().size(), 4u);
 }
 
 /// The outer-policy run of small_config(2): keep_best, a run checkpoint
@@ -1084,7 +1084,7 @@ TEST_F(OuterRunMachine, AnInterruptedRoundKeepsTheLastMomentumAndScoresOnce) {
   EXPECT_EQ(m->late_replies(), 1u);
   score_parts(again, {85, 85});
   EXPECT_EQ(m->current_phase(), phase::training);
-  EXPECT_EQ(m->result().curve.size(), 2u);
+  EXPECT_EQ(m->scores().curve().size(), 2u);
   EXPECT_EQ(m->result().sync_rounds, 2u);
   ASSERT_FALSE(rec.saved.empty());
   EXPECT_EQ(rec.saved.back()->round, 2u);
