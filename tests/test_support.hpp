@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -197,6 +198,35 @@ inline std::string line_with(const std::string& text, const std::string& start) 
   if (pos == std::string::npos)
     return "(no line starting with " + start + ")";
   return text.substr(pos, text.find('\n', pos) - pos);
+}
+
+/// [epoch][sample] -> times trained, from the NETTORRENT_SAMPLE_LOG files in
+/// `dir` of replicas 0..replicas-1, added to `times`; with `upto`, only
+/// replica r's first upto[r] samples (what it trained up to a kept round).
+using sample_counts = std::map<std::uint64_t, std::map<std::uint32_t, int>>;
+inline void count_trained_samples(const std::string& dir, std::size_t replicas,
+                                  const std::vector<std::uint64_t>* upto, sample_counts& times) {
+  for (std::size_t r = 0; r < replicas; ++r) {
+    std::ifstream in{dir + "/replica-" + std::to_string(r) + ".txt"};
+    ASSERT_TRUE(in) << "no sample log of replica " << r << " in " << dir;
+    std::uint64_t epoch = 0, sample = 0, n = 0;
+    while ((upto == nullptr || n < (*upto)[r]) && in >> epoch >> sample) {
+      ++times[epoch][static_cast<std::uint32_t>(sample)];
+      ++n;
+    }
+  }
+}
+
+/// Every sample of `times` was trained once in its epoch.
+inline void expect_each_sample_once(const sample_counts& times) {
+  for (const auto& [epoch, samples] : times)
+    for (const auto& [sample, n] : samples)
+      EXPECT_EQ(n, 1) << "sample " << sample << " trained " << n << " times in epoch " << epoch;
+}
+
+/// Samples in shard r of `replicas` of n (data.hpp: shard_indices).
+inline std::size_t shard_size(std::size_t n, std::size_t replicas, std::size_t r) {
+  return n * (r + 1) / replicas - n * r / replicas;
 }
 
 } // namespace test_support

@@ -212,7 +212,8 @@ const std::vector<option_spec>& all_options() {
          c.training.checkpoint_keep = read_size(v, 1, 1000000);
        },
        [](const run_config& c) { return show(c.training.checkpoint_keep); }, false},
-      {"topology.replicas", "integer", "data-parallel replicas, one data shard each",
+      {"topology.replicas", "integer",
+       "data-parallel replicas, one data shard each (a --resume may change it)",
        [](run_config& c, const ini_value& v) { c.topology.replicas = read_size(v, 1, 1024); },
        [](const run_config& c) { return show(c.topology.replicas); }},
       {"topology.slices", "integer or list",

@@ -4,15 +4,19 @@
 // stopped anywhere (a signal, max_epochs off the sync grid) and resumed
 // equals the straight run: the same model.ckpt bytes and the same curve but
 // for its seconds. On small settings for every command and sync policy, and
-// on the shipped config/local.ini (2 epochs, then 4, against 4 straight).
+// on the shipped config/local.ini (2 epochs, then 4, against 4 straight; and
+// an elastic resume from 2 replicas to 3).
 #include <gtest/gtest.h>
 
 #include <signal.h>
 
+#include <filesystem>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "nettorrent/run_checkpoint.hpp"
 #include "process_test.hpp"
 
 namespace {
@@ -197,5 +201,62 @@ TEST_P(ShippedLocal, TwoEpochsThenFourEqualFourStraight) {
 
 INSTANTIATE_TEST_SUITE_P(Commands, ShippedLocal,
                          ::testing::Values("outer", "average", "best", "none", "centralised"));
+
+// An elastic resume on the shipped settings: 2 replicas train epoch 1 with
+// a run checkpoint every round; the run resumed from round 3 (15 168 of the
+// epoch's 27 456 samples per replica) on 3 replicas for 2 epochs repeats
+// bit for bit, and, counted from NETTORRENT_SAMPLE_LOG, trains each sample
+// once per epoch and leaves out exactly what the deal says.
+TEST_F(StopResume, TheShippedRunResumedOnThreeReplicasTrainsEachSampleOncePerEpoch) {
+  deadline_ = t0_ + 600s;
+  const auto local = [&](const std::string& out, int epochs, std::vector<std::string> more) {
+    std::vector<std::string> a = {"train", "--config-file=" + source_dir + "/config/local.ini",
+                                  "--training.max_epochs=" + std::to_string(epochs),
+                                  "--training.output_dir=" + out, "--system.metrics=false"};
+    a.insert(a.end(), more.begin(), more.end());
+    a.insert(a.begin(), cli);
+    return a;
+  };
+  const auto logged = [&](const std::string& name, std::vector<std::string> args) -> child_process& {
+    std::filesystem::create_directories(path("log-" + name));
+    child_process& c = start(name, std::move(args), {{"NETTORRENT_SAMPLE_LOG", path("log-" + name)}});
+    EXPECT_TRUE(exits_within(c, 300s));
+    EXPECT_TRUE(c.exited_ok()) << c.log();
+    return c;
+  };
+  logged("two", local(path("a"), 1, {"--training.checkpoint_every=1"}));
+  const std::string from = path("a") + "/run-00000003.ckpt";
+  const nettorrent::run_state saved = nettorrent::load_run_checkpoint(from).state;
+  ASSERT_EQ(saved.positions.size(), 2u);
+  const std::vector<std::string> three = {"--resume=" + from, "--topology.replicas=3"};
+  child_process& b = logged("three", local(path("b"), 2, three));
+  EXPECT_CONTAINS(b.out(), "resuming with 3 replicas instead of 2");
+  child_process& c = logged("again", local(path("c"), 2, three));
+  EXPECT_TRUE(read_file(path("b") + "/model.ckpt") == read_file(path("c") + "/model.ckpt"))
+      << "the elastic resume does not repeat bit for bit";
+  EXPECT_EQ(curve_without_seconds(path("b") + "/curve.csv"),
+            curve_without_seconds(path("c") + "/curve.csv"));
+  EXPECT_EQ(line_with(b.out(), "test: accuracy"), line_with(c.out(), "test: accuracy"));
+
+  const std::size_t n = 55000, batch = 64;
+  std::vector<std::uint64_t> upto;
+  std::size_t rest = 0;
+  for (std::size_t r = 0; r < 2; ++r) {
+    EXPECT_EQ(saved.positions[r].epoch, 1u);
+    upto.push_back(saved.positions[r].samples);
+    rest += test_support::shard_size(n, 2, r) - saved.positions[r].cursor;
+  }
+  test_support::sample_counts times;
+  test_support::count_trained_samples(path("log-two"), 2, &upto, times);
+  test_support::count_trained_samples(path("log-three"), 3, nullptr, times);
+  test_support::expect_each_sample_once(times);
+  std::size_t tail = 0;
+  for (std::size_t r = 0; r < 3; ++r)
+    tail += test_support::shard_size(n, 3, r) % batch;
+  EXPECT_EQ(n - times[1].size(), rest % batch);
+  EXPECT_EQ(n - times[2].size(), tail);
+  std::cout << "epoch 1: " << times[1].size() << " of " << n << " samples, each once; epoch 2: "
+            << times[2].size() << "\n";
+}
 
 } // namespace

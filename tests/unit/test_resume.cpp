@@ -607,27 +607,7 @@ struct elastic_case {
   const char* policy;
 };
 
-class ElasticResume : public ResumeCli, public ::testing::WithParamInterface<elastic_case> {
-protected:
-  /// [epoch][sample] -> times trained, from the logs in `dir` of `replicas`
-  /// workers; with `upto`, only replica r's first upto[r] samples.
-  void count(const std::string& dir, std::size_t replicas, const std::vector<std::uint64_t>* upto) {
-    for (std::size_t r = 0; r < replicas; ++r) {
-      std::ifstream in{dir + "/replica-" + std::to_string(r) + ".txt"};
-      ASSERT_TRUE(in) << "no sample log of replica " << r << " in " << dir;
-      std::uint64_t epoch = 0, sample = 0, n = 0;
-      while (in >> epoch >> sample && (upto == nullptr || n < (*upto)[r])) {
-        ++times_[epoch][static_cast<std::uint32_t>(sample)];
-        ++n;
-      }
-    }
-  }
-  std::map<std::uint64_t, std::map<std::uint32_t, int>> times_;
-};
-
-std::size_t shard_size(std::size_t n, std::size_t replicas, std::size_t r) {
-  return n * (r + 1) / replicas - n * r / replicas;
-}
+class ElasticResume : public ResumeCli, public ::testing::WithParamInterface<elastic_case> {};
 
 TEST_P(ElasticResume, TheRunContinuesDeterministicallyAndAnEpochTrainsEverySampleOnce) {
   const elastic_case c = GetParam();
@@ -666,34 +646,32 @@ TEST_P(ElasticResume, TheRunContinuesDeterministicallyAndAnEpochTrainsEverySampl
     EXPECT_EQ(p.epoch, 1u);
     upto.push_back(p.samples);
   }
-  count(path("la"), c.from, &upto);
-  count(path("lb"), c.to, nullptr);
-  ASSERT_EQ(times_.size(), 2u);
-  for (const auto& [epoch, samples] : times_)
-    for (const auto& [sample, times] : samples)
-      EXPECT_EQ(times, 1) << "sample " << sample << " trained " << times << " times in epoch "
-                          << epoch;
+  test_support::sample_counts times;
+  test_support::count_trained_samples(path("la"), c.from, &upto, times);
+  test_support::count_trained_samples(path("lb"), c.to, nullptr, times);
+  ASSERT_EQ(times.size(), 2u);
+  test_support::expect_each_sample_once(times);
   // Left out: in epoch 1 only the re-dealt rest's last partial batch; in
   // epoch 2, per replica, what follows its last whole batch.
   std::size_t rest = 0;
   for (std::size_t r = 0; r < c.from; ++r)
-    rest += shard_size(n, c.from, r) - saved.positions[r].cursor;
+    rest += test_support::shard_size(n, c.from, r) - saved.positions[r].cursor;
   std::size_t tail = 0;
   for (std::size_t r = 0; r < c.to; ++r)
-    tail += shard_size(n, c.to, r) % b;
-  EXPECT_EQ(n - times_[1].size(), rest % b);
-  EXPECT_EQ(n - times_[2].size(), tail);
-  std::cout << c.from << " -> " << c.to << " replicas: epoch 1 trained " << times_[1].size()
-            << " of " << n << " samples once, epoch 2 " << times_[2].size() << "\n";
+    tail += test_support::shard_size(n, c.to, r) % b;
+  EXPECT_EQ(n - times[1].size(), rest % b);
+  EXPECT_EQ(n - times[2].size(), tail);
+  std::cout << c.from << " -> " << c.to << " replicas: epoch 1 trained " << times[1].size()
+            << " of " << n << " samples once, epoch 2 " << times[2].size() << "\n";
 }
 
 INSTANTIATE_TEST_SUITE_P(Replicas, ElasticResume,
                          ::testing::Values(elastic_case{2, 3, 3, "average"},
                                            elastic_case{3, 2, 2, "outer"}),
-                         [](const auto& info) {
-                           return "From" + std::to_string(info.param.from) + "To"
-                                  + std::to_string(info.param.to) + "Under"
-                                  + std::string{info.param.policy};
+                         [](const auto& p) {
+                           return "From" + std::to_string(p.param.from) + "To"
+                                  + std::to_string(p.param.to) + "Under"
+                                  + std::string{p.param.policy};
                          });
 
 } // namespace
