@@ -90,9 +90,9 @@ void watch_signals(const std::string& program) {
   const sigset_t set = watched();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   w.thread = std::thread([set] {
-    auto& w = the_watcher();
+    const auto& watcher = the_watcher();
     const timespec tick{0, 100'000'000}; // looks at `quit` ten times a second
-    while (!w.quit) {
+    while (!watcher.quit) {
       siginfo_t info;
       const int sig = sigtimedwait(&set, &info, &tick);
       if (sig > 0)
