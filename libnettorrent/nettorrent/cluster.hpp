@@ -69,10 +69,14 @@ enum class placement_strategy {
   round_robin, ///< every actor dealt over the nodes in canonical actor order
   by_swarm,    ///< swarm l (leader + slices) on node l mod N, the seed's picture
   listed,      ///< "explicit": from the [placement] lists
+  /// Replica r's block (worker, relays, slices) on node r mod N; the
+  /// coordinator and the leaders on the first node. Only sync rounds cross
+  /// hosts.
+  by_replica,
 };
 
 std::string_view to_string(placement_strategy s) noexcept;
-/// "round_robin", "by_swarm" or "explicit"; anything else throws.
+/// "round_robin", "by_swarm", "by_replica" or "explicit"; anything else throws.
 placement_strategy parse_placement_strategy(std::string_view name);
 
 /// One entry of an explicit placement list that covers a group of actors

@@ -84,7 +84,7 @@ const std::vector<option<cluster_file>>& cluster_options() {
         run_options(), [](auto& f) -> auto& { return f.cfg.run; });
     const std::vector<option<cluster_file>> own = {
         {"placement.strategy", "string",
-         "which node hosts which actor: round_robin, by_swarm or explicit",
+         "which node hosts which actor: round_robin, by_swarm, by_replica or explicit",
          [](cluster_file& f, const ini_value& v) {
            f.cfg.placement.strategy = parse_placement_strategy(read_string(v));
          },
@@ -383,17 +383,19 @@ std::string_view to_string(placement_strategy s) noexcept {
     return "by_swarm";
   case placement_strategy::listed:
     return "explicit";
+  case placement_strategy::by_replica:
+    return "by_replica";
   }
   return "?";
 }
 
 placement_strategy parse_placement_strategy(std::string_view name) {
-  for (auto s :
-       {placement_strategy::round_robin, placement_strategy::by_swarm, placement_strategy::listed})
+  for (auto s : {placement_strategy::round_robin, placement_strategy::by_swarm,
+                 placement_strategy::by_replica, placement_strategy::listed})
     if (name == to_string(s))
       return s;
   throw error("unknown placement strategy \"" + std::string{name}
-              + "\" (expected round_robin, by_swarm or explicit)");
+              + "\" (expected round_robin, by_swarm, by_replica or explicit)");
 }
 
 const node_address* cluster_config::find_node(std::string_view id) const {

@@ -121,6 +121,19 @@ placement_plan plan_placement(const cluster_config& cfg) {
     }
     break;
   }
+  case placement_strategy::by_replica: {
+    // The coordinator and the leaders stay on node 0: the exchange's results
+    // go to the coordinator, and replica 0's layers reach its leaders
+    // without crossing a host. Each replica's block is one node's.
+    for (std::size_t r = 0; r < R; ++r) {
+      const std::size_t n = r % N;
+      p.worker_nodes[r] = n;
+      std::fill(p.relay_nodes[r].begin(), p.relay_nodes[r].end(), n);
+      for (auto& slices : p.slice_nodes[r])
+        std::fill(slices.begin(), slices.end(), n);
+    }
+    break;
+  }
   case placement_strategy::listed: {
     std::map<std::string, std::size_t> index;
     for (std::size_t i = 0; i < N; ++i)

@@ -257,6 +257,41 @@ TEST_F(ClusterProcesses, ThreeNodeRunWithMutualTlsIsBitIdenticalToTheEmbeddedRun
       << "the TLS cluster's model differs from the embedded run's";
 }
 
+TEST_F(ClusterProcesses, ByReplicaRunIsBitIdenticalToTheEmbeddedRun) {
+  // by_replica: each of 3 replicas (2 slices per layer) on a node of its
+  // own, the coordinator and the leaders on n0; only the outer rounds cross
+  // hosts.
+  std::vector<std::uint16_t> ports, metrics;
+  ASSERT_NO_FATAL_FAILURE(pick_ports(3, ports, metrics));
+  run_spec spec;
+  spec.strategy = "by_replica";
+  spec.replicas = 3;
+  spec.slices = 2;
+  spec.train_limit = 3840;
+  spec.sync_every = 320;
+  spec.policy = "outer";
+  ASSERT_NO_FATAL_FAILURE(write_cluster(spec, ports, metrics, path("cluster-out")));
+  const nt::placement_plan plan = nt::plan_placement(nt::load_cluster_config(path("cluster.ini")));
+  const auto in_replica = [](const nt::actor_key& a, std::uint32_t r) {
+    return a.replica == r && a.kind != nt::actor_kind::swarm_leader
+           && a.kind != nt::actor_kind::coordinator;
+  };
+  for (std::uint32_t r = 0; r < 3; ++r) {
+    const auto here = nt::actors_on(plan, plan.nodes.at(r));
+    const auto mine = std::count_if(here.begin(), here.end(),
+                                    [&](const nt::actor_key& a) { return in_replica(a, r); });
+    EXPECT_EQ(static_cast<std::size_t>(mine), plan.layout.replica_block_size())
+        << "replica " << r << "'s block is not on " << plan.nodes.at(r);
+  }
+  ASSERT_NO_FATAL_FAILURE(run_embedded(spec, path("embedded-out")));
+  const std::vector<child_process*> nodes = run_nodes(3);
+  ASSERT_FALSE(HasFailure());
+  EXPECT_CONTAINS(nodes[0]->out(), "placement by_replica");
+  EXPECT_CONTAINS(nodes[0]->out(), "test: accuracy");
+  EXPECT_EQ(read_file(path("cluster-out/model.ckpt")), read_file(path("embedded-out/model.ckpt")))
+      << "the by_replica cluster's model differs from the embedded run's";
+}
+
 TEST_F(ClusterProcesses, ATlsNodeWithoutItsCertificateFileIsRefusedAtStart) {
   std::vector<std::uint16_t> ports, metrics;
   ASSERT_NO_FATAL_FAILURE(pick_ports(3, ports, metrics));

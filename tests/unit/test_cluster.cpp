@@ -603,7 +603,7 @@ TEST_F(ClusterFiles, EveryActorIsPlacedExactlyOnceUnderEveryStrategy) {
       {"[10, 4, 2]", "[4, 2]", "4", "[\"x\", \"y\"]", "[\"h\", \"h\"]", "[1, 2]", "[3, 4]"},
   };
   for (const auto& s : shapes) {
-    for (const char* strategy : {"\"round_robin\"", "\"by_swarm\""}) {
+    for (const char* strategy : {"\"round_robin\"", "\"by_swarm\"", "\"by_replica\""}) {
       SCOPED_TRACE(s.layers + " " + s.slices + " R=" + s.replicas + " " + s.ids + " " + strategy);
       ini_model m = base_cluster();
       m.set("model", "layers", s.layers)
@@ -732,6 +732,34 @@ TEST_F(ClusterFiles, SameSettingsInAnotherOrderHashTheSame) {
   EXPECT_EQ(load(moved).hash(), c.hash());
   EXPECT_NE(load(base.reversed().set("training", "seed", "5")).hash(), c.hash());
   EXPECT_EQ(load(base.reversed().set("training", "output_dir", "\"x\"")).hash(), c.hash());
+}
+
+TEST_F(ClusterFiles, ByReplicaPutsAReplicaOnOneNodeAndTheLeadersWithTheCoordinator) {
+  // Four replicas over three nodes: replica r's block on sorted node r mod 3.
+  ini_model m = base_cluster();
+  m.set("model", "layers", "[20, 9, 8, 2]")
+      .set("topology", "slices", "[3, 1, 2]")
+      .set("topology", "replicas", "4")
+      .set("placement", "strategy", "\"by_replica\"");
+  const nt::cluster_config c = load(m);
+  const nt::placement_plan p = nt::plan_placement(c);
+  expect_every_actor_placed_once(c, p);
+  const std::vector<std::string> sorted = {"n0", "n1", "n2"};
+  EXPECT_EQ(p.node_of(nt::actor_key::coordinator()), "n0");
+  for (const auto& a : p.actors()) {
+    if (a.kind == nt::actor_kind::coordinator)
+      continue;
+    const std::string want = a.kind == nt::actor_kind::swarm_leader ? "n0" : sorted[a.replica % 3];
+    EXPECT_EQ(p.node_of(a), want) << nt::to_string(a);
+  }
+  // n2 hosts replica 2's block, nothing else.
+  const auto on_n2 = nt::actors_on(p, "n2");
+  EXPECT_EQ(on_n2.size(), p.layout.replica_block_size());
+  for (const auto& a : on_n2)
+    EXPECT_EQ(a.replica, 2u) << nt::to_string(a);
+  EXPECT_EQ(nt::parse_placement_strategy("by_replica"), nt::placement_strategy::by_replica);
+  EXPECT_CONTAINS(error_of([] { nt::parse_placement_strategy("by_host"); }),
+                  "expected round_robin, by_swarm, by_replica or explicit");
 }
 
 TEST_F(ClusterFiles, BySwarmPutsASwarmOnOneNode) {
