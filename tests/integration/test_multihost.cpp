@@ -392,21 +392,30 @@ TEST_F(Multihost, ANodeWhoseCertificateIsMissingOrUnreadableIsRefusedAtStart) {
 }
 
 TEST_F(Multihost, OverABandwidthLimitedLinkTheRunCompletes) {
-  deadline_ = t0_ + 240s;
+  deadline_ = t0_ + 300s;
   ASSERT_NO_FATAL_FAILURE(make_lab(3));
   ASSERT_NO_FATAL_FAILURE(copy_shipped_hosts_cluster());
   // The README's 3-host cluster for 2 epochs, first on free links, then
-  // with n1's link (both directions) limited to 100 Mbit/s, in f32 and bf16.
+  // with n1's link (both directions) limited to 100 Mbit/s, in f32 and bf16,
+  // and placed by_replica.
   const std::vector<std::string> over{"--training.max_epochs=2", "--system.metrics=false"};
   struct measured {
     run_summary s;
     double seconds = 0;
     double link_bytes = 0; // through n1's link
   };
-  auto run = [&](const std::string& tag, const std::string& precision = "f32") {
+  auto run = [&](const std::string& tag, const std::string& precision = "f32",
+                 const std::string& strategy = "by_swarm") {
     measured m;
     std::vector<std::string> args = over;
     args.push_back("--system.wire_precision=" + precision);
+    // The placement is the cluster file's (every node reads the same copy).
+    const std::string shipped = read_file(source_dir + "/config/hosts/cluster.ini");
+    const std::string from = "strategy = \"by_swarm\"";
+    EXPECT_NE(shipped.find(from), std::string::npos);
+    std::string text = shipped;
+    text.replace(text.find(from), from.size(), "strategy = \"" + strategy + "\"");
+    write_file(path("cluster.ini"), text);
     args.push_back("--training.output_dir=" + path("out-" + tag));
     const double bytes0 = static_cast<double>(lab_->link_bytes(1));
     const auto t = integration::clock_type::now();
@@ -425,9 +434,14 @@ TEST_F(Multihost, OverABandwidthLimitedLinkTheRunCompletes) {
   std::cout << "n1's link: " << lab_->qdisc(1);
   const measured slow = run("100mbit");
   const measured slow_bf16 = run("100mbit-bf16", "bf16");
+  // by_replica: replica 1's whole pipeline on n1, so only its sync rounds
+  // use the slow link.
+  const measured slow_by_replica = run("100mbit-by-replica", "f32", "by_replica");
   ASSERT_FALSE(HasFailure());
-  for (const auto& [name, m] : {std::pair{"free links", free}, std::pair{"n1 at 100 Mbit/s", slow},
-                                std::pair{"n1 at 100 Mbit/s, bf16", slow_bf16}}) {
+  for (const auto& [name, m] :
+       {std::pair{"free links", free}, std::pair{"n1 at 100 Mbit/s", slow},
+        std::pair{"n1 at 100 Mbit/s, bf16", slow_bf16},
+        std::pair{"n1 at 100 Mbit/s, by_replica", slow_by_replica}}) {
     const double batches = m.s.samples / 64;
     std::cout << name << ": " << m.s.samples_per_second << " samples/s, " << m.seconds
               << " s for the whole run, " << m.link_bytes / batches / 1e3
@@ -437,7 +451,13 @@ TEST_F(Multihost, OverABandwidthLimitedLinkTheRunCompletes) {
   }
   std::cout << "throughput ratio limited / free: "
             << slow.s.samples_per_second / free.s.samples_per_second << "; limited, bf16 / f32: "
-            << slow_bf16.s.samples_per_second / slow.s.samples_per_second << '\n';
+            << slow_bf16.s.samples_per_second / slow.s.samples_per_second
+            << "; limited, by_replica / by_swarm: "
+            << slow_by_replica.s.samples_per_second / slow.s.samples_per_second << '\n';
+  // by_replica sends only sync rounds through the slow link: less per
+  // sample than by_swarm's every batch.
+  EXPECT_LT(slow_by_replica.link_bytes / slow_by_replica.s.samples,
+            slow.link_bytes / slow.s.samples);
   // bf16 halves what crosses the slow link (framing aside).
   EXPECT_LE(slow_bf16.link_bytes / slow_bf16.s.samples, 0.6 * slow.link_bytes / slow.s.samples);
   // The limit was in force: n1's link carried at most 100 Mbit/s each way,
