@@ -4,6 +4,7 @@
 #include <iostream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "build_info.hpp"
@@ -11,6 +12,7 @@
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/cluster.hpp"
 #include "nettorrent/config.hpp"
+#include "nettorrent/cost_model.hpp"
 #include "nettorrent/error.hpp"
 #include "nettorrent/memory.hpp"
 #include "nettorrent/model.hpp"
@@ -39,7 +41,8 @@ constexpr std::string_view resume_option =
     "  --resume=PATH         continue the run of a run checkpoint (run-*.ckpt), or of\n"
     "                        the newest one in directory PATH (a run's output_dir);\n"
     "                        bit for bit. Only training.max_epochs, target_accuracy,\n"
-    "                        output_dir, topology.slices and [system] may differ\n";
+    "                        output_dir, topology.slices, topology.replicas and\n"
+    "                        [system] may differ\n";
 
 constexpr std::string_view help_option = "  -h, --help            show this help\n";
 
@@ -120,6 +123,69 @@ int cmd_node(const std::vector<std::string>& args) {
     throw nt::error(nc.cluster_file + " (with command-line overrides): " + e.what());
   }
   return nt::run_node(nc, std::cout, std::cerr, cl.resume);
+}
+
+/// "ID:RATE,ID:RATE" or "RATE" (every node) of --bandwidth=.
+void read_bandwidth(const std::string& list, nt::plan_options& opt) {
+  std::size_t at = 0;
+  while (at <= list.size()) {
+    const std::size_t end = std::min(list.find(',', at), list.size());
+    const std::string item = list.substr(at, end - at);
+    const std::size_t colon = item.find(':');
+    const std::string rate = colon == std::string::npos ? item : item.substr(colon + 1);
+    char* stop = nullptr;
+    const double mbit = std::strtod(rate.c_str(), &stop);
+    if (rate.empty() || stop == nullptr || *stop != '\0' || !(mbit > 0))
+      throw nt::error("plan: --bandwidth: \"" + item
+                      + "\" is not ID:RATE or RATE (Mbit/s, a number above 0)");
+    if (colon == std::string::npos)
+      opt.default_mbit = mbit;
+    else
+      opt.bandwidth.emplace_back(item.substr(0, colon), mbit);
+    at = end + 1;
+  }
+}
+
+/// The whole number after the first `skip` characters of flag `a` (1 to 10^6).
+std::size_t whole_number(const std::string& a, std::size_t skip) {
+  const std::string v = a.substr(skip);
+  char* stop = nullptr;
+  const unsigned long long x = std::strtoull(v.c_str(), &stop, 10);
+  if (v.empty() || v[0] == '-' || *stop != '\0' || x < 1 || x > 1000000)
+    throw nt::error("plan: " + a + ": expected a whole number from 1 to 1000000");
+  return static_cast<std::size_t>(x);
+}
+
+int cmd_plan(const std::vector<std::string>& args) {
+  std::string file;
+  nt::plan_options opt;
+  opt.cores = static_cast<double>(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::string> overrides;
+  for (const auto& a : args) {
+    if (a.rfind("--config-file=", 0) == 0) {
+      file = a.substr(14);
+    } else if (a.rfind("--bandwidth=", 0) == 0) {
+      read_bandwidth(a.substr(12), opt);
+    } else if (a.rfind("--nodes=", 0) == 0) {
+      opt.nodes = whole_number(a, 8);
+    } else if (a.rfind("--cores=", 0) == 0) {
+      opt.cores = static_cast<double>(whole_number(a, 8));
+    } else if (a.rfind("--", 0) == 0 && a.find('.') != std::string::npos) {
+      overrides.push_back(a);
+    } else {
+      throw nt::error("plan: unexpected argument \"" + a
+                      + "\" (expected --config-file=CLUSTER [--bandwidth=ID:RATE,...] "
+                        "[--nodes=N] [--cores=K] [--section.key=value ...])");
+    }
+  }
+  if (file.empty())
+    throw nt::error("plan: --config-file=CLUSTER (a cluster file) is required");
+  nt::cluster_config cc = nt::load_cluster_config(file);
+  nt::apply_overrides(overrides, cc.run);
+  nt::prepare_math_thread();
+  opt.gflops = nt::measure_gflops(cc.run);
+  std::cout << nt::plan_report(cc, opt);
+  return 0;
 }
 
 int cmd_plot(const std::vector<std::string>& args) {
@@ -302,6 +368,25 @@ const std::vector<command>& commands() {
        "  --curve=CURVE_CSV     the curve to draw (required)\n"
        "  --out=PNG             the image to write (default: CURVE_CSV with .png)\n",
        "  nettorrent plot --curve=runs/local/curve.csv --out=/tmp/curve.png\n", cmd_plot},
+      {"plan", "--config-file=CLUSTER [--bandwidth=ID:RATE,...] [--nodes=N] [--cores=K]",
+       "predict what each placement of a cluster does, without training",
+       "Predicts, without training, what round_robin, by_swarm and by_replica (and\n"
+       "the file's explicit placement) would do with a cluster description:\n"
+       "samples/s, the bottleneck, the bytes per batch through the busiest link and\n"
+       "what the sync rounds move. Compute comes from a short probe on this machine\n"
+       "(the centralised trainer on the run's model, one core); links run at the\n"
+       "rates given (default 1000 Mbit/s). The model\n"
+       "and its assumptions: docs/cluster.md, planning a cluster.\n",
+       "  --config-file=CLUSTER a cluster file (required)\n"
+       "  --bandwidth=LIST      link rates in Mbit/s each way: RATE for every node,\n"
+       "                        ID:RATE for one, comma-separated (e.g. 100,n0:1000)\n"
+       "  --nodes=N             N nodes n000.. instead of the file's (larger clusters)\n"
+       "  --cores=K             cores per node (default: this machine's)\n"
+       "  --section.key=value   override a run key of the cluster file\n",
+       "  nettorrent plan --config-file=config/hosts/cluster.ini --bandwidth=100\n"
+       "  nettorrent plan --config-file=config/cluster/cluster.ini --nodes=100 \\\n"
+       "      --topology.replicas=10 --bandwidth=10\n",
+       cmd_plan},
       {"keys", "", "list every configuration key with its type and default",
        "Lists every key of run configurations, cluster files and node files with\n"
        "its type, default and meaning.\n",

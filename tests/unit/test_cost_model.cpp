@@ -1,0 +1,126 @@
+// The cost model of `nettorrent plan` (cost_model.hpp): the bytes each
+// placement makes cross each node's link, worked out by hand for the
+// shipped 3-host cluster; the compute-bound and link-bound predictions; and
+// the report, its errors and larger clusters.
+#include <gtest/gtest.h>
+
+#include "test_support.hpp"
+
+#include <string>
+#include <vector>
+
+#include "nettorrent/cluster.hpp"
+#include "nettorrent/cost_model.hpp"
+#include "nettorrent/error.hpp"
+#include "nettorrent/placement.hpp"
+
+namespace nt = nettorrent;
+using test_support::error_of;
+
+namespace {
+
+/// config/hosts: 784-256-128-10, batch 64, 2 replicas, 1 slice per layer,
+/// outer with Adam, 5000 validation samples; a round every 6400 samples per
+/// replica (100 steps).
+nt::cluster_config hosts(nt::placement_strategy s) {
+  nt::cluster_config c =
+      nt::load_cluster_config(std::string{NETTORRENT_SOURCE_DIR} + "/config/hosts/cluster.ini");
+  c.run.topology.sync_every = 6400;
+  c.placement.strategy = s;
+  c.validate();
+  return c;
+}
+
+constexpr double B = 64;
+constexpr double o = nt::message_overhead;
+
+TEST(CostModel, BySwarmCrossesTheSwarmsLinksEveryBatch) {
+  const nt::cluster_config c = hosts(nt::placement_strategy::by_swarm);
+  const nt::placement_plan p = nt::plan_placement(c);
+  const nt::step_traffic t = nt::estimate_traffic(p, c.run);
+  EXPECT_DOUBLE_EQ(t.steps_per_round, 100);
+  // n1 holds swarm 1 (256 -> 128) and the hidden relay feeding it. Per
+  // replica and batch: H (64 x 256) in and its gradient (64 x 256) out to
+  // swarm 0 on n0; 64 x 128 out to the relay on n2 and its gradient in.
+  // The synced model's validation: 2500 samples per replica and round, as
+  // forward traffic spread over the round's 100 steps.
+  const double val = 2500 / B / 100;
+  const double h1 = B * 256 * 4 + o, h2 = B * 128 * 4 + o;
+  EXPECT_DOUBLE_EQ(t.pipeline_in[1], 2 * ((1 + val) * h1 + h2));
+  EXPECT_DOUBLE_EQ(t.pipeline_out[1], 2 * ((1 + val) * h2 + h1));
+  // Flops: n1 computes layer 2's forward (and validation), dW and dX.
+  EXPECT_DOUBLE_EQ(t.flops[1], 2 * (2 * (1 + val) + 4) * B * 256 * 128);
+  // bf16 halves every payload.
+  nt::cluster_config half = c;
+  half.run.system.wire = nt::wire_precision::bf16;
+  const nt::step_traffic th = nt::estimate_traffic(nt::plan_placement(half), half.run);
+  EXPECT_DOUBLE_EQ(th.pipeline_in[1], 2 * ((1 + val) * (h1 - o) / 2 + (h2 - o) / 2 + (2 + val) * o));
+}
+
+TEST(CostModel, ByReplicaCrossesHostsOnlyInSyncRounds) {
+  const nt::cluster_config c = hosts(nt::placement_strategy::by_replica);
+  const nt::placement_plan p = nt::plan_placement(c);
+  const nt::step_traffic t = nt::estimate_traffic(p, c.run);
+  for (std::size_t n = 0; n < 3; ++n) {
+    EXPECT_EQ(t.pipeline_out[n], 0) << p.nodes[n];
+    EXPECT_EQ(t.pipeline_in[n], 0) << p.nodes[n];
+  }
+  // Replica 1 lives on n1, its leaders on n0: per round each layer's state
+  // (W, b and Adam's two moments, f32) goes to the leader and comes back.
+  double state = 0;
+  for (const auto& [a, b] : {std::pair{784, 256}, std::pair{256, 128}, std::pair{128, 10}})
+    state += 3.0 * (a * b + b) * 4 + o;
+  EXPECT_DOUBLE_EQ(t.sync_out[1], state);
+  EXPECT_DOUBLE_EQ(t.sync_in[1], state);
+  EXPECT_EQ(t.sync_out[2] + t.sync_in[2], 0); // n2 hosts nothing
+}
+
+TEST(CostModel, PredictionsAreBoundByComputeOrByTheSlowestLink) {
+  const nt::cluster_config c = hosts(nt::placement_strategy::by_swarm);
+  const nt::placement_plan p = nt::plan_placement(c);
+  const nt::step_traffic t = nt::estimate_traffic(p, c.run);
+  // Fast links: compute bound; the busiest node's flops set the step.
+  std::vector<nt::node_figures> fast(3, nt::node_figures{1e9, 1, 1});
+  const nt::prediction a = nt::predict(p, c.run, t, fast);
+  double most = 0;
+  for (double f : t.flops)
+    most = std::max(most, f);
+  EXPECT_NEAR(a.step_seconds, most / 1e9, 1e-9);
+  EXPECT_EQ(a.bottleneck, "compute on n0");
+  EXPECT_NEAR(a.samples_per_second, 2 * B / a.step_seconds, 1e-6);
+  // n1 at 1 Mbit/s: its link (the larger direction) sets the step.
+  std::vector<nt::node_figures> slow = fast;
+  slow[1].mbit = 1;
+  const nt::prediction b = nt::predict(p, c.run, t, slow);
+  EXPECT_NEAR(b.step_seconds,
+              std::max(t.pipeline_out[1], t.pipeline_in[1]) / (1e6 / 8)
+                  + (t.sync_out[1] + t.sync_in[1]) / (1e6 / 8) / 100,
+              1e-9);
+  EXPECT_EQ(b.busiest_link, "n1");
+  EXPECT_GT(b.step_seconds, a.step_seconds);
+}
+
+TEST(CostModel, TheReportNamesEveryStrategyAndRefusesUnknownNodes) {
+  const nt::cluster_config c = hosts(nt::placement_strategy::by_swarm);
+  nt::plan_options opt;
+  opt.default_mbit = 100;
+  const std::string r = nt::plan_report(c, opt);
+  for (const char* s : {"round_robin ", "by_swarm ", "by_replica ", "bottleneck: ", "links at 100"})
+    EXPECT_CONTAINS(r, s);
+  opt.bandwidth = {{"n9", 10}};
+  EXPECT_CONTAINS(error_of([&] { nt::plan_report(c, opt); }), "no node \"n9\"");
+  opt.bandwidth = {{"n1", 0}};
+  EXPECT_CONTAINS(error_of([&] { nt::plan_report(c, opt); }), "above 0 Mbit/s");
+  // The seed's picture on 100 hosts: 10 layers, 10 replicas of 10 slices.
+  nt::cluster_config big = c;
+  big.run.model.layers = {784, 256, 256, 128, 128, 128, 64, 64, 64, 32, 10};
+  big.run.topology.replicas = 10;
+  big.run.topology.slices = {10};
+  opt.bandwidth.clear();
+  opt.nodes = 100;
+  const std::string r100 = nt::plan_report(big, opt);
+  EXPECT_CONTAINS(r100, "plan: 100 nodes, 10 replicas, 10 swarms");
+  EXPECT_CONTAINS(r100, "by_replica ");
+}
+
+} // namespace
