@@ -163,7 +163,11 @@ int cmd_plan(const std::vector<std::string>& args) {
   std::vector<std::string> overrides;
   for (const auto& a : args) {
     if (a.rfind("--config-file=", 0) == 0) {
+      if (!file.empty())
+        throw nt::error("plan: --config-file given twice");
       file = a.substr(14);
+      if (file.empty())
+        throw nt::error("plan: --config-file= needs a path");
     } else if (a.rfind("--bandwidth=", 0) == 0) {
       read_bandwidth(a.substr(12), opt);
     } else if (a.rfind("--nodes=", 0) == 0) {

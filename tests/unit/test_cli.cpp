@@ -147,6 +147,7 @@ TEST_F(Cli, EveryCommandHasItsOwnHelp) {
       {"train", "--config-file=FILE"},       {"node", "--config-file=NODE_FILE"},
       {"centralised", "--config-file=FILE"}, {"evaluate", "--checkpoint=FILE"},
       {"plot", "--curve=CURVE_CSV"},         {"keys", "type, default and meaning"},
+      {"plan", "--bandwidth=LIST"},
       {"help", "nettorrent help evaluate"},  {"version", "nettorrent --version"}};
   for (const auto& [cmd, option] : key_option) {
     for (const char* flag : {"--help", "-h"}) {
@@ -247,6 +248,29 @@ TEST_F(Cli, EveryCommandRefusesASecondConfigFile) {
   const cli_result r = run_cli({"node", "--config-file="});
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_CONTAINS(r.output, "needs a path");
+}
+
+TEST_F(Cli, PlanPredictsEveryPlacementAndNamesBadFlags) {
+  const std::string hosts = std::string{NETTORRENT_SOURCE_DIR} + "/config/hosts/cluster.ini";
+  cli_result r = run_cli({"plan", "--config-file=" + hosts, "--bandwidth=1000,n1:100"});
+  EXPECT_EQ(r.code, 0) << r.output;
+  for (const char* s : {"plan: 3 nodes, 2 replicas, 3 swarms", "n1 at 100", "round_robin ",
+                        "by_swarm ", "by_replica ", "samples/s  bottleneck: "})
+    EXPECT_CONTAINS(r.out, s);
+  const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
+      {{"plan"}, "--config-file=CLUSTER (a cluster file) is required"},
+      {{"plan", "--config-file=" + hosts, "--bandwidth=fast"}, "\"fast\" is not ID:RATE or RATE"},
+      {{"plan", "--config-file=" + hosts, "--bandwidth=n5:10"}, "no node \"n5\""},
+      {{"plan", "--config-file=" + hosts, "--nodes=0"}, "--nodes=0: expected a whole number"},
+      {{"plan", "--config-file=" + hosts, "--config-file=" + hosts}, "--config-file given twice"},
+      {{"plan", "--config-file=" + hosts, "--speed=3"}, "unexpected argument \"--speed=3\""},
+      {{"plan", "--config-file=" + local_ini}, "placement.strategy"},
+  };
+  for (const auto& [args, why] : bad) {
+    r = run_cli(args);
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_CONTAINS(r.err, why);
+  }
 }
 
 TEST_F(Cli, EvaluateWithoutCheckpoint) {
