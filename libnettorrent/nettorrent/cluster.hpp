@@ -59,9 +59,12 @@ struct node_address {
   std::string host;
   std::uint16_t port = 0;         ///< CAF middleman (BASP) port
   std::uint16_t metrics_port = 0; ///< Prometheus exposer port
+  std::size_t bandwidth_mbit = 0; ///< nodes.bandwidth_mbit, each way (0: not given)
+  std::size_t cores = 0;          ///< nodes.cores (0: not given)
   std::string endpoint() const { return host + ":" + std::to_string(port); }
   friend bool operator==(const node_address& a, const node_address& b) {
-    return a.id == b.id && a.host == b.host && a.port == b.port && a.metrics_port == b.metrics_port;
+    return a.id == b.id && a.host == b.host && a.port == b.port && a.metrics_port == b.metrics_port
+           && a.bandwidth_mbit == b.bandwidth_mbit && a.cores == b.cores;
   }
 };
 
@@ -73,10 +76,14 @@ enum class placement_strategy {
   /// coordinator and the leaders on the first node. Only sync rounds cross
   /// hosts.
   by_replica,
+  /// "auto": the fastest of round_robin, by_swarm and by_replica by the
+  /// cost model (cost_model.hpp) on the description's figures.
+  automatic,
 };
 
 std::string_view to_string(placement_strategy s) noexcept;
-/// "round_robin", "by_swarm", "by_replica" or "explicit"; anything else throws.
+/// "round_robin", "by_swarm", "by_replica", "auto" or "explicit"; anything
+/// else throws.
 placement_strategy parse_placement_strategy(std::string_view name);
 
 /// One entry of an explicit placement list that covers a group of actors

@@ -45,6 +45,10 @@ namespace nettorrent {
 /// (an estimate).
 inline constexpr double message_overhead = 100;
 
+/// The core rate placement "auto" assumes (the plan must be the same on
+/// every node, so nothing measured goes in): GFLOP/s per core.
+inline constexpr double auto_core_gflops = 50;
+
 /// What is known of one node.
 struct node_figures {
   double mbit = 1000; ///< link rate in Mbit/s, each direction

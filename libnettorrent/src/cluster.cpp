@@ -76,6 +76,8 @@ struct cluster_file {
   std::vector<std::string> hosts;
   std::vector<std::size_t> ports;
   std::vector<std::size_t> metrics_ports;
+  std::vector<std::size_t> bandwidth_mbit; ///< optional
+  std::vector<std::size_t> cores;          ///< optional
 };
 
 const std::vector<option<cluster_file>>& cluster_options() {
@@ -84,7 +86,7 @@ const std::vector<option<cluster_file>>& cluster_options() {
         run_options(), [](auto& f) -> auto& { return f.cfg.run; });
     const std::vector<option<cluster_file>> own = {
         {"placement.strategy", "string",
-         "which node hosts which actor: round_robin, by_swarm, by_replica or explicit",
+         "which node hosts which actor: round_robin, by_swarm, by_replica, auto or explicit",
          [](cluster_file& f, const ini_value& v) {
            f.cfg.placement.strategy = parse_placement_strategy(read_string(v));
          },
@@ -163,6 +165,16 @@ const std::vector<option<cluster_file>>& cluster_options() {
            f.metrics_ports = read_size_list(v, 1, max_port);
          },
          [](const cluster_file& f) { return show_list(f.metrics_ports); }, true, true},
+        {"nodes.bandwidth_mbit", "list of integers",
+         "per node: its link's rate in Mbit/s each way, for placement \"auto\" (default 1000)",
+         [](cluster_file& f, const ini_value& v) {
+           f.bandwidth_mbit = read_size_list(v, 1, 1000000);
+         },
+         [](const cluster_file& f) { return show_list(f.bandwidth_mbit); }, false},
+        {"nodes.cores", "list of integers",
+         "per node: its cores, for placement \"auto\" (default 1)",
+         [](cluster_file& f, const ini_value& v) { f.cores = read_size_list(v, 1, 4096); },
+         [](const cluster_file& f) { return show_list(f.cores); }, false},
     };
     all.insert(all.end(), own.begin(), own.end());
     return all;
@@ -180,10 +192,16 @@ std::vector<node_address> zip_nodes(const cluster_file& f) {
   check_length("nodes.hosts", f.hosts.size());
   check_length("nodes.ports", f.ports.size());
   check_length("nodes.metrics_ports", f.metrics_ports.size());
+  if (!f.bandwidth_mbit.empty())
+    check_length("nodes.bandwidth_mbit", f.bandwidth_mbit.size());
+  if (!f.cores.empty())
+    check_length("nodes.cores", f.cores.size());
   std::vector<node_address> nodes;
   for (std::size_t i = 0; i < f.ids.size(); ++i)
     nodes.push_back({f.ids[i], f.hosts[i], static_cast<std::uint16_t>(f.ports[i]),
-                     static_cast<std::uint16_t>(f.metrics_ports[i])});
+                     static_cast<std::uint16_t>(f.metrics_ports[i]),
+                     f.bandwidth_mbit.empty() ? 0 : f.bandwidth_mbit[i],
+                     f.cores.empty() ? 0 : f.cores[i]});
   std::sort(nodes.begin(), nodes.end(),
             [](const node_address& a, const node_address& b) { return a.id < b.id; });
   return nodes;
@@ -385,17 +403,20 @@ std::string_view to_string(placement_strategy s) noexcept {
     return "explicit";
   case placement_strategy::by_replica:
     return "by_replica";
+  case placement_strategy::automatic:
+    return "auto";
   }
   return "?";
 }
 
 placement_strategy parse_placement_strategy(std::string_view name) {
   for (auto s : {placement_strategy::round_robin, placement_strategy::by_swarm,
-                 placement_strategy::by_replica, placement_strategy::listed})
+                 placement_strategy::by_replica, placement_strategy::automatic,
+                 placement_strategy::listed})
     if (name == to_string(s))
       return s;
   throw error("unknown placement strategy \"" + std::string{name}
-              + "\" (expected round_robin, by_swarm, by_replica or explicit)");
+              + "\" (expected round_robin, by_swarm, by_replica, auto or explicit)");
 }
 
 const node_address* cluster_config::find_node(std::string_view id) const {
@@ -425,7 +446,9 @@ std::string cluster_config::canonical() const {
     lines.push_back(std::move(l));
   for (const auto& n : nodes)
     lines.push_back("nodes." + n.id + "=" + n.endpoint() + " metrics "
-                    + std::to_string(n.metrics_port));
+                    + std::to_string(n.metrics_port)
+                    + (n.bandwidth_mbit != 0 ? " mbit " + std::to_string(n.bandwidth_mbit) : "")
+                    + (n.cores != 0 ? " cores " + std::to_string(n.cores) : ""));
   return sorted_lines(std::move(lines));
 }
 

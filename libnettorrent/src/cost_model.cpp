@@ -279,6 +279,13 @@ std::string plan_report(const cluster_config& cluster, const plan_options& opt) 
   }
   if (base.placement.strategy == placement_strategy::listed)
     out += strategy_block(base, opt);
+  // What placement "auto" would choose: the description's own figures (the
+  // plan must be the same on every node), at a nominal core rate.
+  cluster_config a = base;
+  a.placement.strategy = placement_strategy::automatic;
+  out += "auto, on the description's nodes.bandwidth_mbit and nodes.cores at "
+         + num(auto_core_gflops) + " GFLOP/s per core, chooses " + plan_placement(a).prediction
+         + "\n";
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "nettorrent/cost_model.hpp"
 #include "nettorrent/error.hpp"
 
 namespace nettorrent {
@@ -74,12 +75,63 @@ bool operator==(const placement_plan& a, const placement_plan& b) {
          && a.relay_nodes == b.relay_nodes && a.slice_nodes == b.slice_nodes;
 }
 
+namespace {
+
+placement_plan plan_fixed(const cluster_config& cfg);
+
+/// auto: every fixed strategy planned and predicted on the description's
+/// figures; the fastest (the first of equals) wins.
+placement_plan plan_auto(const cluster_config& cfg) {
+  std::vector<std::pair<placement_strategy, double>> predicted;
+  placement_plan best;
+  double fastest = -1;
+  for (auto s : {placement_strategy::by_swarm, placement_strategy::by_replica,
+                 placement_strategy::round_robin}) {
+    cluster_config c = cfg;
+    c.placement.strategy = s;
+    placement_plan p = plan_fixed(c);
+    std::vector<node_figures> figures;
+    for (const auto& id : p.nodes) {
+      const node_address* n = cfg.find_node(id);
+      node_figures f;
+      f.mbit = n->bandwidth_mbit != 0 ? static_cast<double>(n->bandwidth_mbit) : 1000;
+      f.cores = n->cores != 0 ? static_cast<double>(n->cores) : 1;
+      f.gflops = auto_core_gflops;
+      figures.push_back(f);
+    }
+    const double x = predict(p, cfg.run, estimate_traffic(p, cfg.run), figures).samples_per_second;
+    predicted.emplace_back(s, x);
+    if (x > fastest) {
+      fastest = x;
+      best = std::move(p);
+    }
+  }
+  best.chosen = best.strategy;
+  best.strategy = placement_strategy::automatic;
+  const auto num = [](double v) { return std::to_string(static_cast<long long>(v + 0.5)); };
+  best.prediction = std::string{to_string(best.chosen)} + ": " + num(fastest)
+                    + " samples/s predicted";
+  for (const auto& [s, x] : predicted)
+    if (s != best.chosen)
+      best.prediction += ", " + std::string{to_string(s)} + " " + num(x);
+  return best;
+}
+
+} // namespace
+
 placement_plan plan_placement(const cluster_config& cfg) {
   try {
     cfg.validate();
   } catch (const error& ex) {
     throw error((cfg.path.empty() ? std::string{"cluster"} : cfg.path) + ": " + ex.what());
   }
+  return cfg.placement.strategy == placement_strategy::automatic ? plan_auto(cfg)
+                                                                 : plan_fixed(cfg);
+}
+
+namespace {
+
+placement_plan plan_fixed(const cluster_config& cfg) {
   placement_plan p;
   p.strategy = cfg.placement.strategy;
   for (const auto& n : cfg.nodes)
@@ -134,6 +186,8 @@ placement_plan plan_placement(const cluster_config& cfg) {
     }
     break;
   }
+  case placement_strategy::automatic: // plan_auto() plans each of the others
+    break;
   case placement_strategy::listed: {
     std::map<std::string, std::size_t> index;
     for (std::size_t i = 0; i < N; ++i)
@@ -153,8 +207,11 @@ placement_plan plan_placement(const cluster_config& cfg) {
     break;
   }
   }
+  p.chosen = p.strategy;
   return p;
 }
+
+} // namespace
 
 std::vector<actor_key> actors_on(const placement_plan& plan, std::string_view node_id) {
   const auto it = std::find(plan.nodes.begin(), plan.nodes.end(), node_id);
@@ -173,6 +230,8 @@ std::string describe(const placement_plan& plan) {
                     + std::to_string(plan.actors().size()) + " actors ("
                     + std::to_string(plan.replicas) + " replicas, " + std::to_string(plan.layers())
                     + " swarms) on " + std::to_string(plan.nodes.size()) + " nodes\n";
+  if (plan.strategy == placement_strategy::automatic)
+    out += "  auto chose " + plan.prediction + " (nodes.bandwidth_mbit, nodes.cores)\n";
   for (const auto& node : plan.nodes) {
     const auto mine = actors_on(plan, node);
     std::map<actor_kind, std::size_t> count;

@@ -257,14 +257,19 @@ TEST_F(ClusterProcesses, ThreeNodeRunWithMutualTlsIsBitIdenticalToTheEmbeddedRun
       << "the TLS cluster's model differs from the embedded run's";
 }
 
-TEST_F(ClusterProcesses, ByReplicaRunIsBitIdenticalToTheEmbeddedRun) {
+class Placements : public ClusterProcesses,
+                   public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(Placements, TheRunIsBitIdenticalToTheEmbeddedRun) {
   // by_replica: each of 3 replicas (2 slices per layer) on a node of its
   // own, the coordinator and the leaders on n0; only the outer rounds cross
-  // hosts.
+  // hosts. auto: whatever the cost model chooses (with a round every 5
+  // batches, sync traffic weighs most: by_swarm), planned alike on every
+  // node.
   std::vector<std::uint16_t> ports, metrics;
   ASSERT_NO_FATAL_FAILURE(pick_ports(3, ports, metrics));
   run_spec spec;
-  spec.strategy = "by_replica";
+  spec.strategy = GetParam();
   spec.replicas = 3;
   spec.slices = 2;
   spec.train_limit = 3840;
@@ -276,7 +281,7 @@ TEST_F(ClusterProcesses, ByReplicaRunIsBitIdenticalToTheEmbeddedRun) {
     return a.replica == r && a.kind != nt::actor_kind::swarm_leader
            && a.kind != nt::actor_kind::coordinator;
   };
-  for (std::uint32_t r = 0; r < 3; ++r) {
+  for (std::uint32_t r = 0; r < 3 && plan.chosen == nt::placement_strategy::by_replica; ++r) {
     const auto here = nt::actors_on(plan, plan.nodes.at(r));
     const auto mine = std::count_if(here.begin(), here.end(),
                                     [&](const nt::actor_key& a) { return in_replica(a, r); });
@@ -286,11 +291,16 @@ TEST_F(ClusterProcesses, ByReplicaRunIsBitIdenticalToTheEmbeddedRun) {
   ASSERT_NO_FATAL_FAILURE(run_embedded(spec, path("embedded-out")));
   const std::vector<child_process*> nodes = run_nodes(3);
   ASSERT_FALSE(HasFailure());
-  EXPECT_CONTAINS(nodes[0]->out(), "placement by_replica");
+  EXPECT_CONTAINS(nodes[0]->out(), "placement " + std::string{GetParam()});
+  if (std::string{GetParam()} == "auto") {
+    EXPECT_CONTAINS(nodes[0]->out(), "auto chose " + std::string{nt::to_string(plan.chosen)} + ": ");
+  }
   EXPECT_CONTAINS(nodes[0]->out(), "test: accuracy");
   EXPECT_EQ(read_file(path("cluster-out/model.ckpt")), read_file(path("embedded-out/model.ckpt")))
-      << "the by_replica cluster's model differs from the embedded run's";
+      << "the " << GetParam() << " cluster's model differs from the embedded run's";
 }
+
+INSTANTIATE_TEST_SUITE_P(Strategies, Placements, ::testing::Values("by_replica", "auto"));
 
 TEST_F(ClusterProcesses, ATlsNodeWithoutItsCertificateFileIsRefusedAtStart) {
   std::vector<std::uint16_t> ports, metrics;

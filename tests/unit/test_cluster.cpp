@@ -759,7 +759,15 @@ TEST_F(ClusterFiles, ByReplicaPutsAReplicaOnOneNodeAndTheLeadersWithTheCoordinat
     EXPECT_EQ(a.replica, 2u) << nt::to_string(a);
   EXPECT_EQ(nt::parse_placement_strategy("by_replica"), nt::placement_strategy::by_replica);
   EXPECT_CONTAINS(error_of([] { nt::parse_placement_strategy("by_host"); }),
-                  "expected round_robin, by_swarm, by_replica or explicit");
+                  "expected round_robin, by_swarm, by_replica, auto or explicit");
+  // nodes.bandwidth_mbit and nodes.cores: one entry per node, if given.
+  ini_model two = base_cluster();
+  two.set("nodes", "bandwidth_mbit", "[100, 1000]");
+  EXPECT_CONTAINS(error_of([&] { load(two); }),
+                  "nodes.bandwidth_mbit: has 2 entries, nodes.ids has 3");
+  two = base_cluster();
+  two.set("nodes", "cores", "[0, 1, 2]");
+  EXPECT_CONTAINS(error_of([&] { load(two); }), "nodes.cores");
 }
 
 TEST_F(ClusterFiles, BySwarmPutsASwarmOnOneNode) {

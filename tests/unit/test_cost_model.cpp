@@ -123,4 +123,29 @@ TEST(CostModel, TheReportNamesEveryStrategyAndRefusesUnknownNodes) {
   EXPECT_CONTAINS(r100, "by_replica ");
 }
 
+TEST(CostModel, AutoChoosesByTheDescriptionsLinksAndCores) {
+  // n1 at 100 Mbit/s: only sync rounds should cross hosts.
+  nt::cluster_config c = hosts(nt::placement_strategy::automatic);
+  for (auto& n : c.nodes)
+    n.bandwidth_mbit = n.id == "n1" ? 100 : 1000;
+  const nt::placement_plan slow = nt::plan_placement(c);
+  EXPECT_EQ(slow.strategy, nt::placement_strategy::automatic);
+  EXPECT_EQ(slow.chosen, nt::placement_strategy::by_replica);
+  EXPECT_CONTAINS(nt::describe(slow), "auto chose by_replica: ");
+  EXPECT_CONTAINS(slow.prediction, "samples/s predicted, by_swarm ");
+  nt::cluster_config fixed = c;
+  fixed.placement.strategy = nt::placement_strategy::by_replica;
+  EXPECT_EQ(nt::plan_placement(fixed).canonical(), slow.canonical());
+  // One replica on fast links: by_replica would put the whole model on one
+  // node; splitting the swarms over three is faster.
+  c.run.topology.replicas = 1;
+  for (auto& n : c.nodes)
+    n.bandwidth_mbit = 1000000;
+  EXPECT_EQ(nt::plan_placement(c).chosen, nt::placement_strategy::by_swarm);
+  // The figures are part of what nodes must agree on.
+  nt::cluster_config other = c;
+  other.nodes[2].cores = 8;
+  EXPECT_NE(other.hash(), c.hash());
+}
+
 } // namespace
