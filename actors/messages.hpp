@@ -1,9 +1,10 @@
 // Message payload types and their CAF inspectors. Matrices travel as shape +
 // raw float data (native byte order: fine between x86 nodes; a big-endian
 // peer would need a byte swap here). The data-flow matrices (activations:
-// shared_matrix; gradients: owned_matrix) carry a precision tag and travel as binary32
-// or, with system.wire_precision = "bf16", as bfloat16; CAF serialises only
-// what crosses nodes, so in-process messages are never rounded.
+// shared_matrix; gradients: owned_matrix) carry a precision tag and travel as binary32,
+// or with system.wire_precision = "bf16" as bfloat16, or with "int8" as
+// int8 with a scale per row (int8.hpp); CAF serialises only what crosses
+// nodes, so in-process messages are never rounded.
 #pragma once
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include <caf/sec.hpp>
 
 #include "nettorrent/bf16.hpp"
+#include "nettorrent/int8.hpp"
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/config.hpp"
 #include "nettorrent/outer.hpp"
@@ -71,8 +73,37 @@ inline std::atomic<wire_precision>& wire_precision_setting() {
 /// however large a size a peer announces).
 inline constexpr std::size_t bf16_chunk = 4096;
 
+/// int8 rows (a scale, then the row's values) go through a stack buffer of
+/// this many values at a time.
+inline constexpr std::size_t int8_chunk = 4096;
+
+/// Writes (`save`) or reads the int8 form of `m` (int8.hpp): per row its
+/// float scale, then its values, a chunk at a time.
+template <class Inspector>
+typename Inspector::result_type int8_rows(Inspector& f, matrix& m, bool save) {
+  using result = typename Inspector::result_type;
+  const auto cols = static_cast<std::size_t>(m.cols());
+  std::int8_t buf[int8_chunk];
+  for (Eigen::Index i = 0; i < m.rows(); ++i) {
+    float* row = m.data() + static_cast<std::size_t>(i) * cols;
+    float scale = save ? int8_row_scale(row, cols) : 0.0f;
+    if (auto err = f.apply_raw(sizeof scale, &scale))
+      return err;
+    for (std::size_t at = 0; at < cols; at += int8_chunk) {
+      const std::size_t k = std::min(int8_chunk, cols - at);
+      if (save)
+        encode_int8(row + at, k, scale, buf);
+      if (auto err = f.apply_raw(k, buf))
+        return err;
+      if (!save)
+        decode_int8(buf, k, scale, row + at);
+    }
+  }
+  return result{};
+}
+
 /// Activations and gradients: shape, precision tag (0 = binary32,
-/// 1 = bfloat16), raw payload.
+/// 1 = bfloat16, 2 = int8 with a scale per row), raw payload.
 template <class Inspector>
 typename Inspector::result_type inspect_tagged_matrix(Inspector& f, matrix& m, const char* name) {
   using result = typename Inspector::result_type;
@@ -87,6 +118,8 @@ typename Inspector::result_type inspect_tagged_matrix(Inspector& f, matrix& m, c
       return err;
     if (tag == static_cast<std::uint8_t>(wire_precision::f32))
       return f.apply_raw(n * sizeof(float), m.data());
+    if (tag == static_cast<std::uint8_t>(wire_precision::int8))
+      return int8_rows(f, m, true); // reads m only
     std::uint16_t buf[bf16_chunk];
     for (std::size_t at = 0; at < n; at += bf16_chunk) {
       const std::size_t k = std::min(bf16_chunk, n - at);
@@ -100,12 +133,14 @@ typename Inspector::result_type inspect_tagged_matrix(Inspector& f, matrix& m, c
     if (auto err = f(caf::meta::type_name(name), rows, cols, tag))
       return err;
     if (!plausible_shape<matrix>(rows, cols)
-        || tag > static_cast<std::uint8_t>(wire_precision::bf16))
+        || tag > static_cast<std::uint8_t>(wire_precision::int8))
       return caf::make_error(caf::sec::invalid_argument);
     m.resize(static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
     const auto size = static_cast<std::size_t>(m.size());
     if (tag == static_cast<std::uint8_t>(wire_precision::f32))
       return f.apply_raw(size * sizeof(float), m.data());
+    if (tag == static_cast<std::uint8_t>(wire_precision::int8))
+      return int8_rows(f, m, false);
     std::uint16_t buf[bf16_chunk];
     for (std::size_t at = 0; at < size; at += bf16_chunk) {
       const std::size_t k = std::min(bf16_chunk, size - at);

@@ -10,9 +10,9 @@
 # [tls] section and certificates from scripts/make-certs.sh), for the cost
 # of TLS as a ratio of the two, and a third time with
 # system.wire_precision = "bf16" (activations and gradients as bfloat16).
-# Last, the accuracy cost of bf16 without scheduling noise: the same
-# cluster with one replica and max_in_flight 1 (a deterministic run) for
-# ACC_EPOCHS epochs, once f32 and once bf16.
+# Last, the accuracy cost of bf16 and int8 without scheduling noise: the
+# same cluster with one replica and max_in_flight 1 (a deterministic run)
+# for ACC_EPOCHS epochs, once f32, once bf16 and once int8.
 # usage: bench/bench-cluster.sh [EPOCHS] [REPEATS] [ACC_EPOCHS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,7 +71,8 @@ common=(--training.max_epochs="$acc_epochs" --training.progress_interval=1000
         --topology.replicas=1 --topology.max_in_flight=1)
 run_cluster config/cluster accf32 --system.wire_precision=f32
 run_cluster config/cluster accbf16 --system.wire_precision=bf16
-af=$(accuracy "$out/accf32-n0.log"); ab=$(accuracy "$out/accbf16-n0.log")
+run_cluster config/cluster accint8 --system.wire_precision=int8
+af=$(accuracy "$out/accf32-n0.log"); ab=$(accuracy "$out/accbf16-n0.log"); ai=$(accuracy "$out/accint8-n0.log")
 cpu=$(cpu_name)
 echo "cpu:             $cpu, $(nproc) cores"
 echo "workload:        784-256-128-10, Adam, batch 64, 2 replicas, $epochs epochs; median of $repeats interleaved repeats"
@@ -84,3 +85,4 @@ awk -v t="$t" -v c="$c" -v b="$tb" 'BEGIN { printf "TLS cost:        %.3f TLS / 
 echo "3-node bf16:     $h samples/s (the plain cluster with system.wire_precision = \"bf16\")"
 awk -v h="$h" -v c="$c" -v hb="$hb" -v b="$b" 'BEGIN { printf "bf16 effect:     %.3f bf16 / f32 samples/s; %.1f KiB per training batch, %.3f of f32\n", h / c, hb / 1024, hb / b }'
 awk -v f="$af" -v g="$ab" -v e="$acc_epochs" 'BEGIN { printf "bf16 accuracy:   test accuracy %.4f f32, %.4f bf16 (%+.2f pp; 1 replica, max_in_flight 1, %d epochs: deterministic)\n", f, g, (g - f) * 100, e }'
+awk -v f="$af" -v g="$ai" -v e="$acc_epochs" 'BEGIN { printf "int8 accuracy:   test accuracy %.4f f32, %.4f int8 (%+.2f pp; the same runs)\n", f, g, (g - f) * 100, e }'

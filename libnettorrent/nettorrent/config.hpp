@@ -107,7 +107,7 @@ struct topology_config {
 /// How activations and gradients travel between nodes (never in-process,
 /// never the weights of a sync round): raw binary32, or bfloat16 (half the
 /// bytes, 8 significant bits).
-enum class wire_precision : std::uint8_t { f32 = 0, bf16 = 1 };
+enum class wire_precision : std::uint8_t { f32 = 0, bf16 = 1, int8 = 2 };
 
 std::string_view to_string(wire_precision p) noexcept;
 

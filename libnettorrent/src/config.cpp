@@ -314,16 +314,19 @@ const std::vector<option_spec>& all_options() {
        [](run_config& c, const ini_value& v) { c.system.metrics_linger = read_real(v, 0, 86400); },
        [](const run_config& c) { return show(c.system.metrics_linger); }, false},
       {"system.wire_precision", "string",
-       "cluster runs: activations and gradients between nodes as \"f32\" or \"bf16\" (half the "
-       "bytes; sync-round weights stay f32); part of the cluster hash",
+       "cluster runs: activations and gradients between nodes as \"f32\", \"bf16\" (half the "
+       "bytes) or \"int8\" (a quarter, with a scale per row); sync-round weights stay f32; "
+       "part of the cluster hash",
        [](run_config& c, const ini_value& v) {
          const std::string p = read_string(v);
          if (p == "f32")
            c.system.wire = wire_precision::f32;
          else if (p == "bf16")
            c.system.wire = wire_precision::bf16;
+         else if (p == "int8")
+           c.system.wire = wire_precision::int8;
          else
-           throw error("unknown wire precision \"" + p + "\" (expected f32 or bf16)");
+           throw error("unknown wire precision \"" + p + "\" (expected f32, bf16 or int8)");
        },
        [](const run_config& c) { return "\"" + std::string{to_string(c.system.wire)} + "\""; },
        false},
@@ -455,7 +458,15 @@ void run_config::validate() const {
 }
 
 std::string_view to_string(wire_precision p) noexcept {
-  return p == wire_precision::bf16 ? "bf16" : "f32";
+  switch (p) {
+  case wire_precision::bf16:
+    return "bf16";
+  case wire_precision::int8:
+    return "int8";
+  case wire_precision::f32:
+    break;
+  }
+  return "f32";
 }
 
 std::string run_config::canonical() const {

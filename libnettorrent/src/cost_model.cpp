@@ -46,8 +46,15 @@ void add_pipeline(const placement_plan& p, const run_config& run, std::size_t r,
   const auto& w = run.model.layers; // widths n_0 .. n_L
   const std::size_t L = p.layers();
   const double B = static_cast<double>(run.training.batch_size);
-  const double f = run.system.wire == wire_precision::bf16 ? 2 : 4;
-  const auto send = [&](double weight, std::size_t a, std::size_t b, double payload) {
+  // Bytes per value on the wire (int8: plus a float scale per row, below).
+  const double f = run.system.wire == wire_precision::bf16   ? 2
+                   : run.system.wire == wire_precision::int8 ? 1
+                                                              : 4;
+  const double row_scales = run.system.wire == wire_precision::int8 ? B * 4 : 0;
+  // A message of `values` matrix values (B rows), or of `bytes` bytes.
+  const auto send = [&](double weight, std::size_t a, std::size_t b, double values,
+                        double bytes = 0) {
+    const double payload = values > 0 ? values * f + row_scales : bytes;
     if (weight <= 0 || a == b)
       return;
     t.pipeline_out[a] += weight * (payload + message_overhead);
@@ -55,8 +62,8 @@ void add_pipeline(const placement_plan& p, const run_config& run, std::size_t r,
   };
   const std::size_t worker = p.worker_nodes[r];
   const auto relay = [&](std::size_t k) { return p.relay_nodes[r][k]; };
-  send(fwd, worker, relay(0), B * static_cast<double>(w[0]) * f); // the batch
-  send(fwd, worker, relay(L), B);                                  // its labels
+  send(fwd, worker, relay(0), B * static_cast<double>(w[0])); // the batch
+  send(fwd, worker, relay(L), 0, B);                           // its labels
   send(fwd, relay(L), worker, 0);                                  // loss
   send(bwd, relay(0), worker, 0);                                  // done
   for (std::size_t l = 0; l < L; ++l) {
@@ -66,12 +73,12 @@ void add_pipeline(const placement_plan& p, const run_config& run, std::size_t r,
       const double c = static_cast<double>(cols[i].size());
       const double fan_in = static_cast<double>(w[l]);
       // Forward: the layer's input in, the slice's columns out.
-      send(fwd, relay(l), s, B * fan_in * f);
-      send(fwd, s, relay(l + 1), B * c * f);
+      send(fwd, relay(l), s, B * fan_in);
+      send(fwd, s, relay(l + 1), B * c);
       // Backward: the gradient of its columns in, a partial dX out (layer
       // 1 sends an ack instead).
-      send(bwd, relay(l + 1), s, B * c * f);
-      send(bwd, s, relay(l), l == 0 ? 0 : B * fan_in * f);
+      send(bwd, relay(l + 1), s, B * c);
+      send(bwd, s, relay(l), l == 0 ? 0 : B * fan_in);
       t.flops[s] += (2 * fwd + (l == 0 ? 2 : 4) * bwd) * B * fan_in * c;
     }
   }

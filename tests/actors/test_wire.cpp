@@ -2,6 +2,7 @@
 // (system.wire_precision), tagged per matrix; sync-round weights stay f32.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -11,6 +12,7 @@
 
 #include "messages.hpp"
 #include "nettorrent/bf16.hpp"
+#include "nettorrent/int8.hpp"
 #include "spawn.hpp"
 
 namespace nt = nettorrent;
@@ -93,11 +95,56 @@ TEST_F(Wire, GradientsTravelAsBf16Too) {
     EXPECT_EQ(back.value.data()[i], nt::from_bf16(nt::to_bf16(m.data()[i]))) << i;
 }
 
+TEST_F(Wire, Int8MatricesTravelInAQuarterOfTheBytesWithAScalePerRow) {
+  nt::matrix m(3, 4);
+  m << 1.0f, -2.5f, 0.3f, 127.0f, //
+      0.0f, 0.0f, 0.0f, 0.0f,     //
+      std::nanf(""), 1.0f, 2.0f, 3.0f;
+  const auto f32 = encode(nt::shared_matrix{nt::matrix{m}}, nt::wire_precision::f32);
+  const auto int8 = encode(nt::shared_matrix{nt::matrix{m}}, nt::wire_precision::int8);
+  EXPECT_EQ(f32.size() - int8.size(), 12u * 4 - (12u + 3u * 4)) << "a byte per value, a scale per row";
+  nt::shared_matrix back;
+  nt::wire_precision_setting().store(nt::wire_precision::f32); // any receiver decodes it
+  ASSERT_FALSE(decode(int8, back));
+  const nt::matrix& b = *back.ptr;
+  // Row 0: scale 127 / 127 = 1, values rounded to nearest, ties to even.
+  EXPECT_EQ(b(0, 0), 1.0f);
+  EXPECT_EQ(b(0, 1), -2.0f);
+  EXPECT_EQ(b(0, 2), 0.0f);
+  EXPECT_EQ(b(0, 3), 127.0f);
+  for (int j = 0; j < 4; ++j) {
+    EXPECT_EQ(b(1, j), 0.0f) << "a row of zeros stays zeros";
+    EXPECT_TRUE(std::isnan(b(2, j))) << "a row with a NaN arrives as NaN: the divergence shows";
+  }
+  // Gradients too.
+  const auto g = encode(nt::owned_matrix{m}, nt::wire_precision::int8);
+  nt::owned_matrix gb;
+  ASSERT_FALSE(decode(g, gb));
+  EXPECT_EQ(gb.value(0, 1), -2.0f);
+}
+
+TEST(Int8, EveryValueDecodesWithinHalfItsRowsScale) {
+  std::vector<float> x(1000), y(1000);
+  for (std::size_t j = 0; j < x.size(); ++j)
+    x[j] = std::sin(static_cast<float>(j) * 0.37f) * (j % 7 == 0 ? 40.0f : 3.0f);
+  float largest = 0;
+  for (float v : x)
+    largest = std::max(largest, std::fabs(v));
+  const float s = nt::int8_row_scale(x.data(), x.size());
+  EXPECT_EQ(s, largest / 127.0f);
+  std::vector<std::int8_t> q(x.size());
+  nt::encode_int8(x.data(), x.size(), s, q.data());
+  nt::decode_int8(q.data(), q.size(), s, y.data());
+  for (std::size_t j = 0; j < x.size(); ++j)
+    EXPECT_LE(std::fabs(y[j] - x[j]), s / 2 * (1 + 1e-5f)) << j;
+  EXPECT_TRUE(std::isnan(nt::int8_row_scale(std::vector<float>{1.0f, INFINITY}.data(), 2)));
+}
+
 TEST_F(Wire, AnUnknownPrecisionTagIsRefused) {
   auto buf = encode(nt::shared_matrix{nt::matrix::Constant(2, 2, 1.0f)}, nt::wire_precision::f32);
   // The tag is the byte after the two 64-bit shape fields.
   ASSERT_EQ(static_cast<unsigned char>(buf[16]), 0u);
-  buf[16] = 2;
+  buf[16] = 3; // 0 f32, 1 bf16, 2 int8
   nt::shared_matrix back;
   EXPECT_TRUE(decode(buf, back));
 }

@@ -680,13 +680,15 @@ TEST_F(ClusterFiles, TheHashCoversWhatNodesMustAgreeOn) {
   // ... but the wire precision does (it changes what every node computes),
   // while the run's own hash (in checkpoints) does not.
   EXPECT_NE(hash_with("system", "wire_precision", "\"bf16\""), c.hash());
+  EXPECT_NE(hash_with("system", "wire_precision", "\"int8\""),
+            hash_with("system", "wire_precision", "\"bf16\""));
   EXPECT_EQ(hash_with("system", "wire_precision", "\"f32\""), c.hash()); // the default
   EXPECT_EQ(load(base_cluster().set("system", "wire_precision", "\"bf16\"")).run.hash(),
             c.run.hash());
   const std::string bad =
       error_of([&] { load(base_cluster().set("system", "wire_precision", "\"bf8\"")); });
   EXPECT_CONTAINS(bad, "system.wire_precision");
-  EXPECT_CONTAINS(bad, "unknown wire precision \"bf8\" (expected f32 or bf16)");
+  EXPECT_CONTAINS(bad, "unknown wire precision \"bf8\" (expected f32, bf16 or int8)");
   // The canonical text holds the run, the strategy, every actor and every node.
   const std::string text = c.canonical();
   for (const auto& line : lines_of(c.run.canonical()))

@@ -55,6 +55,12 @@ TEST(CostModel, BySwarmCrossesTheSwarmsLinksEveryBatch) {
   half.run.system.wire = nt::wire_precision::bf16;
   const nt::step_traffic th = nt::estimate_traffic(nt::plan_placement(half), half.run);
   EXPECT_DOUBLE_EQ(th.pipeline_in[1], 2 * ((1 + val) * (h1 - o) / 2 + (h2 - o) / 2 + (2 + val) * o));
+  // int8: a byte per value and a float scale per row.
+  nt::cluster_config q = c;
+  q.run.system.wire = nt::wire_precision::int8;
+  const nt::step_traffic tq = nt::estimate_traffic(nt::plan_placement(q), q.run);
+  const double q1 = B * 256 + B * 4 + o, q2 = B * 128 + B * 4 + o;
+  EXPECT_DOUBLE_EQ(tq.pipeline_in[1], 2 * ((1 + val) * q1 + q2));
 }
 
 TEST(CostModel, ByReplicaCrossesHostsOnlyInSyncRounds) {
