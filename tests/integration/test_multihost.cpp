@@ -396,8 +396,8 @@ TEST_F(Multihost, OverABandwidthLimitedLinkTheRunCompletes) {
   ASSERT_NO_FATAL_FAILURE(make_lab(3));
   ASSERT_NO_FATAL_FAILURE(copy_shipped_hosts_cluster());
   // The README's 3-host cluster for 2 epochs, first on free links, then
-  // with n1's link (both directions) limited to 100 Mbit/s, in f32 and bf16,
-  // and placed by_replica.
+  // with n1's link (both directions) limited to 100 Mbit/s, in f32, bf16 and
+  // int8, and placed by_replica.
   const std::vector<std::string> over{"--training.max_epochs=2", "--system.metrics=false"};
   struct measured {
     run_summary s;
@@ -434,6 +434,7 @@ TEST_F(Multihost, OverABandwidthLimitedLinkTheRunCompletes) {
   std::cout << "n1's link: " << lab_->qdisc(1);
   const measured slow = run("100mbit");
   const measured slow_bf16 = run("100mbit-bf16", "bf16");
+  const measured slow_int8 = run("100mbit-int8", "int8");
   // by_replica: replica 1's whole pipeline on n1, so only its sync rounds
   // use the slow link.
   const measured slow_by_replica = run("100mbit-by-replica", "f32", "by_replica");
@@ -441,6 +442,7 @@ TEST_F(Multihost, OverABandwidthLimitedLinkTheRunCompletes) {
   for (const auto& [name, m] :
        {std::pair{"free links", free}, std::pair{"n1 at 100 Mbit/s", slow},
         std::pair{"n1 at 100 Mbit/s, bf16", slow_bf16},
+        std::pair{"n1 at 100 Mbit/s, int8", slow_int8},
         std::pair{"n1 at 100 Mbit/s, by_replica", slow_by_replica}}) {
     const double batches = m.s.samples / 64;
     std::cout << name << ": " << m.s.samples_per_second << " samples/s, " << m.seconds
@@ -452,14 +454,18 @@ TEST_F(Multihost, OverABandwidthLimitedLinkTheRunCompletes) {
   std::cout << "throughput ratio limited / free: "
             << slow.s.samples_per_second / free.s.samples_per_second << "; limited, bf16 / f32: "
             << slow_bf16.s.samples_per_second / slow.s.samples_per_second
+            << "; limited, int8 / f32: "
+            << slow_int8.s.samples_per_second / slow.s.samples_per_second
             << "; limited, by_replica / by_swarm: "
             << slow_by_replica.s.samples_per_second / slow.s.samples_per_second << '\n';
   // by_replica sends only sync rounds through the slow link: less per
   // sample than by_swarm's every batch.
   EXPECT_LT(slow_by_replica.link_bytes / slow_by_replica.s.samples,
             slow.link_bytes / slow.s.samples);
-  // bf16 halves what crosses the slow link (framing aside).
+  // bf16 halves what crosses the slow link (framing aside), int8 quarters it
+  // (its row scales, the sync rounds and the framing aside).
   EXPECT_LE(slow_bf16.link_bytes / slow_bf16.s.samples, 0.6 * slow.link_bytes / slow.s.samples);
+  EXPECT_LE(slow_int8.link_bytes / slow_int8.s.samples, 0.35 * slow.link_bytes / slow.s.samples);
   // The limit was in force: n1's link carried at most 100 Mbit/s each way,
   // i.e. 200 Mbit/s both ways together, averaged over the run.
   EXPECT_LE(slow.link_bytes * 8 / slow.seconds, 2 * 100e6 * 1.05);
