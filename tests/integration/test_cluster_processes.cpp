@@ -731,6 +731,46 @@ TEST_F(LostNode, AClusterStoppedOffTheSyncGridThenResumedWithMoreEpochsEqualsThe
   expect_bit_identical_to_reference();
 }
 
+TEST_F(LostNode, AClusterResumedOnThreeReplicasEqualsTheEmbeddedElasticResume) {
+  // Two replicas train epoch 1 on 3 nodes with a run checkpoint every round;
+  // round 3 (3840 of 6400 samples per replica) is resumed on 3 replicas for
+  // 2 epochs, once by the cluster and once by the embedded run: the same
+  // membership rules and deal give the same bits.
+  run_spec spec = recovery_spec(1, 10);
+  spec.max_epochs = 1;
+  spec.checkpoint_every = 1;
+  spec.policy = "outer";
+  std::vector<std::uint16_t> ports, metrics;
+  ASSERT_NO_FATAL_FAILURE(pick_ports(3, ports, metrics));
+  ASSERT_NO_FATAL_FAILURE(write_cluster(spec, ports, metrics, path("out")));
+  run_nodes(3);
+  ASSERT_FALSE(HasFailure());
+  const std::string from = path("out") + "/run-00000003.ckpt";
+  spec.replicas = 3;
+  spec.max_epochs = 2;
+  ASSERT_NO_FATAL_FAILURE(
+      test_support::write_file(path("run.ini"), spec.run_sections(path("reference"))));
+  child_process& embedded =
+      start("embedded", {cli, "train", "--config-file=" + path("run.ini"), "--resume=" + from});
+  ASSERT_TRUE(exits_within(embedded, 60s));
+  ASSERT_TRUE(embedded.exited_ok()) << embedded.log();
+  EXPECT_CONTAINS(embedded.out(), "resuming with 3 replicas instead of 2");
+  ASSERT_NO_FATAL_FAILURE(write_cluster(spec, ports, metrics, path("out")));
+  std::vector<child_process*> again;
+  for (int i = 0; i < 3; ++i)
+    again.push_back(&start_node("node-" + std::to_string(i) + ".ini",
+                                "n" + std::to_string(i) + "-resumed",
+                                i == 0 ? std::vector<std::string>{"--resume=" + from}
+                                       : std::vector<std::string>{}));
+  for (auto* c : again)
+    EXPECT_TRUE(exits_within(*c, 90s));
+  for (auto* c : again)
+    EXPECT_TRUE(c->exited_ok()) << c->log();
+  EXPECT_CONTAINS(again[0]->out(), "resuming with 3 replicas instead of 2");
+  EXPECT_CONTAINS(again[0]->out(), "training 3 replicas");
+  expect_bit_identical_to_reference();
+}
+
 TEST_F(LostNode, SigtermToTheCoordinatorsNodeStopsTheClusterAndResumeFinishesTheRun) {
   run_spec spec = recovery_spec(1, 10);
   spec.max_epochs = 4;
