@@ -131,13 +131,56 @@ placement_plan plan_placement(const cluster_config& cfg) {
 
 namespace {
 
+void place_by_swarm(placement_plan& p) {
+  // Coordinator and workers stay on node 0 (the cells' initial value).
+  const std::size_t N = p.nodes.size();
+  const std::size_t L = p.layers();
+  for (std::size_t l = 0; l < L; ++l)
+    p.leader_nodes[l] = l % N;
+  for (std::size_t r = 0; r < p.replicas; ++r) {
+    for (std::size_t k = 0; k <= L; ++k)
+      p.relay_nodes[r][k] = std::min(k, L - 1) % N; // the loss relay joins swarm L-1
+    for (std::size_t l = 0; l < L; ++l)
+      std::fill(p.slice_nodes[r][l].begin(), p.slice_nodes[r][l].end(), l % N);
+  }
+}
+
+void place_by_replica(placement_plan& p) {
+  // The coordinator and the leaders stay on node 0: the exchange's results
+  // go to the coordinator, and replica 0's layers reach its leaders
+  // without crossing a host. Each replica's block is one node's.
+  for (std::size_t r = 0; r < p.replicas; ++r) {
+    const std::size_t n = r % p.nodes.size();
+    p.worker_nodes[r] = n;
+    std::fill(p.relay_nodes[r].begin(), p.relay_nodes[r].end(), n);
+    for (auto& slices : p.slice_nodes[r])
+      std::fill(slices.begin(), slices.end(), n);
+  }
+}
+
+void place_listed(placement_plan& p, const placement_config& e) {
+  std::map<std::string, std::size_t> index;
+  for (std::size_t i = 0; i < p.nodes.size(); ++i)
+    index[p.nodes[i]] = i;
+  p.coordinator_node = index.at(e.coordinator);
+  for (std::size_t l = 0; l < p.layers(); ++l)
+    p.leader_nodes[l] = index.at(e.leaders[l]);
+  for (std::size_t r = 0; r < p.replicas; ++r) {
+    p.worker_nodes[r] = index.at(e.workers[r]);
+    for (std::size_t k = 0; k <= p.layers(); ++k)
+      p.relay_nodes[r][k] = index.at(e.relays[r].of(k));
+    for (std::size_t l = 0; l < p.layers(); ++l)
+      for (std::size_t i = 0; i < p.slices[l]; ++i)
+        p.slice_nodes[r][l][i] = index.at(e.slices[r][l].of(i));
+  }
+}
+
 placement_plan plan_fixed(const cluster_config& cfg) {
   placement_plan p;
   p.strategy = cfg.placement.strategy;
   for (const auto& n : cfg.nodes)
     p.nodes.push_back(n.id);
   std::sort(p.nodes.begin(), p.nodes.end());
-  const std::size_t N = p.nodes.size();
   const std::size_t L = cfg.run.model.layers.size() - 1;
   const std::size_t R = cfg.run.topology.replicas;
   p.replicas = R;
@@ -158,54 +201,20 @@ placement_plan plan_fixed(const cluster_config& cfg) {
   case placement_strategy::round_robin: {
     std::size_t j = 0;
     for (const auto& a : p.actors())
-      *cell(p, a) = j++ % N;
+      *cell(p, a) = j++ % p.nodes.size();
     break;
   }
-  case placement_strategy::by_swarm: {
-    // Coordinator and workers stay on node 0 (the cells' initial value).
-    for (std::size_t l = 0; l < L; ++l)
-      p.leader_nodes[l] = l % N;
-    for (std::size_t r = 0; r < R; ++r) {
-      for (std::size_t k = 0; k <= L; ++k)
-        p.relay_nodes[r][k] = std::min(k, L - 1) % N; // the loss relay joins swarm L-1
-      for (std::size_t l = 0; l < L; ++l)
-        std::fill(p.slice_nodes[r][l].begin(), p.slice_nodes[r][l].end(), l % N);
-    }
+  case placement_strategy::by_swarm:
+    place_by_swarm(p);
     break;
-  }
-  case placement_strategy::by_replica: {
-    // The coordinator and the leaders stay on node 0: the exchange's results
-    // go to the coordinator, and replica 0's layers reach its leaders
-    // without crossing a host. Each replica's block is one node's.
-    for (std::size_t r = 0; r < R; ++r) {
-      const std::size_t n = r % N;
-      p.worker_nodes[r] = n;
-      std::fill(p.relay_nodes[r].begin(), p.relay_nodes[r].end(), n);
-      for (auto& slices : p.slice_nodes[r])
-        std::fill(slices.begin(), slices.end(), n);
-    }
+  case placement_strategy::by_replica:
+    place_by_replica(p);
     break;
-  }
   case placement_strategy::automatic: // plan_auto() plans each of the others
     break;
-  case placement_strategy::listed: {
-    std::map<std::string, std::size_t> index;
-    for (std::size_t i = 0; i < N; ++i)
-      index[p.nodes[i]] = i;
-    const placement_config& e = cfg.placement;
-    p.coordinator_node = index.at(e.coordinator);
-    for (std::size_t l = 0; l < L; ++l)
-      p.leader_nodes[l] = index.at(e.leaders[l]);
-    for (std::size_t r = 0; r < R; ++r) {
-      p.worker_nodes[r] = index.at(e.workers[r]);
-      for (std::size_t k = 0; k <= L; ++k)
-        p.relay_nodes[r][k] = index.at(e.relays[r].of(k));
-      for (std::size_t l = 0; l < L; ++l)
-        for (std::size_t i = 0; i < p.slices[l]; ++i)
-          p.slice_nodes[r][l][i] = index.at(e.slices[r][l].of(i));
-    }
+  case placement_strategy::listed:
+    place_listed(p, cfg.placement);
     break;
-  }
   }
   p.chosen = p.strategy;
   return p;
