@@ -159,10 +159,9 @@ void feed(self_ptr self) {
 shard_worker_actor::behavior_type
 shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, worker_spec spec) {
   auto& st = self->state;
-  st.gen = shard_rng(spec.seed, spec.replica);
-  st.order = spec.shard;
   st.sample_log = open_sample_log(spec.replica);
   st.spec = std::move(spec);
+  load_epoch(st, 0, {}); // the shard as it is; next_epoch() shuffles it
   return {
       [=](atom::done, std::uint32_t inc, std::uint64_t batch) {
         auto& s = self->state;

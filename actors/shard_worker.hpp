@@ -23,8 +23,9 @@ struct worker_spec {
   std::uint32_t replica = 0;
   std::uint32_t incarnation = 0;           ///< stamped on what it sends; others are stale
   std::shared_ptr<const data_splits> data; ///< read-only, loaded by this node
-  std::vector<std::uint32_t> shard;        ///< indices into data->train_pool
-  std::size_t replicas = 1;                ///< of the run: the data order depends on it
+  /// Replicas of the run: this replica's shard of data->train and its
+  /// order per epoch follow from it (data.hpp: replica_epoch_order).
+  std::size_t replicas = 1;
   std::vector<std::uint32_t> validation;   ///< the validation subset
   std::size_t batch_size = 64;
   std::size_t eval_batch_size = 1000;

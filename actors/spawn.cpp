@@ -59,7 +59,6 @@ caf::actor spawn_run_actor(caf::actor_system& sys, const run_config& cfg,
     w.replica = key.replica;
     w.incarnation = incarnation;
     w.data = data;
-    w.shard = shard_indices(data->train, cfg.topology.replicas, key.replica);
     w.replicas = cfg.topology.replicas;
     w.validation = validation_subset(data->validation, cfg.topology.validation_subset);
     w.batch_size = cfg.training.batch_size;

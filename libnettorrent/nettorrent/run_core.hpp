@@ -65,6 +65,10 @@ private:
   bool active_ = false;
 };
 
+/// Appends "  waiting for 2 score replies (step 7)\n" to `out` if `f` waits
+/// for replies.
+void describe_waiting(std::string& out, const char* name, const fanout& f);
+
 /// A slot no fan-out has: a reply for it is late.
 inline constexpr std::size_t no_slot = std::numeric_limits<std::size_t>::max();
 

@@ -54,4 +54,7 @@ void check_output_dir(const std::string& dir);
 /// "1m23s" style duration.
 std::string format_duration(double seconds);
 
+/// `v` printed with a printf `format` of one double ("%.4f", "%g").
+std::string format_value(const char* format, double v);
+
 } // namespace nettorrent

@@ -78,12 +78,6 @@ double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
-std::string fmt(const char* format, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, format, v);
-  return buf;
-}
-
 /// The centralised trainer's state, fresh or resumed: one data stream, the
 /// model in `trainer` (st.models stays empty but while a checkpoint is made).
 run_state start_state(const run_config& cfg, const centralised_hooks& hooks,
@@ -178,11 +172,11 @@ run_result train_centralised(const run_config& cfg, const data_splits& data, std
     const double seconds = e.point.seconds;
     const double eta = seconds / progress * (1 - progress);
     out << "epoch " << st.epoch << '/' << tc.max_epochs << "  samples " << st.samples << "  "
-        << fmt("%.0f", static_cast<double>(st.samples) / seconds) << " samples/s  loss "
-        << fmt("%.4f", e.point.train_loss) << "  val loss " << fmt("%.4f", ev.loss) << "  val acc "
-        << fmt("%.4f", ev.accuracy) << " (best " << fmt("%.4f", ledger.best())
-        << ")  elapsed " << format_duration(seconds) << "  ETA " << format_duration(eta)
-        << std::endl;
+        << format_value("%.0f", static_cast<double>(st.samples) / seconds) << " samples/s  loss "
+        << format_value("%.4f", e.point.train_loss) << "  val loss "
+        << format_value("%.4f", ev.loss) << "  val acc " << format_value("%.4f", ev.accuracy)
+        << " (best " << format_value("%.4f", ledger.best()) << ")  elapsed "
+        << format_duration(seconds) << "  ETA " << format_duration(eta) << std::endl;
     last_progress = seconds;
     if (e.meets_target) {
       out << "reached target validation accuracy " << tc.target_accuracy << " after "
@@ -226,8 +220,9 @@ run_result train_centralised(const run_config& cfg, const data_splits& data, std
       last_progress = elapsed();
       out << "  epoch " << pos.epoch << " batch " << (pos.cursor / batch) << '/'
           << batches_per_epoch << "  "
-          << fmt("%.0f", static_cast<double>(st.samples) / last_progress) << " samples/s  loss "
-          << fmt("%.4f", ledger.loss_sum() / static_cast<double>(ledger.loss_samples()))
+          << format_value("%.0f", static_cast<double>(st.samples) / last_progress)
+          << " samples/s  loss "
+          << format_value("%.4f", ledger.loss_sum() / static_cast<double>(ledger.loss_samples()))
           << std::endl;
     }
   }

@@ -8,6 +8,7 @@
 #include "nettorrent/data.hpp"
 #include "nettorrent/dense.hpp"
 #include "nettorrent/error.hpp"
+#include "nettorrent/run_support.hpp"
 #include "nettorrent/sync_policy.hpp"
 #include "nettorrent/tensor.hpp"
 
@@ -15,14 +16,14 @@ namespace nettorrent {
 
 namespace {
 
-/// Adds a message of `payload` bytes from node `a` to node `b` (nothing if
-/// they are the same node).
+/// Adds `weight` messages of `payload` bytes from node `a` to node `b`
+/// (nothing if they are the same node).
 void carry(std::vector<double>& out, std::vector<double>& in, std::size_t a, std::size_t b,
-           double payload) {
-  if (a == b)
+           double payload, double weight = 1) {
+  if (weight <= 0 || a == b)
     return;
-  out[a] += payload + message_overhead;
-  in[b] += payload + message_overhead;
+  out[a] += weight * (payload + message_overhead);
+  in[b] += weight * (payload + message_overhead);
 }
 
 std::size_t moments_of(optimizer_kind k) {
@@ -54,11 +55,8 @@ void add_pipeline(const placement_plan& p, const run_config& run, std::size_t r,
   // A message of `values` matrix values (B rows), or of `bytes` bytes.
   const auto send = [&](double weight, std::size_t a, std::size_t b, double values,
                         double bytes = 0) {
-    const double payload = values > 0 ? values * f + row_scales : bytes;
-    if (weight <= 0 || a == b)
-      return;
-    t.pipeline_out[a] += weight * (payload + message_overhead);
-    t.pipeline_in[b] += weight * (payload + message_overhead);
+    carry(t.pipeline_out, t.pipeline_in, a, b, values > 0 ? values * f + row_scales : bytes,
+          weight);
   };
   const std::size_t worker = p.worker_nodes[r];
   const auto relay = [&](std::size_t k) { return p.relay_nodes[r][k]; };
@@ -203,9 +201,7 @@ prediction predict(const placement_plan& p, const run_config& run, const step_tr
 namespace {
 
 std::string num(double v, int decimals = 0) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
-  return buf;
+  return format_value(decimals == 0 ? "%.0f" : "%.1f", v);
 }
 
 /// `cluster` with `n` nodes of its own (n000, n001, ...; hosts 10.x.y.z).

@@ -344,9 +344,7 @@ void recovery_machine::finish() {
 }
 
 void recovery_machine::describe(std::string& out) const {
-  if (replies_.active() && replies_.missing() > 0)
-    out += "  waiting for " + std::to_string(replies_.missing()) + " recovery step replies (step "
-           + std::to_string(replies_.step()) + ")\n";
+  describe_waiting(out, "recovery step", replies_);
 }
 
 } // namespace nettorrent

@@ -10,12 +10,6 @@ namespace nettorrent {
 
 namespace {
 
-std::string fmt(const char* format, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, format, v);
-  return buf;
-}
-
 /// "r x c (bias n)", for messages about a layer's parameters.
 std::string shape_of(const dense_params& p) {
   return std::to_string(p.w.rows()) + " x " + std::to_string(p.w.cols()) + " (bias "
@@ -114,9 +108,8 @@ void round_machine::on_scored(std::uint64_t s, std::uint32_t replica, const repl
   if (!std::isfinite(sc.loss) || !std::isfinite(sc.accuracy) || !std::isfinite(sc.loss_sum)
       || sc.correct > sc.samples || (c_.scores_synced() && sc.samples == 0)) {
     m_.fail("replica " + std::to_string(replica) + " sent an inconsistent validation score (loss "
-            + fmt("%g", sc.loss) + ", accuracy " + fmt("%g", sc.accuracy) + ", "
-            + std::to_string(sc.correct) + " of " + std::to_string(sc.samples)
-            + " samples right)");
+            + format_value("%g", sc.loss) + ", accuracy " + format_value("%g", sc.accuracy) + ", "
+            + std::to_string(sc.correct) + " of " + std::to_string(sc.samples) + " samples right)");
     return;
   }
   replica_scores_[replica] = sc;
@@ -139,9 +132,9 @@ void round_machine::scored() {
   stop_after_round_ = e.meets_target || all_finished_;
   report_round(e.point, synced);
   if (e.meets_target)
-    c_.say("reached target validation accuracy " + fmt("%g", c_.cfg.training.target_accuracy)
-           + " in sync round " + std::to_string(c_.result.sync_rounds) + " after "
-           + format_duration(e.point.seconds));
+    c_.say("reached target validation accuracy "
+           + format_value("%g", c_.cfg.training.target_accuracy) + " in sync round "
+           + std::to_string(c_.result.sync_rounds) + " after " + format_duration(e.point.seconds));
   keep_best_pass(synced);
 }
 
@@ -446,9 +439,7 @@ void round_machine::describe(std::string& out) const {
                                                         {"exchange", &exchanges_},
                                                         {"apply", &applies_}};
   for (const auto& [name, f] : fans)
-    if (f->active() && f->missing() > 0)
-      out += "  waiting for " + std::to_string(f->missing()) + " " + name + " replies (step "
-             + std::to_string(f->step()) + ")\n";
+    describe_waiting(out, name, *f);
 }
 
 } // namespace nettorrent

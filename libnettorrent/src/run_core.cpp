@@ -51,6 +51,12 @@ fanout::verdict fanout::reply(std::uint64_t step, std::size_t slot) {
   return verdict::complete;
 }
 
+void describe_waiting(std::string& out, const char* name, const fanout& f) {
+  if (f.active() && f.missing() > 0)
+    out += "  waiting for " + std::to_string(f.missing()) + " " + name + " replies (step "
+           + std::to_string(f.step()) + ")\n";
+}
+
 // --- run_core ---------------------------------------------------------------
 
 run_core::run_core(run_config c, run_backend& b, std::function<double()> clk, bool v,

@@ -8,27 +8,18 @@
 
 namespace nettorrent {
 
-namespace {
-
-std::string fmt(const char* format, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, format, v);
-  return buf;
-}
-
-} // namespace
-
 std::string progress_line(const round_summary& r, std::size_t max_epochs, double total_samples) {
   const auto& p = r.point;
   const double elapsed = r.elapsed;
   const double done = static_cast<double>(p.samples) / total_samples;
   return "epoch " + std::to_string(p.epoch) + "/" + std::to_string(max_epochs) + "  samples "
-         + std::to_string(p.samples) + "  " + fmt("%.0f", static_cast<double>(p.samples) / elapsed)
-         + " samples/s  loss " + fmt("%.4f", p.train_loss) + "  val acc "
-         + fmt("%.4f", p.validation_accuracy)
+         + std::to_string(p.samples) + "  "
+         + format_value("%.0f", static_cast<double>(p.samples) / elapsed) + " samples/s  loss "
+         + format_value("%.4f", p.train_loss) + "  val acc "
+         + format_value("%.4f", p.validation_accuracy)
          + (r.synced ? std::string{" (synced model, best "}
                      : " (replica " + std::to_string(r.best) + ", best ")
-         + fmt("%.4f", r.best_validation_accuracy) + ")  round " + std::to_string(r.round)
+         + format_value("%.4f", r.best_validation_accuracy) + ")  round " + std::to_string(r.round)
          + "  elapsed " + format_duration(elapsed) + "  ETA "
          + format_duration(done > 0 ? elapsed / done * (1 - done) : -1);
 }
@@ -189,7 +180,7 @@ bool run_machine::on_registered(const actor_key& a, std::uint32_t incarnation) {
 
 void run_machine::on_registration_deadline() {
   if (core_.phase == phase::registering && !core_.over())
-    fail("registration deadline of " + fmt("%g", core_.cfg.system.registration_timeout)
+    fail("registration deadline of " + format_value("%g", core_.cfg.system.registration_timeout)
          + "s passed: " + missing_actors());
 }
 
@@ -544,7 +535,8 @@ void run_machine::on_stalled(const std::vector<std::size_t>& silent,
     return;
   ++c.stalls;
   if (++c.stalls_since_round > 2) {
-    fail("stalled: no progress for system.stall_timeout = " + fmt("%g", c.cfg.system.stall_timeout)
+    fail("stalled: no progress for system.stall_timeout = "
+         + format_value("%g", c.cfg.system.stall_timeout)
          + " s three times without a completed round (rolled back twice); waiting for "
          + waiting_for);
     return;
@@ -559,7 +551,8 @@ void run_machine::on_stalled(const std::vector<std::size_t>& silent,
       stuck.push_back(c.layout.index(actor_key::worker(static_cast<std::uint32_t>(r))));
   if (stuck.empty())
     return;
-  lose(stuck, "stalled: no batch completed for " + fmt("%g", c.cfg.system.stall_timeout) + " s");
+  lose(stuck,
+       "stalled: no batch completed for " + format_value("%g", c.cfg.system.stall_timeout) + " s");
 }
 
 std::string run_machine::describe_state() const {
@@ -578,9 +571,7 @@ std::string run_machine::describe_state() const {
                                                         {"final collect", &finals_},
                                                         {"statistics", &stats_}};
   for (const auto& [name, f] : fans)
-    if (f->active() && f->missing() > 0)
-      out += "  waiting for " + std::to_string(f->missing()) + " " + name + " replies (step "
-             + std::to_string(f->step()) + ")\n";
+    describe_waiting(out, name, *f);
   round_.describe(out);
   recovery_.describe(out);
   out += "  replicas at the barrier:";

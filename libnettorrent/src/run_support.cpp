@@ -216,4 +216,10 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
+std::string format_value(const char* format, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
 } // namespace nettorrent

@@ -107,11 +107,10 @@ class Worker : public ActorTest {
 protected:
   /// A worker of incarnation `incarnation` wired to fake relays and a fake coordinator.
   explicit Worker(std::uint32_t incarnation = 0) : inc(incarnation) {
-    data = synthetic_splits(32, 16, 16, 4, 0.3f);
+    data = synthetic_splits(32, 16, 16, 4, 0.3f); // one replica: 32 samples, 4 batches of 8
     nt::worker_spec w;
     w.replica = 0;
     w.data = data;
-    w.shard = data->train; // 32 samples: 4 batches of 8
     w.validation = data->validation;
     w.batch_size = 8;
     w.eval_batch_size = 1000;
@@ -234,7 +233,6 @@ TEST_F(Worker, AValidationPartScoresItsShareOfTheSubsetAndReportsCounts) {
   auto w = spawn(nt::shard_worker, [&] {
     nt::worker_spec spec;
     spec.data = data;
-    spec.shard = data->train;
     spec.validation = data->validation; // 16 samples
     spec.batch_size = 8;
     spec.eval_batch_size = 5;
