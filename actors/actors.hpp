@@ -54,8 +54,14 @@ using neuron_slice_actor = caf::typed_actor<
                     block_sink_actor /*next*/>::with<atom::ok>,
     /// Returns weights and optimizer state (for sync rounds and checkpoints).
     caf::replies_to<atom::get_state>::with<layer_state>,
-    /// Replaces weights and optimizer state (a sync round's result).
+    /// Replaces weights and optimizer state (a rollback or a resume).
     caf::replies_to<atom::set_state, layer_state>::with<atom::ok>,
+    /// A sync round's read: the weights coded in the precision given (the
+    /// change since the last round unless f32) and the optimizer moments.
+    caf::replies_to<atom::round_get, std::uint8_t /*sync_precision*/>::with<round_payload>,
+    /// A sync round's result: the weights coded as the round sent them, and
+    /// the moments when the payload carries them.
+    caf::replies_to<atom::round_set, round_payload>::with<atom::ok>,
     /// Returns update, staleness, dropped- and stale-message counters.
     caf::replies_to<atom::stats>::with<slice_stats>,
     /// What the actor is waiting for, one line (stall watchdog, SIGUSR1).
@@ -152,6 +158,9 @@ using swarm_leader_actor = caf::typed_actor<
                     sync_request>::with<exchange_result>,
     /// Sets replica r's slices to the columns of a whole layer; returns bytes sent.
     caf::replies_to<atom::restore, std::uint32_t /*replica*/, layer_state>::with<std::uint64_t>,
+    /// Hands replica r's slices a sync round's result for the whole layer
+    /// (cut by columns); returns bytes sent.
+    caf::replies_to<atom::round_set, std::uint32_t /*replica*/, round_payload>::with<std::uint64_t>,
     /// Returns a replica's whole layer, its slices glued together.
     caf::replies_to<atom::collect, std::uint32_t /*replica*/>::with<layer_state>,
     /// Returns the swarm's counters summed over its slices.
@@ -193,7 +202,9 @@ using coordinator_actor = barrier_sink_actor::extend<
     /// Every node's state (one peer_state byte each, in the description's
     /// order) and whether training began: what a node about to join needs
     /// to open its direct links.
-    caf::replies_to<atom::peers>::with<node_states, bool /*training began*/>>;
+    caf::replies_to<atom::peers>::with<node_states, bool /*training began*/>,
+    /// A node at start times a transfer of `bytes` to this node; returns their count.
+    caf::replies_to<atom::probe, probe_bytes>::with<std::uint64_t>>;
 
 /// The node actor of a process: spawns, on the coordinator's request, any
 /// actor of the run, and reports and stops what it hosts.

@@ -26,6 +26,8 @@ using sync = caf::atom_constant<caf::atom("sync")>;
 using get_state = caf::atom_constant<caf::atom("getstate")>;
 using set_state = caf::atom_constant<caf::atom("setstate")>;
 using collect = caf::atom_constant<caf::atom("collect")>;
+using round_get = caf::atom_constant<caf::atom("roundget")>; ///< a slice's part of a sync round
+using round_set = caf::atom_constant<caf::atom("roundset")>; ///< a sync round's result into a slice
 using stats = caf::atom_constant<caf::atom("stats")>;
 using deadline = caf::atom_constant<caf::atom("deadline")>;
 using ok = caf::atom_constant<caf::atom("ok")>;
@@ -37,6 +39,7 @@ using spawn = caf::atom_constant<caf::atom("spawn")>; ///< spawn one actor of th
 using hosts = caf::atom_constant<caf::atom("hosts")>; ///< the actors this node hosts
 using stop = caf::atom_constant<caf::atom("stop")>;   ///< stop the actors this node hosts
 using peers = caf::atom_constant<caf::atom("peers")>; ///< which nodes a newcomer links to
+using probe = caf::atom_constant<caf::atom("probe")>; ///< a node times a transfer to the coordinator
 
 // Recovery.
 using pause = caf::atom_constant<caf::atom("pause")>;     ///< a worker stops feeding

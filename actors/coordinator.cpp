@@ -153,16 +153,29 @@ public:
 
   void exchange(std::uint64_t step, std::uint32_t layer, std::uint32_t best, sync_policy policy,
                 dense_params theta, policy_state state) override {
-    sync_request req{outer_config::of(st().spec.cfg.topology), std::move(theta), std::move(state)};
+    sync_request req{outer_config::of(st().spec.cfg.topology), std::move(theta), std::move(state),
+                     st().spec.cfg.topology.sync_coding};
     self_
         ->request(handle<swarm_leader_actor>(actor_key::leader(layer)), caf::infinite,
                   atom::sync::value, best, static_cast<std::uint8_t>(policy), std::move(req))
         .then(
             [s = self_, step, layer](exchange_result& x) {
               s->state.machine->on_exchanged(step, layer, std::move(x.post), std::move(x.state),
-                                             x.bytes);
+                                             x.bytes, std::move(x.update));
             },
             failure_handler(self_, "sync round"));
+  }
+
+  void apply(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
+             const round_payload& result) override {
+    self_
+        ->request(handle<swarm_leader_actor>(actor_key::leader(layer)), caf::infinite,
+                  atom::round_set::value, replica, result)
+        .then(
+            [s = self_, step, layer, replica](std::uint64_t bytes) {
+              s->state.machine->on_restored(step, layer, replica, bytes);
+            },
+            failure_handler(self_, "handing a replica the sync round's result"));
   }
 
   void restore(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
@@ -571,6 +584,9 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
               !m.node_ever_joined(n) ? peer_state::unseen
                                      : m.node_alive(n) ? peer_state::alive : peer_state::lost));
         return {std::move(v), m.training_began()};
+      },
+      [=](atom::probe, const probe_bytes& b) {
+        return static_cast<std::uint64_t>(b.data.size());
       },
       [=](atom::run) -> caf::result<run_result> {
         auto& st = self->state;

@@ -26,6 +26,7 @@
 #include "nettorrent/policy_state.hpp"
 #include "nettorrent/run_machine.hpp"
 #include "nettorrent/slice_ops.hpp"
+#include "nettorrent/sync_codec.hpp"
 #include "nettorrent/tensor.hpp"
 
 namespace nettorrent {
@@ -277,6 +278,9 @@ using byte_mark = bounded_bytes<16>;
 /// A node id in a hello, as bytes (at most 256).
 using node_name = bounded_bytes<256>;
 
+/// What a node sends the coordinator at start to time its link (at most 4 MiB).
+using probe_bytes = bounded_bytes<(std::size_t{1} << 22)>;
+
 /// The coordinator's view of the nodes, one byte per node of the cluster
 /// description in its order (see `peer_state`).
 using node_states = bounded_bytes<65536>;
@@ -306,19 +310,46 @@ typename Inspector::result_type inspect(Inspector& f, policy_state& s) {
   return f(caf::meta::type_name("policy_state"), s.parts);
 }
 
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, coded_matrix& m) {
+  // The precision travels as a byte; check_coded refuses one out of range.
+  auto tag = static_cast<std::uint8_t>(m.precision);
+  if constexpr (Inspector::reads_state) {
+    return f(caf::meta::type_name("coded_matrix"), tag, m.rows, m.cols, m.values, m.halves, m.q);
+  } else {
+    auto res =
+        f(caf::meta::type_name("coded_matrix"), tag, m.rows, m.cols, m.values, m.halves, m.q);
+    m.precision = static_cast<sync_precision>(tag);
+    return res;
+  }
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, coded_params& p) {
+  return f(caf::meta::type_name("coded_params"), p.w, p.b);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, round_payload& p) {
+  return f(caf::meta::type_name("round_payload"), p.weights, p.moments, p.w_state, p.b_state);
+}
+
 /// What a leader's exchange computed for its layer: the state every replica
 /// takes (one entry), or one per replica (policy outer with local moments);
 /// the policy's new state of the layer (empty for a policy without one);
-/// the bytes the round moved through the leader.
+/// the bytes the round moved through the leader; under a sync precision
+/// other than f32, the new weights as the change every slice applies (the
+/// post weights are already what that change gives).
 struct exchange_result {
   std::vector<layer_state> post;
   policy_state state;
   std::uint64_t bytes = 0;
+  coded_params update;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, exchange_result& r) {
-  return f(caf::meta::type_name("exchange_result"), r.post, r.state, r.bytes);
+  return f(caf::meta::type_name("exchange_result"), r.post, r.state, r.bytes, r.update);
 }
 
 /// A sync request's policy part: the policies' hyper-parameters and, for a
@@ -328,12 +359,21 @@ struct sync_request {
   outer_config cfg;
   dense_params theta;
   policy_state state;
+  sync_precision coding = sync_precision::f32; ///< topology.sync_precision
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sync_request& r) {
-  return f(caf::meta::type_name("sync_request"), r.cfg.learning_rate, r.cfg.momentum,
-           r.cfg.nesterov, r.cfg.average_moments, r.theta, r.state);
+  auto tag = static_cast<std::uint8_t>(r.coding);
+  if constexpr (Inspector::reads_state) {
+    return f(caf::meta::type_name("sync_request"), r.cfg.learning_rate, r.cfg.momentum,
+             r.cfg.nesterov, r.cfg.average_moments, r.theta, r.state, tag);
+  } else {
+    auto res = f(caf::meta::type_name("sync_request"), r.cfg.learning_rate, r.cfg.momentum,
+                 r.cfg.nesterov, r.cfg.average_moments, r.theta, r.state, tag);
+    r.coding = static_cast<sync_precision>(tag);
+    return res;
+  }
 }
 
 /// A run state shared within one process (the coordinator hands its last

@@ -7,9 +7,19 @@
 
 #include "status.hpp"
 
+#include "nettorrent/sync_codec.hpp"
+
 #include "validation.hpp"
 
 namespace nettorrent {
+
+namespace {
+
+bool same_moments(const optimizer_state& a, const optimizer_state& b) {
+  return a.m.size() == b.m.size() && a.v.size() == b.v.size();
+}
+
+} // namespace
 
 neuron_slice_actor::behavior_type
 neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slice_spec spec) {
@@ -20,6 +30,8 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
   st.opt = make_optimizer(spec.optimizer);
   st.w_state = st.opt->make_state(static_cast<std::size_t>(st.params.w.size()));
   st.b_state = st.opt->make_state(static_cast<std::size_t>(st.params.b.size()));
+  if (spec.sync_coding != sync_precision::f32)
+    st.round_weights = st.params;
   const auto fan_in = static_cast<Eigen::Index>(spec.geometry.fan_in);
   const auto width = static_cast<Eigen::Index>(spec.geometry.cols.size());
   return {
@@ -131,11 +143,8 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
       },
       [=](atom::set_state, layer_state& ls) -> caf::result<atom::ok> {
         auto& s = self->state;
-        if (ls.params.w.rows() != s.params.w.rows() || ls.params.w.cols() != s.params.w.cols()
-            || ls.params.b.size() != s.params.b.size() || ls.w_state.m.size() != s.w_state.m.size()
-            || ls.w_state.v.size() != s.w_state.v.size()
-            || ls.b_state.m.size() != s.b_state.m.size()
-            || ls.b_state.v.size() != s.b_state.v.size() || !all_finite(ls.params.w)
+        if (!same_shape(ls.params, s.params) || !same_moments(ls.w_state, s.w_state)
+            || !same_moments(ls.b_state, s.b_state) || !all_finite(ls.params.w)
             || !all_finite(ls.params.b)) {
           drop_message(self, s.stats.dropped, "set_state", 0);
           return caf::make_error(caf::sec::invalid_argument,
@@ -144,6 +153,46 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
         s.params = std::move(ls.params);
         s.w_state = std::move(ls.w_state);
         s.b_state = std::move(ls.b_state);
+        if (s.spec.sync_coding != sync_precision::f32)
+          s.round_weights = s.params;
+        return atom::ok::value;
+      },
+      [=](atom::round_get, std::uint8_t coding) -> caf::result<round_payload> {
+        auto& s = self->state;
+        if (coding != static_cast<std::uint8_t>(s.spec.sync_coding))
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "round_get: a sync precision other than this run's");
+        return round_payload{encode_params(s.params, s.round_weights, s.spec.sync_coding), true,
+                             s.w_state, s.b_state};
+      },
+      [=](atom::round_set, round_payload& p) -> caf::result<atom::ok> {
+        auto& s = self->state;
+        // The weights themselves (f32) are always welcome: a recovery
+        // applies a kept round again that way.
+        const sync_precision got = p.weights.w.precision;
+        std::string why = got != s.spec.sync_coding && got != sync_precision::f32
+                              ? "weights in a sync precision other than this run's"
+                              : check_coded(p.weights, s.params);
+        if (why.empty() && p.moments
+            && (!same_moments(p.w_state, s.w_state) || !same_moments(p.b_state, s.b_state)))
+          why = "optimizer moments of the wrong size";
+        dense_params next;
+        if (why.empty()) {
+          next = decode_params(p.weights, s.round_weights);
+          if (!all_finite(next.w) || !all_finite(next.b))
+            why = "non-finite weights";
+        }
+        if (!why.empty()) {
+          drop_message(self, s.stats.dropped, "round_set", 0);
+          return caf::make_error(caf::sec::invalid_argument, "round_set: " + why);
+        }
+        s.params = std::move(next);
+        if (p.moments) {
+          s.w_state = std::move(p.w_state);
+          s.b_state = std::move(p.b_state);
+        }
+        if (s.spec.sync_coding != sync_precision::f32)
+          s.round_weights = s.params;
         return atom::ok::value;
       },
       [=](atom::stats) { return self->state.stats; },

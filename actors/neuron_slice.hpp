@@ -24,6 +24,9 @@ struct slice_spec {
   optimizer_config optimizer;
   std::uint64_t seed = 0;
   bool weight_stashing = false;
+  /// topology.sync_precision: other than f32, the slice keeps the last
+  /// round's weights, which its round reads and results are changes from.
+  sync_precision sync_coding = sync_precision::f32;
   std::size_t max_batch = 0;              ///< largest batch a peer may send
   const swarm_metrics* metrics = nullptr; ///< null = metrics off
 };
@@ -45,6 +48,9 @@ struct neuron_slice_state {
   std::unique_ptr<optimizer> opt;
   optimizer_state w_state;
   optimizer_state b_state;
+  /// The weights after the last sync round, rollback or resume (only under
+  /// a sync precision other than f32: rounds send changes from them).
+  dense_params round_weights;
   std::unordered_map<std::uint64_t, stash_entry> stash;
   ack_sink_actor ack_sink;   ///< layer 1: the input relay (gets acks)
   grad_sink_actor grad_sink; ///< layers 2..L: the hidden relay before this layer (gets dX)

@@ -13,6 +13,7 @@
 
 #include "coordinator.hpp"
 #include "metrics.hpp"
+#include "nettorrent/cost_model.hpp"
 #include "nettorrent/error.hpp"
 #include "nettorrent/placement.hpp"
 #include "nettorrent/run_support.hpp"
@@ -174,6 +175,35 @@ run_result run_to_end(caf::scoped_actor& self, const coordinator_actor& coord,
   return r;
 }
 
+/// Times the run's dense layers on one core (0.2 s) and prints the rate.
+void probe_compute(const run_config& cfg, const std::string& me, std::ostream& out) {
+  out << me << ": compute: " << format_value("%.1f", measure_gflops(cfg, 0.2))
+      << " GFLOP/s on one core (the run's dense layers, a batch at a time)" << std::endl;
+}
+
+/// Times a 1 MiB transfer to the coordinator's node and prints the rate
+/// (one way plus a round trip: a lower bound on the link's throughput).
+void probe_link(caf::scoped_actor& self, const coordinator_actor& coord, const std::string& me,
+                std::ostream& out) {
+  probe_bytes b;
+  b.data.assign(std::size_t{1} << 20, 0x5a);
+  const double mb = static_cast<double>(b.data.size()) / 1e6;
+  const auto t0 = std::chrono::steady_clock::now();
+  self->request(coord, std::chrono::seconds(30), atom::probe::value, std::move(b))
+      .receive(
+          [&](std::uint64_t) {
+            const double s =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            out << me << ": link to the coordinator's node: " << format_value("%.2f", mb)
+                << " MB in " << format_value("%.3f", s) << " s ("
+                << format_value("%.0f", mb * 8 / std::max(s, 1e-9)) << " Mbit/s)" << std::endl;
+          },
+          [&](caf::error& e) {
+            out << me << ": link to the coordinator's node: no answer to a 1 MiB probe ("
+                << self->system().render(e) << ")" << std::endl;
+          });
+}
+
 /// The coordinator's process: its own node actor joins, the run goes to
 /// its end, the outputs are written; then the node actor leaves.
 run_result coordinate(caf::scoped_actor& self, const coordinator_actor& coord,
@@ -296,6 +326,7 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
   const auto deadline = clock_type::now() + seconds(cfg.system.registration_timeout);
 
   if (is_coordinator) {
+    probe_compute(cfg, me, out);
     std::vector<std::size_t> placement;
     for (const auto& a : plan.actors())
       placement.push_back(plan.node_index(a));
@@ -399,6 +430,8 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
       out << me << ": " << (secure ? "TLS link" : "link") << " to node " << peer.id << " at "
           << peer.endpoint() << std::endl;
   }
+  probe_link(self, coord, me, out);
+  probe_compute(cfg, me, out);
   self->monitor(coord);
   // No answer within 10 s (a slow or broken link): ask again, as long as
   // registration lasts; the coordinator admits a node once.

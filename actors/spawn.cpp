@@ -99,6 +99,7 @@ caf::actor spawn_run_actor(caf::actor_system& sys, const run_config& cfg,
     ss.optimizer = cfg.optimizer;
     ss.seed = cfg.training.seed;
     ss.weight_stashing = cfg.topology.weight_stashing;
+    ss.sync_coding = cfg.topology.sync_coding;
     ss.max_batch = max_batch;
     ss.metrics = sm;
     return caf::actor_cast<caf::actor>(sys.spawn(neuron_slice, ss));
@@ -139,6 +140,7 @@ void register_message_types(caf::actor_system_config& c) {
   c.add_message_type<worker_position>("nettorrent::worker_position");
   c.add_message_type<exchange_result>("nettorrent::exchange_result");
   c.add_message_type<sync_request>("nettorrent::sync_request");
+  c.add_message_type<round_payload>("nettorrent::round_payload");
   c.add_message_type<run_state_ref>("nettorrent::run_state_ref");
   c.add_message_type<run_result>("nettorrent::run_result");
   c.add_message_type<actor_key>("nettorrent::actor_key");
@@ -150,6 +152,7 @@ void register_message_types(caf::actor_system_config& c) {
   c.add_message_type<byte_mark>("nettorrent::byte_mark");
   c.add_message_type<node_name>("nettorrent::node_name");
   c.add_message_type<node_states>("nettorrent::node_states");
+  c.add_message_type<probe_bytes>("nettorrent::probe_bytes");
   c.add_message_type<block_sink_actor>("nettorrent::block_sink_actor");
   c.add_message_type<grad_sink_actor>("nettorrent::grad_sink_actor");
   c.add_message_type<ack_sink_actor>("nettorrent::ack_sink_actor");

@@ -1,5 +1,6 @@
 #include "swarm_leader.hpp"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -9,7 +10,9 @@
 #include "status.hpp"
 
 #include "nettorrent/config.hpp"
+#include "nettorrent/error.hpp"
 #include "nettorrent/slice_ops.hpp"
+#include "nettorrent/sync_codec.hpp"
 #include "nettorrent/sync_policy.hpp"
 
 namespace nettorrent {
@@ -18,15 +21,55 @@ namespace {
 
 using self_ptr = swarm_leader_actor::stateful_pointer<swarm_leader_state>;
 
-std::uint64_t policy_state_bytes(const policy_state& s) {
-  std::uint64_t n = 0;
-  for (const auto& p : s.parts)
-    n += params_bytes(p);
-  return n;
+/// The number of values a coded matrix holds.
+std::size_t held(const coded_matrix& m) {
+  return std::max({m.values.size(), m.halves.size(), m.q.size()});
+}
+
+/// A coded payload's own shape, for checking it without a layer to compare
+/// it with; empty unless the shape matches what was received (so a peer
+/// cannot make this allocate more than it sent).
+dense_params shape_like(const coded_params& c) {
+  dense_params p;
+  const auto fits = [](const coded_matrix& m) {
+    return m.rows > 0 && m.cols > 0 && m.rows < (1LL << 31) && m.cols < (1LL << 31)
+           && static_cast<std::size_t>(m.rows * m.cols) == held(m);
+  };
+  if (fits(c.w) && fits(c.b) && c.b.rows == 1 && c.b.cols == c.w.cols) {
+    p.w.resize(c.w.rows, c.w.cols);
+    p.b.resize(c.b.cols);
+  }
+  return p;
+}
+
+/// What is wrong with a sync payload (from a slice or the coordinator) for
+/// a block of weights like `like`, or "".
+std::string check_payload(const round_payload& p, const dense_params& like) {
+  if (auto why = check_coded(p.weights, like); !why.empty())
+    return why;
+  if (!p.moments)
+    return {};
+  const auto n = static_cast<std::size_t>(like.w.size());
+  const auto nb = static_cast<std::size_t>(like.b.size());
+  for (const auto* v : {&p.w_state.m, &p.w_state.v})
+    if (!v->empty() && v->size() != n)
+      return "optimizer moments of the wrong size";
+  for (const auto* v : {&p.b_state.m, &p.b_state.v})
+    if (!v->empty() && v->size() != nb)
+      return "optimizer moments of the wrong size";
+  return {};
+}
+
+/// A slice's part of the round as a layer state: its weights rebuilt from
+/// the last round's columns `base` (unread under f32).
+layer_state rebuilt(round_payload&& p, const dense_params& base) {
+  return layer_state{decode_params(p.weights, base), std::move(p.w_state), std::move(p.b_state)};
 }
 
 /// The post-exchange layer: the read replicas' slices glued into whole
-/// layers (replica order), then the policy's exchange on them.
+/// layers (replica order), then the policy's exchange on them; under a sync
+/// precision other than f32, the new weights coded as their change from
+/// theta, and every post state holding exactly what that change gives.
 exchange_result post_exchange(const swarm_leader_state& s, std::vector<layer_state>& states,
                               std::size_t best, const sync_policy_def& policy,
                               sync_request& request) {
@@ -38,12 +81,34 @@ exchange_result post_exchange(const swarm_leader_state& s, std::vector<layer_sta
       whole[r] = glue_slices(
           {std::make_move_iterator(states.begin() + static_cast<std::ptrdiff_t>(r * P)),
            std::make_move_iterator(states.begin() + static_cast<std::ptrdiff_t>((r + 1) * P))});
+  const sync_precision coding = request.coding;
+  dense_params theta;
+  if (coding != sync_precision::f32)
+    theta = request.theta; // the exchange may take request.theta
   exchange_input in{whole, best, request.cfg, request.theta, request.state};
   exchange_result out;
   out.post = policy.exchange(in);
   if (policy.keeps_state)
     out.state = std::move(request.state);
+  if (coding != sync_precision::f32 && !out.post.empty()) {
+    out.update = encode_params(out.post.front().params, theta, coding);
+    const dense_params applied = decode_params(out.update, theta);
+    for (auto& p : out.post)
+      p.params = applied;
+  }
   return out;
+}
+
+/// What is wrong with a sync request's weights for its precision, or "".
+std::string check_coding(const sync_request& req, std::size_t slices) {
+  if (static_cast<unsigned>(req.coding) > static_cast<unsigned>(sync_precision::int8))
+    return "sync: unknown sync precision " + std::to_string(static_cast<unsigned>(req.coding));
+  if (req.coding == sync_precision::f32)
+    return {};
+  if (req.theta.w.size() == 0 || req.theta.w.cols() != req.theta.b.size()
+      || static_cast<std::size_t>(req.theta.w.cols()) < slices)
+    return "sync: a coded round needs the last round's weights of the layer";
+  return {};
 }
 
 } // namespace
@@ -105,29 +170,71 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
           if (!def->picks_best || r == best)
             for (std::size_t i = 0; i < P; ++i)
               reads.emplace_back(r, i);
-        const std::uint64_t request_bytes = params_bytes(req.theta) + policy_state_bytes(req.state);
+        if (auto why = check_coding(req, P); !why.empty())
+          return caf::make_error(caf::sec::invalid_argument, std::move(why));
         auto request = std::make_shared<sync_request>(std::move(req));
-        return fan_in<exchange_result, layer_state>(
+        // The columns of the last round's weights each slice's change starts from.
+        auto bases = std::make_shared<std::vector<dense_params>>();
+        if (request->coding != sync_precision::f32)
+          for (const auto& cols : split_columns(static_cast<std::size_t>(request->theta.w.cols()), P))
+            bases->push_back(cut_slice(layer_state{request->theta, {}, {}}, cols).params);
+        return fan_in<exchange_result, round_payload>(
             self, reads.size(), "sync",
             [=](std::size_t k) {
               const auto [r, i] = reads[k];
-              return self->request(self->state.at(r, i), caf::infinite, atom::get_state::value);
+              return self->request(self->state.at(r, i), caf::infinite, atom::round_get::value,
+                                   static_cast<std::uint8_t>(request->coding));
             },
-            [=](std::vector<layer_state>& got) {
-              // Bytes the round moves through this leader: the slices' states
-              // read, the outer state it was sent (policy outer) and the
-              // result it sends back.
-              std::uint64_t bytes = request_bytes;
+            [=](std::vector<round_payload>& got) {
+              // The bytes the slices sent this leader (what crosses hosts when
+              // the leader sits with the coordinator; the apply counts the way
+              // back).
+              std::uint64_t bytes = 0;
               std::vector<layer_state> states(R * P);
               for (std::size_t k = 0; k < reads.size(); ++k) {
-                bytes += state_bytes(got[k]);
-                states[reads[k].first * P + reads[k].second] = std::move(got[k]);
+                const std::size_t i = reads[k].second;
+                const dense_params& base =
+                    bases->empty() ? shape_like(got[k].weights) : (*bases)[i];
+                if (auto why = check_payload(got[k], base); !why.empty())
+                  throw error("slice " + std::to_string(i) + " of replica "
+                              + std::to_string(reads[k].first) + " sent " + why);
+                bytes += payload_bytes(got[k]);
+                states[reads[k].first * P + i] = rebuilt(std::move(got[k]), base);
               }
               exchange_result x = post_exchange(self->state, states, best, *def, *request);
-              for (const auto& done : x.post)
-                bytes += state_bytes(done);
-              x.bytes = bytes + policy_state_bytes(x.state);
+              x.bytes = bytes;
+              if (const auto* m = self->state.spec.metrics)
+                m->sync_bytes->Increment(static_cast<double>(bytes));
               return x;
+            });
+      },
+      [=](atom::round_set, std::uint32_t replica,
+          const round_payload& whole) -> caf::result<std::uint64_t> {
+        auto& s = self->state;
+        const std::size_t P = s.spec.slices();
+        if (replica >= s.spec.replicas() || s.slices.empty())
+          return caf::make_error(caf::sec::invalid_argument, "round_set: no such replica");
+        const dense_params like = shape_like(whole.weights);
+        if (auto why = check_payload(whole, like); !why.empty() || like.w.cols() < 1
+            || static_cast<std::size_t>(like.w.cols()) < P)
+          return caf::make_error(caf::sec::invalid_argument,
+                                 "round_set: " + (why.empty() ? "too few columns" : why));
+        auto parts = std::make_shared<std::vector<round_payload>>();
+        std::uint64_t bytes = 0;
+        for (const auto& cols : split_columns(static_cast<std::size_t>(like.w.cols()), P)) {
+          parts->push_back(cut_payload(whole, cols));
+          bytes += payload_bytes(parts->back());
+        }
+        return fan_in<std::uint64_t, atom::ok>(
+            self, P, "round_set",
+            [=](std::size_t i) {
+              return self->request(self->state.at(replica, i), caf::infinite,
+                                   atom::round_set::value, std::move((*parts)[i]));
+            },
+            [=](std::vector<atom::ok>&) {
+              if (const auto* m = self->state.spec.metrics)
+                m->sync_bytes->Increment(static_cast<double>(bytes));
+              return bytes;
             });
       },
       [=](atom::restore, std::uint32_t replica,

@@ -62,6 +62,13 @@ struct training_config {
 /// the replicas' mean change (DiLoCo; see nettorrent/outer.hpp).
 enum class sync_policy { best, average, none, outer };
 
+/// How a sync round's weights travel (nettorrent/sync_codec.hpp): raw
+/// binary32, or as a change from the last round's weights in bfloat16 or in
+/// int8 with a scale per row. In every process, so it changes results.
+enum class sync_precision : std::uint8_t { f32 = 0, bf16 = 1, int8 = 2 };
+
+std::string_view to_string(sync_precision p) noexcept;
+
 std::string_view to_string(sync_policy p) noexcept;
 sync_policy parse_sync_policy(std::string_view name);
 
@@ -94,6 +101,8 @@ struct topology_config {
   float outer_momentum = 0.9f;
   bool outer_nesterov = true;
   bool outer_average_moments = false;
+  /// Sync policies average and outer: how the weights travel in a round.
+  sync_precision sync_coding = sync_precision::f32;
   /// Keep forward-time weights for the backward pass.
   bool weight_stashing = false;
 

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "nettorrent/run_core.hpp"
+#include "nettorrent/sync_codec.hpp"
 
 namespace nettorrent {
 
@@ -42,12 +43,15 @@ public:
   /// for none (the router's final collect may be the one).
   bool on_collected(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
                     layer_state&& ls);
+  /// `update`: under a sync precision other than f32, the layer's new
+  /// weights as the change every slice applies.
   void on_exchanged(std::uint64_t step, std::uint32_t layer, std::vector<layer_state>&& post,
-                    policy_state&& state, std::uint64_t bytes);
+                    policy_state&& state, std::uint64_t bytes, coded_params&& update = {});
   void on_applied(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
                   std::uint64_t bytes);
   /// Apply the kept round's result to every replica (also after a recovery
-  /// that interrupted the applying).
+  /// that interrupted the applying: then as the weights themselves, since
+  /// some slices hold the result already and a change applies only once).
   void start_apply();
 
   /// A loss interrupted the round: true if its result is kept already (it
@@ -121,6 +125,9 @@ private:
   /// This round's exchange results, [layer] -> one shared state or one per replica.
   std::vector<std::vector<layer_state>> exchanged_;
   std::vector<policy_state> policy_states_next_; ///< kept with the round's result
+  /// Per layer, the round's coded change (sync precision other than f32),
+  /// until the first apply sends it.
+  std::vector<coded_params> updates_;
 
   /// What a round had done before it started, to undo an interrupted one.
   struct round_mark {

@@ -15,6 +15,7 @@
 #include "nettorrent/run_layout.hpp"
 #include "nettorrent/run_result.hpp"
 #include "nettorrent/slice_ops.hpp"
+#include "nettorrent/sync_codec.hpp"
 #include "nettorrent/sync_policy.hpp"
 
 namespace nettorrent {
@@ -117,7 +118,11 @@ public:
   /// its state from then, else both empty).
   virtual void exchange(std::uint64_t step, std::uint32_t layer, std::uint32_t best,
                         sync_policy policy, dense_params theta, policy_state state) = 0;
-  /// Have layer l's leader set replica r's slices to `state`.
+  /// Have layer l's leader hand replica r's slices a sync round's result
+  /// (the whole layer's, which the leader cuts by columns).
+  virtual void apply(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
+                     const round_payload& result) = 0;
+  /// Have layer l's leader set replica r's slices to `state` (a rollback).
   virtual void restore(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
                        const layer_state& state) = 0;
   /// Ask replica r's worker to stop feeding and say where it is.

@@ -66,8 +66,10 @@ public:
                     layer_state&& ls);
   /// Layer `layer`'s exchange: the state every replica takes (one entry) or
   /// one per replica; the policy's new state of the layer (if it has one).
+  /// `update`: under a sync precision other than f32, the new weights as
+  /// the change every slice applies.
   void on_exchanged(std::uint64_t step, std::uint32_t layer, std::vector<layer_state>&& post,
-                    policy_state&& state, std::uint64_t bytes);
+                    policy_state&& state, std::uint64_t bytes, coded_params&& update = {});
   /// The same with one shared state and no policy state.
   void on_exchanged(std::uint64_t step, std::uint32_t layer, layer_state&& post,
                     std::uint64_t bytes);

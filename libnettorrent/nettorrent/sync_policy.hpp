@@ -66,7 +66,14 @@ struct sync_policy_def {
   /// the network).
   std::string (*check_request)(const outer_config& cfg, const dense_params& theta,
                                const policy_state& state) = nullptr;
+  /// True: the exchange leaves every replica's optimizer moments as they
+  /// are unless `outer_average_moments` is set (outer), so a round sends a
+  /// replica only its new weights; false: the moments travel too.
+  bool keeps_inner_state = false;
 };
+
+/// Whether a round under `t` sends the replicas new optimizer moments.
+bool round_sets_moments(const topology_config& t);
 
 /// Every policy, indexed by its `sync_policy` value.
 const std::array<const sync_policy_def*, 4>& sync_policies();

@@ -13,8 +13,10 @@ namespace nettorrent {
 
 /// Bumped whenever a message that crosses nodes changes its layout.
 // 3: shared matrices carry a precision tag; 4: sync requests carry the outer
-// optimizer's state, exchange results one state per replica.
-inline constexpr std::uint32_t wire_version = 5;
+// optimizer's state, exchange results one state per replica; 5: worker
+// positions carry the epoch's deal; 6: sync rounds travel as coded payloads
+// (round_get, round_set) and sync requests carry the sync precision.
+inline constexpr std::uint32_t wire_version = 6;
 
 /// The four bytes of 0x01020304 in this machine's byte order.
 std::vector<std::uint8_t> byte_order_mark();

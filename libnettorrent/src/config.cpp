@@ -279,6 +279,25 @@ const std::vector<option_spec>& all_options() {
          return std::string{c.topology.outer_average_moments ? "true" : "false"};
        },
        true, false, "false"},
+      {"topology.sync_precision", "string",
+       "sync_policy average and outer: a round's weights as \"f32\", or as their change since "
+       "the last round in \"bf16\" (half the bytes) or \"int8\" (a quarter, with a scale per "
+       "row); optimizer moments stay f32",
+       [](run_config& c, const ini_value& v) {
+         const std::string p = read_string(v);
+         if (p == "f32")
+           c.topology.sync_coding = sync_precision::f32;
+         else if (p == "bf16")
+           c.topology.sync_coding = sync_precision::bf16;
+         else if (p == "int8")
+           c.topology.sync_coding = sync_precision::int8;
+         else
+           throw error("unknown sync precision \"" + p + "\" (expected f32, bf16 or int8)");
+       },
+       [](const run_config& c) {
+         return "\"" + std::string{to_string(c.topology.sync_coding)} + "\"";
+       },
+       true, false, "\"f32\""},
       {"topology.weight_stashing", "boolean", "use forward-time weights in the backward pass",
        [](run_config& c, const ini_value& v) { c.topology.weight_stashing = read_bool(v); },
        [](const run_config& c) {
@@ -420,6 +439,12 @@ void run_config::validate() const {
                 + policy_names([](const sync_policy_def& d) { return !d.picks_best; }) + ": \""
                 + std::string{policy.name}
                 + "\" scores every replica in every round to pick the winner");
+  if (topology.sync_coding != sync_precision::f32 && !policy.scores_synced_model)
+    throw error("topology.sync_precision = \"" + std::string{to_string(topology.sync_coding)}
+                + "\" needs sync_policy "
+                + policy_names([](const sync_policy_def& d) { return d.scores_synced_model; })
+                + ": \"" + std::string{policy.name}
+                + "\" sends replicas' weights as they are, not as a change from a shared round");
   if (policy.scores_synced_model && topology.replicas > 1) {
     // The synced model is scored in one part of the subset per replica.
     const std::size_t scored =
@@ -455,6 +480,18 @@ void run_config::validate() const {
   if (topology.sync_every < training.batch_size)
     throw error("topology.sync_every = " + std::to_string(topology.sync_every)
                 + " is smaller than training.batch_size = " + std::to_string(training.batch_size));
+}
+
+std::string_view to_string(sync_precision p) noexcept {
+  switch (p) {
+  case sync_precision::bf16:
+    return "bf16";
+  case sync_precision::int8:
+    return "int8";
+  case sync_precision::f32:
+    break;
+  }
+  return "f32";
 }
 
 std::string_view to_string(wire_precision p) noexcept {

@@ -300,8 +300,23 @@ void round_machine::start_apply() {
     after_apply();
     return;
   }
-  for (const auto& [l, r] : todo)
-    c_.backend.restore(s, l, r, (*c_.snapshot[r])[l]);
+  // The coded changes apply once; a second apply (after a recovery) sends
+  // the weights themselves.
+  std::vector<coded_params> coded = std::move(updates_);
+  updates_.clear();
+  const bool moments = round_sets_moments(c_.cfg.topology);
+  for (const auto& [l, r] : todo) {
+    const layer_state& mine = (*c_.snapshot[r])[l];
+    round_payload p;
+    p.weights = coded.empty() ? encode_params(mine.params, mine.params, sync_precision::f32)
+                              : coded[l];
+    p.moments = moments;
+    if (moments) {
+      p.w_state = mine.w_state;
+      p.b_state = mine.b_state;
+    }
+    c_.backend.apply(s, l, r, p);
+  }
 }
 
 void round_machine::on_applied(std::uint64_t s, std::uint32_t layer, std::uint32_t replica,
@@ -322,13 +337,17 @@ void round_machine::start_exchange() {
   policy_states_next_.assign(c_.keeps_policy_state() ? L : 0, policy_state{});
   const std::uint64_t s = c_.new_step();
   exchanges_.start(s, L);
+  updates_.clear();
+  const bool coded = c_.cfg.topology.sync_coding != sync_precision::f32;
   for (std::size_t l = 0; l < L; ++l) {
     dense_params theta;
     policy_state state;
-    if (c_.keeps_policy_state()) { // theta: the last round's weights, the same in every replica
+    // theta: the last round's weights, the same in every replica (what
+    // coded rounds send changes from).
+    if (c_.keeps_policy_state() || coded)
       theta = (*c_.snapshot.front())[l].params;
+    if (c_.keeps_policy_state())
       state = c_.policy_states[l];
-    }
     c_.backend.exchange(s, static_cast<std::uint32_t>(l), best_, c_.cfg.topology.policy,
                         std::move(theta), std::move(state));
   }
@@ -362,15 +381,31 @@ std::string round_machine::check_exchange(std::uint32_t layer,
 
 void round_machine::on_exchanged(std::uint64_t s, std::uint32_t layer,
                                  std::vector<layer_state>&& post, policy_state&& state,
-                                 std::uint64_t bytes) {
+                                 std::uint64_t bytes, coded_params&& update) {
   const auto v = c_.take(exchanges_,
                          c_.phase == run_phase::sync_round && step_ == step::exchanging, s, layer);
   if (!v)
     return;
-  if (const std::string why = check_exchange(layer, post, state); !why.empty()) {
+  std::string why = check_exchange(layer, post, state);
+  const sync_precision coding = c_.cfg.topology.sync_coding;
+  if (why.empty() && coding != sync_precision::f32) {
+    // The change must rebuild exactly the weights the leader reports.
+    const dense_params& theta = (*c_.snapshot.front())[layer].params;
+    if (update.w.precision != coding)
+      why = "a change in another sync precision";
+    else if (std::string bad = check_coded(update, theta); !bad.empty())
+      why = "a change of " + bad;
+    else if (!same_weights(decode_params(update, theta), post.front().params))
+      why = "a change that does not give the weights it reports";
+  }
+  if (!why.empty()) {
     m_.fail("the swarm leader of layer " + std::to_string(layer + 1)
             + " answered the sync round with " + why);
     return;
+  }
+  if (coding != sync_precision::f32) {
+    updates_.resize(c_.layout.layers());
+    updates_[layer] = std::move(update);
   }
   c_.result.sync_bytes += bytes;
   exchanged_[layer] = std::move(post);

@@ -330,8 +330,8 @@ void run_machine::on_exchanged(std::uint64_t step, std::uint32_t layer, layer_st
 
 void run_machine::on_exchanged(std::uint64_t step, std::uint32_t layer,
                                std::vector<layer_state>&& post, policy_state&& state,
-                               std::uint64_t bytes) {
-  round_.on_exchanged(step, layer, std::move(post), std::move(state), bytes);
+                               std::uint64_t bytes, coded_params&& update) {
+  round_.on_exchanged(step, layer, std::move(post), std::move(state), bytes, std::move(update));
 }
 
 void run_machine::on_restored(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,

@@ -115,18 +115,23 @@ void print_summary(const run_result& r, std::ostream& out) {
                 static_cast<unsigned long long>(r.samples), format_duration(r.seconds).c_str(),
                 r.samples_per_second);
   out << buf;
+  // Sync bytes: what the rounds moved between the swarm leaders and the
+  // replicas' slices, both ways.
+  const double per_round = r.sync_rounds > 0 ? static_cast<double>(r.sync_bytes)
+                                                   / static_cast<double>(r.sync_rounds) / 1e6
+                                             : 0.0;
   if (r.actor_run && r.synced_model) {
     std::snprintf(buf, sizeof buf,
-                  ", %llu sync rounds (%.1f MB exchanged)\n"
+                  ", %llu sync rounds (%.1f MB between leaders and slices, %.2f MB per round)\n"
                   "the synced model's best validation accuracy %.4f\n",
                   static_cast<unsigned long long>(r.sync_rounds),
-                  static_cast<double>(r.sync_bytes) / 1e6, r.best_validation_accuracy);
+                  static_cast<double>(r.sync_bytes) / 1e6, per_round, r.best_validation_accuracy);
   } else if (r.actor_run) {
     std::snprintf(buf, sizeof buf,
-                  ", %llu sync rounds (%.1f MB exchanged)\n"
+                  ", %llu sync rounds (%.1f MB between leaders and slices, %.2f MB per round)\n"
                   "best replica %u, best validation accuracy %.4f\n",
                   static_cast<unsigned long long>(r.sync_rounds),
-                  static_cast<double>(r.sync_bytes) / 1e6, r.best_replica,
+                  static_cast<double>(r.sync_bytes) / 1e6, per_round, r.best_replica,
                   r.best_validation_accuracy);
   } else {
     std::snprintf(buf, sizeof buf, ", best validation accuracy %.4f\n", r.best_validation_accuracy);

@@ -23,6 +23,10 @@ const sync_policy_def& policy_def(sync_policy p) {
   return *d;
 }
 
+bool round_sets_moments(const topology_config& t) {
+  return !policy_def(t.policy).keeps_inner_state || t.outer_average_moments;
+}
+
 std::string_view to_string(sync_policy p) noexcept {
   const sync_policy_def* d = policy_def_of_id(static_cast<unsigned>(p));
   return d != nullptr ? d->name : "?";

@@ -172,6 +172,14 @@ inline nt::neuron_slice_actor::behavior_type fake_slice(nt::neuron_slice_actor::
         unexpected("set_state");
         return caf::make_error(caf::sec::unexpected_message);
       },
+      [=](nt::atom::round_get, std::uint8_t) -> caf::result<nt::round_payload> {
+        unexpected("round_get");
+        return caf::make_error(caf::sec::unexpected_message);
+      },
+      [=](nt::atom::round_set, nt::round_payload&) -> caf::result<nt::atom::ok> {
+        unexpected("round_set");
+        return caf::make_error(caf::sec::unexpected_message);
+      },
       [=](nt::atom::stats) -> caf::result<nt::slice_stats> {
         unexpected("stats");
         return caf::make_error(caf::sec::unexpected_message);

@@ -23,7 +23,8 @@ protected:
   /// Spawns R x P slices of `layer` (replica r seeded 100 + r, so replicas
   /// differ). With `distinct_moments`, every slice's Adam moments are set to
   /// values unique to (replica, slice, element), with equal step counters.
-  void spawn_slices(bool distinct_moments) {
+  void spawn_slices(bool distinct_moments,
+                    nt::sync_precision coding = nt::sync_precision::f32) {
     nt::optimizer_config opt;
     opt.kind = nt::optimizer_kind::adam;
     for (std::size_t r = 0; r < R; ++r)
@@ -33,7 +34,9 @@ protected:
         spec.index = static_cast<std::uint32_t>(i);
         spec.geometry = nt::slice_of(model, layer, P, i);
         spec.optimizer = opt;
-        spec.seed = 100 + r;
+        // Coded rounds send changes from weights every replica shares.
+        spec.seed = coding == nt::sync_precision::f32 ? 100 + r : 100;
+        spec.sync_coding = coding;
         spec.max_batch = 64;
         slices.push_back(spawn(nt::neuron_slice, spec));
       }
@@ -315,6 +318,87 @@ TEST_F(Leader, OuterCanAverageTheMomentsToo) {
   const auto after = all_states();
   for (std::size_t i = 0; i < P; ++i)
     expect_same_state(after[1][i], after[0][i], "slice " + std::to_string(i));
+}
+
+TEST_F(Leader, CodedOuterRoundsSendChangesAndEverySliceRebuildsTheSameBits) {
+  // Every replica starts from the same weights theta, takes one training
+  // step of its own, then an outer round under each coded precision: the
+  // slices send int8 (bf16) changes from theta, the leader answers with the
+  // new weights as a change, and every slice rebuilds exactly the post
+  // weights the coordinator keeps, its own moments untouched.
+  for (auto coding : {nt::sync_precision::int8, nt::sync_precision::bf16}) {
+    slices.clear();
+    spawn_slices(false, coding);
+    auto leader = spawn_leader();
+    auto log = std::make_shared<message_log>();
+    auto relay = spawn(fake_relay, log);
+    const auto theta_slices = all_states()[0];
+    const nt::dense_params theta = nt::glue_slices(theta_slices).params;
+    const auto x = filled(4, 12, 0.3f);
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t i = 0; i < P; ++i) {
+        const auto& sl = at(r, i);
+        EXPECT_TRUE(ask_ok(sl, nt::atom::wire::value, nt::grad_sink_actor{relay},
+                           nt::block_sink_actor{relay}));
+        deliver(sl, nt::atom::forward::value, 0u, std::uint64_t{1}, true, share(x));
+        const auto cols = static_cast<Eigen::Index>(theta_slices[i].params.w.cols());
+        deliver(sl, nt::atom::backward::value, 0u, std::uint64_t{1},
+                nt::owned_matrix{filled(4, cols, 0.1f * static_cast<float>(r + 1))});
+      }
+    const auto trained = all_states();
+    EXPECT_FALSE(same_bits(trained[0][0].params.w, trained[1][0].params.w));
+    nt::sync_request req = outer_of(theta_slices, 0.7f, 0.9f, true, false);
+    req.theta = theta;
+    req.coding = coding;
+    auto got = ask<nt::exchange_result>(leader, nt::atom::sync::value, std::uint32_t{0},
+                                        static_cast<std::uint8_t>(nt::sync_policy::outer), req);
+    ASSERT_TRUE(got);
+    ASSERT_EQ(got->update.w.precision, coding);
+    const nt::dense_params post = got->post.front().params;
+    EXPECT_TRUE(same_bits(nt::decode_params(got->update, theta).w, post.w));
+    // What the slices sent: their coded changes (a scale per row of each
+    // slice under int8) and their f32 moments, less than the f32 weights.
+    std::size_t sent = 0;
+    std::size_t f32 = 0;
+    for (const auto& rep : trained)
+      for (std::size_t i = 0; i < P; ++i) {
+        const auto& st = rep[i];
+        const std::size_t moments = nt::state_bytes(st) - nt::params_bytes(st.params);
+        sent += moments + nt::coded_bytes(nt::encode_params(st.params, st.params, coding));
+        f32 += moments + nt::params_bytes(st.params);
+      }
+    EXPECT_EQ(got->bytes, sent) << nt::to_string(coding);
+    EXPECT_LT(got->bytes, f32);
+    std::uint64_t down = 0;
+    for (std::uint32_t r = 0; r < R; ++r)
+      down += ask<std::uint64_t>(leader, nt::atom::round_set::value, r,
+                                 nt::round_payload{got->update, false, {}, {}})
+                  .value_or(0);
+    std::size_t cut_bytes = 0;
+    for (const auto& c : nt::split_columns(8, P))
+      cut_bytes += nt::coded_bytes(nt::cut_columns(got->update, c));
+    EXPECT_EQ(down, R * cut_bytes) << "the new weights only, as changes";
+    const auto cols = nt::split_columns(8, P);
+    const auto after = all_states();
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t i = 0; i < P; ++i) {
+        const auto want = nt::cut_slice(nt::layer_state{post, {}, {}}, cols[i]).params;
+        EXPECT_TRUE(same_bits(after[r][i].params.w, want.w)) << "replica " << r << " slice " << i;
+        EXPECT_TRUE(same_bits(after[r][i].params.b, want.b)) << "replica " << r << " slice " << i;
+        EXPECT_TRUE(same_bits(after[r][i].w_state, trained[r][i].w_state))
+            << "the slice keeps its own moments";
+      }
+    // A slice refuses a payload in another precision than its run's.
+    EXPECT_CONTAINS(ask_error(at(0, 0), nt::atom::round_set::value,
+                              nt::round_payload{nt::cut_columns(nt::encode_params(
+                                                                    post, post,
+                                                                    nt::sync_precision::int8 == coding
+                                                                        ? nt::sync_precision::bf16
+                                                                        : nt::sync_precision::int8),
+                                                                cols[0]),
+                                                false, {}, {}}),
+                    "weights in a sync precision other than this run's");
+  }
 }
 
 TEST_F(Leader, OuterRefusesABadOuterState) {

@@ -46,6 +46,10 @@ nt::coordinator_actor::behavior_type fake_coordinator(nt::coordinator_actor::poi
         unexpected("peers");
         return caf::make_error(caf::sec::unexpected_message);
       },
+      [=](nt::atom::probe, const nt::probe_bytes&) -> caf::result<std::uint64_t> {
+        unexpected("probe");
+        return caf::make_error(caf::sec::unexpected_message);
+      },
       [=](nt::atom::barrier, const nt::barrier_report&) { unexpected("barrier"); },
   };
 }

@@ -47,6 +47,7 @@ public:
   };
   std::vector<outer_command> outer_in;
   std::vector<nt::layer_state> restored; ///< the state of every restore command
+  std::vector<nt::round_payload> applied; ///< the payload of every apply command
   std::vector<std::pair<std::uint32_t, std::uint32_t>> validate_parts; ///< (part, parts)
   std::vector<nt::recovery_summary> recoveries;
   std::vector<std::shared_ptr<const nt::run_state>> saved;
@@ -77,6 +78,11 @@ public:
   }
   void query_stats(std::uint64_t s, const nt::actor_key& a) override {
     commands.push_back({"stats", s, a});
+  }
+  void apply(std::uint64_t s, std::uint32_t l, std::uint32_t r,
+             const nt::round_payload& p) override {
+    commands.push_back({"apply", s, {}, r, l});
+    applied.push_back(p);
   }
   void restore(std::uint64_t s, std::uint32_t l, std::uint32_t r,
                const nt::layer_state& st) override {
@@ -206,11 +212,11 @@ protected:
   }
 
   /// Answers every pending exchange (the leaders' computation), then every
-  /// restore that applies it; `bytes` per answer.
+  /// apply of its result; `bytes` per answer.
   void exchange_all(std::uint64_t bytes = 1) {
     for (const auto& e : rec.take("exchange"))
       m->on_exchanged(e.step, e.layer, some_layer(9.0f), bytes);
-    for (const auto& r : rec.take("restore"))
+    for (const auto& r : rec.take("apply"))
       m->on_restored(r.step, r.layer, r.replica, bytes);
   }
 
@@ -295,9 +301,11 @@ protected:
                       1);
     }
   }
+  /// Answers every pending restore (rollback, resume) and apply (a round's result).
   void restore_all() {
-    for (const auto& r : rec.take("restore"))
-      m->on_restored(r.step, r.layer, r.replica, 1);
+    for (const char* what : {"restore", "apply"})
+      for (const auto& r : rec.take(what))
+        m->on_restored(r.step, r.layer, r.replica, 1);
   }
   /// Answers the pending validations (one part of the subset per replica)
   /// of `v`: part r scores 100 samples, `correct[r]` of them right, loss

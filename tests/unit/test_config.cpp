@@ -476,6 +476,26 @@ TEST_F(ConfigFiles, KeysAddedLaterLeaveEarlierHashesAlone) {
   EXPECT_CONTAINS(o.canonical(), "topology.outer_nesterov=false\n");
   EXPECT_CONTAINS(o.canonical(), "topology.outer_average_moments=true\n");
   EXPECT_NE(o.hash(), nt::load_run_config({"--topology.sync_policy=outer"}).hash());
+  // topology.sync_precision too: f32 is not in the canonical text.
+  EXPECT_EQ(nt::load_run_config({"--topology.sync_precision=f32"}).hash(), c.hash());
+  const nt::run_config q = nt::load_run_config({"--topology.sync_precision=int8"});
+  EXPECT_CONTAINS(q.canonical(), "topology.sync_precision=\"int8\"\n");
+}
+
+TEST_F(ConfigFiles, SyncPrecisionNeedsASyncedPolicyAndAKnownValue) {
+  EXPECT_EQ(nt::load_run_config({"--topology.sync_precision=bf16"}).topology.sync_coding,
+            nt::sync_precision::bf16);
+  EXPECT_EQ(nt::load_run_config({"--topology.sync_policy=average", "--topology.sync_precision=int8"})
+                .topology.sync_coding,
+            nt::sync_precision::int8);
+  std::string msg = error_of([&] { nt::load_run_config({"--topology.sync_precision=fp8"}); });
+  EXPECT_CONTAINS(msg, "topology.sync_precision");
+  EXPECT_CONTAINS(msg, "unknown sync precision \"fp8\" (expected f32, bf16 or int8)");
+  msg = error_of([&] {
+    nt::load_run_config({"--topology.sync_policy=best", "--topology.sync_precision=int8"});
+  });
+  EXPECT_CONTAINS(msg, "topology.sync_precision = \"int8\" needs sync_policy \"average\" or "
+                       "\"outer\": \"best\" sends replicas' weights as they are");
 }
 
 TEST_F(ConfigFiles, MissingFileAndCommandLineMistakes) {
@@ -707,6 +727,7 @@ TEST(RunConfigHash, CoversExactlyTheResultAffectingKeys) {
   c.topology.outer_momentum = 0.5f;
   c.topology.outer_nesterov = false;
   c.topology.outer_average_moments = true;
+  c.topology.sync_coding = nt::sync_precision::int8;
   EXPECT_EQ(canonical_keys(c.canonical()), want);
 }
 

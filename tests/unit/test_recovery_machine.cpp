@@ -112,14 +112,14 @@ TEST_F(RunMachine, ALossWhileApplyingTheExchangeFinishesApplyingIt) {
   for (const auto& e : rec.take("exchange"))
     m->on_exchanged(e.step, e.layer, some_layer(3.0f), 1);
   ASSERT_EQ(m->current_round_step(), step::applying);
-  auto applying = rec.take("restore");
+  auto applying = rec.take("apply");
   m->on_restored(applying[0].step, applying[0].layer, applying[0].replica, 1);
   m->on_lost(nt::actor_key::slice_of(0, 0, 0), "kill");
   recover(*m, rec, 0);
   // Back in the round: the result is applied to every replica again.
   EXPECT_EQ(m->current_round_step(), step::applying);
   EXPECT_EQ(rec.seeks.back().samples, 500u) << "the rolled-back worker goes to this round";
-  auto again = rec.take("restore");
+  auto again = rec.take("apply");
   EXPECT_EQ(again.size(), 2u) << "best: the replica that was not best, both layers";
   for (const auto& r : again)
     m->on_restored(r.step, r.layer, r.replica, 1);
@@ -183,7 +183,7 @@ TEST_F(RunMachine, ANodeThatRejoinsGetsItsActorsBackAfterTheNextRound) {
   score({0.5, 0.6});
   for (const auto& e : rec.take("exchange"))
     m->on_exchanged(e.step, e.layer, some_layer(1.0f), 1);
-  for (const auto& r : rec.take("restore"))
+  for (const auto& r : rec.take("apply"))
     m->on_restored(r.step, r.layer, r.replica, 1);
   // The round is over: the slices move back, without a rollback.
   EXPECT_EQ(m->current_phase(), phase::recovering);

@@ -32,7 +32,7 @@ TEST_F(RunMachine, RoundTimeIsAttributedToEachStep) {
     m->on_exchanged(e.step, e.layer, some_layer(9.0f), 1);
   ASSERT_EQ(m->current_round_step(), step::applying);
   clock = 107.75; // 0.25 s applying
-  for (const auto& r : rec.take("restore"))
+  for (const auto& r : rec.take("apply"))
     m->on_restored(r.step, r.layer, r.replica, 1);
   ASSERT_EQ(m->current_phase(), phase::training);
   clock = 120; // training time is no round time
@@ -191,12 +191,14 @@ TEST_F(OuterRunMachine, ExchangesFirstThenScoresTheSyncedModelOnce) {
   }
   outer_exchange_all(100, 0.5f);
   EXPECT_EQ(m->current_round_step(), step::applying);
-  auto restores = rec.take("restore");
-  ASSERT_EQ(restores.size(), 4u) << "every replica takes its own state";
+  auto restores = rec.take("apply");
+  ASSERT_EQ(restores.size(), 4u) << "every replica takes the new weights";
   for (std::size_t k = 0; k < restores.size(); ++k) {
-    EXPECT_EQ(rec.restored[k].params.w(0, 0), 100.0f + static_cast<float>(restores[k].layer));
-    EXPECT_EQ(rec.restored[k].w_state.m[0], 10.0f * static_cast<float>(restores[k].replica))
-        << "each replica keeps its own moments";
+    const nt::round_payload& p = rec.applied[k];
+    ASSERT_EQ(p.weights.w.precision, nt::sync_precision::f32);
+    EXPECT_EQ(p.weights.w.values.at(0), 100.0f + static_cast<float>(restores[k].layer));
+    EXPECT_FALSE(p.moments) << "each replica keeps its own moments: only weights travel";
+    EXPECT_TRUE(p.w_state.m.empty());
   }
   EXPECT_TRUE(rec.saved.empty()) << "the run state waits for the round's score";
   for (const auto& r : restores)
@@ -391,8 +393,10 @@ TEST_F(AverageRunMachine, ExchangesFirstThenScoresTheSyncedModelOnceAndStoresItO
     m->on_exchanged(e.step, e.layer, layer_of(e.layer, 5.0f + static_cast<float>(e.layer), 1.0f),
                     1);
   ASSERT_EQ(m->current_round_step(), step::applying);
-  auto restores = rec.take("restore");
+  auto restores = rec.take("apply");
   EXPECT_EQ(restores.size(), 4u) << "every replica takes the mean";
+  for (const auto& p : rec.applied)
+    EXPECT_TRUE(p.moments) << "average: the mean moments travel with the mean weights";
   for (const auto& r : restores)
     m->on_restored(r.step, r.layer, r.replica, 1);
   auto v = rec.take("validate");
@@ -413,7 +417,7 @@ TEST_F(AverageRunMachine, ExchangesFirstThenScoresTheSyncedModelOnceAndStoresItO
   EXPECT_EQ(m->current_round_step(), step::exchanging) << "the last round exchanges too";
   for (const auto& e : rec.take("exchange"))
     m->on_exchanged(e.step, e.layer, layer_of(e.layer, 7.0f, 1.0f), 1);
-  for (const auto& r : rec.take("restore"))
+  for (const auto& r : rec.take("apply"))
     m->on_restored(r.step, r.layer, r.replica, 1);
   score_parts(rec.take("validate"), {50, 50}); // worse than round 1
   EXPECT_EQ(m->current_phase(), phase::finishing);
@@ -443,3 +447,105 @@ TEST_F(AverageRunMachine, AReplyWithAStatePerReplicaEndsTheRun) {
 }
 
 } // namespace
+
+namespace {
+
+/// A leader's coded answer for layer `l`: the last round's weights `theta`
+/// moved by `by`, as an int8 change, and the post states it gives.
+struct coded_answer {
+  nt::coded_params update;
+  nt::dense_params weights; ///< what the change rebuilds from theta
+};
+
+coded_answer coded_move(const nt::dense_params& theta, float by) {
+  nt::dense_params target = theta;
+  target.w.array() += by;
+  target.b.array() += by;
+  coded_answer a;
+  a.update = nt::encode_params(target, theta, nt::sync_precision::int8);
+  a.weights = nt::decode_params(a.update, theta);
+  return a;
+}
+
+} // namespace
+
+TEST_F(OuterRunMachine, ACodedRoundAppliesTheLeadersChangeOnceAndTheWeightsAfterARecovery) {
+  auto c = outer_config();
+  c.topology.sync_coding = nt::sync_precision::int8;
+  make(c);
+  start();
+  rec.take("resume");
+  barrier_all(500, false);
+  auto ex = rec.take("exchange");
+  ASSERT_EQ(ex.size(), 2u);
+  std::vector<coded_answer> answers;
+  for (const auto& e : ex) {
+    answers.push_back(coded_move(rec.outer_in[e.layer].theta, 0.25f));
+    std::vector<nt::layer_state> post;
+    for (std::size_t r = 0; r < 2; ++r) {
+      auto st = layer_of(e.layer, 0, 10.0f * static_cast<float>(r));
+      st.params = answers.back().weights;
+      post.push_back(std::move(st));
+    }
+    m->on_exchanged(e.step, e.layer, std::move(post),
+                    nt::policy_state{{layer_of(e.layer, 0.5f).params}}, 1,
+                    nt::coded_params{answers.back().update});
+  }
+  ASSERT_EQ(m->current_round_step(), step::applying);
+  auto applies = rec.take("apply");
+  ASSERT_EQ(applies.size(), 4u);
+  for (std::size_t k = 0; k < applies.size(); ++k) {
+    const auto& p = rec.applied[k];
+    EXPECT_EQ(p.weights.w.precision, nt::sync_precision::int8);
+    EXPECT_EQ(p.weights.w.q, answers[applies[k].layer].update.w.q) << "the leader's change";
+    EXPECT_FALSE(p.moments);
+  }
+  m->on_restored(applies[0].step, applies[0].layer, applies[0].replica, 1);
+  // A loss while applying: the slices that took the change must not take it
+  // twice, so the kept result goes again as the weights themselves.
+  m->on_lost(nt::actor_key::slice_of(1, 0, 0), "kill");
+  recover(*m, rec, 500);
+  auto again = rec.take("apply");
+  ASSERT_EQ(again.size(), 4u);
+  for (std::size_t k = 4; k < rec.applied.size(); ++k) {
+    const auto& p = rec.applied[k];
+    ASSERT_EQ(p.weights.w.precision, nt::sync_precision::f32);
+    const auto& want = answers[again[k - 4].layer].weights;
+    EXPECT_EQ(nt::decode_params(p.weights, want).w, want.w);
+  }
+}
+
+TEST_F(OuterRunMachine, ACodedChangeThatDoesNotGiveTheReportedWeightsEndsTheRun) {
+  auto c = outer_config();
+  c.topology.sync_coding = nt::sync_precision::int8;
+  make(c);
+  start();
+  rec.take("resume");
+  barrier_all(500, false);
+  const auto ex = rec.take("exchange");
+  const auto a = coded_move(rec.outer_in[0].theta, 0.25f);
+  auto st = layer_of(0, 0);
+  st.params = a.weights;
+  st.params.w(0, 0) += 1.0f; // not what the change gives
+  m->on_exchanged(ex[0].step, 0, {st, st}, nt::policy_state{{layer_of(0, 0.5f).params}}, 1,
+                  nt::coded_params{a.update});
+  ASSERT_TRUE(rec.result);
+  EXPECT_FALSE(rec.result->ok);
+  EXPECT_CONTAINS(rec.result->error, "the swarm leader of layer 1 answered the sync round with a "
+                                     "change that does not give the weights it reports");
+}
+
+TEST_F(RunMachine, ACodedAverageRoundSendsTheLastRoundsWeightsToTheLeader) {
+  auto c = small_config(2);
+  c.topology.policy = nt::sync_policy::average;
+  c.topology.sync_coding = nt::sync_precision::bf16;
+  make(c);
+  start();
+  rec.take("resume");
+  barrier_all(500, false);
+  ASSERT_EQ(rec.outer_in.size(), 2u);
+  for (const auto& in : rec.outer_in) {
+    EXPECT_GT(in.theta.w.size(), 0) << "theta: what the changes start from";
+    EXPECT_EQ(in.parts, 0u) << "average keeps no policy state";
+  }
+}

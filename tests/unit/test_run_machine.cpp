@@ -40,7 +40,7 @@ TEST_F(RunMachine, WalksEveryPhaseOfARunInOrder) {
   EXPECT_EQ(m->current_round_step(), step::exchanging);
   m->on_exchanged(ex[1].step, 1, some_layer(2.0f), 50);
   EXPECT_EQ(m->current_round_step(), step::applying) << "the result is kept, then applied";
-  auto restores = rec.take("restore");
+  auto restores = rec.take("apply");
   ASSERT_EQ(restores.size(), 2u) << "2 layers of replica 0 (best: replica 1 holds the result)";
   for (const auto& r : restores)
     EXPECT_EQ(r.replica, 0u);
@@ -94,7 +94,7 @@ TEST_F(RunMachine, ALateReplyOfAnEarlierStepIsIgnoredAndCounted) {
   auto ex = rec.take("exchange");
   for (const auto& e : ex)
     m->on_exchanged(e.step, e.layer, some_layer(1.0f), 1);
-  for (const auto& r : rec.take("restore"))
+  for (const auto& r : rec.take("apply"))
     m->on_restored(r.step, r.layer, r.replica, 1);
   rec.take("resume");
   barrier_all(1000, false);

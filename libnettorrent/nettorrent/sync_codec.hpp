@@ -1,0 +1,78 @@
+// How a sync round's weights travel (topology.sync_precision).
+//
+// Under "f32" a slice sends its weights and receives the round's weights,
+// bit for bit. Under "bf16" and "int8" both directions carry a change from
+// the last round's weights θ, which the coordinator, the leader and every
+// replica's slices hold bit for bit: a slice sends w − θ, the leader sends
+// θ′ − θ, and every side rebuilds with the same function (decode_params:
+// θ plus the decoded change), so the coordinator's copy of the round equals
+// every slice's weights exactly. int8 keeps a scale per row (nettorrent/int8.hpp);
+// bf16 rounds to nearest even (nettorrent/bf16.hpp). There is no error
+// feedback: what a change loses to rounding is not carried to the next round.
+// Plain C++, testable without actors.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nettorrent/config.hpp"
+#include "nettorrent/dense.hpp"
+#include "nettorrent/optimizer.hpp"
+
+namespace nettorrent {
+
+/// One matrix as a sync round sends it.
+struct coded_matrix {
+  sync_precision precision = sync_precision::f32;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  std::vector<float> values;         ///< f32: the rows x cols values; int8: one scale per row
+  std::vector<std::uint16_t> halves; ///< bf16: the rows x cols changes
+  std::vector<std::int8_t> q;        ///< int8: the rows x cols quantised changes
+};
+
+/// A layer's (or a slice's) weights and bias as a sync round sends them.
+struct coded_params {
+  coded_matrix w;
+  coded_matrix b;
+};
+
+/// What travels between a leader and a slice in a sync round: the weights
+/// coded, and the optimizer moments (f32) when `moments` is set. A slice
+/// always sends its moments (the coordinator keeps them for rollbacks and
+/// checkpoints); it receives them only when the round changes them
+/// (sync_policy_def::keeps_inner_state).
+struct round_payload {
+  coded_params weights;
+  bool moments = false;
+  optimizer_state w_state;
+  optimizer_state b_state;
+};
+
+/// Columns `cols` of a whole layer's payload (moments too, when it has them).
+round_payload cut_payload(const round_payload& whole, column_range cols);
+
+/// Bytes of `p`'s weights and moments.
+std::size_t payload_bytes(const round_payload& p) noexcept;
+
+/// Under f32 `now` itself; under bf16 and int8 the change `now - base`.
+/// Requires `now` and `base` of the same shape (base is unread under f32).
+coded_params encode_params(const dense_params& now, const dense_params& base, sync_precision p);
+
+/// The weights `c` describes: under f32 its values; otherwise `base` plus
+/// the decoded change. Requires check_coded(c, base) to be "".
+dense_params decode_params(const coded_params& c, const dense_params& base);
+
+/// Columns `cols` of `c` (an int8 row keeps its scale).
+coded_params cut_columns(const coded_params& c, column_range cols);
+
+/// What is wrong with `c` (a message from a peer) as the weights of a layer
+/// shaped like `like`, or "".
+std::string check_coded(const coded_params& c, const dense_params& like);
+
+/// The bytes of `c`'s payload.
+std::size_t coded_bytes(const coded_params& c) noexcept;
+
+} // namespace nettorrent
