@@ -173,7 +173,13 @@ int cmd_plan(const std::vector<std::string>& args) {
     } else if (a.rfind("--nodes=", 0) == 0) {
       opt.nodes = whole_number(a, 8);
     } else if (a.rfind("--cores=", 0) == 0) {
-      opt.cores = static_cast<double>(whole_number(a, 8));
+      // A fraction too: nodes that share a machine's cores (0.67 each for
+      // three nodes on two cores).
+      const std::string v = a.substr(8);
+      char* stop = nullptr;
+      opt.cores = std::strtod(v.c_str(), &stop);
+      if (v.empty() || *stop != '\0' || !(opt.cores >= 0.01 && opt.cores <= 1000000))
+        throw nt::error("plan: " + a + ": expected a number of cores from 0.01 to 1000000");
     } else if (a.rfind("--", 0) == 0 && a.find('.') != std::string::npos) {
       overrides.push_back(a);
     } else {
@@ -385,7 +391,7 @@ const std::vector<command>& commands() {
        "  --bandwidth=LIST      link rates in Mbit/s each way: RATE for every node,\n"
        "                        ID:RATE for one, comma-separated (e.g. 100,n0:1000)\n"
        "  --nodes=N             N nodes n000.. instead of the file's (larger clusters)\n"
-       "  --cores=K             cores per node (default: this machine's)\n"
+       "  --cores=K             cores per node, a fraction too (default: this machine's)\n"
        "  --section.key=value   override a run key of the cluster file\n",
        "  nettorrent plan --config-file=config/hosts/cluster.ini --bandwidth=100\n"
        "  nettorrent plan --config-file=config/cluster/cluster.ini --nodes=100 \\\n"

@@ -10,10 +10,11 @@
 //     the wire precision; labels one byte each) plus message_overhead bytes;
 //     acks and losses count their overhead only;
 //   - sync bytes: a sync round's transfers (the leaders read each replica's
-//     layer state, the coordinator hands them theta and the policy state,
-//     the result comes back and is applied to every replica; f32, weights
-//     and the optimizer's moments) spread over the sync_every / B steps of a
-//     round;
+//     weights, coded at topology.sync_precision, and its optimizer moments
+//     (f32); the coordinator hands them theta and the policy state; the
+//     result comes back and is applied to every replica: the coded weights,
+//     and the moments only when the round changes them) spread over the
+//     sync_every / B steps of a round;
 //   - a round's validation pass, as forward-only batches spread over the
 //     round's steps (each replica's share of the validation subset);
 //   - flops: 6 B fan_in cols per slice and batch (forward, dW, partial dX;

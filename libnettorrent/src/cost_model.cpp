@@ -91,6 +91,21 @@ double validation_per_round(const run_config& run, std::size_t replicas) {
   return subset / share / static_cast<double>(std::max<std::size_t>(run.topology.validate_every, 1));
 }
 
+/// Bytes of a rows x cols block's weights (and its bias row) as a sync
+/// round codes them (nettorrent/sync_codec.hpp).
+double coded_bytes_of(std::size_t rows, std::size_t cols, sync_precision p) {
+  const double n = static_cast<double>((rows + 1) * cols);
+  switch (p) {
+  case sync_precision::bf16:
+    return n * 2;
+  case sync_precision::int8:
+    return n + static_cast<double>(rows + 1) * 4; // a scale per row
+  case sync_precision::f32:
+    break;
+  }
+  return n * 4;
+}
+
 /// One sync round's transfers.
 void add_sync(const placement_plan& p, const run_config& run, step_traffic& t) {
   const sync_policy_def& def = policy_def(run.topology.policy);
@@ -98,7 +113,10 @@ void add_sync(const placement_plan& p, const run_config& run, step_traffic& t) {
   if (R < 2)
     return;
   const auto& w = run.model.layers;
-  const double m = 1 + static_cast<double>(moments_of(run.optimizer.kind));
+  const double moments = static_cast<double>(moments_of(run.optimizer.kind));
+  const double m = 1 + moments;
+  const sync_precision coding = run.topology.sync_coding;
+  const bool sets_moments = round_sets_moments(run.topology);
   auto& out = t.sync_out;
   auto& in = t.sync_in;
   for (std::size_t l = 0; l < p.layers(); ++l) {
@@ -108,27 +126,38 @@ void add_sync(const placement_plan& p, const run_config& run, step_traffic& t) {
     const auto slice_share = [&](std::size_t i) {
       return static_cast<double>(cols[i].size()) / static_cast<double>(w[l + 1]);
     };
-    // Read: the slices' states go to the leader (only the best replica's
-    // under best; every replica's when nothing is exchanged: none snapshots).
+    // A slice's weights as the round codes them, and its moments (f32).
+    const auto weights_of = [&](std::size_t i) { return coded_bytes_of(w[l], cols[i].size(), coding); };
+    const auto moments_of_slice = [&](std::size_t i) { return layer * moments * slice_share(i); };
+    // Read: the slices' weights and moments go to the leader (only the best
+    // replica's under best; every replica's when nothing is exchanged: none
+    // snapshots them).
     const std::size_t read = def.picks_best ? 1 : R;
     for (std::size_t r = 0; r < read; ++r)
       for (std::size_t i = 0; i < cols.size(); ++i)
-        carry(out, in, p.slice_nodes[r][l][i], leader, layer * m * slice_share(i));
+        carry(out, in, p.slice_nodes[r][l][i], leader,
+              def.exchanges ? weights_of(i) + moments_of_slice(i) : layer * m * slice_share(i));
     if (!def.exchanges) { // none: the leader hands the collected layers on
       carry(out, in, leader, p.coordinator_node, layer * m * static_cast<double>(R));
       continue;
     }
-    // The request (theta and the policy state of a policy with one) and
-    // the result (one state for every replica, or one each with a state).
-    carry(out, in, p.coordinator_node, leader, def.keeps_state ? 2 * layer : 0);
+    // The request (theta, for a policy with a state or coded rounds, and
+    // the policy state) and the result (one state for every replica, or one
+    // each with a state, and the coded change).
+    const bool theta = def.keeps_state || coding != sync_precision::f32;
+    carry(out, in, p.coordinator_node, leader,
+          (theta ? layer : 0) + (def.keeps_state ? layer : 0));
     carry(out, in, leader, p.coordinator_node,
-          layer * m * (def.keeps_state ? static_cast<double>(R) : 1) + (def.keeps_state ? layer : 0));
-    // Apply: every replica (but the best, under best) gets its state back.
-    for (std::size_t r = def.picks_best ? 1 : 0; r < R; ++r) {
-      carry(out, in, p.coordinator_node, leader, layer * m);
-      for (std::size_t i = 0; i < cols.size(); ++i)
-        carry(out, in, leader, p.slice_nodes[r][l][i], layer * m * slice_share(i));
-    }
+          layer * m * (def.keeps_state ? static_cast<double>(R) : 1) + (def.keeps_state ? layer : 0)
+              + (coding != sync_precision::f32 ? coded_bytes_of(w[l], w[l + 1], coding) : 0));
+    // Apply: every replica (but the best, under best) gets its new weights,
+    // coded, and its moments only when the round changes them.
+    for (std::size_t r = def.picks_best ? 1 : 0; r < R; ++r)
+      for (std::size_t i = 0; i < cols.size(); ++i) {
+        const double bytes = weights_of(i) + (sets_moments ? moments_of_slice(i) : 0);
+        carry(out, in, p.coordinator_node, leader, bytes);
+        carry(out, in, leader, p.slice_nodes[r][l][i], bytes);
+      }
   }
 }
 
@@ -201,7 +230,7 @@ prediction predict(const placement_plan& p, const run_config& run, const step_tr
 namespace {
 
 std::string num(double v, int decimals = 0) {
-  return format_value(decimals == 0 ? "%.0f" : "%.1f", v);
+  return format_value(decimals == 0 ? "%.0f" : decimals == 1 ? "%.1f" : "%.2f", v);
 }
 
 /// `cluster` with `n` nodes of its own (n000, n001, ...; hosts 10.x.y.z).
@@ -267,13 +296,16 @@ std::string plan_report(const cluster_config& cluster, const plan_options& opt) 
                     + std::to_string(run.training.batch_size) + ", sync every "
                     + std::to_string(run.topology.sync_every) + " samples ("
                     + std::string{to_string(run.topology.policy)} + "), wire "
-                    + std::string{to_string(run.system.wire)} + "\n";
-  out += "assumed per node: cores " + num(opt.cores, 0) + " at " + num(opt.gflops, 1)
+                    + std::string{to_string(run.system.wire)} + ", sync "
+                    + std::string{to_string(run.topology.sync_coding)} + "\n";
+  out += "assumed per node: cores "
+         + num(opt.cores, opt.cores == static_cast<double>(static_cast<long long>(opt.cores)) ? 0 : 2)
+         + " at " + num(opt.gflops, 1)
          + " GFLOP/s each, links at " + num(opt.default_mbit, 0) + " Mbit/s each way";
   for (const auto& [id, mbit] : opt.bandwidth)
     out += ", " + id + " at " + num(mbit, 0);
   out += "\nnot modelled: latency, pipelining, the actors' message handling, nodes sharing "
-         "cores\n";
+         "cores (give them a fraction each with --cores)\n";
   for (auto s : {placement_strategy::round_robin, placement_strategy::by_swarm,
                  placement_strategy::by_replica}) {
     cluster_config c = base;

@@ -257,6 +257,10 @@ TEST_F(Cli, PlanPredictsEveryPlacementAndNamesBadFlags) {
   for (const char* s : {"plan: 3 nodes, 2 replicas, 3 swarms", "n1 at 100", "round_robin ",
                         "by_swarm ", "by_replica ", "samples/s  bottleneck: "})
     EXPECT_CONTAINS(r.out, s);
+  // Nodes that share a machine: a fraction of a core each.
+  r = run_cli({"plan", "--config-file=" + hosts, "--cores=0.67", "--bandwidth=100"});
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_CONTAINS(r.out, "cores 0.67 at");
   const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
       {{"plan"}, "--config-file=CLUSTER (a cluster file) is required"},
       {{"plan", "--config-file=" + hosts, "--bandwidth=fast"}, "\"fast\" is not ID:RATE or RATE"},
@@ -264,6 +268,8 @@ TEST_F(Cli, PlanPredictsEveryPlacementAndNamesBadFlags) {
       {{"plan", "--config-file=" + hosts, "--nodes=0"}, "--nodes=0: expected a whole number"},
       {{"plan", "--config-file=" + hosts, "--config-file=" + hosts}, "--config-file given twice"},
       {{"plan", "--config-file=" + hosts, "--speed=3"}, "unexpected argument \"--speed=3\""},
+      {{"plan", "--config-file=" + hosts, "--cores=0"}, "--cores=0: expected a number of cores"},
+      {{"plan", "--config-file=" + hosts, "--cores=two"}, "--cores=two: expected a number"},
       {{"plan", "--config-file=" + local_ini}, "placement.strategy"},
   };
   for (const auto& [args, why] : bad) {

@@ -72,13 +72,29 @@ TEST(CostModel, ByReplicaCrossesHostsOnlyInSyncRounds) {
     EXPECT_EQ(t.pipeline_in[n], 0) << p.nodes[n];
   }
   // Replica 1 lives on n1, its leaders on n0: per round each layer's state
-  // (W, b and Adam's two moments, f32) goes to the leader and comes back.
+  // (W, b and Adam's two moments, f32) goes to the leader, and only the new
+  // weights come back (outer leaves every replica's moments as they are).
   double state = 0;
-  for (const auto& [a, b] : {std::pair{784, 256}, std::pair{256, 128}, std::pair{128, 10}})
+  double weights = 0;
+  for (const auto& [a, b] : {std::pair{784, 256}, std::pair{256, 128}, std::pair{128, 10}}) {
     state += 3.0 * (a * b + b) * 4 + o;
+    weights += 1.0 * (a * b + b) * 4 + o;
+  }
   EXPECT_DOUBLE_EQ(t.sync_out[1], state);
-  EXPECT_DOUBLE_EQ(t.sync_in[1], state);
+  EXPECT_DOUBLE_EQ(t.sync_in[1], weights);
   EXPECT_EQ(t.sync_out[2] + t.sync_in[2], 0); // n2 hosts nothing
+  // int8 rounds: the weights go as a byte each plus a float scale per row.
+  nt::cluster_config q = c;
+  q.run.topology.sync_coding = nt::sync_precision::int8;
+  const nt::step_traffic ti = nt::estimate_traffic(p, q.run);
+  double coded = 0;
+  double moments = 0;
+  for (const auto& [a, b] : {std::pair{784, 256}, std::pair{256, 128}, std::pair{128, 10}}) {
+    coded += 1.0 * (a * b + b) + (a + 1) * 4 + o;
+    moments += 2.0 * (a * b + b) * 4;
+  }
+  EXPECT_DOUBLE_EQ(ti.sync_out[1], coded + moments);
+  EXPECT_DOUBLE_EQ(ti.sync_in[1], coded);
 }
 
 TEST(CostModel, PredictionsAreBoundByComputeOrByTheSlowestLink) {
