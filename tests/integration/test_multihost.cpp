@@ -411,7 +411,7 @@ TEST_F(Multihost, OverABandwidthLimitedLinkTheRunCompletes) {
     args.push_back("--system.wire_precision=" + precision);
     // The placement is the cluster file's (every node reads the same copy).
     const std::string shipped = read_file(source_dir + "/config/hosts/cluster.ini");
-    const std::string from = "strategy = \"by_swarm\"";
+    const std::string from = "strategy = \"auto\"";
     EXPECT_NE(shipped.find(from), std::string::npos);
     std::string text = shipped;
     text.replace(text.find(from), from.size(), "strategy = \"" + strategy + "\"");

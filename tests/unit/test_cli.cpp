@@ -254,7 +254,7 @@ TEST_F(Cli, PlanPredictsEveryPlacementAndNamesBadFlags) {
   const std::string hosts = std::string{NETTORRENT_SOURCE_DIR} + "/config/hosts/cluster.ini";
   cli_result r = run_cli({"plan", "--config-file=" + hosts, "--bandwidth=1000,n1:100"});
   EXPECT_EQ(r.code, 0) << r.output;
-  for (const char* s : {"plan: 3 nodes, 2 replicas, 3 swarms", "n1 at 100", "round_robin ",
+  for (const char* s : {"plan: 3 nodes, 3 replicas, 3 swarms", "n1 at 100", "round_robin ",
                         "by_swarm ", "by_replica ", "samples/s  bottleneck: "})
     EXPECT_CONTAINS(r.out, s);
   // Nodes that share a machine: a fraction of a core each.

@@ -925,11 +925,11 @@ TEST(ExampleCluster, ClusterAndNodeFilesLoadAndAgree) {
   }
 }
 
-// config/hosts: the README's 3-host example is config/cluster's run with
-// TLS on and one address per host.
+// config/hosts: the README's 3-host example is config/cluster's run with one
+// replica per host, placement auto, TLS on and one address per host.
 class ExampleHosts : public test_support::temp_dir_test {};
 
-TEST_F(ExampleHosts, TheThreeHostExampleIsTheLoopbackRunWithTlsOnThreeAddresses) {
+TEST_F(ExampleHosts, TheThreeHostExampleIsTheLoopbackRunWithAReplicaPerHostAndTls) {
   const std::string hosts_dir = std::string{NETTORRENT_SOURCE_DIR} + "/config/hosts";
   for (const char* f : {"cluster.ini", "node-0.ini", "node-1.ini", "node-2.ini"})
     fs::copy_file(hosts_dir + "/" + f, path(f));
@@ -942,11 +942,17 @@ TEST_F(ExampleHosts, TheThreeHostExampleIsTheLoopbackRunWithTlsOnThreeAddresses)
   const nt::cluster_config loopback = nt::load_cluster_config(example_dir + "/cluster.ini");
   const nt::cluster_config c = nt::load_cluster_config(path("cluster.ini"));
   EXPECT_TRUE(c.tls.enabled);
-  // Only the output directory differs in the run sections.
+  // Only the output directory and the replicas (one per host) differ in the
+  // run sections; auto places the replicas a host each.
   nt::run_config run = c.run;
   run.training.output_dir = loopback.run.training.output_dir;
+  EXPECT_EQ(c.run.topology.replicas, 3u);
+  run.topology.replicas = loopback.run.topology.replicas;
   EXPECT_EQ(run.canonical(), loopback.run.canonical());
-  EXPECT_EQ(c.placement.strategy, loopback.placement.strategy);
+  EXPECT_EQ(c.placement.strategy, nt::placement_strategy::automatic);
+  const nt::placement_plan plan = nt::plan_placement(c);
+  for (std::uint32_t r = 0; r < 3; ++r)
+    EXPECT_EQ(plan.nodes[plan.node_index(nt::actor_key::worker(r))], "n" + std::to_string(r));
   for (int i = 0; i < 3; ++i) {
     SCOPED_TRACE(i);
     const nt::node_config n = nt::load_node_config(path("node-" + std::to_string(i) + ".ini"));
@@ -955,7 +961,7 @@ TEST_F(ExampleHosts, TheThreeHostExampleIsTheLoopbackRunWithTlsOnThreeAddresses)
     EXPECT_EQ(c.find_node(n.id)->host, n.bind);
     EXPECT_TRUE(n.binds_beyond_loopback());
     EXPECT_EQ(n.cluster.hash(), c.hash());
-    EXPECT_EQ(nt::plan_placement(n.cluster), nt::plan_placement(loopback));
+    EXPECT_EQ(nt::plan_placement(n.cluster), plan);
     EXPECT_EQ(fs::canonical(n.cluster.tls.certificate),
               fs::canonical(path("certs/n" + std::to_string(i) + ".pem")));
   }
