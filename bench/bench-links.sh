@@ -120,7 +120,8 @@ cell() {
 }
 
 columns=("by_swarm f32" "by_swarm int8" "by_replica f32" "by_replica int8 sync" "auto")
-echo "cpu: $(cpu_name), $(nproc) cores; config/hosts (784-256-128-10, Adam, batch 64, 2 replicas, outer, max_in_flight 2, mutual TLS), $epochs epochs"
+replicas=$(sed -n 's/^replicas = //p' config/hosts/cluster.ini)
+echo "cpu: $(cpu_name), $(nproc) cores; config/hosts (784-256-128-10, Adam, batch 64, $replicas replicas, outer, max_in_flight 2, mutual TLS), $epochs epochs; nothing else should run meanwhile"
 echo "each cell: samples/s (predicted by nettorrent plan, free links as 10000 Mbit/s, $cores cores per host) | KB per batch on the busiest link | s to 88% val | test accuracy"
 for rate in free "${rates[@]}"; do
   limit "$rate"

@@ -334,7 +334,8 @@ const std::vector<option_spec>& all_options() {
        [](const run_config& c) { return show(c.system.metrics_linger); }, false},
       {"system.wire_precision", "string",
        "cluster runs: activations and gradients between nodes as \"f32\", \"bf16\" (half the "
-       "bytes) or \"int8\" (a quarter, with a scale per row); sync-round weights stay f32; "
+       "bytes) or \"int8\" (a quarter, with a scale per row); sync-round weights follow "
+       "topology.sync_precision; "
        "part of the cluster hash",
        [](run_config& c, const ini_value& v) {
          const std::string p = read_string(v);
