@@ -39,7 +39,7 @@ using spawn = caf::atom_constant<caf::atom("spawn")>; ///< spawn one actor of th
 using hosts = caf::atom_constant<caf::atom("hosts")>; ///< the actors this node hosts
 using stop = caf::atom_constant<caf::atom("stop")>;   ///< stop the actors this node hosts
 using peers = caf::atom_constant<caf::atom("peers")>; ///< which nodes a newcomer links to
-using probe = caf::atom_constant<caf::atom("probe")>; ///< a node times a transfer to the coordinator
+using probe = caf::atom_constant<caf::atom("probe")>; ///< a node times its link at start
 
 // Recovery.
 using pause = caf::atom_constant<caf::atom("pause")>;     ///< a worker stops feeding

@@ -585,9 +585,7 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
                                      : m.node_alive(n) ? peer_state::alive : peer_state::lost));
         return {std::move(v), m.training_began()};
       },
-      [=](atom::probe, const probe_bytes& b) {
-        return static_cast<std::uint64_t>(b.data.size());
-      },
+      [=](atom::probe, const probe_bytes& b) { return static_cast<std::uint64_t>(b.data.size()); },
       [=](atom::run) -> caf::result<run_result> {
         auto& st = self->state;
         if (st.machine->run_requested())

@@ -19,9 +19,9 @@
 #include <caf/sec.hpp>
 
 #include "nettorrent/bf16.hpp"
-#include "nettorrent/int8.hpp"
 #include "nettorrent/checkpoint.hpp"
 #include "nettorrent/config.hpp"
+#include "nettorrent/int8.hpp"
 #include "nettorrent/outer.hpp"
 #include "nettorrent/policy_state.hpp"
 #include "nettorrent/run_machine.hpp"

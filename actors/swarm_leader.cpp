@@ -176,7 +176,8 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
         // The columns of the last round's weights each slice's change starts from.
         auto bases = std::make_shared<std::vector<dense_params>>();
         if (request->coding != sync_precision::f32)
-          for (const auto& cols : split_columns(static_cast<std::size_t>(request->theta.w.cols()), P))
+          for (const auto& cols :
+               split_columns(static_cast<std::size_t>(request->theta.w.cols()), P))
             bases->push_back(cut_slice(layer_state{request->theta, {}, {}}, cols).params);
         return fan_in<exchange_result, round_payload>(
             self, reads.size(), "sync",
@@ -215,8 +216,8 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
         if (replica >= s.spec.replicas() || s.slices.empty())
           return caf::make_error(caf::sec::invalid_argument, "round_set: no such replica");
         const dense_params like = shape_like(whole.weights);
-        if (auto why = check_payload(whole, like); !why.empty() || like.w.cols() < 1
-            || static_cast<std::size_t>(like.w.cols()) < P)
+        if (auto why = check_payload(whole, like);
+            !why.empty() || like.w.cols() < 1 || static_cast<std::size_t>(like.w.cols()) < P)
           return caf::make_error(caf::sec::invalid_argument,
                                  "round_set: " + (why.empty() ? "too few columns" : why));
         auto parts = std::make_shared<std::vector<round_payload>>();

@@ -127,7 +127,9 @@ void add_sync(const placement_plan& p, const run_config& run, step_traffic& t) {
       return static_cast<double>(cols[i].size()) / static_cast<double>(w[l + 1]);
     };
     // A slice's weights as the round codes them, and its moments (f32).
-    const auto weights_of = [&](std::size_t i) { return coded_bytes_of(w[l], cols[i].size(), coding); };
+    const auto weights_of = [&](std::size_t i) {
+      return coded_bytes_of(w[l], cols[i].size(), coding);
+    };
     const auto moments_of_slice = [&](std::size_t i) { return layer * moments * slice_share(i); };
     // Read: the slices' weights and moments go to the leader (only the best
     // replica's under best; every replica's when nothing is exchanged: none
@@ -145,8 +147,7 @@ void add_sync(const placement_plan& p, const run_config& run, step_traffic& t) {
     // the policy state) and the result (one state for every replica, or one
     // each with a state, and the coded change).
     const bool theta = def.keeps_state || coding != sync_precision::f32;
-    carry(out, in, p.coordinator_node, leader,
-          (theta ? layer : 0) + (def.keeps_state ? layer : 0));
+    carry(out, in, p.coordinator_node, leader, (theta ? layer : 0) + (def.keeps_state ? layer : 0));
     carry(out, in, leader, p.coordinator_node,
           layer * m * (def.keeps_state ? static_cast<double>(R) : 1) + (def.keeps_state ? layer : 0)
               + (coding != sync_precision::f32 ? coded_bytes_of(w[l], w[l + 1], coding) : 0));
@@ -298,10 +299,11 @@ std::string plan_report(const cluster_config& cluster, const plan_options& opt) 
                     + std::string{to_string(run.topology.policy)} + "), wire "
                     + std::string{to_string(run.system.wire)} + ", sync "
                     + std::string{to_string(run.topology.sync_coding)} + "\n";
-  out += "assumed per node: cores "
-         + num(opt.cores, opt.cores == static_cast<double>(static_cast<long long>(opt.cores)) ? 0 : 2)
-         + " at " + num(opt.gflops, 1)
-         + " GFLOP/s each, links at " + num(opt.default_mbit, 0) + " Mbit/s each way";
+  out +=
+      "assumed per node: cores "
+      + num(opt.cores, opt.cores == static_cast<double>(static_cast<long long>(opt.cores)) ? 0 : 2)
+      + " at " + num(opt.gflops, 1) + " GFLOP/s each, links at " + num(opt.default_mbit, 0)
+      + " Mbit/s each way";
   for (const auto& [id, mbit] : opt.bandwidth)
     out += ", " + id + " at " + num(mbit, 0);
   out += "\nnot modelled: latency, pipelining, the actors' message handling, nodes sharing "

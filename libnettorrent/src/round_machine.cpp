@@ -308,8 +308,8 @@ void round_machine::start_apply() {
   for (const auto& [l, r] : todo) {
     const layer_state& mine = (*c_.snapshot[r])[l];
     round_payload p;
-    p.weights = coded.empty() ? encode_params(mine.params, mine.params, sync_precision::f32)
-                              : coded[l];
+    p.weights =
+        coded.empty() ? encode_params(mine.params, mine.params, sync_precision::f32) : coded[l];
     p.moments = moments;
     if (moments) {
       p.w_state = mine.w_state;

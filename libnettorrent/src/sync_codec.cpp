@@ -102,8 +102,8 @@ std::string check(const coded_matrix& c, std::int64_t rows, std::int64_t cols, c
     sizes = c.halves.size() == n && c.values.empty() && c.q.empty();
     break;
   case sync_precision::int8:
-    sizes = c.q.size() == n && c.values.size() == static_cast<std::size_t>(rows)
-            && c.halves.empty();
+    sizes =
+        c.q.size() == n && c.values.size() == static_cast<std::size_t>(rows) && c.halves.empty();
     break;
   default:
     return std::string{what} + " in an unknown precision "

@@ -23,8 +23,7 @@ protected:
   /// Spawns R x P slices of `layer` (replica r seeded 100 + r, so replicas
   /// differ). With `distinct_moments`, every slice's Adam moments are set to
   /// values unique to (replica, slice, element), with equal step counters.
-  void spawn_slices(bool distinct_moments,
-                    nt::sync_precision coding = nt::sync_precision::f32) {
+  void spawn_slices(bool distinct_moments, nt::sync_precision coding = nt::sync_precision::f32) {
     nt::optimizer_config opt;
     opt.kind = nt::optimizer_kind::adam;
     for (std::size_t r = 0; r < R; ++r)
@@ -389,15 +388,18 @@ TEST_F(Leader, CodedOuterRoundsSendChangesAndEverySliceRebuildsTheSameBits) {
             << "the slice keeps its own moments";
       }
     // A slice refuses a payload in another precision than its run's.
-    EXPECT_CONTAINS(ask_error(at(0, 0), nt::atom::round_set::value,
-                              nt::round_payload{nt::cut_columns(nt::encode_params(
-                                                                    post, post,
-                                                                    nt::sync_precision::int8 == coding
-                                                                        ? nt::sync_precision::bf16
-                                                                        : nt::sync_precision::int8),
-                                                                cols[0]),
-                                                false, {}, {}}),
-                    "weights in a sync precision other than this run's");
+    EXPECT_CONTAINS(
+        ask_error(
+            at(0, 0), nt::atom::round_set::value,
+            nt::round_payload{nt::cut_columns(nt::encode_params(post, post,
+                                                                nt::sync_precision::int8 == coding
+                                                                    ? nt::sync_precision::bf16
+                                                                    : nt::sync_precision::int8),
+                                              cols[0]),
+                              false,
+                              {},
+                              {}}),
+        "weights in a sync precision other than this run's");
   }
 }
 

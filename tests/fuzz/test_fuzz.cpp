@@ -231,21 +231,24 @@ TEST_F(Fuzz, MessagesThatCrossNodes) {
        [&](const bytes& x) { w.decode<nt::layer_state>(x); });
   fuzz("exchange_result",
        {w.encode(nt::exchange_result{{some_layer(2, 2)}, {}, 99, {}}),
-        w.encode(nt::exchange_result{{some_layer(2, 2), some_layer(2, 2)},
-                                     nt::policy_state{{some_layer(2, 2).params}}, 7,
-                                     nt::encode_params(some_layer(2, 2).params,
-                                                       some_layer(2, 2).params,
-                                                       nt::sync_precision::int8)})},
+        w.encode(
+            nt::exchange_result{{some_layer(2, 2), some_layer(2, 2)},
+                                nt::policy_state{{some_layer(2, 2).params}},
+                                7,
+                                nt::encode_params(some_layer(2, 2).params, some_layer(2, 2).params,
+                                                  nt::sync_precision::int8)})},
        [&](const bytes& x) { w.decode<nt::exchange_result>(x); });
   fuzz("round_payload",
-       {w.encode(nt::round_payload{nt::encode_params(some_layer(3, 2).params,
-                                                     some_layer(3, 2).params,
-                                                     nt::sync_precision::bf16),
-                                   true, some_layer(3, 2).w_state, some_layer(3, 2).b_state}),
-        w.encode(nt::round_payload{nt::encode_params(some_layer(3, 2).params,
-                                                     some_layer(3, 2).params,
-                                                     nt::sync_precision::int8),
-                                   false, {}, {}})},
+       {w.encode(
+            nt::round_payload{nt::encode_params(some_layer(3, 2).params, some_layer(3, 2).params,
+                                                nt::sync_precision::bf16),
+                              true, some_layer(3, 2).w_state, some_layer(3, 2).b_state}),
+        w.encode(
+            nt::round_payload{nt::encode_params(some_layer(3, 2).params, some_layer(3, 2).params,
+                                                nt::sync_precision::int8),
+                              false,
+                              {},
+                              {}})},
        [&](const bytes& x) { w.decode<nt::round_payload>(x); });
   fuzz("sync_request",
        {w.encode(nt::sync_request{nt::outer_config{}, some_layer(3, 2).params,

@@ -485,9 +485,10 @@ TEST_F(ConfigFiles, KeysAddedLaterLeaveEarlierHashesAlone) {
 TEST_F(ConfigFiles, SyncPrecisionNeedsASyncedPolicyAndAKnownValue) {
   EXPECT_EQ(nt::load_run_config({"--topology.sync_precision=bf16"}).topology.sync_coding,
             nt::sync_precision::bf16);
-  EXPECT_EQ(nt::load_run_config({"--topology.sync_policy=average", "--topology.sync_precision=int8"})
-                .topology.sync_coding,
-            nt::sync_precision::int8);
+  EXPECT_EQ(
+      nt::load_run_config({"--topology.sync_policy=average", "--topology.sync_precision=int8"})
+          .topology.sync_coding,
+      nt::sync_precision::int8);
   std::string msg = error_of([&] { nt::load_run_config({"--topology.sync_precision=fp8"}); });
   EXPECT_CONTAINS(msg, "topology.sync_precision");
   EXPECT_CONTAINS(msg, "unknown sync precision \"fp8\" (expected f32, bf16 or int8)");

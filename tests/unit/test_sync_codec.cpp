@@ -31,9 +31,11 @@ nt::dense_params layer(std::uint64_t seed, float spread) {
 
 bool bits_equal(const nt::dense_params& a, const nt::dense_params& b) {
   return nt::same_shape(a, b)
-         && std::memcmp(a.w.data(), b.w.data(), sizeof(float) * static_cast<std::size_t>(a.w.size()))
+         && std::memcmp(a.w.data(), b.w.data(),
+                        sizeof(float) * static_cast<std::size_t>(a.w.size()))
                 == 0
-         && std::memcmp(a.b.data(), b.b.data(), sizeof(float) * static_cast<std::size_t>(a.b.size()))
+         && std::memcmp(a.b.data(), b.b.data(),
+                        sizeof(float) * static_cast<std::size_t>(a.b.size()))
                 == 0;
 }
 
@@ -145,7 +147,8 @@ TEST(SyncCodec, AMalformedPayloadIsNamed) {
   EXPECT_EQ(nt::check_coded(good, base), "");
   auto c = good;
   c.w.q.pop_back();
-  EXPECT_CONTAINS(nt::check_coded(c, base), "weights (6 x 10, int8) whose payload has the wrong size");
+  EXPECT_CONTAINS(nt::check_coded(c, base),
+                  "weights (6 x 10, int8) whose payload has the wrong size");
   c = good;
   c.w.values.pop_back(); // a scale short
   EXPECT_CONTAINS(nt::check_coded(c, base), "wrong size");

@@ -65,9 +65,16 @@ std::string check_outer_request(const outer_config& c, const dense_params& theta
 // id, name, exchanges, picks_best, scores_synced_model, keeps_state,
 // exchange, initial_state, check_state, check_request, keeps_inner_state
 // (nettorrent/sync_policy.hpp).
-const sync_policy_def sync::outer{sync_policy::outer, "outer",          true,
-                                  false,              true,             true,
-                                  outer_of_replicas,  zero_momentum,    check_momentum,
-                                  check_outer_request, true};
+const sync_policy_def sync::outer{sync_policy::outer,
+                                  "outer",
+                                  true,
+                                  false,
+                                  true,
+                                  true,
+                                  outer_of_replicas,
+                                  zero_momentum,
+                                  check_momentum,
+                                  check_outer_request,
+                                  true};
 
 } // namespace nettorrent
