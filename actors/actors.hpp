@@ -204,7 +204,11 @@ using coordinator_actor = barrier_sink_actor::extend<
     /// to open its direct links.
     caf::replies_to<atom::peers>::with<node_states, bool /*training began*/>,
     /// A node at start times a transfer of `bytes` to this node; returns their count.
-    caf::replies_to<atom::probe, probe_bytes>::with<std::uint64_t>>;
+    caf::replies_to<atom::probe, probe_bytes>::with<std::uint64_t>,
+    /// What node `node` measured at start: its link to this node (Mbit/s),
+    /// one core's rate (GFLOP/s) and its cores.
+    caf::reacts_to<atom::probe, node_name, double /*mbit*/, double /*gflops*/,
+                   std::uint32_t /*cores*/>>;
 
 /// The node actor of a process: spawns, on the coordinator's request, any
 /// actor of the run, and reports and stops what it hosts.

@@ -1,12 +1,17 @@
 #include "coordinator.hpp"
 
 #include <array>
+#include <cmath>
+#include <sstream>
+#include <thread>
 
 #include <caf/all.hpp>
 
 #include "checkpoint_writer.hpp"
 #include "status.hpp"
 #include "nettorrent/cluster.hpp"
+#include "nettorrent/error.hpp"
+#include "nettorrent/placement.hpp"
 #include "nettorrent/wire.hpp"
 
 namespace nettorrent {
@@ -501,6 +506,60 @@ bool trusted_sender(self_ptr self) {
 
 } // namespace
 
+namespace {
+
+/// Keeps what node `node` measured at start; once every other node has,
+/// prints the figures with the cost model's predictions (once per run).
+/// This node's own link is not measured: it counts as fast as the fastest
+/// measured one.
+void take_figures(coordinator_actor::stateful_pointer<coordinator_state> self,
+                  const std::string& node, node_figures f) {
+  auto& st = self->state;
+  const auto it = std::find(st.spec.nodes.begin(), st.spec.nodes.end(), node);
+  const auto& sender = self->current_sender();
+  if (!st.spec.cluster || it == st.spec.nodes.end() || !sender
+      || st.admitted.count(sender->node()) == 0 || !std::isfinite(f.mbit) || !(f.mbit > 0)
+      || !std::isfinite(f.gflops) || !(f.gflops > 0) || !(f.cores >= 1 && f.cores <= 4096)) {
+    caf::aout(self) << "coordinator: ignored start-up figures from " << node
+                    << " (not an admitted node of this run, or not positive and finite)"
+                    << std::endl;
+    return;
+  }
+  if (st.figures_printed)
+    return; // a node that rejoins measures again
+  const std::size_t N = st.spec.nodes.size();
+  st.figures.resize(N);
+  st.figures[static_cast<std::size_t>(it - st.spec.nodes.begin())] = f;
+  const std::size_t me = plan_placement(*st.spec.cluster).coordinator_node;
+  double fastest = 0;
+  for (std::size_t i = 0; i < N; ++i) {
+    if (i == me)
+      continue;
+    if (!st.figures[i])
+      return;
+    fastest = std::max(fastest, st.figures[i]->mbit);
+  }
+  std::vector<node_figures> all(N);
+  for (std::size_t i = 0; i < N; ++i)
+    all[i] = i != me ? *st.figures[i]
+                     : node_figures{fastest, st.spec.own_gflops,
+                                    static_cast<double>(
+                                        std::max(1u, std::thread::hardware_concurrency()))};
+  st.figures_printed = true;
+  caf::aout(self) << "coordinator: every node's start-up figures (" << st.spec.nodes[me]
+                  << ", this node, measures no link: taken as the fastest measured)" << std::endl;
+  try {
+    std::istringstream lines{measured_report(*st.spec.cluster, all)};
+    for (std::string line; std::getline(lines, line);)
+      caf::aout(self) << "coordinator: " << line << std::endl;
+  } catch (const nettorrent::error& e) {
+    caf::aout(self) << "coordinator: no prediction on the start-up figures: " << e.what()
+                    << std::endl;
+  }
+}
+
+} // namespace
+
 coordinator_actor::behavior_type
 coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordinator_spec spec) {
   auto& s = self->state;
@@ -586,6 +645,9 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
         return {std::move(v), m.training_began()};
       },
       [=](atom::probe, const probe_bytes& b) { return static_cast<std::uint64_t>(b.data.size()); },
+      [=](atom::probe, const node_name& name, double mbit, double gflops, std::uint32_t cores) {
+        take_figures(self, to_string(name), node_figures{mbit, gflops, static_cast<double>(cores)});
+      },
       [=](atom::run) -> caf::result<run_result> {
         auto& st = self->state;
         if (st.machine->run_requested())

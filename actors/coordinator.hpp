@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -17,6 +18,7 @@
 #include "actors.hpp"
 #include "metrics.hpp"
 #include "nettorrent/config.hpp"
+#include "nettorrent/cost_model.hpp"
 #include "nettorrent/run_machine.hpp"
 
 namespace nettorrent {
@@ -36,6 +38,10 @@ struct coordinator_spec {
   std::shared_ptr<const run_state> resume;
   /// What a halt request must carry: only this process knows it.
   std::uint64_t halt_token = 0;
+  /// Cluster runs: the description, for the cost model on the figures the
+  /// nodes measure at start, and this node's own compute probe.
+  std::shared_ptr<const cluster_config> cluster;
+  double own_gflops = 0;
 };
 
 struct coordinator_state {
@@ -51,6 +57,10 @@ struct coordinator_state {
   std::set<caf::node_id> admitted; ///< only they (and this process) may register actors
   caf::typed_response_promise<run_result> promise;
   checkpoint_writer_actor writer; ///< spawned at the first periodic checkpoint
+  /// What each node measured at start (by node index), printed with the
+  /// cost model's predictions once every other node has reported.
+  std::vector<std::optional<node_figures>> figures;
+  bool figures_printed = false;
 
   /// The stall watchdog: what it saw at its last tick, and when the run last moved.
   struct watchdog_state {

@@ -175,16 +175,21 @@ run_result run_to_end(caf::scoped_actor& self, const coordinator_actor& coord,
   return r;
 }
 
-/// Times the run's dense layers on one core (0.2 s) and prints the rate.
-void probe_compute(const run_config& cfg, const std::string& me, std::ostream& out) {
-  out << me << ": compute: " << format_value("%.1f", measure_gflops(cfg, 0.2))
+/// Times the run's dense layers on one core (0.2 s), prints the rate and
+/// returns it (GFLOP/s).
+double probe_compute(const run_config& cfg, const std::string& me, std::ostream& out) {
+  const double gflops = measure_gflops(cfg, 0.2);
+  out << me << ": compute: " << format_value("%.1f", gflops)
       << " GFLOP/s on one core (the run's dense layers, a batch at a time)" << std::endl;
+  return gflops;
 }
 
-/// Times a 1 MiB transfer to the coordinator's node and prints the rate
-/// (one way plus a round trip: a lower bound on the link's throughput).
-void probe_link(caf::scoped_actor& self, const coordinator_actor& coord, const std::string& me,
-                std::ostream& out) {
+/// Times a 1 MiB transfer to the coordinator's node, prints the rate (one
+/// way plus a round trip: a lower bound on the link's throughput) and
+/// returns it in Mbit/s (0: no answer).
+double probe_link(caf::scoped_actor& self, const coordinator_actor& coord, const std::string& me,
+                  std::ostream& out) {
+  double mbit = 0;
   probe_bytes b;
   b.data.assign(std::size_t{1} << 20, 0x5a);
   const double mb = static_cast<double>(b.data.size()) / 1e6;
@@ -194,14 +199,16 @@ void probe_link(caf::scoped_actor& self, const coordinator_actor& coord, const s
           [&](std::uint64_t) {
             const double s =
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            mbit = mb * 8 / std::max(s, 1e-9);
             out << me << ": link to the coordinator's node: " << format_value("%.2f", mb)
-                << " MB in " << format_value("%.3f", s) << " s ("
-                << format_value("%.0f", mb * 8 / std::max(s, 1e-9)) << " Mbit/s)" << std::endl;
+                << " MB in " << format_value("%.3f", s) << " s (" << format_value("%.0f", mbit)
+                << " Mbit/s)" << std::endl;
           },
           [&](caf::error& e) {
             out << me << ": link to the coordinator's node: no answer to a 1 MiB probe ("
                 << self->system().render(e) << ")" << std::endl;
           });
+  return mbit;
 }
 
 /// The coordinator's process: its own node actor joins, the run goes to
@@ -326,13 +333,15 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
   const auto deadline = clock_type::now() + seconds(cfg.system.registration_timeout);
 
   if (is_coordinator) {
-    probe_compute(cfg, me, out);
+    const double gflops = probe_compute(cfg, me, out);
     std::vector<std::size_t> placement;
     for (const auto& a : plan.actors())
       placement.push_back(plan.node_index(a));
     auto spec = make_coordinator_spec(cfg, true, hash, res, plan.nodes, placement);
     spec.rebalance_on_rejoin = cc.placement.rebalance_on_rejoin;
     spec.resume = resume_state(cfg, resume, out);
+    spec.cluster = std::make_shared<const cluster_config>(cc);
+    spec.own_gflops = gflops;
     const std::uint64_t token = spec.halt_token;
     auto coord = sys.spawn(coordinator, std::move(spec));
     auto port = secure ? caf::openssl::publish(coord, nc.port, nc.bind.c_str(), true)
@@ -430,8 +439,8 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
       out << me << ": " << (secure ? "TLS link" : "link") << " to node " << peer.id << " at "
           << peer.endpoint() << std::endl;
   }
-  probe_link(self, coord, me, out);
-  probe_compute(cfg, me, out);
+  const double mbit = probe_link(self, coord, me, out);
+  const double gflops = probe_compute(cfg, me, out);
   self->monitor(coord);
   // No answer within 10 s (a slow or broken link): ask again, as long as
   // registration lasts; the coordinator admits a node once.
@@ -455,6 +464,9 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
     return 1;
   }
   out << me << ": admitted by the coordinator at " << coord_addr->endpoint() << std::endl;
+  if (mbit > 0) // the coordinator prints every node's figures with its predictions
+    self->send(coord, atom::probe::value, to_node_name(nc.id), mbit, gflops,
+               std::max(1u, std::thread::hardware_concurrency()));
   // Wait for the coordinator to end the run; it stops every actor first.
   caf::error reason;
   self->receive([&](caf::down_msg& d) { reason = d.reason; });

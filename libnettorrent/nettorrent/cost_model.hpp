@@ -94,6 +94,12 @@ struct plan_options {
 /// nettorrent::error for a bandwidth naming an unknown node or a rate <= 0.
 std::string plan_report(const cluster_config& cluster, const plan_options& opt);
 
+/// What the cost model predicts for `cluster` on figures measured at start,
+/// `nodes[i]` for the i-th node in sorted id order (plan order): one line
+/// naming each node's figures, then the run's placement and each fixed
+/// strategy, fastest first, with samples/s and bottleneck.
+std::string measured_report(const cluster_config& cluster, const std::vector<node_figures>& nodes);
+
 /// One core's effective rate on the run's model, in GFLOP/s: the
 /// centralised trainer's training batches (forward, backward and the
 /// optimizer step) for about `seconds`, counted as the model's flops.

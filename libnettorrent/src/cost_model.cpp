@@ -326,6 +326,39 @@ std::string plan_report(const cluster_config& cluster, const plan_options& opt) 
   return out;
 }
 
+std::string measured_report(const cluster_config& cluster, const std::vector<node_figures>& nodes) {
+  const placement_plan mine = plan_placement(cluster);
+  if (nodes.size() != mine.nodes.size())
+    throw error("measured_report: figures for " + std::to_string(nodes.size()) + " of "
+                + std::to_string(mine.nodes.size()) + " nodes");
+  std::string out = "measured at start:";
+  for (std::size_t i = 0; i < nodes.size(); ++i)
+    out += std::string{i == 0 ? " " : "; "} + mine.nodes[i] + " " + num(nodes[i].mbit)
+           + " Mbit/s, " + num(nodes[i].cores) + " x " + num(nodes[i].gflops, 1) + " GFLOP/s";
+  out += "\n";
+  std::vector<std::pair<double, std::string>> lines;
+  const auto line = [&](const placement_plan& p, const std::string& name) {
+    const prediction x = predict(p, cluster.run, estimate_traffic(p, cluster.run), nodes);
+    lines.emplace_back(x.samples_per_second, name + " " + num(x.samples_per_second)
+                                                 + " samples/s (bottleneck: " + x.bottleneck + ")");
+  };
+  line(mine, std::string{to_string(mine.chosen)} + " (this run's placement)");
+  for (auto s : {placement_strategy::round_robin, placement_strategy::by_swarm,
+                 placement_strategy::by_replica}) {
+    if (s == mine.chosen)
+      continue;
+    cluster_config c = cluster;
+    c.placement.strategy = s;
+    line(plan_placement(c), std::string{to_string(s)});
+  }
+  std::stable_sort(lines.begin(), lines.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  out += "the cost model on these figures:";
+  for (std::size_t i = 0; i < lines.size(); ++i)
+    out += std::string{i == 0 ? " " : ", "} + lines[i].second;
+  return out + "\n";
+}
+
 double measure_gflops(const run_config& run, double seconds) {
   // The centralised trainer on one core, a batch at a time: the run's real
   // math (forward, backward, optimizer step), none of the actors' work.

@@ -50,6 +50,9 @@ nt::coordinator_actor::behavior_type fake_coordinator(nt::coordinator_actor::poi
         unexpected("probe");
         return caf::make_error(caf::sec::unexpected_message);
       },
+      [=](nt::atom::probe, const nt::node_name&, double, double, std::uint32_t) {
+        unexpected("probe figures");
+      },
       [=](nt::atom::barrier, const nt::barrier_report&) { unexpected("barrier"); },
   };
 }

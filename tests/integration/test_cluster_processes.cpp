@@ -206,6 +206,17 @@ TEST_F(ClusterProcesses, ThreeNodeRunIsBitIdenticalToTheEmbeddedRun) {
   EXPECT_CONTAINS(nodes[0]->out(), "test: accuracy");
   EXPECT_CONTAINS(nodes[1]->out(), "node n1: the run is over");
   EXPECT_CONTAINS(nodes[2]->out(), "node n2: the run is over");
+  // Each node measures its link and compute at start; the coordinator
+  // prints every node's figures with the cost model's predictions.
+  for (std::size_t i = 1; i < 3; ++i) {
+    EXPECT_CONTAINS(nodes[i]->out(), "link to the coordinator's node: 1.05 MB in ");
+    EXPECT_CONTAINS(nodes[i]->out(), " GFLOP/s on one core");
+  }
+  EXPECT_CONTAINS(nodes[0]->out(), "node n0: compute: ");
+  EXPECT_CONTAINS(nodes[0]->out(), "coordinator: measured at start: n0 ");
+  EXPECT_CONTAINS(nodes[0]->out(), "; n2 ");
+  EXPECT_CONTAINS(nodes[0]->out(), "coordinator: the cost model on these figures: ");
+  EXPECT_CONTAINS(nodes[0]->out(), "round_robin (this run's placement) ");
 
   const nt::model_checkpoint a = nt::load_checkpoint(path("embedded-out/model.ckpt"));
   const nt::model_checkpoint b = nt::load_checkpoint(path("cluster-out/model.ckpt"));

@@ -172,3 +172,26 @@ TEST(CostModel, AutoChoosesByTheDescriptionsLinksAndCores) {
 }
 
 } // namespace
+
+TEST(CostModel, TheMeasuredReportPredictsEveryLayoutOnTheStartUpFigures) {
+  const nt::cluster_config c = hosts(nt::placement_strategy::by_swarm);
+  // n1 behind a slow link: by_replica keeps its pipeline at home.
+  const std::vector<nt::node_figures> figures{{1000, 50, 2}, {10, 40, 2}, {1000, 60, 1}};
+  const std::string r = nt::measured_report(c, figures);
+  EXPECT_CONTAINS(r, "measured at start: n0 1000 Mbit/s, 2 x 50.0 GFLOP/s; n1 10 Mbit/s, 2 x "
+                     "40.0 GFLOP/s; n2 1000 Mbit/s, 1 x 60.0 GFLOP/s\n");
+  EXPECT_CONTAINS(r, "by_swarm (this run's placement) ");
+  // Fastest first, each as the plan's own prediction on these figures.
+  const auto at = [&](const char* s) { return r.find(s); };
+  EXPECT_LT(at("by_replica "), at("by_swarm (this run's placement)"));
+  for (auto s : {nt::placement_strategy::by_replica, nt::placement_strategy::by_swarm}) {
+    nt::cluster_config x = c;
+    x.placement.strategy = s;
+    const nt::placement_plan p = nt::plan_placement(x);
+    const nt::prediction want = nt::predict(p, x.run, nt::estimate_traffic(p, x.run), figures);
+    EXPECT_CONTAINS(r, " " + std::to_string(static_cast<long long>(want.samples_per_second + 0.5))
+                           + " samples/s (bottleneck: " + want.bottleneck + ")");
+  }
+  EXPECT_CONTAINS(error_of([&] { nt::measured_report(c, {figures[0]}); }),
+                  "figures for 1 of 3 nodes");
+}
