@@ -35,6 +35,7 @@ struct run_spec {
   double stall_timeout = 60;
   int checkpoint_every = 0;
   std::string policy = "best";
+  std::string sync_precision = "f32"; ///< topology.sync_precision
 
   std::string run_sections(const std::string& output_dir) const {
     std::ostringstream os;
@@ -49,7 +50,8 @@ struct run_spec {
        << "[optimizer]\nkind = \"adam\"\nlearning_rate = " << learning_rate << "\n\n"
        << "[topology]\nreplicas = " << replicas << "\nslices = " << slices
        << "\nmax_in_flight = " << max_in_flight << "\nsync_every = " << sync_every
-       << "\nsync_policy = \"" << policy << "\"\n\n"
+       << "\nsync_policy = \"" << policy << "\"\nsync_precision = \"" << sync_precision
+       << "\"\n\n"
        << "[system]\nscheduler_threads = 1\nregistration_timeout = " << registration_timeout
        << "\nheartbeat_interval = " << heartbeat_interval
        << "\nconnection_timeout = " << connection_timeout << "\nstall_timeout = " << stall_timeout

@@ -543,6 +543,29 @@ TEST_F(LostNode, AKilledNodeIsRecoveredFromAndTheRunEndsBitIdentical) {
   expect_bit_identical_to_reference();
 }
 
+TEST_F(LostNode, UnderInt8SyncRoundsAKilledNodeIsRecoveredFromBitIdentically) {
+  // Coded rounds: every slice rebuilds the round's weights from its copy of
+  // the last round. A re-spawned slice restores that copy from the kept
+  // round, and a result interrupted while applying goes again as plain
+  // weights, so the recovered run still ends with the fault-free model.
+  run_spec spec = recovery_spec(0.5, 3);
+  spec.policy = "outer";
+  spec.sync_precision = "int8";
+  ASSERT_NO_FATAL_FAILURE(run_reference(spec));
+  // The coding is in force: the same run with f32 rounds ends elsewhere.
+  run_spec f32 = spec;
+  f32.sync_precision = "f32";
+  ASSERT_NO_FATAL_FAILURE(run_embedded(f32, path("reference-f32")));
+  EXPECT_NE(read_file(path("reference/model.ckpt")), read_file(path("reference-f32/model.ckpt")));
+  ASSERT_NO_FATAL_FAILURE(start_cluster(spec, 3, 20261203));
+  nodes_[1]->signal(SIGKILL); // n1: swarm 2 of both replicas
+  ASSERT_TRUE(exits_within(*nodes_[1], 5s));
+  expect_run_completes({0, 2}, 2);
+  EXPECT_CONTAINS(nodes_[0]->out(), "failures: 1 recoveries (2 replicas rolled back)");
+  EXPECT_CONTAINS(nodes_[0]->out(), "MB per round");
+  expect_bit_identical_to_reference();
+}
+
 TEST_F(LostNode, WithTheClustersDefaultSettingsAKilledNodeCostsUnderHalfAPoint) {
   // config/cluster as shipped but for 10 epochs instead of 20: max_in_flight
   // 2, so runs are not deterministic and two fault-free runs differ a little
