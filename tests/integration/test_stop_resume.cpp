@@ -180,12 +180,17 @@ protected:
 
 // 2 epochs, then --resume with 4, against 4 straight. The 2-epoch run ends
 // off the 5000-samples-per-replica grid (27 456 samples per replica and
-// epoch), so its last round is not the run state it leaves.
+// epoch), so its last round is not the run state it leaves. "outer+int8":
+// the shipped run with int8 sync rounds, whose slices rebuild each round
+// from the resumed round's weights.
 TEST_P(ShippedLocal, TwoEpochsThenFourEqualFourStraight) {
-  const std::string command = GetParam()[0] == 'c' ? "centralised" : "train";
+  const std::string param = GetParam();
+  const std::string command = param[0] == 'c' ? "centralised" : "train";
   std::vector<std::string> policy;
   if (command == "train")
-    policy = {"--topology.sync_policy=" + std::string{GetParam()}};
+    policy = {"--topology.sync_policy=" + param.substr(0, param.find('+'))};
+  if (param.find("+int8") != std::string::npos)
+    policy.push_back("--topology.sync_precision=int8");
   auto with = [&](std::vector<std::string> a) {
     a.insert(a.end(), policy.begin(), policy.end());
     return a;
@@ -200,7 +205,8 @@ TEST_P(ShippedLocal, TwoEpochsThenFourEqualFourStraight) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Commands, ShippedLocal,
-                         ::testing::Values("outer", "average", "best", "none", "centralised"));
+                         ::testing::Values("outer", "average", "best", "none", "centralised",
+                                           "outer+int8"));
 
 // An elastic resume on the shipped settings: 2 replicas train epoch 1 with
 // a run checkpoint every round; the run resumed from round 3 (15 168 of the
