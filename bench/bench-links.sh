@@ -14,7 +14,8 @@
 # accuracy, and what `nettorrent plan` predicts for that layout and rate.
 # Needs root (network namespaces). One sitting: every figure in the table
 # comes from this run on this machine.
-# usage: bench/bench-links.sh [EPOCHS] [RATE...]   (default: 4 1000 100 10)
+# usage: [REPEATS=N] bench/bench-links.sh [EPOCHS] [RATE...]   (default: 4 1000 100 10)
+# With REPEATS each cell runs N times and shows the median run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs=${1:-4}
@@ -88,9 +89,9 @@ layout_dir() { # STRATEGY [BANDWIDTH_MBIT]
 # first_at CURVE_CSV: seconds of the first scored round at >= 0.88 validation accuracy.
 first_at() { awk -F, 'NR > 1 && $6 >= 0.88 { print $3; exit }' "$1"; }
 
-# cell STRATEGY RATE BANDWIDTH [OVERRIDE...]: runs the cluster; prints
-# "samples/s|bytes per batch|to 88%|test accuracy|predicted samples/s".
-cell() {
+# one_cell STRATEGY RATE BANDWIDTH [OVERRIDE...]: runs the cluster once;
+# prints "samples/s|bytes per batch|to 88%|test accuracy|predicted samples/s".
+one_cell() {
   local strategy=$1 rate=$2 bw=$3
   shift 3
   local dir run before=() after=() i n best=0
@@ -108,6 +109,12 @@ cell() {
     [ $(( after[i] - before[i] )) -le "$best" ] || best=$(( after[i] - before[i] ))
   done
   n=$(samples "$run-n0.log")
+  if [ -z "$n" ]; then
+    echo "bench-links: the $strategy run at $rate ($*) did not finish; n0's log ends:" >&2
+    tail -5 "$run-n0.log" >&2
+    echo "failed|0|-|-|-"
+    return
+  fi
   local plan_rate=$rate
   [ "$rate" != free ] || plan_rate=10000
   local predicted
@@ -119,9 +126,17 @@ cell() {
     "$(first_at "$run/curve.csv" || true)" "$(accuracy "$run-n0.log")" "${predicted%%:*}"
 }
 
+# cell ...: one_cell REPEATS times (env REPEATS, default 1); the run with
+# the median samples/s.
+cell() {
+  local k runs=()
+  for k in $(seq "${REPEATS:-1}"); do runs+=("$(one_cell "$@")"); done
+  printf '%s\n' "${runs[@]}" | sort -t'|' -k1,1n | sed -n "$(( (${#runs[@]} + 1) / 2 ))p"
+}
+
 columns=("by_swarm f32" "by_swarm int8" "by_replica f32" "by_replica int8 sync" "auto")
 replicas=$(sed -n 's/^replicas = //p' config/hosts/cluster.ini)
-echo "cpu: $(cpu_name), $(nproc) cores; config/hosts (784-256-128-10, Adam, batch 64, $replicas replicas, outer, max_in_flight 2, mutual TLS), $epochs epochs; nothing else should run meanwhile"
+echo "cpu: $(cpu_name), $(nproc) cores; config/hosts (784-256-128-10, Adam, batch 64, $replicas replicas, outer, max_in_flight 2, mutual TLS), $epochs epochs, median of ${REPEATS:-1} run(s) per cell; nothing else should run meanwhile"
 echo "each cell: samples/s (predicted by nettorrent plan, free links as 10000 Mbit/s, $cores cores per host) | KB per batch on the busiest link | s to 88% val | test accuracy"
 for rate in free "${rates[@]}"; do
   limit "$rate"
