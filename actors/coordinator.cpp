@@ -173,26 +173,28 @@ public:
 
   void apply(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
              const round_payload& result) override {
-    self_
-        ->request(handle<swarm_leader_actor>(actor_key::leader(layer)), caf::infinite,
-                  atom::round_set::value, replica, result)
-        .then(
-            [s = self_, step, layer, replica](std::uint64_t bytes) {
-              s->state.machine->on_restored(step, layer, replica, bytes);
-            },
-            failure_handler(self_, "handing a replica the sync round's result"));
+    set_replica(step, layer, replica, atom::round_set::value, result,
+                "handing a replica the sync round's result");
   }
 
   void restore(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,
                const layer_state& state) override {
+    set_replica(step, layer, replica, atom::restore::value, state, "setting a replica's weights");
+  }
+
+  /// Has layer l's leader hand replica r's slices `what` (a round's result
+  /// or a rollback state); the reply is on_restored's.
+  template <class Atom, class What>
+  void set_replica(std::uint64_t step, std::uint32_t layer, std::uint32_t replica, Atom message,
+                   const What& what, const char* doing) {
     self_
-        ->request(handle<swarm_leader_actor>(actor_key::leader(layer)), caf::infinite,
-                  atom::restore::value, replica, state)
+        ->request(handle<swarm_leader_actor>(actor_key::leader(layer)), caf::infinite, message,
+                  replica, what)
         .then(
             [s = self_, step, layer, replica](std::uint64_t bytes) {
               s->state.machine->on_restored(step, layer, replica, bytes);
             },
-            failure_handler(self_, "setting a replica's weights"));
+            failure_handler(self_, doing));
   }
 
   void pause(std::uint64_t step, std::uint32_t replica) override {

@@ -21,45 +21,6 @@ namespace {
 
 using self_ptr = swarm_leader_actor::stateful_pointer<swarm_leader_state>;
 
-/// The number of values a coded matrix holds.
-std::size_t held(const coded_matrix& m) {
-  return std::max({m.values.size(), m.halves.size(), m.q.size()});
-}
-
-/// A coded payload's own shape, for checking it without a layer to compare
-/// it with; empty unless the shape matches what was received (so a peer
-/// cannot make this allocate more than it sent).
-dense_params shape_like(const coded_params& c) {
-  dense_params p;
-  const auto fits = [](const coded_matrix& m) {
-    return m.rows > 0 && m.cols > 0 && m.rows < (1LL << 31) && m.cols < (1LL << 31)
-           && static_cast<std::size_t>(m.rows * m.cols) == held(m);
-  };
-  if (fits(c.w) && fits(c.b) && c.b.rows == 1 && c.b.cols == c.w.cols) {
-    p.w.resize(c.w.rows, c.w.cols);
-    p.b.resize(c.b.cols);
-  }
-  return p;
-}
-
-/// What is wrong with a sync payload (from a slice or the coordinator) for
-/// a block of weights like `like`, or "".
-std::string check_payload(const round_payload& p, const dense_params& like) {
-  if (auto why = check_coded(p.weights, like); !why.empty())
-    return why;
-  if (!p.moments)
-    return {};
-  const auto n = static_cast<std::size_t>(like.w.size());
-  const auto nb = static_cast<std::size_t>(like.b.size());
-  for (const auto* v : {&p.w_state.m, &p.w_state.v})
-    if (!v->empty() && v->size() != n)
-      return "optimizer moments of the wrong size";
-  for (const auto* v : {&p.b_state.m, &p.b_state.v})
-    if (!v->empty() && v->size() != nb)
-      return "optimizer moments of the wrong size";
-  return {};
-}
-
 /// A slice's part of the round as a layer state: its weights rebuilt from
 /// the last round's columns `base` (unread under f32).
 layer_state rebuilt(round_payload&& p, const dense_params& base) {
@@ -109,6 +70,27 @@ std::string check_coding(const sync_request& req, std::size_t slices) {
       || static_cast<std::size_t>(req.theta.w.cols()) < slices)
     return "sync: a coded round needs the last round's weights of the layer";
   return {};
+}
+
+/// Sends slice i of replica `replica` its part `parts[i]` with the atom
+/// `message` (set_state or round_set) and answers, once every slice acked, with the
+/// bytes handed out (counted in the swarm's sync bytes).
+template <class Atom, class Part>
+caf::typed_response_promise<std::uint64_t> hand_out(self_ptr self, std::uint32_t replica, Atom message,
+                                                    std::vector<Part> parts, std::uint64_t bytes,
+                                                    const char* what) {
+  auto shared = std::make_shared<std::vector<Part>>(std::move(parts));
+  return fan_in<std::uint64_t, atom::ok>(
+      self, shared->size(), what,
+      [=](std::size_t i) {
+        return self->request(self->state.at(replica, i), caf::infinite, message,
+                             std::move((*shared)[i]));
+      },
+      [=](std::vector<atom::ok>&) {
+        if (const auto* m = self->state.spec.metrics)
+          m->sync_bytes->Increment(static_cast<double>(bytes));
+        return bytes;
+      });
 }
 
 } // namespace
@@ -175,10 +157,11 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
         auto request = std::make_shared<sync_request>(std::move(req));
         // The columns of the last round's weights each slice's change starts from.
         auto bases = std::make_shared<std::vector<dense_params>>();
-        if (request->coding != sync_precision::f32)
-          for (const auto& cols :
-               split_columns(static_cast<std::size_t>(request->theta.w.cols()), P))
-            bases->push_back(cut_slice(layer_state{request->theta, {}, {}}, cols).params);
+        if (request->coding != sync_precision::f32) {
+          const layer_state theta{request->theta, {}, {}};
+          for (const auto& cols : split_columns(static_cast<std::size_t>(theta.params.w.cols()), P))
+            bases->push_back(cut_slice(theta, cols).params);
+        }
         return fan_in<exchange_result, round_payload>(
             self, reads.size(), "sync",
             [=](std::size_t k) {
@@ -194,9 +177,14 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
               std::vector<layer_state> states(R * P);
               for (std::size_t k = 0; k < reads.size(); ++k) {
                 const std::size_t i = reads[k].second;
-                const dense_params& base =
-                    bases->empty() ? shape_like(got[k].weights) : (*bases)[i];
-                if (auto why = check_payload(got[k], base); !why.empty())
+                // f32 carries the weights themselves: no base, the payload's own shape.
+                static const dense_params none;
+                const dense_params& base = bases->empty() ? none : (*bases)[i];
+                const coded_matrix& w = got[k].weights.w;
+                const auto why = bases->empty() ? check_payload(got[k], w.rows, w.cols)
+                                                : check_payload(got[k], base.w.rows(),
+                                                                base.w.cols());
+                if (!why.empty())
                   throw error("slice " + std::to_string(i) + " of replica "
                               + std::to_string(reads[k].first) + " sent " + why);
                 bytes += payload_bytes(got[k]);
@@ -215,28 +203,19 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
         const std::size_t P = s.spec.slices();
         if (replica >= s.spec.replicas() || s.slices.empty())
           return caf::make_error(caf::sec::invalid_argument, "round_set: no such replica");
-        const dense_params like = shape_like(whole.weights);
-        if (auto why = check_payload(whole, like);
-            !why.empty() || like.w.cols() < 1 || static_cast<std::size_t>(like.w.cols()) < P)
+        const std::int64_t n = whole.weights.w.cols;
+        if (auto why = check_payload(whole, whole.weights.w.rows, n);
+            !why.empty() || n < 1 || static_cast<std::size_t>(n) < P)
           return caf::make_error(caf::sec::invalid_argument,
                                  "round_set: " + (why.empty() ? "too few columns" : why));
-        auto parts = std::make_shared<std::vector<round_payload>>();
+        std::vector<round_payload> parts;
         std::uint64_t bytes = 0;
-        for (const auto& cols : split_columns(static_cast<std::size_t>(like.w.cols()), P)) {
-          parts->push_back(cut_payload(whole, cols));
-          bytes += payload_bytes(parts->back());
+        for (const auto& cols : split_columns(static_cast<std::size_t>(n), P)) {
+          parts.push_back(cut_payload(whole, cols));
+          bytes += payload_bytes(parts.back());
         }
-        return fan_in<std::uint64_t, atom::ok>(
-            self, P, "round_set",
-            [=](std::size_t i) {
-              return self->request(self->state.at(replica, i), caf::infinite,
-                                   atom::round_set::value, std::move((*parts)[i]));
-            },
-            [=](std::vector<atom::ok>&) {
-              if (const auto* m = self->state.spec.metrics)
-                m->sync_bytes->Increment(static_cast<double>(bytes));
-              return bytes;
-            });
+        return hand_out(self, replica, atom::round_set::value, std::move(parts), bytes,
+                        "round_set");
       },
       [=](atom::restore, std::uint32_t replica,
           const layer_state& full) -> caf::result<std::uint64_t> {
@@ -245,23 +224,13 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
         if (replica >= s.spec.replicas() || s.slices.empty())
           return caf::make_error(caf::sec::invalid_argument, "restore: no such replica");
         const auto cols = split_columns(static_cast<std::size_t>(full.params.w.cols()), P);
-        auto parts = std::make_shared<std::vector<layer_state>>();
+        std::vector<layer_state> parts;
         std::uint64_t bytes = 0;
         for (std::size_t i = 0; i < P; ++i) {
-          parts->push_back(cut_slice(full, cols[i]));
-          bytes += state_bytes(parts->back());
+          parts.push_back(cut_slice(full, cols[i]));
+          bytes += state_bytes(parts.back());
         }
-        return fan_in<std::uint64_t, atom::ok>(
-            self, P, "restore",
-            [=](std::size_t i) {
-              return self->request(self->state.at(replica, i), caf::infinite,
-                                   atom::set_state::value, std::move((*parts)[i]));
-            },
-            [=](std::vector<atom::ok>&) {
-              if (const auto* m = self->state.spec.metrics)
-                m->sync_bytes->Increment(static_cast<double>(bytes));
-              return bytes;
-            });
+        return hand_out(self, replica, atom::set_state::value, std::move(parts), bytes, "restore");
       },
       [=](atom::collect, std::uint32_t replica) -> caf::result<layer_state> {
         auto& s = self->state;

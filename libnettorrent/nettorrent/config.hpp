@@ -120,6 +120,11 @@ enum class wire_precision : std::uint8_t { f32 = 0, bf16 = 1, int8 = 2 };
 
 std::string_view to_string(wire_precision p) noexcept;
 
+// Both precisions share their names and values (config.cpp names them once).
+static_assert(static_cast<int>(wire_precision::bf16) == static_cast<int>(sync_precision::bf16)
+                  && static_cast<int>(wire_precision::int8) == static_cast<int>(sync_precision::int8),
+              "the precisions' values agree");
+
 struct system_config {
   /// CAF scheduler threads (0 = one per core).
   std::size_t scheduler_threads = 0;

@@ -68,9 +68,16 @@ dense_params decode_params(const coded_params& c, const dense_params& base);
 /// Columns `cols` of `c` (an int8 row keeps its scale).
 coded_params cut_columns(const coded_params& c, column_range cols);
 
-/// What is wrong with `c` (a message from a peer) as the weights of a layer
-/// shaped like `like`, or "".
+/// What is wrong with `c` (a message from a peer) as the weights of a
+/// `rows` x `cols` block (and its bias of `cols`), or "".
+std::string check_coded(const coded_params& c, std::int64_t rows, std::int64_t cols);
+
+/// The same for a block shaped like `like`.
 std::string check_coded(const coded_params& c, const dense_params& like);
+
+/// What is wrong with `p` as a payload for a `rows` x `cols` block: its
+/// coded weights, and its moments (each empty or of the block's size), or "".
+std::string check_payload(const round_payload& p, std::int64_t rows, std::int64_t cols);
 
 /// The bytes of `c`'s payload.
 std::size_t coded_bytes(const coded_params& c) noexcept;

@@ -1,6 +1,7 @@
 #include "nettorrent/config.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cmath>
 #include <functional>
@@ -119,6 +120,25 @@ std::string locate(const ini_document& doc, const std::string& message) {
 namespace {
 
 using namespace schema;
+
+/// The names of the precisions, by the value both sync_precision and
+/// wire_precision give them.
+constexpr std::array<std::string_view, 3> precision_names{"f32", "bf16", "int8"};
+
+std::string_view precision_name(std::uint8_t p) noexcept {
+  return p < precision_names.size() ? precision_names[p] : precision_names[0];
+}
+
+/// A precision's value from its name; `kind` ("sync", "wire") names it in
+/// the error.
+std::uint8_t read_precision(const ini_value& v, const char* kind) {
+  const std::string p = read_string(v);
+  for (std::size_t i = 0; i < precision_names.size(); ++i)
+    if (p == precision_names[i])
+      return static_cast<std::uint8_t>(i);
+  throw error("unknown " + std::string{kind} + " precision \"" + p
+              + "\" (expected f32, bf16 or int8)");
+}
 
 template <class T>
 std::string show(const T& x) {
@@ -284,15 +304,7 @@ const std::vector<option_spec>& all_options() {
        "the last round in \"bf16\" (half the bytes) or \"int8\" (a quarter, with a scale per "
        "row); optimizer moments stay f32",
        [](run_config& c, const ini_value& v) {
-         const std::string p = read_string(v);
-         if (p == "f32")
-           c.topology.sync_coding = sync_precision::f32;
-         else if (p == "bf16")
-           c.topology.sync_coding = sync_precision::bf16;
-         else if (p == "int8")
-           c.topology.sync_coding = sync_precision::int8;
-         else
-           throw error("unknown sync precision \"" + p + "\" (expected f32, bf16 or int8)");
+         c.topology.sync_coding = static_cast<sync_precision>(read_precision(v, "sync"));
        },
        [](const run_config& c) {
          return "\"" + std::string{to_string(c.topology.sync_coding)} + "\"";
@@ -338,15 +350,7 @@ const std::vector<option_spec>& all_options() {
        "topology.sync_precision; "
        "part of the cluster hash",
        [](run_config& c, const ini_value& v) {
-         const std::string p = read_string(v);
-         if (p == "f32")
-           c.system.wire = wire_precision::f32;
-         else if (p == "bf16")
-           c.system.wire = wire_precision::bf16;
-         else if (p == "int8")
-           c.system.wire = wire_precision::int8;
-         else
-           throw error("unknown wire precision \"" + p + "\" (expected f32, bf16 or int8)");
+         c.system.wire = static_cast<wire_precision>(read_precision(v, "wire"));
        },
        [](const run_config& c) { return "\"" + std::string{to_string(c.system.wire)} + "\""; },
        false},
@@ -484,27 +488,11 @@ void run_config::validate() const {
 }
 
 std::string_view to_string(sync_precision p) noexcept {
-  switch (p) {
-  case sync_precision::bf16:
-    return "bf16";
-  case sync_precision::int8:
-    return "int8";
-  case sync_precision::f32:
-    break;
-  }
-  return "f32";
+  return precision_name(static_cast<std::uint8_t>(p));
 }
 
 std::string_view to_string(wire_precision p) noexcept {
-  switch (p) {
-  case wire_precision::bf16:
-    return "bf16";
-  case wire_precision::int8:
-    return "int8";
-  case wire_precision::f32:
-    break;
-  }
-  return "f32";
+  return precision_name(static_cast<std::uint8_t>(p));
 }
 
 std::string run_config::canonical() const {

@@ -89,6 +89,9 @@ coded_matrix cut(const coded_matrix& c, column_range r) {
 
 std::string check(const coded_matrix& c, std::int64_t rows, std::int64_t cols, const char* what) {
   const std::string shape = std::to_string(rows) + " x " + std::to_string(cols);
+  constexpr std::int64_t most = std::int64_t{1} << 31; // rows * cols cannot overflow
+  if (rows < 0 || cols < 0 || rows >= most || cols >= most)
+    return std::string{what} + " of an impossible shape " + shape;
   if (c.rows != rows || c.cols != cols)
     return std::string{what} + " of " + std::to_string(c.rows) + " x " + std::to_string(c.cols)
            + " for " + shape;
@@ -135,12 +138,34 @@ coded_params cut_columns(const coded_params& c, column_range cols) {
   return {cut(c.w, cols), cut(c.b, cols)};
 }
 
-std::string check_coded(const coded_params& c, const dense_params& like) {
+std::string check_coded(const coded_params& c, std::int64_t rows, std::int64_t cols) {
   if (c.w.precision != c.b.precision)
     return "weights and bias in different precisions";
-  if (auto why = check(c.w, like.w.rows(), like.w.cols(), "weights"); !why.empty())
+  if (auto why = check(c.w, rows, cols, "weights"); !why.empty())
     return why;
-  return check(c.b, 1, like.b.size(), "bias");
+  return check(c.b, 1, cols, "bias");
+}
+
+std::string check_coded(const coded_params& c, const dense_params& like) {
+  if (like.b.size() != like.w.cols())
+    return "a layer whose bias does not match its weights";
+  return check_coded(c, like.w.rows(), like.w.cols());
+}
+
+std::string check_payload(const round_payload& p, std::int64_t rows, std::int64_t cols) {
+  if (auto why = check_coded(p.weights, rows, cols); !why.empty())
+    return why;
+  if (!p.moments)
+    return {};
+  const auto n = static_cast<std::size_t>(rows * cols);
+  const auto nb = static_cast<std::size_t>(cols);
+  for (const auto* v : {&p.w_state.m, &p.w_state.v})
+    if (!v->empty() && v->size() != n)
+      return "optimizer moments of the wrong size";
+  for (const auto* v : {&p.b_state.m, &p.b_state.v})
+    if (!v->empty() && v->size() != nb)
+      return "optimizer moments of the wrong size";
+  return {};
 }
 
 round_payload cut_payload(const round_payload& whole, column_range cols) {

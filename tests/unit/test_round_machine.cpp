@@ -467,15 +467,24 @@ coded_answer coded_move(const nt::dense_params& theta, float by) {
   return a;
 }
 
+/// Outer runs with int8 sync rounds.
+class CodedOuterRunMachine : public OuterRunMachine {
+protected:
+  /// A run of outer_config() with int8 sync rounds, at its first exchange.
+  void start_a_coded_round() {
+    auto c = outer_config();
+    c.topology.sync_coding = nt::sync_precision::int8;
+    make(c);
+    start();
+    rec.take("resume");
+    barrier_all(500, false);
+  }
+};
+
 } // namespace
 
-TEST_F(OuterRunMachine, ACodedRoundAppliesTheLeadersChangeOnceAndTheWeightsAfterARecovery) {
-  auto c = outer_config();
-  c.topology.sync_coding = nt::sync_precision::int8;
-  make(c);
-  start();
-  rec.take("resume");
-  barrier_all(500, false);
+TEST_F(CodedOuterRunMachine, ARoundAppliesTheLeadersChangeOnceAndTheWeightsAfterARecovery) {
+  start_a_coded_round();
   auto ex = rec.take("exchange");
   ASSERT_EQ(ex.size(), 2u);
   std::vector<coded_answer> answers;
@@ -515,13 +524,8 @@ TEST_F(OuterRunMachine, ACodedRoundAppliesTheLeadersChangeOnceAndTheWeightsAfter
   }
 }
 
-TEST_F(OuterRunMachine, ACodedChangeThatDoesNotGiveTheReportedWeightsEndsTheRun) {
-  auto c = outer_config();
-  c.topology.sync_coding = nt::sync_precision::int8;
-  make(c);
-  start();
-  rec.take("resume");
-  barrier_all(500, false);
+TEST_F(CodedOuterRunMachine, AChangeThatDoesNotGiveTheReportedWeightsEndsTheRun) {
+  start_a_coded_round();
   const auto ex = rec.take("exchange");
   const auto a = coded_move(rec.outer_in[0].theta, 0.25f);
   auto st = layer_of(0, 0);
