@@ -54,11 +54,15 @@ using neuron_slice_actor = caf::typed_actor<
                     block_sink_actor /*next*/>::with<atom::ok>,
     /// Returns weights and optimizer state (for sync rounds and checkpoints).
     caf::replies_to<atom::get_state>::with<layer_state>,
-    /// Replaces weights and optimizer state (a rollback or a resume).
+    /// Replaces weights and optimizer state (a rollback or a resume); a
+    /// state without moments (a round that did not read them) starts the
+    /// slice's optimizer afresh.
     caf::replies_to<atom::set_state, layer_state>::with<atom::ok>,
     /// A sync round's read: the weights coded in the precision given (the
-    /// change since the last round unless f32) and the optimizer moments.
-    caf::replies_to<atom::round_get, std::uint8_t /*sync_precision*/>::with<round_payload>,
+    /// change since the last round unless f32) and, when asked, the
+    /// optimizer moments.
+    caf::replies_to<atom::round_get, std::uint8_t /*sync_precision*/,
+                    bool /*moments*/>::with<round_payload>,
     /// A sync round's result: the weights coded as the round sent them, and
     /// the moments when the payload carries them.
     caf::replies_to<atom::round_set, round_payload>::with<atom::ok>,

@@ -157,9 +157,9 @@ public:
   }
 
   void exchange(std::uint64_t step, std::uint32_t layer, std::uint32_t best, sync_policy policy,
-                dense_params theta, policy_state state) override {
+                dense_params theta, policy_state state, bool moments) override {
     sync_request req{outer_config::of(st().spec.cfg.topology), std::move(theta), std::move(state),
-                     st().spec.cfg.topology.sync_coding};
+                     st().spec.cfg.topology.sync_coding, moments};
     self_
         ->request(handle<swarm_leader_actor>(actor_key::leader(layer)), caf::infinite,
                   atom::sync::value, best, static_cast<std::uint8_t>(policy), std::move(req))

@@ -360,6 +360,9 @@ struct sync_request {
   dense_params theta;
   policy_state state;
   sync_precision coding = sync_precision::f32; ///< topology.sync_precision
+  /// The slices send their optimizer moments (topology.round_moments, or a
+  /// round that a run checkpoint needs); else the post states hold none.
+  bool moments = true;
 };
 
 template <class Inspector>
@@ -367,10 +370,10 @@ typename Inspector::result_type inspect(Inspector& f, sync_request& r) {
   auto tag = static_cast<std::uint8_t>(r.coding);
   if constexpr (Inspector::reads_state) {
     return f(caf::meta::type_name("sync_request"), r.cfg.learning_rate, r.cfg.momentum,
-             r.cfg.nesterov, r.cfg.average_moments, r.theta, r.state, tag);
+             r.cfg.nesterov, r.cfg.average_moments, r.theta, r.state, tag, r.moments);
   } else {
     auto res = f(caf::meta::type_name("sync_request"), r.cfg.learning_rate, r.cfg.momentum,
-                 r.cfg.nesterov, r.cfg.average_moments, r.theta, r.state, tag);
+                 r.cfg.nesterov, r.cfg.average_moments, r.theta, r.state, tag, r.moments);
     r.coding = static_cast<sync_precision>(tag);
     return res;
   }
@@ -407,7 +410,7 @@ typename Inspector::result_type inspect(Inspector& f, worker_position& p) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, barrier_report& r) {
   return f(caf::meta::type_name("barrier_report"), r.replica, r.incarnation, r.finished, r.on_grid,
-           r.samples, r.epoch, r.loss_sum, r.loss_samples, r.diverged, r.position);
+           r.ends_next, r.samples, r.epoch, r.loss_sum, r.loss_samples, r.diverged, r.position);
 }
 
 template <class Inspector>

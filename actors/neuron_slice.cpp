@@ -19,6 +19,11 @@ bool same_moments(const optimizer_state& a, const optimizer_state& b) {
   return a.m.size() == b.m.size() && a.v.size() == b.v.size();
 }
 
+bool unread_moments(const layer_state& ls) {
+  return ls.w_state.m.empty() && ls.w_state.v.empty() && ls.b_state.m.empty()
+         && ls.b_state.v.empty() && ls.w_state.steps == 0 && ls.b_state.steps == 0;
+}
+
 } // namespace
 
 neuron_slice_actor::behavior_type
@@ -143,6 +148,12 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
       },
       [=](atom::set_state, layer_state& ls) -> caf::result<atom::ok> {
         auto& s = self->state;
+        // A state whose round read no moments (topology.round_moments =
+        // false): the optimizer starts again from zero moments.
+        if (unread_moments(ls) && same_shape(ls.params, s.params)) {
+          ls.w_state = s.opt->make_state(static_cast<std::size_t>(s.params.w.size()));
+          ls.b_state = s.opt->make_state(static_cast<std::size_t>(s.params.b.size()));
+        }
         if (!same_shape(ls.params, s.params) || !same_moments(ls.w_state, s.w_state)
             || !same_moments(ls.b_state, s.b_state) || !all_finite(ls.params.w)
             || !all_finite(ls.params.b)) {
@@ -157,13 +168,18 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
           s.round_weights = s.params;
         return atom::ok::value;
       },
-      [=](atom::round_get, std::uint8_t coding) -> caf::result<round_payload> {
+      [=](atom::round_get, std::uint8_t coding, bool moments) -> caf::result<round_payload> {
         auto& s = self->state;
         if (coding != static_cast<std::uint8_t>(s.spec.sync_coding))
           return caf::make_error(caf::sec::invalid_argument,
                                  "round_get: a sync precision other than this run's");
-        return round_payload{encode_params(s.params, s.round_weights, s.spec.sync_coding), true,
-                             s.w_state, s.b_state};
+        round_payload p{encode_params(s.params, s.round_weights, s.spec.sync_coding), moments, {},
+                        {}};
+        if (moments) {
+          p.w_state = s.w_state;
+          p.b_state = s.b_state;
+        }
+        return p;
       },
       [=](atom::round_set, round_payload& p) -> caf::result<atom::ok> {
         auto& s = self->state;

@@ -52,6 +52,17 @@ void start_validation(self_ptr self, std::uint32_t part, std::uint32_t parts) {
   }
 }
 
+/// The training samples still to feed after the current position: whole
+/// batches of this epoch's order, then of every epoch left (the shard's
+/// size).
+std::uint64_t samples_left(const shard_worker_state& s) {
+  const std::uint64_t b = s.spec.batch_size;
+  std::uint64_t left = s.epoch == 0 ? 0 : (s.order.size() - std::min(s.cursor, s.order.size())) / b * b;
+  if (s.spec.max_epochs > s.epoch)
+    left += (s.spec.max_epochs - s.epoch) * (s.shard_size / b * b);
+  return left;
+}
+
 worker_position position_of(const shard_worker_state& s) {
   return {s.epoch, s.cursor, s.samples, s.next_batch, {}};
 }
@@ -144,6 +155,7 @@ void feed(self_ptr self) {
     r.position = position_of(s);
     r.finished = s.finished || (s.epoch >= s.spec.max_epochs && s.cursor + b > s.order.size());
     r.on_grid = s.since_sync >= s.spec.sync_every;
+    r.ends_next = !r.finished && samples_left(s) < s.spec.sync_every;
     r.samples = s.samples;
     r.epoch = s.epoch;
     r.loss_sum = s.loss_sum;
@@ -162,6 +174,7 @@ shard_worker(shard_worker_actor::stateful_pointer<shard_worker_state> self, work
   st.sample_log = open_sample_log(spec.replica);
   st.spec = std::move(spec);
   load_epoch(st, 0, {}); // the shard as it is; next_epoch() shuffles it
+  st.shard_size = st.order.size();
   return {
       [=](atom::done, std::uint32_t inc, std::uint64_t batch) {
         auto& s = self->state;

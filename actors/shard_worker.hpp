@@ -48,6 +48,7 @@ struct shard_worker_state {
   bool dealt = false; ///< `order` is a dealt_order(): the next epoch is replayed
   /// NETTORRENT_SAMPLE_LOG: "epoch sample" per trained sample (a diagnostic).
   std::shared_ptr<std::FILE> sample_log;
+  std::size_t shard_size = 0; ///< samples of an epoch that is not dealt
   std::size_t cursor = 0;                          ///< next position in `order`
   std::uint64_t epoch = 0;                         ///< 1-based epoch in progress (0 = not started)
   std::uint64_t next_batch = 0;                    ///< batch ids, training and validation

@@ -167,7 +167,7 @@ swarm_leader(swarm_leader_actor::stateful_pointer<swarm_leader_state> self, lead
             [=](std::size_t k) {
               const auto [r, i] = reads[k];
               return self->request(self->state.at(r, i), caf::infinite, atom::round_get::value,
-                                   static_cast<std::uint8_t>(request->coding));
+                                   static_cast<std::uint8_t>(request->coding), request->moments);
             },
             [=](std::vector<round_payload>& got) {
               // The bytes the slices sent this leader (what crosses hosts when

@@ -103,6 +103,12 @@ struct topology_config {
   bool outer_average_moments = false;
   /// Sync policies average and outer: how the weights travel in a round.
   sync_precision sync_coding = sync_precision::f32;
+  /// Sync policy outer: every round also reads each replica's optimizer
+  /// moments, so that a replica rolled back after a lost node goes on
+  /// bit-identically. false: only the rounds that a run checkpoint or the
+  /// end state needs read them; a rolled-back replica restarts its
+  /// optimizer from zero moments.
+  bool round_moments = true;
   /// Keep forward-time weights for the backward pass.
   bool weight_stashing = false;
 

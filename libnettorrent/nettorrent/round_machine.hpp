@@ -116,6 +116,9 @@ private:
   /// The last round ends the epochs off the sync grid: it is not committed
   /// as the run state, so that a resumed run keeps the grid of a straight one.
   bool final_off_grid_ = false;
+  /// The round's read brings the replicas' optimizer moments (always, unless
+  /// topology.round_moments = false).
+  bool read_moments_ = true;
   bool stop_after_round_ = false;
   bool improved_ = false;
   std::uint32_t best_ = 0;

@@ -48,6 +48,9 @@ struct barrier_report {
   /// A full sync_every samples since the last round (false: the end of the
   /// epochs came first, off the sync grid).
   bool on_grid = true;
+  /// Not finished, but the epochs end before another sync_every samples:
+  /// the next barrier is the worker's last, and off the sync grid.
+  bool ends_next = false;
   std::uint64_t samples = 0;     ///< training samples so far
   std::uint64_t epoch = 0;       ///< 1-based epoch in progress
   double loss_sum = 0;           ///< training loss summed since the last barrier
@@ -116,8 +119,11 @@ public:
   /// Have layer l's leader compute the exchange (policy, best replica; for
   /// a policy with a state, the layer's weights after the last round and
   /// its state from then, else both empty).
+  /// `moments`: the slices send their optimizer moments too (else the
+  /// round's layer states hold none).
   virtual void exchange(std::uint64_t step, std::uint32_t layer, std::uint32_t best,
-                        sync_policy policy, dense_params theta, policy_state state) = 0;
+                        sync_policy policy, dense_params theta, policy_state state,
+                        bool moments) = 0;
   /// Have layer l's leader hand replica r's slices a sync round's result
   /// (the whole layer's, which the leader cuts by columns).
   virtual void apply(std::uint64_t step, std::uint32_t layer, std::uint32_t replica,

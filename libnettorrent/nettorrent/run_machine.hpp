@@ -173,7 +173,13 @@ private:
   /// gathered it only takes the lost actors' counters; else it recovers.
   void lose(const std::vector<std::size_t>& actors, const std::string& why);
   void finish();
-  void start_final_collect();
+  /// The best replica's layers; `every_replica`: every replica's, for a
+  /// synced run whose last round read no moments (topology.round_moments =
+  /// false).
+  void start_final_collect(bool every_replica = false);
+  /// The final collect of every replica is in: the saved model and, when it
+  /// is the last round's, the end state get the moments the round left.
+  void complete_moments(std::vector<layer_state>&& all);
   void start_stats();
   void deliver();
   void fail(const std::string& what);
@@ -186,8 +192,9 @@ private:
   fanout spawns_;
   std::vector<std::size_t> spawn_slot_; ///< layout index -> slot in spawns_ (per node)
   fanout wires_;
-  fanout finals_; ///< the final collect of the best replica's layers
-  std::vector<layer_state> final_layers_;
+  fanout finals_; ///< the final collect of the best (or every) replica's layers
+  std::vector<layer_state> final_layers_; ///< [replica * layers + layer]
+  bool finals_every_replica_ = false;
   fanout stats_;
   std::vector<actor_key> stats_keys_;
 };

@@ -15,8 +15,10 @@ namespace nettorrent {
 // 3: shared matrices carry a precision tag; 4: sync requests carry the outer
 // optimizer's state, exchange results one state per replica; 5: worker
 // positions carry the epoch's deal; 6: sync rounds travel as coded payloads
-// (round_get, round_set) and sync requests carry the sync precision.
-inline constexpr std::uint32_t wire_version = 6;
+// (round_get, round_set) and sync requests carry the sync precision; 7: a
+// round's read says whether the moments come too, barrier reports whether
+// the epochs end before the next sync point.
+inline constexpr std::uint32_t wire_version = 7;
 
 /// The four bytes of 0x01020304 in this machine's byte order.
 std::vector<std::uint8_t> byte_order_mark();

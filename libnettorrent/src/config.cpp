@@ -310,6 +310,14 @@ const std::vector<option_spec>& all_options() {
          return "\"" + std::string{to_string(c.topology.sync_coding)} + "\"";
        },
        true, false, "\"f32\""},
+      {"topology.round_moments", "boolean",
+       "sync_policy outer: every round also reads each replica's optimizer moments, so a "
+       "replica rolled back after a lost node goes on bit-identically; false: only rounds that "
+       "a run checkpoint or the end state needs read them (a round moves the weights alone), "
+       "and a rolled-back replica restarts its optimizer from zero moments",
+       [](run_config& c, const ini_value& v) { c.topology.round_moments = read_bool(v); },
+       [](const run_config& c) { return std::string{c.topology.round_moments ? "true" : "false"}; },
+       true, false, "true"},
       {"topology.weight_stashing", "boolean", "use forward-time weights in the backward pass",
        [](run_config& c, const ini_value& v) { c.topology.weight_stashing = read_bool(v); },
        [](const run_config& c) {
@@ -450,6 +458,13 @@ void run_config::validate() const {
                 + policy_names([](const sync_policy_def& d) { return d.scores_synced_model; })
                 + ": \"" + std::string{policy.name}
                 + "\" sends replicas' weights as they are, not as a change from a shared round");
+  if (!topology.round_moments && (!policy.keeps_inner_state || topology.outer_average_moments))
+    throw error("topology.round_moments = false needs sync_policy \"outer\" with "
+                "topology.outer_average_moments = false, where a round leaves each replica's "
+                "optimizer moments as they are; \""
+                + std::string{policy.name}
+                + (policy.keeps_inner_state ? "\" with averaged moments" : "\"")
+                + " sets them in every round");
   if (policy.scores_synced_model && topology.replicas > 1) {
     // The synced model is scored in one part of the subset per replica.
     const std::size_t scored =

@@ -115,6 +115,12 @@ void add_sync(const placement_plan& p, const run_config& run, step_traffic& t) {
   const auto& w = run.model.layers;
   const double moments = static_cast<double>(moments_of(run.optimizer.kind));
   const double m = 1 + moments;
+  // topology.round_moments = false: a round reads the moments only when it
+  // writes a run checkpoint (the end state's reads are left out).
+  const std::size_t every = run.training.checkpoint_every;
+  const double read_share =
+      run.topology.round_moments ? 1 : every > 0 ? 1 / static_cast<double>(every) : 0;
+  const double read_m = 1 + moments * read_share;
   const sync_precision coding = run.topology.sync_coding;
   const bool sets_moments = round_sets_moments(run.topology);
   auto& out = t.sync_out;
@@ -131,6 +137,7 @@ void add_sync(const placement_plan& p, const run_config& run, step_traffic& t) {
       return coded_bytes_of(w[l], cols[i].size(), coding);
     };
     const auto moments_of_slice = [&](std::size_t i) { return layer * moments * slice_share(i); };
+    const auto read_moments_of_slice = [&](std::size_t i) { return moments_of_slice(i) * read_share; };
     // Read: the slices' weights and moments go to the leader (only the best
     // replica's under best; every replica's when nothing is exchanged: none
     // snapshots them).
@@ -138,7 +145,8 @@ void add_sync(const placement_plan& p, const run_config& run, step_traffic& t) {
     for (std::size_t r = 0; r < read; ++r)
       for (std::size_t i = 0; i < cols.size(); ++i)
         carry(out, in, p.slice_nodes[r][l][i], leader,
-              def.exchanges ? weights_of(i) + moments_of_slice(i) : layer * m * slice_share(i));
+              def.exchanges ? weights_of(i) + read_moments_of_slice(i)
+                            : layer * m * slice_share(i));
     if (!def.exchanges) { // none: the leader hands the collected layers on
       carry(out, in, leader, p.coordinator_node, layer * m * static_cast<double>(R));
       continue;
@@ -149,7 +157,7 @@ void add_sync(const placement_plan& p, const run_config& run, step_traffic& t) {
     const bool theta = def.keeps_state || coding != sync_precision::f32;
     carry(out, in, p.coordinator_node, leader, (theta ? layer : 0) + (def.keeps_state ? layer : 0));
     carry(out, in, leader, p.coordinator_node,
-          layer * m * (def.keeps_state ? static_cast<double>(R) : 1) + (def.keeps_state ? layer : 0)
+          layer * read_m * (def.keeps_state ? static_cast<double>(R) : 1) + (def.keeps_state ? layer : 0)
               + (coding != sync_precision::f32 ? coded_bytes_of(w[l], w[l + 1], coding) : 0));
     // Apply: every replica (but the best, under best) gets its new weights,
     // coded, and its moments only when the round changes them.

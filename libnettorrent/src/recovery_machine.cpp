@@ -258,6 +258,23 @@ void recovery_machine::start_restoring() {
   step_ = step::restoring;
   const std::uint64_t s = c_.new_step();
   replies_.start(s, R * (L + 1));
+  std::string fresh; // replicas whose kept round read no moments
+  std::size_t n_fresh = 0;
+  for (std::size_t r = 0; r < R; ++r) {
+    const auto& kept = *c_.snapshot[r];
+    if (rolled_back_[r] && !kept.empty() && kept.front().w_state.steps == 0
+        && kept.front().w_state.m.empty() && kept.front().w_state.v.empty()
+        && c_.cfg.optimizer.kind != optimizer_kind::sgd) {
+      fresh += (fresh.empty() ? "" : ", ") + std::to_string(r);
+      ++n_fresh;
+    }
+  }
+  if (n_fresh > 0)
+    c_.say("coordinator: " + std::string{n_fresh == 1 ? "replica " : "replicas "} + fresh
+           + (n_fresh == 1 ? " goes" : " go") + " on from round "
+           + std::to_string(c_.snapshot_round)
+           + "'s weights with the optimizer from zero moments (topology.round_moments = false: "
+             "the round left them on the slices)");
   for (std::size_t r = 0; r < R; ++r) {
     if (!rolled_back_[r]) {
       for (std::size_t k = 0; k <= L; ++k)

@@ -52,9 +52,11 @@ void round_machine::start() {
   step_to(step::scoring);
   all_finished_ = true;
   bool on_grid = true;
+  bool ends_next = false;
   std::uint64_t samples = 0;
   round_positions_.clear();
   for (const auto& b : c_.barriers) {
+    ends_next = ends_next || b->ends_next;
     round_positions_.push_back(b->position);
     samples += b->samples;
     c_.ledger.add_training_loss(b->loss_sum, b->loss_samples);
@@ -63,6 +65,14 @@ void round_machine::start() {
     on_grid = on_grid && b->on_grid;
   }
   final_off_grid_ = all_finished_ && !on_grid;
+  // topology.round_moments = false: the moments come only when a run state
+  // of this round may be written: a run checkpoint (not of a last round
+  // off the grid, which is never the run state), or the end state when the
+  // next round ends the epochs off the grid (the last round's moments are
+  // collected at the end).
+  const std::uint64_t every = c_.cfg.training.checkpoint_every;
+  read_moments_ = c_.cfg.topology.round_moments || ends_next
+                  || (every > 0 && (c_.result.sync_rounds + 1) % every == 0 && !final_off_grid_);
   c_.result.samples = samples + c_.retired_samples;
   // topology.validate_every: only every k-th round is scored (the last one
   // always); the others go straight to the exchange. Their training loss
@@ -168,6 +178,14 @@ void round_machine::keep_best_pass(bool synced) {
     // keep_best and the final model need no collecting.
     if (keep) {
       c_.best_layers = *c_.snapshot.front();
+      // Without round moments, whether a round read them depends on where
+      // the run ends: the kept pass holds none, so a resumed run keeps the
+      // same bits as a straight one.
+      if (!c_.cfg.topology.round_moments)
+        for (auto& l : c_.best_layers) {
+          l.w_state = {};
+          l.b_state = {};
+        }
       c_.best_samples = c_.result.samples;
       c_.best_epoch = c_.result.epochs;
     }
@@ -349,7 +367,7 @@ void round_machine::start_exchange() {
     if (c_.keeps_policy_state())
       state = c_.policy_states[l];
     c_.backend.exchange(s, static_cast<std::uint32_t>(l), best_, c_.cfg.topology.policy,
-                        std::move(theta), std::move(state));
+                        std::move(theta), std::move(state), read_moments_);
   }
 }
 

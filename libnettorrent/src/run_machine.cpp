@@ -310,15 +310,41 @@ void run_machine::on_collected(std::uint64_t step, std::uint32_t layer, std::uin
                                layer_state&& ls) {
   if (round_.on_collected(step, layer, replica, std::move(ls)))
     return;
-  // The final collect of the best replica's layers.
-  const auto v = core_.take(finals_, core_.phase == phase::finishing, step, layer);
+  // The final collect of the best (or every) replica's layers.
+  const std::size_t slot = finals_every_replica_ ? replica * core_.layout.layers() + layer : layer;
+  const auto v = core_.take(finals_, core_.phase == phase::finishing, step, slot);
   if (!v)
     return;
-  final_layers_[layer] = std::move(ls);
-  if (v == fanout::verdict::complete && !core_.over()) {
+  final_layers_[slot] = std::move(ls);
+  if (v != fanout::verdict::complete || core_.over())
+    return;
+  if (finals_every_replica_)
+    complete_moments(std::move(final_layers_));
+  else
     core_.result.layers = std::move(final_layers_);
-    start_stats();
-  }
+  start_stats();
+}
+
+void run_machine::complete_moments(std::vector<layer_state>&& all) {
+  auto& c = core_;
+  const std::size_t L = c.layout.layers();
+  const std::size_t R = c.layout.replicas();
+  // No training since the last round: every slice holds that round's
+  // weights and the moments it left.
+  if (!c.result.kept_best)
+    c.result.layers.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(L));
+  if (!c.committed || c.committed->round != c.snapshot_round)
+    return; // the end state is an earlier round, read with its moments
+  auto st = std::make_shared<run_state>(*c.committed);
+  if (st->models.size() == 1)
+    st->models.assign(R, st->models.front());
+  for (std::size_t r = 0; r < R && r < st->models.size(); ++r)
+    for (std::size_t l = 0; l < L; ++l) {
+      auto& kept = st->models[r][l];
+      kept.w_state = std::move(all[r * L + l].w_state);
+      kept.b_state = std::move(all[r * L + l].b_state);
+    }
+  c.committed = std::move(st);
 }
 
 void run_machine::on_exchanged(std::uint64_t step, std::uint32_t layer, layer_state&& post,
@@ -372,6 +398,13 @@ void run_machine::finish() {
     c.say("keeping the weights of the best validation pass (after "
           + std::to_string(c.best_samples) + " samples)");
     c.result.layers = c.best_layers;
+  }
+  if (c.scores_synced() && !c.cfg.topology.round_moments) {
+    // The last round may have read no moments: the slices still hold them.
+    start_final_collect(true);
+    return;
+  }
+  if (from_best_pass) {
     start_stats();
     return;
   }
@@ -383,13 +416,17 @@ void run_machine::finish() {
   start_final_collect();
 }
 
-void run_machine::start_final_collect() {
+void run_machine::start_final_collect(bool every_replica) {
   const std::size_t L = core_.layout.layers();
-  final_layers_.assign(L, layer_state{});
+  const std::size_t R = every_replica ? core_.layout.replicas() : 1;
+  finals_every_replica_ = every_replica;
+  final_layers_.assign(R * L, layer_state{});
   const std::uint64_t step = core_.new_step();
-  finals_.start(step, L);
-  for (std::size_t l = 0; l < L; ++l)
-    core_.backend.collect(step, static_cast<std::uint32_t>(l), round_.best());
+  finals_.start(step, R * L);
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t l = 0; l < L; ++l)
+      core_.backend.collect(step, static_cast<std::uint32_t>(l),
+                            every_replica ? static_cast<std::uint32_t>(r) : round_.best());
 }
 
 void run_machine::start_stats() {

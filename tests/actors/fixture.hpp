@@ -172,7 +172,7 @@ inline nt::neuron_slice_actor::behavior_type fake_slice(nt::neuron_slice_actor::
         unexpected("set_state");
         return caf::make_error(caf::sec::unexpected_message);
       },
-      [=](nt::atom::round_get, std::uint8_t) -> caf::result<nt::round_payload> {
+      [=](nt::atom::round_get, std::uint8_t, bool) -> caf::result<nt::round_payload> {
         unexpected("round_get");
         return caf::make_error(caf::sec::unexpected_message);
       },

@@ -278,6 +278,56 @@ TEST_P(LeaderOuter, OneRoundIsTheFormulaBitForBitAndKeepsEachReplicasMoments) {
 
 INSTANTIATE_TEST_SUITE_P(NesterovOrNot, LeaderOuter, ::testing::Bool());
 
+TEST_F(Leader, AnOuterRoundWithoutMomentsGivesTheSameWeightsAndAFreshRestoreStartsAfresh) {
+  spawn_slices(true);
+  auto leader = spawn_leader();
+  const auto before = all_states();
+  const nt::sync_request with = outer_of(before[0], 0.7f, 0.9f, true, false);
+  nt::sync_request without = with;
+  without.moments = false;
+  auto full = ask<nt::exchange_result>(leader, nt::atom::sync::value, std::uint32_t{0},
+                                       static_cast<std::uint8_t>(nt::sync_policy::outer), with);
+  auto light = ask<nt::exchange_result>(leader, nt::atom::sync::value, std::uint32_t{0},
+                                        static_cast<std::uint8_t>(nt::sync_policy::outer), without);
+  ASSERT_TRUE(full && light);
+  ASSERT_EQ(light->post.size(), R);
+  for (std::size_t r = 0; r < R; ++r) {
+    EXPECT_TRUE(same_bits(light->post[r].params.w, full->post[r].params.w)) << "replica " << r;
+    EXPECT_TRUE(same_bits(light->post[r].params.b, full->post[r].params.b)) << "replica " << r;
+    EXPECT_TRUE(light->post[r].w_state.m.empty() && light->post[r].w_state.v.empty());
+    EXPECT_TRUE(light->post[r].b_state.m.empty() && light->post[r].b_state.v.empty());
+  }
+  EXPECT_TRUE(same_bits(light->state.parts.at(0).w, full->state.parts.at(0).w));
+  // Adam: the moments are twice the weights, so the read without them is a third.
+  std::uint64_t weights = 0;
+  for (const auto& rep : before)
+    for (const auto& st : rep)
+      weights += static_cast<std::uint64_t>(st.params.w.size() + st.params.b.size()) * 4;
+  EXPECT_EQ(light->bytes, weights);
+  EXPECT_GT(full->bytes, 2 * weights);
+  EXPECT_TRUE(same_bits(all_states()[1][0].w_state.m, before[1][0].w_state.m))
+      << "reading changes no slice";
+  // A rollback to such a state: the weights, and the optimizer from zero.
+  EXPECT_GT(ask<std::uint64_t>(leader, nt::atom::restore::value, std::uint32_t{1}, light->post[1])
+                .value_or(0),
+            0u);
+  const auto cols = nt::split_columns(8, P);
+  for (std::size_t i = 0; i < P; ++i) {
+    const nt::layer_state got = state_of(1, i);
+    EXPECT_TRUE(same_bits(got.params.w,
+                          nt::cut_slice(nt::layer_state{full->post[1].params, {}, {}}, cols[i])
+                              .params.w));
+    ASSERT_EQ(got.w_state.m.size(), static_cast<std::size_t>(got.params.w.size()));
+    EXPECT_EQ(*std::max_element(got.w_state.m.begin(), got.w_state.m.end()), 0.0f);
+    EXPECT_EQ(*std::min_element(got.w_state.v.begin(), got.w_state.v.end()), 0.0f);
+    EXPECT_EQ(got.w_state.steps, 0u);
+    EXPECT_EQ(got.b_state.steps, 0u);
+  }
+  EXPECT_TRUE(same_bits(state_of(0, 0).w_state.m, before[0][0].w_state.m))
+      << "other replicas keep theirs";
+  EXPECT_TRUE(no_message_waiting());
+}
+
 TEST_F(Leader, OuterWithRateOneAndNoMomentumIsAveragingTheWeights) {
   spawn_slices(true);
   auto leader = spawn_leader();

@@ -36,6 +36,7 @@ struct run_spec {
   int checkpoint_every = 0;
   std::string policy = "best";
   std::string sync_precision = "f32"; ///< topology.sync_precision
+  bool round_moments = true;          ///< topology.round_moments
 
   std::string run_sections(const std::string& output_dir) const {
     std::ostringstream os;
@@ -51,7 +52,7 @@ struct run_spec {
        << "[topology]\nreplicas = " << replicas << "\nslices = " << slices
        << "\nmax_in_flight = " << max_in_flight << "\nsync_every = " << sync_every
        << "\nsync_policy = \"" << policy << "\"\nsync_precision = \"" << sync_precision
-       << "\"\n\n"
+       << "\"\nround_moments = " << (round_moments ? "true" : "false") << "\n\n"
        << "[system]\nscheduler_threads = 1\nregistration_timeout = " << registration_timeout
        << "\nheartbeat_interval = " << heartbeat_interval
        << "\nconnection_timeout = " << connection_timeout << "\nstall_timeout = " << stall_timeout

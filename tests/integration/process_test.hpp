@@ -153,11 +153,15 @@ protected:
   }
 
   /// `nettorrent train` on `spec`'s run sections, into `out`; must succeed.
-  void run_embedded(const run_spec& spec, const std::string& out) {
+  /// With `stdout_text`, its output goes there.
+  void run_embedded(const run_spec& spec, const std::string& out,
+                    std::string* stdout_text = nullptr) {
     ASSERT_NO_FATAL_FAILURE(test_support::write_file(path("run.ini"), spec.run_sections(out)));
     child_process& embedded = start("embedded", {cli, "train", "--config-file=" + path("run.ini")});
     ASSERT_TRUE(exits_within(embedded, 60s));
     ASSERT_TRUE(embedded.exited_ok()) << embedded.log();
+    if (stdout_text != nullptr)
+      *stdout_text = embedded.out();
   }
 
   const std::string cli = NETTORRENT_CLI;

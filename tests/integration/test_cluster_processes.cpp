@@ -566,6 +566,36 @@ TEST_F(LostNode, UnderInt8SyncRoundsAKilledNodeIsRecoveredFromBitIdentically) {
   expect_bit_identical_to_reference();
 }
 
+TEST_F(LostNode, WithoutRoundMomentsAKilledNodesReplicasGoOnWithFreshMomentsAndTheRunCompletes) {
+  // The rounds leave the Adam moments on the slices: a rolled-back replica
+  // gets the kept round's weights and starts its optimizer again, so the
+  // run is no longer the fault-free one, but it completes, says so, and
+  // ends near it.
+  run_spec spec = recovery_spec(0.5, 3);
+  spec.policy = "outer";
+  spec.round_moments = false;
+  std::string reference;
+  ASSERT_NO_FATAL_FAILURE(run_embedded(spec, path("reference"), &reference));
+  ASSERT_NO_FATAL_FAILURE(start_cluster(spec, 3, 20261204));
+  nodes_[1]->signal(SIGKILL); // n1: swarm 2 of both replicas
+  ASSERT_TRUE(exits_within(*nodes_[1], 5s));
+  expect_run_completes({0, 2}, 2);
+  const std::string out = nodes_[0]->out();
+  EXPECT_CONTAINS(out, "failures: 1 recoveries (2 replicas rolled back)");
+  EXPECT_CONTAINS(out, "replicas 0, 1 go on from round ");
+  EXPECT_CONTAINS(out, "'s weights with the optimizer from zero moments");
+  auto accuracy = [](const std::string& text) {
+    const auto at = text.find("test: accuracy ");
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + 15));
+  };
+  const double ref = accuracy(reference);
+  const double got = accuracy(out);
+  std::cout << "test accuracy " << got << " after the loss, " << ref << " without it\n";
+  ASSERT_GT(ref, 0) << reference;
+  ASSERT_GT(got, 0) << out;
+  EXPECT_NEAR(got, ref, 0.03);
+}
+
 TEST_F(LostNode, WithTheClustersDefaultSettingsAKilledNodeCostsUnderHalfAPoint) {
   // config/cluster as shipped but for 10 epochs instead of 20: max_in_flight
   // 2, so runs are not deterministic and two fault-free runs differ a little

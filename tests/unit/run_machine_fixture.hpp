@@ -46,6 +46,7 @@ public:
     std::size_t parts = 0;
   };
   std::vector<outer_command> outer_in;
+  std::vector<bool> exchange_moments; ///< per exchange command: the slices send their moments
   std::vector<nt::layer_state> restored; ///< the state of every restore command
   std::vector<nt::round_payload> applied; ///< the payload of every apply command
   std::vector<std::pair<std::uint32_t, std::uint32_t>> validate_parts; ///< (part, parts)
@@ -70,8 +71,9 @@ public:
     commands.push_back({"collect", s, {}, r, l});
   }
   void exchange(std::uint64_t s, std::uint32_t l, std::uint32_t best, nt::sync_policy,
-                nt::dense_params theta, nt::policy_state st) override {
+                nt::dense_params theta, nt::policy_state st, bool moments) override {
     commands.push_back({"exchange", s, {}, best, l});
+    exchange_moments.push_back(moments);
     const std::size_t parts = st.parts.size();
     outer_in.push_back(
         {std::move(theta), parts > 0 ? std::move(st.parts[0]) : nt::dense_params{}, parts});
@@ -169,8 +171,9 @@ protected:
   }
 
   /// Every replica reports a barrier (finished = last; on_grid: a full
-  /// sync interval since the last round).
-  void barrier_all(std::uint64_t samples, bool last, bool on_grid = true) {
+  /// sync interval since the last round; ends_next: the epochs end before
+  /// the next sync point).
+  void barrier_all(std::uint64_t samples, bool last, bool on_grid = true, bool ends_next = false) {
     for (std::uint32_t r = 0; r < cfg.topology.replicas; ++r) {
       nt::barrier_report b;
       b.replica = r;
@@ -178,6 +181,7 @@ protected:
       b.epoch = 1;
       b.finished = last;
       b.on_grid = on_grid;
+      b.ends_next = ends_next;
       b.loss_sum = 1.0;
       b.loss_samples = 10;
       b.position.samples = samples;

@@ -482,6 +482,28 @@ TEST_F(ConfigFiles, KeysAddedLaterLeaveEarlierHashesAlone) {
   EXPECT_CONTAINS(q.canonical(), "topology.sync_precision=\"int8\"\n");
 }
 
+TEST_F(ConfigFiles, RoundMomentsOffNeedsAnOuterPolicyThatLeavesMomentsAlone) {
+  const nt::run_config c = nt::load_run_config({"--topology.round_moments=false"});
+  EXPECT_FALSE(c.topology.round_moments);
+  EXPECT_CONTAINS(c.canonical(), "topology.round_moments=false\n");
+  // The default stays out of the canonical text: earlier hashes hold.
+  EXPECT_EQ(nt::load_run_config({"--topology.round_moments=true"}).hash(),
+            nt::load_run_config({}).hash());
+  std::string msg = error_of([&] {
+    nt::load_run_config({"--topology.sync_policy=average", "--topology.round_moments=false"});
+  });
+  EXPECT_CONTAINS(msg, "topology.round_moments = false needs sync_policy \"outer\" with "
+                       "topology.outer_average_moments = false");
+  EXPECT_CONTAINS(msg, "\"average\" sets them in every round");
+  msg = error_of([&] {
+    nt::load_run_config(
+        {"--topology.outer_average_moments=true", "--topology.round_moments=false"});
+  });
+  EXPECT_CONTAINS(msg, "\"outer\" with averaged moments sets them in every round");
+  msg = error_of([&] { nt::load_run_config({"--topology.round_moments=1"}); });
+  EXPECT_CONTAINS(msg, "topology.round_moments");
+}
+
 TEST_F(ConfigFiles, SyncPrecisionNeedsASyncedPolicyAndAKnownValue) {
   EXPECT_EQ(nt::load_run_config({"--topology.sync_precision=bf16"}).topology.sync_coding,
             nt::sync_precision::bf16);
@@ -729,6 +751,7 @@ TEST(RunConfigHash, CoversExactlyTheResultAffectingKeys) {
   c.topology.outer_nesterov = false;
   c.topology.outer_average_moments = true;
   c.topology.sync_coding = nt::sync_precision::int8;
+  c.topology.round_moments = false;
   EXPECT_EQ(canonical_keys(c.canonical()), want);
 }
 

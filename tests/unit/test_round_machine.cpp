@@ -553,3 +553,126 @@ TEST_F(RunMachine, ACodedAverageRoundSendsTheLastRoundsWeightsToTheLeader) {
     EXPECT_EQ(in.parts, 0u) << "average keeps no policy state";
   }
 }
+
+namespace {
+
+class LightOuterRunMachine : public OuterRunMachine {
+protected:
+  /// outer_config() whose rounds leave the moments on the slices, a run
+  /// checkpoint every second round.
+  void make_light() {
+    auto c = outer_config();
+    c.topology.round_moments = false;
+    c.training.checkpoint_every = 2;
+    c.training.keep_best = false;
+    make(c);
+    start();
+  }
+
+  /// Runs a round to its end: the barrier, the exchange (with moments 10 r
+  /// when the round asked for them), the apply and the score. Returns
+  /// whether the round asked for the moments.
+  bool round(std::uint64_t samples, float base, bool last = false, bool on_grid = true,
+             bool ends_next = false) {
+    rec.take("resume");
+    rec.exchange_moments.clear();
+    barrier_all(samples, last, on_grid, ends_next);
+    const auto ex = rec.take("exchange");
+    EXPECT_EQ(ex.size(), 2u);
+    bool asked = !rec.exchange_moments.empty();
+    for (const bool b : rec.exchange_moments)
+      asked = asked && b;
+    for (const auto& e : ex) {
+      std::vector<nt::layer_state> post;
+      for (std::size_t r = 0; r < 2; ++r) {
+        auto st = layer_of(e.layer, base + static_cast<float>(e.layer),
+                           10.0f * static_cast<float>(r));
+        if (!asked)
+          st.w_state = {};
+        post.push_back(std::move(st));
+      }
+      m->on_exchanged(e.step, e.layer, std::move(post),
+                      nt::policy_state{{layer_of(e.layer, 0.5f).params}}, 1);
+    }
+    restore_all();
+    score_parts(rec.take("validate"), {70, 90});
+    return asked;
+  }
+};
+
+} // namespace
+
+TEST_F(LightOuterRunMachine, OnlyRoundsThatARunStateNeedsReadTheMoments) {
+  make_light();
+  EXPECT_FALSE(round(500, 100)) << "round 1 writes nothing";
+  EXPECT_TRUE(round(1000, 200)) << "round 2 writes a run checkpoint";
+  ASSERT_EQ(rec.saved.size(), 1u);
+  EXPECT_EQ(rec.saved[0]->round, 2u);
+  ASSERT_EQ(rec.saved[0]->models.size(), 2u);
+  EXPECT_EQ(rec.saved[0]->models[1][0].w_state.m.at(0), 10.0f) << "replica 1's own moments";
+  // The epochs end 140 samples after round 3: its state is the end state.
+  EXPECT_TRUE(round(1500, 300, false, true, /*ends_next=*/true));
+  EXPECT_FALSE(round(1640, 400, true, /*on_grid=*/false)) << "the slices still hold them";
+  // The run ends: every replica's layers come back once, with the moments
+  // of the last round.
+  auto collects = rec.take("collect");
+  ASSERT_EQ(collects.size(), 4u) << "2 replicas x 2 layers";
+  EXPECT_EQ(m->current_phase(), phase::finishing);
+  for (const auto& c : collects)
+    m->on_collected(c.step, c.layer, c.replica,
+                    layer_of(c.layer, 400.0f + static_cast<float>(c.layer),
+                             50.0f + static_cast<float>(c.replica)));
+  answer_stats();
+  ASSERT_TRUE(rec.result);
+  ASSERT_TRUE(rec.result->ok) << rec.result->error;
+  ASSERT_EQ(rec.result->layers.size(), 2u);
+  EXPECT_EQ(rec.result->layers[1].params.w(0, 0), 401.0f);
+  EXPECT_EQ(rec.result->layers[1].w_state.m.at(0), 50.0f) << "the saved model: replica 0's";
+  ASSERT_TRUE(rec.result->end_state);
+  const auto& end = *rec.result->end_state;
+  EXPECT_EQ(end.round, 3u) << "the last round on the grid";
+  ASSERT_EQ(end.models.size(), 2u);
+  EXPECT_EQ(end.models[0][0].params.w(0, 0), 300.0f);
+  EXPECT_EQ(end.models[1][0].w_state.m.at(0), 10.0f) << "as round 3 read them, not the end's";
+}
+
+TEST_F(LightOuterRunMachine, AnEndOnTheGridTakesTheMomentsFromTheFinalCollect) {
+  make_light();
+  EXPECT_FALSE(round(500, 100));
+  EXPECT_TRUE(round(1000, 200));
+  EXPECT_FALSE(round(1500, 300, /*last=*/true));
+  auto collects = rec.take("collect");
+  ASSERT_EQ(collects.size(), 4u);
+  for (const auto& c : collects)
+    m->on_collected(c.step, c.layer, c.replica,
+                    layer_of(c.layer, 300.0f + static_cast<float>(c.layer),
+                             60.0f + static_cast<float>(c.replica)));
+  answer_stats();
+  ASSERT_TRUE(rec.result);
+  ASSERT_TRUE(rec.result->ok) << rec.result->error;
+  ASSERT_TRUE(rec.result->end_state);
+  const auto& end = *rec.result->end_state;
+  EXPECT_EQ(end.round, 3u);
+  ASSERT_EQ(end.models.size(), 2u);
+  for (std::size_t r = 0; r < 2; ++r)
+    for (std::size_t l = 0; l < 2; ++l) {
+      EXPECT_EQ(end.models[r][l].params.w(0, 0), 300.0f + static_cast<float>(l));
+      ASSERT_FALSE(end.models[r][l].w_state.m.empty()) << "replica " << r << " layer " << l;
+      EXPECT_EQ(end.models[r][l].w_state.m[0], 60.0f + static_cast<float>(r));
+    }
+}
+
+TEST_F(LightOuterRunMachine, ARolledBackReplicaGetsTheRoundsWeightsWithoutMoments) {
+  make_light();
+  EXPECT_FALSE(round(500, 100));
+  m->on_lost(nt::actor_key::slice_of(1, 0, 0), "kill");
+  recover(*m, rec, 700);
+  // recover() answered the restores: look at what they carried.
+  bool any = false;
+  for (const auto& st : rec.restored) {
+    any = true;
+    EXPECT_TRUE(st.w_state.m.empty()) << "the slices start their optimizer afresh";
+    EXPECT_EQ(st.params.w(0, 0), st.params.w.rows() == 16 ? 100.0f : 101.0f) << "round 1's weights";
+  }
+  EXPECT_TRUE(any);
+}
