@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Benchmark: the 3-host cluster of config/hosts/ (mutual TLS, 2 replicas,
-# outer) on three network namespaces joined by one bridge, every host's link
-# limited with a token bucket (tc tbf, both directions), under five layouts:
-#   by_swarm f32    placement.strategy = "by_swarm" (the seed's picture)
+# Benchmark: the 3-host cluster of config/hosts/ (mutual TLS, 3 replicas,
+# outer, rounds without the moments) on three network namespaces joined by
+# one bridge, every host's link limited with a token bucket (tc tbf, both
+# directions), under five layouts:
+#   by_swarm f32    placement.strategy = "by_swarm" (the seed's picture),
+#                   f32 activations, gradients and sync rounds
 #   by_swarm int8   the same with system.wire_precision = "int8"
-#   by_replica f32  placement.strategy = "by_replica"
+#   by_replica f32  placement.strategy = "by_replica", f32 sync rounds
 #   by_replica int8 the same with topology.sync_precision = "int8"
-#   auto            placement.strategy = "auto", nodes.bandwidth_mbit = the row's rate
+#   auto            placement.strategy = "auto", nodes.bandwidth_mbit = the
+#                   row's rate, config/hosts as shipped (bf16 sync rounds)
 # Rows: free links, then each RATE (tc syntax in Mbit/s: 1000, 100, 10).
 # Each cell: samples/s, bytes per training batch on the busiest host link
 # (kernel counters, BASP and TLS framing included), seconds to 88% validation
@@ -136,16 +139,16 @@ cell() {
 
 columns=("by_swarm f32" "by_swarm int8" "by_replica f32" "by_replica int8 sync" "auto")
 replicas=$(sed -n 's/^replicas = //p' config/hosts/cluster.ini)
-echo "cpu: $(cpu_name), $(nproc) cores; config/hosts (784-256-128-10, Adam, batch 64, $replicas replicas, outer, max_in_flight 2, mutual TLS), $epochs epochs, median of ${REPEATS:-1} run(s) per cell; nothing else should run meanwhile"
+echo "cpu: $(cpu_name), $(nproc) cores; config/hosts (784-256-128-10, Adam, batch 64, $replicas replicas, outer, rounds without moments, max_in_flight 2, mutual TLS), $epochs epochs, median of ${REPEATS:-1} run(s) per cell; nothing else should run meanwhile"
 echo "each cell: samples/s (predicted by nettorrent plan, free links as 10000 Mbit/s, $cores cores per host) | KB per batch on the busiest link | s to 88% val | test accuracy"
 for rate in free "${rates[@]}"; do
   limit "$rate"
   bw=""
   [ "$rate" = free ] || bw=$rate
   row=()
-  row+=("$(cell by_swarm "$rate" "")")
-  row+=("$(cell by_swarm "$rate" "" --system.wire_precision=int8)")
-  row+=("$(cell by_replica "$rate" "")")
+  row+=("$(cell by_swarm "$rate" "" --topology.sync_precision=f32)")
+  row+=("$(cell by_swarm "$rate" "" --topology.sync_precision=f32 --system.wire_precision=int8)")
+  row+=("$(cell by_replica "$rate" "" --topology.sync_precision=f32)")
   row+=("$(cell by_replica "$rate" "" --topology.sync_precision=int8)")
   row+=("$(cell auto "$rate" "${bw:-10000}")")
   chosen=$(sed -n 's/.*auto chose \([a-z_]*\).*/\1/p' "$out"/run-auto-"$rate"-*-n0.log | head -1)

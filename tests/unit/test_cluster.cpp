@@ -926,7 +926,8 @@ TEST(ExampleCluster, ClusterAndNodeFilesLoadAndAgree) {
 }
 
 // config/hosts: the README's 3-host example is config/cluster's run with one
-// replica per host, placement auto, TLS on and one address per host.
+// replica per host, lighter sync rounds, placement auto, TLS on and one
+// address per host.
 class ExampleHosts : public test_support::temp_dir_test {};
 
 TEST_F(ExampleHosts, TheThreeHostExampleIsTheLoopbackRunWithAReplicaPerHostAndTls) {
@@ -942,12 +943,17 @@ TEST_F(ExampleHosts, TheThreeHostExampleIsTheLoopbackRunWithAReplicaPerHostAndTl
   const nt::cluster_config loopback = nt::load_cluster_config(example_dir + "/cluster.ini");
   const nt::cluster_config c = nt::load_cluster_config(path("cluster.ini"));
   EXPECT_TRUE(c.tls.enabled);
-  // Only the output directory and the replicas (one per host) differ in the
-  // run sections; auto places the replicas a host each.
+  // Only the output directory, the replicas (one per host) and what a round
+  // moves between hosts (bf16 changes, the moments left on the hosts)
+  // differ in the run sections; auto places the replicas a host each.
   nt::run_config run = c.run;
   run.training.output_dir = loopback.run.training.output_dir;
   EXPECT_EQ(c.run.topology.replicas, 3u);
   run.topology.replicas = loopback.run.topology.replicas;
+  EXPECT_EQ(c.run.topology.sync_coding, nt::sync_precision::bf16);
+  EXPECT_FALSE(c.run.topology.round_moments);
+  run.topology.sync_coding = loopback.run.topology.sync_coding;
+  run.topology.round_moments = loopback.run.topology.round_moments;
   EXPECT_EQ(run.canonical(), loopback.run.canonical());
   EXPECT_EQ(c.placement.strategy, nt::placement_strategy::automatic);
   const nt::placement_plan plan = nt::plan_placement(c);
