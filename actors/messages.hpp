@@ -174,7 +174,7 @@ typename Inspector::result_type inspect(Inspector& f, shared_matrix& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, optimizer_state& s) {
-  return f(caf::meta::type_name("optimizer_state"), s.m, s.v, s.steps);
+  return f(caf::meta::type_name("optimizer_state"), s.m, s.v, s.steps, s.r);
 }
 
 /// A matrix owned by one message, moved in by the sender and out by the

@@ -20,8 +20,23 @@ bool same_moments(const optimizer_state& a, const optimizer_state& b) {
 }
 
 bool unread_moments(const layer_state& ls) {
-  return ls.w_state.m.empty() && ls.w_state.v.empty() && ls.b_state.m.empty()
-         && ls.b_state.v.empty() && ls.w_state.steps == 0 && ls.b_state.steps == 0;
+  for (auto vec : state_vectors)
+    if (!(ls.w_state.*vec).empty() || !(ls.b_state.*vec).empty())
+      return false;
+  return ls.w_state.steps == 0 && ls.b_state.steps == 0;
+}
+
+/// A residual of `n` (a state's own, or zeros when it has none: a round
+/// that did not read it, or a run without feedback), or "" if wrong.
+std::string take_residual(std::vector<float>& r, std::size_t n, bool feedback) {
+  if (!feedback) {
+    if (!r.empty())
+      return "a feedback residual in a run without topology.sync_feedback";
+    return {};
+  }
+  if (r.empty())
+    r.assign(n, 0.0f);
+  return r.size() == n ? std::string{} : "a feedback residual of the wrong size";
 }
 
 } // namespace
@@ -37,6 +52,10 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
   st.b_state = st.opt->make_state(static_cast<std::size_t>(st.params.b.size()));
   if (spec.sync_coding != sync_precision::f32)
     st.round_weights = st.params;
+  if (spec.sync_feedback) {
+    st.w_state.r.assign(static_cast<std::size_t>(st.params.w.size()), 0.0f);
+    st.b_state.r.assign(static_cast<std::size_t>(st.params.b.size()), 0.0f);
+  }
   const auto fan_in = static_cast<Eigen::Index>(spec.geometry.fan_in);
   const auto width = static_cast<Eigen::Index>(spec.geometry.cols.size());
   return {
@@ -154,13 +173,23 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
           ls.w_state = s.opt->make_state(static_cast<std::size_t>(s.params.w.size()));
           ls.b_state = s.opt->make_state(static_cast<std::size_t>(s.params.b.size()));
         }
+        std::string why;
         if (!same_shape(ls.params, s.params) || !same_moments(ls.w_state, s.w_state)
             || !same_moments(ls.b_state, s.b_state) || !all_finite(ls.params.w)
-            || !all_finite(ls.params.b)) {
+            || !all_finite(ls.params.b))
+          why = "wrong shape or non-finite";
+        else if (auto bad = take_residual(ls.w_state.r, static_cast<std::size_t>(s.params.w.size()),
+                                          s.spec.sync_feedback);
+                 !bad.empty())
+          why = bad;
+        else
+          why = take_residual(ls.b_state.r, static_cast<std::size_t>(s.params.b.size()),
+                              s.spec.sync_feedback);
+        if (!why.empty()) {
           drop_message(self, s.stats.dropped, "set_state", 0);
-          return caf::make_error(caf::sec::invalid_argument,
-                                 "set_state: wrong shape or non-finite");
+          return caf::make_error(caf::sec::invalid_argument, "set_state: " + why);
         }
+        s.owes_pending = false;
         s.params = std::move(ls.params);
         s.w_state = std::move(ls.w_state);
         s.b_state = std::move(ls.b_state);
@@ -173,11 +202,25 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
         if (coding != static_cast<std::uint8_t>(s.spec.sync_coding))
           return caf::make_error(caf::sec::invalid_argument,
                                  "round_get: a sync precision other than this run's");
-        round_payload p{encode_params(s.params, s.round_weights, s.spec.sync_coding), moments, {},
-                        {}};
+        round_payload p;
+        p.moments = moments;
+        if (s.spec.sync_feedback) {
+          // The residual this round leaves; it becomes the slice's when the
+          // round's result arrives, and is the round's state for rollbacks.
+          p.weights = encode_with_feedback(s.params, s.round_weights, s.spec.sync_coding,
+                                           s.w_state.r, s.b_state.r, s.w_owed_next,
+                                           s.b_owed_next);
+          s.owes_pending = true;
+        } else {
+          p.weights = encode_params(s.params, s.round_weights, s.spec.sync_coding);
+        }
         if (moments) {
           p.w_state = s.w_state;
           p.b_state = s.b_state;
+          if (s.spec.sync_feedback) {
+            p.w_state.r = s.w_owed_next;
+            p.b_state.r = s.b_owed_next;
+          }
         }
         return p;
       },
@@ -203,9 +246,16 @@ neuron_slice(neuron_slice_actor::stateful_pointer<neuron_slice_state> self, slic
           return caf::make_error(caf::sec::invalid_argument, "round_set: " + why);
         }
         s.params = std::move(next);
-        if (p.moments) {
+        if (p.moments) { // the policy's (never the feedback residual: that is the slice's own)
+          p.w_state.r = std::move(s.w_state.r);
+          p.b_state.r = std::move(s.b_state.r);
           s.w_state = std::move(p.w_state);
           s.b_state = std::move(p.b_state);
+        }
+        if (s.owes_pending) { // the round read is applied: its residual stands
+          s.w_state.r = std::move(s.w_owed_next);
+          s.b_state.r = std::move(s.b_owed_next);
+          s.owes_pending = false;
         }
         if (s.spec.sync_coding != sync_precision::f32)
           s.round_weights = s.params;

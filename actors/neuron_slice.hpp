@@ -27,6 +27,9 @@ struct slice_spec {
   /// topology.sync_precision: other than f32, the slice keeps the last
   /// round's weights, which its round reads and results are changes from.
   sync_precision sync_coding = sync_precision::f32;
+  /// topology.sync_feedback: a round's change carries what earlier rounds'
+  /// changes lost to rounding (the residual in the optimizer states' `r`).
+  bool sync_feedback = false;
   std::size_t max_batch = 0;              ///< largest batch a peer may send
   const swarm_metrics* metrics = nullptr; ///< null = metrics off
 };
@@ -51,6 +54,12 @@ struct neuron_slice_state {
   /// The weights after the last sync round, rollback or resume (only under
   /// a sync precision other than f32: rounds send changes from them).
   dense_params round_weights;
+  /// sync_feedback: the residuals after the round read last, which become
+  /// the slice's own when that round's result arrives (a round that runs
+  /// again reads from the same residuals).
+  bool owes_pending = false;
+  std::vector<float> w_owed_next;
+  std::vector<float> b_owed_next;
   std::unordered_map<std::uint64_t, stash_entry> stash;
   ack_sink_actor ack_sink;   ///< layer 1: the input relay (gets acks)
   grad_sink_actor grad_sink; ///< layers 2..L: the hidden relay before this layer (gets dX)

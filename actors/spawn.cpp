@@ -100,6 +100,7 @@ caf::actor spawn_run_actor(caf::actor_system& sys, const run_config& cfg,
     ss.seed = cfg.training.seed;
     ss.weight_stashing = cfg.topology.weight_stashing;
     ss.sync_coding = cfg.topology.sync_coding;
+    ss.sync_feedback = cfg.topology.sync_feedback;
     ss.max_batch = max_batch;
     ss.metrics = sm;
     return caf::actor_cast<caf::actor>(sys.spawn(neuron_slice, ss));

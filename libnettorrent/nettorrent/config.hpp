@@ -109,6 +109,10 @@ struct topology_config {
   /// end state needs read them; a rolled-back replica restarts its
   /// optimizer from zero moments.
   bool round_moments = true;
+  /// Sync policy outer with a sync precision other than f32: error
+  /// feedback, each replica's slices carry what their coded changes lost
+  /// into the next round's change.
+  bool sync_feedback = false;
   /// Keep forward-time weights for the backward pass.
   bool weight_stashing = false;
 

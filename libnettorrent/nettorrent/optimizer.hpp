@@ -40,7 +40,17 @@ struct optimizer_state {
   std::vector<float> m;
   std::vector<float> v;
   std::uint64_t steps = 0; ///< updates applied to this block
+  /// Sync rounds with error feedback (topology.sync_feedback): what the
+  /// coded changes of this block have not delivered yet, carried into the
+  /// next round's change (empty without). Not the optimizer's: it travels
+  /// with the moments, into run checkpoints but not model checkpoints.
+  std::vector<float> r;
 };
+
+/// The per-element vectors of an optimizer_state, for code that cuts,
+/// glues or sizes them alike.
+inline constexpr std::vector<float> optimizer_state::*state_vectors[] = {
+    &optimizer_state::m, &optimizer_state::v, &optimizer_state::r};
 
 class optimizer {
 public:

@@ -7,8 +7,9 @@
 // θ′ − θ, and every side rebuilds with the same function (decode_params:
 // θ plus the decoded change), so the coordinator's copy of the round equals
 // every slice's weights exactly. int8 keeps a scale per row (nettorrent/int8.hpp);
-// bf16 rounds to nearest even (nettorrent/bf16.hpp). There is no error
-// feedback: what a change loses to rounding is not carried to the next round.
+// bf16 rounds to nearest even (nettorrent/bf16.hpp). With error feedback
+// (encode_with_feedback) a replica's slices carry what a change lost to
+// rounding into the next round's change.
 // Plain C++, testable without actors.
 #pragma once
 
@@ -65,6 +66,16 @@ coded_params encode_params(const dense_params& now, const dense_params& base, sy
 /// the decoded change. Requires check_coded(c, base) to be "".
 dense_params decode_params(const coded_params& c, const dense_params& base);
 
+/// Error feedback (topology.sync_feedback): codes `now` plus what earlier
+/// rounds did not deliver (`w_owed`, `b_owed`: W row-major and b; empty:
+/// nothing) as a change from `base`, and writes into `w_next`, `b_next`
+/// what this coding does not deliver in turn: (now + owed) minus
+/// decode_params(result, base). Over many rounds the decoded changes add
+/// up to the true ones but for the last residual.
+coded_params encode_with_feedback(const dense_params& now, const dense_params& base,
+                                  sync_precision p, const std::vector<float>& w_owed,
+                                  const std::vector<float>& b_owed, std::vector<float>& w_next,
+                                  std::vector<float>& b_next);
 /// Columns `cols` of `c` (an int8 row keeps its scale).
 coded_params cut_columns(const coded_params& c, column_range cols);
 

@@ -17,7 +17,8 @@ namespace nettorrent {
 // positions carry the epoch's deal; 6: sync rounds travel as coded payloads
 // (round_get, round_set) and sync requests carry the sync precision; 7: a
 // round's read says whether the moments come too, barrier reports whether
-// the epochs end before the next sync point.
+// the epochs end before the next sync point, optimizer states carry the
+// sync feedback residual.
 inline constexpr std::uint32_t wire_version = 7;
 
 /// The four bytes of 0x01020304 in this machine's byte order.

@@ -318,6 +318,13 @@ const std::vector<option_spec>& all_options() {
        [](run_config& c, const ini_value& v) { c.topology.round_moments = read_bool(v); },
        [](const run_config& c) { return std::string{c.topology.round_moments ? "true" : "false"}; },
        true, false, "true"},
+      {"topology.sync_feedback", "boolean",
+       "sync_policy outer with sync_precision bf16 or int8: error feedback, each replica carries "
+       "what its coded changes lost to rounding into the next round's change (the residual "
+       "travels with the optimizer moments: run checkpoints, and rollbacks under round_moments)",
+       [](run_config& c, const ini_value& v) { c.topology.sync_feedback = read_bool(v); },
+       [](const run_config& c) { return std::string{c.topology.sync_feedback ? "true" : "false"}; },
+       true, false, "false"},
       {"topology.weight_stashing", "boolean", "use forward-time weights in the backward pass",
        [](run_config& c, const ini_value& v) { c.topology.weight_stashing = read_bool(v); },
        [](const run_config& c) {
@@ -465,6 +472,18 @@ void run_config::validate() const {
                 + std::string{policy.name}
                 + (policy.keeps_inner_state ? "\" with averaged moments" : "\"")
                 + " sets them in every round");
+  if (topology.sync_feedback
+      && (topology.sync_coding == sync_precision::f32 || !policy.keeps_inner_state
+          || topology.outer_average_moments))
+    throw error(std::string{"topology.sync_feedback = true needs "}
+                + (topology.sync_coding == sync_precision::f32
+                       ? "topology.sync_precision \"bf16\" or \"int8\": f32 rounds lose nothing "
+                         "to carry"
+                       : "sync_policy \"outer\" with topology.outer_average_moments = false, "
+                         "where each replica keeps its own residual; \""
+                             + std::string{policy.name}
+                             + (policy.keeps_inner_state ? "\" with averaged moments" : "\"")
+                             + " does not"));
   if (policy.scores_synced_model && topology.replicas > 1) {
     // The synced model is scored in one part of the subset per replica.
     const std::size_t scored =

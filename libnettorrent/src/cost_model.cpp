@@ -120,7 +120,10 @@ void add_sync(const placement_plan& p, const run_config& run, step_traffic& t) {
   const std::size_t every = run.training.checkpoint_every;
   const double read_share =
       run.topology.round_moments ? 1 : every > 0 ? 1 / static_cast<double>(every) : 0;
-  const double read_m = 1 + moments * read_share;
+  // topology.sync_feedback: each slice's residual (one f32 per weight)
+  // travels with its moments.
+  const double owed = run.topology.sync_feedback ? 1 : 0;
+  const double read_m = 1 + (moments + owed) * read_share;
   const sync_precision coding = run.topology.sync_coding;
   const bool sets_moments = round_sets_moments(run.topology);
   auto& out = t.sync_out;
@@ -137,7 +140,9 @@ void add_sync(const placement_plan& p, const run_config& run, step_traffic& t) {
       return coded_bytes_of(w[l], cols[i].size(), coding);
     };
     const auto moments_of_slice = [&](std::size_t i) { return layer * moments * slice_share(i); };
-    const auto read_moments_of_slice = [&](std::size_t i) { return moments_of_slice(i) * read_share; };
+    const auto read_moments_of_slice = [&](std::size_t i) {
+      return layer * (moments + owed) * slice_share(i) * read_share;
+    };
     // Read: the slices' weights and moments go to the leader (only the best
     // replica's under best; every replica's when nothing is exchanged: none
     // snapshots them).

@@ -93,7 +93,7 @@ class momentum final : public optimizer {
 public:
   using optimizer::optimizer;
   optimizer_state make_state(std::size_t n) const override {
-    return {std::vector<float>(n, 0.0f), {}, 0};
+    return {std::vector<float>(n, 0.0f), {}, 0, {}};
   }
   void step(float* w, const float* g, std::size_t n, optimizer_state& s) const override {
     for_chunks(n, [&](std::size_t i, std::size_t len) {
@@ -114,7 +114,7 @@ class adagrad final : public optimizer {
 public:
   using optimizer::optimizer;
   optimizer_state make_state(std::size_t n) const override {
-    return {{}, std::vector<float>(n, 0.0f), 0};
+    return {{}, std::vector<float>(n, 0.0f), 0, {}};
   }
   void step(float* w, const float* g, std::size_t n, optimizer_state& s) const override {
     for_chunks(n, [&](std::size_t i, std::size_t len) {
@@ -133,7 +133,7 @@ class rmsprop final : public optimizer {
 public:
   using optimizer::optimizer;
   optimizer_state make_state(std::size_t n) const override {
-    return {{}, std::vector<float>(n, 0.0f), 0};
+    return {{}, std::vector<float>(n, 0.0f), 0, {}};
   }
   void step(float* w, const float* g, std::size_t n, optimizer_state& s) const override {
     for_chunks(n, [&](std::size_t i, std::size_t len) {
@@ -153,7 +153,7 @@ class adam final : public optimizer {
 public:
   using optimizer::optimizer;
   optimizer_state make_state(std::size_t n) const override {
-    return {std::vector<float>(n, 0.0f), std::vector<float>(n, 0.0f), 0};
+    return {std::vector<float>(n, 0.0f), std::vector<float>(n, 0.0f), 0, {}};
   }
   void step(float* w, const float* g, std::size_t n, optimizer_state& s) const override {
     ++s.steps;

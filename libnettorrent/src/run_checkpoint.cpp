@@ -31,6 +31,9 @@
 //   only when the replica count changed (an elastic resume): u8 3, u64
 //     retired_samples, u64 deal epoch, u64 c changes, each u64 from and
 //     `from` x u64 cursors.
+//   only when rounds carry error feedback (topology.sync_feedback): u8 4,
+//     then per model (0..m-1) and layer the residuals of W and b (each a
+//     float list, empty or of the block's size).
 // Layers are written as in the model section (W, b, optimizer state of W and
 // b), their shapes given by the model section's widths.
 
@@ -89,6 +92,17 @@ std::string encode_run_state(const run_state& s) {
           ar(x);
       }
     }
+    // Absent unless the rounds carry error feedback (topology.sync_feedback).
+    bool owed = false;
+    for (const auto& m : s.models)
+      for (const auto& l : m)
+        owed = owed || !l.w_state.r.empty() || !l.b_state.r.empty();
+    if (owed) {
+      ar(std::uint8_t{4});
+      for (const auto& m : s.models)
+        for (const auto& l : m)
+          ar(l.w_state.r, l.b_state.r);
+    }
   }
   return os.str();
 }
@@ -138,6 +152,21 @@ void load_deal(Archive& ar, run_state& s, std::size_t size) {
   }
   if (!s.deal.changes.empty() && s.deal.epoch == 0)
     throw error("a replica change in epoch 0");
+}
+
+template <class Archive>
+void load_residuals(Archive& ar, run_state& s, std::size_t size) {
+  for (std::size_t m = 0; m < s.models.size(); ++m)
+    for (std::size_t i = 0; i < s.models[m].size(); ++i) {
+      auto& l = s.models[m][i];
+      load_vector(ar, l.w_state.r, size);
+      load_vector(ar, l.b_state.r, size);
+      if ((!l.w_state.r.empty() && l.w_state.r.size() != static_cast<std::size_t>(l.params.w.size()))
+          || (!l.b_state.r.empty()
+              && l.b_state.r.size() != static_cast<std::size_t>(l.params.b.size())))
+        throw error("model " + std::to_string(m) + ", layer " + std::to_string(i)
+                    + ": a sync feedback residual of the wrong size");
+    }
 }
 
 // Reads what encode_run_state wrote; model 0 comes from `model`.
@@ -198,9 +227,14 @@ void decode_run_state(const std::string& payload, const model_checkpoint& model,
     load_deal(ar, s, size);
     next_form();
   }
+  if (form == 4) {
+    load_residuals(ar, s, size);
+    next_form();
+  }
   if (form != 0)
     throw error("unexpected bytes after the data positions (section form "
-                + std::to_string(form) + "; 1 or 2: sync policy state, 3: replica change)");
+                + std::to_string(form)
+                + "; 1 or 2: sync policy state, 3: replica change, 4: feedback residuals)");
 }
 // The run checkpoints in `dir` by round, highest first.
 std::vector<std::pair<std::uint64_t, std::filesystem::path>>

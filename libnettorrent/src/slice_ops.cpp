@@ -103,10 +103,12 @@ layer_state cut_slice(const layer_state& full, column_range cols) {
   s.params.w = full.params.w.middleCols(c0, len);
   s.params.b = full.params.b.segment(c0, len);
   // W is row-major, so W's optimizer state is too; b's is a plain vector.
-  s.w_state = {cut_vec(full.w_state.m, rows, n, cols), cut_vec(full.w_state.v, rows, n, cols),
-               full.w_state.steps};
-  s.b_state = {cut_vec(full.b_state.m, 1, n, cols), cut_vec(full.b_state.v, 1, n, cols),
-               full.b_state.steps};
+  s.w_state.steps = full.w_state.steps;
+  s.b_state.steps = full.b_state.steps;
+  for (auto vec : state_vectors) {
+    s.w_state.*vec = cut_vec(full.w_state.*vec, rows, n, cols);
+    s.b_state.*vec = cut_vec(full.b_state.*vec, 1, n, cols);
+  }
   return s;
 }
 
@@ -123,16 +125,14 @@ layer_state glue_slices(const std::vector<layer_state>& slices) {
   layer_state out;
   out.params.w.resize(rows, n);
   out.params.b.resize(n);
-  const bool wm = !slices[0].w_state.m.empty();
-  const bool wv = !slices[0].w_state.v.empty();
-  if (wm)
-    out.w_state.m.resize(static_cast<std::size_t>(rows * n));
-  if (wv)
-    out.w_state.v.resize(static_cast<std::size_t>(rows * n));
-  if (wm)
-    out.b_state.m.resize(static_cast<std::size_t>(n));
-  if (wv)
-    out.b_state.v.resize(static_cast<std::size_t>(n));
+  // Each state vector the first slice has (moments, feedback residual).
+  std::vector<std::vector<float> optimizer_state::*> vecs;
+  for (auto vec : state_vectors)
+    if (!(slices[0].w_state.*vec).empty()) {
+      vecs.push_back(vec);
+      (out.w_state.*vec).resize(static_cast<std::size_t>(rows * n));
+      (out.b_state.*vec).resize(static_cast<std::size_t>(n));
+    }
   out.w_state.steps = slices[0].w_state.steps;
   out.b_state.steps = slices[0].b_state.steps;
   Eigen::Index c0 = 0;
@@ -140,22 +140,14 @@ layer_state glue_slices(const std::vector<layer_state>& slices) {
     const auto len = s.params.w.cols();
     out.params.w.middleCols(c0, len) = s.params.w;
     out.params.b.segment(c0, len) = s.params.b;
-    for (Eigen::Index i = 0; i < rows; ++i)
-      for (Eigen::Index j = 0; j < len; ++j) {
-        const auto dst = static_cast<std::size_t>(i * n + c0 + j);
-        const auto src = static_cast<std::size_t>(i * len + j);
-        if (wm)
-          out.w_state.m[dst] = s.w_state.m.at(src);
-        if (wv)
-          out.w_state.v[dst] = s.w_state.v.at(src);
-      }
-    for (Eigen::Index j = 0; j < len; ++j) {
-      if (wm)
-        out.b_state.m[static_cast<std::size_t>(c0 + j)] =
-            s.b_state.m.at(static_cast<std::size_t>(j));
-      if (wv)
-        out.b_state.v[static_cast<std::size_t>(c0 + j)] =
-            s.b_state.v.at(static_cast<std::size_t>(j));
+    for (auto vec : vecs) {
+      for (Eigen::Index i = 0; i < rows; ++i)
+        for (Eigen::Index j = 0; j < len; ++j)
+          (out.w_state.*vec)[static_cast<std::size_t>(i * n + c0 + j)] =
+              (s.w_state.*vec).at(static_cast<std::size_t>(i * len + j));
+      for (Eigen::Index j = 0; j < len; ++j)
+        (out.b_state.*vec)[static_cast<std::size_t>(c0 + j)] =
+            (s.b_state.*vec).at(static_cast<std::size_t>(j));
     }
     c0 += len;
   }
@@ -167,9 +159,10 @@ std::size_t params_bytes(const dense_params& p) {
 }
 
 std::size_t state_bytes(const layer_state& s) {
-  return sizeof(float)
-         * (static_cast<std::size_t>(s.params.w.size() + s.params.b.size()) + s.w_state.m.size()
-            + s.w_state.v.size() + s.b_state.m.size() + s.b_state.v.size());
+  auto n = static_cast<std::size_t>(s.params.w.size() + s.params.b.size());
+  for (auto vec : state_vectors)
+    n += (s.w_state.*vec).size() + (s.b_state.*vec).size();
+  return sizeof(float) * n;
 }
 
 } // namespace nettorrent

@@ -134,6 +134,33 @@ dense_params decode_params(const coded_params& c, const dense_params& base) {
   return out;
 }
 
+coded_params encode_with_feedback(const dense_params& now, const dense_params& base,
+                                  sync_precision p, const std::vector<float>& w_owed,
+                                  const std::vector<float>& b_owed, std::vector<float>& w_next,
+                                  std::vector<float>& b_next) {
+  dense_params x = now;
+  const auto add = [](float* to, const std::vector<float>& owed, std::size_t n) {
+    if (owed.size() == n)
+      for (std::size_t i = 0; i < n; ++i)
+        to[i] += owed[i];
+  };
+  const auto nw = static_cast<std::size_t>(x.w.size());
+  const auto nb = static_cast<std::size_t>(x.b.size());
+  add(x.w.data(), w_owed, nw);
+  add(x.b.data(), b_owed, nb);
+  coded_params c = encode_params(x, base, p);
+  const dense_params sent = decode_params(c, base);
+  const auto owe = [](const float* want, const float* got, std::vector<float>& out,
+                      std::size_t n) {
+    out.resize(n);
+    for (std::size_t i = 0; i < n; ++i)
+      out[i] = want[i] - got[i];
+  };
+  owe(x.w.data(), sent.w.data(), w_next, nw);
+  owe(x.b.data(), sent.b.data(), b_next, nb);
+  return c;
+}
+
 coded_params cut_columns(const coded_params& c, column_range cols) {
   return {cut(c.w, cols), cut(c.b, cols)};
 }
@@ -159,12 +186,13 @@ std::string check_payload(const round_payload& p, std::int64_t rows, std::int64_
     return {};
   const auto n = static_cast<std::size_t>(rows * cols);
   const auto nb = static_cast<std::size_t>(cols);
-  for (const auto* v : {&p.w_state.m, &p.w_state.v})
-    if (!v->empty() && v->size() != n)
-      return "optimizer moments of the wrong size";
-  for (const auto* v : {&p.b_state.m, &p.b_state.v})
-    if (!v->empty() && v->size() != nb)
-      return "optimizer moments of the wrong size";
+  for (auto vec : state_vectors) {
+    const auto& w = p.w_state.*vec;
+    const auto& b = p.b_state.*vec;
+    if ((!w.empty() && w.size() != n) || (!b.empty() && b.size() != nb))
+      return vec == &optimizer_state::r ? "a feedback residual of the wrong size"
+                                        : "optimizer moments of the wrong size";
+  }
   return {};
 }
 
@@ -179,7 +207,9 @@ round_payload cut_payload(const round_payload& whole, column_range cols) {
   auto moments = [&](const optimizer_state& from, std::size_t r) {
     optimizer_state s;
     s.steps = from.steps;
-    for (auto [src, dst] : {std::pair{&from.m, &s.m}, std::pair{&from.v, &s.v}}) {
+    for (auto vec : state_vectors) {
+      const std::vector<float>* src = &(from.*vec);
+      std::vector<float>* dst = &(s.*vec);
       if (src->empty())
         continue;
       dst->reserve(r * cols.size());
@@ -195,10 +225,10 @@ round_payload cut_payload(const round_payload& whole, column_range cols) {
 }
 
 std::size_t payload_bytes(const round_payload& p) noexcept {
-  return coded_bytes(p.weights)
-         + sizeof(float)
-               * (p.w_state.m.size() + p.w_state.v.size() + p.b_state.m.size()
-                  + p.b_state.v.size());
+  std::size_t n = 0;
+  for (auto vec : state_vectors)
+    n += (p.w_state.*vec).size() + (p.b_state.*vec).size();
+  return coded_bytes(p.weights) + sizeof(float) * n;
 }
 
 std::size_t coded_bytes(const coded_params& c) noexcept {

@@ -23,7 +23,8 @@ protected:
   /// Spawns R x P slices of `layer` (replica r seeded 100 + r, so replicas
   /// differ). With `distinct_moments`, every slice's Adam moments are set to
   /// values unique to (replica, slice, element), with equal step counters.
-  void spawn_slices(bool distinct_moments, nt::sync_precision coding = nt::sync_precision::f32) {
+  void spawn_slices(bool distinct_moments, nt::sync_precision coding = nt::sync_precision::f32,
+                    bool feedback = false) {
     nt::optimizer_config opt;
     opt.kind = nt::optimizer_kind::adam;
     for (std::size_t r = 0; r < R; ++r)
@@ -36,6 +37,7 @@ protected:
         // Coded rounds send changes from weights every replica shares.
         spec.seed = coding == nt::sync_precision::f32 ? 100 + r : 100;
         spec.sync_coding = coding;
+        spec.sync_feedback = feedback;
         spec.max_batch = 64;
         slices.push_back(spawn(nt::neuron_slice, spec));
       }
@@ -451,6 +453,81 @@ TEST_F(Leader, CodedOuterRoundsSendChangesAndEverySliceRebuildsTheSameBits) {
                               {}}),
         "weights in a sync precision other than this run's");
   }
+}
+
+TEST_F(Leader, FeedbackRoundsCarryEachSlicesResidualWhichStandsOnceTheRoundIsApplied) {
+  slices.clear();
+  spawn_slices(false, nt::sync_precision::int8, /*feedback=*/true);
+  auto leader = spawn_leader();
+  auto log = std::make_shared<message_log>();
+  auto relay = spawn(fake_relay, log);
+  const auto theta_slices = all_states()[0];
+  for (const auto& st : theta_slices)
+    ASSERT_EQ(st.w_state.r.size(), static_cast<std::size_t>(st.params.w.size()))
+        << "a residual of zeros from the start";
+  const auto x = filled(4, 12, 0.3f);
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t i = 0; i < P; ++i) {
+      const auto& sl = at(r, i);
+      EXPECT_TRUE(ask_ok(sl, nt::atom::wire::value, nt::grad_sink_actor{relay},
+                         nt::block_sink_actor{relay}));
+      deliver(sl, nt::atom::forward::value, 0u, std::uint64_t{1}, true, share(x));
+      const auto cols = static_cast<Eigen::Index>(theta_slices[i].params.w.cols());
+      deliver(sl, nt::atom::backward::value, 0u, std::uint64_t{1},
+              nt::owned_matrix{filled(4, cols, 0.1f * static_cast<float>(r + 1))});
+    }
+  const auto trained = all_states();
+  nt::sync_request req = outer_of(theta_slices, 0.7f, 0.9f, true, false);
+  req.theta = nt::glue_slices(theta_slices).params;
+  req.coding = nt::sync_precision::int8;
+  auto ask_round = [&] {
+    return ask<nt::exchange_result>(leader, nt::atom::sync::value, std::uint32_t{0},
+                                    static_cast<std::uint8_t>(nt::sync_policy::outer), req);
+  };
+  auto a = ask_round();
+  auto b = ask_round(); // a round that runs again reads the same
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->update.w.q, b->update.w.q);
+  ASSERT_EQ(a->post.size(), R);
+  const auto cols = nt::split_columns(8, P);
+  for (std::size_t r = 0; r < R; ++r) {
+    const auto& owed = a->post[r].w_state.r;
+    ASSERT_EQ(owed.size(), static_cast<std::size_t>(a->post[r].params.w.size()));
+    EXPECT_TRUE(same_bits(owed, b->post[r].w_state.r));
+    // The residual is what replica r's coded change left out of its weights.
+    double largest = 0;
+    for (std::size_t k = 0; k < owed.size(); ++k)
+      largest = std::max(largest, std::abs(double{owed[k]}));
+    EXPECT_GT(largest, 0.0) << "int8 rounding leaves something to carry";
+    EXPECT_LT(largest, 0.01) << "at most half a quantum of a row's change";
+    for (std::size_t i = 0; i < P; ++i) {
+      const std::vector<float> now = state_of(r, i).w_state.r;
+      ASSERT_FALSE(now.empty());
+      EXPECT_EQ(*std::max_element(now.begin(), now.end()), 0.0f)
+          << "read, not yet applied: the slice still owes nothing";
+    }
+  }
+  for (std::uint32_t r = 0; r < R; ++r)
+    EXPECT_GT(ask<std::uint64_t>(leader, nt::atom::round_set::value, r,
+                                 nt::round_payload{a->update, false, {}, {}})
+                  .value_or(0),
+              0u);
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t i = 0; i < P; ++i) {
+      const auto want = nt::cut_slice(a->post[r], cols[i]);
+      EXPECT_TRUE(same_bits(state_of(r, i).w_state.r, want.w_state.r))
+          << "replica " << r << " slice " << i << ": the round's residual stands";
+      EXPECT_TRUE(same_bits(state_of(r, i).b_state.r, want.b_state.r));
+    }
+  // A rollback to a state without a residual starts owing nothing again.
+  nt::layer_state plain = state_of(1, 0);
+  plain.w_state.r.clear();
+  plain.b_state.r.clear();
+  EXPECT_TRUE(ask_ok(at(1, 0), nt::atom::set_state::value, plain));
+  const auto back = state_of(1, 0).w_state.r;
+  ASSERT_EQ(back.size(), static_cast<std::size_t>(plain.params.w.size()));
+  EXPECT_EQ(*std::max_element(back.begin(), back.end()), 0.0f);
+  EXPECT_EQ(*std::min_element(back.begin(), back.end()), 0.0f);
 }
 
 TEST_F(Leader, OuterRefusesABadOuterState) {

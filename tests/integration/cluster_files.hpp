@@ -37,6 +37,7 @@ struct run_spec {
   std::string policy = "best";
   std::string sync_precision = "f32"; ///< topology.sync_precision
   bool round_moments = true;          ///< topology.round_moments
+  bool sync_feedback = false;         ///< topology.sync_feedback
 
   std::string run_sections(const std::string& output_dir) const {
     std::ostringstream os;
@@ -52,7 +53,8 @@ struct run_spec {
        << "[topology]\nreplicas = " << replicas << "\nslices = " << slices
        << "\nmax_in_flight = " << max_in_flight << "\nsync_every = " << sync_every
        << "\nsync_policy = \"" << policy << "\"\nsync_precision = \"" << sync_precision
-       << "\"\nround_moments = " << (round_moments ? "true" : "false") << "\n\n"
+       << "\"\nround_moments = " << (round_moments ? "true" : "false")
+       << "\nsync_feedback = " << (sync_feedback ? "true" : "false") << "\n\n"
        << "[system]\nscheduler_threads = 1\nregistration_timeout = " << registration_timeout
        << "\nheartbeat_interval = " << heartbeat_interval
        << "\nconnection_timeout = " << connection_timeout << "\nstall_timeout = " << stall_timeout

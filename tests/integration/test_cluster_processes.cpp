@@ -596,6 +596,27 @@ TEST_F(LostNode, WithoutRoundMomentsAKilledNodesReplicasGoOnWithFreshMomentsAndT
   EXPECT_NEAR(got, ref, 0.03);
 }
 
+TEST_F(LostNode, UnderInt8RoundsWithFeedbackAKilledNodeIsRecoveredFromBitIdentically) {
+  // Every replica's residual travels with its moments, so the kept round
+  // holds it and a re-spawned slice owes exactly what the lost one did.
+  run_spec spec = recovery_spec(0.5, 3);
+  spec.policy = "outer";
+  spec.sync_precision = "int8";
+  spec.sync_feedback = true;
+  ASSERT_NO_FATAL_FAILURE(run_reference(spec));
+  run_spec plain = spec;
+  plain.sync_feedback = false;
+  ASSERT_NO_FATAL_FAILURE(run_embedded(plain, path("reference-plain")));
+  EXPECT_NE(read_file(path("reference/model.ckpt")), read_file(path("reference-plain/model.ckpt")))
+      << "the feedback changes the run";
+  ASSERT_NO_FATAL_FAILURE(start_cluster(spec, 3, 20261205));
+  nodes_[1]->signal(SIGKILL); // n1: swarm 2 of both replicas
+  ASSERT_TRUE(exits_within(*nodes_[1], 5s));
+  expect_run_completes({0, 2}, 2);
+  EXPECT_CONTAINS(nodes_[0]->out(), "failures: 1 recoveries (2 replicas rolled back)");
+  expect_bit_identical_to_reference();
+}
+
 TEST_F(LostNode, WithTheClustersDefaultSettingsAKilledNodeCostsUnderHalfAPoint) {
   // config/cluster as shipped but for 10 epochs instead of 20: max_in_flight
   // 2, so runs are not deterministic and two fault-free runs differ a little

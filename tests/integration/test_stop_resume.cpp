@@ -184,7 +184,8 @@ protected:
 // the shipped run with int8 sync rounds, whose slices rebuild each round
 // from the resumed round's weights. "outer+light": rounds that leave the
 // moments on the slices; the shorter run's end state still has its round's
-// (the round before the off-grid end reads them).
+// (the round before the off-grid end reads them). "outer+int8+feedback":
+// every replica's residual goes into the run checkpoint and back.
 TEST_P(ShippedLocal, TwoEpochsThenFourEqualFourStraight) {
   const std::string param = GetParam();
   const std::string command = param[0] == 'c' ? "centralised" : "train";
@@ -193,6 +194,8 @@ TEST_P(ShippedLocal, TwoEpochsThenFourEqualFourStraight) {
     policy = {"--topology.sync_policy=" + param.substr(0, param.find('+'))};
   if (param.find("+int8") != std::string::npos)
     policy.push_back("--topology.sync_precision=int8");
+  if (param.find("+feedback") != std::string::npos)
+    policy.push_back("--topology.sync_feedback=true");
   if (param.find("+light") != std::string::npos)
     policy.push_back("--topology.round_moments=false");
   auto with = [&](std::vector<std::string> a) {
@@ -210,7 +213,8 @@ TEST_P(ShippedLocal, TwoEpochsThenFourEqualFourStraight) {
 
 INSTANTIATE_TEST_SUITE_P(Commands, ShippedLocal,
                          ::testing::Values("outer", "average", "best", "none", "centralised",
-                                           "outer+int8", "outer+light"));
+                                           "outer+int8", "outer+light",
+                                           "outer+int8+feedback"));
 
 // Rounds that leave the moments on the slices change what a round moves,
 // not what it computes: the shipped run (keep_best off, so the saved model

@@ -504,6 +504,25 @@ TEST_F(ConfigFiles, RoundMomentsOffNeedsAnOuterPolicyThatLeavesMomentsAlone) {
   EXPECT_CONTAINS(msg, "topology.round_moments");
 }
 
+TEST_F(ConfigFiles, SyncFeedbackNeedsCodedOuterRounds) {
+  const nt::run_config c =
+      nt::load_run_config({"--topology.sync_precision=int8", "--topology.sync_feedback=true"});
+  EXPECT_TRUE(c.topology.sync_feedback);
+  EXPECT_CONTAINS(c.canonical(), "topology.sync_feedback=true\n");
+  EXPECT_EQ(nt::load_run_config({"--topology.sync_feedback=false"}).hash(),
+            nt::load_run_config({}).hash());
+  EXPECT_CONTAINS(error_of([&] { nt::load_run_config({"--topology.sync_feedback=true"}); }),
+                  "topology.sync_feedback = true needs topology.sync_precision \"bf16\" or "
+                  "\"int8\": f32 rounds lose nothing to carry");
+  EXPECT_CONTAINS(error_of([&] {
+                    nt::load_run_config({"--topology.sync_policy=average",
+                                         "--topology.sync_precision=int8",
+                                         "--topology.sync_feedback=true"});
+                  }),
+                  "needs sync_policy \"outer\" with topology.outer_average_moments = false, where "
+                  "each replica keeps its own residual; \"average\" does not");
+}
+
 TEST_F(ConfigFiles, SyncPrecisionNeedsASyncedPolicyAndAKnownValue) {
   EXPECT_EQ(nt::load_run_config({"--topology.sync_precision=bf16"}).topology.sync_coding,
             nt::sync_precision::bf16);
@@ -752,6 +771,7 @@ TEST(RunConfigHash, CoversExactlyTheResultAffectingKeys) {
   c.topology.outer_average_moments = true;
   c.topology.sync_coding = nt::sync_precision::int8;
   c.topology.round_moments = false;
+  c.topology.sync_feedback = true;
   EXPECT_EQ(canonical_keys(c.canonical()), want);
 }
 

@@ -107,6 +107,8 @@ void expect_same_layers(const std::vector<nt::layer_state>& a,
     EXPECT_TRUE(same_floats(a[l].w_state.v, b[l].w_state.v));
     EXPECT_TRUE(same_floats(a[l].b_state.m, b[l].b_state.m));
     EXPECT_TRUE(same_floats(a[l].b_state.v, b[l].b_state.v));
+    EXPECT_TRUE(same_floats(a[l].w_state.r, b[l].w_state.r));
+    EXPECT_TRUE(same_floats(a[l].b_state.r, b[l].b_state.r));
     EXPECT_EQ(a[l].w_state.steps, b[l].w_state.steps);
     EXPECT_EQ(a[l].b_state.steps, b[l].b_state.steps);
   }
@@ -237,6 +239,39 @@ TEST_F(RunCheckpoint, APolicyStateOfSeveralPartsPerLayerRoundTrips) {
   expect_same_state(nt::load_run_checkpoint(path("general.ckpt")).state, s);
   nt::save_run_checkpoint(path("one.ckpt"), header_for(outer_state()), outer_state());
   EXPECT_GT(read_file(path("general.ckpt")).size(), read_file(path("one.ckpt")).size());
+}
+
+TEST_F(RunCheckpoint, FeedbackResidualsRoundTripInTheirOwnSectionAndStayOutOfTheModel) {
+  // Every replica's residual of every layer (topology.sync_feedback),
+  // after the policy state; the model section (model.ckpt) holds none.
+  nt::run_state s = outer_state();
+  float k = 0.001f;
+  for (auto& m : s.models)
+    for (auto& l : m) {
+      l.w_state.r.resize(static_cast<std::size_t>(l.params.w.size()));
+      l.b_state.r.resize(static_cast<std::size_t>(l.params.b.size()));
+      for (auto& x : l.w_state.r)
+        x = (k += 0.001f);
+      for (auto& x : l.b_state.r)
+        x = -(k += 0.001f);
+    }
+  nt::save_run_checkpoint(path("owed.ckpt"), header_for(s), s);
+  const nt::run_checkpoint back = nt::load_run_checkpoint(path("owed.ckpt"));
+  expect_same_state(back.state, s);
+  EXPECT_TRUE(back.model.layers[0].w_state.r.empty()) << "model.ckpt's layers carry no residual";
+  nt::save_run_checkpoint(path("outer.ckpt"), header_for(outer_state()), outer_state());
+  std::size_t section = 1; // the flag
+  for (const auto& m : s.models)
+    for (const auto& l : m)
+      section += 2 * 8 + (l.w_state.r.size() + l.b_state.r.size()) * 4;
+  EXPECT_EQ(read_file(path("owed.ckpt")).size(), read_file(path("outer.ckpt")).size() + section);
+  // A residual of the wrong size is refused on reading, naming it.
+  nt::run_state bad = s;
+  bad.models[2][1].b_state.r.pop_back();
+  nt::save_run_checkpoint(path("bad.ckpt"), header_for(bad), bad);
+  const std::string msg = error_of([&] { nt::load_run_checkpoint(path("bad.ckpt")); });
+  EXPECT_CONTAINS(msg, path("bad.ckpt"));
+  EXPECT_CONTAINS(msg, "model 2, layer 1: a sync feedback residual of the wrong size");
 }
 
 TEST_F(RunCheckpoint, AReplicaChangeRoundTripsAfterThePolicyStateAndIsAbsentOtherwise) {

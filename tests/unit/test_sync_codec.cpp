@@ -165,3 +165,58 @@ TEST(SyncCodec, AMalformedPayloadIsNamed) {
   c.b.halves.push_back(1);
   EXPECT_CONTAINS(nt::check_coded(c, base), "bias (1 x 10, int8) whose payload has the wrong size");
 }
+
+TEST(SyncCodec, ErrorFeedbackDeliversWhatRoundingHeldBack) {
+  // A replica that starts every round from the round's weights and moves
+  // by the same small step: without feedback each int8 change loses the
+  // same rounding and the model drifts from where the steps lead; with it
+  // the delivered changes add up to the steps but for the last residual,
+  // within half a quantum per element.
+  const nt::dense_params base = layer(3, 2.0f);
+  nt::dense_params step = layer(4, 0.01f);
+  step.w(0, 0) = 1.0f; // a large entry sets row 0's scale: the others round coarsely
+  std::vector<float> w_owed, b_owed, w_next, b_next;
+  nt::dense_params sent = base;  // the synced weights, round by round
+  nt::dense_params plain = base; // the same without feedback
+  const int rounds = 20;
+  for (int k = 0; k < rounds; ++k) {
+    nt::dense_params now = sent;
+    now.w += step.w;
+    now.b += step.b;
+    const nt::coded_params c =
+        nt::encode_with_feedback(now, sent, nt::sync_precision::int8, w_owed, b_owed, w_next, b_next);
+    const nt::dense_params got = nt::decode_params(c, sent);
+    // The residual is what the coding left out of now + owed.
+    for (Eigen::Index i = 0; i < got.w.size(); ++i) {
+      const auto u = static_cast<std::size_t>(i);
+      const float want = now.w.data()[i] + (w_owed.empty() ? 0.0f : w_owed[u]);
+      ASSERT_EQ(w_next[u], want - got.w.data()[i]) << i;
+    }
+    w_owed = w_next;
+    b_owed = b_next;
+    sent = got;
+    nt::dense_params pnow = plain;
+    pnow.w += step.w;
+    pnow.b += step.b;
+    plain = nt::decode_params(nt::encode_params(pnow, plain, nt::sync_precision::int8), plain);
+  }
+  double fed = 0, drift = 0;
+  for (Eigen::Index j = 1; j < base.w.cols(); ++j) {
+    const double target = double{base.w(0, j)} + rounds * double{step.w(0, j)};
+    fed = std::max(fed, std::abs(target - sent.w(0, j)));
+    drift = std::max(drift, std::abs(target - plain.w(0, j)));
+  }
+  // Row 0's change is about 1 each round: a quantum of about 1/127.
+  const double half_quantum = 1.01 / 127 / 2;
+  EXPECT_LE(fed, half_quantum) << "feedback keeps within half a quantum";
+  EXPECT_GT(drift, 4 * half_quantum) << "plain coding drifts round after round";
+  // Deterministic: the same inputs give the same bits.
+  std::vector<float> w2, b2;
+  const nt::coded_params a =
+      nt::encode_with_feedback(sent, base, nt::sync_precision::bf16, w_owed, b_owed, w_next, b_next);
+  const nt::coded_params b =
+      nt::encode_with_feedback(sent, base, nt::sync_precision::bf16, w_owed, b_owed, w2, b2);
+  EXPECT_EQ(a.w.halves, b.w.halves);
+  EXPECT_EQ(w_next, w2);
+  EXPECT_EQ(b_next, b2);
+}
