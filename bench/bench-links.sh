@@ -7,9 +7,11 @@
 #                   f32 activations, gradients and sync rounds
 #   by_swarm int8   the same with system.wire_precision = "int8"
 #   by_replica f32  placement.strategy = "by_replica", f32 sync rounds
-#   by_replica int8 the same with topology.sync_precision = "int8"
+#   by_replica int8 the same with topology.sync_precision = "int8", no
+#                   error feedback
 #   auto            placement.strategy = "auto", nodes.bandwidth_mbit = the
-#                   row's rate, config/hosts as shipped (bf16 sync rounds)
+#                   row's rate, config/hosts as shipped (int8 sync rounds
+#                   with error feedback)
 # Rows: free links, then each RATE (tc syntax in Mbit/s: 1000, 100, 10).
 # Each cell: samples/s, bytes per training batch on the busiest host link
 # (kernel counters, BASP and TLS framing included), seconds to 88% validation
@@ -146,10 +148,11 @@ for rate in free "${rates[@]}"; do
   bw=""
   [ "$rate" = free ] || bw=$rate
   row=()
-  row+=("$(cell by_swarm "$rate" "" --topology.sync_precision=f32)")
-  row+=("$(cell by_swarm "$rate" "" --topology.sync_precision=f32 --system.wire_precision=int8)")
-  row+=("$(cell by_replica "$rate" "" --topology.sync_precision=f32)")
-  row+=("$(cell by_replica "$rate" "" --topology.sync_precision=int8)")
+  f32=(--topology.sync_precision=f32 --topology.sync_feedback=false)
+  row+=("$(cell by_swarm "$rate" "" "${f32[@]}")")
+  row+=("$(cell by_swarm "$rate" "" "${f32[@]}" --system.wire_precision=int8)")
+  row+=("$(cell by_replica "$rate" "" "${f32[@]}")")
+  row+=("$(cell by_replica "$rate" "" --topology.sync_precision=int8 --topology.sync_feedback=false)")
   row+=("$(cell auto "$rate" "${bw:-10000}")")
   chosen=$(sed -n 's/.*auto chose \([a-z_]*\).*/\1/p' "$out"/run-auto-"$rate"-*-n0.log | head -1)
   label=$rate

@@ -311,7 +311,9 @@ std::string plan_report(const cluster_config& cluster, const plan_options& opt) 
                     + std::to_string(run.topology.sync_every) + " samples ("
                     + std::string{to_string(run.topology.policy)} + "), wire "
                     + std::string{to_string(run.system.wire)} + ", sync "
-                    + std::string{to_string(run.topology.sync_coding)} + "\n";
+                    + std::string{to_string(run.topology.sync_coding)}
+                    + (run.topology.sync_feedback ? " with feedback" : "")
+                    + (run.topology.round_moments ? "" : ", moments only for run states") + "\n";
   out +=
       "assumed per node: cores "
       + num(opt.cores, opt.cores == static_cast<double>(static_cast<long long>(opt.cores)) ? 0 : 2)

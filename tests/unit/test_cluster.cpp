@@ -944,15 +944,18 @@ TEST_F(ExampleHosts, TheThreeHostExampleIsTheLoopbackRunWithAReplicaPerHostAndTl
   const nt::cluster_config c = nt::load_cluster_config(path("cluster.ini"));
   EXPECT_TRUE(c.tls.enabled);
   // Only the output directory, the replicas (one per host) and what a round
-  // moves between hosts (bf16 changes, the moments left on the hosts)
+  // moves between hosts (int8 changes with feedback, the moments left on
+  // the hosts)
   // differ in the run sections; auto places the replicas a host each.
   nt::run_config run = c.run;
   run.training.output_dir = loopback.run.training.output_dir;
   EXPECT_EQ(c.run.topology.replicas, 3u);
   run.topology.replicas = loopback.run.topology.replicas;
-  EXPECT_EQ(c.run.topology.sync_coding, nt::sync_precision::bf16);
+  EXPECT_EQ(c.run.topology.sync_coding, nt::sync_precision::int8);
+  EXPECT_TRUE(c.run.topology.sync_feedback);
   EXPECT_FALSE(c.run.topology.round_moments);
   run.topology.sync_coding = loopback.run.topology.sync_coding;
+  run.topology.sync_feedback = loopback.run.topology.sync_feedback;
   run.topology.round_moments = loopback.run.topology.round_moments;
   EXPECT_EQ(run.canonical(), loopback.run.canonical());
   EXPECT_EQ(c.placement.strategy, nt::placement_strategy::automatic);

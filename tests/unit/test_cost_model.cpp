@@ -21,13 +21,15 @@ namespace {
 
 /// config/hosts with 2 replicas: 784-256-128-10, batch 64, 1 slice per
 /// layer, outer with Adam, 5000 validation samples; a round every 6400
-/// samples per replica (100 steps), f32 rounds that read the moments.
+/// samples per replica (100 steps), f32 rounds that read the moments,
+/// no feedback.
 nt::cluster_config hosts(nt::placement_strategy s) {
   nt::cluster_config c =
       nt::load_cluster_config(std::string{NETTORRENT_SOURCE_DIR} + "/config/hosts/cluster.ini");
   c.run.topology.sync_every = 6400;
   c.run.topology.replicas = 2;
   c.run.topology.sync_coding = nt::sync_precision::f32;
+  c.run.topology.sync_feedback = false;
   c.run.topology.round_moments = true;
   c.placement.strategy = s;
   c.validate();
