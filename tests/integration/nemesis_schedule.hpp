@@ -71,7 +71,7 @@ enum class settings {
 };
 
 inline const char* name_of(settings s) {
-  return s == settings::exact ? "exact (max_in_flight = 1)" : "shipped";
+  return s == settings::exact ? "exact (max_in_flight = 1, round moments)" : "shipped";
 }
 
 struct schedule {

@@ -49,7 +49,7 @@ TEST(NemesisSchedule, ASeedsScheduleIsFixed) {
   nemesis::generator g{0};
   EXPECT_EQ(g.next(), 0xe220a8397b1dcdafULL); // splitmix64's first output for seed 0
   EXPECT_EQ(nemesis::describe(nemesis::draw(1, 15000)),
-            "seed 1: settings exact (max_in_flight = 1), 3 faults\n"
+            "seed 1: settings exact (max_in_flight = 1, round moments), 3 faults\n"
             "   4.288 s  rate-1mbit  n1   for 12.112 s\n"
             "   6.871 s  kill        n2   not restarted\n"
             "  11.502 s  cpu-hog     all  for 15.258 s\n");
