@@ -209,8 +209,8 @@ using coordinator_actor = barrier_sink_actor::extend<
     caf::replies_to<atom::peers>::with<node_states, bool /*training began*/>,
     /// A node at start times a transfer of `bytes` to this node; returns their count.
     caf::replies_to<atom::probe, probe_bytes>::with<std::uint64_t>,
-    /// What node `node` measured at start: its link to this node (Mbit/s),
-    /// one core's rate (GFLOP/s) and its cores.
+    /// What node `node` measured at start: its link to this node (Mbit/s;
+    /// 0: the probe had no answer), one core's rate (GFLOP/s) and its cores.
     caf::reacts_to<atom::probe, node_name, double /*mbit*/, double /*gflops*/,
                    std::uint32_t /*cores*/>>;
 
@@ -229,6 +229,9 @@ using node_actor = caf::typed_actor<
     /// Stops every actor this node hosts.
     caf::replies_to<atom::stop>::with<atom::ok>,
     /// Prints what every actor this node hosts is waiting for (SIGUSR1).
-    caf::reacts_to<atom::dump>>;
+    caf::reacts_to<atom::dump>,
+    /// Prints the placement the coordinator planned on every node's start-up
+    /// figures (placement "auto"); from the coordinator only.
+    caf::reacts_to<atom::placed, std::string>>;
 
 } // namespace nettorrent

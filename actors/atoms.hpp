@@ -40,6 +40,7 @@ using hosts = caf::atom_constant<caf::atom("hosts")>; ///< the actors this node 
 using stop = caf::atom_constant<caf::atom("stop")>;   ///< stop the actors this node hosts
 using peers = caf::atom_constant<caf::atom("peers")>; ///< which nodes a newcomer links to
 using probe = caf::atom_constant<caf::atom("probe")>; ///< a node times its link at start
+using placed = caf::atom_constant<caf::atom("placed")>; ///< the placement planned at start
 
 // Recovery.
 using pause = caf::atom_constant<caf::atom("pause")>;     ///< a worker stops feeding

@@ -510,9 +510,33 @@ bool trusted_sender(self_ptr self) {
 
 namespace {
 
+/// Plans placement "auto" on every node's start-up figures `all`, hands the
+/// plan to the run machine (which asks the nodes for their actors) and to
+/// every node, and returns it.
+placement_plan place_on_figures(coordinator_actor::stateful_pointer<coordinator_state> self,
+                                const std::vector<node_figures>& all) {
+  auto& st = self->state;
+  const placement_plan plan = plan_placement(*st.spec.cluster, &all);
+  if (plan.nodes != st.spec.nodes)
+    throw error("placement auto: the plan's nodes differ from the coordinator's");
+  std::vector<std::size_t> placement;
+  for (const auto& a : plan.actors())
+    placement.push_back(plan.node_index(a));
+  const std::string text = "placement planned on every node's start-up figures:\n" + describe(plan);
+  std::istringstream lines{text};
+  for (std::string line; std::getline(lines, line);)
+    caf::aout(self) << "coordinator: " << line << std::endl;
+  st.machine->place(std::move(placement));
+  for (std::size_t n = 0; n < st.nodes.size(); ++n)
+    if (st.nodes[n] && n != plan.coordinator_node) // this node printed it above
+      self->send(st.nodes[n], atom::placed::value, text);
+  return plan;
+}
+
 /// Keeps what node `node` measured at start; once every other node has,
-/// prints the figures with the cost model's predictions (once per run).
-/// This node's own link is not measured: it counts as fast as the fastest
+/// plans placement "auto" on the figures (if the run waits for it) and
+/// prints them with the cost model's predictions (once per run). This
+/// node's own link is not measured: it counts as fast as the fastest
 /// measured one.
 void take_figures(coordinator_actor::stateful_pointer<coordinator_state> self,
                   const std::string& node, node_figures f) {
@@ -520,10 +544,10 @@ void take_figures(coordinator_actor::stateful_pointer<coordinator_state> self,
   const auto it = std::find(st.spec.nodes.begin(), st.spec.nodes.end(), node);
   const auto& sender = self->current_sender();
   if (!st.spec.cluster || it == st.spec.nodes.end() || !sender
-      || st.admitted.count(sender->node()) == 0 || !std::isfinite(f.mbit) || !(f.mbit > 0)
+      || st.admitted.count(sender->node()) == 0 || !std::isfinite(f.mbit) || !(f.mbit >= 0)
       || !std::isfinite(f.gflops) || !(f.gflops > 0) || !(f.cores >= 1 && f.cores <= 4096)) {
     caf::aout(self) << "coordinator: ignored start-up figures from " << node
-                    << " (not an admitted node of this run, or not positive and finite)"
+                    << " (not an admitted node of this run, or not finite and in range)"
                     << std::endl;
     return;
   }
@@ -551,7 +575,20 @@ void take_figures(coordinator_actor::stateful_pointer<coordinator_state> self,
   caf::aout(self) << "coordinator: every node's start-up figures (" << st.spec.nodes[me]
                   << ", this node, measures no link: taken as the fastest measured)" << std::endl;
   try {
-    std::istringstream lines{measured_report(*st.spec.cluster, all)};
+    const placement_plan plan = st.machine->placement_held()
+                                    ? place_on_figures(self, all)
+                                    : plan_placement(*st.spec.cluster);
+    std::vector<node_figures> used(N);
+    std::string given;
+    for (std::size_t i = 0; i < N; ++i) {
+      used[i] = planning_figures(*st.spec.cluster, st.spec.nodes[i], &all[i]);
+      if (used[i].mbit != all[i].mbit || used[i].cores != all[i].cores)
+        given += (given.empty() ? "" : ", ") + st.spec.nodes[i];
+    }
+    if (!given.empty())
+      caf::aout(self) << "coordinator: the description's nodes.bandwidth_mbit or nodes.cores "
+                      << "stand for what was measured (or not measured) on " << given << std::endl;
+    std::istringstream lines{measured_report(*st.spec.cluster, used, plan)};
     for (std::string line; std::getline(lines, line);)
       caf::aout(self) << "coordinator: " << line << std::endl;
   } catch (const nettorrent::error& e) {
@@ -570,6 +607,11 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
   s.machine = std::make_unique<run_machine>(s.spec.cfg, *s.backend, steady_seconds, s.spec.verbose,
                                             s.spec.placement, s.spec.nodes);
   s.machine->set_rebalance_on_rejoin(s.spec.rebalance_on_rejoin);
+  // Placement auto on several nodes waits for what every node measures at
+  // start (take_figures).
+  if (s.spec.cluster && s.spec.cluster->placement.strategy == placement_strategy::automatic
+      && s.spec.nodes.size() > 1 && !s.spec.placement.empty())
+    s.machine->hold_placement();
   if (s.spec.resume)
     s.machine->resume_from(*s.spec.resume);
   s.handles.resize(s.machine->layout().size());

@@ -1,6 +1,7 @@
 #include "node_actor.hpp"
 
 #include <algorithm>
+#include <sstream>
 
 #include <caf/all.hpp>
 
@@ -90,6 +91,16 @@ node_actor::behavior_type node(node_actor::stateful_pointer<node_state> self, no
       [=](atom::stop) {
         stop_hosted(self);
         return atom::ok::value;
+      },
+      [=](atom::placed, const std::string& plan) {
+        const auto& sender = self->current_sender();
+        if (!sender || sender->address() != self->state.coordinator.address())
+          return; // only the coordinator of the run this node joined
+        std::string out;
+        std::istringstream lines{plan.substr(0, 1u << 16)};
+        for (std::string line; std::getline(lines, line);)
+          out += "node " + self->state.spec.id + ": " + line + "\n";
+        caf::aout(self) << out << std::flush;
       },
       [=](atom::dump) {
         std::vector<std::pair<std::string, caf::actor>> who;

@@ -299,11 +299,19 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
   const std::string me = "node " + nc.id;
   const std::uint64_t hash = cc.hash();
 
-  out << me << ": cluster " << nc.cluster_file << " (hash " << hash_hex(hash) << "), "
-      << mine.size() << " actors here, listening on " << nc.bind << ':' << nc.port
-      << (cc.tls.enabled ? " (TLS)" : "") << ", wire precision " << to_string(cfg.system.wire)
-      << '\n'
-      << describe(plan) << std::flush;
+  const bool planned_at_start =
+      cc.placement.strategy == placement_strategy::automatic && plan.nodes.size() > 1;
+  out << me << ": cluster " << nc.cluster_file << " (hash " << hash_hex(hash) << "), ";
+  if (planned_at_start)
+    out << "actors placed by the coordinator on every node's start-up figures";
+  else
+    out << mine.size() << " actors here";
+  out << ", listening on " << nc.bind << ':' << nc.port << (cc.tls.enabled ? " (TLS)" : "")
+      << ", wire precision " << to_string(cfg.system.wire) << '\n';
+  if (planned_at_start)
+    out << "placement auto: planned once every node has measured its link and compute; on the "
+           "description alone it would be\n";
+  out << describe(plan) << std::flush;
 
   if (!resume.empty() && !is_coordinator) {
     err << me << ": error: --resume is for the coordinator's node (node " << coord_id
@@ -464,9 +472,10 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
     return 1;
   }
   out << me << ": admitted by the coordinator at " << coord_addr->endpoint() << std::endl;
-  if (mbit > 0) // the coordinator prints every node's figures with its predictions
-    self->send(coord, atom::probe::value, to_node_name(nc.id), mbit, gflops,
-               std::max(1u, std::thread::hardware_concurrency()));
+  // The coordinator plans placement "auto" on every node's figures (a link
+  // without an answer goes as 0: not measured) and prints its predictions.
+  self->send(coord, atom::probe::value, to_node_name(nc.id), mbit, gflops,
+             std::max(1u, std::thread::hardware_concurrency()));
   // Wait for the coordinator to end the run; it stops every actor first.
   caf::error reason;
   self->receive([&](caf::down_msg& d) { reason = d.reason; });

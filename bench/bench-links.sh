@@ -9,9 +9,9 @@
 #   by_replica f32  placement.strategy = "by_replica", f32 sync rounds
 #   by_replica int8 the same with topology.sync_precision = "int8", no
 #                   error feedback
-#   auto            placement.strategy = "auto", nodes.bandwidth_mbit = the
-#                   row's rate, config/hosts as shipped (int8 sync rounds
-#                   with error feedback)
+#   auto            placement.strategy = "auto" on what each node measures
+#                   at start (nothing in nodes.bandwidth_mbit), config/hosts
+#                   as shipped (int8 sync rounds with error feedback)
 # Rows: free links, then each RATE (tc syntax in Mbit/s: 1000, 100, 10).
 # Each cell: samples/s, bytes per training batch on the busiest host link
 # (kernel counters, BASP and TLS framing included), seconds to 88% validation
@@ -125,7 +125,7 @@ one_cell() {
   local predicted
   predicted=$("$here/$bin" plan --config-file="$dir/cluster.ini" --bandwidth="$plan_rate" \
     --cores="$cores" "$@" |
-    awk -v s="$strategy" '$1 == s { print $2 } $1 == "auto," { for (k = 1; k <= NF; ++k) if ($k == "chooses") { print $(k + 2); exit } }' |
+    awk -v s="$strategy" '$1 == s { print $2 } $1 == "auto," && /as if measured/ { for (k = 1; k <= NF; ++k) if ($k == "chooses") { print $(k + 2); exit } }' |
     head -1)
   printf '%s|%s|%s|%s|%s\n' "$(rate "$run-n0.log")" "$(( best / (n / 64) ))" \
     "$(first_at "$run/curve.csv" || true)" "$(accuracy "$run-n0.log")" "${predicted%%:*}"
@@ -145,16 +145,14 @@ echo "cpu: $(cpu_name), $(nproc) cores; config/hosts (784-256-128-10, Adam, batc
 echo "each cell: samples/s (predicted by nettorrent plan, free links as 10000 Mbit/s, $cores cores per host) | KB per batch on the busiest link | s to 88% val | test accuracy"
 for rate in free "${rates[@]}"; do
   limit "$rate"
-  bw=""
-  [ "$rate" = free ] || bw=$rate
   row=()
   f32=(--topology.sync_precision=f32 --topology.sync_feedback=false)
   row+=("$(cell by_swarm "$rate" "" "${f32[@]}")")
   row+=("$(cell by_swarm "$rate" "" "${f32[@]}" --system.wire_precision=int8)")
   row+=("$(cell by_replica "$rate" "" "${f32[@]}")")
   row+=("$(cell by_replica "$rate" "" --topology.sync_precision=int8 --topology.sync_feedback=false)")
-  row+=("$(cell auto "$rate" "${bw:-10000}")")
-  chosen=$(sed -n 's/.*auto chose \([a-z_]*\).*/\1/p' "$out"/run-auto-"$rate"-*-n0.log | head -1)
+  row+=("$(cell auto "$rate" "")")
+  chosen=$(sed -n 's/^coordinator:   auto chose \([a-z_]*\).*/\1/p' "$out"/run-auto-"$rate"-*-n0.log | head -1)
   label=$rate
   [ "$rate" = free ] || label="$rate Mbit/s"
   printf '%-12s' "$label"

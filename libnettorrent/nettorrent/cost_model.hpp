@@ -46,16 +46,10 @@ namespace nettorrent {
 /// (an estimate).
 inline constexpr double message_overhead = 100;
 
-/// The core rate placement "auto" assumes (the plan must be the same on
-/// every node, so nothing measured goes in): GFLOP/s per core.
+/// The core rate placement "auto" assumes when it plans from the
+/// description alone (nettorrent plan, the plan a node prints at start):
+/// GFLOP/s per core.
 inline constexpr double auto_core_gflops = 50;
-
-/// What is known of one node.
-struct node_figures {
-  double mbit = 1000; ///< link rate in Mbit/s, each direction
-  double gflops = 1;  ///< one core's dense-matrix rate, GFLOP/s
-  double cores = 1;
-};
 
 /// Bytes and work per training step, per node (index as plan.nodes).
 struct step_traffic {
@@ -96,9 +90,10 @@ std::string plan_report(const cluster_config& cluster, const plan_options& opt);
 
 /// What the cost model predicts for `cluster` on figures measured at start,
 /// `nodes[i]` for the i-th node in sorted id order (plan order): one line
-/// naming each node's figures, then the run's placement and each fixed
-/// strategy, fastest first, with samples/s and bottleneck.
-std::string measured_report(const cluster_config& cluster, const std::vector<node_figures>& nodes);
+/// naming each node's figures, then the run's placement `mine` and each
+/// fixed strategy, fastest first, with samples/s and bottleneck.
+std::string measured_report(const cluster_config& cluster, const std::vector<node_figures>& nodes,
+                            const placement_plan& mine);
 
 /// One core's effective rate on the run's model, in GFLOP/s: the
 /// centralised trainer's training batches (forward, backward and the

@@ -15,8 +15,12 @@
 //   by_replica   replica r's block (worker, relays, slices) on node r mod N;
 //                coordinator and leaders on node 0.
 //   auto         the fastest of the three above by the cost model
-//                (cost_model.hpp) on nodes.bandwidth_mbit (default 1000),
-//                nodes.cores (default 1) and a nominal core rate.
+//                (cost_model.hpp). Planned from the description alone, it
+//                takes nodes.bandwidth_mbit (default 1000), nodes.cores
+//                (default 1) and a nominal core rate; planned by the
+//                coordinator on the figures every node measured at start,
+//                the measured figures fill in what the description leaves
+//                out, and the measured core rate replaces the nominal one.
 //   explicit     the [placement] lists.
 #pragma once
 
@@ -31,6 +35,13 @@
 
 namespace nettorrent {
 
+/// What is known of one node: given in the description or measured at start.
+struct node_figures {
+  double mbit = 1000; ///< link rate in Mbit/s, each direction (0: not measured)
+  double gflops = 1;  ///< one core's dense-matrix rate, GFLOP/s
+  double cores = 1;
+};
+
 /// Where every actor lives. Node numbers index `nodes` (canonical order).
 struct placement_plan {
   placement_strategy strategy = placement_strategy::by_swarm;
@@ -38,6 +49,8 @@ struct placement_plan {
   /// ("by_replica: 20 629 samples/s predicted; by_swarm 5 557, ...").
   placement_strategy chosen = placement_strategy::by_swarm;
   std::string prediction;
+  /// auto: the figures it planned on ("nodes.bandwidth_mbit, nodes.cores").
+  std::string basis;
   std::vector<std::string> nodes;  ///< node ids, sorted
   std::size_t replicas = 0;        ///< R
   std::vector<std::size_t> slices; ///< P_l per layer; size() = L
@@ -70,7 +83,19 @@ struct placement_plan {
 
 /// The plan of a validated cluster description. Pure: the same description
 /// (whatever the order of its lines and list entries) gives the same plan.
-placement_plan plan_placement(const cluster_config& cfg);
+/// With `measured` (one entry per node, in canonical order), "auto" plans on
+/// those figures wherever the description gives none (a link measured as 0
+/// Mbit/s counts as not measured: 1000); other strategies ignore them.
+/// Throws nettorrent::error if `measured` does not cover every node.
+placement_plan plan_placement(const cluster_config& cfg,
+                              const std::vector<node_figures>* measured = nullptr);
+
+/// The figures "auto" plans node `id` on: the description's
+/// nodes.bandwidth_mbit and nodes.cores where given; otherwise the measured
+/// link (if above 0) and cores, else 1000 Mbit/s and 1 core; the measured
+/// core rate, else the nominal auto_core_gflops.
+node_figures planning_figures(const cluster_config& cfg, const std::string& id,
+                              const node_figures* measured);
 
 /// The actors `node_id` hosts, in canonical order. Throws nettorrent::error
 /// naming the node if it is not in the plan.

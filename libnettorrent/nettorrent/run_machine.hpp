@@ -49,8 +49,18 @@ public:
               bool verbose = true, std::vector<std::size_t> placement = {},
               std::vector<std::string> node_names = {});
 
+  /// Placement "auto" in a cluster: spawn nothing until place() gives the
+  /// placement planned on every node's start-up figures. Before any node
+  /// joins.
+  void hold_placement();
+  bool placement_held() const noexcept { return placement_held_; }
+  /// The held placement (node of every layout actor): asks every node that
+  /// joined already for its actors. Throws nettorrent::error unless held,
+  /// or if it does not cover the layout.
+  void place(std::vector<std::size_t> placement);
+
   // Events.
-  /// Node `node` was admitted: ask it for its actors.
+  /// Node `node` was admitted: ask it for its actors (once placed).
   void on_node_joined(std::size_t node);
   /// A spawn finished (the actor registers on its own).
   void on_spawned(std::uint64_t step, const actor_key& a);
@@ -195,6 +205,7 @@ private:
   fanout finals_; ///< the final collect of the best (or every) replica's layers
   std::vector<layer_state> final_layers_; ///< [replica * layers + layer]
   bool finals_every_replica_ = false;
+  bool placement_held_ = false;
   fanout stats_;
   std::vector<actor_key> stats_keys_;
 };

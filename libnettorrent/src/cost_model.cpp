@@ -338,11 +338,17 @@ std::string plan_report(const cluster_config& cluster, const plan_options& opt) 
   out += "auto, on the description's nodes.bandwidth_mbit and nodes.cores at "
          + num(auto_core_gflops) + " GFLOP/s per core, chooses " + plan_placement(a).prediction
          + "\n";
+  // A run plans auto again on what its nodes measure at start; these
+  // figures stand in for the measurement.
+  const placement_plan shape = plan_placement(a);
+  const std::vector<node_figures> assumed = figures_of(shape, opt);
+  out += "auto, on the figures assumed above as if measured at start, chooses "
+         + plan_placement(a, &assumed).prediction + "\n";
   return out;
 }
 
-std::string measured_report(const cluster_config& cluster, const std::vector<node_figures>& nodes) {
-  const placement_plan mine = plan_placement(cluster);
+std::string measured_report(const cluster_config& cluster, const std::vector<node_figures>& nodes,
+                            const placement_plan& mine) {
   if (nodes.size() != mine.nodes.size())
     throw error("measured_report: figures for " + std::to_string(nodes.size()) + " of "
                 + std::to_string(mine.nodes.size()) + " nodes");

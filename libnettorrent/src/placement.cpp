@@ -80,8 +80,9 @@ namespace {
 placement_plan plan_fixed(const cluster_config& cfg);
 
 /// auto: every fixed strategy planned and predicted on the description's
-/// figures; the fastest (the first of equals) wins.
-placement_plan plan_auto(const cluster_config& cfg) {
+/// figures, filled in from `measured` where given; the fastest (the first
+/// of equals) wins.
+placement_plan plan_auto(const cluster_config& cfg, const std::vector<node_figures>* measured) {
   std::vector<std::pair<placement_strategy, double>> predicted;
   placement_plan best;
   double fastest = -1;
@@ -90,15 +91,13 @@ placement_plan plan_auto(const cluster_config& cfg) {
     cluster_config c = cfg;
     c.placement.strategy = s;
     placement_plan p = plan_fixed(c);
+    if (measured != nullptr && measured->size() != p.nodes.size())
+      throw error("placement auto: start-up figures for " + std::to_string(measured->size())
+                  + " of " + std::to_string(p.nodes.size()) + " nodes");
     std::vector<node_figures> figures;
-    for (const auto& id : p.nodes) {
-      const node_address* n = cfg.find_node(id);
-      node_figures f;
-      f.mbit = n->bandwidth_mbit != 0 ? static_cast<double>(n->bandwidth_mbit) : 1000;
-      f.cores = n->cores != 0 ? static_cast<double>(n->cores) : 1;
-      f.gflops = auto_core_gflops;
-      figures.push_back(f);
-    }
+    for (std::size_t i = 0; i < p.nodes.size(); ++i)
+      figures.push_back(
+          planning_figures(cfg, p.nodes[i], measured != nullptr ? &(*measured)[i] : nullptr));
     const double x = predict(p, cfg.run, estimate_traffic(p, cfg.run), figures).samples_per_second;
     predicted.emplace_back(s, x);
     if (x > fastest) {
@@ -114,18 +113,23 @@ placement_plan plan_auto(const cluster_config& cfg) {
   for (const auto& [s, x] : predicted)
     if (s != best.chosen)
       best.prediction += ", " + std::string{to_string(s)} + " " + num(x);
+  best.basis = measured != nullptr
+                   ? "on every node's start-up figures, nodes.bandwidth_mbit and nodes.cores "
+                     "where given"
+                   : "on nodes.bandwidth_mbit and nodes.cores, " + num(auto_core_gflops)
+                         + " GFLOP/s per core";
   return best;
 }
 
 } // namespace
 
-placement_plan plan_placement(const cluster_config& cfg) {
+placement_plan plan_placement(const cluster_config& cfg, const std::vector<node_figures>* measured) {
   try {
     cfg.validate();
   } catch (const error& ex) {
     throw error((cfg.path.empty() ? std::string{"cluster"} : cfg.path) + ": " + ex.what());
   }
-  return cfg.placement.strategy == placement_strategy::automatic ? plan_auto(cfg)
+  return cfg.placement.strategy == placement_strategy::automatic ? plan_auto(cfg, measured)
                                                                  : plan_fixed(cfg);
 }
 
@@ -222,6 +226,20 @@ placement_plan plan_fixed(const cluster_config& cfg) {
 
 } // namespace
 
+node_figures planning_figures(const cluster_config& cfg, const std::string& id,
+                              const node_figures* m) {
+  const node_address* n = cfg.find_node(id);
+  if (n == nullptr)
+    throw error("placement: node \"" + id + "\" is not in the cluster description");
+  node_figures f;
+  f.mbit = n->bandwidth_mbit != 0        ? static_cast<double>(n->bandwidth_mbit)
+           : m != nullptr && m->mbit > 0 ? m->mbit
+                                         : 1000;
+  f.cores = n->cores != 0 ? static_cast<double>(n->cores) : m != nullptr ? m->cores : 1;
+  f.gflops = m != nullptr ? m->gflops : auto_core_gflops;
+  return f;
+}
+
 std::vector<actor_key> actors_on(const placement_plan& plan, std::string_view node_id) {
   const auto it = std::find(plan.nodes.begin(), plan.nodes.end(), node_id);
   if (it == plan.nodes.end())
@@ -240,7 +258,7 @@ std::string describe(const placement_plan& plan) {
                     + std::to_string(plan.replicas) + " replicas, " + std::to_string(plan.layers())
                     + " swarms) on " + std::to_string(plan.nodes.size()) + " nodes\n";
   if (plan.strategy == placement_strategy::automatic)
-    out += "  auto chose " + plan.prediction + " (nodes.bandwidth_mbit, nodes.cores)\n";
+    out += "  auto chose " + plan.prediction + " (" + plan.basis + ")\n";
   for (const auto& node : plan.nodes) {
     const auto mine = actors_on(plan, node);
     std::map<actor_kind, std::size_t> count;

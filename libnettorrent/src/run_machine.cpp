@@ -125,6 +125,34 @@ std::string run_machine::missing_actors() const {
   return out;
 }
 
+void run_machine::hold_placement() {
+  if (core_.placement.empty() || std::find(core_.node_joined.begin(), core_.node_joined.end(), true)
+                                     != core_.node_joined.end())
+    throw error("run machine: a placement can be held only before any node joins");
+  placement_held_ = true;
+}
+
+void run_machine::place(std::vector<std::size_t> placement) {
+  auto& c = core_;
+  if (!placement_held_)
+    throw error("run machine: place() without a held placement");
+  if (placement.size() != c.layout.size())
+    throw error("run machine: the placement covers " + std::to_string(placement.size())
+                + " actors, the layout has " + std::to_string(c.layout.size()));
+  for (std::size_t n : placement)
+    if (n >= c.node_names.size())
+      throw error("run machine: the placement names node " + std::to_string(n) + " of "
+                  + std::to_string(c.node_names.size()));
+  placement_held_ = false;
+  c.placement = std::move(placement);
+  c.node_of = c.placement;
+  if (c.over())
+    return;
+  for (std::size_t i = 1; i < c.layout.size(); ++i)
+    if (c.node_joined[c.placement[i]])
+      c.backend.spawn(spawns_.step(), c.placement[i], c.layout.actors()[i], 0);
+}
+
 void run_machine::on_node_joined(std::size_t node) {
   auto& c = core_;
   if (c.over() || node >= c.node_joined.size())
@@ -139,6 +167,8 @@ void run_machine::on_node_joined(std::size_t node) {
     return;
   }
   c.node_joined[node] = true;
+  if (placement_held_)
+    return; // place() asks it
   for (std::size_t i = 1; i < c.layout.size(); ++i)
     if (c.placement[i] == node)
       c.backend.spawn(spawns_.step(), node, c.layout.actors()[i], 0);
@@ -181,7 +211,9 @@ bool run_machine::on_registered(const actor_key& a, std::uint32_t incarnation) {
 void run_machine::on_registration_deadline() {
   if (core_.phase == phase::registering && !core_.over())
     fail("registration deadline of " + format_value("%g", core_.cfg.system.registration_timeout)
-         + "s passed: " + missing_actors());
+         + "s passed: " + missing_actors()
+         + (placement_held_ ? " (placement auto still waited for every node's start-up figures)"
+                            : ""));
 }
 
 void run_machine::start_wiring() {

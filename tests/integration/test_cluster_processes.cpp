@@ -304,7 +304,16 @@ TEST_P(Placements, TheRunIsBitIdenticalToTheEmbeddedRun) {
   ASSERT_FALSE(HasFailure());
   EXPECT_CONTAINS(nodes[0]->out(), "placement " + std::string{GetParam()});
   if (std::string{GetParam()} == "auto") {
-    EXPECT_CONTAINS(nodes[0]->out(), "auto chose " + std::string{nt::to_string(plan.chosen)} + ": ");
+    // The coordinator plans on what the nodes measured and hands the plan
+    // to every node.
+    EXPECT_CONTAINS(nodes[0]->out(), "coordinator: placement planned on every node's start-up "
+                                     "figures:\ncoordinator: placement auto: ");
+    EXPECT_CONTAINS(nodes[0]->out(), "coordinator:   auto chose ");
+    EXPECT_CONTAINS(nodes[0]->out(), "(on every node's start-up figures");
+    for (std::size_t i = 1; i < 3; ++i)
+      EXPECT_CONTAINS(nodes[i]->out(), "node n" + std::to_string(i)
+                                           + ": placement planned on every node's start-up figures:");
+    EXPECT_CONTAINS(nodes[1]->out(), "node n1:   n1: ");
   }
   EXPECT_CONTAINS(nodes[0]->out(), "test: accuracy");
   EXPECT_EQ(read_file(path("cluster-out/model.ckpt")), read_file(path("embedded-out/model.ckpt")))

@@ -177,11 +177,45 @@ TEST(CostModel, AutoChoosesByTheDescriptionsLinksAndCores) {
 
 } // namespace
 
+TEST(CostModel, AutoPlansOnTheStartUpFiguresWhereTheDescriptionGivesNone) {
+  // One replica and no figures in the description: on fast measured links
+  // the swarms spread over the three nodes; behind 1 Mbit/s links the whole
+  // pipeline stays on one node.
+  nt::cluster_config c = hosts(nt::placement_strategy::automatic);
+  c.run.topology.replicas = 1;
+  const std::vector<nt::node_figures> fast(3, nt::node_figures{1e6, 50, 1});
+  const std::vector<nt::node_figures> slow(3, nt::node_figures{1, 50, 1});
+  const nt::placement_plan a = nt::plan_placement(c, &fast);
+  const nt::placement_plan b = nt::plan_placement(c, &slow);
+  EXPECT_EQ(a.chosen, nt::placement_strategy::by_swarm);
+  EXPECT_EQ(b.chosen, nt::placement_strategy::by_replica);
+  EXPECT_CONTAINS(nt::describe(b), "on every node's start-up figures");
+  EXPECT_CONTAINS(nt::describe(nt::plan_placement(c)), "50 GFLOP/s per core");
+  // The description's figures stand: links given as fast outweigh slow
+  // measurements.
+  nt::cluster_config given = c;
+  for (auto& n : given.nodes)
+    n.bandwidth_mbit = 1000000;
+  EXPECT_EQ(nt::plan_placement(given, &slow).chosen, nt::placement_strategy::by_swarm);
+  // A link the probe could not measure (0) counts as 1000 Mbit/s.
+  const nt::node_figures none{0, 40, 2};
+  EXPECT_EQ(nt::planning_figures(c, "n1", &none).mbit, 1000);
+  EXPECT_EQ(nt::planning_figures(c, "n1", &none).gflops, 40);
+  EXPECT_EQ(nt::planning_figures(given, "n1", &none).mbit, 1000000);
+  EXPECT_EQ(nt::planning_figures(c, "n1", nullptr).gflops, nt::auto_core_gflops);
+  // Other strategies ignore the figures; a short list is refused.
+  nt::cluster_config swarm = c;
+  swarm.placement.strategy = nt::placement_strategy::by_swarm;
+  EXPECT_EQ(nt::plan_placement(swarm, &slow), nt::plan_placement(swarm));
+  const std::vector<nt::node_figures> two(2);
+  EXPECT_CONTAINS(error_of([&] { nt::plan_placement(c, &two); }), "figures for 2 of 3 nodes");
+}
+
 TEST(CostModel, TheMeasuredReportPredictsEveryLayoutOnTheStartUpFigures) {
   const nt::cluster_config c = hosts(nt::placement_strategy::by_swarm);
   // n1 behind a slow link: by_replica keeps its pipeline at home.
   const std::vector<nt::node_figures> figures{{1000, 50, 2}, {10, 40, 2}, {1000, 60, 1}};
-  const std::string r = nt::measured_report(c, figures);
+  const std::string r = nt::measured_report(c, figures, nt::plan_placement(c));
   EXPECT_CONTAINS(r, "measured at start: n0 1000 Mbit/s, 2 x 50.0 GFLOP/s; n1 10 Mbit/s, 2 x "
                      "40.0 GFLOP/s; n2 1000 Mbit/s, 1 x 60.0 GFLOP/s\n");
   EXPECT_CONTAINS(r, "by_swarm (this run's placement) ");
@@ -196,6 +230,6 @@ TEST(CostModel, TheMeasuredReportPredictsEveryLayoutOnTheStartUpFigures) {
     EXPECT_CONTAINS(r, " " + std::to_string(static_cast<long long>(want.samples_per_second + 0.5))
                            + " samples/s (bottleneck: " + want.bottleneck + ")");
   }
-  EXPECT_CONTAINS(error_of([&] { nt::measured_report(c, {figures[0]}); }),
+  EXPECT_CONTAINS(error_of([&] { nt::measured_report(c, {figures[0]}, nt::plan_placement(c)); }),
                   "figures for 1 of 3 nodes");
 }

@@ -186,6 +186,48 @@ TEST_F(RunMachine, NodesAreAskedToSpawnWhatThePlacementPutsOnThem) {
   EXPECT_EQ(rec.result->error.find("b)"), std::string::npos) << rec.result->error;
 }
 
+TEST_F(RunMachine, AHeldPlacementSpawnsNothingUntilPlacedThenAsksEveryJoinedNode) {
+  // Placement auto in a cluster: the coordinator plans once every node has
+  // measured itself; nodes that join before that are asked afterwards.
+  auto c = small_config(1);
+  const nt::run_layout layout{c};
+  const std::vector<std::size_t> described(layout.size(), 0);
+  make(c, described, {"a", "b"});
+  m->hold_placement();
+  EXPECT_TRUE(m->placement_held());
+  m->on_node_joined(0);
+  m->on_node_joined(1);
+  EXPECT_TRUE(rec.take("spawn").empty());
+  std::vector<std::size_t> planned(layout.size(), 0);
+  for (std::size_t i = 0; i < layout.size(); ++i)
+    if (layout.actors()[i].kind == nt::actor_kind::neuron_slice)
+      planned[i] = 1;
+  EXPECT_CONTAINS(error_of([&] { m->place({0, 1}); }), "the placement covers 2 actors");
+  EXPECT_CONTAINS(error_of([&] { m->place(std::vector<std::size_t>(layout.size(), 2)); }),
+                  "names node 2 of 2");
+  m->place(planned);
+  EXPECT_FALSE(m->placement_held());
+  const auto spawns = rec.take("spawn");
+  ASSERT_EQ(spawns.size(), layout.size() - 1); // all but the coordinator
+  for (const auto& s : spawns)
+    EXPECT_EQ(s.node, s.key.kind == nt::actor_kind::neuron_slice ? 1u : 0u) << nt::describe(s.key);
+  EXPECT_CONTAINS(error_of([&] { m->place(planned); }), "without a held placement");
+  EXPECT_CONTAINS(error_of([&] { m->hold_placement(); }), "before any node joins");
+}
+
+TEST_F(RunMachine, AHeldPlacementAtTheDeadlineSaysWhatItWaitedFor) {
+  auto c = small_config(1);
+  make(c, std::vector<std::size_t>(nt::run_layout{c}.size(), 0), {"a", "b"});
+  m->hold_placement();
+  m->on_node_joined(0);
+  m->on_registration_deadline();
+  ASSERT_TRUE(m->failed());
+  m->on_run_requested();
+  ASSERT_TRUE(rec.result);
+  EXPECT_CONTAINS(rec.result->error, "waited for every node's start-up figures");
+  EXPECT_CONTAINS(rec.result->error, "nodes that never joined: b");
+}
+
 TEST_F(RunMachine, ALostActorBeforeTrainingEndsTheRunNamingIt) {
   make(small_config(2));
   register_all(); // wiring: nothing has trained yet, there is nothing to recover
