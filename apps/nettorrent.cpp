@@ -380,13 +380,14 @@ const std::vector<command>& commands() {
        "  nettorrent plot --curve=runs/local/curve.csv --out=/tmp/curve.png\n", cmd_plot},
       {"plan", "--config-file=CLUSTER [--bandwidth=ID:RATE,...] [--nodes=N] [--cores=K]",
        "predict what each placement of a cluster does, without training",
-       "Predicts, without training, what round_robin, by_swarm and by_replica (and\n"
-       "the file's explicit placement) would do with a cluster description:\n"
-       "samples/s, the bottleneck, the bytes per batch through the busiest link and\n"
-       "what the sync rounds move. Compute comes from a short probe on this machine\n"
-       "(the centralised trainer on the run's model, one core); links run at the\n"
-       "rates given (default 1000 Mbit/s). The model\n"
-       "and its assumptions: docs/cluster.md, planning a cluster.\n",
+       "Predicts, without training, what by_swarm, by_replica, by_group (when there\n"
+       "are more nodes than replicas) and round_robin (and the file's explicit\n"
+       "placement) would do with a cluster description: samples/s, the bottleneck,\n"
+       "the bytes per batch through the busiest link and what the sync rounds move,\n"
+       "and which layout auto would choose. Compute comes from a short probe on\n"
+       "this machine (the centralised trainer on the run's model, one core); links\n"
+       "run at the rates given (default 1000 Mbit/s). The model and its\n"
+       "assumptions: docs/cluster.md, planning a cluster.\n",
        "  --config-file=CLUSTER a cluster file (required)\n"
        "  --bandwidth=LIST      link rates in Mbit/s each way: RATE for every node,\n"
        "                        ID:RATE for one, comma-separated (e.g. 100,n0:1000)\n"

@@ -76,14 +76,19 @@ enum class placement_strategy {
   /// coordinator and the leaders on the first node. Only sync rounds cross
   /// hosts.
   by_replica,
-  /// "auto": the fastest of round_robin, by_swarm and by_replica by the
-  /// cost model (cost_model.hpp) on the description's figures.
+  /// "auto": the fastest of round_robin, by_swarm, by_replica and by_group
+  /// by the cost model (cost_model.hpp).
   automatic,
+  /// The hybrid: the nodes split into R groups (consecutive in canonical
+  /// order, sizes differing by at most one); replica r's swarms dealt over
+  /// group r as by_swarm deals them over all nodes. With N <= R the same as
+  /// by_replica, with R = 1 the same as by_swarm.
+  by_group,
 };
 
 std::string_view to_string(placement_strategy s) noexcept;
-/// "round_robin", "by_swarm", "by_replica", "auto" or "explicit"; anything
-/// else throws.
+/// "round_robin", "by_swarm", "by_replica", "by_group", "auto" or
+/// "explicit"; anything else throws.
 placement_strategy parse_placement_strategy(std::string_view name);
 
 /// One entry of an explicit placement list that covers a group of actors

@@ -90,6 +90,11 @@ struct placement_plan {
 placement_plan plan_placement(const cluster_config& cfg,
                               const std::vector<node_figures>* measured = nullptr);
 
+/// The fixed layouts "auto" weighs for `cfg`, in the order it breaks ties:
+/// by_swarm, by_replica, by_group (only when 1 < R < N, where it differs
+/// from both) and round_robin.
+std::vector<placement_strategy> candidate_strategies(const cluster_config& cfg);
+
 /// The figures "auto" plans node `id` on: the description's
 /// nodes.bandwidth_mbit and nodes.cores where given; otherwise the measured
 /// link (if above 0) and cores, else 1000 Mbit/s and 1 core; the measured

@@ -86,7 +86,8 @@ const std::vector<option<cluster_file>>& cluster_options() {
         run_options(), [](auto& f) -> auto& { return f.cfg.run; });
     const std::vector<option<cluster_file>> own = {
         {"placement.strategy", "string",
-         "which node hosts which actor: round_robin, by_swarm, by_replica, auto or explicit",
+         "which node hosts which actor: round_robin, by_swarm, by_replica, by_group, auto or "
+         "explicit",
          [](cluster_file& f, const ini_value& v) {
            f.cfg.placement.strategy = parse_placement_strategy(read_string(v));
          },
@@ -405,18 +406,20 @@ std::string_view to_string(placement_strategy s) noexcept {
     return "by_replica";
   case placement_strategy::automatic:
     return "auto";
+  case placement_strategy::by_group:
+    return "by_group";
   }
   return "?";
 }
 
 placement_strategy parse_placement_strategy(std::string_view name) {
   for (auto s : {placement_strategy::round_robin, placement_strategy::by_swarm,
-                 placement_strategy::by_replica, placement_strategy::automatic,
-                 placement_strategy::listed})
+                 placement_strategy::by_replica, placement_strategy::by_group,
+                 placement_strategy::automatic, placement_strategy::listed})
     if (name == to_string(s))
       return s;
   throw error("unknown placement strategy \"" + std::string{name}
-              + "\" (expected round_robin, by_swarm, by_replica, auto or explicit)");
+              + "\" (expected round_robin, by_swarm, by_replica, by_group, auto or explicit)");
 }
 
 const node_address* cluster_config::find_node(std::string_view id) const {

@@ -323,8 +323,7 @@ std::string plan_report(const cluster_config& cluster, const plan_options& opt) 
     out += ", " + id + " at " + num(mbit, 0);
   out += "\nnot modelled: latency, pipelining, the actors' message handling, nodes sharing "
          "cores (give them a fraction each with --cores)\n";
-  for (auto s : {placement_strategy::round_robin, placement_strategy::by_swarm,
-                 placement_strategy::by_replica}) {
+  for (auto s : candidate_strategies(base)) {
     cluster_config c = base;
     c.placement.strategy = s;
     out += strategy_block(c, opt);
@@ -364,8 +363,7 @@ std::string measured_report(const cluster_config& cluster, const std::vector<nod
                                                  + " samples/s (bottleneck: " + x.bottleneck + ")");
   };
   line(mine, std::string{to_string(mine.chosen)} + " (this run's placement)");
-  for (auto s : {placement_strategy::round_robin, placement_strategy::by_swarm,
-                 placement_strategy::by_replica}) {
+  for (auto s : candidate_strategies(cluster)) {
     if (s == mine.chosen)
       continue;
     cluster_config c = cluster;

@@ -86,8 +86,7 @@ placement_plan plan_auto(const cluster_config& cfg, const std::vector<node_figur
   std::vector<std::pair<placement_strategy, double>> predicted;
   placement_plan best;
   double fastest = -1;
-  for (auto s : {placement_strategy::by_swarm, placement_strategy::by_replica,
-                 placement_strategy::round_robin}) {
+  for (auto s : candidate_strategies(cfg)) {
     cluster_config c = cfg;
     c.placement.strategy = s;
     placement_plan p = plan_fixed(c);
@@ -162,6 +161,32 @@ void place_by_replica(placement_plan& p) {
   }
 }
 
+void place_by_group(placement_plan& p) {
+  // Group r: nodes [r N / R, (r + 1) N / R) when R < N; node r mod N
+  // otherwise. Within its group a replica is laid out as by_swarm lays out
+  // the whole cluster; swarm l's leader sits with replica 0's slices of l.
+  const std::size_t N = p.nodes.size();
+  const std::size_t R = p.replicas;
+  const std::size_t L = p.layers();
+  const auto group = [&](std::size_t r) -> std::pair<std::size_t, std::size_t> {
+    if (R >= N)
+      return {r % N, 1};
+    const std::size_t first = r * N / R;
+    return {first, (r + 1) * N / R - first};
+  };
+  for (std::size_t r = 0; r < R; ++r) {
+    const auto [first, size] = group(r);
+    p.worker_nodes[r] = first;
+    for (std::size_t k = 0; k <= L; ++k)
+      p.relay_nodes[r][k] = first + std::min(k, L - 1) % size;
+    for (std::size_t l = 0; l < L; ++l)
+      std::fill(p.slice_nodes[r][l].begin(), p.slice_nodes[r][l].end(), first + l % size);
+  }
+  const auto [first, size] = group(0);
+  for (std::size_t l = 0; l < L; ++l)
+    p.leader_nodes[l] = first + l % size;
+}
+
 void place_listed(placement_plan& p, const placement_config& e) {
   std::map<std::string, std::size_t> index;
   for (std::size_t i = 0; i < p.nodes.size(); ++i)
@@ -214,6 +239,9 @@ placement_plan plan_fixed(const cluster_config& cfg) {
   case placement_strategy::by_replica:
     place_by_replica(p);
     break;
+  case placement_strategy::by_group:
+    place_by_group(p);
+    break;
   case placement_strategy::automatic: // plan_auto() plans each of the others
     break;
   case placement_strategy::listed:
@@ -225,6 +253,16 @@ placement_plan plan_fixed(const cluster_config& cfg) {
 }
 
 } // namespace
+
+std::vector<placement_strategy> candidate_strategies(const cluster_config& cfg) {
+  const std::size_t N = cfg.nodes.size();
+  const std::size_t R = cfg.run.topology.replicas;
+  std::vector<placement_strategy> out{placement_strategy::by_swarm, placement_strategy::by_replica};
+  if (R > 1 && R < N)
+    out.push_back(placement_strategy::by_group);
+  out.push_back(placement_strategy::round_robin);
+  return out;
+}
 
 node_figures planning_figures(const cluster_config& cfg, const std::string& id,
                               const node_figures* m) {

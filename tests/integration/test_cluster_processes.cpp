@@ -281,7 +281,9 @@ TEST_P(Placements, TheRunIsBitIdenticalToTheEmbeddedRun) {
   ASSERT_NO_FATAL_FAILURE(pick_ports(3, ports, metrics));
   run_spec spec;
   spec.strategy = GetParam();
-  spec.replicas = 3;
+  // by_group with 2 replicas on 3 nodes: replica 0 on n0, replica 1's
+  // swarms split over n1 and n2.
+  spec.replicas = std::string{GetParam()} == "by_group" ? 2 : 3;
   spec.slices = 2;
   spec.train_limit = 3840;
   spec.sync_every = 320;
@@ -298,6 +300,11 @@ TEST_P(Placements, TheRunIsBitIdenticalToTheEmbeddedRun) {
                                     [&](const nt::actor_key& a) { return in_replica(a, r); });
     EXPECT_EQ(static_cast<std::size_t>(mine), plan.layout.replica_block_size())
         << "replica " << r << "'s block is not on " << plan.nodes.at(r);
+  }
+  if (plan.strategy == nt::placement_strategy::by_group) {
+    const nt::placement_plan& g = plan;
+    EXPECT_EQ(g.worker_nodes, (std::vector<std::size_t>{0, 1}));
+    EXPECT_EQ(g.slice_nodes.at(1).at(1).at(0), 2u); // replica 1's swarm 1 on n2
   }
   ASSERT_NO_FATAL_FAILURE(run_embedded(spec, path("embedded-out")));
   const std::vector<child_process*> nodes = run_nodes(3);
@@ -320,7 +327,8 @@ TEST_P(Placements, TheRunIsBitIdenticalToTheEmbeddedRun) {
       << "the " << GetParam() << " cluster's model differs from the embedded run's";
 }
 
-INSTANTIATE_TEST_SUITE_P(Strategies, Placements, ::testing::Values("by_replica", "auto"));
+INSTANTIATE_TEST_SUITE_P(Strategies, Placements,
+                         ::testing::Values("by_replica", "by_group", "auto"));
 
 TEST_F(ClusterProcesses, ATlsNodeWithoutItsCertificateFileIsRefusedAtStart) {
   std::vector<std::uint16_t> ports, metrics;

@@ -603,7 +603,8 @@ TEST_F(ClusterFiles, EveryActorIsPlacedExactlyOnceUnderEveryStrategy) {
       {"[10, 4, 2]", "[4, 2]", "4", "[\"x\", \"y\"]", "[\"h\", \"h\"]", "[1, 2]", "[3, 4]"},
   };
   for (const auto& s : shapes) {
-    for (const char* strategy : {"\"round_robin\"", "\"by_swarm\"", "\"by_replica\""}) {
+    for (const char* strategy :
+         {"\"round_robin\"", "\"by_swarm\"", "\"by_replica\"", "\"by_group\""}) {
       SCOPED_TRACE(s.layers + " " + s.slices + " R=" + s.replicas + " " + s.ids + " " + strategy);
       ini_model m = base_cluster();
       m.set("model", "layers", s.layers)
@@ -761,7 +762,7 @@ TEST_F(ClusterFiles, ByReplicaPutsAReplicaOnOneNodeAndTheLeadersWithTheCoordinat
     EXPECT_EQ(a.replica, 2u) << nt::to_string(a);
   EXPECT_EQ(nt::parse_placement_strategy("by_replica"), nt::placement_strategy::by_replica);
   EXPECT_CONTAINS(error_of([] { nt::parse_placement_strategy("by_host"); }),
-                  "expected round_robin, by_swarm, by_replica, auto or explicit");
+                  "expected round_robin, by_swarm, by_replica, by_group, auto or explicit");
   // nodes.bandwidth_mbit and nodes.cores: one entry per node, if given.
   ini_model two = base_cluster();
   two.set("nodes", "bandwidth_mbit", "[100, 1000]");
@@ -770,6 +771,72 @@ TEST_F(ClusterFiles, ByReplicaPutsAReplicaOnOneNodeAndTheLeadersWithTheCoordinat
   two = base_cluster();
   two.set("nodes", "cores", "[0, 1, 2]");
   EXPECT_CONTAINS(error_of([&] { load(two); }), "nodes.cores");
+}
+
+TEST_F(ClusterFiles, ByGroupDealsEachReplicaOverAGroupOfNodes) {
+  // Two replicas on four nodes: replica 0 on n0 and n1, replica 1 on n2 and
+  // n3, each laid out as by_swarm lays out a replica over its nodes; the
+  // leaders with replica 0's swarms.
+  ini_model m = base_cluster();
+  m.set("model", "layers", "[20, 9, 8, 2]")
+      .set("topology", "slices", "[3, 1, 2]")
+      .set("topology", "replicas", "2")
+      .set("placement", "strategy", "\"by_group\"")
+      .set("nodes", "ids", "[\"n3\", \"n1\", \"n0\", \"n2\"]")
+      .set("nodes", "hosts", "[\"h\", \"h\", \"h\", \"h\"]")
+      .set("nodes", "ports", "[1, 2, 3, 4]")
+      .set("nodes", "metrics_ports", "[5, 6, 7, 8]");
+  const nt::cluster_config c = load(m);
+  const nt::placement_plan p = nt::plan_placement(c);
+  expect_every_actor_placed_once(c, p);
+  EXPECT_EQ(nt::parse_placement_strategy("by_group"), nt::placement_strategy::by_group);
+  const auto node = [](std::uint32_t replica, std::size_t layer) {
+    return "n" + std::to_string(2 * replica + layer % 2);
+  };
+  for (const auto& a : p.actors()) {
+    switch (a.kind) {
+    case nt::actor_kind::coordinator:
+      EXPECT_EQ(p.node_of(a), "n0");
+      break;
+    case nt::actor_kind::swarm_leader:
+      EXPECT_EQ(p.node_of(a), node(0, a.layer)) << nt::to_string(a);
+      break;
+    case nt::actor_kind::shard_worker:
+      EXPECT_EQ(p.node_of(a), node(a.replica, 0)) << nt::to_string(a);
+      break;
+    case nt::actor_kind::relay: // with the swarm it feeds; the loss relay with the last
+      EXPECT_EQ(p.node_of(a), node(a.replica, std::min<std::size_t>(a.boundary, 2)))
+          << nt::to_string(a);
+      break;
+    case nt::actor_kind::neuron_slice:
+      EXPECT_EQ(p.node_of(a), node(a.replica, a.layer)) << nt::to_string(a);
+      break;
+    }
+  }
+  // With no more nodes than replicas it is by_replica; with one replica,
+  // by_swarm.
+  const auto same = [&](const char* replicas, const char* strategy) {
+    ini_model x = m;
+    x.set("topology", "replicas", replicas);
+    const nt::placement_plan group = nt::plan_placement(load(x));
+    x.set("placement", "strategy", strategy);
+    EXPECT_EQ(group.canonical(), nt::plan_placement(load(x)).canonical())
+        << replicas << " replicas, " << strategy;
+  };
+  same("4", "\"by_replica\"");
+  same("5", "\"by_replica\"");
+  same("1", "\"by_swarm\"");
+  // auto weighs it only where it differs from both.
+  const auto weighs = [&](const char* replicas) {
+    ini_model x = m;
+    x.set("topology", "replicas", replicas);
+    const auto s = nt::candidate_strategies(load(x));
+    return std::find(s.begin(), s.end(), nt::placement_strategy::by_group) != s.end();
+  };
+  EXPECT_TRUE(weighs("2"));
+  EXPECT_TRUE(weighs("3"));
+  EXPECT_FALSE(weighs("1"));
+  EXPECT_FALSE(weighs("4"));
 }
 
 TEST_F(ClusterFiles, BySwarmPutsASwarmOnOneNode) {

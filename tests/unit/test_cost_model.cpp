@@ -211,6 +211,26 @@ TEST(CostModel, AutoPlansOnTheStartUpFiguresWhereTheDescriptionGivesNone) {
   EXPECT_CONTAINS(error_of([&] { nt::plan_placement(c, &two); }), "figures for 2 of 3 nodes");
 }
 
+TEST(CostModel, AutoSplitsEachReplicaOverAGroupWhenNodesOutnumberReplicas) {
+  // Two replicas on four compute-bound nodes: by_replica leaves two nodes
+  // idle; by_group lays each replica over two and halves each node's work.
+  nt::cluster_config c = hosts(nt::placement_strategy::automatic);
+  c.nodes.push_back(c.nodes.back());
+  c.nodes.back().id = "n3";
+  c.nodes.back().port = 4203;
+  c.nodes.back().metrics_port = 9203;
+  c.validate();
+  const std::vector<nt::node_figures> fast(4, nt::node_figures{1e6, 50, 1});
+  const nt::placement_plan p = nt::plan_placement(c, &fast);
+  EXPECT_EQ(p.chosen, nt::placement_strategy::by_group);
+  EXPECT_CONTAINS(p.prediction, "by_replica ");
+  // Behind 1 Mbit/s links the pipeline stays whole on one node per replica.
+  const std::vector<nt::node_figures> slow(4, nt::node_figures{1, 50, 1});
+  EXPECT_EQ(nt::plan_placement(c, &slow).chosen, nt::placement_strategy::by_replica);
+  nt::plan_options opt;
+  EXPECT_CONTAINS(nt::plan_report(c, opt), "\nby_group ");
+}
+
 TEST(CostModel, TheMeasuredReportPredictsEveryLayoutOnTheStartUpFigures) {
   const nt::cluster_config c = hosts(nt::placement_strategy::by_swarm);
   // n1 behind a slow link: by_replica keeps its pipeline at home.
