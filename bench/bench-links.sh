@@ -19,8 +19,11 @@
 # accuracy, and what `nettorrent plan` predicts for that layout and rate.
 # Needs root (network namespaces). One sitting: every figure in the table
 # comes from this run on this machine.
-# usage: [REPEATS=N] bench/bench-links.sh [EPOCHS] [RATE...]   (default: 4 1000 100 10)
-# With REPEATS each cell runs N times and shows the median run.
+# usage: [REPEATS=N] [LAYOUTS="..."] bench/bench-links.sh [EPOCHS] [RATE...]
+#        (default: 4 1000 100 10)
+# With REPEATS each cell runs N times and shows the median run. LAYOUTS
+# picks columns (default all): swarm_f32 swarm_int8 replica_f32
+# replica_int8 auto.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs=${1:-4}
@@ -30,6 +33,20 @@ rates=("$@")
 [ "$(id -u)" = 0 ] || { echo "bench-links: needs root (network namespaces)" >&2; exit 1; }
 bin=build/bin/nettorrent
 [ -x "$bin" ] || scripts/build.sh
+layouts=${LAYOUTS:-swarm_f32 swarm_int8 replica_f32 replica_int8 auto}
+for l in $layouts; do
+  case $l in
+    swarm_f32 | swarm_int8 | replica_f32 | replica_int8 | auto) ;;
+    *) echo "bench-links: LAYOUTS: unknown layout \"$l\" (swarm_f32 swarm_int8 replica_f32 replica_int8 auto)" >&2; exit 2 ;;
+  esac
+done
+wanted() { [[ " $layouts " == *" $1 "* ]]; }
+columns=()
+wanted swarm_f32 && columns+=("by_swarm f32")
+wanted swarm_int8 && columns+=("by_swarm int8")
+wanted replica_f32 && columns+=("by_replica f32")
+wanted replica_int8 && columns+=("by_replica int8 sync")
+wanted auto && columns+=("auto")
 . bench/lib.sh
 here=$(pwd)
 # The three hosts share this machine's cores: the plan gives each its share.
@@ -139,7 +156,6 @@ cell() {
   printf '%s\n' "${runs[@]}" | sort -t'|' -k1,1n | sed -n "$(( (${#runs[@]} + 1) / 2 ))p"
 }
 
-columns=("by_swarm f32" "by_swarm int8" "by_replica f32" "by_replica int8 sync" "auto")
 replicas=$(sed -n 's/^replicas = //p' config/hosts/cluster.ini)
 echo "cpu: $(cpu_name), $(nproc) cores; config/hosts (784-256-128-10, Adam, batch 64, $replicas replicas, outer, rounds without moments, max_in_flight 2, mutual TLS), $epochs epochs, median of ${REPEATS:-1} run(s) per cell; nothing else should run meanwhile"
 echo "each cell: samples/s (predicted by nettorrent plan, free links as 10000 Mbit/s, $cores cores per host) | KB per batch on the busiest link | s to 88% val | test accuracy"
@@ -147,12 +163,15 @@ for rate in free "${rates[@]}"; do
   limit "$rate"
   row=()
   f32=(--topology.sync_precision=f32 --topology.sync_feedback=false)
-  row+=("$(cell by_swarm "$rate" "" "${f32[@]}")")
-  row+=("$(cell by_swarm "$rate" "" "${f32[@]}" --system.wire_precision=int8)")
-  row+=("$(cell by_replica "$rate" "" "${f32[@]}")")
-  row+=("$(cell by_replica "$rate" "" --topology.sync_precision=int8 --topology.sync_feedback=false)")
-  row+=("$(cell auto "$rate" "")")
-  chosen=$(sed -n 's/^coordinator:   auto chose \([a-z_]*\).*/\1/p' "$out"/run-auto-"$rate"-*-n0.log | head -1)
+  ! wanted swarm_f32 || row+=("$(cell by_swarm "$rate" "" "${f32[@]}")")
+  ! wanted swarm_int8 || row+=("$(cell by_swarm "$rate" "" "${f32[@]}" --system.wire_precision=int8)")
+  ! wanted replica_f32 || row+=("$(cell by_replica "$rate" "" "${f32[@]}")")
+  ! wanted replica_int8 ||
+    row+=("$(cell by_replica "$rate" "" --topology.sync_precision=int8 --topology.sync_feedback=false)")
+  ! wanted auto || row+=("$(cell auto "$rate" "")")
+  # What the coordinator chose and predicted on the figures measured at start.
+  chosen=$(sed -n 's/^coordinator:   auto chose \([a-z_]*\): \([0-9]*\) samples.*/\1, predicting \2 samples\/s at start/p' \
+    "$out"/run-auto-"$rate"-*-n0.log 2>/dev/null | head -1)
   label=$rate
   [ "$rate" = free ] || label="$rate Mbit/s"
   printf '%-12s' "$label"
