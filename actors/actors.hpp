@@ -212,7 +212,11 @@ using coordinator_actor = barrier_sink_actor::extend<
     /// What node `node` measured at start: its link to this node (Mbit/s;
     /// 0: the probe had no answer), one core's rate (GFLOP/s) and its cores.
     caf::reacts_to<atom::probe, node_name, double /*mbit*/, double /*gflops*/,
-                   std::uint32_t /*cores*/>>;
+                   std::uint32_t /*cores*/>,
+    /// Node `node` (from its own node actor) asks to leave gracefully: its
+    /// actors move at the next sync round. Replies "" when accepted, else
+    /// why not.
+    caf::replies_to<atom::leave, node_name>::with<std::string>>;
 
 /// The node actor of a process: spawns, on the coordinator's request, any
 /// actor of the run, and reports and stops what it hosts.
@@ -232,6 +236,10 @@ using node_actor = caf::typed_actor<
     caf::reacts_to<atom::dump>,
     /// Prints the placement the coordinator planned on every node's start-up
     /// figures (placement "auto"); from the coordinator only.
-    caf::reacts_to<atom::placed, std::string>>;
+    caf::reacts_to<atom::placed, std::string>,
+    /// From this process (SIGTERM): ask the coordinator to leave gracefully.
+    caf::reacts_to<atom::leave>,
+    /// From the coordinator: this node's actors moved away; it quits (normal).
+    caf::reacts_to<atom::released>>;
 
 } // namespace nettorrent

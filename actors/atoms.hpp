@@ -41,6 +41,8 @@ using stop = caf::atom_constant<caf::atom("stop")>;   ///< stop the actors this 
 using peers = caf::atom_constant<caf::atom("peers")>; ///< which nodes a newcomer links to
 using probe = caf::atom_constant<caf::atom("probe")>; ///< a node times its link at start
 using placed = caf::atom_constant<caf::atom("placed")>; ///< the placement planned at start
+using leave = caf::atom_constant<caf::atom("leave")>;     ///< a node asks to leave gracefully
+using released = caf::atom_constant<caf::atom("released")>; ///< a leaving node may go
 
 // Recovery.
 using pause = caf::atom_constant<caf::atom("pause")>;     ///< a worker stops feeding

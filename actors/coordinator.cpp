@@ -224,6 +224,12 @@ public:
     h = nullptr;
   }
 
+  void release(std::size_t node) override {
+    auto& s = st();
+    if (node < s.nodes.size() && s.nodes[node])
+      self_->send(s.nodes[node], atom::released::value);
+  }
+
   void settle(std::uint64_t step) override {
     self_->delayed_send(self_, std::chrono::milliseconds(250), atom::settled::value, step);
   }
@@ -689,6 +695,25 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
         return {std::move(v), m.training_began()};
       },
       [=](atom::probe, const probe_bytes& b) { return static_cast<std::uint64_t>(b.data.size()); },
+      [=](atom::leave, const node_name& name) -> std::string {
+        auto& st = self->state;
+        const std::string node = to_string(name);
+        const auto it = std::find(st.spec.nodes.begin(), st.spec.nodes.end(), node);
+        const auto& sender = self->current_sender();
+        if (it == st.spec.nodes.end() || !sender)
+          return "node " + node + " is not in this run";
+        const auto idx = static_cast<std::size_t>(it - st.spec.nodes.begin());
+        // Only the node itself, through its node actor, may ask.
+        if (!st.nodes[idx] || sender->address() != st.nodes[idx].address()) {
+          caf::aout(self) << "coordinator: refused a leave request for node " << node
+                          << " that did not come from that node" << std::endl;
+          return "a node may ask to leave only for itself";
+        }
+        std::string why = st.machine->on_leave_requested(idx);
+        if (!why.empty())
+          caf::aout(self) << "coordinator: node " << node << " cannot leave: " << why << std::endl;
+        return why;
+      },
       [=](atom::probe, const node_name& name, double mbit, double gflops, std::uint32_t cores) {
         take_figures(self, to_string(name), node_figures{mbit, gflops, static_cast<double>(cores)});
       },

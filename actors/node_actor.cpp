@@ -44,6 +44,8 @@ node_actor::behavior_type node(node_actor::stateful_pointer<node_state> self, no
           st.coordinator = coord;
           self->monitor(coord);
         }
+        if (self->current_sender() && self->current_sender()->node() == self->node())
+          st.joiner = self->current_sender();
         auto rp = self->make_response_promise<atom::ok>();
         self->request(coord, caf::infinite, atom::hello::value, to_node_name(st.spec.id),
                       st.spec.cluster_hash, wire_version, byte_mark{byte_order_mark()})
@@ -101,6 +103,41 @@ node_actor::behavior_type node(node_actor::stateful_pointer<node_state> self, no
         for (std::string line; std::getline(lines, line);)
           out += "node " + self->state.spec.id + ": " + line + "\n";
         caf::aout(self) << out << std::flush;
+      },
+      [=](atom::leave) {
+        auto& st = self->state;
+        const std::string me = "node " + st.spec.id;
+        if (self->current_sender() && self->current_sender()->node() != self->node())
+          return; // only this process asks
+        if (!st.admitted) {
+          caf::aout(self) << me << ": not in a run yet; leaving at once" << std::endl;
+          self->quit(caf::exit_reason::user_shutdown);
+          return;
+        }
+        caf::aout(self) << me << ": asking the coordinator to leave at the next sync round"
+                        << std::endl;
+        self->request(st.coordinator, std::chrono::seconds(30), atom::leave::value,
+                      to_node_name(st.spec.id))
+            .then(
+                [self, me](const std::string& why) {
+                  if (!why.empty())
+                    caf::aout(self) << me << ": the coordinator refused the leave: " << why
+                                    << " (send SIGTERM again to exit at once)" << std::endl;
+                },
+                [self, me](caf::error& e) {
+                  caf::aout(self) << me << ": no answer to the leave request: "
+                                  << self->system().render(e)
+                                  << " (send SIGTERM again to exit at once)" << std::endl;
+                });
+      },
+      [=](atom::released) {
+        const auto& sender = self->current_sender();
+        if (!sender || sender->address() != self->state.coordinator.address())
+          return; // only the coordinator of the run this node joined
+        stop_hosted(self);
+        if (self->state.joiner)
+          caf::anon_send(caf::actor_cast<caf::actor>(self->state.joiner), atom::released::value);
+        self->quit(caf::exit_reason::normal);
       },
       [=](atom::dump) {
         std::vector<std::pair<std::string, caf::actor>> who;

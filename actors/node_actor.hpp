@@ -33,6 +33,9 @@ struct node_state {
   coordinator_actor coordinator;
   bool admitted = false; ///< the coordinator answered the hello
   std::vector<std::pair<actor_key, caf::actor>> hosted;
+  /// Who asked this node to join (the process): told `released` when the
+  /// coordinator lets this node go after a graceful leave.
+  caf::strong_actor_ptr joiner;
 };
 
 node_actor::behavior_type node(node_actor::stateful_pointer<node_state> self, node_spec spec);

@@ -374,9 +374,12 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
   // Peers connect here directly: this node's node actor is published on the
   // port (the explicit mesh below).
   auto local = spawn_node(sys, nc.id, hash, cfg, res);
-  // SIGUSR1: what this node's actors wait for. SIGINT / SIGTERM end this
-  // process at once; the coordinator recovers as from any lost node.
-  const signal_actions signals{nullptr, [local] { caf::anon_send(local, atom::dump::value); }};
+  // SIGUSR1: what this node's actors wait for. SIGINT / SIGTERM: a graceful
+  // leave, its actors moved to other nodes at the next sync round (a second
+  // signal exits at once; the coordinator then recovers as from a lost node).
+  const signal_actions signals{
+      [local](const char*) { caf::anon_send(local, atom::leave::value); },
+      [local] { caf::anon_send(local, atom::dump::value); }};
   if (auto port = secure ? caf::openssl::publish(local, nc.port, nc.bind.c_str(), true)
                          : sys.middleman().publish(local, nc.port, nc.bind.c_str(), true);
       !port) {
@@ -476,10 +479,21 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
   // without an answer goes as 0: not measured) and prints its predictions.
   self->send(coord, atom::probe::value, to_node_name(nc.id), mbit, gflops,
              std::max(1u, std::thread::hardware_concurrency()));
-  // Wait for the coordinator to end the run; it stops every actor first.
+  // Wait for the coordinator to end the run (it stops every actor first),
+  // or to release this node after a graceful leave.
   caf::error reason;
-  self->receive([&](caf::down_msg& d) { reason = d.reason; });
+  bool released = false;
+  self->receive([&](caf::down_msg& d) { reason = d.reason; },
+                [&](atom::released) { released = true; });
   self->send_exit(local, caf::exit_reason::user_shutdown);
+  if (released) {
+    out << me << ": left the run: its actors went on on other nodes at a sync round, nothing "
+               "redone"
+        << std::endl;
+    if (res.m)
+      linger_for_scrapes(cfg.system.metrics_linger, out);
+    return 0;
+  }
   if (reason && reason != caf::exit_reason::normal) {
     err << me << ": error: the run ended abnormally: " << sys.render(reason)
         << " (lost the coordinator's node " << coord_id << " or the link to it; see its log). "

@@ -58,6 +58,8 @@ public:
   /// is being applied, or the synced model scored), so the recovery goes on
   /// applying it; else the round is undone (undo()) and runs again.
   bool result_kept() const noexcept;
+  /// The current (or last) round read every replica's optimizer moments.
+  bool read_moments() const noexcept { return read_moments_; }
   /// Undoes the round under way: counts, scores and the best pass go back
   /// to where they were when it started.
   void undo();

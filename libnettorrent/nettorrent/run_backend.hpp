@@ -137,6 +137,8 @@ public:
   virtual void seek(std::uint64_t step, std::uint32_t replica, const worker_position& position) = 0;
   /// Stop actor `a` (a survivor of a rolled-back replica); forget its handle.
   virtual void stop(const actor_key& a) = 0;
+  /// Node `node` left gracefully and hosts nothing now: it may go.
+  virtual void release(std::size_t node) = 0;
   /// Call on_settled(step) after the settle time of a recovery.
   virtual void settle(std::uint64_t step) = 0;
   /// A recovery finished.

@@ -13,6 +13,8 @@
 //   all of them read and write one run_core.
 #pragma once
 
+#include <algorithm>
+
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -129,6 +131,16 @@ struct run_core {
   double resumed_elapsed = 0;
   bool rebalance_on_rejoin = true; ///< move actors back to a node that rejoined
   bool rebalance_pending = false;
+  /// Per node: asked to leave; its actors move at the next kept round, and
+  /// it takes none meanwhile (place()).
+  std::vector<bool> leaving;
+  std::vector<bool> departed; ///< per node: left after handing its actors over
+  /// Live actors move at the end of the next round (a leave, or a rebalance
+  /// after a rejoin): the round reads the moments, so nothing is lost.
+  bool moves_pending() const {
+    return std::find(leaving.begin(), leaving.end(), true) != leaving.end()
+           || (rebalance_pending && rebalance_on_rejoin);
+  }
 
   // The stall watchdog's measures.
   std::uint64_t events = 0;             ///< accepted events
@@ -155,8 +167,9 @@ struct run_core {
   bool scores_synced() const { return layout.replicas() > 1 && policy().scores_synced_model; }
 
   /// The node actor `actor` goes to: a pure function of the plan and the
-  /// live nodes (its planned node while that lives, else the live node at
-  /// planned index mod live count); alive.size() if none is left.
+  /// live nodes that are not leaving (its planned node while that is one,
+  /// else the one at planned index mod their count); alive.size() if none
+  /// is left.
   std::size_t place(std::size_t actor) const;
   /// Builds `committed` from the kept round.
   void commit_state();

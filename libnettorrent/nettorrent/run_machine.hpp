@@ -108,6 +108,16 @@ public:
   /// Actor `a` went down (`reason` rendered).
   void on_lost(const actor_key& a, const std::string& reason);
 
+  /// Node `node` asks to leave gracefully (SIGTERM to it): at the end of the
+  /// next sync round (which reads the moments) its actors move to other
+  /// nodes, restored to that round's state, so nothing is redone; then the
+  /// backend releases it. Returns why it cannot ("" = accepted): the
+  /// coordinator's node, before training, no other node left.
+  std::string on_leave_requested(std::size_t node);
+  /// Releases every leaving node that hosts nothing any more (after its
+  /// actors moved).
+  void release_leavers();
+
   /// SIGINT / SIGTERM (`why` names it): the run ends after its next sync
   /// round (the one under way, if any), which is kept as the run state
   /// unless the policy's last round keeps none (best, none: the round

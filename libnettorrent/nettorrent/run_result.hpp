@@ -80,6 +80,7 @@ struct run_result {
   std::uint64_t replicas_rolled_back = 0;
   std::uint64_t actors_moved = 0;     ///< lost actors spawned again (on a live node)
   std::uint64_t actors_restarted = 0; ///< surviving actors of rolled-back replicas respawned
+  std::uint64_t nodes_left = 0;       ///< nodes that left gracefully, their actors moved
 
   /// The model to save and evaluate, with the moment it was taken (with
   /// keep_best: the best validation pass, not the end of the run).

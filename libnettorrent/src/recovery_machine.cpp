@@ -21,7 +21,7 @@ void recovery_machine::clear() {
 
 void recovery_machine::rebalance(const std::vector<std::size_t>& actors) {
   rebalancing_ = true;
-  lose(actors, "moved back to its planned node");
+  lose(actors, "moved at a sync round");
 }
 
 void recovery_machine::lose(const std::vector<std::size_t>& actors, const std::string& why) {
@@ -94,9 +94,15 @@ bool recovery_machine::place_lost(std::vector<std::string>& moved) {
 }
 
 std::string recovery_machine::plan_line(const std::vector<std::string>& moved) const {
-  std::string line = "coordinator: recovery: ";
+  std::string line = rebalancing_ ? "coordinator: moving: " : "coordinator: recovery: ";
   const auto& back = summary_.rolled_back;
-  if (back.empty()) {
+  if (rebalancing_) {
+    line += back.size() > 1 ? "replicas" : "replica";
+    for (std::size_t k = 0; k < back.size(); ++k)
+      line += (k > 0 ? ", " : " ") + std::to_string(back[k]);
+    line += " restart from sync round " + std::to_string(c_.snapshot_round)
+            + ", where they stand";
+  } else if (back.empty()) {
     line += "no replica lost training state";
   } else {
     line += back.size() > 1 ? "replicas" : "replica";
@@ -345,6 +351,7 @@ void recovery_machine::finish() {
     clear();
     c_.phase = run_phase::training;
     resume_hit(hit);
+    m_.release_leavers();
     return;
   }
   book();

@@ -69,9 +69,10 @@ void round_machine::start() {
   // of this round may be written: a run checkpoint (not of a last round
   // off the grid, which is never the run state), or the end state when the
   // next round ends the epochs off the grid (the last round's moments are
-  // collected at the end).
+  // collected at the end), or live actors move after this round (a leave,
+  // a rebalance).
   const std::uint64_t every = c_.cfg.training.checkpoint_every;
-  read_moments_ = c_.cfg.topology.round_moments || ends_next
+  read_moments_ = c_.cfg.topology.round_moments || ends_next || c_.moves_pending()
                   || (every > 0 && (c_.result.sync_rounds + 1) % every == 0 && !final_off_grid_);
   c_.result.samples = samples + c_.retired_samples;
   // topology.validate_every: only every k-th round is scored (the last one

@@ -73,6 +73,8 @@ run_core::run_core(run_config c, run_backend& b, std::function<double()> clk, bo
   node_joined.assign(node_names.size(), false);
   node_of = placement.empty() ? std::vector<std::size_t>(layout.size(), 0) : placement;
   alive.assign(std::max<std::size_t>(node_names.size(), 1), true);
+  leaving.assign(alive.size(), false);
+  departed.assign(alive.size(), false);
   const std::size_t R = layout.replicas();
   incarnation.assign(R, 0);
   positions.assign(R, worker_position{});
@@ -112,11 +114,12 @@ std::optional<fanout::verdict> run_core::take(fanout& f, bool open, std::uint64_
 
 std::size_t run_core::place(std::size_t actor) const {
   const std::size_t planned = placement.empty() ? 0 : placement[actor];
-  if (alive[planned])
+  const auto usable = [&](std::size_t n) { return alive[n] && !leaving[n]; };
+  if (usable(planned))
     return planned;
   std::vector<std::size_t> live;
   for (std::size_t n = 0; n < alive.size(); ++n)
-    if (alive[n])
+    if (usable(n))
       live.push_back(n);
   return live.empty() ? alive.size() : live[planned % live.size()];
 }

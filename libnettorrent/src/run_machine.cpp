@@ -275,13 +275,21 @@ void run_machine::resume_all() {
   c.barriers.assign(c.layout.replicas(), std::nullopt);
   c.at_barrier = 0;
   // After a round every replica holds the round's state: the moment to move
-  // actors back to a node that rejoined (nothing is redone).
+  // actors off a node that leaves, or back to a node that rejoined (nothing
+  // is redone). Without round moments only a round that read them will do.
   std::vector<std::size_t> movers;
-  if (c.rebalance_pending && c.rebalance_on_rejoin)
-    for (std::size_t i = 1; i < c.layout.size(); ++i)
-      if (c.node_of[i] != c.place(i))
+  std::size_t leavers = 0;
+  const bool exact = c.cfg.topology.round_moments || round_.read_moments();
+  const bool rebalance = exact && c.rebalance_pending && c.rebalance_on_rejoin;
+  if (exact)
+    for (std::size_t i = 1; i < c.layout.size(); ++i) {
+      const bool off = c.leaving[c.node_of[i]];
+      if (off || (rebalance && c.node_of[i] != c.place(i)))
         movers.push_back(i);
-  c.rebalance_pending = false;
+      leavers += off ? 1 : 0;
+    }
+  if (rebalance)
+    c.rebalance_pending = false;
   std::vector<bool> moving(c.layout.replicas(), false);
   for (auto i : movers)
     if (c.layout.actors()[i].kind != actor_kind::swarm_leader)
@@ -290,9 +298,65 @@ void run_machine::resume_all() {
     if (!moving[r])
       c.backend.resume(static_cast<std::uint32_t>(r));
   if (!movers.empty()) {
-    c.say("coordinator: rebalancing: " + std::to_string(movers.size())
-          + " actors go back to the nodes the placement plan gives them");
+    if (leavers > 0)
+      c.say("coordinator: " + std::to_string(leavers)
+            + " actors move off the leaving node at this round; nothing is redone");
+    if (movers.size() > leavers)
+      c.say("coordinator: rebalancing: " + std::to_string(movers.size() - leavers)
+            + " actors go back to the nodes the placement plan gives them");
     recovery_.rebalance(movers);
+    return;
+  }
+  release_leavers();
+}
+
+std::string run_machine::on_leave_requested(std::size_t node) {
+  auto& c = core_;
+  const std::string name = node < c.node_names.size() ? c.node_names[node] : std::to_string(node);
+  if (c.over())
+    return "the run is over";
+  if (node >= c.alive.size() || !c.alive[node])
+    return "node " + name + " is not a live node of this run";
+  if (!training_began())
+    return "training has not begun: stop node " + name + " and start the run without it";
+  if (node == c.node_of[0])
+    return "node " + name
+           + " holds the coordinator, which cannot move: SIGTERM to it ends the run at its next "
+             "sync round";
+  if (c.leaving[node])
+    return ""; // asked again: it leaves at the next round already
+  bool other = false;
+  for (std::size_t n = 0; n < c.alive.size(); ++n)
+    other = other || (n != node && c.alive[n] && !c.leaving[n]);
+  if (!other)
+    return "no other node is left to take its actors";
+  c.leaving[node] = true;
+  std::size_t hosted = 0;
+  for (std::size_t i = 1; i < c.layout.size(); ++i)
+    hosted += c.node_of[i] == node ? 1 : 0;
+  c.say("coordinator: node " + name + " asked to leave; its " + std::to_string(hosted)
+        + " actors move to other nodes at the next sync round");
+  if (hosted == 0)
+    release_leavers();
+  return "";
+}
+
+void run_machine::release_leavers() {
+  auto& c = core_;
+  for (std::size_t n = 0; n < c.leaving.size(); ++n) {
+    if (!c.leaving[n])
+      continue;
+    bool hosts = false;
+    for (std::size_t i = 1; i < c.layout.size(); ++i)
+      hosts = hosts || c.node_of[i] == n;
+    if (hosts)
+      continue;
+    c.leaving[n] = false;
+    c.departed[n] = true;
+    c.alive[n] = false;
+    ++c.result.nodes_left;
+    c.say("coordinator: node " + c.node_names[n] + " left the run; it hosts nothing now");
+    c.backend.release(n);
   }
 }
 
@@ -558,12 +622,15 @@ void run_machine::on_node_lost(std::size_t node, const std::string& reason) {
   auto& c = core_;
   if (c.over() || node >= c.alive.size())
     return;
+  if (c.departed[node]) // it left gracefully and hosts nothing
+    return;
   if (!training_began()) {
     fail("lost node " + (node < c.node_names.size() ? c.node_names[node] : std::to_string(node))
          + " (" + reason + ") before training started");
     return;
   }
   c.alive[node] = false;
+  c.leaving[node] = false; // its actors are lost, not moved: recovery places them
   std::vector<std::size_t> actors;
   for (std::size_t i = 1; i < c.layout.size(); ++i)
     if (c.node_of[i] == node && c.registered[i])

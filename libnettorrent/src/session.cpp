@@ -160,6 +160,9 @@ void print_summary(const run_result& r, std::ostream& out) {
                   static_cast<unsigned long long>(r.actors_moved),
                   static_cast<unsigned long long>(r.actors_restarted));
     out << line;
+    if (r.nodes_left > 0)
+      out << "membership: " << r.nodes_left << (r.nodes_left == 1 ? " node" : " nodes")
+          << " left gracefully (actors moved at a sync round, nothing redone)\n";
     // Where the rounds' time went, per round on average.
     const auto& t = r.round_time;
     const double per = r.sync_rounds > 0 ? 1e3 / static_cast<double>(r.sync_rounds) : 0;

@@ -12,6 +12,7 @@ namespace {
 struct coordinator_log {
   std::vector<std::pair<std::string, std::uint64_t>> hellos;
   std::vector<std::pair<nt::actor_key, caf::actor>> registrations;
+  std::vector<std::string> leaves; ///< nodes that asked to leave
 };
 
 /// Stands in for the coordinator as seen by a node actor: admits every
@@ -54,6 +55,13 @@ nt::coordinator_actor::behavior_type fake_coordinator(nt::coordinator_actor::poi
         unexpected("probe figures");
       },
       [=](nt::atom::barrier, const nt::barrier_report&) { unexpected("barrier"); },
+      [=](nt::atom::leave, const nt::node_name& id) {
+        // Accepts at once: the node's actors "moved", it may go.
+        log->leaves.push_back(nt::to_string(id));
+        self->send(caf::actor_cast<nt::node_actor>(self->current_sender()),
+                   nt::atom::released::value);
+        return std::string{};
+      },
   };
 }
 
@@ -164,6 +172,35 @@ TEST_F(Node, LeavesWithItsActorsWhenTheCoordinatorGoesDown) {
   EXPECT_EQ(downs, 2u) << "the node actor and its relay must both have ended";
 }
 
+TEST_F(Node, SigtermAsksTheCoordinatorToLeaveAndTheNodeQuitsOnceReleased) {
+  auto n = make_node(data);
+  EXPECT_TRUE(ask_ok(n, nt::atom::join::value, coord));
+  auto a = ask<caf::actor>(n, nt::atom::spawn::value, nt::actor_key::relay(1, 2), std::uint32_t{0});
+  ASSERT_TRUE(a);
+  self->monitor(n);
+  // A release from anyone but its coordinator is ignored.
+  self->send(n, nt::atom::released::value);
+  sched.run();
+  EXPECT_TRUE(ask<std::vector<nt::actor_key>>(n, nt::atom::hosts::value));
+  // What the process sends on SIGTERM.
+  self->send(n, nt::atom::leave::value);
+  sched.run();
+  ASSERT_EQ(log->leaves, std::vector<std::string>{"n1"});
+  std::optional<caf::error> reason;
+  bool told = false;
+  for (bool more = true; more;)
+    self->receive(
+        [&](caf::down_msg& d) {
+          if (d.source == n.address())
+            reason = d.reason;
+        },
+        [&](nt::atom::released) { told = true; },
+        caf::after(std::chrono::milliseconds(0)) >> [&] { more = false; });
+  ASSERT_TRUE(reason) << "the released node actor did not quit";
+  EXPECT_EQ(*reason, caf::exit_reason::normal);
+  EXPECT_TRUE(told) << "the process that joined was not told of the release";
+}
+
 class Admission : public ActorTest {
 protected:
   Admission() {
@@ -233,6 +270,24 @@ TEST_F(Admission, APeerOfAnotherByteOrderOrWireFormatIsRefused) {
                   "malformed");
   // The same hello with this build's identity is admitted.
   EXPECT_TRUE(ask_ok(make_node("a", 0x1234), nt::atom::join::value, coord));
+}
+
+TEST_F(Admission, ALeaveComesOnlyFromTheNodeItselfAndNotBeforeTraining) {
+  auto b = make_node("b", 0x1234);
+  EXPECT_TRUE(ask_ok(b, nt::atom::join::value, coord));
+  sched.run();
+  // Asked by someone else (this test's actor) for node b: refused.
+  const auto other = ask<std::string>(coord, nt::atom::leave::value, nt::to_node_name("b"));
+  ASSERT_TRUE(other);
+  EXPECT_CONTAINS(*other, "only for itself");
+  EXPECT_CONTAINS(*ask<std::string>(coord, nt::atom::leave::value, nt::to_node_name("z")),
+                  "not in this run");
+  // Asked by b itself, before training began: refused, b goes on.
+  self->monitor(b);
+  self->send(b, nt::atom::leave::value);
+  sched.run();
+  EXPECT_TRUE(ask<std::vector<nt::actor_key>>(b, nt::atom::hosts::value))
+      << "a refused leave must leave the node in the run";
 }
 
 TEST_F(Admission, EachNodeIsAskedForWhatThePlacementPutsOnItAndTheRunCompletes) {

@@ -682,6 +682,57 @@ TEST_F(LostNode, WithTheClustersDefaultSettingsAKilledNodeCostsUnderHalfAPoint) 
   EXPECT_LE(std::abs(fault - (clean + again) / 2), std::max(0.01, 0.005 + noise));
 }
 
+// A graceful leave: SIGTERM to a node other than the coordinator's. At the
+// end of the next sync round (which reads every replica's moments, even
+// when the rounds leave them on the slices) its actors move to the other
+// nodes, restored to that round's state; nothing is redone, no replica
+// rolls back, the node exits 0, and the run ends bit for bit as without the
+// leave.
+class GracefulLeave : public LostNode {
+protected:
+  void leave_and_finish(const run_spec& spec, std::size_t leaver, std::size_t actors) {
+    ASSERT_NO_FATAL_FAILURE(run_reference(spec));
+    ASSERT_NO_FATAL_FAILURE(start_cluster(spec, 3, 20261205));
+    nodes_[leaver]->signal(SIGTERM);
+    ASSERT_TRUE(exits_within(*nodes_[leaver], 60s));
+    EXPECT_TRUE(nodes_[leaver]->exited_ok()) << nodes_[leaver]->log();
+    const std::string who = "node n" + std::to_string(leaver);
+    EXPECT_CONTAINS(nodes_[leaver]->out(), who + ": asking the coordinator to leave");
+    EXPECT_CONTAINS(nodes_[leaver]->out(), who + ": left the run");
+    for (std::size_t i = 0; i < 3; ++i) {
+      if (i == leaver)
+        continue;
+      EXPECT_TRUE(exits_within(*nodes_[i], 90s));
+      EXPECT_TRUE(nodes_[i]->exited_ok()) << nodes_[i]->log();
+    }
+    const std::string out = nodes_[0]->out();
+    const std::string n = std::to_string(actors);
+    EXPECT_CONTAINS(out, "coordinator: " + who + " asked to leave; its " + n + " actors move");
+    EXPECT_CONTAINS(out, "coordinator: " + n + " actors move off the leaving node at this round");
+    EXPECT_CONTAINS(out, "coordinator: moving: replicas 0, 1 restart from sync round ");
+    EXPECT_CONTAINS(out, "coordinator: " + who + " left the run");
+    EXPECT_CONTAINS(out, "failures: 0 recoveries (0 replicas rolled back), 0 samples redone");
+    EXPECT_CONTAINS(out, "membership: 1 node left gracefully");
+    EXPECT_EQ(out.find("recovering ("), std::string::npos) << out; // "lost ... recovering (...)"
+    expect_bit_identical_to_reference();
+  }
+};
+
+TEST_F(GracefulLeave, ASigtermedNodeHandsItsActorsOverAtARoundAndTheRunEndsBitIdentical) {
+  leave_and_finish(recovery_spec(0.5, 3), 2, 7); // n2: swarm 3 of both replicas, its leader
+}
+
+TEST_F(GracefulLeave, WithoutRoundMomentsTheLeavingRoundReadsThemAndTheRunEndsBitIdentical) {
+  // config/hosts' sync settings: outer, int8 rounds with feedback, moments
+  // left on the slices.
+  run_spec spec = recovery_spec(0.5, 3);
+  spec.policy = "outer";
+  spec.sync_precision = "int8";
+  spec.sync_feedback = true;
+  spec.round_moments = false;
+  leave_and_finish(spec, 1, 5); // n1: swarm 2 of both replicas, its leader
+}
+
 TEST_F(LostNode, AFrozenNodeIsCaughtByHeartbeatsAndRecoveredFrom) {
   const run_spec spec = recovery_spec(0.2, 1.5);
   ASSERT_NO_FATAL_FAILURE(run_reference(spec));

@@ -97,6 +97,7 @@ public:
     seeks.push_back(p);
   }
   void stop(const nt::actor_key& a) override { commands.push_back({"stop", 0, a}); }
+  void release(std::size_t node) override { commands.push_back({"release", 0, {}, 0, 0, node}); }
   void settle(std::uint64_t s) override { commands.push_back({"settle", s, {}}); }
   void recovered(const nt::recovery_summary& r) override { recoveries.push_back(r); }
   void save(std::shared_ptr<const nt::run_state> st) override { saved.push_back(std::move(st)); }
