@@ -228,6 +228,12 @@ public:
     auto& s = st();
     if (node < s.nodes.size() && s.nodes[node])
       self_->send(s.nodes[node], atom::released::value);
+    if (const auto* m = s.spec.metrics) {
+      std::size_t alive = 0;
+      for (std::size_t n = 0; n < s.spec.nodes.size(); ++n)
+        alive += s.machine->node_alive(n) ? 1 : 0;
+      m->nodes_alive->Set(static_cast<double>(alive));
+    }
   }
 
   void settle(std::uint64_t step) override {

@@ -338,7 +338,11 @@ const std::vector<command>& commands() {
        "run one node of a cluster (see config/cluster/)",
        "Runs one node of a cluster: reads the node file and the cluster file it\n"
        "names, spawns the actors the placement puts on this node and joins the\n"
-       "others. The coordinator's node writes the outputs (training.output_dir).\n",
+       "others. The coordinator's node writes the outputs (training.output_dir).\n"
+       "SIGTERM or SIGINT to the coordinator's node ends the run at its next sync\n"
+       "round; to any other node it is a graceful leave: its actors move to the\n"
+       "other nodes at the next sync round, nothing is redone, and it exits 0. A\n"
+       "second signal exits at once.\n",
        "  --config-file=NODE_FILE\n"
        "                        this node's file ([node] id, cluster_file, bind)\n"
        "  --section.key=value   override a run key of the cluster file; give every\n"

@@ -199,6 +199,65 @@ TEST_F(RunMachine, ANodeThatRejoinsGetsItsActorsBackAfterTheNextRound) {
   EXPECT_EQ(m->result().samples_redone, 0u);
 }
 
+TEST_F(RunMachine, ALeavingNodesActorsMoveAfterTheNextRoundAndItIsReleased) {
+  auto c = small_config(2);
+  const nt::run_layout layout{c};
+  std::vector<std::size_t> placement(layout.size(), 0);
+  std::size_t on_c = 0;
+  for (std::size_t i = 0; i < layout.size(); ++i)
+    if (layout.actors()[i].kind == nt::actor_kind::neuron_slice && layout.actors()[i].layer == 1) {
+      placement[i] = 2; // layer 2's slices on node "c"
+      ++on_c;
+    }
+  make(c, placement, {"a", "b", "c"});
+  for (std::size_t n = 0; n < 3; ++n)
+    m->on_node_joined(n);
+  EXPECT_CONTAINS(m->on_leave_requested(2), "training has not begun");
+  for (const auto& sp : rec.take("spawn")) {
+    m->on_registered(sp.key, 0);
+    m->on_spawned(sp.step, sp.key);
+  }
+  for (const auto& w : rec.take("wire"))
+    m->on_wired(w.step, w.key);
+  m->on_run_requested();
+  ASSERT_EQ(m->current_phase(), phase::training);
+  EXPECT_CONTAINS(m->on_leave_requested(0), "holds the coordinator");
+  EXPECT_CONTAINS(m->on_leave_requested(7), "not a live node");
+  EXPECT_EQ(m->on_leave_requested(2), "");
+  EXPECT_EQ(m->on_leave_requested(2), "") << "asked again: still leaving";
+  EXPECT_TRUE(rec.take("release").empty()) << "released before its actors moved";
+  rec.take("resume");
+  barrier_all_at(500, false, {0, 1});
+  score({0.5, 0.6});
+  for (const auto& e : rec.take("exchange"))
+    m->on_exchanged(e.step, e.layer, some_layer(1.0f), 1);
+  for (const auto& r : rec.take("apply"))
+    m->on_restored(r.step, r.layer, r.replica, 1);
+  // The round is kept: c's slices move (to a or b), nothing rolls back.
+  EXPECT_EQ(m->current_phase(), phase::recovering);
+  const auto spawned = recover(*m, rec, 500);
+  std::size_t moved = 0;
+  for (const auto& k : spawned)
+    if (k.kind == nt::actor_kind::neuron_slice && k.layer == 1) {
+      EXPECT_NE(m->node_of(k), 2u) << nt::describe(k);
+      ++moved;
+    }
+  EXPECT_EQ(moved, on_c);
+  EXPECT_EQ(m->current_phase(), phase::training);
+  const auto released = rec.take("release");
+  ASSERT_EQ(released.size(), 1u);
+  EXPECT_EQ(released[0].node, 2u);
+  EXPECT_FALSE(m->node_alive(2));
+  EXPECT_EQ(m->result().recoveries, 0u);
+  EXPECT_EQ(m->result().samples_redone, 0u);
+  EXPECT_EQ(m->result().nodes_left, 1u);
+  // Its node actor going down afterwards is no loss.
+  m->on_node_lost(2, "normal");
+  EXPECT_EQ(m->current_phase(), phase::training);
+  // b may leave as well: a, the coordinator's node, takes its actors.
+  EXPECT_EQ(m->on_leave_requested(1), "");
+}
+
 TEST_F(RunMachine, AResumedRunRestoresEveryReplicaBeforeTraining) {
   auto c = small_config(2);
   nt::run_state st = nt::initial_run_state(c, 2);
