@@ -594,18 +594,24 @@ void take_figures(coordinator_actor::stateful_pointer<coordinator_state> self,
     std::string given;
     for (std::size_t i = 0; i < N; ++i) {
       used[i] = planning_figures(*st.spec.cluster, st.spec.nodes[i], &all[i]);
-      if (used[i].mbit != all[i].mbit || used[i].cores != all[i].cores)
+      const node_address* d = st.spec.cluster->find_node(st.spec.nodes[i]);
+      if (d != nullptr && (d->bandwidth_mbit != 0 || d->cores != 0))
         given += (given.empty() ? "" : ", ") + st.spec.nodes[i];
     }
     if (!given.empty())
       caf::aout(self) << "coordinator: the description's nodes.bandwidth_mbit or nodes.cores "
-                      << "stand for what was measured (or not measured) on " << given << std::endl;
+                      << "stand for what was measured on " << given << std::endl;
     std::istringstream lines{measured_report(*st.spec.cluster, used, plan)};
     for (std::string line; std::getline(lines, line);)
       caf::aout(self) << "coordinator: " << line << std::endl;
   } catch (const nettorrent::error& e) {
     caf::aout(self) << "coordinator: no prediction on the start-up figures: " << e.what()
                     << std::endl;
+    if (st.machine->placement_held()) {
+      caf::aout(self) << "coordinator: placement auto falls back to the plan of the description"
+                      << std::endl;
+      st.machine->place(st.spec.placement);
+    }
   }
 }
 

@@ -1,10 +1,14 @@
 #include "process_session.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <csignal>
+#include <iostream>
 #include <random>
 #include <ostream>
 #include <set>
+#include <string_view>
 #include <thread>
 
 #include <caf/all.hpp>
@@ -377,9 +381,19 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
   // SIGUSR1: what this node's actors wait for. SIGINT / SIGTERM: a graceful
   // leave, its actors moved to other nodes at the next sync round (a second
   // signal exits at once; the coordinator then recovers as from a lost node).
+  // Before the coordinator admitted this node there is nothing to leave.
+  auto admitted = std::make_shared<std::atomic<bool>>(false);
   const signal_actions signals{
-      [local](const char*) { caf::anon_send(local, atom::leave::value); },
-      [local] { caf::anon_send(local, atom::dump::value); }};
+      [local, admitted](const char* name) {
+        if (!admitted->load()) {
+          std::cerr << "nettorrent node: not admitted to a run yet: exiting" << std::endl;
+          std::_Exit(128 + (std::string_view{name} == "SIGINT" ? SIGINT : SIGTERM));
+        }
+        caf::anon_send(local, atom::leave::value);
+      },
+      [local] { caf::anon_send(local, atom::dump::value); },
+      "leaving: at the coordinator's next sync round this node's actors move to the other "
+      "nodes, then it exits"};
   if (auto port = secure ? caf::openssl::publish(local, nc.port, nc.bind.c_str(), true)
                          : sys.middleman().publish(local, nc.port, nc.bind.c_str(), true);
       !port) {
@@ -475,6 +489,7 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
     return 1;
   }
   out << me << ": admitted by the coordinator at " << coord_addr->endpoint() << std::endl;
+  admitted->store(true);
   // The coordinator plans placement "auto" on every node's figures (a link
   // without an answer goes as 0: not measured) and prints its predictions.
   self->send(coord, atom::probe::value, to_node_name(nc.id), mbit, gflops,

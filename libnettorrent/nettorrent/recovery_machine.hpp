@@ -57,6 +57,8 @@ public:
   void describe(std::string& out) const;
 
 private:
+  /// The actors to respawn elsewhere, for a loss or a move (rebalancing_).
+  void move(const std::vector<std::size_t>& actors, const std::string& why);
   /// Begins a recovery: the round under way is undone or kept for applying.
   void begin();
   void plan();

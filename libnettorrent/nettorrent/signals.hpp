@@ -26,10 +26,13 @@ void watch_signals(const std::string& program);
 /// SIGTERM does, called on the signal thread with the signal's name;
 /// without one, or after a second signal, the process exits at once with
 /// status 128 + the signal's number. `dump`: what SIGUSR1 does; without
-/// one it is ignored.
+/// one it is ignored. `stopping` is what the first stop signal's line says
+/// it does.
 class signal_actions {
 public:
-  signal_actions(std::function<void(const char* name)> stop, std::function<void()> dump);
+  signal_actions(std::function<void(const char* name)> stop, std::function<void()> dump,
+                 std::string stopping = "stopping; the run writes a run checkpoint and its "
+                                        "outputs, then exits");
   ~signal_actions();
   signal_actions(const signal_actions&) = delete;
   signal_actions& operator=(const signal_actions&) = delete;

@@ -21,10 +21,19 @@ void recovery_machine::clear() {
 
 void recovery_machine::rebalance(const std::vector<std::size_t>& actors) {
   rebalancing_ = true;
-  lose(actors, "moved at a sync round");
+  move(actors, "moved at a sync round");
 }
 
 void recovery_machine::lose(const std::vector<std::size_t>& actors, const std::string& why) {
+  if (rebalancing_ && c_.phase == run_phase::recovering) {
+    // A real loss during a move: from here on it is a recovery, booked as one.
+    rebalancing_ = false;
+    ++c_.result.recoveries;
+  }
+  move(actors, why);
+}
+
+void recovery_machine::move(const std::vector<std::size_t>& actors, const std::string& why) {
   const auto& all = c_.layout.actors();
   std::string names;
   for (std::size_t k = 0; k < actors.size() && k < 4; ++k)
@@ -352,6 +361,8 @@ void recovery_machine::finish() {
     c_.phase = run_phase::training;
     resume_hit(hit);
     m_.release_leavers();
+    if (c_.at_barrier == c_.layout.replicas()) // only leaders moved: the others wait there
+      m_.barrier_complete();
     return;
   }
   book();
@@ -363,6 +374,7 @@ void recovery_machine::finish() {
   c_.phase = run_phase::training;
   round_.step_to(round_machine::step::none);
   resume_hit(hit);
+  m_.release_leavers(); // a move that a loss turned into a recovery
   if (c_.at_barrier == c_.layout.replicas()) // nobody was hit (a lost leader only)
     m_.barrier_complete();
 }

@@ -160,6 +160,8 @@ void run_machine::on_node_joined(std::size_t node) {
   if (c.node_joined[node]) {
     if (!c.alive[node]) { // a lost node started again: it takes actors at the next re-placement
       c.alive[node] = true;
+      c.departed[node] = false; // one that left may come back the same way
+      c.leaving[node] = false;
       c.rebalance_pending = true;
       c.say("coordinator: node " + c.node_names[node]
             + " rejoined; it hosts actors again from the next re-placement");
@@ -300,7 +302,7 @@ void run_machine::resume_all() {
   if (!movers.empty()) {
     if (leavers > 0)
       c.say("coordinator: " + std::to_string(leavers)
-            + " actors move off the leaving node at this round; nothing is redone");
+            + " actors move off the leaving nodes at this round; nothing is redone");
     if (movers.size() > leavers)
       c.say("coordinator: rebalancing: " + std::to_string(movers.size() - leavers)
             + " actors go back to the nodes the placement plan gives them");
@@ -319,6 +321,8 @@ std::string run_machine::on_leave_requested(std::size_t node) {
     return "node " + name + " is not a live node of this run";
   if (!training_began())
     return "training has not begun: stop node " + name + " and start the run without it";
+  if (c.stop_requested || c.phase == phase::finishing)
+    return "the run ends at its next sync round anyway";
   if (node == c.node_of[0])
     return "node " + name
            + " holds the coordinator, which cannot move: SIGTERM to it ends the run at its next "
@@ -335,7 +339,7 @@ std::string run_machine::on_leave_requested(std::size_t node) {
   for (std::size_t i = 1; i < c.layout.size(); ++i)
     hosted += c.node_of[i] == node ? 1 : 0;
   c.say("coordinator: node " + name + " asked to leave; its " + std::to_string(hosted)
-        + " actors move to other nodes at the next sync round");
+        + " actors move to other nodes at the next sync round that reads the moments");
   if (hosted == 0)
     release_leavers();
   return "";

@@ -19,6 +19,7 @@ struct watcher {
   std::mutex mx;
   std::function<void(const char*)> stop;
   std::function<void()> dump;
+  std::string stopping; ///< what the first stop signal does, as printed
   std::string program;
   std::string stopped_by;
   int stops = 0;
@@ -72,11 +73,10 @@ void take(int sig) {
   }
   w.stopped_by = name;
   auto stop = w.stop;
+  const std::string what = w.stopping;
   lock.unlock();
-  std::cerr << w.program << ": caught " << name
-            << ": stopping; the run writes a run checkpoint and its outputs, then exits (send "
-            << name << " again to exit at once)"
-            << std::endl;
+  std::cerr << w.program << ": caught " << name << ": " << what << " (send " << name
+            << " again to exit at once)" << std::endl;
   stop(name);
 }
 
@@ -102,11 +102,12 @@ void watch_signals(const std::string& program) {
 }
 
 signal_actions::signal_actions(std::function<void(const char*)> stop,
-                               std::function<void()> dump) {
+                               std::function<void()> dump, std::string stopping) {
   auto& w = the_watcher();
   std::lock_guard<std::mutex> lock{w.mx};
   w.stop = std::move(stop);
   w.dump = std::move(dump);
+  w.stopping = std::move(stopping);
 }
 
 signal_actions::~signal_actions() {

@@ -708,7 +708,7 @@ protected:
     const std::string out = nodes_[0]->out();
     const std::string n = std::to_string(actors);
     EXPECT_CONTAINS(out, "coordinator: " + who + " asked to leave; its " + n + " actors move");
-    EXPECT_CONTAINS(out, "coordinator: " + n + " actors move off the leaving node at this round");
+    EXPECT_CONTAINS(out, "coordinator: " + n + " actors move off the leaving nodes at this round");
     EXPECT_CONTAINS(out, "coordinator: moving: replicas 0, 1 restart from sync round ");
     EXPECT_CONTAINS(out, "coordinator: " + who + " left the run");
     EXPECT_CONTAINS(out, "failures: 0 recoveries (0 replicas rolled back), 0 samples redone");

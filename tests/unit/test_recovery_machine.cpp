@@ -254,6 +254,12 @@ TEST_F(RunMachine, ALeavingNodesActorsMoveAfterTheNextRoundAndItIsReleased) {
   // Its node actor going down afterwards is no loss.
   m->on_node_lost(2, "normal");
   EXPECT_EQ(m->current_phase(), phase::training);
+  // Started again, it rejoins as a lost node does, and a later loss of it
+  // counts again.
+  m->on_node_joined(2);
+  EXPECT_TRUE(m->node_alive(2));
+  m->on_node_lost(2, "remote_link_unreachable");
+  EXPECT_FALSE(m->node_alive(2));
   // b may leave as well: a, the coordinator's node, takes its actors.
   EXPECT_EQ(m->on_leave_requested(1), "");
 }
