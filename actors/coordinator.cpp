@@ -233,6 +233,7 @@ public:
       for (std::size_t n = 0; n < s.spec.nodes.size(); ++n)
         alive += s.machine->node_alive(n) ? 1 : 0;
       m->nodes_alive->Set(static_cast<double>(alive));
+      m->nodes_left->Increment();
     }
   }
 

@@ -147,6 +147,7 @@ metrics::metrics(std::string node, const run_layout& layout)
                                .Add({{"node", node}}, recovery_buckets);
   run_.nodes_alive =
       gauge("nettorrent_nodes_alive");
+  run_.nodes_left = counter("nettorrent_nodes_left_total");
   auto& steps = registered<Counter>(reg, "nettorrent_round_step_seconds_total");
   for (std::size_t i = 0; i < run_.round_step_seconds.size(); ++i)
     run_.round_step_seconds[i] =

@@ -78,6 +78,7 @@ struct run_metrics {
   prometheus::Histogram* recovery_seconds = nullptr; ///< noticing a loss -> training again
   prometheus::Counter* samples_redone = nullptr;     ///< samples trained again after recoveries
   prometheus::Gauge* nodes_alive = nullptr;          ///< coordinator's process: nodes; others 0
+  prometheus::Counter* nodes_left = nullptr;         ///< coordinator's process: graceful leaves
   /// Seconds of sync rounds per step, indexed by run_result::round_timing::part.
   std::array<prometheus::Counter*, run_result::round_timing::parts> round_step_seconds{};
 };

@@ -25,7 +25,7 @@ namespace detail {
 using mt = metric_type;
 } // namespace detail
 
-inline constexpr std::array<metric_family, 28> metric_families{{
+inline constexpr std::array<metric_family, 29> metric_families{{
     // Per swarm ("0" is the input side: workers and the input relay), per replica.
     {"nettorrent_samples_total", detail::mt::counter, {"node", "swarm", "replica"},
      "Training samples through a swarm (per replica)"},
@@ -83,6 +83,8 @@ inline constexpr std::array<metric_family, 28> metric_families{{
      "Training samples trained again because of recoveries"},
     {"nettorrent_nodes_alive", detail::mt::gauge, {"node"},
      "Nodes of the run alive, as the coordinator sees them"},
+    {"nettorrent_nodes_left_total", detail::mt::counter, {"node"},
+     "Nodes that left the run gracefully, their actors moved at a sync round"},
     {"nettorrent_round_step_seconds_total", detail::mt::counter, {"node", "step"},
      "Seconds the sync rounds spent per step: draining (replicas waiting at the barrier), "
      "scoring, keeping_best, exchanging, applying, snapshotting"},
