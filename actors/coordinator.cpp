@@ -229,10 +229,7 @@ public:
     if (node < s.nodes.size() && s.nodes[node])
       self_->send(s.nodes[node], atom::released::value);
     if (const auto* m = s.spec.metrics) {
-      std::size_t alive = 0;
-      for (std::size_t n = 0; n < s.spec.nodes.size(); ++n)
-        alive += s.machine->node_alive(n) ? 1 : 0;
-      m->nodes_alive->Set(static_cast<double>(alive));
+      m->nodes_alive->Set(static_cast<double>(s.machine->nodes_alive()));
       m->nodes_left->Increment();
     }
   }
@@ -628,8 +625,7 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
   s.machine->set_rebalance_on_rejoin(s.spec.rebalance_on_rejoin);
   // Placement auto on several nodes waits for what every node measures at
   // start (take_figures).
-  if (s.spec.cluster && s.spec.cluster->placement.strategy == placement_strategy::automatic
-      && s.spec.nodes.size() > 1 && !s.spec.placement.empty())
+  if (s.spec.cluster && planned_at_start(*s.spec.cluster) && !s.spec.placement.empty())
     s.machine->hold_placement();
   if (s.spec.resume)
     s.machine->resume_from(*s.spec.resume);
@@ -690,12 +686,8 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self, coordin
             caf::aout(self) << "coordinator: node " << node << " joined" << std::endl;
         }
         st.machine->on_node_joined(idx);
-        if (rejoin && st.spec.metrics != nullptr) {
-          std::size_t alive = 0;
-          for (std::size_t n = 0; n < st.spec.nodes.size(); ++n)
-            alive += st.machine->node_alive(n) ? 1 : 0;
-          st.spec.metrics->nodes_alive->Set(static_cast<double>(alive));
-        }
+        if (rejoin && st.spec.metrics != nullptr)
+          st.spec.metrics->nodes_alive->Set(static_cast<double>(st.machine->nodes_alive()));
         return atom::ok::value;
       },
       [=](atom::peers) -> caf::result<node_states, bool> {

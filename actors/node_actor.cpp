@@ -109,9 +109,8 @@ node_actor::behavior_type node(node_actor::stateful_pointer<node_state> self, no
         const std::string me = "node " + st.spec.id;
         if (self->current_sender() && self->current_sender()->node() != self->node())
           return; // only this process asks
-        if (!st.admitted) {
-          caf::aout(self) << me << ": not in a run yet; leaving at once" << std::endl;
-          self->quit(caf::exit_reason::user_shutdown);
+        if (!st.admitted) { // the process exits on a signal before admission
+          caf::aout(self) << me << ": not admitted to a run yet: nothing to leave" << std::endl;
           return;
         }
         caf::aout(self) << me << ": asking the coordinator to leave at the next sync round"

@@ -303,16 +303,15 @@ int run_node(const node_config& nc, std::ostream& out, std::ostream& err,
   const std::string me = "node " + nc.id;
   const std::uint64_t hash = cc.hash();
 
-  const bool planned_at_start =
-      cc.placement.strategy == placement_strategy::automatic && plan.nodes.size() > 1;
+  const bool at_start = planned_at_start(cc);
   out << me << ": cluster " << nc.cluster_file << " (hash " << hash_hex(hash) << "), ";
-  if (planned_at_start)
+  if (at_start)
     out << "actors placed by the coordinator on every node's start-up figures";
   else
     out << mine.size() << " actors here";
   out << ", listening on " << nc.bind << ':' << nc.port << (cc.tls.enabled ? " (TLS)" : "")
       << ", wire precision " << to_string(cfg.system.wire) << '\n';
-  if (planned_at_start)
+  if (at_start)
     out << "placement auto: planned once every node has measured its link and compute; on the "
            "description alone it would be\n";
   out << describe(plan) << std::flush;

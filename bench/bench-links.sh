@@ -17,8 +17,8 @@
 # (kernel counters, BASP and TLS framing included), seconds to 88% validation
 # accuracy (the first scored round at or above it; "-" if never), test
 # accuracy, and what `nettorrent plan` predicts for that layout and rate.
-# Needs root (network namespaces). One sitting: every figure in the table
-# comes from this run on this machine.
+# Needs root (network namespaces). Every figure in the table comes from
+# this run on this machine.
 # usage: [REPEATS=N] [LAYOUTS="..."] bench/bench-links.sh [EPOCHS] [RATE...]
 #        (default: 4 1000 100 10)
 # With REPEATS each cell runs N times and shows the median run. LAYOUTS

@@ -90,6 +90,11 @@ struct placement_plan {
 placement_plan plan_placement(const cluster_config& cfg,
                               const std::vector<node_figures>* measured = nullptr);
 
+/// Placement "auto" on several nodes: the coordinator plans it once every
+/// node has sent its start-up figures (nodes print the description's plan
+/// only as what it would be).
+bool planned_at_start(const cluster_config& cfg);
+
 /// The fixed layouts "auto" weighs for `cfg`, in the order it breaks ties:
 /// by_swarm, by_replica, by_group (only when 1 < R < N, where it differs
 /// from both) and round_robin.

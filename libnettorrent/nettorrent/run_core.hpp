@@ -134,7 +134,6 @@ struct run_core {
   /// Per node: asked to leave; its actors move at the next kept round, and
   /// it takes none meanwhile (place()).
   std::vector<bool> leaving;
-  std::vector<bool> departed; ///< per node: left after handing its actors over
   /// Live actors move at the end of the next round (a leave, or a rebalance
   /// after a rejoin): the round reads the moments, so nothing is lost.
   bool moves_pending() const {
@@ -171,6 +170,14 @@ struct run_core {
   /// else the one at planned index mod their count); alive.size() if none
   /// is left.
   std::size_t place(std::size_t actor) const;
+  /// How many layout actors live on node `node` now.
+  std::size_t hosted_on(std::size_t node) const {
+    return static_cast<std::size_t>(std::count(node_of.begin() + 1, node_of.end(), node));
+  }
+  /// Nodes alive, as the coordinator sees them.
+  std::size_t nodes_alive() const {
+    return static_cast<std::size_t>(std::count(alive.begin(), alive.end(), true));
+  }
   /// Builds `committed` from the kept round.
   void commit_state();
   /// The kept round's state as a run checkpoint holds it, committed; a

@@ -93,6 +93,8 @@ public:
   /// A node that was lost joined again: it takes actors at the next
   /// re-placement.
   bool node_alive(std::size_t node) const { return node < core_.alive.size() && core_.alive[node]; }
+  /// Nodes alive, as the coordinator sees them.
+  std::size_t nodes_alive() const { return core_.nodes_alive(); }
   /// Node `node` joined the run at least once (it may have been lost since).
   bool node_ever_joined(std::size_t node) const {
     return node < core_.node_joined.size() && core_.node_joined[node];

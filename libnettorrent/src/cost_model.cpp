@@ -334,13 +334,12 @@ std::string plan_report(const cluster_config& cluster, const plan_options& opt) 
   // plan must be the same on every node), at a nominal core rate.
   cluster_config a = base;
   a.placement.strategy = placement_strategy::automatic;
+  const placement_plan described = plan_placement(a);
   out += "auto, on the description's nodes.bandwidth_mbit and nodes.cores at "
-         + num(auto_core_gflops) + " GFLOP/s per core, chooses " + plan_placement(a).prediction
-         + "\n";
+         + num(auto_core_gflops) + " GFLOP/s per core, chooses " + described.prediction + "\n";
   // A run plans auto again on what its nodes measure at start; these
   // figures stand in for the measurement.
-  const placement_plan shape = plan_placement(a);
-  const std::vector<node_figures> assumed = figures_of(shape, opt);
+  const std::vector<node_figures> assumed = figures_of(described, opt);
   out += "auto, on the figures assumed above as if measured at start, chooses "
          + plan_placement(a, &assumed).prediction + "\n";
   return out;

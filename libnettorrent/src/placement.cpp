@@ -254,6 +254,10 @@ placement_plan plan_fixed(const cluster_config& cfg) {
 
 } // namespace
 
+bool planned_at_start(const cluster_config& cfg) {
+  return cfg.placement.strategy == placement_strategy::automatic && cfg.nodes.size() > 1;
+}
+
 std::vector<placement_strategy> candidate_strategies(const cluster_config& cfg) {
   const std::size_t N = cfg.nodes.size();
   const std::size_t R = cfg.run.topology.replicas;

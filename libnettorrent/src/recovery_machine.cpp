@@ -329,8 +329,7 @@ void recovery_machine::resume_hit(const std::vector<bool>& hit) {
 
 void recovery_machine::book() {
   summary_.seconds = c_.now() - t0_;
-  summary_.nodes_alive =
-      static_cast<std::size_t>(std::count(c_.alive.begin(), c_.alive.end(), true));
+  summary_.nodes_alive = c_.nodes_alive();
   c_.result.recovery_seconds += summary_.seconds;
   c_.result.samples_redone += summary_.samples_redone;
   c_.result.replicas_rolled_back += summary_.rolled_back.size();

@@ -74,7 +74,6 @@ run_core::run_core(run_config c, run_backend& b, std::function<double()> clk, bo
   node_of = placement.empty() ? std::vector<std::size_t>(layout.size(), 0) : placement;
   alive.assign(std::max<std::size_t>(node_names.size(), 1), true);
   leaving.assign(alive.size(), false);
-  departed.assign(alive.size(), false);
   const std::size_t R = layout.replicas();
   incarnation.assign(R, 0);
   positions.assign(R, worker_position{});

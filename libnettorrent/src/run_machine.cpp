@@ -160,8 +160,7 @@ void run_machine::on_node_joined(std::size_t node) {
   if (c.node_joined[node]) {
     if (!c.alive[node]) { // a lost node started again: it takes actors at the next re-placement
       c.alive[node] = true;
-      c.departed[node] = false; // one that left may come back the same way
-      c.leaving[node] = false;
+      c.leaving[node] = false; // one that left may come back the same way
       c.rebalance_pending = true;
       c.say("coordinator: node " + c.node_names[node]
             + " rejoined; it hosts actors again from the next re-placement");
@@ -335,9 +334,7 @@ std::string run_machine::on_leave_requested(std::size_t node) {
   if (!other)
     return "no other node is left to take its actors";
   c.leaving[node] = true;
-  std::size_t hosted = 0;
-  for (std::size_t i = 1; i < c.layout.size(); ++i)
-    hosted += c.node_of[i] == node ? 1 : 0;
+  const std::size_t hosted = c.hosted_on(node);
   c.say("coordinator: node " + name + " asked to leave; its " + std::to_string(hosted)
         + " actors move to other nodes at the next sync round that reads the moments");
   if (hosted == 0)
@@ -348,16 +345,10 @@ std::string run_machine::on_leave_requested(std::size_t node) {
 void run_machine::release_leavers() {
   auto& c = core_;
   for (std::size_t n = 0; n < c.leaving.size(); ++n) {
-    if (!c.leaving[n])
-      continue;
-    bool hosts = false;
-    for (std::size_t i = 1; i < c.layout.size(); ++i)
-      hosts = hosts || c.node_of[i] == n;
-    if (hosts)
+    if (!c.leaving[n] || c.hosted_on(n) > 0)
       continue;
     c.leaving[n] = false;
-    c.departed[n] = true;
-    c.alive[n] = false;
+    c.alive[n] = false; // its node actor going down later is no loss
     ++c.result.nodes_left;
     c.say("coordinator: node " + c.node_names[n] + " left the run; it hosts nothing now");
     c.backend.release(n);
@@ -626,7 +617,7 @@ void run_machine::on_node_lost(std::size_t node, const std::string& reason) {
   auto& c = core_;
   if (c.over() || node >= c.alive.size())
     return;
-  if (c.departed[node]) // it left gracefully and hosts nothing
+  if (!c.alive[node]) // released after a graceful leave: it hosts nothing
     return;
   if (!training_began()) {
     fail("lost node " + (node < c.node_names.size() ? c.node_names[node] : std::to_string(node))

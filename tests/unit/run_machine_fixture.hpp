@@ -171,6 +171,19 @@ protected:
     ASSERT_EQ(m->current_phase(), phase::training);
   }
 
+  /// Registers every actor the nodes were asked to spawn, wires them and
+  /// starts training (a cluster run: the machine has a placement).
+  void start_spawned() {
+    for (const auto& sp : rec.take("spawn")) {
+      m->on_registered(sp.key, 0);
+      m->on_spawned(sp.step, sp.key);
+    }
+    for (const auto& w : rec.take("wire"))
+      m->on_wired(w.step, w.key);
+    m->on_run_requested();
+    ASSERT_EQ(m->current_phase(), phase::training);
+  }
+
   /// Every replica reports a barrier (finished = last; on_grid: a full
   /// sync interval since the last round; ends_next: the epochs end before
   /// the next sync point).

@@ -164,14 +164,7 @@ TEST_F(RunMachine, ANodeThatRejoinsGetsItsActorsBackAfterTheNextRound) {
   make(c, placement, {"a", "b"});
   m->on_node_joined(0);
   m->on_node_joined(1);
-  for (const auto& sp : rec.take("spawn")) {
-    m->on_registered(sp.key, 0);
-    m->on_spawned(sp.step, sp.key);
-  }
-  for (const auto& w : rec.take("wire"))
-    m->on_wired(w.step, w.key);
-  m->on_run_requested();
-  ASSERT_EQ(m->current_phase(), phase::training);
+  ASSERT_NO_FATAL_FAILURE(start_spawned());
   m->on_node_lost(1, "remote_link_unreachable");
   recover(*m, rec, 0);
   EXPECT_EQ(m->node_of(nt::actor_key::slice_of(0, 1, 0)), 0u) << "re-placed on the live node";
@@ -213,14 +206,7 @@ TEST_F(RunMachine, ALeavingNodesActorsMoveAfterTheNextRoundAndItIsReleased) {
   for (std::size_t n = 0; n < 3; ++n)
     m->on_node_joined(n);
   EXPECT_CONTAINS(m->on_leave_requested(2), "training has not begun");
-  for (const auto& sp : rec.take("spawn")) {
-    m->on_registered(sp.key, 0);
-    m->on_spawned(sp.step, sp.key);
-  }
-  for (const auto& w : rec.take("wire"))
-    m->on_wired(w.step, w.key);
-  m->on_run_requested();
-  ASSERT_EQ(m->current_phase(), phase::training);
+  ASSERT_NO_FATAL_FAILURE(start_spawned());
   EXPECT_CONTAINS(m->on_leave_requested(0), "holds the coordinator");
   EXPECT_CONTAINS(m->on_leave_requested(7), "not a live node");
   EXPECT_EQ(m->on_leave_requested(2), "");
@@ -229,10 +215,7 @@ TEST_F(RunMachine, ALeavingNodesActorsMoveAfterTheNextRoundAndItIsReleased) {
   rec.take("resume");
   barrier_all_at(500, false, {0, 1});
   score({0.5, 0.6});
-  for (const auto& e : rec.take("exchange"))
-    m->on_exchanged(e.step, e.layer, some_layer(1.0f), 1);
-  for (const auto& r : rec.take("apply"))
-    m->on_restored(r.step, r.layer, r.replica, 1);
+  exchange_all();
   // The round is kept: c's slices move (to a or b), nothing rolls back.
   EXPECT_EQ(m->current_phase(), phase::recovering);
   const auto spawned = recover(*m, rec, 500);
